@@ -1,0 +1,319 @@
+"""Input partitions: discovery, streaming records in fixed-size batches, quarantine.
+
+A partition is a folder under `<data>/corpus/` (e.g. `2026-11-22/`); its files are JSON Lines
+(`{"id": "...", "text": "..."}`), plain text (one document per line, id = `file:line`) or
+Parquet (string columns `id`, `text`). Files are streamed, never read whole. Every record that
+cannot be used goes to `<data>/quarantine/` byte for byte with its line and reason; the good
+records around it are still yielded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "text", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One input file, named relative to the corpus root, with what identifies its content."""
+
+    partition: str
+    name: str  # path relative to the corpus root, e.g. "2026-11-22/a.jsonl"
+    format: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha1(f"{self.name}|{self.size}|{self.mtime_ns}".encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    text: str
+    line: int  # 1-based line (row number for Parquet)
+    offset: int  # byte offset of the line in the file (-1 for Parquet)
+    length: int  # bytes of the raw line (-1 for Parquet)
+
+
+@dataclass
+class QuarantineCounts:
+    records: int = 0
+    reasons: Counter = field(default_factory=Counter)
+
+
+class BadInputError(ValueError):
+    """An input that cannot be used, explained in one sentence."""
+
+
+def discover(corpus_dir: Path, partitions: list[str] | None = None, after: str | None = None,
+             until: str | None = None) -> tuple[list[SourceFile], list[str]]:
+    """Input files of the chosen partitions in a stable order, and the files skipped, with why.
+
+    Partitions are the sub-folders of `corpus_dir`, ordered by name (dates sort naturally).
+    `partitions` picks exact names; `after`/`until` pick a name range (after exclusive).
+    """
+    corpus_dir = Path(corpus_dir)
+    if not corpus_dir.is_dir():
+        raise BadInputError(f"No corpus folder at {corpus_dir}; create it and drop partitions in it "
+                            "(e.g. corpus/2026-11-22/statements.jsonl).")
+    names = sorted(p.name for p in corpus_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if partitions is not None:
+        missing = sorted(set(partitions) - set(names))
+        if missing:
+            raise BadInputError(f"No partition named {', '.join(missing)} under {corpus_dir}; "
+                                f"the partitions there are: {', '.join(names) or 'none'}.")
+        names = [n for n in names if n in set(partitions)]
+    if after is not None:
+        names = [n for n in names if n > after]
+    if until is not None:
+        names = [n for n in names if n <= until]
+    files, skipped = [], []
+    for part in names:
+        for path in sorted((corpus_dir / part).rglob("*")):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            rel = path.relative_to(corpus_dir).as_posix()
+            fmt = FORMATS.get(path.suffix.lower())
+            if fmt is None:
+                skipped.append(f"{rel}: not .jsonl, .ndjson, .txt or .parquet")
+                continue
+            st = path.stat()
+            files.append(SourceFile(part, rel, fmt, st.st_size, st.st_mtime_ns))
+    return files, skipped
+
+
+class Quarantine:
+    """Rejected records of one source file: raw bytes in `<name>.rejected`, reasons beside.
+
+    Written under a temporary name and moved into place by `commit()`, so a rerun of the same
+    file replaces, never duplicates, what an earlier attempt wrote.
+    """
+
+    def __init__(self, quarantine_dir: Path, source: SourceFile):
+        self.base = Path(quarantine_dir) / source.name
+        self.source = source
+        self.counts = QuarantineCounts()
+        self._raw = self._reasons = self._rows = None
+        self._tmp: list[Path] = []
+
+    def _open(self, suffix: str, mode: str):
+        self.base.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.base.with_name(f".{self.base.name}{suffix}.tmp")
+        self._tmp.append(tmp)
+        return open(tmp, mode)
+
+    def reject(self, line: int, reason: str, raw: bytes | None = None, row: dict | None = None) -> None:
+        self.counts.records += 1
+        self.counts.reasons[reason.split(":")[0]] += 1
+        if self._reasons is None:
+            self._reasons = self._open(".reasons.jsonl", "w")
+        entry = {"source": self.source.name, "line": line, "reason": reason}
+        if raw is not None:
+            if self._raw is None:
+                self._raw = self._open(".rejected", "wb")
+            entry["offset_in_rejected"] = self._raw.tell()
+            entry["bytes"] = len(raw)
+            self._raw.write(raw)
+        if row is not None:
+            if self._rows is None:
+                self._rows = self._open(".rejected.jsonl", "w")
+            self._rows.write(json.dumps({"line": line, **row}, default=repr) + "\n")
+        self._reasons.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def reject_file(self, path: Path, reason: str) -> None:
+        """The whole file is the rejected record: copied in blocks, never read whole."""
+        self.reject(0, reason)
+        if self._raw is None:
+            self._raw = self._open(".rejected", "wb")
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                self._raw.write(block)
+
+    def commit(self) -> None:
+        for f in (self._raw, self._reasons, self._rows):
+            if f is not None:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+        for tmp in self._tmp:
+            os.replace(tmp, tmp.with_name(tmp.name[1:-4]))
+
+    def discard(self) -> None:
+        for f in (self._raw, self._reasons, self._rows):
+            if f is not None:
+                f.close()
+        for tmp in self._tmp:
+            tmp.unlink(missing_ok=True)
+
+
+def _check(id_, text, max_bytes: int, nbytes: int) -> str | None:
+    """The reason a record is unusable, or None."""
+    if nbytes > max_bytes:
+        return f"too large: {nbytes} bytes, over corpus.max_record_bytes={max_bytes}"
+    if id_ is None:
+        return "missing id"
+    if not isinstance(id_, str):
+        return f"id must be a string, got {type(id_).__name__}"
+    if not id_.strip():
+        return "empty id"
+    if text is None:
+        return "missing text"
+    if not isinstance(text, str):
+        return f"text must be a string, got {type(text).__name__}"
+    if not text.strip():
+        return "empty text"
+    if "\x00" in text or "\x00" in id_:
+        return "NUL byte in id or text"
+    return None
+
+
+def _lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(1-based line number, byte offset, raw line with its newline), streamed."""
+    offset = 0
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            yield number, offset, raw
+            offset += len(raw)
+
+
+def _jsonl_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) -> Iterator[Record]:
+    for number, offset, raw in _lines(path):
+        body = raw.rstrip(b"\r\n")
+        if not body.strip():
+            continue
+        reason = None
+        try:
+            obj = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            reason = f"invalid UTF-8: byte {exc.start}"
+        except json.JSONDecodeError as exc:
+            reason = f"broken JSON: {exc.msg} at column {exc.colno}"
+        else:
+            if not isinstance(obj, dict):
+                reason = f"not a JSON object: got {type(obj).__name__}"
+            else:
+                reason = _check(obj.get("id"), obj.get("text"), max_bytes, len(raw))
+        if reason:
+            q.reject(number, reason, raw=raw)
+        else:
+            yield Record(obj["id"], obj["text"], number, offset, len(raw))
+
+
+def _text_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) -> Iterator[Record]:
+    for number, offset, raw in _lines(path):
+        body = raw.rstrip(b"\r\n")
+        if not body.strip():
+            continue
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            q.reject(number, f"invalid UTF-8: byte {exc.start}", raw=raw)
+            continue
+        reason = _check(f"{src.name}:{number}", text, max_bytes, len(raw))
+        if reason:
+            q.reject(number, reason, raw=raw)
+        else:
+            yield Record(f"{src.name}:{number}", text, number, offset, len(raw))
+
+
+def _parquet_records(path: Path, src: SourceFile, max_bytes: int, batch_size: int,
+                     q: Quarantine) -> Iterator[Record]:
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        q.reject_file(path, f"unreadable Parquet file: {exc}")
+        return
+    schema = pf.schema_arrow
+    missing = [c for c in ("id", "text") if c not in schema.names or not pa.types.is_string(schema.field(c).type)
+               and not pa.types.is_large_string(schema.field(c).type)]
+    if missing:
+        got = ", ".join(f"{f.name}: {f.type}" for f in schema)
+        q.reject_file(path, f"wrong Parquet schema: needs string columns id and text, got {got}")
+        return
+    number = 0
+    for batch in pf.iter_batches(batch_size=batch_size, columns=["id", "text"]):
+        for id_, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
+            number += 1
+            size = len((id_ or "").encode()) + len((text or "").encode())
+            reason = _check(id_, text, max_bytes, size)
+            if reason:
+                q.reject(number, reason, row={"id": id_, "text": text})
+            else:
+                yield Record(id_, text, number, -1, -1)
+
+
+def read_records(corpus_dir: Path, src: SourceFile, q: Quarantine, *, batch_size: int,
+                 max_record_bytes: int) -> Iterator[Record]:
+    """The good records of one file, in file order; the bad ones go to `q`."""
+    path = Path(corpus_dir) / src.name
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        q.reject(0, f"unreadable file: {exc.strerror}")
+        return
+    if src.format == "jsonl":
+        yield from _jsonl_records(path, src, max_record_bytes, q)
+    elif src.format == "text":
+        yield from _text_records(path, src, max_record_bytes, q)
+    else:
+        yield from _parquet_records(path, src, max_record_bytes, batch_size, q)
+
+
+def batched(items, n: int):
+    """Lists of up to n items from any iterable (the last may be shorter)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which partitions a run builds into its version, and which of them it trains on."""
+
+    in_version: list[str]
+    train: list[str]
+    new: list[str]
+
+
+def select_partitions(available: list[str], done: list[str], *, mode: str, new_only: bool,
+                      partitions: list[str] | None = None, after: str | None = None,
+                      until: str | None = None) -> Selection:
+    """nightly: new_only, mode update. backfill: a chosen range, mode update or rebuild.
+
+    update continues the published models on the chosen partitions (for a nightly, only those
+    not yet in); rebuild trains from scratch on everything in the new version. The version
+    always holds what was in before plus what was chosen.
+    """
+    chosen = [p for p in available if (partitions is None or p in partitions)
+              and (after is None or p > after) and (until is None or p <= until)]
+    if partitions is not None and (missing := sorted(set(partitions) - set(available))):
+        raise BadInputError(f"No partition named {', '.join(missing)} in the corpus; "
+                            f"the partitions there are: {', '.join(available) or 'none'}.")
+    done_here = [p for p in done if p in available]
+    new = [p for p in chosen if p not in done_here]
+    if new_only:
+        chosen = new
+    in_version = sorted(set(done_here) | set(chosen))
+    train = in_version if mode == "rebuild" or not done_here else chosen
+    return Selection(in_version=in_version, train=sorted(train), new=new)

@@ -1,0 +1,79 @@
+"""Shared fixtures: real text from gensim's test data, small settings, a Prefect test server."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from gensim.test.utils import datapath
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from config import load_settings  # noqa: E402
+
+# Two statements that say the same thing in other words; each must be the other's top row.
+NEAR_DUPLICATES = (
+    ("dup/a", "Firefighters battled huge bushfires across New South Wales as strong winds fanned the flames."),
+    ("dup/b", "Across New South Wales firefighters battled the huge bushfires as the strong winds fanned flames."),
+)
+
+
+def lee_lines(name: str = "lee_background.cor") -> list[str]:
+    with open(datapath(name), encoding="utf-8", errors="replace") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def write_corpus(corpus: Path) -> dict[str, Path]:
+    """Three partitions in the three formats, from the Lee corpora (real news text)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bg = lee_lines()
+    p1 = corpus / "2026-11-01" / "lee.txt"
+    p1.parent.mkdir(parents=True)
+    p1.write_text("\n".join(bg[:150]) + "\n", encoding="utf-8")
+    p2 = corpus / "2026-11-02" / "lee.jsonl"
+    p2.parent.mkdir(parents=True)
+    with open(p2, "w", encoding="utf-8") as f:
+        for i, line in enumerate(bg[150:], 150):
+            f.write(json.dumps({"id": f"bg/{i}", "text": line}) + "\n")
+        for id_, text in NEAR_DUPLICATES:
+            f.write(json.dumps({"id": id_, "text": text}) + "\n")
+    p3 = corpus / "2026-11-03" / "lee.parquet"
+    p3.parent.mkdir(parents=True)
+    test = lee_lines("lee.cor")
+    pq.write_table(pa.table({"id": [f"test/{i}" for i in range(len(test))], "text": test}), p3)
+    return {"text": p1, "jsonl": p2, "parquet": p3}
+
+
+def small_settings(data: Path, **more):
+    """Settings scaled to the Lee corpus: several shards per space, quick training."""
+    base = dict(
+        data_dir=str(data),
+        lsi={"num_topics": 40, "chunksize": 200},
+        word2vec={"vector_size": 32, "min_count": 2, "epochs": 3, "workers": 1, "sg": 0},
+        store={"rows_per_shard": 128},
+        index={"n_trees": 10, "search_k": 2000, "recall_sample": 50},
+        dask={"n_workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB"},
+    )
+    for key, value in more.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    return load_settings(**base)
+
+
+@pytest.fixture
+def corpus_data(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    write_corpus(data / "corpus")
+    return data
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """Prefect's test harness: a real temporary server and database for the session."""
+    from prefect.testing.utilities import prefect_test_harness
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,142 @@
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.corpus import BadInputError, Quarantine, discover, read_records, select_partitions
+from tests.conftest import write_corpus
+
+
+def _read(corpus: Path, quarantine: Path, name: str, batch_size: int = 4, max_bytes: int = 10_000):
+    files, _ = discover(corpus)
+    src = next(f for f in files if f.name == name)
+    q = Quarantine(quarantine, src)
+    records = list(read_records(corpus, src, q, batch_size=batch_size, max_record_bytes=max_bytes))
+    q.commit()
+    return records, q
+
+
+def _reasons(quarantine: Path, name: str) -> list[dict]:
+    p = quarantine / f"{name}.reasons.jsonl"
+    return [json.loads(l) for l in p.read_text().splitlines()] if p.exists() else []
+
+
+def test_discover_orders_partitions_and_names_skipped_files(tmp_path):
+    write_corpus(tmp_path / "corpus")
+    (tmp_path / "corpus" / "2026-11-02" / "notes.md").write_text("hello")
+    files, skipped = discover(tmp_path / "corpus")
+    assert [f.partition for f in files] == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    assert [f.format for f in files] == ["text", "jsonl", "parquet"]
+    assert skipped == ["2026-11-02/notes.md: not .jsonl, .ndjson, .txt or .parquet"]
+
+
+def test_missing_corpus_folder_says_how_to_fix(tmp_path):
+    with pytest.raises(BadInputError, match="create it and drop partitions in it"):
+        discover(tmp_path / "nowhere")
+
+
+def test_bad_jsonl_records_quarantined_byte_for_byte_good_ones_kept(tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / "p1").mkdir(parents=True)
+    bad_utf8 = b'{"id": "x3", "text": "caf\xe9"}\n'
+    lines = [
+        b'{"id": "x1", "text": "a good record"}\n',
+        b'{"id": "x2", "text": "broken\n',
+        bad_utf8,
+        b'{"id": 7, "text": "numeric id"}\n',
+        b'{"text": "no id"}\n',
+        b'{"id": "x6", "text": "   "}\n',
+        b'\n',
+        b'[1, 2]\n',
+        b'{"id": "x9", "text": "nul \\u0000 inside"}\n',
+        b'{"id": "x10", "text": "' + b"long " * 100 + b'"}\n',
+        b'{"id": "x11", "text": "another good one \xe2\x9c\x93 mixed \xd0\xba\xd0\xb8\xd1\x80\xd0\xb8\xd0\xbb\xd0\xbb\xd0\xb8\xd1\x86\xd0\xb0"}\n',
+    ]
+    (corpus / "p1" / "s.jsonl").write_bytes(b"".join(lines))
+    records, q = _read(corpus, tmp_path / "q", "p1/s.jsonl", max_bytes=200)
+    assert [r.id for r in records] == ["x1", "x11"]
+    assert records[1].line == 11 and records[1].text.endswith("кириллица")
+    reasons = _reasons(tmp_path / "q", "p1/s.jsonl")
+    assert [(r["line"], r["reason"].split(":")[0]) for r in reasons] == [
+        (2, "broken JSON"), (3, "invalid UTF-8"), (4, "id must be a string, got int"), (5, "missing id"),
+        (6, "empty text"), (8, "not a JSON object"), (9, "NUL byte in id or text"), (10, "too large")]
+    assert all(r["source"] == "p1/s.jsonl" for r in reasons)
+    raw = (tmp_path / "q" / "p1/s.jsonl.rejected").read_bytes()
+    rejected = [lines[i - 1] for i in (2, 3, 4, 5, 6, 8, 9, 10)]
+    assert raw == b"".join(rejected)
+    for r, expected in zip(reasons, rejected):  # each reason points at its bytes
+        assert raw[r["offset_in_rejected"]:r["offset_in_rejected"] + r["bytes"]] == expected
+    assert q.counts.records == 8
+
+
+def test_text_lines_get_file_line_ids_and_bad_bytes_are_quarantined(tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    (corpus / "p" / "t.txt").write_bytes(b"first line\n\n\xff\xfe broken\nlast line")
+    records, _ = _read(corpus, tmp_path / "q", "p/t.txt")
+    assert [(r.id, r.text) for r in records] == [("p/t.txt:1", "first line"), ("p/t.txt:4", "last line")]
+    assert (tmp_path / "q" / "p/t.txt.rejected").read_bytes() == b"\xff\xfe broken\n"
+
+
+def test_parquet_with_wrong_schema_is_quarantined_whole(tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    pq.write_table(pa.table({"id": [1, 2], "body": ["a", "b"]}), corpus / "p" / "w.parquet")
+    records, q = _read(corpus, tmp_path / "q", "p/w.parquet")
+    assert records == []
+    assert (tmp_path / "q" / "p/w.parquet.rejected").read_bytes() == (corpus / "p" / "w.parquet").read_bytes()
+    assert "wrong Parquet schema: needs string columns id and text, got id: int64, body: string" in \
+        _reasons(tmp_path / "q", "p/w.parquet")[0]["reason"]
+
+
+def test_parquet_rows_streamed_with_bad_rows_quarantined(tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    ids = [f"r{i}" for i in range(10)] + [None, "r11"]
+    texts = [f"text {i}" for i in range(10)] + ["orphan", ""]
+    pq.write_table(pa.table({"id": pa.array(ids, pa.string()), "text": texts}), corpus / "p" / "r.parquet",
+                   row_group_size=3)
+    records, _ = _read(corpus, tmp_path / "q", "p/r.parquet", batch_size=4)
+    assert [r.id for r in records] == [f"r{i}" for i in range(10)]
+    rows = [json.loads(l) for l in (tmp_path / "q" / "p/r.parquet.rejected.jsonl").read_text().splitlines()]
+    assert rows == [{"line": 11, "id": None, "text": "orphan"}, {"line": 12, "id": "r11", "text": ""}]
+
+
+def test_unreadable_and_corrupt_parquet(tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    (corpus / "p" / "c.parquet").write_bytes(b"PAR1 not really")
+    records, _ = _read(corpus, tmp_path / "q", "p/c.parquet")
+    assert records == [] and "unreadable Parquet file" in _reasons(tmp_path / "q", "p/c.parquet")[0]["reason"]
+
+
+def test_quarantine_rerun_replaces_not_duplicates(tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    (corpus / "p" / "s.jsonl").write_bytes(b'{"id": "a", "text": "ok"}\nnot json\n')
+    _read(corpus, tmp_path / "q", "p/s.jsonl")
+    _read(corpus, tmp_path / "q", "p/s.jsonl")
+    assert (tmp_path / "q" / "p/s.jsonl.rejected").read_bytes() == b"not json\n"
+
+
+@pytest.mark.parametrize("mode,new_only,kw,expected", [
+    ("update", True, {}, (["a", "b", "c"], ["c"])),            # nightly: only the new one
+    ("update", False, {"after": "a", "until": "b"}, (["a", "b"], ["b"])),   # backfill a range
+    ("rebuild", False, {}, (["a", "b", "c"], ["a", "b", "c"])),  # rebuild everything
+    ("update", False, {"partitions": ["c"]}, (["a", "b", "c"], ["c"])),
+])
+def test_select_partitions(mode, new_only, kw, expected):
+    sel = select_partitions(["a", "b", "c"], ["a", "b"], mode=mode, new_only=new_only, **kw)
+    assert (sel.in_version, sel.train) == expected
+
+
+def test_select_first_run_trains_on_everything():
+    sel = select_partitions(["a", "b"], [], mode="update", new_only=True)
+    assert sel.in_version == sel.train == ["a", "b"]
+
+
+def test_select_unknown_partition_names_the_ones_there():
+    with pytest.raises(BadInputError, match="No partition named z in the corpus; the partitions there are: a, b"):
+        select_partitions(["a", "b"], [], mode="update", new_only=False, partitions=["z"])
