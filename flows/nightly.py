@@ -1,0 +1,18 @@
+"""The nightly flow: take the partitions after the watermark, update the models, publish."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from config import load_settings
+from flows.pipeline import build_and_publish
+from flows.runtime import task_runner
+
+
+@flow(name="nightly", log_prints=True, task_runner=task_runner(load_settings()))
+def nightly(overrides: dict | None = None) -> dict:
+    """Process new partitions (all of them on the first night) and publish a new version.
+
+    `overrides` are configuration values for this run, e.g. {"data_dir": "/srv/shardvec"}.
+    """
+    return build_and_publish(load_settings(**(overrides or {})), flow="nightly", mode="update")

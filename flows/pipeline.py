@@ -1,0 +1,184 @@
+"""The build every publishing flow shares: tokenize, train, write, index, rows, publish, report.
+
+Only wiring: each call below is a task from `tasks.skins`; what passes between them is paths
+and small summaries. `mode="update"` continues the published models on the new partitions
+only; `mode="rebuild"` trains from scratch on every selected partition.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from config import Settings
+from tasks import skins
+from tasks.corpus import SourceFile, select_partitions
+from tasks.publish import RunLock, new_version_id, read_current, version_dir
+from tasks.report import PeakRSS, publish_artifacts, render_text, step_rows
+from tasks.statements import shard_count
+from tasks.tokenize import Tokenizer
+
+
+def _results(futures) -> list[dict]:
+    return [f.result() for f in futures]
+
+
+def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partitions: list[str] | None = None,
+                      after: str | None = None, until: str | None = None, new_only: bool = True) -> dict:
+    data = s.data
+    started = time.perf_counter()
+    with RunLock(data), PeakRSS() as flow_mem:
+        current = read_current(data)
+        found = skins.discover_task(data / "corpus")
+        files = [SourceFile(**f) for f in found["files"]]
+        done = current["watermark"]["partitions"] if current else []
+        sel = select_partitions(sorted({f.partition for f in files}), done, mode=mode, new_only=new_only,
+                                partitions=partitions, after=after, until=until)
+        report = {"flow": flow, "mode": mode, "partitions": sel.train, "skipped_files": found["skipped"]}
+        if current is not None and not sel.train:
+            return _finish(report, status="nothing new", started=started,
+                           message=f"All partitions are in version {current['version']}; nothing to do.")
+        if not files:
+            return _finish(report, status="nothing to do", started=started,
+                           message=f"No input files under {data / 'corpus'}; drop partitions there first.")
+        update = current is not None and sel.train != sel.in_version
+        all_files = [f for f in files if f.partition in set(sel.in_version)]
+        train_parts = set(sel.train)
+        steps: dict[str, list[dict]] = {}
+
+        tok = _results([skins.tokenize_task.submit(
+            data / "corpus", f, data / "cache" / "tokens", data / "quarantine",
+            Tokenizer(s.tokenize.min_len, s.tokenize.max_len, s.tokenize.deaccent),
+            batch_size=s.corpus.batch_size, max_record_bytes=s.corpus.max_record_bytes) for f in all_files])
+        steps["tokenize"] = tok
+        caches = [t["cache"] for t in tok]
+        train_caches = [t["cache"] for t, f in zip(tok, all_files) if f.partition in train_parts]
+
+        version = new_version_id()
+        vdir = version_dir(data, version)
+        models, spaces, indexes = vdir / "models", vdir / "spaces", vdir / "index"
+        prev_models = data / current["components"]["models"] if update else None
+
+        plan = skins.plan_task.submit(tok, vdir / "work" / "plan.npy", data / "corpus", data / "quarantine",
+                                      on_duplicate=s.corpus.on_duplicate)
+        if update:  # the LSI vocabulary is fixed by the first build (LSI cannot grow its terms)
+            dct_path = prev_models / "dictionary.gensim"
+            steps["vocabulary"] = []
+        else:
+            v = skins.vocab_task.submit(caches, models / "dictionary.gensim", max_terms=s.vocab.max_terms,
+                                        no_below=s.vocab.no_below, no_above=s.vocab.no_above).result()
+            steps["vocabulary"] = [v]
+            dct_path = v["dictionary"]
+        lsi = skins.lsi_task.submit(train_caches, dct_path, models, num_topics=s.lsi.num_topics,
+                                    chunksize=s.lsi.chunksize, power_iters=s.lsi.power_iters,
+                                    extra_samples=s.lsi.extra_samples, seed=s.index.seed,
+                                    previous=prev_models / "lsi.gensim" if update else None)
+        w2v = skins.word2vec_task.submit(
+            train_caches, models / "word2vec.gensim", vector_size=s.word2vec.vector_size, window=s.word2vec.window,
+            min_count=s.word2vec.min_count, max_final_vocab=s.word2vec.max_final_vocab, epochs=s.word2vec.epochs,
+            sg=s.word2vec.sg, workers=s.word2vec.workers, seed=s.word2vec.seed,
+            previous=prev_models / "word2vec.gensim" if update else None)
+        words = skins.words_task.submit(w2v.result()["word2vec"], spaces / "words",
+                                        rows_per_shard=s.store.rows_per_shard)
+        steps["train-lsi"], steps["train-word2vec"], steps["plan-statements"] = [lsi.result()], [w2v.result()], [plan.result()]
+        if update:
+            _copy_dictionary(dct_path, models / "dictionary.gensim")
+
+        n_rows = plan.result()["statements"]
+        R = s.store.rows_per_shard
+        proj = _results([skins.project_task.submit(vdir / "work" / "plan.npy", caches, i, R, models,
+                                                   spaces / "statements") for i in range(shard_count(n_rows, R))])
+        steps["project-statements"] = proj
+        skins.finish_space_task(spaces / "statements", [_entry(p) for p in proj], dim=s.lsi.num_topics,
+                                rows_per_shard=R, normalized=True, meta={"what": "LSI statement vectors"})
+        steps["write-word-vectors"] = [words.result()]
+
+        idx = {name: [skins.index_task.submit(spaces / name, i, indexes / name, n_trees=s.index.n_trees,
+                                              seed=s.index.seed) for i in range(n)]
+               for name, n in (("words", words.result()["shards"]), ("statements", len(proj)))}
+        rows_dir = vdir / "similarity"
+        if s.similarity.method == "annoy":
+            _results(idx["statements"])
+        rows = [skins.rows_task.submit(spaces / "statements", i, rows_dir, k=s.similarity.k,
+                                       block_rows=s.similarity.block_rows, method=s.similarity.method,
+                                       index_dir=indexes / "statements", search_k=s.index.search_k)
+                for i in range(len(proj))]
+        for name, futures in idx.items():
+            built = _results(futures)
+            steps[f"index-{name}"] = built
+            skins.finish_index_task(indexes / name, built, n_trees=s.index.n_trees, search_k=s.index.search_k)
+        steps["similarity-rows"] = _results(rows)
+        skins.finish_rows_task(rows_dir, steps["similarity-rows"], k=s.similarity.k, method=s.similarity.method,
+                               rows_per_shard=R)
+        recall = {name: skins.index_recall_task.submit(spaces / name, indexes / name, k=10,
+                                                        search_k=s.index.search_k, sample=s.index.recall_sample,
+                                                        seed=s.index.seed) for name in ("words", "statements")}
+        recall["similarity rows"] = skins.rows_recall_task.submit(spaces / "statements", rows_dir,
+                                                                  sample=s.index.recall_sample, seed=s.index.seed)
+        recall = {name: f.result() for name, f in recall.items()}
+        steps["recall"] = list(recall.values())
+
+        report.update(_counts(tok, plan.result(), lsi.result(), w2v.result(), proj))
+        report["recall"] = {k: {kk: vv for kk, vv in v.items() if kk not in ("seconds", "peak_rss_mb", "rss_growth_mb")}
+                            for k, v in recall.items()}
+        watermark = {"partitions": sel.in_version}
+        components = {"models": models, "words": spaces / "words", "statements": spaces / "statements",
+                      "words_index": indexes / "words", "statements_index": indexes / "statements",
+                      "similarity": rows_dir}
+        summary = {"created_by": flow, "mode": mode, "counts": {k: report[k] for k in
+                   ("records", "quarantined", "statements", "terms", "words") if k in report},
+                   "config": s.model_dump(mode="json"), "code_version": _code_version(),
+                   "steps": step_rows(steps)}
+        steps["publish"] = [skins.publish_task(data, version, {k: str(v) for k, v in components.items()},
+                                               watermark, summary, s.publish.keep_versions)]
+        report["version"] = version
+        report["steps"] = step_rows(steps)
+    report["peak_rss_mb"] = max([flow_mem.peak / (1 << 20)] + [r["peak_rss_mb"] for r in report["steps"]])
+    report["peak_rss_mb"] = round(report["peak_rss_mb"], 1)
+    return _finish(report, status="published", started=started)
+
+
+def _entry(p: dict) -> dict:
+    return {k: p[k] for k in ("shard", "rows", "vectors", "keys", "sha256")}
+
+
+def _copy_dictionary(src: Path, dst: Path) -> None:
+    import shutil
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for f in Path(src).parent.glob(Path(src).name + "*"):
+        shutil.copy2(f, dst.parent / f.name.replace(Path(src).name, dst.name))
+
+
+def _counts(tok, plan, lsi, w2v, proj) -> dict:
+    reasons: dict[str, int] = {}
+    for t in tok:
+        for r, n in t["reasons"].items():
+            reasons[r] = reasons.get(r, 0) + n
+    if plan["duplicates_rejected"]:
+        reasons["duplicate id"] = plan["duplicates_rejected"]
+    return {"files": len(tok), "records": sum(t["records"] for t in tok) + sum(t["quarantined"] for t in tok),
+            "quarantined": sum(t["quarantined"] for t in tok) + plan["duplicates_rejected"],
+            "quarantine_reasons": reasons, "statements": plan["statements"], "terms": lsi["terms"],
+            "topics": lsi["topics"], "words": w2v["words"], "similarity_rows": sum(p["rows"] for p in proj),
+            "tokens": sum(t["tokens"] or 0 for t in tok)}
+
+
+def _code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("shardvec")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _finish(report: dict, *, status: str, started: float, message: str | None = None) -> dict:
+    report["status"] = status
+    if message:
+        report["message"] = message
+    report["wall_seconds"] = round(time.perf_counter() - started, 2)
+    print(render_text(report))
+    try:
+        publish_artifacts(report)
+    except Exception as exc:  # artifacts are a view; a run never fails for them
+        print(f"(could not create Prefect artifacts: {exc})")
+    return report

@@ -1,0 +1,126 @@
+"""The `shardvec` command: a few lines per command over the library and the flows."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(help="Keep the semantic vectors of a growing corpus up to date, and read them.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+query_app = typer.Typer(help="Read the published version: nearest words, similar statements, rows.",
+                        no_args_is_help=True)
+app.add_typer(query_app, name="query")
+
+DataOpt = Annotated[Optional[Path], typer.Option("--data", "-d", help="Data directory (default: config data_dir).")]
+KOpt = Annotated[int, typer.Option("-k", min=1, help="How many results.")]
+
+
+def _settings(data: Path | None):
+    from config import load_settings
+    return load_settings(**({"data_dir": str(data)} if data else {}))
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _user_errors():
+    from config.settings import SettingsError
+    from tasks.corpus import BadInputError
+    from tasks.publish import LockedError, NotPublishedError
+    return (SettingsError, BadInputError, LockedError, NotPublishedError, KeyError)
+
+
+@app.command()
+def sample(data: DataOpt = None) -> None:
+    """Write the bundled sample corpus (real text shipped with gensim) into DATA/corpus."""
+    from shardvec.sample import build_sample
+    s = _settings(data)
+    for path, n in build_sample(s.data / "corpus").items():
+        typer.echo(f"wrote {n:>6} records  {path}")
+
+
+@app.command()
+def nightly(data: DataOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+    """Run the nightly flow now: new partitions in, models updated, a new version published."""
+    from flows.nightly import nightly as nightly_flow
+    from flows.runtime import local_prefect, task_runner
+    s = _settings(data)
+    with local_prefect():
+        report = nightly_flow.with_options(task_runner=task_runner(s))(overrides={"data_dir": str(s.data)})
+    if as_json:
+        typer.echo(json.dumps(report, indent=1, default=str))
+
+
+@query_app.command("word")
+def query_word(word: str, k: KOpt = 10, data: DataOpt = None) -> None:
+    """The words nearest to WORD."""
+    store = _open(data)
+    for hit in store.neighbours(word, k):
+        typer.echo(f"{hit.score:8.4f}  {hit.key}")
+
+
+@query_app.command("text")
+def query_text(text: str, k: KOpt = 10, data: DataOpt = None) -> None:
+    """The published statements most similar to TEXT."""
+    store = _open(data)
+    hits = store.similar(text, k)
+    if not hits:
+        typer.echo("(no known term in that text; nothing is similar)")
+    for hit in hits:
+        typer.echo(f"{hit.score:8.4f}  {hit.key}  {_short(hit.text)}")
+
+
+@query_app.command("id")
+def query_id(statement_id: str, data: DataOpt = None) -> None:
+    """The stored similarity row of statement ID."""
+    store = _open(data)
+    typer.echo(f"{statement_id}: {_short(store.text(statement_id))}")
+    for hit in store.row(statement_id):
+        typer.echo(f"{hit.score:8.4f}  {hit.key}  {_short(hit.text)}")
+
+
+@app.command()
+def demo(data: DataOpt = None) -> None:
+    """Sample corpus + nightly run + a few example queries: the one-command tour."""
+    s = _settings(data)
+    sample(s.data)
+    nightly(s.data)
+    store = _open(s.data)
+    for word in ("government", "music", "computer"):
+        if word in store.words:
+            typer.echo(f"\n$ shardvec query word {word} -k 5")
+            query_word(word, 5, s.data)
+    typer.echo('\n$ shardvec query text "firefighters battle bushfires in new south wales" -k 3')
+    query_text("firefighters battle bushfires in new south wales", 3, s.data)
+    first = store.statements.key(0)
+    typer.echo(f"\n$ shardvec query id {first}")
+    query_id(first, s.data)
+
+
+def _open(data: Path | None):
+    import shardvec
+    return shardvec.open(_settings(data).data)
+
+
+def _short(text: str | None, n: int = 90) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def main() -> None:
+    try:
+        app()
+    except _user_errors() as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Read what a deployment published, through CURRENT, without loading it into RAM.
+
+Everything is memmapped (vectors, keys, Annoy indexes, similarity rows), so many processes
+share one copy in the page cache. A Store stays on the version it opened; open it again to
+see a newer one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tasks.index import ShardedIndex
+from tasks.lsi import Embedder
+from tasks.publish import require_current
+from tasks.similarity import SimilarityRows, exact_topk
+from tasks.store import Space
+from tasks.tokenize import Tokenizer
+
+# Up to this many rows a one-off query scans the memmap exactly (fast enough, recall 1.0);
+# above it, it asks the Annoy indexes.
+EXACT_MAX_ROWS = 2_000_000
+
+
+@dataclass(frozen=True)
+class Hit:
+    key: str
+    score: float
+    text: str | None = None
+
+
+class Store:
+    def __init__(self, data_dir: str | Path):
+        self.data = Path(data_dir).resolve()
+        self.current = require_current(self.data)
+        comp = {name: self.data / rel for name, rel in self.current["components"].items()}
+        self.version: str = self.current["version"]
+        self.words = Space(comp["words"])
+        self.statements = Space(comp["statements"])
+        self._paths = comp
+        self._embedder: Embedder | None = None
+        self._indexes: dict[str, ShardedIndex] = {}
+        self._rows: SimilarityRows | None = None
+        cfg = _json(self.data / "versions" / self.version / "manifest.json").get("config", {})
+        tok = cfg.get("tokenize", {})
+        self.tokenizer = Tokenizer(tok.get("min_len", 2), tok.get("max_len", 20), tok.get("deaccent", False))
+        self.search_k = _json(comp["words_index"] / "manifest.json")["search_k"]
+
+    # --- words -------------------------------------------------------------------------
+    def vector(self, word: str) -> np.ndarray:
+        """The word2vec vector of `word` (a read-only view of the memmap)."""
+        return self.words.vector(word)
+
+    def neighbours(self, word: str, k: int = 10, exact: bool | None = None) -> list[Hit]:
+        """The k words nearest to `word` by cosine, best first."""
+        row = self.words.find(word)
+        if row is None:
+            raise KeyError(f"{word!r} has no vector (not in the word2vec vocabulary of version {self.version}).")
+        return self._search("words", self.words.row(row), k, exclude=row, exact=exact)
+
+    # --- statements ----------------------------------------------------------------------
+    def embed(self, text: str) -> np.ndarray:
+        """The LSI vector (unit length) a new text gets from the published models."""
+        if self._embedder is None:
+            self._embedder = Embedder(self._paths["models"])
+        return self._embedder.embed([self.tokenizer(text)])[0]
+
+    def similar(self, text: str, k: int = 10, exact: bool | None = None) -> list[Hit]:
+        """The k published statements most similar to a new text."""
+        vec = self.embed(text)
+        if not vec.any():
+            return []
+        return self._search("statements", vec, k, exclude=-1, exact=exact)
+
+    def row(self, statement_id: str) -> list[Hit]:
+        """The stored similarity row of a published statement: its top-k, self excluded."""
+        r = self.statements.find(statement_id)
+        if r is None:
+            raise KeyError(f"No statement with id {statement_id!r} in version {self.version}.")
+        if self._rows is None:
+            self._rows = SimilarityRows(self._paths["similarity"])
+        rows, scores = self._rows.row(r)
+        return [self._hit(self.statements, int(n), float(s)) for n, s in zip(rows, scores) if n >= 0]
+
+    def text(self, statement_id: str) -> str:
+        r = self.statements.find(statement_id)
+        if r is None:
+            raise KeyError(f"No statement with id {statement_id!r} in version {self.version}.")
+        return self.statements.column("text", r)
+
+    # --- internals -------------------------------------------------------------------------
+    def _search(self, name: str, vec: np.ndarray, k: int, *, exclude: int, exact: bool | None) -> list[Hit]:
+        space = self.words if name == "words" else self.statements
+        if exact is None:
+            exact = len(space) <= EXACT_MAX_ROWS
+        if exact:
+            rows, scores = exact_topk(space, vec[None, :], k, exclude=np.array([exclude]))
+            rows, scores = rows[0], scores[0]
+        else:
+            if name not in self._indexes:
+                self._indexes[name] = ShardedIndex(self._paths[f"{name}_index"], space)
+            rows, scores = self._indexes[name].search(np.asarray(vec), k, search_k=self.search_k, exclude=exclude)
+        return [self._hit(space, int(r), float(s)) for r, s in zip(rows, scores) if r >= 0]
+
+    def _hit(self, space: Space, r: int, score: float) -> Hit:
+        text = space.column("text", r) if space is self.statements else None
+        return Hit(space.key(r), round(score, 6), text)
+
+
+def _json(path: Path) -> dict:
+    import json
+    return json.loads(Path(path).read_text())
+
+
+def open_store(data_dir: str | Path) -> Store:
+    """Open the version CURRENT names in `data_dir`."""
+    return Store(data_dir)

@@ -1,0 +1,134 @@
+"""Versions and the publish protocol.
+
+Every run writes a new folder `versions/<id>/` (models, spaces, indexes, similarity rows, each
+with a manifest). Nothing reads it until `publish` has fsynced all of it and atomically
+replaced `CURRENT`, the one small file naming the live version, its components and the
+watermark (the partitions that are in). A crash at any point leaves the old CURRENT, and so
+the old version, serving. Old versions beyond `keep_versions` are deleted after a publish.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tasks.atomic import fsync_tree, write_json
+
+CURRENT = "CURRENT"
+FORMAT = 1
+COMPONENTS = ("models", "words", "statements", "words_index", "statements_index", "similarity")
+
+
+class NotPublishedError(FileNotFoundError):
+    pass
+
+
+class LockedError(RuntimeError):
+    pass
+
+
+def new_version_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def version_dir(data: Path, version: str) -> Path:
+    return Path(data) / "versions" / version
+
+
+def read_current(data: Path) -> dict | None:
+    path = Path(data) / CURRENT
+    if not path.exists():
+        return None
+    current = json.loads(path.read_text())
+    if current.get("format") != FORMAT:
+        raise ValueError(f"{path} has format {current.get('format')}, this shardvec reads {FORMAT}; "
+                         "upgrade shardvec or run a backfill in rebuild mode.")
+    return current
+
+
+def require_current(data: Path) -> dict:
+    current = read_current(data)
+    if current is None:
+        raise NotPublishedError(f"Nothing is published in {data} yet; run `shardvec nightly --data {data}` first.")
+    return current
+
+
+def publish(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict,
+            keep_versions: int) -> dict:
+    """Make `version` live: fsync it, write its manifest, atomically replace CURRENT, prune old ones."""
+    data = Path(data)
+    vdir = version_dir(data, version)
+    missing = [c for c in COMPONENTS if c not in components]
+    if missing:
+        raise ValueError(f"cannot publish {version}: components {missing} missing")
+    rel = {name: os.path.relpath(path, data) for name, path in components.items()}
+    write_json(vdir / "manifest.json", {"format": FORMAT, "version": version, "components": rel,
+                                         "watermark": watermark, **summary})
+    fsync_tree(vdir)
+    current = {"format": FORMAT, "version": version, "components": rel, "watermark": watermark,
+               "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json(data / CURRENT, current)
+    removed = retain(data, keep_versions)
+    return {"version": version, "removed_versions": removed}
+
+
+def retain(data: Path, keep_versions: int) -> list[str]:
+    """Delete versions other than the newest `keep_versions` published ones (CURRENT's always kept),
+    and any unpublished leftovers of crashed runs older than the live version."""
+    data = Path(data)
+    current = read_current(data)
+    root = data / "versions"
+    if current is None or not root.exists():
+        return []
+    live = current["version"]
+    published = sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists())
+    keep = set(published[-keep_versions:]) | {live}
+    keep |= {Path(c).parts[1] for c in current["components"].values() if Path(c).parts[0] == "versions"}
+    removed = []
+    for p in sorted(root.iterdir()):
+        if p.name not in keep and p.name < live:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p.name)
+    return removed
+
+
+class RunLock:
+    """One run at a time per data directory (an advisory flock the OS drops if the process dies)."""
+
+    def __init__(self, data: Path, wait_seconds: float = 0.0):
+        self.path = Path(data) / ".run.lock"
+        self.wait_seconds = wait_seconds
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another run"
+                    os.close(fd)
+                    raise LockedError(f"Another shardvec run holds {self.path} ({holder}); "
+                                      "wait for it to finish, then run again.") from None
+                time.sleep(0.5)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {datetime.now(timezone.utc).isoformat(timespec='seconds')}".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,104 @@
+"""What a run measures and reports: time and peak memory per step, counts, recall.
+
+`measured` wraps a step so its summary carries `seconds` and `peak_rss_mb` (sampled from the
+process that ran it, a Dask worker or the flow's own). `render_*` turn the run report into
+the terminal text and the Prefect table and markdown artifacts.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+
+import psutil
+
+MB = 1 << 20
+
+
+class PeakRSS:
+    """Samples this process's RSS in a thread; `peak` is the highest seen."""
+
+    def __init__(self, interval: float = 0.01):
+        self.interval = interval
+        self.proc = psutil.Process()
+        self.start_rss = self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+
+def measured(fn: Callable[..., dict]) -> Callable[..., dict]:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs) -> dict:
+        t = time.perf_counter()
+        with PeakRSS() as mem:
+            result = fn(*args, **kwargs)
+        return {**result, "seconds": round(time.perf_counter() - t, 3),
+                "peak_rss_mb": round(mem.peak / MB, 1), "rss_growth_mb": round((mem.peak - mem.start_rss) / MB, 1)}
+    return wrapper
+
+
+def step_rows(steps: dict[str, list[dict]]) -> list[dict]:
+    """One table row per step: how many tasks, total and longest time, highest peak RSS."""
+    rows = []
+    for name, results in steps.items():
+        if not results:
+            continue
+        rows.append({"step": name, "tasks": len(results),
+                     "seconds": round(sum(r.get("seconds", 0) for r in results), 2),
+                     "longest_task_s": round(max(r.get("seconds", 0) for r in results), 2),
+                     "peak_rss_mb": max(r.get("peak_rss_mb", 0) for r in results)})
+    return rows
+
+
+def render_text(report: dict) -> str:
+    lines = [f"shardvec {report['flow']}: {report['status']}" + (f" -> version {report['version']}" if report.get("version") else "")]
+    if report.get("message"):
+        lines.append(f"  {report['message']}")
+    for key, label in [("partitions", "partitions"), ("files", "files"), ("records", "records read"),
+                       ("quarantined", "records quarantined"), ("statements", "statements"),
+                       ("terms", "LSI vocabulary"), ("words", "word vectors"), ("topics", "LSI topics"),
+                       ("similarity_rows", "similarity rows"), ("wall_seconds", "wall time (s)"),
+                       ("peak_rss_mb", "peak RSS of any process (MB)")]:
+        if key in report:
+            value = report[key]
+            lines.append(f"  {label:<30} {', '.join(value) if isinstance(value, list) else value}")
+    for reason, n in sorted(report.get("quarantine_reasons", {}).items()):
+        lines.append(f"    quarantined: {reason}: {n}")
+    for name, r in report.get("recall", {}).items():
+        lines.append(f"  recall@{r['k']} {name:<20} {r.get('recall_at_k', r.get('rows_recall_at_k'))}"
+                     + (f" (search_k={r['search_k']}, {r['queries_per_second']} q/s)" if "search_k" in r else ""))
+    if report.get("steps"):
+        lines.append(f"  {'step':<22}{'tasks':>6}{'seconds':>10}{'peak MB':>10}")
+        for row in report["steps"]:
+            lines.append(f"  {row['step']:<22}{row['tasks']:>6}{row['seconds']:>10}{row['peak_rss_mb']:>10}")
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict) -> str:
+    return "```\n" + render_text(report) + "\n```\n"
+
+
+def publish_artifacts(report: dict) -> None:
+    """The run report as Prefect artifacts (shown on the flow run's page in the UI)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    create_markdown_artifact(markdown=f"# shardvec {report['flow']}\n\n" + render_markdown(report),
+                             key=f"shardvec-{report['flow']}-summary", description="Run summary")
+    if report.get("steps"):
+        create_table_artifact(table=report["steps"], key=f"shardvec-{report['flow']}-steps",
+                              description="Time and peak memory per step")

@@ -1,0 +1,151 @@
+"""Exact top-k by blocked matrix products over the shards, and the similarity rows built with it.
+
+Scores are cosine similarities. A search streams the space shard by shard (memmapped), keeps
+the best k per query from each shard with argpartition, and merges: RAM is one block of
+scores, never the whole space. Similarity rows are stored per shard of the statement space:
+`rows-00000.npy` (int64 statement rows, -1 where fewer than k exist) and `scores-00000.npy`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tasks.atomic import save_npy, sha256_file, write_json
+from tasks.store import Space, shard_name
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    n[n == 0] = 1.0
+    return x / n
+
+
+def _top(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best k per query row of (scores, rows), sorted by score descending then row."""
+    if scores.shape[1] > k:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        scores = np.take_along_axis(scores, part, axis=1)
+        rows = np.take_along_axis(rows, part, axis=1)
+    order = np.lexsort((rows, -scores), axis=1)
+    return np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
+
+
+def exact_topk(space: Space, queries: np.ndarray, k: int, exclude: np.ndarray | None = None,
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The k rows most cosine-similar to each query (rows -1 / score -inf where too few).
+
+    `exclude[i]` is a row never returned for query i (the query's own row), or -1.
+    """
+    q = _unit(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
+    best_rows = np.full((len(q), 0), -1, dtype=np.int64)
+    best_scores = np.full((len(q), 0), -np.inf, dtype=np.float32)
+    for s in range(space.n_shards):
+        shard = np.asarray(space.shard(s))
+        start = space.shard_start(s)
+        scores = q @ shard.T
+        if not space.normalized:
+            norms = np.linalg.norm(shard, axis=1)
+            norms[norms == 0] = 1.0
+            scores /= norms
+        if exclude is not None:
+            local = exclude - start
+            hit = (local >= 0) & (local < len(shard))
+            scores[np.flatnonzero(hit), local[hit]] = -np.inf
+        kk = min(k, scores.shape[1])
+        if kk == 0:
+            continue
+        rows = np.broadcast_to(np.arange(start, start + len(shard), dtype=np.int64), scores.shape)
+        r, sc = _top(scores, rows, kk)
+        best_rows, best_scores = _top(np.hstack([best_scores, sc]), np.hstack([best_rows, r]),
+                                      min(k, best_rows.shape[1] + kk))
+    if best_rows.shape[1] < k:  # fewer than k rows in the whole space
+        pad = k - best_rows.shape[1]
+        best_rows = np.hstack([best_rows, np.full((len(q), pad), -1, dtype=np.int64)])
+        best_scores = np.hstack([best_scores, np.full((len(q), pad), -np.inf, dtype=np.float32)])
+    best_rows[~np.isfinite(best_scores)] = -1
+    return best_rows, best_scores.astype(np.float32)
+
+
+def rows_for_shard(space_dir: Path, shard: int, out_dir: Path, *, k: int, block_rows: int,
+                   method: str = "exact", index_dir: Path | None = None, search_k: int | None = None) -> dict:
+    """Top-k rows (self excluded) for every statement of one shard, written durably."""
+    space = Space(space_dir)
+    vecs = space.shard(shard)
+    start = space.shard_start(shard)
+    rows = np.empty((len(vecs), k), dtype=np.int64)
+    scores = np.empty((len(vecs), k), dtype=np.float32)
+    index = None
+    if method == "annoy":
+        from tasks.index import ShardedIndex
+        index = ShardedIndex(index_dir, space)
+    for b in range(0, len(vecs), block_rows):
+        block = np.asarray(vecs[b:b + block_rows])
+        own = np.arange(start + b, start + b + len(block), dtype=np.int64)
+        if index is None:
+            r, s = exact_topk(space, block, k, exclude=own)
+        else:
+            r, s = index.search_many(block, k, search_k=search_k, exclude=own)
+        rows[b:b + len(block)], scores[b:b + len(block)] = r, s
+    out_dir = Path(out_dir)
+    r_path = save_npy(out_dir / shard_name("rows", shard, "npy"), rows)
+    s_path = save_npy(out_dir / shard_name("scores", shard, "npy"), scores)
+    return {"shard": shard, "rows": len(vecs), "files": [r_path.name, s_path.name],
+            "sha256": {p.name: sha256_file(p) for p in (r_path, s_path)}}
+
+
+def finish_rows(out_dir: Path, shards: list[dict], *, k: int, method: str, rows_per_shard: int) -> dict:
+    manifest = {"format": 1, "kind": "similarity", "k": k, "method": method, "rows_per_shard": rows_per_shard,
+                "rows": sum(s["rows"] for s in shards), "shards": sorted(shards, key=lambda s: s["shard"])}
+    write_json(Path(out_dir) / "manifest.json", manifest)
+    return manifest
+
+
+def rows_recall(space_dir: Path, rows_dir: Path, *, sample: int, seed: int) -> dict:
+    """recall@k of the stored rows against a fresh exact search, on a sample of statements."""
+    space = Space(space_dir)
+    sim = SimilarityRows(rows_dir)
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(len(space), size=min(sample, len(space)), replace=False))
+    exact, _ = exact_topk(space, space.rows(picks), sim.k, exclude=picks)
+    stored = np.stack([sim.row(int(p))[0] for p in picks])
+    return {"rows_recall_at_k": recall_at_k(stored, exact), "k": sim.k, "sample": len(picks)}
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = total = 0
+    for f, t in zip(found, truth):
+        t = set(int(x) for x in t if x >= 0)
+        hits += len(t & set(int(x) for x in f if x >= 0))
+        total += len(t)
+    return hits / total if total else 1.0
+
+
+class SimilarityRows:
+    """The stored top-k rows, memmapped: `row(r)` -> (neighbour rows, scores)."""
+
+    def __init__(self, rows_dir: Path):
+        self.dir = Path(rows_dir)
+        self.manifest = json.loads((self.dir / "manifest.json").read_text())
+        self.k = self.manifest["k"]
+        self.rows_per_shard = self.manifest["rows_per_shard"]
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _shard(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        if s not in self._cache:
+            self._cache[s] = (np.load(self.dir / shard_name("rows", s, "npy"), mmap_mode="r"),
+                              np.load(self.dir / shard_name("scores", s, "npy"), mmap_mode="r"))
+        return self._cache[s]
+
+    def row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        s, off = divmod(int(r), self.rows_per_shard)
+        rows, scores = self._shard(s)
+        return np.asarray(rows[off]), np.asarray(scores[off])
+
+    def verify(self) -> list[str]:
+        bad = []
+        for s in self.manifest["shards"]:
+            bad += [n for n, h in s["sha256"].items() if sha256_file(self.dir / n) != h]
+        return bad

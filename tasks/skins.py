@@ -1,0 +1,42 @@
+"""The thin Prefect task skins over the plain step functions (retries, names, measurement).
+
+Steps take and return paths and small summaries, so nothing big crosses the orchestrator.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import index, lsi, similarity, statements, store, tokenize, vocab, word2vec
+from tasks.corpus import discover
+from tasks.publish import publish
+from tasks.report import measured
+
+
+def _skin(fn, name: str, retries: int = 2):
+    return task(measured(fn), name=name, retries=retries, retry_delay_seconds=[2, 10, 30],
+                cache_policy=NO_CACHE, persist_result=False)
+
+
+def _discover(corpus_dir, partitions=None, after=None, until=None) -> dict:
+    files, skipped = discover(corpus_dir, partitions, after, until)
+    return {"files": [f.to_dict() for f in files], "skipped": skipped}
+
+
+discover_task = _skin(_discover, "discover")
+tokenize_task = _skin(tokenize.tokenize_file, "tokenize")
+plan_task = _skin(statements.plan_statements, "plan-statements")
+vocab_task = _skin(vocab.build_dictionary, "vocabulary")
+lsi_task = _skin(lsi.train_lsi, "train-lsi")
+word2vec_task = _skin(word2vec.train_word2vec, "train-word2vec")
+words_task = _skin(word2vec.write_word_space, "write-word-vectors")
+project_task = _skin(statements.project_shard, "project-statements")
+finish_space_task = _skin(store.finish_space, "finish-space")
+index_task = _skin(index.build_shard_index, "build-index")
+finish_index_task = _skin(index.finish_index, "finish-index")
+rows_task = _skin(similarity.rows_for_shard, "similarity-rows")
+finish_rows_task = _skin(similarity.finish_rows, "finish-rows")
+index_recall_task = _skin(index.index_recall, "index-recall")
+rows_recall_task = _skin(similarity.rows_recall, "rows-recall")
+publish_task = _skin(publish, "publish", retries=0)

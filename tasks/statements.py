@@ -1,0 +1,129 @@
+"""The statement space: which cached records it holds (one per id), projected shard by shard.
+
+`plan_statements` walks the caches in partition order, settles duplicate ids (reject: the
+first stays and later ones go to quarantine; update: the last one wins) and writes the plan,
+an (N, 2) array of (cache number, row in cache) per statement row. `project_shard` then
+embeds the rows of one shard with the LSI model and writes them; shards run in parallel.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from tasks.atomic import save_npy
+from tasks.corpus import Quarantine, SourceFile
+from tasks.lsi import Embedder
+from tasks.store import key_hashes, write_shard
+from tasks.tokenize import open_cache
+
+
+def _cache_table(path: str, columns: list[str]) -> pa.Table:
+    return open_cache(Path(path)).read_all().select(columns)
+
+
+def plan_statements(caches: list[dict], plan_path: Path, corpus_dir: Path, quarantine_dir: Path, *,
+                    on_duplicate: str) -> dict:
+    """`caches`: tokenize summaries in partition order. Writes the plan; returns counts."""
+    sizes = [c["records"] for c in caches]
+    where = np.empty((sum(sizes), 2), dtype=np.int64)
+    hashes = np.empty(len(where), dtype=np.uint64)
+    start = 0
+    for ci, c in enumerate(caches):
+        ids = _cache_table(c["cache"], ["id"]).column("id").to_pylist()
+        hashes[start:start + len(ids)] = key_hashes(ids)
+        where[start:start + len(ids)] = np.column_stack([np.full(len(ids), ci), np.arange(len(ids))])
+        start += len(ids)
+    keep = np.ones(len(where), dtype=bool)
+    order = np.argsort(hashes, kind="stable")  # equal hashes stay in corpus order
+    runs = _equal_runs(hashes[order])
+    rejected = superseded = 0
+    q_by_source: dict[str, Quarantine] = {}
+    for run in runs:
+        rows = order[run]  # corpus order within the run
+        by_id: dict[str, list[int]] = defaultdict(list)
+        for r in rows:  # verify the ids, a 64-bit hash collision must not merge two statements
+            ci, local = where[r]
+            by_id[_cache_table(caches[ci]["cache"], ["id"]).column("id")[int(local)].as_py()].append(int(r))
+        for id_, same in by_id.items():
+            if len(same) < 2:
+                continue
+            drop = same[1:] if on_duplicate == "reject" else same[:-1]
+            first = where[same[0]]
+            for r in drop:
+                keep[r] = False
+                if on_duplicate == "reject":
+                    rejected += 1
+                    ci, local = where[r]
+                    src = caches[ci]["source"]
+                    q = q_by_source.get(src)
+                    if q is None:
+                        q = q_by_source[src] = Quarantine(Path(quarantine_dir), _dup_source(src))
+                    _quarantine_duplicate(q, caches, ci, int(local), corpus_dir,
+                                          f"duplicate id {id_!r}: first seen in {caches[first[0]]['source']}")
+                else:
+                    superseded += 1
+    for q in q_by_source.values():
+        q.commit()
+    save_npy(Path(plan_path), where[keep])
+    return {"plan": str(plan_path), "statements": int(keep.sum()), "duplicates_rejected": rejected,
+            "duplicates_superseded": superseded}
+
+
+def _equal_runs(sorted_hashes: np.ndarray) -> list[np.ndarray]:
+    """Index runs (length >= 2) of equal values in a sorted array."""
+    if len(sorted_hashes) < 2:
+        return []
+    same = sorted_hashes[1:] == sorted_hashes[:-1]
+    runs, i = [], 0
+    idx = np.flatnonzero(same)
+    while i < len(idx):
+        j = i
+        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
+            j += 1
+        runs.append(np.arange(idx[i], idx[j] + 2))
+        i = j + 1
+    return runs
+
+
+def _dup_source(source: str) -> SourceFile:
+    return SourceFile(partition="", name=f"{source}.duplicates", format="", size=0, mtime_ns=0)
+
+
+def _quarantine_duplicate(q: Quarantine, caches: list[dict], ci: int, local: int, corpus_dir: Path,
+                          reason: str) -> None:
+    row = _cache_table(caches[ci]["cache"], ["id", "text", "line", "offset", "length"]).slice(local, 1)
+    rec = row.to_pylist()[0]
+    if rec["offset"] >= 0:
+        with open(Path(corpus_dir) / caches[ci]["source"], "rb") as f:
+            f.seek(rec["offset"])
+            q.reject(rec["line"], reason, raw=f.read(rec["length"]))
+    else:
+        q.reject(rec["line"], reason, row={"id": rec["id"], "text": rec["text"]})
+
+
+def project_shard(plan_path: Path, caches: list[str], shard: int, rows_per_shard: int, models_dir: Path,
+                  space_dir: Path) -> dict:
+    """Embed the statements of one shard (LSI, unit length) and write the shard."""
+    plan = np.load(plan_path, mmap_mode="r")[shard * rows_per_shard:(shard + 1) * rows_per_shard]
+    ids, texts, tokens = [], [], []
+    # The plan is in corpus order (cache number, then row), so taking each cache's rows in
+    # turn keeps the shard's rows in plan order.
+    for ci in np.unique(plan[:, 0]):
+        local = plan[plan[:, 0] == ci, 1]
+        part = _cache_table(caches[int(ci)], ["id", "text", "tokens"]).take(pa.array(local))
+        ids += part.column("id").to_pylist()
+        texts += part.column("text").to_pylist()
+        tokens += part.column("tokens").to_pylist()
+    vectors = Embedder(models_dir, vocab_in_ram=True).embed(tokens)
+    empty = int((np.abs(vectors).sum(axis=1) == 0).sum())
+    entry = write_shard(space_dir, shard, vectors, ids, {"text": pa.array(texts, pa.string())})
+    return {**entry, "empty_vectors": empty}
+
+
+def shard_count(statements: int, rows_per_shard: int) -> int:
+    return max(1, -(-statements // rows_per_shard))
+
