@@ -42,6 +42,7 @@ def write_corpus(corpus: Path) -> dict[str, Path]:
             f.write(json.dumps({"id": f"bg/{i}", "text": line}) + "\n")
         for id_, text in NEAR_DUPLICATES:
             f.write(json.dumps({"id": id_, "text": text}) + "\n")
+        f.write('{"id": "bad/1", "text": "a broken line\n')  # quarantined, the rest goes on
     p3 = corpus / "2026-11-03" / "lee.parquet"
     p3.parent.mkdir(parents=True)
     test = lee_lines("lee.cor")

@@ -1,0 +1,106 @@
+"""The nightly flow under Prefect's test harness on a Dask LocalCluster, then queried."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from gensim.models import Word2Vec
+from prefect.task_runners import ThreadPoolTaskRunner
+
+import shardvec
+from flows.nightly import nightly
+from flows.runtime import task_runner
+from tasks import skins
+from tasks.publish import read_current
+from tasks.store import Space
+from tests.conftest import NEAR_DUPLICATES, lee_lines, small_settings, write_corpus
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def _run(settings, runner=None):
+    flow = nightly.with_options(task_runner=runner or task_runner(settings))
+    return flow(overrides=json.loads(settings.model_dump_json()))
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, prefect_server):
+    data = tmp_path_factory.mktemp("nightly") / "data"
+    write_corpus(data / "corpus")
+    settings = small_settings(data)
+    report = _run(settings)
+    return data, settings, report
+
+
+def test_nightly_publishes_every_part(published):
+    data, settings, report = published
+    assert report["status"] == "published"
+    assert report["records"] == 353 and report["quarantined"] == 1
+    assert report["quarantine_reasons"] == {"broken JSON": 1}
+    assert report["statements"] == 352 == report["similarity_rows"]
+    assert report["partitions"] == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    steps = {row["step"]: row for row in report["steps"]}
+    assert steps["project-statements"]["tasks"] == 3  # 352 rows / 128 per shard
+    assert all(row["peak_rss_mb"] > 0 and row["seconds"] >= 0 for row in report["steps"])
+    assert report["recall"]["similarity rows"]["rows_recall_at_k"] == 1.0
+    assert report["recall"]["statements"]["recall_at_k"] >= 0.9
+    current = read_current(data)
+    assert current["version"] == report["version"]
+    assert current["watermark"]["partitions"] == report["partitions"]
+    manifest = json.loads((data / "versions" / report["version"] / "manifest.json").read_text())
+    assert manifest["config"]["lsi"]["num_topics"] == 40 and manifest["counts"]["statements"] == 352
+    quarantined = (data / "quarantine" / "2026-11-02" / "lee.jsonl.rejected").read_bytes()
+    assert quarantined == b'{"id": "bad/1", "text": "a broken line\n'
+
+
+def test_store_reads_what_was_published(published):
+    data, settings, report = published
+    store = shardvec.open(data)
+    assert store.version == report["version"]
+    model = Word2Vec.load(str(data / "versions" / report["version"] / "models" / "word2vec.gensim"))
+    assert np.array_equal(store.vector("fire"), model.wv["fire"])
+    hits = store.neighbours("fire", 5)
+    assert len(hits) == 5 and "fire" not in [h.key for h in hits]
+    assert [h.key for h in hits] == [w for w, _ in model.wv.most_similar("fire", topn=5)]
+    # the near-duplicate pair: each is the other's top similarity row
+    (a, text_a), (b, _) = NEAR_DUPLICATES
+    assert store.row(a)[0].key == b and store.row(b)[0].key == a
+    assert [h.key for h in store.similar(text_a, 2)] == [a, b]
+    bg = lee_lines()
+    assert store.text("2026-11-01/lee.txt:3") == bg[2]
+
+
+def test_second_night_with_nothing_new_is_a_quick_no_op(published):
+    data, settings, report = published
+    again = _run(settings, ThreadPoolTaskRunner(max_workers=2))
+    assert again["status"] == "nothing new" and "nothing to do" in again["message"]
+    assert read_current(data)["version"] == report["version"]
+
+
+def test_failed_late_task_leaves_the_published_version_serving(published, monkeypatch, tmp_path):
+    data, settings, report = published
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    (copy / "corpus" / "2026-11-04").mkdir()
+    (copy / "corpus" / "2026-11-04" / "new.txt").write_text("volcanic ash grounded flights over the ocean\n" * 3)
+    s = small_settings(copy)
+    before = read_current(copy)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(skins, "rows_task", skins._skin(boom, "similarity-rows", retries=0))
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        _run(s, ThreadPoolTaskRunner(max_workers=2))
+    assert read_current(copy) == before
+    store = shardvec.open(copy)
+    assert store.version == report["version"] and store.row(NEAR_DUPLICATES[0][0])[0].key == NEAR_DUPLICATES[1][0]
+    assert Space(copy / before["components"]["statements"]).verify() == []
+    monkeypatch.undo()
+    rerun = _run(s, ThreadPoolTaskRunner(max_workers=2))
+    assert rerun["status"] == "published" and rerun["partitions"] == ["2026-11-04"]
+    after = shardvec.open(copy)
+    assert after.version != report["version"] and "volcanic" in after.words
+    assert after.text("2026-11-04/new.txt:1").startswith("volcanic")
+    assert read_current(copy)["watermark"]["partitions"][-1] == "2026-11-04"

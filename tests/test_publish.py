@@ -1,0 +1,70 @@
+import json
+import multiprocessing as mp
+
+import pytest
+
+from tasks.publish import LockedError, RunLock, publish, read_current, require_current, retain, NotPublishedError
+
+COMPONENTS = ("models", "words", "statements", "words_index", "statements_index", "similarity")
+
+
+def _version(data, vid):
+    root = data / "versions" / vid
+    comps = {}
+    for c in COMPONENTS:
+        (root / c).mkdir(parents=True)
+        (root / c / "f").write_text(vid)
+        comps[c] = str(root / c)
+    return comps
+
+
+def test_publish_replaces_current_and_keeps_relative_paths(tmp_path):
+    assert read_current(tmp_path) is None
+    with pytest.raises(NotPublishedError, match="run `shardvec nightly --data"):
+        require_current(tmp_path)
+    publish(tmp_path, "v1", _version(tmp_path, "v1"), {"partitions": ["a"]}, {"n": 1}, keep_versions=2)
+    cur = read_current(tmp_path)
+    assert cur["version"] == "v1" and cur["components"]["words"] == "versions/v1/words"
+    assert json.loads((tmp_path / "versions" / "v1" / "manifest.json").read_text())["n"] == 1
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_retention_keeps_newest_and_deletes_crashed_leftovers(tmp_path):
+    for v in ("v1", "v2", "v3"):
+        publish(tmp_path, v, _version(tmp_path, v), {"partitions": []}, {}, keep_versions=2)
+    (tmp_path / "versions" / "v0-crashed").mkdir()  # an unpublished leftover, older than live
+    (tmp_path / "versions" / "v9-running").mkdir()  # newer than live: maybe a run in progress
+    removed = retain(tmp_path, 2)
+    assert sorted(p.name for p in (tmp_path / "versions").iterdir()) == ["v2", "v3", "v9-running"]
+    assert "v0-crashed" in removed
+
+
+def test_publish_refuses_incomplete_components(tmp_path):
+    comps = _version(tmp_path, "v1")
+    del comps["similarity"]
+    with pytest.raises(ValueError, match="components \\['similarity'\\] missing"):
+        publish(tmp_path, "v1", comps, {"partitions": []}, {}, keep_versions=2)
+    assert read_current(tmp_path) is None
+
+
+def _hold(path, ready, release):
+    with RunLock(path):
+        ready.set()
+        release.wait(20)
+
+
+def test_second_run_is_told_why_it_cannot_start(tmp_path):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold, args=(tmp_path, ready, release))
+    p.start()
+    try:
+        assert ready.wait(20)
+        with pytest.raises(LockedError, match=r"Another shardvec run holds .*\(pid \d+ since .*\); wait for it"):
+            with RunLock(tmp_path):
+                pass
+    finally:
+        release.set()
+        p.join(20)
+    with RunLock(tmp_path):  # free again once the holder is gone
+        pass

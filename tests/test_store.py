@@ -1,0 +1,66 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tasks.store import Space, SpaceWriter
+
+
+def _space(tmp_path, n=1000, dim=16, rows_per_shard=128):
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((n, dim)).astype(np.float32)
+    keys = [f"key-{i}-é" for i in range(n)]
+    w = SpaceWriter(tmp_path / "space", dim, rows_per_shard, extra_columns=["text"])
+    for start in range(0, n, 97):  # batch size unrelated to the shard size
+        w.append(keys[start:start + 97], vecs[start:start + 97], text=[k.upper() for k in keys[start:start + 97]])
+    w.close(normalized=False)
+    return tmp_path / "space", keys, vecs
+
+
+def test_rows_keys_and_shards_round_trip(tmp_path):
+    path, keys, vecs = _space(tmp_path)
+    space = Space(path)
+    assert len(space) == 1000 and space.n_shards == 8 and space.dim == 16
+    assert [s["rows"] for s in space.manifest["shards"]] == [128] * 7 + [104]
+    for i in (0, 127, 128, 999):
+        assert space.key(i) == keys[i]
+        assert np.array_equal(space.row(i), vecs[i])
+        assert space.find(keys[i]) == i
+        assert space.column("text", i) == keys[i].upper()
+    assert np.array_equal(space.rows([999, 3, 500, 3]), vecs[[999, 3, 500, 3]])
+    assert space.find("absent") is None and "absent" not in space
+    with pytest.raises(KeyError):
+        space.vector("absent")
+    assert list(space.keys()) == keys
+
+
+def test_shards_are_plain_npy_memmaps(tmp_path):
+    path, _, vecs = _space(tmp_path)
+    shard = np.load(path / "vectors-00001.npy", mmap_mode="r", allow_pickle=False)
+    assert isinstance(shard, np.memmap) and np.array_equal(shard, vecs[128:256])
+
+
+def test_reader_in_another_process_sees_the_same_vectors(tmp_path):
+    path, keys, vecs = _space(tmp_path)
+    code = ("import json, sys; from tasks.store import Space; s = Space(sys.argv[1]); "
+            "print(json.dumps([s.vector(k).tolist() for k in sys.argv[2:]]))")
+    out = subprocess.run([sys.executable, "-c", code, str(path), keys[5], keys[700]], capture_output=True,
+                         text=True, check=True).stdout
+    assert np.array_equal(np.array(json.loads(out), dtype=np.float32), vecs[[5, 700]])
+
+
+def test_verify_finds_a_flipped_byte(tmp_path):
+    path, _, _ = _space(tmp_path)
+    assert Space(path).verify() == []
+    shard = path / "vectors-00003.npy"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert Space(path).verify() == ["vectors-00003.npy"]
+
+
+def test_missing_space_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No vector space at"):
+        Space(tmp_path)
