@@ -7,11 +7,11 @@ file). `local_prefect()` starts one and points this process and every worker it 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import dask
 from prefect_dask import DaskTaskRunner
 
 from config import Settings
@@ -19,12 +19,13 @@ from config import Settings
 
 def task_runner(settings: Settings) -> DaskTaskRunner:
     """An existing scheduler if one is configured, else a LocalCluster of worker processes."""
-    dask.config.set({"logging.distributed": "warning"})  # Dask's INFO lines drown the run's own
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's INFO lines drown the run's own
     if settings.dask.address:
         return DaskTaskRunner(address=settings.dask.address)
     return DaskTaskRunner(cluster_kwargs={
         "n_workers": settings.dask.n_workers, "threads_per_worker": settings.dask.threads_per_worker,
         "memory_limit": settings.dask.memory_limit, "processes": True, "dashboard_address": None,
+        "silence_logs": logging.WARNING,
     })
 
 

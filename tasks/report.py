@@ -70,7 +70,7 @@ def render_text(report: dict) -> str:
     if report.get("message"):
         lines.append(f"  {report['message']}")
     for key, label in [("partitions", "partitions"), ("files", "files"), ("records", "records read"),
-                       ("quarantined", "records quarantined"), ("statements", "statements"),
+                       ("quarantined", "records quarantined"), ("tokens", "tokens"), ("statements", "statements"),
                        ("terms", "LSI vocabulary"), ("words", "word vectors"), ("topics", "LSI topics"),
                        ("similarity_rows", "similarity rows"), ("wall_seconds", "wall time (s)"),
                        ("peak_rss_mb", "peak RSS of any process (MB)")]:

@@ -23,12 +23,17 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / n
 
 
-def _top(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best k per query row of (scores, rows), sorted by score descending then row."""
+# Columns (space rows) scored at once: bounds the score block to block_rows x COLUMNS floats
+# whatever the shard size, so search RAM does not grow with the corpus.
+COLUMNS = 8192
+
+
+def _merge(best_rows, best_scores, rows, scores, k):
+    """Best k per query of two candidate sets, sorted by score descending then row."""
+    rows, scores = np.hstack([best_rows, rows]), np.hstack([best_scores, scores])
     if scores.shape[1] > k:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        scores = np.take_along_axis(scores, part, axis=1)
-        rows = np.take_along_axis(rows, part, axis=1)
+        rows, scores = np.take_along_axis(rows, part, axis=1), np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((rows, -scores), axis=1)
     return np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
@@ -40,31 +45,26 @@ def exact_topk(space: Space, queries: np.ndarray, k: int, exclude: np.ndarray | 
     `exclude[i]` is a row never returned for query i (the query's own row), or -1.
     """
     q = _unit(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
-    best_rows = np.full((len(q), 0), -1, dtype=np.int64)
-    best_scores = np.full((len(q), 0), -np.inf, dtype=np.float32)
+    best_rows = np.full((len(q), k), -1, dtype=np.int64)
+    best_scores = np.full((len(q), k), -np.inf, dtype=np.float32)
     for s in range(space.n_shards):
-        shard = np.asarray(space.shard(s))
-        start = space.shard_start(s)
-        scores = q @ shard.T
-        if not space.normalized:
-            norms = np.linalg.norm(shard, axis=1)
-            norms[norms == 0] = 1.0
-            scores /= norms
-        if exclude is not None:
-            local = exclude - start
-            hit = (local >= 0) & (local < len(shard))
-            scores[np.flatnonzero(hit), local[hit]] = -np.inf
-        kk = min(k, scores.shape[1])
-        if kk == 0:
-            continue
-        rows = np.broadcast_to(np.arange(start, start + len(shard), dtype=np.int64), scores.shape)
-        r, sc = _top(scores, rows, kk)
-        best_rows, best_scores = _top(np.hstack([best_scores, sc]), np.hstack([best_rows, r]),
-                                      min(k, best_rows.shape[1] + kk))
-    if best_rows.shape[1] < k:  # fewer than k rows in the whole space
-        pad = k - best_rows.shape[1]
-        best_rows = np.hstack([best_rows, np.full((len(q), pad), -1, dtype=np.int64)])
-        best_scores = np.hstack([best_scores, np.full((len(q), pad), -np.inf, dtype=np.float32)])
+        shard = space.shard(s)
+        for c in range(0, len(shard), COLUMNS):
+            block = np.asarray(shard[c:c + COLUMNS])
+            start = space.shard_start(s) + c
+            scores = q @ block.T
+            if not space.normalized:
+                norms = np.linalg.norm(block, axis=1)
+                norms[norms == 0] = 1.0
+                scores /= norms
+            if exclude is not None:
+                local = exclude - start
+                hit = (local >= 0) & (local < len(block))
+                scores[np.flatnonzero(hit), local[hit]] = -np.inf
+            kk = min(k, scores.shape[1])
+            idx = np.argpartition(scores, scores.shape[1] - kk, axis=1)[:, -kk:]
+            best_rows, best_scores = _merge(best_rows, best_scores, idx + start,
+                                            np.take_along_axis(scores, idx, axis=1), k)
     best_rows[~np.isfinite(best_scores)] = -1
     return best_rows, best_scores.astype(np.float32)
 

@@ -78,3 +78,20 @@ def prefect_server():
     from prefect.testing.utilities import prefect_test_harness
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def run_nightly(settings, runner=None) -> dict:
+    """The nightly flow as a deployment would run it, on the given (default: Dask) task runner."""
+    from flows.nightly import nightly
+    from flows.runtime import task_runner
+    flow = nightly.with_options(task_runner=runner or task_runner(settings))
+    return flow(overrides=json.loads(settings.model_dump_json()))
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory, prefect_server):
+    """One nightly run on a LocalCluster, shared read-only by the tests that query it."""
+    data = tmp_path_factory.mktemp("nightly") / "data"
+    write_corpus(data / "corpus")
+    settings = small_settings(data)
+    return data, settings, run_nightly(settings)

@@ -9,28 +9,12 @@ from gensim.models import Word2Vec
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import shardvec
-from flows.nightly import nightly
-from flows.runtime import task_runner
 from tasks import skins
 from tasks.publish import read_current
 from tasks.store import Space
-from tests.conftest import NEAR_DUPLICATES, lee_lines, small_settings, write_corpus
+from tests.conftest import NEAR_DUPLICATES, lee_lines, run_nightly as _run, small_settings
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-def _run(settings, runner=None):
-    flow = nightly.with_options(task_runner=runner or task_runner(settings))
-    return flow(overrides=json.loads(settings.model_dump_json()))
-
-
-@pytest.fixture(scope="module")
-def published(tmp_path_factory, prefect_server):
-    data = tmp_path_factory.mktemp("nightly") / "data"
-    write_corpus(data / "corpus")
-    settings = small_settings(data)
-    report = _run(settings)
-    return data, settings, report
 
 
 def test_nightly_publishes_every_part(published):

@@ -1,0 +1,54 @@
+"""The shardvec command: help everywhere, one-sentence errors, queries over a published store."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from shardvec.cli import app, query_app
+
+
+def shardvec(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "shardvec.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+@pytest.mark.parametrize("typer_app,name", [(app, c.name or c.callback.__name__) for c in app.registered_commands]
+                         + [(query_app, c.name) for c in query_app.registered_commands])
+def test_every_command_has_help(typer_app, name):
+    result = CliRunner().invoke(typer_app, [name, "--help"])
+    assert result.exit_code == 0
+    doc = next(c.callback.__doc__ for c in typer_app.registered_commands if (c.name or c.callback.__name__) == name)
+    assert doc and doc.split("\n")[0].strip()[:30] in " ".join(result.output.split())
+
+
+def test_query_before_anything_is_published(tmp_path):
+    r = shardvec("query", "word", "fire", "--data", str(tmp_path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == (f"error: Nothing is published in {tmp_path} yet; "
+                                f"run `shardvec nightly --data {tmp_path}` first.")
+
+
+def test_invalid_configuration_is_one_sentence(tmp_path):
+    r = shardvec("query", "word", "fire", env={"SHARDVEC_SIMILARITY_K": "-3"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: Invalid shardvec configuration (similarity.k: Input should be greater")
+
+
+def test_bad_flag_value_is_refused_by_the_parser():
+    r = shardvec("query", "word", "fire", "-k", "0")
+    assert r.returncode == 2 and "Invalid value for '-k'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_queries_over_the_published_store(published):
+    data = published[0]
+    r = shardvec("query", "word", "fire", "-k", "3", "--data", str(data))
+    assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 3
+    r = shardvec("query", "id", "dup/a", "--data", str(data))
+    assert r.returncode == 0 and r.stdout.splitlines()[1].split()[1] == "dup/b"
+    r = shardvec("query", "text", "firefighters fight bushfires in new south wales", "-k", "2", "--data", str(data))
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2
+    r = shardvec("query", "word", "qqxzv", "--data", str(data))
+    assert r.returncode == 2 and r.stderr.startswith("error: 'qqxzv' has no vector")
