@@ -13,6 +13,7 @@ from pathlib import Path
 from config import Settings
 from tasks import skins
 from tasks.corpus import SourceFile, select_partitions
+from tasks.additions import addition_sources
 from tasks.publish import RunLock, new_version_id, read_current, version_dir
 from tasks.report import PeakRSS, publish_artifacts, render_text, step_rows
 from tasks.statements import shard_count
@@ -34,22 +35,31 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
         done = current["watermark"]["partitions"] if current else []
         sel = select_partitions(sorted({f.partition for f in files}), done, mode=mode, new_only=new_only,
                                 partitions=partitions, after=after, until=until)
-        report = {"flow": flow, "mode": mode, "partitions": sel.train, "skipped_files": found["skipped"]}
-        if current is not None and not sel.train:
+        folding = addition_sources(data, current)  # statements added since the last publish
+        report = {"flow": flow, "mode": mode, "partitions": sel.train, "skipped_files": found["skipped"],
+                  "additions_folded": len(folding)}
+        if current is not None and not sel.train and not folding:
             return _finish(report, status="nothing new", started=started,
                            message=f"All partitions are in version {current['version']}; nothing to do.")
         if not files:
             return _finish(report, status="nothing to do", started=started,
                            message=f"No input files under {data / 'corpus'}; drop partitions there first.")
         update = current is not None and sel.train != sel.in_version
-        all_files = [f for f in files if f.partition in set(sel.in_version)]
-        train_parts = set(sel.train)
+        all_files = [f for f in files if f.partition in set(sel.in_version)] + folding
+        train_parts = set(sel.train) | {f.partition for f in folding}
         steps: dict[str, list[dict]] = {}
 
-        tok = _results([skins.tokenize_task.submit(
-            data / "corpus", f, data / "cache" / "tokens", data / "quarantine",
-            Tokenizer(s.tokenize.min_len, s.tokenize.max_len, s.tokenize.deaccent),
-            batch_size=s.corpus.batch_size, max_record_bytes=s.corpus.max_record_bytes) for f in all_files])
+        tokenizer = Tokenizer(s.tokenize.min_len, s.tokenize.max_len, s.tokenize.deaccent)
+        common = dict(batch_size=s.corpus.batch_size, max_record_bytes=s.corpus.max_record_bytes)
+        corpus_files = [f for f in all_files if f.root == "corpus"]
+        tok_futures = [skins.tokenize_task.submit(data / f.root, f, data / "cache" / "tokens", data / "quarantine",
+                                                  tokenizer, **common) for f in corpus_files]
+        # additions are many small files: a few tasks of up to 256 each, not one per file
+        add_futures = [skins.tokenize_many_task.submit(data, folding[i:i + 256], data / "cache" / "tokens",
+                                                       data / "quarantine", tokenizer, **common)
+                       for i in range(0, len(folding), 256)]
+        tok = _results(tok_futures) + [t for f in add_futures for t in f.result()["files"]]
+        all_files = corpus_files + folding
         steps["tokenize"] = tok
         caches = [t["cache"] for t in tok]
         train_caches = [t["cache"] for t, f in zip(tok, all_files) if f.partition in train_parts]
@@ -59,7 +69,7 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
         models, spaces, indexes = vdir / "models", vdir / "spaces", vdir / "index"
         prev_models = data / current["components"]["models"] if update else None
 
-        plan = skins.plan_task.submit(tok, vdir / "work" / "plan.npy", data / "corpus", data / "quarantine",
+        plan = skins.plan_task.submit(tok, vdir / "work" / "plan.npy", data, data / "quarantine",
                                       on_duplicate=s.corpus.on_duplicate)
         if update:  # the LSI vocabulary is fixed by the first build (LSI cannot grow its terms)
             dct_path = prev_models / "dictionary.gensim"
@@ -130,7 +140,8 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
                    "config": s.model_dump(mode="json"), "code_version": _code_version(),
                    "steps": step_rows(steps)}
         steps["publish"] = [skins.publish_task(data, version, {k: str(v) for k, v in components.items()},
-                                               watermark, summary, s.publish.keep_versions)]
+                                               watermark, summary, s.publish.keep_versions,
+                                               [f.name.rsplit("/", 1)[0] for f in folding])]
         report["version"] = version
         report["steps"] = step_rows(steps)
     report["peak_rss_mb"] = max([flow_mem.peak / (1 << 20)] + [r["peak_rss_mb"] for r in report["steps"]])

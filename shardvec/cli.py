@@ -57,6 +57,31 @@ def nightly(data: DataOpt = None, as_json: Annotated[bool, typer.Option("--json"
         typer.echo(json.dumps(report, indent=1, default=str))
 
 
+@app.command()
+def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet file, or - for stdin.")],
+        data: DataOpt = None,
+        fmt: Annotated[str, typer.Option("--format", help="Format of stdin: jsonl or txt.")] = "jsonl") -> None:
+    """Add statements now: searchable and related when the command returns."""
+    import shutil
+    import time
+    from tasks.additions import add_file
+    s = _settings(data)
+    kw = dict(batch_size=s.corpus.batch_size, on_duplicate=s.corpus.on_duplicate,
+              max_record_bytes=s.corpus.max_record_bytes)
+    if source != "-":
+        result = add_file(s.data, Path(source), **kw)
+    else:
+        if fmt not in ("jsonl", "txt"):
+            _fail(f"--format {fmt} is not supported for stdin; use --format jsonl or --format txt.")
+        spool = s.data / "inbox" / ".stdin" / f"stdin-{time.strftime('%Y%m%dT%H%M%S')}.{fmt}"
+        spool.parent.mkdir(parents=True, exist_ok=True)
+        with open(spool, "wb") as out:  # streamed, never read whole
+            shutil.copyfileobj(sys.stdin.buffer, out)
+        result = add_file(s.data, spool, **kw)
+        spool.unlink()
+    typer.echo(" ".join(f"{k}={v}" for k, v in result.items() if k != "segment"))
+
+
 @query_app.command("word")
 def query_word(word: str, k: KOpt = 10, data: DataOpt = None) -> None:
     """The words nearest to WORD."""

@@ -15,7 +15,8 @@ import numpy as np
 from tasks.index import ShardedIndex
 from tasks.lsi import Embedder
 from tasks.publish import require_current
-from tasks.similarity import SimilarityRows, exact_topk
+from tasks.additions import Statements
+from tasks.similarity import exact_topk
 from tasks.store import Space
 from tasks.tokenize import Tokenizer
 
@@ -38,11 +39,10 @@ class Store:
         comp = {name: self.data / rel for name, rel in self.current["components"].items()}
         self.version: str = self.current["version"]
         self.words = Space(comp["words"])
-        self.statements = Space(comp["statements"])
+        self.statements = Statements(self.data, self.current)
         self._paths = comp
         self._embedder: Embedder | None = None
         self._indexes: dict[str, ShardedIndex] = {}
-        self._rows: SimilarityRows | None = None
         cfg = _json(self.data / "versions" / self.version / "manifest.json").get("config", {})
         tok = cfg.get("tokenize", {})
         self.tokenizer = Tokenizer(tok.get("min_len", 2), tok.get("max_len", 20), tok.get("deaccent", False))
@@ -76,36 +76,51 @@ class Store:
 
     def row(self, statement_id: str) -> list[Hit]:
         """The stored similarity row of a published statement: its top-k, self excluded."""
-        r = self.statements.find(statement_id)
-        if r is None:
-            raise KeyError(f"No statement with id {statement_id!r} in version {self.version}.")
-        if self._rows is None:
-            self._rows = SimilarityRows(self._paths["similarity"])
-        rows, scores = self._rows.row(r)
+        rows, scores = self.statements.row(self._statement(statement_id))
         return [self._hit(self.statements, int(n), float(s)) for n, s in zip(rows, scores) if n >= 0]
 
     def text(self, statement_id: str) -> str:
+        return self.statements.text(self._statement(statement_id))
+
+    def __contains__(self, statement_id: str) -> bool:
+        return self.statements.find(statement_id) is not None
+
+    def __len__(self) -> int:
+        """Live statements, additions included."""
+        return self.statements.live
+
+    def refresh(self) -> bool:
+        """Move to what CURRENT names now (a newer version or more additions); True if it moved."""
+        latest = require_current(self.data)
+        if latest == self.current:
+            return False
+        self.__init__(self.data)
+        return True
+
+    # --- internals -------------------------------------------------------------------------
+    def _statement(self, statement_id: str) -> int:
         r = self.statements.find(statement_id)
         if r is None:
             raise KeyError(f"No statement with id {statement_id!r} in version {self.version}.")
-        return self.statements.column("text", r)
+        return r
 
-    # --- internals -------------------------------------------------------------------------
     def _search(self, name: str, vec: np.ndarray, k: int, *, exclude: int, exact: bool | None) -> list[Hit]:
         space = self.words if name == "words" else self.statements
         if exact is None:
             exact = len(space) <= EXACT_MAX_ROWS
+        if name == "statements" and not exact and self.statements.segments:
+            exact = True  # the Annoy indexes do not cover additions; an exact scan does
         if exact:
             rows, scores = exact_topk(space, vec[None, :], k, exclude=np.array([exclude]))
             rows, scores = rows[0], scores[0]
         else:
             if name not in self._indexes:
-                self._indexes[name] = ShardedIndex(self._paths[f"{name}_index"], space)
+                self._indexes[name] = ShardedIndex(self._paths[f"{name}_index"], getattr(space, "base", space))
             rows, scores = self._indexes[name].search(np.asarray(vec), k, search_k=self.search_k, exclude=exclude)
         return [self._hit(space, int(r), float(s)) for r, s in zip(rows, scores) if r >= 0]
 
-    def _hit(self, space: Space, r: int, score: float) -> Hit:
-        text = space.column("text", r) if space is self.statements else None
+    def _hit(self, space, r: int, score: float) -> Hit:
+        text = space.text(r) if space is self.statements else None
         return Hit(space.key(r), round(score, 6), text)
 
 

@@ -32,6 +32,7 @@ class SourceFile:
     format: str
     size: int
     mtime_ns: int
+    root: str = "corpus"  # the folder of the data directory `name` is relative to
 
     @property
     def fingerprint(self) -> str:
@@ -161,7 +162,7 @@ class Quarantine:
             tmp.unlink(missing_ok=True)
 
 
-def _check(id_, text, max_bytes: int, nbytes: int) -> str | None:
+def check_record(id_, text, max_bytes: int, nbytes: int) -> str | None:
     """The reason a record is unusable, or None."""
     if nbytes > max_bytes:
         return f"too large: {nbytes} bytes, over corpus.max_record_bytes={max_bytes}"
@@ -207,7 +208,7 @@ def _jsonl_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) -
             if not isinstance(obj, dict):
                 reason = f"not a JSON object: got {type(obj).__name__}"
             else:
-                reason = _check(obj.get("id"), obj.get("text"), max_bytes, len(raw))
+                reason = check_record(obj.get("id"), obj.get("text"), max_bytes, len(raw))
         if reason:
             q.reject(number, reason, raw=raw)
         else:
@@ -224,7 +225,7 @@ def _text_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) ->
         except UnicodeDecodeError as exc:
             q.reject(number, f"invalid UTF-8: byte {exc.start}", raw=raw)
             continue
-        reason = _check(f"{src.name}:{number}", text, max_bytes, len(raw))
+        reason = check_record(f"{src.name}:{number}", text, max_bytes, len(raw))
         if reason:
             q.reject(number, reason, raw=raw)
         else:
@@ -250,7 +251,7 @@ def _parquet_records(path: Path, src: SourceFile, max_bytes: int, batch_size: in
         for id_, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
             number += 1
             size = len((id_ or "").encode()) + len((text or "").encode())
-            reason = _check(id_, text, max_bytes, size)
+            reason = check_record(id_, text, max_bytes, size)
             if reason:
                 q.reject(number, reason, row={"id": id_, "text": text})
             else:

@@ -59,9 +59,8 @@ def require_current(data: Path) -> dict:
     return current
 
 
-def publish(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict,
-            keep_versions: int) -> dict:
-    """Make `version` live: fsync it, write its manifest, atomically replace CURRENT, prune old ones."""
+def prepare(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict) -> dict:
+    """Write the version's manifest and fsync all of it; returns the CURRENT that would name it."""
     data = Path(data)
     vdir = version_dir(data, version)
     missing = [c for c in COMPONENTS if c not in components]
@@ -71,11 +70,20 @@ def publish(data: Path, version: str, components: dict[str, str], watermark: dic
     write_json(vdir / "manifest.json", {"format": FORMAT, "version": version, "components": rel,
                                          "watermark": watermark, **summary})
     fsync_tree(vdir)
-    current = {"format": FORMAT, "version": version, "components": rel, "watermark": watermark,
-               "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_json(data / CURRENT, current)
-    removed = retain(data, keep_versions)
-    return {"version": version, "removed_versions": removed}
+    return {"format": FORMAT, "version": version, "components": rel, "watermark": watermark,
+            "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def swap(data: Path, current: dict) -> None:
+    """The publish point: atomically replace CURRENT (readers see the old or the new, whole)."""
+    write_json(Path(data) / CURRENT, current)
+
+
+def publish(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict,
+            keep_versions: int) -> dict:
+    """Make `version` live: fsync it, write its manifest, atomically replace CURRENT, prune old ones."""
+    swap(data, prepare(data, version, components, watermark, summary))
+    return {"version": version, "removed_versions": retain(data, keep_versions)}
 
 
 def retain(data: Path, keep_versions: int) -> list[str]:
@@ -95,6 +103,12 @@ def retain(data: Path, keep_versions: int) -> list[str]:
         if p.name not in keep and p.name < live:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p.name)
+    additions = data / "additions"
+    live_base = (current.get("additions") or {}).get("base")
+    if additions.exists():  # additions of replaced versions were folded in by the run that replaced them
+        for p in additions.iterdir():
+            if p.name != live_base and p.name < live and not p.name.startswith("."):
+                shutil.rmtree(p, ignore_errors=True)
     return removed
 
 

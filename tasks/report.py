@@ -70,7 +70,8 @@ def render_text(report: dict) -> str:
     if report.get("message"):
         lines.append(f"  {report['message']}")
     for key, label in [("partitions", "partitions"), ("files", "files"), ("records", "records read"),
-                       ("quarantined", "records quarantined"), ("tokens", "tokens"), ("statements", "statements"),
+                       ("quarantined", "records quarantined"), ("additions_folded", "addition batches folded in"),
+                       ("tokens", "tokens"), ("statements", "statements"),
                        ("terms", "LSI vocabulary"), ("words", "word vectors"), ("topics", "LSI topics"),
                        ("similarity_rows", "similarity rows"), ("wall_seconds", "wall time (s)"),
                        ("peak_rss_mb", "peak RSS of any process (MB)")]:

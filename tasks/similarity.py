@@ -38,35 +38,52 @@ def _merge(best_rows, best_scores, rows, scores, k):
     return np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
 
-def exact_topk(space: Space, queries: np.ndarray, k: int, exclude: np.ndarray | None = None,
+def exact_topk(space, queries: np.ndarray, k: int, exclude: np.ndarray | None = None,
                ) -> tuple[np.ndarray, np.ndarray]:
     """The k rows most cosine-similar to each query (rows -1 / score -inf where too few).
 
-    `exclude[i]` is a row never returned for query i (the query's own row), or -1.
+    `space` is anything with `blocks(columns)` yielding (first row, rows) and `normalized`
+    (a `Space`, or the statements with their additions); rows in `space.dead`, if any, are
+    never returned. `exclude[i]` is a row never returned for query i (its own row), or -1.
     """
-    q = _unit(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
-    best_rows = np.full((len(q), k), -1, dtype=np.int64)
-    best_scores = np.full((len(q), k), -np.inf, dtype=np.float32)
-    for s in range(space.n_shards):
-        shard = space.shard(s)
-        for c in range(0, len(shard), COLUMNS):
-            block = np.asarray(shard[c:c + COLUMNS])
-            start = space.shard_start(s) + c
-            scores = q @ block.T
-            if not space.normalized:
-                norms = np.linalg.norm(block, axis=1)
-                norms[norms == 0] = 1.0
-                scores /= norms
-            if exclude is not None:
-                local = exclude - start
-                hit = (local >= 0) & (local < len(block))
-                scores[np.flatnonzero(hit), local[hit]] = -np.inf
-            kk = min(k, scores.shape[1])
-            idx = np.argpartition(scores, scores.shape[1] - kk, axis=1)[:, -kk:]
-            best_rows, best_scores = _merge(best_rows, best_scores, idx + start,
-                                            np.take_along_axis(scores, idx, axis=1), k)
+    best_rows = best_scores = None
+    for start, block, scores in score_blocks(space, queries, exclude):
+        if best_rows is None:
+            best_rows = np.full((len(scores), k), -1, dtype=np.int64)
+            best_scores = np.full((len(scores), k), -np.inf, dtype=np.float32)
+        best_rows, best_scores = _block_top(best_rows, best_scores, start, scores, k)
+    if best_rows is None:
+        n = len(np.atleast_2d(queries))
+        return np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf, dtype=np.float32)
     best_rows[~np.isfinite(best_scores)] = -1
     return best_rows, best_scores.astype(np.float32)
+
+
+def _block_top(best_rows, best_scores, start, scores, k):
+    kk = min(k, scores.shape[1])
+    idx = np.argpartition(scores, scores.shape[1] - kk, axis=1)[:, -kk:]
+    return _merge(best_rows, best_scores, idx + start, np.take_along_axis(scores, idx, axis=1), k)
+
+
+def score_blocks(space, queries: np.ndarray, exclude: np.ndarray | None = None):
+    """(first row, rows, cosine scores queries x rows) for every block of the space."""
+    q = _unit(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
+    dead = getattr(space, "dead", None)
+    for start, block in space.blocks(COLUMNS):
+        block = np.asarray(block)
+        scores = q @ block.T
+        if not space.normalized:
+            norms = np.linalg.norm(block, axis=1)
+            norms[norms == 0] = 1.0
+            scores /= norms
+        if exclude is not None:
+            local = exclude - start
+            hit = (local >= 0) & (local < len(block))
+            scores[np.flatnonzero(hit), local[hit]] = -np.inf
+        if dead is not None and len(dead):
+            local = dead[(dead >= start) & (dead < start + len(block))] - start
+            scores[:, local] = -np.inf
+        yield start, block, scores
 
 
 def rows_for_shard(space_dir: Path, shard: int, out_dir: Path, *, k: int, block_rows: int,

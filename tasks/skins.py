@@ -8,9 +8,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import index, lsi, similarity, statements, store, tokenize, vocab, word2vec
+from tasks import additions, index, lsi, similarity, statements, store, tokenize, vocab, word2vec
 from tasks.corpus import discover
-from tasks.publish import publish
 from tasks.report import measured
 
 
@@ -26,6 +25,7 @@ def _discover(corpus_dir, partitions=None, after=None, until=None) -> dict:
 
 discover_task = _skin(_discover, "discover")
 tokenize_task = _skin(tokenize.tokenize_file, "tokenize")
+tokenize_many_task = _skin(tokenize.tokenize_files, "tokenize-additions")
 plan_task = _skin(statements.plan_statements, "plan-statements")
 vocab_task = _skin(vocab.build_dictionary, "vocabulary")
 lsi_task = _skin(lsi.train_lsi, "train-lsi")
@@ -39,4 +39,6 @@ rows_task = _skin(similarity.rows_for_shard, "similarity-rows")
 finish_rows_task = _skin(similarity.finish_rows, "finish-rows")
 index_recall_task = _skin(index.index_recall, "index-recall")
 rows_recall_task = _skin(similarity.rows_recall, "rows-recall")
-publish_task = _skin(publish, "publish", retries=0)
+publish_task = _skin(additions.publish_folding, "publish", retries=0)
+add_task = _skin(additions.add_records, "add-records")
+drain_task = _skin(additions.drain_inbox, "drain-inbox")

@@ -25,9 +25,10 @@ def _cache_table(path: str, columns: list[str]) -> pa.Table:
     return open_cache(Path(path)).read_all().select(columns)
 
 
-def plan_statements(caches: list[dict], plan_path: Path, corpus_dir: Path, quarantine_dir: Path, *,
+def plan_statements(caches: list[dict], plan_path: Path, data_dir: Path, quarantine_dir: Path, *,
                     on_duplicate: str) -> dict:
-    """`caches`: tokenize summaries in partition order. Writes the plan; returns counts."""
+    """`caches`: tokenize summaries in partition order (sources are relative to data_dir/root).
+    Writes the plan; returns counts."""
     sizes = [c["records"] for c in caches]
     where = np.empty((sum(sizes), 2), dtype=np.int64)
     hashes = np.empty(len(where), dtype=np.uint64)
@@ -62,7 +63,7 @@ def plan_statements(caches: list[dict], plan_path: Path, corpus_dir: Path, quara
                     q = q_by_source.get(src)
                     if q is None:
                         q = q_by_source[src] = Quarantine(Path(quarantine_dir), _dup_source(src))
-                    _quarantine_duplicate(q, caches, ci, int(local), corpus_dir,
+                    _quarantine_duplicate(q, caches, ci, int(local), data_dir,
                                           f"duplicate id {id_!r}: first seen in {caches[first[0]]['source']}")
                 else:
                     superseded += 1
@@ -93,12 +94,12 @@ def _dup_source(source: str) -> SourceFile:
     return SourceFile(partition="", name=f"{source}.duplicates", format="", size=0, mtime_ns=0)
 
 
-def _quarantine_duplicate(q: Quarantine, caches: list[dict], ci: int, local: int, corpus_dir: Path,
+def _quarantine_duplicate(q: Quarantine, caches: list[dict], ci: int, local: int, data_dir: Path,
                           reason: str) -> None:
     row = _cache_table(caches[ci]["cache"], ["id", "text", "line", "offset", "length"]).slice(local, 1)
     rec = row.to_pylist()[0]
     if rec["offset"] >= 0:
-        with open(Path(corpus_dir) / caches[ci]["source"], "rb") as f:
+        with open(Path(data_dir) / caches[ci].get("root", "corpus") / caches[ci]["source"], "rb") as f:
             f.seek(rec["offset"])
             q.reject(rec["line"], reason, raw=f.read(rec["length"]))
     else:

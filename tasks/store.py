@@ -214,6 +214,13 @@ class Space:
             raise KeyError(key)
         return self.row(r)
 
+    def blocks(self, columns: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, rows) in pieces of at most `columns` rows, shard by shard, memmapped."""
+        for s in range(self.n_shards):
+            shard = self.shard(s)
+            for c in range(0, len(shard), columns):
+                yield self.shard_start(s) + c, shard[c:c + columns]
+
     def keys(self) -> Iterator[str]:
         for s in range(self.n_shards):
             yield from (k.as_py() for k in self.shard_keys(s).column("key"))

@@ -74,7 +74,7 @@ def tokenize_file(corpus_dir: Path, src: SourceFile, cache_dir: Path, quarantine
                 ], schema=CACHE_SCHEMA))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        summary = {"source": src.name, "partition": src.partition, "cache": str(out), "records": records,
+        summary = {"source": src.name, "root": src.root, "partition": src.partition, "cache": str(out), "records": records,
                    "tokens": tokens, "quarantined": q.counts.records, "reasons": dict(q.counts.reasons)}
         q.commit()
         # The summary lands before the cache, so an existing cache always has its summary.
@@ -85,6 +85,13 @@ def tokenize_file(corpus_dir: Path, src: SourceFile, cache_dir: Path, quarantine
         tmp.unlink(missing_ok=True)
         raise
     return {**summary, "cached": False}
+
+
+def tokenize_files(base_dir: Path, sources: list[SourceFile], cache_dir: Path, quarantine_dir: Path,
+                   tokenizer: Tokenizer, *, batch_size: int, max_record_bytes: int) -> dict:
+    """Many small files in one task (the additions a nightly folds in): their summaries."""
+    return {"files": [tokenize_file(base_dir, src, cache_dir, quarantine_dir, tokenizer, batch_size=batch_size,
+                                    max_record_bytes=max_record_bytes) for src in sources]}
 
 
 def _summary_path(cache: Path) -> Path:

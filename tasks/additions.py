@@ -1,0 +1,458 @@
+"""Statements added between nightly runs: searchable and related within one call.
+
+A batch of new statements is embedded with the published models (tokenize, TF-IDF, LSI),
+scored against every live statement with one matrix product per block of the space, and
+committed as an immutable segment:
+
+  additions/<base version>/<seq>/
+    records.jsonl        the accepted records (the nightly run folds them into the main shards)
+    space/               their vectors, ids and texts (a one-shard vector space)
+    row_ids.npy, rows.npy, scores.npy   the similarity rows the batch wrote: its own
+                         statements' rows and the existing rows it entered (sorted by row id)
+    dead.npy             rows this batch replaced (corpus.on_duplicate = "update")
+
+The segment is fsynced and renamed into place, then CURRENT is atomically replaced with one
+that names it: an add is acknowledged only once CURRENT names it, and a reader sees all of a
+segment or none of it. Rows stay exact: after any sequence of adds they equal a full exact
+recompute (up to ties in the last float bit).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tasks.atomic import fsync_dir, fsync_tree, save_npy, write_json
+from tasks.corpus import check_record
+from tasks.lsi import Embedder
+from tasks.publish import CURRENT, require_current
+from tasks.similarity import SimilarityRows, _block_top, _merge, exact_topk, score_blocks
+from tasks.store import Space, SpaceWriter
+from tasks.tokenize import Tokenizer
+
+
+class PublishLock:
+    """Held while CURRENT changes (an add batch, a nightly's final swap): short, blocking."""
+
+    def __init__(self, data: Path):
+        self.path = Path(data) / ".publish.lock"
+
+    def __enter__(self) -> "PublishLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+
+
+@dataclass
+class Segment:
+    dir: Path
+    start: int  # global row of its first statement
+
+    def __post_init__(self) -> None:
+        self.space = Space(self.dir / "space")
+        self.row_ids = np.load(self.dir / "row_ids.npy", mmap_mode="r")
+        self.rows = np.load(self.dir / "rows.npy", mmap_mode="r")
+        self.scores = np.load(self.dir / "scores.npy", mmap_mode="r")
+        self.dead = np.load(self.dir / "dead.npy")
+
+    def __len__(self) -> int:
+        return len(self.space)
+
+
+class Statements:
+    """The live statements of a published state: the version's shards plus its additions."""
+
+    normalized = True
+
+    def __init__(self, data: Path, current: dict):
+        data = Path(data)
+        self.base = Space(data / current["components"]["statements"])
+        self.base_rows = SimilarityRows(data / current["components"]["similarity"])
+        self.k = self.base_rows.k
+        self.segments: list[Segment] = []
+        self.dead = np.empty(0, dtype=np.int64)
+        for rel in (current.get("additions") or {}).get("segments", []):
+            self.append(Segment(data / rel, len(self)))
+
+    def append(self, segment: Segment) -> None:
+        self.segments.append(segment)
+        if len(segment.dead):
+            self.dead = np.union1d(self.dead, segment.dead)
+
+    def __len__(self) -> int:
+        return len(self.base) + sum(len(s) for s in self.segments)
+
+    @property
+    def live(self) -> int:
+        return len(self) - len(self.dead)
+
+    def is_dead(self, r: int) -> bool:
+        i = np.searchsorted(self.dead, r)
+        return bool(i < len(self.dead) and self.dead[i] == r)
+
+    def blocks(self, columns: int) -> Iterator[tuple[int, np.ndarray]]:
+        yield from self.base.blocks(columns)
+        for seg in self.segments:
+            for start, block in seg.space.blocks(columns):
+                yield seg.start + start, block
+
+    def _locate(self, r: int) -> tuple[Space, int]:
+        if r < len(self.base):
+            return self.base, r
+        for seg in self.segments:
+            if r < seg.start + len(seg):
+                return seg.space, r - seg.start
+        raise IndexError(r)
+
+    def find(self, key: str) -> int | None:
+        """The live row of a statement id (newest first), or None."""
+        for seg in reversed(self.segments):
+            r = seg.space.find(key)
+            if r is not None and not self.is_dead(seg.start + r):
+                return seg.start + r
+        r = self.base.find(key)
+        return None if r is None or self.is_dead(r) else r
+
+    def key(self, r: int) -> str:
+        space, local = self._locate(r)
+        return space.key(local)
+
+    def text(self, r: int) -> str:
+        space, local = self._locate(r)
+        return space.column("text", local)
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), self.base.dim), np.float32)
+        for i, r in enumerate(rows):
+            space, local = self._locate(int(r))
+            out[i] = space.row(local)
+        return out
+
+    def row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """The similarity row of statement row r: the newest segment that wrote it wins."""
+        for seg in reversed(self.segments):
+            i = int(np.searchsorted(seg.row_ids, r))
+            if i < len(seg.row_ids) and seg.row_ids[i] == r:
+                return np.asarray(seg.rows[i]), np.asarray(seg.scores[i])
+        return self.base_rows.row(r)
+
+    def kth_scores(self) -> np.ndarray:
+        """The k-th best score of every row (-inf where a row has fewer than k entries)."""
+        parts = []
+        for s in self.base_rows.manifest["shards"]:
+            parts.append(np.asarray(self.base_rows._shard(s["shard"])[1][:, -1]))
+        kth = np.concatenate(parts + [np.full(sum(len(s) for s in self.segments), -np.inf, np.float32)])
+        for seg in self.segments:
+            kth[np.asarray(seg.row_ids)] = np.asarray(seg.scores[:, -1])
+        return kth
+
+    def rows_containing(self, targets: np.ndarray) -> np.ndarray:
+        """Rows whose similarity row holds any of `targets` (rows replaced by an update)."""
+        found = []
+        for s in self.base_rows.manifest["shards"]:
+            rows = self.base_rows._shard(s["shard"])[0]
+            hit = np.flatnonzero(np.isin(rows, targets).any(axis=1))
+            found.append(hit + s["shard"] * self.base_rows.rows_per_shard)
+        for seg in self.segments:
+            found.append(np.asarray(seg.row_ids)[np.isin(seg.rows, targets).any(axis=1)])
+        cand = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+        # keep those whose *current* row still holds a target (a newer overlay may have replaced it)
+        return np.array([r for r in cand if np.isin(self.row(int(r))[0], targets).any()], dtype=np.int64)
+
+
+@dataclass
+class AddResult:
+    added: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    rows_updated: int = 0
+    segment: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Adder:
+    """Adds statements to what `data` publishes. Keep one open to add many batches fast."""
+
+    def __init__(self, data: Path, *, on_duplicate: str = "reject", max_record_bytes: int = 1_000_000,
+                 state: dict | None = None):
+        """`state`: a CURRENT to build on instead of the live one (a nightly's new version)."""
+        self.data = Path(data).resolve()
+        self.on_duplicate = on_duplicate
+        self.max_record_bytes = max_record_bytes
+        self.current: dict | None = None
+        self._load(state or require_current(self.data))
+
+    def _load(self, current: dict) -> None:
+        self.current = current
+        self.view = Statements(self.data, current)
+        self.k = self.view.k
+        self.kth = self.view.kth_scores()
+        models = self.data / current["components"]["models"]
+        self.embedder = Embedder(models, vocab_in_ram=True)
+        cfg = json.loads((self.data / "versions" / current["version"] / "manifest.json").read_text())["config"]
+        t = cfg["tokenize"]
+        self.tokenizer = Tokenizer(t["min_len"], t["max_len"], t["deaccent"])
+
+    def add(self, records: Iterable[dict]) -> AddResult:
+        """Validate, embed and commit one batch; returns once it is durable and visible."""
+        t = time.perf_counter()
+        with PublishLock(self.data):
+            latest = require_current(self.data)
+            if latest != self.current:  # a nightly or another adder moved CURRENT
+                self._load(latest)
+            result = self.stage(records)
+            if result.segment:
+                write_json(self.data / CURRENT, self.current)
+        result.seconds = round(time.perf_counter() - t, 4)
+        return result
+
+    def stage(self, records: Iterable[dict]) -> AddResult:
+        """Screen and write one batch's segment; `self.current` becomes the CURRENT naming it
+        (written by the caller, under the publish lock)."""
+        result = AddResult()
+        accepted, dead = self._screen(records, result)
+        if accepted:
+            self.current, result.segment, result.rows_updated = self.apply(accepted, dead)
+            result.added = len(accepted) - result.replaced
+        return result
+
+    # -- screening ------------------------------------------------------------------------
+    def _screen(self, records: Iterable[dict], result: AddResult) -> tuple[list[tuple[str, str]], list[int]]:
+        batch: dict[str, str] = {}
+        dead: list[int] = []
+        rejected: list[tuple[bytes, str]] = []
+        for rec in records:
+            raw = json.dumps(rec, ensure_ascii=False, default=repr).encode() + b"\n" if not isinstance(rec, bytes) else rec
+            if not isinstance(rec, dict):
+                rejected.append((raw, f"not a JSON object: got {type(rec).__name__}"))
+                continue
+            id_, text = rec.get("id"), rec.get("text")
+            reason = check_record(id_, text, self.max_record_bytes, len(raw))
+            if reason is None:
+                existing = self.view.find(id_)
+                if id_ in batch and batch[id_] == text or existing is not None and self.view.text(existing) == text:
+                    result.unchanged += 1  # re-adding the same record is a no-op
+                    continue
+                if existing is not None or id_ in batch:
+                    if self.on_duplicate == "reject":
+                        reason = (f"duplicate id {id_!r}: already published with other text; "
+                                  "set corpus.on_duplicate = \"update\" to replace it")
+                    elif existing is not None:
+                        dead.append(existing)
+                        result.replaced += 1
+            if reason:
+                rejected.append((raw, reason))
+                continue
+            batch.pop(id_, None)  # update within the batch: the last one wins, in order
+            batch[id_] = text
+        if rejected:
+            result.quarantined = len(rejected)
+            _quarantine(self.data / "quarantine" / "additions", rejected)
+        return list(batch.items()), sorted(set(dead))
+
+    # -- the numerics -------------------------------------------------------------------------
+    def apply(self, accepted: list[tuple[str, str]], dead: list[int]) -> tuple[dict, str, int]:
+        """Write the segment for `accepted` and return (new CURRENT, its path, rows updated)."""
+        view, k = self.view, self.k
+        ids = [a[0] for a in accepted]
+        texts = [a[1] for a in accepted]
+        B, n0 = len(accepted), len(view)
+        vecs = self.embedder.embed([self.tokenizer(t) for t in texts])
+        new_rows = np.arange(n0, n0 + B, dtype=np.int64)
+        dead_a = np.asarray(dead, dtype=np.int64)
+        saved_dead = view.dead
+        view.dead = np.union1d(view.dead, dead_a)
+        kth = self.kth.copy()
+        kth[view.dead] = np.inf  # dead rows take no new entries
+        try:
+            best_r = np.full((B, k), -1, dtype=np.int64)
+            best_s = np.full((B, k), -np.inf, dtype=np.float32)
+            changed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            for start, block, scores in score_blocks(view, vecs):  # one product per (batch x block)
+                best_r, best_s = _block_top(best_r, best_s, start, scores, k)
+                enter = scores > kth[start:start + scores.shape[1]][None, :]
+                cols = np.flatnonzero(enter.any(axis=0))
+                if cols.size:
+                    cand_s = np.where(enter[:, cols], scores[:, cols], -np.inf).T
+                    old = [view.row(start + int(c)) for c in cols]
+                    merged_r, merged_s = _merge(np.stack([o[0] for o in old]), np.stack([o[1] for o in old]),
+                                                np.broadcast_to(new_rows, cand_s.shape), cand_s, k)
+                    for c, r, s in zip(cols, merged_r, merged_s):
+                        changed[start + int(c)] = (r, s)
+            # the batch against itself
+            within = vecs @ vecs.T
+            np.fill_diagonal(within, -np.inf)
+            best_r, best_s = _merge(best_r, best_s, np.broadcast_to(new_rows, within.shape), within, k)
+            # rows that held a replaced statement are recomputed exactly
+            redo = view.rows_containing(dead_a) if len(dead_a) else np.empty(0, np.int64)
+            redo = redo[~np.isin(redo, view.dead)]
+            if len(redo):
+                rv = view.vectors(redo)
+                r_r, r_s = exact_topk(view, rv, k, exclude=redo)
+                cross = rv @ vecs.T
+                r_r, r_s = _merge(r_r, r_s, np.broadcast_to(new_rows, cross.shape), cross.astype(np.float32), k)
+                for r, rr, ss in zip(redo, r_r, r_s):
+                    changed[int(r)] = (rr, ss)
+        finally:
+            view.dead = saved_dead
+        best_r[~np.isfinite(best_s)] = -1
+        row_ids = np.concatenate([np.array(sorted(changed), dtype=np.int64), new_rows])
+        rows = np.concatenate([np.stack([changed[r][0] for r in sorted(changed)]).reshape(-1, k), best_r])
+        scores = np.concatenate([np.stack([changed[r][1] for r in sorted(changed)]).reshape(-1, k), best_s])
+        rows[~np.isfinite(scores)] = -1
+        seg_rel = self._write_segment(ids, texts, vecs, row_ids, rows, scores.astype(np.float32), dead_a)
+        segment = Segment(self.data / seg_rel, n0)
+        view.append(segment)
+        self.kth = np.concatenate([self.kth, scores[-B:, -1]])
+        self.kth[row_ids[:-B]] = scores[:-B, -1]
+        adds = self.current.get("additions") or {"base": self.current["version"], "segments": []}
+        new_current = {**self.current, "additions": {**adds, "segments": adds["segments"] + [seg_rel],
+                                                     "statements": view.live}}
+        return new_current, seg_rel, len(changed)
+
+    def _write_segment(self, ids, texts, vecs, row_ids, rows, scores, dead) -> str:
+        base = self.current["version"]
+        seq = len((self.current.get("additions") or {}).get("segments", [])) + 1
+        rel = f"additions/{base}/{seq:06d}"
+        final = self.data / rel
+        if final.exists():  # left by a crash before CURRENT named it: never acknowledged
+            shutil.rmtree(final)
+        tmp = final.with_name(f".{final.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        with open(tmp / "records.jsonl", "w", encoding="utf-8") as f:
+            for id_, text in zip(ids, texts):
+                f.write(json.dumps({"id": id_, "text": text}, ensure_ascii=False) + "\n")
+        writer = SpaceWriter(tmp / "space", vecs.shape[1], rows_per_shard=len(ids), extra_columns=["text"])
+        writer.append(ids, vecs, text=texts)
+        writer.close(normalized=True, meta={"what": "added statements"})
+        for name, arr in (("row_ids", row_ids), ("rows", rows), ("scores", scores), ("dead", dead)):
+            save_npy(tmp / f"{name}.npy", arr)
+        fsync_tree(tmp)
+        os.rename(tmp, final)
+        fsync_dir(final.parent)
+        return rel
+
+
+def _quarantine(folder: Path, rejected: list[tuple[bytes, str]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    with open(folder / f"{stamp}.rejected", "wb") as raw, open(folder / f"{stamp}.reasons.jsonl", "w") as why:
+        for i, (data, reason) in enumerate(rejected, 1):
+            why.write(json.dumps({"source": "add", "line": i, "offset_in_rejected": raw.tell(),
+                                  "bytes": len(data), "reason": reason}) + "\n")
+            raw.write(data)
+        for f in (raw, why):
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def segment_records(data: Path, segment: str) -> Iterator[dict]:
+    with open(Path(data) / segment / "records.jsonl", encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def publish_folding(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict,
+                    keep_versions: int, folded: list[str]) -> dict:
+    """Publish a nightly version that folded the additions `folded` into its main shards.
+
+    Additions acknowledged while the run worked (not in `folded`) are re-applied on top of the
+    new version before CURRENT moves, so no acknowledged statement is ever missing.
+    """
+    from tasks.publish import prepare, retain, swap
+    new = prepare(data, version, components, watermark, summary)
+    with PublishLock(data):
+        latest = require_current(data) if (Path(data) / CURRENT).exists() else None
+        leftover = [s for s in ((latest or {}).get("additions") or {}).get("segments", []) if s not in folded]
+        reapplied = 0
+        if leftover:
+            adder = Adder(data, on_duplicate="update", state=new)  # acknowledged adds win
+            for seg in leftover:
+                reapplied += adder.stage(list(segment_records(data, seg))).added
+            new = adder.current
+        swap(data, new)
+    return {"version": version, "removed_versions": retain(data, keep_versions), "additions_reapplied": reapplied,
+            "additions_folded": len(folded)}
+
+
+def addition_sources(data: Path, current: dict | None) -> list:
+    """The records of the live additions, as input files a nightly run folds in."""
+    from tasks.corpus import SourceFile
+    out = []
+    for seg in ((current or {}).get("additions") or {}).get("segments", []):
+        path = Path(data) / seg / "records.jsonl"
+        st = path.stat()
+        out.append(SourceFile("~additions", f"{seg}/records.jsonl", "jsonl", st.st_size, st.st_mtime_ns, root="."))
+    return out
+
+
+def add_records(data: Path, records: list[dict], *, on_duplicate: str, max_record_bytes: int) -> dict:
+    return Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes).add(records).to_dict()
+
+
+def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_record_bytes: int,
+             adder: Adder | None = None) -> dict:
+    """Stream a JSON Lines, text or Parquet file into the published store, batch by batch."""
+    from tasks.corpus import FORMATS, BadInputError, Quarantine, SourceFile, batched, read_records
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise BadInputError(f"{path} is not .jsonl, .ndjson, .txt or .parquet; rename it to say its format.")
+    if not path.is_file():
+        raise BadInputError(f"No file at {path}; give the path of a .jsonl, .txt or .parquet file, or - for stdin.")
+    adder = adder or Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
+    st = path.stat()
+    src = SourceFile("additions", path.name, fmt, st.st_size, st.st_mtime_ns, root=str(path.parent))
+    q = Quarantine(Path(data) / "quarantine" / "additions" / time.strftime("%Y%m%dT%H%M%S"), src)
+    total = AddResult()
+    try:
+        records = read_records(path.parent, src, q, batch_size=batch_size, max_record_bytes=max_record_bytes)
+        for batch in batched(records, batch_size):
+            r = adder.add([{"id": rec.id, "text": rec.text} for rec in batch])
+            for field in ("added", "replaced", "unchanged", "quarantined", "rows_updated", "seconds"):
+                setattr(total, field, getattr(total, field) + getattr(r, field))
+    finally:
+        q.commit()
+    total.quarantined += q.counts.records
+    total.seconds = round(total.seconds, 4)
+    return {"file": str(path), **{k: v for k, v in total.to_dict().items() if k != "segment"}}
+
+
+def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_bytes: int) -> dict:
+    """Add every file waiting in <data>/inbox (oldest name first), then move it to inbox/.done/.
+
+    A file is moved only after all its statements are acknowledged; a crash in between means
+    the file is added again next time, which is a no-op for what was already in.
+    """
+    inbox = Path(data) / "inbox"
+    done = inbox / ".done"
+    files = sorted(p for p in inbox.iterdir() if p.is_file() and not p.name.startswith(".")) if inbox.exists() else []
+    if not files:
+        return {"files": 0, "added": 0}
+    adder = Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
+    results = []
+    for path in files:
+        results.append(add_file(data, path, batch_size=batch_size, on_duplicate=on_duplicate,
+                                max_record_bytes=max_record_bytes, adder=adder))
+        done.mkdir(parents=True, exist_ok=True)
+        os.replace(path, done / path.name)
+    return {"files": len(results), **{f: sum(r[f] for r in results) for f in
+            ("added", "replaced", "unchanged", "quarantined", "rows_updated")}}
