@@ -35,6 +35,15 @@ class Hit:
 class Store:
     def __init__(self, data_dir: str | Path):
         self.data = Path(data_dir).resolve()
+        for attempt in range(3):
+            try:
+                self._open()
+                return
+            except FileNotFoundError:  # CURRENT moved on while we opened what it named
+                if attempt == 2:
+                    raise
+
+    def _open(self) -> None:
         self.current = require_current(self.data)
         comp = {name: self.data / rel for name, rel in self.current["components"].items()}
         self.version: str = self.current["version"]

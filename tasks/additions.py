@@ -2,19 +2,20 @@
 
 A batch of new statements is embedded with the published models (tokenize, TF-IDF, LSI),
 scored against every live statement with one matrix product per block of the space, and
-committed as an immutable segment:
+committed as an immutable segment of two files:
 
-  additions/<base version>/<seq>/
-    records.jsonl        the accepted records (the nightly run folds them into the main shards)
-    space/               their vectors, ids and texts (a one-shard vector space)
-    row_ids.npy, rows.npy, scores.npy   the similarity rows the batch wrote: its own
-                         statements' rows and the existing rows it entered (sorted by row id)
-    dead.npy             rows this batch replaced (corpus.on_duplicate = "update")
+  additions/<base version>/<seq>.arrow   the batch's ids, texts and vectors (Arrow IPC,
+                                         memory-mapped; the nightly run folds these records in)
+  additions/<base version>/<seq>.npz     the similarity rows the batch wrote (its own
+                                         statements' rows and the existing rows it entered,
+                                         by row id), rows it replaced (on_duplicate =
+                                         "update") and its key index
 
-The segment is fsynced and renamed into place, then CURRENT is atomically replaced with one
-that names it: an add is acknowledged only once CURRENT names it, and a reader sees all of a
-segment or none of it. Rows stay exact: after any sequence of adds they equal a full exact
-recompute (up to ties in the last float bit).
+Both files are fsynced and renamed into place, then CURRENT is atomically replaced with one
+that names the segment: an add is acknowledged only once CURRENT names it, and a reader sees
+all of a segment or none of it. Rows stay exact: after any sequence of adds they equal a full
+exact recompute (up to ties in the last float bit). Segments merge like a binary counter, so
+about log2(adds) of them are live.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
-from tasks.atomic import fsync_dir, fsync_tree, save_npy, write_json
+from tasks.atomic import fsync_dir, write_json
 from tasks.corpus import check_record
 from tasks.lsi import Embedder
 from tasks.publish import CURRENT, require_current
 from tasks.similarity import SimilarityRows, _block_top, _merge, exact_topk, score_blocks
-from tasks.store import Space, SpaceWriter
+from tasks.store import Space, key_hash, key_hashes
 from tasks.tokenize import Tokenizer
 
 
@@ -56,20 +58,42 @@ class PublishLock:
         os.close(self._fd)
 
 
-@dataclass
 class Segment:
-    dir: Path
-    start: int  # global row of its first statement
+    """One committed batch of added statements (see the module docstring), opened with mmap."""
 
-    def __post_init__(self) -> None:
-        self.space = Space(self.dir / "space")
-        self.row_ids = np.load(self.dir / "row_ids.npy", mmap_mode="r")
-        self.rows = np.load(self.dir / "rows.npy", mmap_mode="r")
-        self.scores = np.load(self.dir / "scores.npy", mmap_mode="r")
-        self.dead = np.load(self.dir / "dead.npy")
+    def __init__(self, prefix: Path, start: int):
+        self.prefix, self.start = Path(prefix), start  # start: global row of its first statement
+        table = pa.ipc.open_file(pa.memory_map(str(self.prefix) + ".arrow", "r")).read_all().combine_chunks()
+        self.ids, self.texts = table.column("id").chunk(0), table.column("text").chunk(0)
+        vec = table.column("vector").chunk(0)
+        self.vectors = vec.values.to_numpy(zero_copy_only=True).reshape(len(vec), vec.type.list_size)
+        with np.load(str(self.prefix) + ".npz") as z:
+            self.row_ids, self.rows, self.scores, self.dead = z["row_ids"], z["rows"], z["scores"], z["dead"]
+            self._hash, self._row = z["key_hash"], z["key_row"]
 
     def __len__(self) -> int:
-        return len(self.space)
+        return len(self.ids)
+
+    def blocks(self, columns: int) -> Iterator[tuple[int, np.ndarray]]:
+        for c in range(0, len(self), columns):
+            yield c, self.vectors[c:c + columns]
+
+    def find_all(self, key: str) -> list[int]:
+        h = np.uint64(key_hash(key))
+        lo, hi = np.searchsorted(self._hash, h, "left"), np.searchsorted(self._hash, h, "right")
+        return sorted(int(r) for r in self._row[lo:hi] if self.ids[int(r)].as_py() == key)
+
+    def key(self, i: int) -> str:
+        return self.ids[i].as_py()
+
+    def column(self, name: str, i: int):
+        return (self.ids if name == "id" else self.texts)[i].as_py()
+
+    def row(self, i: int) -> np.ndarray:
+        return self.vectors[i]
+
+    def keys(self) -> list[str]:
+        return self.ids.to_pylist()
 
 
 class Statements:
@@ -106,23 +130,23 @@ class Statements:
     def blocks(self, columns: int) -> Iterator[tuple[int, np.ndarray]]:
         yield from self.base.blocks(columns)
         for seg in self.segments:
-            for start, block in seg.space.blocks(columns):
+            for start, block in seg.blocks(columns):
                 yield seg.start + start, block
 
-    def _locate(self, r: int) -> tuple[Space, int]:
+    def _locate(self, r: int) -> tuple[Space | Segment, int]:
         if r < len(self.base):
             return self.base, r
         for seg in self.segments:
             if r < seg.start + len(seg):
-                return seg.space, r - seg.start
+                return seg, r - seg.start
         raise IndexError(r)
 
     def find(self, key: str) -> int | None:
         """The live row of a statement id (newest first), or None."""
         for seg in reversed(self.segments):
-            r = seg.space.find(key)
-            if r is not None and not self.is_dead(seg.start + r):
-                return seg.start + r
+            for r in reversed(seg.find_all(key)):
+                if not self.is_dead(seg.start + r):
+                    return seg.start + r
         r = self.base.find(key)
         return None if r is None or self.is_dead(r) else r
 
@@ -220,6 +244,7 @@ class Adder:
             result = self.stage(records)
             if result.segment:
                 write_json(self.data / CURRENT, self.current)
+                self._sweep()
         result.seconds = round(time.perf_counter() - t, 4)
         return result
 
@@ -313,41 +338,84 @@ class Adder:
         finally:
             view.dead = saved_dead
         best_r[~np.isfinite(best_s)] = -1
-        row_ids = np.concatenate([np.array(sorted(changed), dtype=np.int64), new_rows])
-        rows = np.concatenate([np.stack([changed[r][0] for r in sorted(changed)]).reshape(-1, k), best_r])
-        scores = np.concatenate([np.stack([changed[r][1] for r in sorted(changed)]).reshape(-1, k), best_s])
+        order = sorted(changed)
+        row_ids = np.concatenate([np.array(order, dtype=np.int64), new_rows])
+        rows = np.concatenate([np.array([changed[r][0] for r in order], dtype=np.int64).reshape(-1, k), best_r])
+        scores = np.concatenate([np.array([changed[r][1] for r in order], dtype=np.float32).reshape(-1, k), best_s])
         rows[~np.isfinite(scores)] = -1
         seg_rel = self._write_segment(ids, texts, vecs, row_ids, rows, scores.astype(np.float32), dead_a)
         segment = Segment(self.data / seg_rel, n0)
         view.append(segment)
         self.kth = np.concatenate([self.kth, scores[-B:, -1]])
         self.kth[row_ids[:-B]] = scores[:-B, -1]
-        adds = self.current.get("additions") or {"base": self.current["version"], "segments": []}
+        adds = self._additions()
         new_current = {**self.current, "additions": {**adds, "segments": adds["segments"] + [seg_rel],
-                                                     "statements": view.live}}
-        return new_current, seg_rel, len(changed)
+                                                     "next_seq": adds["next_seq"] + 1, "statements": view.live}}
+        return self._compact(new_current), seg_rel, len(changed)
 
-    def _write_segment(self, ids, texts, vecs, row_ids, rows, scores, dead) -> str:
-        base = self.current["version"]
-        seq = len((self.current.get("additions") or {}).get("segments", [])) + 1
-        rel = f"additions/{base}/{seq:06d}"
-        final = self.data / rel
-        if final.exists():  # left by a crash before CURRENT named it: never acknowledged
-            shutil.rmtree(final)
-        tmp = final.with_name(f".{final.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        with open(tmp / "records.jsonl", "w", encoding="utf-8") as f:
-            for id_, text in zip(ids, texts):
-                f.write(json.dumps({"id": id_, "text": text}, ensure_ascii=False) + "\n")
-        writer = SpaceWriter(tmp / "space", vecs.shape[1], rows_per_shard=len(ids), extra_columns=["text"])
-        writer.append(ids, vecs, text=texts)
-        writer.close(normalized=True, meta={"what": "added statements"})
-        for name, arr in (("row_ids", row_ids), ("rows", rows), ("scores", scores), ("dead", dead)):
-            save_npy(tmp / f"{name}.npy", arr)
-        fsync_tree(tmp)
-        os.rename(tmp, final)
-        fsync_dir(final.parent)
+    def _additions(self) -> dict:
+        adds = self.current.get("additions") or {"base": self.current["version"], "segments": []}
+        return {"next_seq": len(adds["segments"]) + 1, **adds}
+
+    def _compact(self, current: dict) -> dict:
+        """Merge the newest segments like a binary counter (while the last is at least as big as
+        the one before): about log2(adds) segments stay, so searches touch few blocks."""
+        adds = dict(current["additions"])
+        segs, view = list(adds["segments"]), self.view
+        while len(view.segments) >= 2 and len(view.segments[-1]) >= len(view.segments[-2]):
+            a, b = view.segments[-2], view.segments[-1]
+            ids, texts = a.keys() + b.keys(), a.texts.to_pylist() + b.texts.to_pylist()
+            vecs = np.concatenate([a.vectors, b.vectors])
+            row_ids = np.union1d(a.row_ids, b.row_ids)
+            rows = np.empty((len(row_ids), self.k), np.int64)
+            scores = np.empty((len(row_ids), self.k), np.float32)
+            for seg in (a, b):  # the newer segment's row wins
+                at = np.searchsorted(row_ids, seg.row_ids)
+                rows[at], scores[at] = seg.rows, seg.scores
+            rel = self._write_segment(ids, texts, vecs, row_ids, rows, scores, np.union1d(a.dead, b.dead),
+                                      seq=adds["next_seq"])
+            adds["next_seq"] += 1
+            view.segments[-2:] = [Segment(self.data / rel, a.start)]
+            segs[-2:] = [rel]
+        adds["segments"] = segs
+        return {**current, "additions": adds}
+
+    def _sweep(self, grace_seconds: float = 300) -> None:
+        """Delete segment files no CURRENT names any more (merged, or a crash's leftovers) once
+        no reader can still be opening them."""
+        folder = self.data / "additions" / self.current["version"]
+        named = {Path(s).name for s in self.current["additions"]["segments"]}
+        for p in folder.iterdir():
+            if p.name.split(".")[0] not in named and time.time() - p.stat().st_mtime > grace_seconds:
+                p.unlink(missing_ok=True)
+
+    def _write_segment(self, ids, texts, vecs, row_ids, rows, scores, dead, seq: int | None = None) -> str:
+        seq = seq or self._additions()["next_seq"]
+        rel = f"additions/{self.current['version']}/{seq:06d}"
+        prefix = self.data / rel
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+        table = pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.string()),
+                          "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), vecs.shape[1])})
+        hashes = key_hashes(ids)
+        order = np.argsort(hashes, kind="stable")
+        paths = []
+        for suffix in (".npz", ".arrow"):  # a crash's leftovers under this name were never acknowledged
+            final = Path(str(prefix) + suffix)
+            tmp = final.with_name(f".{final.name}.tmp")
+            with open(tmp, "wb") as f:
+                if suffix == ".arrow":
+                    with pa.ipc.new_file(f, table.schema) as w:
+                        w.write_table(table)
+                else:
+                    np.savez(f, row_ids=row_ids, rows=rows, scores=scores, dead=dead,
+                             key_hash=hashes[order], key_row=order.astype(np.int64))
+                f.flush()
+                os.fsync(f.fileno())
+            paths.append((tmp, final))
+        for tmp, final in paths:
+            os.replace(tmp, final)
+        fsync_dir(prefix.parent)
         return rel
 
 
@@ -365,9 +433,9 @@ def _quarantine(folder: Path, rejected: list[tuple[bytes, str]]) -> None:
 
 
 def segment_records(data: Path, segment: str) -> Iterator[dict]:
-    with open(Path(data) / segment / "records.jsonl", encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
+    seg = Segment(Path(data) / segment, 0)
+    for id_, text in zip(seg.ids.to_pylist(), seg.texts.to_pylist()):
+        yield {"id": id_, "text": text}
 
 
 def publish_folding(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict,
@@ -398,9 +466,8 @@ def addition_sources(data: Path, current: dict | None) -> list:
     from tasks.corpus import SourceFile
     out = []
     for seg in ((current or {}).get("additions") or {}).get("segments", []):
-        path = Path(data) / seg / "records.jsonl"
-        st = path.stat()
-        out.append(SourceFile("~additions", f"{seg}/records.jsonl", "jsonl", st.st_size, st.st_mtime_ns, root="."))
+        st = (Path(data) / f"{seg}.arrow").stat()
+        out.append(SourceFile("~additions", f"{seg}.arrow", "arrow", st.st_size, st.st_mtime_ns, root="."))
     return out
 
 

@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Callable
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,28 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# Inside `staged()`, files are written straight to their names with no fsync: the caller is
+# building a folder that only becomes visible by one rename after one `fsync_tree`.
+_staged: ContextVar[bool] = ContextVar("staged", default=False)
+
+
+@contextmanager
+def staged():
+    token = _staged.set(True)
+    try:
+        yield
+    finally:
+        _staged.reset(token)
+
+
 @contextmanager
 def atomic_path(final: Path):
     """Yield a temporary path beside `final`; on success it is fsynced and renamed to `final`."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    if _staged.get():
+        yield final
+        return
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     try:
         yield tmp

@@ -272,8 +272,25 @@ def read_records(corpus_dir: Path, src: SourceFile, q: Quarantine, *, batch_size
         yield from _jsonl_records(path, src, max_record_bytes, q)
     elif src.format == "text":
         yield from _text_records(path, src, max_record_bytes, q)
+    elif src.format == "arrow":
+        yield from _arrow_records(path, src, max_record_bytes, q)
     else:
         yield from _parquet_records(path, src, max_record_bytes, batch_size, q)
+
+
+def _arrow_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) -> Iterator[Record]:
+    """Statements shardvec itself wrote (an added batch): an Arrow IPC file with id and text."""
+    reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+    number = 0
+    for i in range(reader.num_record_batches):
+        batch = reader.get_batch(i)
+        for id_, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
+            number += 1
+            reason = check_record(id_, text, max_bytes, len(id_ or "") + len(text or ""))
+            if reason:
+                q.reject(number, reason, row={"id": id_, "text": text})
+            else:
+                yield Record(id_, text, number, -1, -1)
 
 
 def batched(items, n: int):

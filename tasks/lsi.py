@@ -114,7 +114,8 @@ class Embedder:
 
     def embed(self, docs: Sequence[Sequence[str]], normalize: bool = True) -> np.ndarray:
         m = tfidf_matrix(docs, self.lookup, self.idf)
-        vecs = np.asarray(m @ self.u, dtype=np.float32)
+        cols = np.unique(m.indices)  # only the term vectors these documents use are read
+        vecs = np.asarray(m[:, cols] @ np.asarray(self.u[cols]), dtype=np.float32)
         if normalize:
             norms = np.linalg.norm(vecs, axis=1, keepdims=True)
             norms[norms == 0] = 1.0

@@ -23,9 +23,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / n
 
 
-# Columns (space rows) scored at once: bounds the score block to block_rows x COLUMNS floats
-# whatever the shard size, so search RAM does not grow with the corpus.
-COLUMNS = 8192
+# Scores computed at once (queries x space rows): bounds search RAM whatever the corpus size,
+# and keeps blocks wide for few queries (one add) so per-block overhead stays small.
+SCORE_BUDGET = 4 << 20
+
+
+def columns_for(queries: int) -> int:
+    return int(min(1 << 20, max(1024, SCORE_BUDGET // max(queries, 1))))
 
 
 def _merge(best_rows, best_scores, rows, scores, k):
@@ -69,7 +73,7 @@ def score_blocks(space, queries: np.ndarray, exclude: np.ndarray | None = None):
     """(first row, rows, cosine scores queries x rows) for every block of the space."""
     q = _unit(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
     dead = getattr(space, "dead", None)
-    for start, block in space.blocks(COLUMNS):
+    for start, block in space.blocks(columns_for(len(q))):
         block = np.asarray(block)
         scores = q @ block.T
         if not space.normalized:
@@ -131,12 +135,19 @@ def rows_recall(space_dir: Path, rows_dir: Path, *, sample: int, seed: int) -> d
     return {"rows_recall_at_k": recall_at_k(stored, exact), "k": sim.k, "sample": len(picks)}
 
 
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+def recall_at_k(found: np.ndarray, truth: np.ndarray, found_scores: np.ndarray | None = None,
+                truth_scores: np.ndarray | None = None, tie: float = 1e-6) -> float:
+    """Share of the true top-k ids found. Given scores, a found id that ties the true k-th
+    score (within `tie`: equal vectors scored by differently shaped products) counts as found."""
     hits = total = 0
-    for f, t in zip(found, truth):
-        t = set(int(x) for x in t if x >= 0)
-        hits += len(t & set(int(x) for x in f if x >= 0))
-        total += len(t)
+    for i, (f, t) in enumerate(zip(found, truth)):
+        t_set = set(int(x) for x in t if x >= 0)
+        ok = [int(x) in t_set for x in f if x >= 0]
+        if found_scores is not None and truth_scores is not None and len(t_set):
+            kth = truth_scores[i][len(t_set) - 1]
+            ok = [o or abs(float(sc) - float(kth)) <= tie for o, sc in zip(ok, found_scores[i])]
+        hits += min(sum(ok), len(t_set))
+        total += len(t_set)
     return hits / total if total else 1.0
 
 

@@ -208,6 +208,18 @@ class Space:
             i += 1
         return None
 
+    def find_all(self, key: str) -> list[int]:
+        """Every row holding `key`, in row order (a space of added statements may hold a
+        replaced statement and its replacement)."""
+        h = np.uint64(key_hash(key))
+        i = int(np.searchsorted(self._hash, h))
+        rows = []
+        while i < len(self._hash) and self._hash[i] == h:
+            if self.key(int(self._row[i])) == key:
+                rows.append(int(self._row[i]))
+            i += 1
+        return sorted(rows)
+
     def vector(self, key: str) -> np.ndarray:
         r = self.find(key)
         if r is None:
