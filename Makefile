@@ -7,7 +7,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: run test install
+.PHONY: run test install system-deps
 
 $(BIN)/shardvec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,5 +20,11 @@ install: $(BIN)/shardvec
 run: install
 	$(BIN)/shardvec demo --data $(DATA)
 
-test: install
+# Debian's chromium renders the Prefect UI in the end-to-end test (installed when root, as in CI).
+system-deps:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium is missing: the Prefect UI screenshot test will be skipped"
+
+test: install system-deps
 	$(BIN)/python -m pytest -q

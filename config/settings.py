@@ -86,6 +86,17 @@ class DaskSettings(Section):
     memory_limit: str
 
 
+class ScheduleSettings(Section):
+    nightly_cron: str
+    timezone: str
+    inbox_interval_seconds: int = Field(ge=0)
+
+
+class ServerSettings(Section):
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
 class PublishSettings(Section):
     keep_versions: int = Field(ge=1)
 
@@ -109,6 +120,8 @@ class Settings(BaseSettings):
     index: IndexSettings
     similarity: SimilaritySettings
     dask: DaskSettings
+    schedule: ScheduleSettings
+    server: ServerSettings
     publish: PublishSettings
 
     @classmethod

@@ -15,17 +15,14 @@ from tasks import skins
 from tasks.corpus import SourceFile, select_partitions
 from tasks.additions import addition_sources
 from tasks.publish import RunLock, new_version_id, read_current, version_dir
+from flows.progress import RunProgress
 from tasks.report import PeakRSS, publish_artifacts, render_text, step_rows
 from tasks.statements import shard_count
 from tasks.tokenize import Tokenizer
 
 
-def _results(futures) -> list[dict]:
-    return [f.result() for f in futures]
-
-
 def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partitions: list[str] | None = None,
-                      after: str | None = None, until: str | None = None, new_only: bool = True) -> dict:
+                      start: str | None = None, end: str | None = None, skip_if_nothing_new: bool = True) -> dict:
     data = s.data
     started = time.perf_counter()
     with RunLock(data), PeakRSS() as flow_mem:
@@ -33,120 +30,119 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
         found = skins.discover_task(data / "corpus")
         files = [SourceFile(**f) for f in found["files"]]
         done = current["watermark"]["partitions"] if current else []
-        sel = select_partitions(sorted({f.partition for f in files}), done, mode=mode, new_only=new_only,
-                                partitions=partitions, after=after, until=until)
+        sel = select_partitions(sorted({f.partition for f in files}), done, mode=mode,
+                                partitions=partitions, start=start, end=end)
         folding = addition_sources(data, current)  # statements added since the last publish
         report = {"flow": flow, "mode": mode, "partitions": sel.train, "skipped_files": found["skipped"],
                   "additions_folded": len(folding)}
-        if current is not None and not sel.train and not folding:
+        if skip_if_nothing_new and current is not None and not sel.train and not folding:
             return _finish(report, status="nothing new", started=started,
                            message=f"All partitions are in version {current['version']}; nothing to do.")
         if not files:
             return _finish(report, status="nothing to do", started=started,
                            message=f"No input files under {data / 'corpus'}; drop partitions there first.")
-        update = current is not None and sel.train != sel.in_version
-        all_files = [f for f in files if f.partition in set(sel.in_version)] + folding
-        train_parts = set(sel.train) | {f.partition for f in folding}
-        steps: dict[str, list[dict]] = {}
-
-        tokenizer = Tokenizer(s.tokenize.min_len, s.tokenize.max_len, s.tokenize.deaccent)
-        common = dict(batch_size=s.corpus.batch_size, max_record_bytes=s.corpus.max_record_bytes)
-        corpus_files = [f for f in all_files if f.root == "corpus"]
-        tok_futures = [skins.tokenize_task.submit(data / f.root, f, data / "cache" / "tokens", data / "quarantine",
-                                                  tokenizer, **common) for f in corpus_files]
-        # additions are many small files: a few tasks of up to 256 each, not one per file
-        add_futures = [skins.tokenize_many_task.submit(data, folding[i:i + 256], data / "cache" / "tokens",
-                                                       data / "quarantine", tokenizer, **common)
-                       for i in range(0, len(folding), 256)]
-        tok = _results(tok_futures) + [t for f in add_futures for t in f.result()["files"]]
-        all_files = corpus_files + folding
-        steps["tokenize"] = tok
-        caches = [t["cache"] for t in tok]
-        train_caches = [t["cache"] for t, f in zip(tok, all_files) if f.partition in train_parts]
-
-        version = new_version_id()
-        vdir = version_dir(data, version)
-        models, spaces, indexes = vdir / "models", vdir / "spaces", vdir / "index"
-        prev_models = data / current["components"]["models"] if update else None
-
-        plan = skins.plan_task.submit(tok, vdir / "work" / "plan.npy", data, data / "quarantine",
-                                      on_duplicate=s.corpus.on_duplicate)
-        if update:  # the LSI vocabulary is fixed by the first build (LSI cannot grow its terms)
-            dct_path = prev_models / "dictionary.gensim"
-            steps["vocabulary"] = []
-        else:
-            v = skins.vocab_task.submit(caches, models / "dictionary.gensim", max_terms=s.vocab.max_terms,
-                                        no_below=s.vocab.no_below, no_above=s.vocab.no_above).result()
-            steps["vocabulary"] = [v]
-            dct_path = v["dictionary"]
-        lsi = skins.lsi_task.submit(train_caches, dct_path, models, num_topics=s.lsi.num_topics,
-                                    chunksize=s.lsi.chunksize, power_iters=s.lsi.power_iters,
-                                    extra_samples=s.lsi.extra_samples, seed=s.index.seed,
-                                    previous=prev_models / "lsi.gensim" if update else None)
-        w2v = skins.word2vec_task.submit(
-            train_caches, models / "word2vec.gensim", vector_size=s.word2vec.vector_size, window=s.word2vec.window,
-            min_count=s.word2vec.min_count, max_final_vocab=s.word2vec.max_final_vocab, epochs=s.word2vec.epochs,
-            sg=s.word2vec.sg, workers=s.word2vec.workers, seed=s.word2vec.seed,
-            previous=prev_models / "word2vec.gensim" if update else None)
-        words = skins.words_task.submit(w2v.result()["word2vec"], spaces / "words",
-                                        rows_per_shard=s.store.rows_per_shard)
-        steps["train-lsi"], steps["train-word2vec"], steps["plan-statements"] = [lsi.result()], [w2v.result()], [plan.result()]
-        if update:
-            _copy_dictionary(dct_path, models / "dictionary.gensim")
-
-        n_rows = plan.result()["statements"]
-        R = s.store.rows_per_shard
-        proj = _results([skins.project_task.submit(vdir / "work" / "plan.npy", caches, i, R, models,
-                                                   spaces / "statements") for i in range(shard_count(n_rows, R))])
-        steps["project-statements"] = proj
-        skins.finish_space_task(spaces / "statements", [_entry(p) for p in proj], dim=s.lsi.num_topics,
-                                rows_per_shard=R, normalized=True, meta={"what": "LSI statement vectors"})
-        steps["write-word-vectors"] = [words.result()]
-
-        idx = {name: [skins.index_task.submit(spaces / name, i, indexes / name, n_trees=s.index.n_trees,
-                                              seed=s.index.seed) for i in range(n)]
-               for name, n in (("words", words.result()["shards"]), ("statements", len(proj)))}
-        rows_dir = vdir / "similarity"
-        if s.similarity.method == "annoy":
-            _results(idx["statements"])
-        rows = [skins.rows_task.submit(spaces / "statements", i, rows_dir, k=s.similarity.k,
-                                       block_rows=s.similarity.block_rows, method=s.similarity.method,
-                                       index_dir=indexes / "statements", search_k=s.index.search_k)
-                for i in range(len(proj))]
-        for name, futures in idx.items():
-            built = _results(futures)
-            steps[f"index-{name}"] = built
-            skins.finish_index_task(indexes / name, built, n_trees=s.index.n_trees, search_k=s.index.search_k)
-        steps["similarity-rows"] = _results(rows)
-        skins.finish_rows_task(rows_dir, steps["similarity-rows"], k=s.similarity.k, method=s.similarity.method,
-                               rows_per_shard=R)
-        recall = {name: skins.index_recall_task.submit(spaces / name, indexes / name, k=10,
-                                                        search_k=s.index.search_k, sample=s.index.recall_sample,
-                                                        seed=s.index.seed) for name in ("words", "statements")}
-        recall["similarity rows"] = skins.rows_recall_task.submit(spaces / "statements", rows_dir,
-                                                                  sample=s.index.recall_sample, seed=s.index.seed)
-        recall = {name: f.result() for name, f in recall.items()}
-        steps["recall"] = list(recall.values())
-
-        report.update(_counts(tok, plan.result(), lsi.result(), w2v.result(), proj))
-        report["recall"] = {k: {kk: vv for kk, vv in v.items() if kk not in ("seconds", "peak_rss_mb", "rss_growth_mb")}
-                            for k, v in recall.items()}
-        watermark = {"partitions": sel.in_version}
-        components = {"models": models, "words": spaces / "words", "statements": spaces / "statements",
-                      "words_index": indexes / "words", "statements_index": indexes / "statements",
-                      "similarity": rows_dir}
-        summary = {"created_by": flow, "mode": mode, "counts": {k: report[k] for k in
-                   ("records", "quarantined", "statements", "terms", "words") if k in report},
-                   "config": s.model_dump(mode="json"), "code_version": _code_version(),
-                   "steps": step_rows(steps)}
-        steps["publish"] = [skins.publish_task(data, version, {k: str(v) for k, v in components.items()},
-                                               watermark, summary, s.publish.keep_versions,
-                                               [f.name.rsplit("/", 1)[0] for f in folding])]
-        report["version"] = version
-        report["steps"] = step_rows(steps)
-    report["peak_rss_mb"] = max([flow_mem.peak / (1 << 20)] + [r["peak_rss_mb"] for r in report["steps"]])
-    report["peak_rss_mb"] = round(report["peak_rss_mb"], 1)
+        progress = RunProgress(flow, steps=8)
+        try:
+            report.update(_build(s, data, current, sel, files, folding, mode, flow, progress))
+        finally:
+            progress.close()
+    report["peak_rss_mb"] = round(max([flow_mem.peak / (1 << 20)] + [r["peak_rss_mb"] for r in report["steps"]]), 1)
     return _finish(report, status="published", started=started)
+
+
+def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, mode: str, flow: str,
+           progress: RunProgress) -> dict:
+    update = current is not None and mode == "update"
+    corpus_files = [f for f in files if f.partition in set(sel.in_version)]
+    train_parts = set(sel.train) | {f.partition for f in folding}
+    steps: dict[str, list[dict]] = {}
+
+    tokenizer = Tokenizer(s.tokenize.min_len, s.tokenize.max_len, s.tokenize.deaccent)
+    common = dict(batch_size=s.corpus.batch_size, max_record_bytes=s.corpus.max_record_bytes)
+    cache_dir, quarantine = data / "cache" / "tokens", data / "quarantine"
+    tok_futures = [skins.tokenize_task.submit(data / f.root, f, cache_dir, quarantine, tokenizer, **common)
+                   for f in corpus_files]
+    # additions are many small files: a few tasks of up to 256 each, not one per file
+    tok_futures += [skins.tokenize_many_task.submit(data, folding[i:i + 256], cache_dir, quarantine, tokenizer,
+                                                    **common) for i in range(0, len(folding), 256)]
+    tok = [t for r in progress.wait("tokenize", tok_futures) for t in r.get("files", [r])]
+    steps["tokenize"] = tok
+    caches = [t["cache"] for t in tok]
+    train_caches = [t["cache"] for t, f in zip(tok, corpus_files + folding) if f.partition in train_parts]
+
+    version = new_version_id()
+    vdir = version_dir(data, version)
+    models, spaces, indexes = vdir / "models", vdir / "spaces", vdir / "index"
+    prev_models = data / current["components"]["models"] if update else None
+    plan = skins.plan_task.submit(tok, vdir / "work" / "plan.npy", data, quarantine, on_duplicate=s.corpus.on_duplicate)
+    if update:  # the LSI vocabulary is fixed by the first build (LSI cannot grow its terms)
+        dct_path = prev_models / "dictionary.gensim"
+        _copy_dictionary(dct_path, models / "dictionary.gensim")
+    else:
+        steps["vocabulary"] = [progress.one("vocabulary", skins.vocab_task.submit(
+            caches, models / "dictionary.gensim", max_terms=s.vocab.max_terms, no_below=s.vocab.no_below,
+            no_above=s.vocab.no_above))]
+        dct_path = steps["vocabulary"][0]["dictionary"]
+    lsi = skins.lsi_task.submit(train_caches, dct_path, models, num_topics=s.lsi.num_topics,
+                                chunksize=s.lsi.chunksize, power_iters=s.lsi.power_iters,
+                                extra_samples=s.lsi.extra_samples, seed=s.index.seed,
+                                previous=prev_models / "lsi.gensim" if update else None)
+    w = s.word2vec
+    w2v = skins.word2vec_task.submit(
+        train_caches, models / "word2vec.gensim", vector_size=w.vector_size, window=w.window, min_count=w.min_count,
+        max_final_vocab=w.max_final_vocab, epochs=w.epochs, sg=w.sg, workers=w.workers, seed=w.seed,
+        previous=prev_models / "word2vec.gensim" if update else None)
+    trained = progress.wait("train", [plan, lsi, w2v])
+    steps["plan-statements"], steps["train-lsi"], steps["train-word2vec"] = ([t] for t in trained)
+    plan_r, lsi_r, w2v_r = trained
+
+    R = s.store.rows_per_shard
+    words = skins.words_task.submit(w2v_r["word2vec"], spaces / "words", rows_per_shard=R)
+    proj = progress.wait("project-statements", [
+        skins.project_task.submit(vdir / "work" / "plan.npy", caches, i, R, models, spaces / "statements")
+        for i in range(shard_count(plan_r["statements"], R))])
+    steps["project-statements"] = proj
+    skins.finish_space_task(spaces / "statements", [_entry(p) for p in proj], dim=s.lsi.num_topics,
+                            rows_per_shard=R, normalized=True, meta={"what": "LSI statement vectors"})
+    steps["write-word-vectors"] = [progress.one("write-word-vectors", words)]
+
+    idx = {name: [skins.index_task.submit(spaces / name, i, indexes / name, n_trees=s.index.n_trees,
+                                          seed=s.index.seed) for i in range(n)]
+           for name, n in (("words", steps["write-word-vectors"][0]["shards"]), ("statements", len(proj)))}
+    rows_dir = vdir / "similarity"
+    built = {name: progress.wait(f"index-{name}", futures) for name, futures in idx.items()}
+    for name, shards in built.items():
+        steps[f"index-{name}"] = shards
+        skins.finish_index_task(indexes / name, shards, n_trees=s.index.n_trees, search_k=s.index.search_k)
+    steps["similarity-rows"] = progress.wait("similarity-rows", [
+        skins.rows_task.submit(spaces / "statements", i, rows_dir, k=s.similarity.k, block_rows=s.similarity.block_rows,
+                               method=s.similarity.method, index_dir=indexes / "statements", search_k=s.index.search_k)
+        for i in range(len(proj))])
+    skins.finish_rows_task(rows_dir, steps["similarity-rows"], k=s.similarity.k, method=s.similarity.method,
+                           rows_per_shard=R)
+    names = ["words", "statements", "similarity rows"]
+    recall = progress.wait("recall", [
+        skins.index_recall_task.submit(spaces / n, indexes / n, k=10, search_k=s.index.search_k,
+                                       sample=s.index.recall_sample, seed=s.index.seed) for n in names[:2]
+    ] + [skins.rows_recall_task.submit(spaces / "statements", rows_dir, sample=s.index.recall_sample,
+                                       seed=s.index.seed)])
+    steps["recall"] = recall
+
+    out = _counts(tok, plan_r, lsi_r, w2v_r, proj)
+    out["recall"] = {n: {k: v for k, v in r.items() if k not in ("seconds", "peak_rss_mb", "rss_growth_mb", "worker")}
+                     for n, r in zip(names, recall)}
+    components = {"models": models, "words": spaces / "words", "statements": spaces / "statements",
+                  "words_index": indexes / "words", "statements_index": indexes / "statements", "similarity": rows_dir}
+    summary = {"created_by": flow, "mode": mode, "counts": {k: out[k] for k in
+               ("records", "quarantined", "statements", "terms", "words")},
+               "config": s.model_dump(mode="json"), "code_version": _code_version(), "steps": step_rows(steps)}
+    steps["publish"] = [progress.one("publish", skins.publish_task.submit(
+        data, version, {k: str(v) for k, v in components.items()}, {"partitions": sel.in_version}, summary,
+        s.publish.keep_versions, [f.name.removesuffix(".arrow") for f in folding]))]
+    out["version"] = version
+    out["steps"] = step_rows(steps)
+    out["workers"] = sorted({r.get("worker") for rs in steps.values() for r in rs if r.get("worker")})
+    return out
 
 
 def _entry(p: dict) -> dict:

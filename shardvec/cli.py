@@ -58,6 +58,29 @@ def nightly(data: DataOpt = None, as_json: Annotated[bool, typer.Option("--json"
 
 
 @app.command()
+def backfill(start: Annotated[Optional[str], typer.Option(help="First partition of the range (inclusive).")] = None,
+             end: Annotated[Optional[str], typer.Option(help="Last partition of the range (inclusive).")] = None,
+             partition: Annotated[Optional[list[str]], typer.Option("--partition", "-p",
+                                                                    help="A partition by name (repeatable).")] = None,
+             mode: Annotated[str, typer.Option(help="update: train on what is not yet in; rebuild: from scratch.")] = "update",
+             data: DataOpt = None,
+             as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+    """Reprocess a range of partitions (or all) and publish: --mode update or rebuild."""
+    from flows.backfill import backfill as backfill_flow
+    from flows.runtime import local_prefect, task_runner
+    if mode not in ("update", "rebuild"):
+        _fail(f"--mode {mode} is not a mode; use --mode update or --mode rebuild.")
+    if partition and (start or end):
+        _fail("Give either --partition names or a --start/--end range, not both.")
+    s = _settings(data)
+    with local_prefect():
+        report = backfill_flow.with_options(task_runner=task_runner(s))(
+            start=start, end=end, partitions=partition or None, mode=mode, overrides={"data_dir": str(s.data)})
+    if as_json:
+        typer.echo(json.dumps(report, indent=1, default=str))
+
+
+@app.command()
 def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet file, or - for stdin.")],
         data: DataOpt = None,
         fmt: Annotated[str, typer.Option("--format", help="Format of stdin: jsonl or txt.")] = "jsonl") -> None:
@@ -80,6 +103,31 @@ def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet f
         result = add_file(s.data, spool, **kw)
         spool.unlink()
     typer.echo(" ".join(f"{k}={v}" for k, v in result.items() if k != "segment"))
+
+
+@app.command()
+def server(data: DataOpt = None) -> None:
+    """Start a Prefect server and its UI on [server] host:port (loopback by default)."""
+    import os
+    s = _settings(data)
+    typer.echo(f"Prefect UI and API at http://{s.server.host}:{s.server.port}; in other shells: "
+               f"export PREFECT_API_URL=http://{s.server.host}:{s.server.port}/api")
+    # the UI asks its API at this URL; Prefect's default names port 4200 whatever --port says
+    os.environ["PREFECT_UI_API_URL"] = f"http://{s.server.host}:{s.server.port}/api"
+    os.execvp("prefect", ["prefect", "server", "start", "--host", s.server.host, "--port", str(s.server.port)])
+
+
+@app.command()
+def serve(data: DataOpt = None) -> None:
+    """Serve the nightly (cron), backfill and add-statements deployments until stopped."""
+    from flows.runtime import _api_url
+    from flows.serve import NAMES, serve_all
+    if not _api_url():
+        _fail("No Prefect server is configured: start one with `shardvec server`, then "
+              "export PREFECT_API_URL=http://127.0.0.1:4200/api and run `shardvec serve` again.")
+    s = _settings(data)
+    typer.echo("Trigger them with: " + "; ".join(f"prefect deployment run '{n}'" for n in NAMES.values()))
+    serve_all(s)
 
 
 @query_app.command("word")

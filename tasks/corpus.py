@@ -311,27 +311,23 @@ class Selection:
 
     in_version: list[str]
     train: list[str]
-    new: list[str]
 
 
-def select_partitions(available: list[str], done: list[str], *, mode: str, new_only: bool,
-                      partitions: list[str] | None = None, after: str | None = None,
-                      until: str | None = None) -> Selection:
-    """nightly: new_only, mode update. backfill: a chosen range, mode update or rebuild.
-
-    update continues the published models on the chosen partitions (for a nightly, only those
-    not yet in); rebuild trains from scratch on everything in the new version. The version
-    always holds what was in before plus what was chosen.
-    """
-    chosen = [p for p in available if (partitions is None or p in partitions)
-              and (after is None or p > after) and (until is None or p <= until)]
+def select_partitions(available: list[str], done: list[str], *, mode: str, partitions: list[str] | None = None,
+                      start: str | None = None, end: str | None = None) -> Selection:
+    """The version holds what was in before plus the chosen partitions (all of them, or those
+    named, or those from `start` to `end` inclusive). mode "update" trains the published models
+    further on the chosen partitions not yet in; "rebuild" trains from scratch on everything
+    the version holds (as does the very first run)."""
     if partitions is not None and (missing := sorted(set(partitions) - set(available))):
         raise BadInputError(f"No partition named {', '.join(missing)} in the corpus; "
                             f"the partitions there are: {', '.join(available) or 'none'}.")
+    if start is not None and end is not None and start > end:
+        raise BadInputError(f"The range starts at {start} after it ends at {end}; swap --start and --end.")
+    chosen = [p for p in available if (partitions is None or p in partitions)
+              and (start is None or p >= start) and (end is None or p <= end)]
     done_here = [p for p in done if p in available]
-    new = [p for p in chosen if p not in done_here]
-    if new_only:
-        chosen = new
     in_version = sorted(set(done_here) | set(chosen))
-    train = in_version if mode == "rebuild" or not done_here else chosen
-    return Selection(in_version=in_version, train=sorted(train), new=new)
+    if mode == "rebuild" or not done_here:
+        return Selection(in_version=in_version, train=in_version)
+    return Selection(in_version=in_version, train=[p for p in chosen if p not in done_here])

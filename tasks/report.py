@@ -47,9 +47,20 @@ def measured(fn: Callable[..., dict]) -> Callable[..., dict]:
         t = time.perf_counter()
         with PeakRSS() as mem:
             result = fn(*args, **kwargs)
-        return {**result, "seconds": round(time.perf_counter() - t, 3),
+        return {**result, "seconds": round(time.perf_counter() - t, 3), "worker": _worker(),
                 "peak_rss_mb": round(mem.peak / MB, 1), "rss_growth_mb": round((mem.peak - mem.start_rss) / MB, 1)}
     return wrapper
+
+
+def _worker() -> str:
+    """The Dask worker that ran this step (or this process, outside Dask)."""
+    try:
+        from distributed import get_worker
+        return get_worker().address
+    except (ImportError, ValueError):
+        import os
+        import socket
+        return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def step_rows(steps: dict[str, list[dict]]) -> list[dict]:
@@ -94,12 +105,31 @@ def render_markdown(report: dict) -> str:
     return "```\n" + render_text(report) + "\n```\n"
 
 
+FIGURES = [("records", "records read"), ("quarantined", "records quarantined"), ("statements", "statements"),
+           ("terms", "LSI vocabulary"), ("words", "word vectors"), ("similarity_rows", "similarity rows"),
+           ("wall_seconds", "wall time (s)"), ("peak_rss_mb", "peak RSS (MB)")]
+
+
+def report_table(report: dict) -> list[dict]:
+    """The run report as table rows: the figures, recall@10, then time and peak memory per step."""
+    rows = [{"item": label, "value": report[key], "seconds": None, "peak_rss_mb": None}
+            for key, label in FIGURES if key in report]
+    for reason, n in sorted(report.get("quarantine_reasons", {}).items()):
+        rows.append({"item": f"quarantined: {reason}", "value": n, "seconds": None, "peak_rss_mb": None})
+    for name, r in report.get("recall", {}).items():
+        rows.append({"item": f"recall@{r['k']} {name}", "value": r.get("recall_at_k", r.get("rows_recall_at_k")),
+                     "seconds": None, "peak_rss_mb": None})
+    for step in report.get("steps", []):
+        rows.append({"item": f"step {step['step']} ({step['tasks']} tasks)", "value": None,
+                     "seconds": step["seconds"], "peak_rss_mb": step["peak_rss_mb"]})
+    return rows
+
+
 def publish_artifacts(report: dict) -> None:
     """The run report as Prefect artifacts (shown on the flow run's page in the UI)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    create_markdown_artifact(markdown=f"# shardvec {report['flow']}\n\n" + render_markdown(report),
+    create_markdown_artifact(markdown=f"# shardvec {report['flow']}: {report['status']}\n\n" + render_markdown(report),
                              key=f"shardvec-{report['flow']}-summary", description="Run summary")
-    if report.get("steps"):
-        create_table_artifact(table=report["steps"], key=f"shardvec-{report['flow']}-steps",
-                              description="Time and peak memory per step")
+    create_table_artifact(table=report_table(report), key=f"shardvec-{report['flow']}-report",
+                          description="Run report: figures, recall@10, time and peak memory per step")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,12 @@ from gensim.models import Word2Vec
 
 from tasks.store import SpaceWriter
 from tasks.tokenize import TokenStream
+
+
+def stable_hash(text: str) -> int:
+    """Seeds word2vec's initial vectors. Python's own hash() differs per process, which made
+    runs on different Dask workers give different vectors from the same seed."""
+    return zlib.crc32(text.encode("utf-8"))
 
 
 def train_word2vec(caches: list[str], out_path: Path, *, vector_size: int, window: int, min_count: int,
@@ -19,12 +26,14 @@ def train_word2vec(caches: list[str], out_path: Path, *, vector_size: int, windo
     if previous:
         model = Word2Vec.load(str(previous))
         before = len(model.wv)
-        model.build_vocab(sentences, update=True)
-        model.train(sentences, total_examples=model.corpus_count, epochs=model.epochs)
+        if caches:  # nothing new to learn from: the published model carries over as it is
+            model.build_vocab(sentences, update=True)
+            model.train(sentences, total_examples=model.corpus_count, epochs=model.epochs)
     else:
         before = 0
         model = Word2Vec(vector_size=vector_size, window=window, min_count=min_count,
-                         max_final_vocab=max_final_vocab, epochs=epochs, sg=sg, workers=workers, seed=seed)
+                         max_final_vocab=max_final_vocab, epochs=epochs, sg=sg, workers=workers, seed=seed,
+                         hashfxn=stable_hash)
         model.build_vocab(sentences)
         if len(model.wv) == 0:
             raise ValueError(f"No word occurs word2vec.min_count={min_count} times; lower it or add documents.")

@@ -121,22 +121,26 @@ def test_quarantine_rerun_replaces_not_duplicates(tmp_path):
     assert (tmp_path / "q" / "p/s.jsonl.rejected").read_bytes() == b"not json\n"
 
 
-@pytest.mark.parametrize("mode,new_only,kw,expected", [
-    ("update", True, {}, (["a", "b", "c"], ["c"])),            # nightly: only the new one
-    ("update", False, {"after": "a", "until": "b"}, (["a", "b"], ["b"])),   # backfill a range
-    ("rebuild", False, {}, (["a", "b", "c"], ["a", "b", "c"])),  # rebuild everything
-    ("update", False, {"partitions": ["c"]}, (["a", "b", "c"], ["c"])),
+@pytest.mark.parametrize("mode,kw,expected", [
+    ("update", {}, (["a", "b", "c"], ["c"])),                            # nightly: only the new one
+    ("update", {"start": "b", "end": "b"}, (["a", "b"], [])),            # a range already in
+    ("update", {"start": "b"}, (["a", "b", "c"], ["c"])),                # from b on
+    ("rebuild", {}, (["a", "b", "c"], ["a", "b", "c"])),                 # rebuild everything
+    ("rebuild", {"end": "a"}, (["a", "b"], ["a", "b"])),                 # what was in stays in
+    ("update", {"partitions": ["c"]}, (["a", "b", "c"], ["c"])),
 ])
-def test_select_partitions(mode, new_only, kw, expected):
-    sel = select_partitions(["a", "b", "c"], ["a", "b"], mode=mode, new_only=new_only, **kw)
+def test_select_partitions(mode, kw, expected):
+    sel = select_partitions(["a", "b", "c"], ["a", "b"], mode=mode, **kw)
     assert (sel.in_version, sel.train) == expected
 
 
 def test_select_first_run_trains_on_everything():
-    sel = select_partitions(["a", "b"], [], mode="update", new_only=True)
+    sel = select_partitions(["a", "b"], [], mode="update")
     assert sel.in_version == sel.train == ["a", "b"]
 
 
-def test_select_unknown_partition_names_the_ones_there():
+def test_select_unknown_partition_or_reversed_range():
     with pytest.raises(BadInputError, match="No partition named z in the corpus; the partitions there are: a, b"):
-        select_partitions(["a", "b"], [], mode="update", new_only=False, partitions=["z"])
+        select_partitions(["a", "b"], [], mode="update", partitions=["z"])
+    with pytest.raises(BadInputError, match="starts at b after it ends at a; swap --start and --end"):
+        select_partitions(["a", "b"], [], mode="update", start="b", end="a")

@@ -1,0 +1,22 @@
+"""The backfill flow: reprocess a range of partitions, or rebuild everything from scratch."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow
+
+from config import load_settings
+from flows.pipeline import build_and_publish
+from flows.runtime import task_runner
+
+
+@flow(name="backfill", log_prints=True, task_runner=task_runner(load_settings()))
+def backfill(start: str | None = None, end: str | None = None, partitions: list[str] | None = None,
+             mode: Literal["update", "rebuild"] = "update", overrides: dict | None = None) -> dict:
+    """Bring partitions `start`..`end` (inclusive; or the named `partitions`; or all) into a new
+    published version. "update" trains the published models further on those not yet in and
+    re-reads changed files; "rebuild" trains new models from scratch on everything. Running the
+    same backfill twice publishes the same vectors."""
+    return build_and_publish(load_settings(**(overrides or {})), flow="backfill", mode=mode,
+                             partitions=partitions, start=start, end=end, skip_if_nothing_new=False)
