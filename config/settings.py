@@ -97,6 +97,17 @@ class ServerSettings(Section):
     port: int = Field(ge=1, le=65535)
 
 
+class QualitySettings(Section):
+    gate: bool
+    analogy_drop: float = Field(ge=0)
+    wordsim353_drop: float = Field(ge=0)
+    simlex999_drop: float = Field(ge=0)
+    rows_recall_drop: float = Field(ge=0)
+    index_recall_drop: float = Field(ge=0)
+    drift_sample: int = Field(ge=1)
+    drift_words: int = Field(ge=1)
+
+
 class PublishSettings(Section):
     keep_versions: int = Field(ge=1)
 
@@ -122,6 +133,7 @@ class Settings(BaseSettings):
     dask: DaskSettings
     schedule: ScheduleSettings
     server: ServerSettings
+    quality: QualitySettings
     publish: PublishSettings
 
     @classmethod

@@ -13,10 +13,11 @@ from flows.runtime import task_runner
 
 @flow(name="backfill", log_prints=True, task_runner=task_runner(load_settings()))
 def backfill(start: str | None = None, end: str | None = None, partitions: list[str] | None = None,
-             mode: Literal["update", "rebuild"] = "update", overrides: dict | None = None) -> dict:
+             mode: Literal["update", "rebuild"] = "update", overrides: dict | None = None,
+             force: bool = False) -> dict:
     """Bring partitions `start`..`end` (inclusive; or the named `partitions`; or all) into a new
     published version. "update" trains the published models further on those not yet in and
     re-reads changed files; "rebuild" trains new models from scratch on everything. Running the
     same backfill twice publishes the same vectors."""
     return build_and_publish(load_settings(**(overrides or {})), flow="backfill", mode=mode,
-                             partitions=partitions, start=start, end=end, skip_if_nothing_new=False)
+                             partitions=partitions, start=start, end=end, skip_if_nothing_new=False, force=force)

@@ -10,9 +10,10 @@ from flows.runtime import task_runner
 
 
 @flow(name="nightly", log_prints=True, task_runner=task_runner(load_settings()))
-def nightly(overrides: dict | None = None) -> dict:
+def nightly(overrides: dict | None = None, force: bool = False) -> dict:
     """Process new partitions (all of them on the first night) and publish a new version.
 
-    `overrides` are configuration values for this run, e.g. {"data_dir": "/srv/shardvec"}.
+    `overrides` are configuration values for this run, e.g. {"data_dir": "/srv/shardvec"};
+    `force` publishes even if the quality gate refuses the new models.
     """
-    return build_and_publish(load_settings(**(overrides or {})), flow="nightly", mode="update")
+    return build_and_publish(load_settings(**(overrides or {})), flow="nightly", mode="update", force=force)

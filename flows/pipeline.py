@@ -7,11 +7,12 @@ only; `mode="rebuild"` trains from scratch on every selected partition.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from config import Settings
-from tasks import skins
+from tasks import quality, skins
 from tasks.corpus import SourceFile, select_partitions
 from tasks.additions import addition_sources
 from tasks.publish import RunLock, new_version_id, read_current, version_dir
@@ -21,8 +22,13 @@ from tasks.statements import shard_count
 from tasks.tokenize import Tokenizer
 
 
+class QualityGateError(RuntimeError):
+    """The run's models fell below the last published ones by more than the configured tolerance."""
+
+
 def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partitions: list[str] | None = None,
-                      start: str | None = None, end: str | None = None, skip_if_nothing_new: bool = True) -> dict:
+                      start: str | None = None, end: str | None = None, skip_if_nothing_new: bool = True,
+                      force: bool = False) -> dict:
     data = s.data
     started = time.perf_counter()
     with RunLock(data), PeakRSS() as flow_mem:
@@ -41,17 +47,27 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
         if not files:
             return _finish(report, status="nothing to do", started=started,
                            message=f"No input files under {data / 'corpus'}; drop partitions there first.")
-        progress = RunProgress(flow, steps=8)
+        progress = RunProgress(flow, steps=9)
         try:
-            report.update(_build(s, data, current, sel, files, folding, mode, flow, progress))
+            report.update(_build(s, data, current, sel, files, folding, mode, flow, progress, force))
         finally:
             progress.close()
     report["peak_rss_mb"] = round(max([flow_mem.peak / (1 << 20)] + [r["peak_rss_mb"] for r in report["steps"]]), 1)
-    return _finish(report, status="published", started=started)
+    status = "refused by the quality gate" if report.get("gate") else "published"
+    quality.append_history(data, {"flow": flow, "status": status, "version": report["version"],
+                                  "statements": report["statements"], "metrics": report["quality"],
+                                  "gate": report.get("gate", [])})
+    report["history"] = quality.history_table(quality.read_history(data, last=10))
+    _finish(report, status=status, started=started,
+            message="Not published: " + "; ".join(report["gate"]) + ". Investigate the input, or rerun with "
+            "--force to publish anyway." if report.get("gate") else None)
+    if report.get("gate"):
+        raise QualityGateError(report["message"])
+    return report
 
 
 def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, mode: str, flow: str,
-           progress: RunProgress) -> dict:
+           progress: RunProgress, force: bool) -> dict:
     update = current is not None and mode == "update"
     corpus_files = [f for f in files if f.partition in set(sel.in_version)]
     train_parts = set(sel.train) | {f.partition for f in folding}
@@ -133,16 +149,46 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
                      for n, r in zip(names, recall)}
     components = {"models": models, "words": spaces / "words", "statements": spaces / "statements",
                   "words_index": indexes / "words", "statements_index": indexes / "statements", "similarity": rows_dir}
+
+    old = {k: data / v for k, v in current["components"].items()} if current else None
+    evaluated = progress.wait("evaluate", [
+        skins.evaluate_task.submit(models / "word2vec.gensim", models / "lsi.gensim"),
+        skins.drift_task.submit(old, components, data, sample=s.quality.drift_sample, words=s.quality.drift_words)])
+    steps["evaluate"] = evaluated
+    metrics = {**_strip(evaluated[0]), **_strip(evaluated[1]),
+               "rows_recall_at_10": recall[2]["rows_recall_at_k"],
+               "statements_index_recall_at_10": recall[1]["recall_at_k"],
+               "words_index_recall_at_10": recall[0]["recall_at_k"]}
+    out["quality"] = metrics
+    previous = _published_quality(data, current)
+    refused = quality.gate(metrics, previous, s.quality.model_dump()) if s.quality.gate else []
+    out["version"] = version
+    out["steps"] = step_rows(steps)
+    if refused and not force:
+        out["gate"] = refused
+        return out
+    if refused:
+        out["forced_past_gate"] = refused
     summary = {"created_by": flow, "mode": mode, "counts": {k: out[k] for k in
-               ("records", "quarantined", "statements", "terms", "words")},
+               ("records", "quarantined", "statements", "terms", "words")}, "quality": metrics,
                "config": s.model_dump(mode="json"), "code_version": _code_version(), "steps": step_rows(steps)}
     steps["publish"] = [progress.one("publish", skins.publish_task.submit(
         data, version, {k: str(v) for k, v in components.items()}, {"partitions": sel.in_version}, summary,
         s.publish.keep_versions, [f.name.removesuffix(".arrow") for f in folding]))]
-    out["version"] = version
     out["steps"] = step_rows(steps)
     out["workers"] = sorted({r.get("worker") for rs in steps.values() for r in rs if r.get("worker")})
     return out
+
+
+def _strip(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in ("seconds", "peak_rss_mb", "rss_growth_mb", "worker")}
+
+
+def _published_quality(data: Path, current: dict | None) -> dict | None:
+    if current is None:
+        return None
+    manifest = version_dir(data, current["version"]) / "manifest.json"
+    return json.loads(manifest.read_text()).get("quality") if manifest.exists() else None
 
 
 def _entry(p: dict) -> dict:

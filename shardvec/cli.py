@@ -32,8 +32,9 @@ def _fail(message: str, code: int = 2) -> None:
 def _user_errors():
     from config.settings import SettingsError
     from tasks.corpus import BadInputError
+    from flows.pipeline import QualityGateError
     from tasks.publish import LockedError, NotPublishedError
-    return (SettingsError, BadInputError, LockedError, NotPublishedError, KeyError)
+    return (SettingsError, BadInputError, LockedError, NotPublishedError, KeyError, QualityGateError)
 
 
 @app.command()
@@ -45,14 +46,19 @@ def sample(data: DataOpt = None) -> None:
         typer.echo(f"wrote {n:>6} records  {path}")
 
 
+ForceOpt = Annotated[bool, typer.Option("--force", help="Publish even if the quality gate refuses the models.")]
+
+
 @app.command()
-def nightly(data: DataOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+def nightly(data: DataOpt = None, force: ForceOpt = False,
+            as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
     """Run the nightly flow now: new partitions in, models updated, a new version published."""
     from flows.nightly import nightly as nightly_flow
     from flows.runtime import local_prefect, task_runner
     s = _settings(data)
     with local_prefect():
-        report = nightly_flow.with_options(task_runner=task_runner(s))(overrides={"data_dir": str(s.data)})
+        report = nightly_flow.with_options(task_runner=task_runner(s))(overrides={"data_dir": str(s.data)},
+                                                                        force=force)
     if as_json:
         typer.echo(json.dumps(report, indent=1, default=str))
 
@@ -63,7 +69,7 @@ def backfill(start: Annotated[Optional[str], typer.Option(help="First partition 
              partition: Annotated[Optional[list[str]], typer.Option("--partition", "-p",
                                                                     help="A partition by name (repeatable).")] = None,
              mode: Annotated[str, typer.Option(help="update: train on what is not yet in; rebuild: from scratch.")] = "update",
-             data: DataOpt = None,
+             data: DataOpt = None, force: ForceOpt = False,
              as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
     """Reprocess a range of partitions (or all) and publish: --mode update or rebuild."""
     from flows.backfill import backfill as backfill_flow
@@ -75,7 +81,8 @@ def backfill(start: Annotated[Optional[str], typer.Option(help="First partition 
     s = _settings(data)
     with local_prefect():
         report = backfill_flow.with_options(task_runner=task_runner(s))(
-            start=start, end=end, partitions=partition or None, mode=mode, overrides={"data_dir": str(s.data)})
+            start=start, end=end, partitions=partition or None, mode=mode, overrides={"data_dir": str(s.data)},
+            force=force)
     if as_json:
         typer.echo(json.dumps(report, indent=1, default=str))
 
@@ -103,6 +110,20 @@ def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet f
         result = add_file(s.data, spool, **kw)
         spool.unlink()
     typer.echo(" ".join(f"{k}={v}" for k, v in result.items() if k != "segment"))
+
+
+@app.command()
+def history(data: DataOpt = None, last: Annotated[int, typer.Option(min=1, help="How many runs.")] = 20) -> None:
+    """The quality of every run, night by night: published or refused, metrics and drift."""
+    from tasks.quality import history_table, read_history
+    entries = read_history(_settings(data).data, last=last)
+    if not entries:
+        typer.echo("No run has been evaluated here yet; run `shardvec nightly` first.")
+        return
+    typer.echo(history_table(entries))
+    for e in entries:
+        for reason in e.get("gate", []):
+            typer.echo(f"{e['at'][:16]} refused: {reason}")
 
 
 @app.command()

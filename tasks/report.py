@@ -94,6 +94,14 @@ def render_text(report: dict) -> str:
     for name, r in report.get("recall", {}).items():
         lines.append(f"  recall@{r['k']} {name:<20} {r.get('recall_at_k', r.get('rows_recall_at_k'))}"
                      + (f" (search_k={r['search_k']}, {r['queries_per_second']} q/s)" if "search_k" in r else ""))
+    for key, label in QUALITY:
+        value = report.get("quality", {}).get(key)
+        if value is not None:
+            lines.append(f"  {label:<30} {value}")
+    for word in report.get("quality", {}).get("words_moved_most", [])[:5]:
+        lines.append(f"    neighbours moved: {word['word']} (jaccard {word['jaccard']})")
+    for reason in report.get("gate", []) + report.get("forced_past_gate", []):
+        lines.append(f"  quality gate: {reason}")
     if report.get("steps"):
         lines.append(f"  {'step':<22}{'tasks':>6}{'seconds':>10}{'peak MB':>10}")
         for row in report["steps"]:
@@ -101,8 +109,17 @@ def render_text(report: dict) -> str:
     return "\n".join(lines)
 
 
+QUALITY = [("analogy_accuracy", "analogy accuracy"), ("analogy_coverage", "analogy coverage"),
+           ("wordsim353_spearman", "WordSim-353 Spearman"), ("simlex999_spearman", "SimLex-999 Spearman"),
+           ("lsi_energy_top10", "LSI energy in top 10 topics"), ("rows_changed_share", "rows changed (share)"),
+           ("rows_mean_jaccard", "rows mean Jaccard vs last")]
+
+
 def render_markdown(report: dict) -> str:
-    return "```\n" + render_text(report) + "\n```\n"
+    text = "```\n" + render_text(report) + "\n```\n"
+    if report.get("history"):
+        text += "\n## History (last 10 runs)\n\n" + report["history"] + "\n"
+    return text
 
 
 FIGURES = [("records", "records read"), ("quarantined", "records quarantined"), ("statements", "statements"),
@@ -119,6 +136,10 @@ def report_table(report: dict) -> list[dict]:
     for name, r in report.get("recall", {}).items():
         rows.append({"item": f"recall@{r['k']} {name}", "value": r.get("recall_at_k", r.get("rows_recall_at_k")),
                      "seconds": None, "peak_rss_mb": None})
+    for key, label in QUALITY:
+        value = report.get("quality", {}).get(key)
+        if value is not None:
+            rows.append({"item": label, "value": value, "seconds": None, "peak_rss_mb": None})
     for step in report.get("steps", []):
         rows.append({"item": f"step {step['step']} ({step['tasks']} tasks)", "value": None,
                      "seconds": step["seconds"], "peak_rss_mb": step["peak_rss_mb"]})

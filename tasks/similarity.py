@@ -130,9 +130,10 @@ def rows_recall(space_dir: Path, rows_dir: Path, *, sample: int, seed: int) -> d
     sim = SimilarityRows(rows_dir)
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(len(space), size=min(sample, len(space)), replace=False))
-    exact, _ = exact_topk(space, space.rows(picks), sim.k, exclude=picks)
-    stored = np.stack([sim.row(int(p))[0] for p in picks])
-    return {"rows_recall_at_k": recall_at_k(stored, exact), "k": sim.k, "sample": len(picks)}
+    exact, exact_s = exact_topk(space, space.rows(picks), sim.k, exclude=picks)
+    stored = [sim.row(int(p)) for p in picks]
+    found, found_s = np.stack([r for r, _ in stored]), np.stack([s for _, s in stored])
+    return {"rows_recall_at_k": recall_at_k(found, exact, found_s, exact_s), "k": sim.k, "sample": len(picks)}
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray, found_scores: np.ndarray | None = None,

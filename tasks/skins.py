@@ -8,7 +8,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import additions, index, lsi, similarity, statements, store, tokenize, vocab, word2vec
+from tasks import additions, index, quality, lsi, similarity, statements, store, tokenize, vocab, word2vec
 from tasks.corpus import discover
 from tasks.report import measured
 
@@ -39,6 +39,8 @@ rows_task = _skin(similarity.rows_for_shard, "similarity-rows")
 finish_rows_task = _skin(similarity.finish_rows, "finish-rows")
 index_recall_task = _skin(index.index_recall, "index-recall")
 rows_recall_task = _skin(similarity.rows_recall, "rows-recall")
+evaluate_task = _skin(quality.evaluate_models, "evaluate")
+drift_task = _skin(quality.drift, "drift")
 publish_task = _skin(additions.publish_folding, "publish", retries=0)
 add_task = _skin(additions.add_records, "add-records")
 drain_task = _skin(additions.drain_inbox, "drain-inbox")

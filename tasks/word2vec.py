@@ -6,10 +6,12 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from gensim.corpora import Dictionary
 from gensim.models import Word2Vec
 
 from tasks.store import SpaceWriter
 from tasks.tokenize import TokenStream
+from tasks.vocab import PRUNE_AT
 
 
 def stable_hash(text: str) -> int:
@@ -18,30 +20,56 @@ def stable_hash(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
 
+def counts_path(model_path: Path) -> Path:
+    return Path(str(model_path) + ".counts")
+
+
+def _count(caches: list[str], into: Dictionary | None = None) -> Dictionary:
+    """Word counts over the caches (capped like the LSI vocabulary, so RAM stays bounded)."""
+    counts = into or Dictionary(prune_at=PRUNE_AT)
+    for batch in TokenStream(caches).batches():
+        counts.add_documents(batch, prune_at=PRUNE_AT)
+    return counts
+
+
 def train_word2vec(caches: list[str], out_path: Path, *, vector_size: int, window: int, min_count: int,
                    max_final_vocab: int, epochs: int, sg: int, workers: int, seed: int,
                    previous: Path | None = None) -> dict:
-    """Train on the caches, or given `previous`, grow its vocabulary and continue training."""
+    """Train on the caches, or given `previous`, grow its vocabulary and continue training.
+
+    Word counts are kept across nights, so a word reaching min_count over several nights gets
+    a vector (gensim's build_vocab(update=True) alone counts only the newest night's text).
+    """
     sentences = TokenStream(caches)
     if previous:
         model = Word2Vec.load(str(previous))
         before = len(model.wv)
+        counts = Dictionary.load(str(counts_path(previous)))
         if caches:  # nothing new to learn from: the published model carries over as it is
-            model.build_vocab(sentences, update=True)
-            model.train(sentences, total_examples=model.corpus_count, epochs=model.epochs)
+            new = _count(caches)
+            _count(caches, into=counts)
+            freqs = {}
+            for term_id, n in new.cfs.items():
+                word = new[term_id]
+                # words already in: this night's count is added; new words: their count so far
+                freqs[word] = n if word in model.wv.key_to_index else counts.cfs.get(counts.token2id.get(word), n)
+            model.build_vocab_from_freq(freqs, update=True, corpus_count=new.num_docs)
+            model.train(sentences, total_examples=new.num_docs, epochs=model.epochs)
     else:
         before = 0
+        counts = _count(caches)
         model = Word2Vec(vector_size=vector_size, window=window, min_count=min_count,
                          max_final_vocab=max_final_vocab, epochs=epochs, sg=sg, workers=workers, seed=seed,
                          hashfxn=stable_hash)
-        model.build_vocab(sentences)
+        model.build_vocab_from_freq({counts[i]: n for i, n in counts.cfs.items()}, corpus_count=counts.num_docs)
         if len(model.wv) == 0:
             raise ValueError(f"No word occurs word2vec.min_count={min_count} times; lower it or add documents.")
-        model.train(sentences, total_examples=model.corpus_count, epochs=model.epochs)
+        model.train(sentences, total_examples=counts.num_docs, epochs=model.epochs)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     model.save(str(out_path))
+    counts.save(str(counts_path(out_path)))
     return {"word2vec": str(out_path), "words": len(model.wv), "new_words": len(model.wv) - before,
-            "sentences": model.corpus_count, "words_trained": int(model.corpus_total_words)}
+            "sentences": model.corpus_count, "words_counted": int(sum(counts.cfs.values()))}
 
 
 def write_word_space(model_path: Path, space_dir: Path, *, rows_per_shard: int, batch: int = 65536) -> dict:

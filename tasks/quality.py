@@ -1,0 +1,157 @@
+"""Is what a run is about to publish any good? Evaluation, night-over-night drift, the gate.
+
+Word vectors are scored on the evaluation sets that ship with gensim's test data (analogies
+from questions-words.txt, restricted to the vocabulary, with the coverage stated; Spearman
+correlation with human judgements on WordSim-353 and SimLex-999); the LSI model by its
+singular-value spectrum. Drift compares the new version with the published one: how many
+similarity rows changed, their mean Jaccard overlap, and the words whose neighbours moved most.
+The gate refuses a run whose metrics dropped more than the configured tolerances.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from gensim.models import LsiModel, Word2Vec
+from gensim.test.utils import datapath
+
+from tasks.similarity import SimilarityRows, exact_topk
+from tasks.store import Space
+
+QUESTIONS, WORDSIM, SIMLEX = "questions-words.txt", "wordsim353.tsv", "simlex999.txt"
+# metric -> the config knob holding how far it may drop against the last published run
+GATED = {"analogy_accuracy": "analogy_drop", "wordsim353_spearman": "wordsim353_drop",
+         "simlex999_spearman": "simlex999_drop", "rows_recall_at_10": "rows_recall_drop",
+         "statements_index_recall_at_10": "index_recall_drop"}
+
+
+def _finite(x) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else round(x, 4)
+
+
+def evaluate_models(word2vec_path: Path, lsi_path: Path) -> dict:
+    """Analogy accuracy and word-pair correlations of the word vectors; the LSI spectrum."""
+    wv = Word2Vec.load(str(word2vec_path), mmap="r").wv
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on constant input for tiny vocabularies
+        score, sections = wv.evaluate_word_analogies(datapath(QUESTIONS))
+        ws = wv.evaluate_word_pairs(datapath(WORDSIM))
+        sl = wv.evaluate_word_pairs(datapath(SIMLEX))
+    total = sections[-1]
+    asked = sum(1 for line in open(datapath(QUESTIONS)) if not line.startswith(":"))
+    covered = len(total["correct"]) + len(total["incorrect"])
+    s = LsiModel.load(str(lsi_path), mmap="r").projection.s
+    energy = s ** 2 / (s ** 2).sum()
+    return {
+        "analogy_accuracy": _finite(score) if covered else None,
+        "analogy_coverage": round(covered / asked, 4),
+        "wordsim353_spearman": _finite(ws[1].statistic), "wordsim353_oov": round(ws[2] / 100, 4),
+        "simlex999_spearman": _finite(sl[1].statistic), "simlex999_oov": round(sl[2] / 100, 4),
+        "lsi_energy_top10": round(float(energy[:10].sum()), 4),
+        "lsi_energy_top50": round(float(energy[:50].sum()), 4),
+        "lsi_singular_values": [round(float(x), 4) for x in s[:20]],
+    }
+
+
+def drift(old: dict | None, new: dict, data: Path, *, sample: int = 2000, words: int = 1000, seed: int = 0) -> dict:
+    """How much the new version moved against the published one (`old`, `new`: components)."""
+    if old is None:
+        return {}
+    data = Path(data)
+    o_space, n_space = Space(data / old["statements"]), Space(data / new["statements"])
+    o_rows, n_rows = SimilarityRows(data / old["similarity"]), SimilarityRows(data / new["similarity"])
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(n_space), size=min(sample, len(n_space)), replace=False)
+    jaccards = []
+    for r in picks:
+        key = n_space.key(int(r))
+        o = o_space.find(key)
+        if o is None:
+            continue
+        new_keys = {n_space.key(int(x)) for x in n_rows.row(int(r))[0] if x >= 0}
+        old_keys = {o_space.key(int(x)) for x in o_rows.row(o)[0] if x >= 0}
+        jaccards.append(len(new_keys & old_keys) / max(len(new_keys | old_keys), 1))
+    moved = _words_moved(Space(data / old["words"]), Space(data / new["words"]), words)
+    j = np.array(jaccards)
+    return {"rows_compared": len(j), "rows_changed_share": round(float((j < 1).mean()), 4) if len(j) else None,
+            "rows_mean_jaccard": round(float(j.mean()), 4) if len(j) else None,
+            "words_moved_most": moved}
+
+
+def _words_moved(old: Space, new: Space, n: int, k: int = 10) -> list[dict]:
+    """Among the n most frequent words of both, those whose k nearest neighbours changed most."""
+    common, o_rows, n_rows = [], [], []
+    for r, key in enumerate(new.keys()):
+        o = old.find(key)
+        if o is not None:
+            common.append(key), o_rows.append(o), n_rows.append(r)
+        if len(common) == n:
+            break
+    if not common:
+        return []
+    o_nb, _ = exact_topk(old, old.rows(o_rows), k, exclude=np.array(o_rows))
+    n_nb, _ = exact_topk(new, new.rows(n_rows), k, exclude=np.array(n_rows))
+    out = []
+    for word, a, b in zip(common, o_nb, n_nb):
+        a_keys, b_keys = {old.key(int(x)) for x in a if x >= 0}, {new.key(int(x)) for x in b if x >= 0}
+        out.append({"word": word, "jaccard": round(len(a_keys & b_keys) / max(len(a_keys | b_keys), 1), 3)})
+    return sorted(out, key=lambda d: (d["jaccard"], d["word"]))[:10]
+
+
+def gate(metrics: dict, previous: dict | None, tolerances: dict) -> list[str]:
+    """Why this run must not publish (empty: it may): each gated metric that dropped more than
+    its tolerance against the last published run."""
+    if not previous:
+        return []
+    reasons = []
+    for metric, knob in GATED.items():
+        now, before = metrics.get(metric), previous.get(metric)
+        if now is None or before is None:
+            continue
+        if before - now > tolerances[knob]:
+            reasons.append(f"{metric} fell from {before} to {now}, more than quality.{knob}={tolerances[knob]}")
+    return reasons
+
+
+HISTORY = "history.jsonl"
+
+
+def append_history(data: Path, entry: dict) -> None:
+    """One line per run (published or refused), fsynced: the trend `shardvec history` prints."""
+    path = Path(data) / HISTORY
+    line = json.dumps({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **entry}) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_history(data: Path, last: int | None = None) -> list[dict]:
+    path = Path(data) / HISTORY
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8") as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    return lines[-last:] if last else lines
+
+
+TREND = [("wordsim353_spearman", "ws353"), ("simlex999_spearman", "simlex"), ("analogy_accuracy", "analogy"),
+         ("rows_recall_at_10", "rows r@10"), ("rows_mean_jaccard", "rows jacc")]
+
+
+def history_table(entries: list[dict]) -> str:
+    """The trend as fixed-width text (the terminal) or a markdown table (the UI)."""
+    head = ["at", "flow", "status", "version", "statements"] + [label for _, label in TREND]
+    rows = [head]
+    for e in entries:
+        m = e.get("metrics", {})
+        rows.append([e["at"][:16], e.get("flow", ""), e.get("status", ""), (e.get("version") or "")[:22],
+                     str(e.get("statements", ""))] + ["" if m.get(k) is None else f"{m[k]:.3f}" for k, _ in TREND])
+    return "\n".join("| " + " | ".join(r) + " |" for r in [rows[0], ["---"] * len(head)] + rows[1:])

@@ -1,0 +1,108 @@
+"""Every run evaluated before it publishes; drift tracked; the gate refuses worse models."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.pipeline import QualityGateError
+from shardvec.sample import build_sample
+from tasks.publish import read_current
+from tasks.quality import gate, history_table, read_history
+from tests.conftest import small_settings
+
+TOL = {"analogy_drop": 0.05, "wordsim353_drop": 0.1, "simlex999_drop": 0.1, "rows_recall_drop": 0.02,
+       "index_recall_drop": 0.05}
+
+
+def test_gate_names_each_metric_that_fell_too_far():
+    before = {"wordsim353_spearman": 0.40, "analogy_accuracy": 0.03, "rows_recall_at_10": 1.0}
+    assert gate({"wordsim353_spearman": 0.35, "analogy_accuracy": 0.03, "rows_recall_at_10": 1.0}, before, TOL) == []
+    assert gate({"wordsim353_spearman": 0.05, "analogy_accuracy": None, "rows_recall_at_10": 0.9}, before, TOL) == [
+        "wordsim353_spearman fell from 0.4 to 0.05, more than quality.wordsim353_drop=0.1",
+        "rows_recall_at_10 fell from 1.0 to 0.9, more than quality.rows_recall_drop=0.02"]
+    assert gate({"wordsim353_spearman": 0.0}, None, TOL) == []  # the first run has nothing to compare
+
+
+def _texts(path):
+    if path.suffix == ".parquet":
+        return pq.read_table(path).column("text").to_pylist()
+    if path.suffix == ".jsonl":
+        return [json.loads(line)["text"] for line in path.read_text().splitlines() if line.startswith('{"id": "wiki')]
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def _degrade(partition_dir, rng):
+    """Replace a partition by the same words shuffled across all its documents."""
+    for path in list(partition_dir.iterdir()):
+        docs = [t.split() for t in _texts(path)]
+        pool = [w for d in docs for w in d]
+        rng.shuffle(pool)
+        out, i = [], 0
+        for d in docs:
+            out.append(" ".join(pool[i:i + len(d)]))
+            i += len(d)
+        path.unlink()
+        (partition_dir / "shuffled.txt").write_text("\n".join(out) + "\n")
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_degraded_corpus_trips_the_gate_a_normal_night_passes(tmp_path):
+    from tests.conftest import run_nightly
+    from flows.backfill import backfill
+
+    data = tmp_path / "data"
+    build_sample(data / "corpus")
+    later = tmp_path / "later"
+    shutil.move(data / "corpus" / "2026-11-22", later)
+    s = small_settings(data, lsi={"num_topics": 50, "chunksize": 2000},
+                       word2vec={"vector_size": 50, "min_count": 5, "epochs": 5, "sg": 1, "workers": 2},
+                       store={"rows_per_shard": 4096}, quality={"drift_sample": 500, "drift_words": 300})
+    runner = ThreadPoolTaskRunner(max_workers=2)
+    first = run_nightly(s, runner)
+    q1 = first["quality"]
+    assert first["status"] == "published"
+    assert 0.1 < q1["analogy_coverage"] < 1 and q1["wordsim353_spearman"] > 0.15
+    assert q1["simlex999_spearman"] is not None and 0 < q1["lsi_energy_top10"] < 1
+
+    saved = tmp_path / "saved"
+    shutil.copytree(data / "corpus", saved)
+    rng = random.Random(0)
+    for part in ("2026-11-20", "2026-11-21"):
+        _degrade(data / "corpus" / part, rng)
+    degraded = backfill.with_options(task_runner=runner)
+    with pytest.raises(QualityGateError, match=r"Not published: wordsim353_spearman fell from .* --force"):
+        degraded(mode="rebuild", overrides=json.loads(s.model_dump_json()))
+    assert read_current(data)["version"] == first["version"]  # the good version still serves
+
+    shutil.rmtree(data / "corpus")
+    shutil.copytree(saved, data / "corpus")
+    shutil.move(later, data / "corpus" / "2026-11-22")
+    second = run_nightly(s, runner)
+    assert second["status"] == "published" and second["partitions"] == ["2026-11-22"]
+    assert second["quality"]["wordsim353_spearman"] > q1["wordsim353_spearman"] - 0.1
+    drift = second["quality"]
+    assert drift["rows_compared"] > 0 and 0 <= drift["rows_changed_share"] <= 1
+    assert 0 < drift["rows_mean_jaccard"] <= 1 and len(drift["words_moved_most"]) == 10
+
+    history = read_history(data)
+    assert [h["status"] for h in history] == ["published", "refused by the quality gate", "published"]
+    assert history[1]["gate"] and history[2]["version"] == read_current(data)["version"]
+    out = subprocess.run([sys.executable, "-m", "shardvec.cli", "history", "--data", str(data)],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert out.count("| nightly | published |") == 2 and "refused by the quality gate" in out
+    assert "refused: wordsim353_spearman fell from" in out
+
+
+def test_history_table_shape():
+    table = history_table([{"at": "2026-11-23T02:00:00+00:00", "flow": "nightly", "status": "published",
+                            "version": "v1", "statements": 10, "metrics": {"wordsim353_spearman": 0.41234}}])
+    lines = table.splitlines()
+    assert lines[0].startswith("| at | flow | status |") and "0.412" in lines[2]
