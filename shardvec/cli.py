@@ -113,6 +113,21 @@ def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet f
 
 
 @app.command()
+def verify(data: DataOpt = None) -> None:
+    """Check every file of the published version against its checksum."""
+    from tasks.publish import require_current, verify as verify_store
+    s = _settings(data)
+    problems = verify_store(s.data)
+    if problems:
+        for p in problems:
+            typer.echo(f"damaged: {p}", err=True)
+        _fail(f"{len(problems)} problem(s) in {s.data}; run `shardvec backfill --mode rebuild` to publish a "
+              "whole version again.", code=1)
+    current = require_current(s.data)
+    typer.echo(f"ok: version {current['version']} is whole")
+
+
+@app.command()
 def history(data: DataOpt = None, last: Annotated[int, typer.Option(min=1, help="How many runs.")] = 20) -> None:
     """The quality of every run, night by night: published or refused, metrics and drift."""
     from tasks.quality import history_table, read_history

@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.atomic import fsync_tree, write_json
+from tasks.atomic import fsync_tree, sha256_file, write_json
 
 CURRENT = "CURRENT"
 FORMAT = 1
@@ -67,8 +67,11 @@ def prepare(data: Path, version: str, components: dict[str, str], watermark: dic
     if missing:
         raise ValueError(f"cannot publish {version}: components {missing} missing")
     rel = {name: os.path.relpath(path, data) for name, path in components.items()}
+    shutil.rmtree(vdir / "work", ignore_errors=True)  # build scratch (the statement plan)
+    files = {str(p.relative_to(vdir)): sha256_file(p) for p in sorted(vdir.rglob("*"))
+             if p.is_file() and p != vdir / "manifest.json"}
     write_json(vdir / "manifest.json", {"format": FORMAT, "version": version, "components": rel,
-                                         "watermark": watermark, **summary})
+                                         "watermark": watermark, **summary, "files": files})
     fsync_tree(vdir)
     return {"format": FORMAT, "version": version, "components": rel, "watermark": watermark,
             "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -146,3 +149,29 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def verify(data: Path) -> list[str]:
+    """Problems with what CURRENT names (empty: it is whole): every file of the live version
+    against its checksum in the version manifest, and every addition segment it names."""
+    data = Path(data)
+    current = require_current(data)
+    vdir = version_dir(data, current["version"])
+    manifest_path = vdir / "manifest.json"
+    if not manifest_path.exists():
+        return [f"{manifest_path} is missing"]
+    manifest = json.loads(manifest_path.read_text())
+    problems = []
+    for rel, digest in manifest.get("files", {}).items():
+        path = vdir / rel
+        if not path.exists():
+            problems.append(f"{path} is missing")
+        elif sha256_file(path) != digest:
+            problems.append(f"{path} does not match its checksum")
+    for rel in (current.get("additions") or {}).get("segments", []):
+        from tasks.additions import Segment
+        try:
+            Segment(data / rel, 0)
+        except Exception as exc:  # any failure to open is the finding
+            problems.append(f"addition segment {rel} cannot be read: {exc}")
+    return problems

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,6 +64,8 @@ def small_settings(data: Path, **more):
         store={"rows_per_shard": 128},
         index={"n_trees": 10, "search_k": 2000, "recall_sample": 50},
         dask={"n_workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB"},
+        # word-pair metrics on a 350-document corpus are noise; tests/test_quality.py gates for real
+        quality={"gate": False},
     )
     for key, value in more.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
@@ -95,3 +102,46 @@ def published(tmp_path_factory, prefect_server):
     write_corpus(data / "corpus")
     settings = small_settings(data)
     return data, settings, run_nightly(settings)
+
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    procs = [subprocess.Popen([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)]
+    for i in range(2):
+        procs.append(subprocess.Popen([BIN / "dask", "worker", address, "--nthreads", "1", "--nworkers", "1",
+                                       "--name", f"w{i}", "--no-dashboard", "--memory-limit", "2GiB",
+                                       "--local-directory", str(tmp_path / f"w{i}")], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    from distributed import Client
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with Client(address, timeout=5) as c:
+                c.wait_for_workers(2, timeout=60)
+                workers = sorted(c.scheduler_info()["workers"])
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    yield address, workers, procs
+    for p in procs:
+        os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        p.wait(30)
+
+

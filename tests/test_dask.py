@@ -4,66 +4,20 @@ in a row on growing input."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from distributed import Client
 
 import shardvec
 from tasks.store import Space
 from tests.conftest import run_nightly, small_settings, write_corpus
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def dask_cluster(tmp_path):
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    procs = [subprocess.Popen([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)]
-    for i in range(2):
-        procs.append(subprocess.Popen([BIN / "dask", "worker", address, "--nthreads", "1", "--nworkers", "1",
-                                       "--name", f"w{i}", "--no-dashboard", "--memory-limit", "2GiB",
-                                       "--local-directory", str(tmp_path / f"w{i}")], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with Client(address, timeout=5) as c:
-                c.wait_for_workers(2, timeout=60)
-                workers = sorted(c.scheduler_info()["workers"])
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
-    yield address, workers
-    for p in procs:
-        os.killpg(p.pid, signal.SIGTERM)
-    for p in procs:
-        p.wait(30)
 
 
 def test_tasks_run_on_both_workers_and_match_the_local_cluster(published, dask_cluster, tmp_path):
-    address, workers = dask_cluster
+    address, workers, _ = dask_cluster
     local_data, _, local = published
     data = tmp_path / "data"
     write_corpus(data / "corpus")

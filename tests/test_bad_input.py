@@ -1,0 +1,82 @@
+"""Hypothesis: whatever bytes a corpus file holds, every non-blank line is either a good record
+or quarantined byte for byte with a reason, and nothing raises."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tasks.corpus import Quarantine, discover, read_records
+
+good = st.builds(lambda i, t: json.dumps({"id": i, "text": t}, ensure_ascii=False).encode(),
+                 st.text(min_size=1, max_size=20).filter(lambda s: s.strip() and "\x00" not in s),
+                 st.text(min_size=1, max_size=200).filter(lambda s: s.strip() and "\x00" not in s))
+hostile = st.one_of(
+    st.binary(max_size=300).map(lambda b: b.replace(b"\n", b" ")),           # random bytes, invalid UTF-8
+    st.builds(lambda i: json.dumps({"id": i, "text": "x"}).encode(),          # ids of every JSON type
+              st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st.lists(st.integers(), max_size=2))),
+    st.just(b'{"id": "a", "text": ""}'), st.just(b'{"id": "a"}'), st.just(b'{"text": "no id"}'),
+    st.just(b'{"id": "n", "text": "nul \\u0000"}'), st.just(b'[1, 2, 3]'), st.just(b'{"id": "t", "text": 5}'),
+    st.just(b'{"id": "big", "text": "' + b"x" * 5000 + b'"}'),                   # over max_record_bytes
+    st.text(max_size=50).map(lambda s: s.replace("\n", " ").encode("utf-8")),  # mixed scripts, not JSON
+)
+lines = st.lists(st.one_of(good, hostile), max_size=40)
+
+
+def _split(data: bytes) -> list[bytes]:
+    """Non-blank lines as the reader sees them: ended by \\n only (a lone \\r is inside a line)."""
+    parts = data.split(b"\n")
+    lines = [p + b"\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    return [line for line in lines if line.rstrip(b"\r\n").strip()]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=lines, newline=st.sampled_from([b"\n", b"\r\n"]))
+def test_jsonl_every_line_kept_or_quarantined_byte_for_byte(tmp_path_factory, lines, newline):
+    tmp = tmp_path_factory.mktemp("h")
+    (tmp / "corpus" / "p").mkdir(parents=True)
+    raw = b"".join(line + newline for line in lines)
+    (tmp / "corpus" / "p" / "f.jsonl").write_bytes(raw)
+    files, _ = discover(tmp / "corpus")
+    q = Quarantine(tmp / "q", files[0])
+    records = list(read_records(tmp / "corpus", files[0], q, batch_size=7, max_record_bytes=2000))
+    q.commit()
+    nonblank = _split(raw)
+    assert len(records) + q.counts.records == len(nonblank)
+    rejected = (tmp / "q" / "p" / "f.jsonl.rejected")
+    rejected = rejected.read_bytes() if rejected.exists() else b""
+    # the good records' own bytes and the quarantined bytes are, together, the file's non-blank lines
+    kept = {r.offset: raw[r.offset:r.offset + r.length] for r in records}
+    assert sorted(list(kept.values()) + _split(rejected)) == sorted(nonblank)
+    for r in records:
+        assert isinstance(r.id, str) and r.id.strip() and r.text.strip() and "\x00" not in r.text
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(max_size=120).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")), max_size=30))
+def test_text_lines_kept_or_quarantined(tmp_path_factory, lines):
+    tmp = tmp_path_factory.mktemp("t")
+    (tmp / "corpus" / "p").mkdir(parents=True)
+    raw = b"".join(line + b"\n" for line in lines)
+    (tmp / "corpus" / "p" / "f.txt").write_bytes(raw)
+    files, _ = discover(tmp / "corpus")
+    q = Quarantine(tmp / "q", files[0])
+    records = list(read_records(tmp / "corpus", files[0], q, batch_size=5, max_record_bytes=100))
+    q.commit()
+    assert len(records) + q.counts.records == len(_split(raw))
+    for r in records:
+        assert r.id == f"p/f.txt:{r.line}" and raw[r.offset:r.offset + r.length].decode("utf-8").strip() == r.text.strip()
+
+
+def test_empty_and_unreadable_files(tmp_path):
+    (tmp_path / "corpus" / "p").mkdir(parents=True)
+    (tmp_path / "corpus" / "p" / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "corpus" / "p" / "gone.jsonl").symlink_to(tmp_path / "nowhere")
+    files, _ = discover(tmp_path / "corpus")
+    by_name = {f.name: f for f in files}
+    assert "p/gone.jsonl" not in by_name  # a dangling link is not a file
+    q = Quarantine(tmp_path / "q", by_name["p/empty.jsonl"])
+    assert list(read_records(tmp_path / "corpus", by_name["p/empty.jsonl"], q, batch_size=5,
+                             max_record_bytes=100)) == [] and q.counts.records == 0
