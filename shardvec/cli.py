@@ -229,6 +229,11 @@ def main() -> None:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         typer.echo(f"error: {message}", err=True)
         sys.exit(2)
+    except OSError as exc:  # a full disk, a file too large, no permission: the system said no
+        where = f" ({exc.filename})" if exc.filename else ""
+        typer.echo(f"error: {exc.strerror or exc}{where}. Nothing new was published; free space or fix the "
+                   "permissions of the data directory, then run again.", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -163,12 +163,13 @@ READ_LOOP = """
 import sys, time, shardvec
 store = shardvec.open(sys.argv[1])
 errors = reads = 0
-sizes = set()
+sizes, versions = set(), set()
 end = time.monotonic() + float(sys.argv[2])
 while time.monotonic() < end:
     try:
         store.refresh()
         sizes.add(len(store))
+        versions.add(store.version)
         for id_ in ("dup/a", "2026-11-01/lee.txt:1"):
             row = store.row(id_)
             assert len(row) == 10 and all(h.text for h in row)
@@ -177,22 +178,25 @@ while time.monotonic() < end:
     except Exception as exc:
         errors += 1
         print("ERR", repr(exc), file=sys.stderr)
-print(errors, reads, len(sizes))
+print(errors, reads, len(sizes), len(versions))
 """
 
 
-def test_readers_in_other_processes_while_adds_land(data):
-    reader = subprocess.Popen([sys.executable, "-c", READ_LOOP, str(data), "8"], stdout=subprocess.PIPE,
+def test_readers_in_other_processes_while_adds_land_and_a_nightly_publishes(data, prefect_server):
+    reader = subprocess.Popen([sys.executable, "-c", READ_LOOP, str(data), "25"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     time.sleep(2)
     adder = Adder(data)
     for b in range(20):
         adder.add(recs(f"r{b}", SENTENCES[b * 3:b * 3 + 3]))
         time.sleep(0.1)
-    out, err = reader.communicate(timeout=60)
-    errors, reads, sizes = map(int, out.split())
+    report = run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))  # folds the adds
+    assert report["status"] == "published"
+    Adder(data).add(recs("after", SENTENCES[70:72]))
+    out, err = reader.communicate(timeout=120)
+    errors, reads, sizes, versions = map(int, out.split())
     assert errors == 0, err
-    assert reads > 20 and sizes > 1  # it read all along and saw the store grow on refresh
+    assert reads > 20 and sizes > 1 and versions == 2  # it read all along and moved on with refresh()
 
 
 def test_nightly_folds_additions_and_keeps_those_that_land_during_it(data, monkeypatch, prefect_server):
