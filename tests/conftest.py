@@ -55,6 +55,28 @@ def write_corpus(corpus: Path) -> dict[str, Path]:
     return {"text": p1, "jsonl": p2, "parquet": p3}
 
 
+# small_settings() as a TOML file, for runs in other processes (SHARDVEC_CONFIG)
+SMALL_TOML = """
+[lsi]
+num_topics = 40
+chunksize = 200
+[word2vec]
+vector_size = 32
+min_count = 2
+epochs = 3
+workers = 1
+sg = 0
+[store]
+rows_per_shard = 128
+[index]
+n_trees = 10
+search_k = 2000
+recall_sample = 50
+[quality]
+gate = false
+"""
+
+
 def small_settings(data: Path, **more):
     """Settings scaled to the Lee corpus: several shards per space, quick training."""
     base = dict(

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,35 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import write_corpus
+from tests.conftest import SMALL_TOML, free_port, write_corpus
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-SMALL = """
-[lsi]
-num_topics = 40
-chunksize = 200
-[word2vec]
-vector_size = 32
-min_count = 2
-epochs = 3
-workers = 1
-sg = 0
-[store]
-rows_per_shard = 128
-[index]
-n_trees = 10
-search_k = 2000
-recall_sample = 50
-[schedule]
-inbox_interval_seconds = 0
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SMALL = SMALL_TOML + "[schedule]\ninbox_interval_seconds = 0\n"
 
 
 def wait_for(check, seconds: float, what: str):

@@ -21,35 +21,16 @@ import pytest
 import shardvec
 from tasks.corpus import BadInputError
 from tasks.publish import read_current, verify
-from tests.conftest import BIN, lee_lines, run_nightly, small_settings, write_corpus
+from tests.conftest import BIN, SMALL_TOML, lee_lines, run_nightly, small_settings, write_corpus
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-SMALL = """
-[lsi]
-num_topics = 40
-chunksize = 200
-[word2vec]
-vector_size = 32
-min_count = 2
-epochs = 3
-workers = 1
-sg = 0
-[store]
-rows_per_shard = 128
-[index]
-n_trees = 10
-search_k = 2000
-recall_sample = 50
-[quality]
-gate = false  # these tests break the machinery, not the models
-"""
 
 
 def _published(tmp_path) -> tuple[Path, dict]:
     data = tmp_path / "data"
     write_corpus(data / "corpus")
-    (tmp_path / "small.toml").write_text(SMALL)
+    (tmp_path / "small.toml").write_text(SMALL_TOML)
     run_nightly(small_settings(data))
     night = data / "corpus" / "2026-11-04"
     night.mkdir()
