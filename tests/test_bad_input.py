@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -80,3 +81,31 @@ def test_empty_and_unreadable_files(tmp_path):
     q = Quarantine(tmp_path / "q", by_name["p/empty.jsonl"])
     assert list(read_records(tmp_path / "corpus", by_name["p/empty.jsonl"], q, batch_size=5,
                              max_record_bytes=100)) == [] and q.counts.records == 0
+
+
+record_values = st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st.booleans(),
+                          st.text(max_size=40), st.lists(st.text(max_size=3), max_size=2))
+
+
+@pytest.fixture(scope="module")
+def adder(published, tmp_path_factory):
+    import shutil
+    from tasks.additions import Adder
+    copy = tmp_path_factory.mktemp("adds") / "data"
+    shutil.copytree(published[0], copy)
+    return Adder(copy)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.fixed_dictionaries({"id": record_values, "text": record_values}),
+                          st.dictionaries(st.sampled_from(["id", "text", "x"]), record_values, max_size=3),
+                          record_values), max_size=12))
+def test_statement_batches_every_record_added_or_quarantined(adder, records):
+    before = adder.view.live
+    result = adder.add(records)
+    assert result.added + result.replaced + result.unchanged + result.quarantined == len(records)
+    assert adder.view.live == before + result.added
+    for rec in records:  # whatever was accepted can be found
+        if isinstance(rec, dict) and isinstance(rec.get("id"), str) and rec["id"].strip() \
+                and isinstance(rec.get("text"), str) and rec["text"].strip() and "\x00" not in rec["text"] + rec["id"]:
+            assert adder.view.find(rec["id"]) is not None
