@@ -150,7 +150,9 @@ def server(data: DataOpt = None) -> None:
                f"export PREFECT_API_URL=http://{s.server.host}:{s.server.port}/api")
     # the UI asks its API at this URL; Prefect's default names port 4200 whatever --port says
     os.environ["PREFECT_UI_API_URL"] = f"http://{s.server.host}:{s.server.port}/api"
-    os.execvp("prefect", ["prefect", "server", "start", "--host", s.server.host, "--port", str(s.server.port)])
+    # the prefect beside this Python, so it works from an unactivated virtualenv too
+    prefect = Path(sys.executable).with_name("prefect")
+    os.execv(prefect, [str(prefect), "server", "start", "--host", s.server.host, "--port", str(s.server.port)])
 
 
 @app.command()
