@@ -2,7 +2,8 @@
 
 A space is a folder:
   manifest.json            format, dim, dtype, rows, rows_per_shard, shards with checksums
-  vectors-00000.npy ...    float32 rows, `rows_per_shard` per shard (the last may be shorter)
+  vectors-00000.npy ...    rows, `rows_per_shard` per shard (the last may be shorter), stored as
+                           float32, float16, or int8 with a per-dimension scale (scale.npy)
   keys-00000.arrow ...     Arrow IPC file per shard: column `key` (+ extra columns) in row order
   key_hash.npy, key_row.npy  sorted 64-bit key hashes and their rows: key -> row by binary search
 
@@ -13,21 +14,23 @@ Everything opens with mmap, so many processes share one copy in the page cache.
 
 from __future__ import annotations
 
-import hashlib
+import bisect
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from xxhash import xxh3_64_intdigest
 
 from tasks.atomic import save_npy, sha256_file, write_json, write_with
 
-FORMAT = 1
+# 2: keys hashed with xxh3-64 (was blake2b, a third of a single lookup's time)
+FORMAT = 2
 
 
 def key_hash(key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little")
+    return xxh3_64_intdigest(key.encode("utf-8"))
 
 
 def key_hashes(keys: Iterable[str]) -> np.ndarray:
@@ -38,11 +41,15 @@ def shard_name(kind: str, shard: int, ext: str) -> str:
     return f"{kind}-{shard:05d}.{ext}"
 
 
+DTYPES = ("float32", "float16", "int8")
+
+
 def write_shard(space_dir: Path, shard: int, vectors: np.ndarray, keys: Sequence[str],
-                extra: dict[str, pa.Array | list] | None = None) -> dict:
-    """Write one shard's vectors and keys durably; returns its manifest entry."""
+                extra: dict[str, pa.Array | list] | None = None, dtype: str = "float32") -> dict:
+    """Write one shard's vectors (already in the stored dtype) and keys durably; returns its
+    manifest entry."""
     space_dir = Path(space_dir)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    vectors = np.ascontiguousarray(vectors, dtype=dtype)
     if len(keys) != len(vectors):
         raise ValueError(f"shard {shard}: {len(keys)} keys for {len(vectors)} vectors")
     vec_path = save_npy(space_dir / shard_name("vectors", shard, "npy"), vectors)
@@ -59,7 +66,8 @@ def write_shard(space_dir: Path, shard: int, vectors: np.ndarray, keys: Sequence
 
 
 def finish_space(space_dir: Path, shards: list[dict], *, dim: int, rows_per_shard: int,
-                 normalized: bool, meta: dict | None = None) -> dict:
+                 normalized: bool, meta: dict | None = None, dtype: str = "float32",
+                 scale: np.ndarray | None = None) -> dict:
     """Check the shards fit together, build the key index, write manifest.json last."""
     space_dir = Path(space_dir)
     shards = sorted(shards, key=lambda s: s["shard"])
@@ -77,14 +85,24 @@ def finish_space(space_dir: Path, shards: list[dict], *, dim: int, rows_per_shar
     order = np.argsort(hashes, kind="stable")
     save_npy(space_dir / "key_hash.npy", hashes[order])
     save_npy(space_dir / "key_row.npy", order.astype(np.int64))
+    index_files = ["key_hash.npy", "key_row.npy"]
+    if dtype == "int8":
+        save_npy(space_dir / "scale.npy", np.asarray(scale, dtype=np.float32))
+        index_files.append("scale.npy")
     manifest = {
-        "format": FORMAT, "kind": "space", "dim": dim, "dtype": "float32", "rows": int(len(hashes)),
+        "format": FORMAT, "kind": "space", "dim": dim, "dtype": dtype, "rows": int(len(hashes)),
         "rows_per_shard": rows_per_shard, "normalized": normalized, "shards": shards,
-        "sha256": {n: sha256_file(space_dir / n) for n in ("key_hash.npy", "key_row.npy")},
+        "sha256": {n: sha256_file(space_dir / n) for n in index_files},
         **(meta or {}),
     }
     write_json(space_dir / "manifest.json", manifest)
     return manifest
+
+
+def _mapped(path: Path) -> np.ndarray:
+    """A read-only memmapped .npy as a plain ndarray: indexing numpy's memmap subclass costs
+    microseconds per call, a plain view of the same pages does not."""
+    return np.load(path, mmap_mode="r").view(np.ndarray)
 
 
 def _open_keys(path: Path) -> pa.Table:
@@ -152,8 +170,11 @@ class Space:
         self.n_shards = len(self.manifest["shards"])
         self._vectors: list[np.ndarray | None] = [None] * self.n_shards
         self._keys: list[pa.Table | None] = [None] * self.n_shards
-        self._hash = np.load(self.dir / "key_hash.npy", mmap_mode="r")
-        self._row = np.load(self.dir / "key_row.npy", mmap_mode="r")
+        self._key_bytes: list[tuple[list[int], list] | None] = [None] * self.n_shards
+        self._hash = _mapped(self.dir / "key_hash.npy")
+        self._row = _mapped(self.dir / "key_row.npy")
+        self.dtype: str = self.manifest.get("dtype", "float32")
+        self.scale = np.load(self.dir / "scale.npy") if self.dtype == "int8" else None
 
     def __len__(self) -> int:
         return self.manifest["rows"]
@@ -162,9 +183,9 @@ class Space:
         return self.find(key) is not None
 
     def shard(self, s: int) -> np.ndarray:
-        """The memmapped vectors of shard s."""
+        """The memmapped vectors of shard s, as stored (see `dtype`; `decode` gives float32)."""
         if self._vectors[s] is None:
-            self._vectors[s] = np.load(self.dir / self.manifest["shards"][s]["vectors"], mmap_mode="r")
+            self._vectors[s] = _mapped(self.dir / self.manifest["shards"][s]["vectors"])
         return self._vectors[s]
 
     def shard_keys(self, s: int) -> pa.Table:
@@ -175,23 +196,66 @@ class Space:
     def shard_start(self, s: int) -> int:
         return s * self.rows_per_shard
 
+    def vectors(self, s: int) -> np.ndarray:
+        """Shard s as float32 (the memmap itself when stored as float32)."""
+        return self.decode(self.shard(s))
+
+    def decode(self, stored: np.ndarray) -> np.ndarray:
+        """Stored rows as float32 (float32 rows are returned as they are: no copy)."""
+        if self.dtype == "float32":
+            return stored
+        if self.dtype == "float16":
+            return stored.astype(np.float32)
+        return stored.astype(np.float32) * self.scale
+
     def row(self, r: int) -> np.ndarray:
+        """Row r as float32: a read-only view of the memmap when stored as float32."""
         s, off = divmod(int(r), self.rows_per_shard)
-        return self.shard(s)[off]
+        return self.decode(self.shard(s)[off])
 
     def rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Gather many rows (any order) into one array."""
+        """Gather many rows (any order) into one float32 array."""
         rows = np.asarray(rows, dtype=np.int64)
+        if self.n_shards == 1:
+            return np.asarray(self.decode(self.shard(0)[rows]), dtype=np.float32)
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         shard_of = rows // self.rows_per_shard
-        for s in np.unique(shard_of):
-            sel = shard_of == s
-            out[sel] = self.shard(int(s))[rows[sel] - s * self.rows_per_shard]
+        order = np.argsort(shard_of, kind="stable")
+        bounds = np.searchsorted(shard_of[order], np.arange(self.n_shards + 1))
+        for s in range(self.n_shards):
+            sel = order[bounds[s]:bounds[s + 1]]
+            if len(sel):
+                out[sel] = self.decode(self.shard(s)[rows[sel] - s * self.rows_per_shard])
         return out
 
+    def range(self, lo: int, hi: int) -> np.ndarray:
+        """Rows lo..hi-1 as one float32 array (a view when stored as float32 in one shard)."""
+        first, last = lo // self.rows_per_shard, (hi - 1) // self.rows_per_shard
+        parts = [self.shard(s)[max(lo, self.shard_start(s)) - self.shard_start(s):
+                               min(hi, self.shard_start(s) + self.rows_per_shard) - self.shard_start(s)]
+                 for s in range(first, last + 1)]
+        return self.decode(parts[0] if len(parts) == 1 else np.concatenate(parts))
+
     def key(self, r: int) -> str:
-        s, off = divmod(int(r), self.rows_per_shard)
-        return self.shard_keys(s).column("key")[off].as_py()
+        return bytes(self._key_at(int(r))).decode("utf-8")
+
+    def _key_at(self, r: int) -> memoryview:
+        """The UTF-8 bytes of row r's key, read straight from the Arrow buffers (no objects)."""
+        s, off = divmod(r, self.rows_per_shard)
+        if self._key_bytes[s] is None:
+            starts, chunks = [], []
+            column = self.shard_keys(s).column("key")
+            for i, chunk in enumerate(column.chunks):
+                _, offsets, data = chunk.buffers()
+                starts.append(starts[-1] + len(column.chunks[i - 1]) if i else 0)
+                chunks.append((np.frombuffer(offsets, np.int32)[chunk.offset:chunk.offset + len(chunk) + 1].tolist(),
+                               memoryview(data).cast("B") if data is not None else memoryview(b"")))
+            self._key_bytes[s] = (starts, chunks)
+        starts, chunks = self._key_bytes[s]
+        c = bisect.bisect_right(starts, off) - 1 if len(starts) > 1 else 0
+        offsets, data = chunks[c]
+        off -= starts[c]
+        return data[offsets[off]:offsets[off + 1]]
 
     def column(self, name: str, r: int):
         s, off = divmod(int(r), self.rows_per_shard)
@@ -199,14 +263,55 @@ class Space:
 
     def find(self, key: str) -> int | None:
         """The row of `key`, or None: a binary search over the sorted hashes, then a check."""
-        h = np.uint64(key_hash(key))
-        i = int(np.searchsorted(self._hash, h))
-        while i < len(self._hash) and self._hash[i] == h:
+        kb = key.encode("utf-8")
+        h = xxh3_64_intdigest(kb)
+        hashes = self._hash
+        i = int(hashes.searchsorted(np.uint64(h)))
+        while i < len(hashes) and hashes[i] == h:
             r = int(self._row[i])
-            if self.key(r) == key:
+            if self._key_at(r) == kb:
                 return r
             i += 1
         return None
+
+    def find_many(self, keys: Sequence[str]) -> np.ndarray:
+        """Rows of many keys at once (-1 where absent): one vectorized binary search."""
+        encoded = [k.encode("utf-8") for k in keys]
+        hashes = np.fromiter((xxh3_64_intdigest(b) for b in encoded), dtype=np.uint64, count=len(encoded))
+        at = np.minimum(self._hash.searchsorted(hashes), max(len(self._hash) - 1, 0))
+        out = np.full(len(encoded), -1, dtype=np.int64)
+        if not len(self._hash):
+            return out
+        cand = np.flatnonzero(self._hash[at] == hashes)
+        rows = self._row[at[cand]]
+        for i, r in zip(cand.tolist(), rows.tolist()):
+            out[i] = r if self._key_at(r) == encoded[i] else self._find_bytes(encoded[i], int(at[i]))
+        return out
+
+    def _find_bytes(self, kb: bytes, i: int) -> int:
+        """A key whose hash another key shares: walk the run of equal hashes."""
+        h = self._hash[i]
+        while i < len(self._hash) and self._hash[i] == h:
+            if self._key_at(int(self._row[i])) == kb:
+                return int(self._row[i])
+            i += 1
+        return -1
+
+    def lookup(self, docs: Sequence[Sequence[str]], pad: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """Token sequences -> (ids: docs x longest, `pad` past the end and for unknown tokens;
+        vectors: docs x longest x dim, zeros there). For frozen embeddings in other models."""
+        longest = max((len(d) for d in docs), default=0)
+        ids = np.full((len(docs), longest), pad, dtype=np.int64)
+        flat = [t for d in docs for t in d]
+        found = self.find_many(flat)
+        at = 0
+        for i, d in enumerate(docs):
+            ids[i, :len(d)] = found[at:at + len(d)]
+            at += len(d)
+        vectors = np.zeros((len(docs), longest, self.dim), dtype=np.float32)
+        known = ids >= 0
+        vectors[known] = self.rows(ids[known])
+        return ids, vectors
 
     def find_all(self, key: str) -> list[int]:
         """Every row holding `key`, in row order (a space of added statements may hold a
@@ -231,7 +336,7 @@ class Space:
         for s in range(self.n_shards):
             shard = self.shard(s)
             for c in range(0, len(shard), columns):
-                yield self.shard_start(s) + c, shard[c:c + columns]
+                yield self.shard_start(s) + c, self.decode(shard[c:c + columns])
 
     def keys(self) -> Iterator[str]:
         for s in range(self.n_shards):
@@ -243,3 +348,35 @@ class Space:
         for s in self.manifest["shards"]:
             bad += [n for n, h in s["sha256"].items() if sha256_file(self.dir / n) != h]
         return bad
+
+
+def convert_space(src_dir: Path, dst_dir: Path, dtype: str) -> dict:
+    """Copy a space with its vectors stored as `dtype`, shard by shard (RAM: one shard).
+
+    float16 halves the bytes; int8 quarters them, each dimension scaled by its largest
+    magnitude over the space (a first pass), so x ~ int8 * scale[d] to 1/254 of that range.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
+    src = Space(src_dir)
+    dst_dir = Path(dst_dir)
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    scale = None
+    if dtype == "int8":
+        peak = np.zeros(src.dim, dtype=np.float32)
+        for _, block in src.blocks(1 << 16):
+            np.maximum(peak, np.abs(block).max(axis=0), out=peak)
+        scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    shards = []
+    for s in range(src.n_shards):
+        vecs = src.vectors(s)
+        if dtype == "int8":
+            vecs = np.clip(np.rint(vecs / scale), -127, 127)
+        keys = src.shard_keys(s)
+        extra = {name: keys.column(name) for name in keys.column_names if name != "key"}
+        shards.append(write_shard(dst_dir, s, vecs, keys.column("key").to_pylist(), extra, dtype=dtype))
+    meta = {k: v for k, v in src.manifest.items() if k not in
+            ("format", "kind", "dim", "dtype", "rows", "rows_per_shard", "normalized", "shards", "sha256")}
+    # rounded rows are no longer unit length: searches divide by their norms again
+    return finish_space(dst_dir, shards, dim=src.dim, rows_per_shard=src.rows_per_shard,
+                        normalized=src.normalized and dtype == "float32", meta=meta, dtype=dtype, scale=scale)
