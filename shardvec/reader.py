@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.index import ShardedIndex
-from tasks.lsi import Embedder
+from tasks.embed import Embedder
 from tasks.publish import require_current
 from tasks.additions import Statements
 from tasks.similarity import exact_topk

@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from tasks.atomic import fsync_dir, write_json
 from tasks.corpus import check_record
-from tasks.lsi import Embedder
+from tasks.embed import Embedder
 from tasks.publish import CURRENT, require_current
 from tasks.similarity import SimilarityRows, _block_top, _merge, exact_topk, score_blocks
 from tasks.store import Space, key_hash, key_hashes

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from tasks.atomic import save_npy
 from tasks.corpus import Quarantine, SourceFile
-from tasks.lsi import Embedder
+from tasks.embed import Embedder
 from tasks.store import key_hashes, write_shard
 from tasks.tokenize import open_cache
 

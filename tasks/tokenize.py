@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-from gensim.utils import deaccent as _deaccent
 
 from tasks.corpus import Quarantine, SourceFile, batched, read_records
 
@@ -25,6 +25,12 @@ CACHE_SCHEMA = pa.schema([
 ])
 
 _WORD = re.compile(r"(?:(?!\d)\w)+", re.UNICODE)  # alphabetic runs, as gensim's simple_preprocess
+
+
+def _deaccent(text: str) -> str:
+    """gensim.utils.deaccent, without importing gensim (a second per reader process)."""
+    norm = unicodedata.normalize("NFD", text)
+    return unicodedata.normalize("NFC", "".join(ch for ch in norm if unicodedata.category(ch) != "Mn"))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from gensim.matutils import sparse2full
 from gensim.models import LsiModel, TfidfModel, Word2Vec
 
 from tasks.corpus import discover
-from tasks.lsi import Embedder, idf_vector, tfidf_matrix, train_lsi
+from tasks.embed import Embedder, tfidf_matrix
+from tasks.lsi import idf_vector, train_lsi
 from tasks.store import Space
 from tasks.tokenize import TokenStream, Tokenizer, tokenize_file
 from tasks.vocab import build_dictionary
