@@ -26,7 +26,7 @@ from benchmarks.common import WORK, blas_gflops, save, statements  # noqa: E402
 from config import load_settings  # noqa: E402
 from tasks.additions import Adder, Statements  # noqa: E402
 from tasks.publish import read_current  # noqa: E402
-from tasks.similarity import exact_topk, recall_at_k, rows_for_shard  # noqa: E402
+from tasks.similarity import exact_topk, recall_at_k, rows_for_tile, tile_count  # noqa: E402
 
 N = 100_000
 
@@ -85,8 +85,8 @@ def run(data: Path, current: dict, singles: int) -> dict:
     # the plain alternative: recompute every similarity row from scratch (exact, blocked BLAS)
     t = time.perf_counter()
     out = WORK / "add-recompute"
-    for shard in range(view.base.n_shards):
-        rows_for_shard(data / current["components"]["statements"], shard, out, k=k, block_rows=512)
+    for tile in range(tile_count(n, 16_384)):
+        rows_for_tile(data / current["components"]["statements"], tile, out, k=k, tile_rows=16_384, block_rows=1024)
     recompute = time.perf_counter() - t
     shutil.rmtree(out, ignore_errors=True)
 

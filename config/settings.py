@@ -77,6 +77,7 @@ class SimilaritySettings(Section):
     k: int = Field(ge=1)
     method: Literal["exact", "annoy"]
     block_rows: int = Field(ge=1)
+    tile_rows: int = Field(ge=1)
 
 
 class DaskSettings(Section):

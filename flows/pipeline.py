@@ -17,7 +17,8 @@ from tasks.corpus import SourceFile, select_partitions
 from tasks.additions import addition_sources
 from tasks.publish import RunLock, new_version_id, read_current, version_dir
 from flows.progress import RunProgress
-from tasks.report import PeakRSS, publish_artifacts, render_text, step_rows
+from tasks.report import MEASURED, PeakRSS, publish_artifacts, render_text, step_rows
+from tasks.similarity import tile_count
 from tasks.statements import shard_count
 from tasks.tokenize import Tokenizer
 
@@ -47,7 +48,7 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
         if not files:
             return _finish(report, status="nothing to do", started=started,
                            message=f"No input files under {data / 'corpus'}; drop partitions there first.")
-        progress = RunProgress(flow, steps=9)
+        progress = RunProgress(flow, steps=10)
         try:
             report.update(_build(s, data, current, sel, files, folding, mode, flow, progress, force))
         finally:
@@ -90,6 +91,12 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
     vdir = version_dir(data, version)
     models, spaces, indexes = vdir / "models", vdir / "spaces", vdir / "index"
     prev_models = data / current["components"]["models"] if update else None
+    # word2vec needs only the caches: it starts first and trains beside the vocabulary and LSI
+    w = s.word2vec
+    w2v = skins.word2vec_task.submit(
+        train_caches, models / "word2vec.gensim", vector_size=w.vector_size, window=w.window, min_count=w.min_count,
+        max_final_vocab=w.max_final_vocab, epochs=w.epochs, sg=w.sg, workers=w.workers, seed=w.seed,
+        previous=prev_models / "word2vec.gensim" if update else None)
     plan = skins.plan_task.submit(tok, vdir / "work" / "plan.npy", data, quarantine, on_duplicate=s.corpus.on_duplicate)
     if update:  # the LSI vocabulary is fixed by the first build (LSI cannot grow its terms)
         dct_path = prev_models / "dictionary.gensim"
@@ -99,17 +106,20 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
             caches, models / "dictionary.gensim", max_terms=s.vocab.max_terms, no_below=s.vocab.no_below,
             no_above=s.vocab.no_above))]
         dct_path = steps["vocabulary"][0]["dictionary"]
-    lsi = skins.lsi_task.submit(train_caches, dct_path, models, num_topics=s.lsi.num_topics,
-                                chunksize=s.lsi.chunksize, power_iters=s.lsi.power_iters,
-                                extra_samples=s.lsi.extra_samples, seed=s.index.seed,
-                                previous=prev_models / "lsi.gensim" if update else None)
-    w = s.word2vec
-    w2v = skins.word2vec_task.submit(
-        train_caches, models / "word2vec.gensim", vector_size=w.vector_size, window=w.window, min_count=w.min_count,
-        max_final_vocab=w.max_final_vocab, epochs=w.epochs, sg=w.sg, workers=w.workers, seed=w.seed,
-        previous=prev_models / "word2vec.gensim" if update else None)
+    # LSI: each worker decomposes its share of the documents, then one task merges the parts
+    lsi_args = dict(num_topics=s.lsi.num_topics, chunksize=s.lsi.chunksize, power_iters=s.lsi.power_iters,
+                    extra_samples=s.lsi.extra_samples, seed=s.index.seed)
+    n_docs = sum(t["records"] for t, f in zip(tok, corpus_files + folding) if f.partition in train_parts)
+    n_parts = max(1, min(s.dask.n_workers, -(-n_docs // s.lsi.chunksize)))
+    bounds = [round(n_docs * i / n_parts) for i in range(n_parts + 1)]
+    lsi_parts = [skins.lsi_part_task.submit(train_caches, dct_path, vdir / "work" / f"lsi-part-{i}",
+                                            docs=(bounds[i], bounds[i + 1]), **lsi_args) for i in range(n_parts)]
+    lsi = skins.lsi_merge_task.submit(lsi_parts, dct_path, models, **lsi_args,
+                                      previous=prev_models / "lsi.gensim" if update else None)
+    words_quality = skins.evaluate_words_task.submit(models / "word2vec.gensim", wait_for=[w2v])  # beside LSI
     trained = progress.wait("train", [plan, lsi, w2v])
     steps["plan-statements"], steps["train-lsi"], steps["train-word2vec"] = ([t] for t in trained)
+    steps["lsi-parts"] = [p.result() for p in lsi_parts]
     plan_r, lsi_r, w2v_r = trained
 
     R = s.store.rows_per_shard
@@ -130,12 +140,14 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
     for name, shards in built.items():
         steps[f"index-{name}"] = shards
         skins.finish_index_task(indexes / name, shards, n_trees=s.index.n_trees, search_k=s.index.search_k)
+    sim = s.similarity
     steps["similarity-rows"] = progress.wait("similarity-rows", [
-        skins.rows_task.submit(spaces / "statements", i, rows_dir, k=s.similarity.k, block_rows=s.similarity.block_rows,
-                               method=s.similarity.method, index_dir=indexes / "statements", search_k=s.index.search_k)
-        for i in range(len(proj))])
-    skins.finish_rows_task(rows_dir, steps["similarity-rows"], k=s.similarity.k, method=s.similarity.method,
-                           rows_per_shard=R)
+        skins.rows_task.submit(spaces / "statements", t, rows_dir, k=sim.k, tile_rows=sim.tile_rows,
+                               block_rows=sim.block_rows, method=sim.method, index_dir=indexes / "statements",
+                               search_k=s.index.search_k)
+        for t in range(tile_count(plan_r["statements"], sim.tile_rows))])
+    skins.finish_rows_task(rows_dir, steps["similarity-rows"], k=sim.k, method=sim.method,
+                           rows_per_shard=sim.tile_rows)
     names = ["words", "statements", "similarity rows"]
     recall = progress.wait("recall", [
         skins.index_recall_task.submit(spaces / n, indexes / n, k=10, search_k=s.index.search_k,
@@ -145,17 +157,16 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
     steps["recall"] = recall
 
     out = _counts(tok, plan_r, lsi_r, w2v_r, proj)
-    out["recall"] = {n: {k: v for k, v in r.items() if k not in ("seconds", "peak_rss_mb", "rss_growth_mb", "worker")}
-                     for n, r in zip(names, recall)}
+    out["recall"] = {n: _strip(r) for n, r in zip(names, recall)}
     components = {"models": models, "words": spaces / "words", "statements": spaces / "statements",
                   "words_index": indexes / "words", "statements_index": indexes / "statements", "similarity": rows_dir}
 
     old = {k: data / v for k, v in current["components"].items()} if current else None
     evaluated = progress.wait("evaluate", [
-        skins.evaluate_task.submit(models / "word2vec.gensim", models / "lsi.gensim"),
+        words_quality, skins.lsi_spectrum_task.submit(models / "lsi.gensim"),
         skins.drift_task.submit(old, components, data, sample=s.quality.drift_sample, words=s.quality.drift_words)])
     steps["evaluate"] = evaluated
-    metrics = {**_strip(evaluated[0]), **_strip(evaluated[1]),
+    metrics = {**_strip(evaluated[0]), **_strip(evaluated[1]), **_strip(evaluated[2]),
                "rows_recall_at_10": recall[2]["rows_recall_at_k"],
                "statements_index_recall_at_10": recall[1]["recall_at_k"],
                "words_index_recall_at_10": recall[0]["recall_at_k"]}
@@ -181,7 +192,8 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
 
 
 def _strip(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k not in ("seconds", "peak_rss_mb", "rss_growth_mb", "worker")}
+    """A step's own figures, without what `measured` added."""
+    return {k: v for k, v in result.items() if k not in MEASURED}
 
 
 def _published_quality(data: Path, current: dict | None) -> dict | None:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask
 from prefect_dask import DaskTaskRunner
 
 from config import Settings
@@ -20,6 +21,9 @@ from config import Settings
 def task_runner(settings: Settings) -> DaskTaskRunner:
     """An existing scheduler if one is configured, else a LocalCluster of worker processes."""
     logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's INFO lines drown the run's own
+    # Workers sample their own stacks every 10 ms by default: CPU the build needs, for a
+    # profile nobody reads here. The nanny passes this config to the workers it spawns.
+    dask.config.set({"distributed.worker.profile.enabled": False})
     if settings.dask.address:
         return DaskTaskRunner(address=settings.dask.address)
     return DaskTaskRunner(cluster_kwargs={

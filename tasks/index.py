@@ -20,7 +20,7 @@ from tasks.store import Space, shard_name
 
 def build_shard_index(space_dir: Path, shard: int, index_dir: Path, *, n_trees: int, seed: int) -> dict:
     space = Space(space_dir)
-    vecs = space.shard(shard)
+    vecs = space.vectors(shard)
     t = time.perf_counter()
     index = AnnoyIndex(space.dim, "angular")
     index.set_seed(seed)

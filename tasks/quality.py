@@ -38,6 +38,11 @@ def _finite(x) -> float | None:
 
 def evaluate_models(word2vec_path: Path, lsi_path: Path) -> dict:
     """Analogy accuracy and word-pair correlations of the word vectors; the LSI spectrum."""
+    return {**evaluate_words(word2vec_path), **lsi_spectrum(lsi_path)}
+
+
+def evaluate_words(word2vec_path: Path) -> dict:
+    """Analogy accuracy (with its coverage) and word-pair correlations of the word vectors."""
     wv = Word2Vec.load(str(word2vec_path), mmap="r").wv
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on constant input for tiny vocabularies
@@ -47,13 +52,19 @@ def evaluate_models(word2vec_path: Path, lsi_path: Path) -> dict:
     total = sections[-1]
     asked = sum(1 for line in open(datapath(QUESTIONS)) if not line.startswith(":"))
     covered = len(total["correct"]) + len(total["incorrect"])
-    s = LsiModel.load(str(lsi_path), mmap="r").projection.s
-    energy = s ** 2 / (s ** 2).sum()
     return {
         "analogy_accuracy": _finite(score) if covered else None,
         "analogy_coverage": round(covered / asked, 4),
         "wordsim353_spearman": _finite(ws[1].statistic), "wordsim353_oov": round(ws[2] / 100, 4),
         "simlex999_spearman": _finite(sl[1].statistic), "simlex999_oov": round(sl[2] / 100, 4),
+    }
+
+
+def lsi_spectrum(lsi_path: Path) -> dict:
+    """How much of the corpus' energy the top LSI topics hold."""
+    s = LsiModel.load(str(lsi_path), mmap="r").projection.s
+    energy = s ** 2 / (s ** 2).sum()
+    return {
         "lsi_energy_top10": round(float(energy[:10].sum()), 4),
         "lsi_energy_top50": round(float(energy[:50].sum()), 4),
         "lsi_singular_values": [round(float(x), 4) for x in s[:20]],

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import psutil
 
 MB = 1 << 20
+# What `measured` adds to a step's summary.
+MEASURED = ("seconds", "peak_rss_mb", "rss_growth_mb", "worker", "began", "ended")
 
 
 class PeakRSS:
@@ -44,10 +46,11 @@ class PeakRSS:
 def measured(fn: Callable[..., dict]) -> Callable[..., dict]:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs) -> dict:
-        t = time.perf_counter()
+        t, began = time.perf_counter(), time.time()
         with PeakRSS() as mem:
             result = fn(*args, **kwargs)
         return {**result, "seconds": round(time.perf_counter() - t, 3), "worker": _worker(),
+                "began": round(began, 3), "ended": round(time.time(), 3),
                 "peak_rss_mb": round(mem.peak / MB, 1), "rss_growth_mb": round((mem.peak - mem.start_rss) / MB, 1)}
     return wrapper
 
@@ -72,6 +75,8 @@ def step_rows(steps: dict[str, list[dict]]) -> list[dict]:
         rows.append({"step": name, "tasks": len(results),
                      "seconds": round(sum(r.get("seconds", 0) for r in results), 2),
                      "longest_task_s": round(max(r.get("seconds", 0) for r in results), 2),
+                     # first start to last end, over every worker: what parallelism shortens
+                     "wall_s": round(max(r.get("ended", 0) for r in results) - min(r.get("began", 0) for r in results), 2),
                      "peak_rss_mb": max(r.get("peak_rss_mb", 0) for r in results)})
     return rows
 

@@ -64,9 +64,38 @@ def exact_topk(space, queries: np.ndarray, k: int, exclude: np.ndarray | None = 
 
 
 def _block_top(best_rows, best_scores, start, scores, k):
-    kk = min(k, scores.shape[1])
-    idx = np.argpartition(scores, scores.shape[1] - kk, axis=1)[:, -kk:]
-    return _merge(best_rows, best_scores, idx + start, np.take_along_axis(scores, idx, axis=1), k)
+    """Fold one block of scores (queries x columns starting at row `start`) into the best k.
+
+    Once a query holds k candidates, only scores above its k-th best can enter: a max, a
+    comparison and `nonzero` over the block (about 1 ns a score) instead of an argpartition
+    (about 4 ns). Later rows never win a tie against earlier ones, so the result is the same.
+    """
+    kth = best_scores[:, -1]
+    if not np.isfinite(kth).all():
+        kk = min(k, scores.shape[1])
+        idx = np.argpartition(scores, scores.shape[1] - kk, axis=1)[:, -kk:]
+        return _merge(best_rows, best_scores, idx + start, np.take_along_axis(scores, idx, axis=1), k)
+    hit = np.flatnonzero(scores.max(axis=1) > kth)  # queries with any candidate: few, after warm-up
+    if not len(hit):
+        return best_rows, best_scores
+    q, c = np.nonzero(scores[hit] > kth[hit, None])
+    return _fold(best_rows, best_scores, hit[q], c + start, scores[hit[q], c], k)
+
+
+def _fold(best_rows, best_scores, q, cand_rows, cand_scores, k):
+    """Merge candidates (query q[i] gets row cand_rows[i] at cand_scores[i]) into the best k."""
+    order = np.argsort(q, kind="stable")
+    q, cand_rows, cand_scores = q[order], cand_rows[order], cand_scores[order]
+    queries, first, counts = np.unique(q, return_index=True, return_counts=True)
+    width = int(counts.max())
+    rows = np.full((len(queries), width), -1, dtype=np.int64)
+    scores = np.full((len(queries), width), -np.inf, dtype=best_scores.dtype)
+    slot = np.arange(len(q)) - np.repeat(first, counts)  # position of each hit within its query
+    which = np.repeat(np.arange(len(queries)), counts)
+    rows[which, slot], scores[which, slot] = cand_rows, cand_scores
+    best_rows, best_scores = best_rows.copy(), best_scores.copy()
+    best_rows[queries], best_scores[queries] = _merge(best_rows[queries], best_scores[queries], rows, scores, k)
+    return best_rows, best_scores
 
 
 def score_blocks(space, queries: np.ndarray, exclude: np.ndarray | None = None):
@@ -90,12 +119,19 @@ def score_blocks(space, queries: np.ndarray, exclude: np.ndarray | None = None):
         yield start, block, scores
 
 
-def rows_for_shard(space_dir: Path, shard: int, out_dir: Path, *, k: int, block_rows: int,
-                   method: str = "exact", index_dir: Path | None = None, search_k: int | None = None) -> dict:
-    """Top-k rows (self excluded) for every statement of one shard, written durably."""
+def tile_count(rows: int, tile_rows: int) -> int:
+    return max(1, -(-rows // tile_rows))
+
+
+def rows_for_tile(space_dir: Path, tile: int, out_dir: Path, *, k: int, tile_rows: int, block_rows: int,
+                  method: str = "exact", index_dir: Path | None = None, search_k: int | None = None) -> dict:
+    """Top-k rows (self excluded) of statements tile*tile_rows.. (one task each), written durably.
+
+    Tiles, not the space's shards, are the unit: equal tiles keep every worker busy to the end.
+    """
     space = Space(space_dir)
-    vecs = space.shard(shard)
-    start = space.shard_start(shard)
+    start = tile * tile_rows
+    vecs = space.range(start, min(start + tile_rows, len(space)))
     rows = np.empty((len(vecs), k), dtype=np.int64)
     scores = np.empty((len(vecs), k), dtype=np.float32)
     index = None
@@ -111,9 +147,9 @@ def rows_for_shard(space_dir: Path, shard: int, out_dir: Path, *, k: int, block_
             r, s = index.search_many(block, k, search_k=search_k, exclude=own)
         rows[b:b + len(block)], scores[b:b + len(block)] = r, s
     out_dir = Path(out_dir)
-    r_path = save_npy(out_dir / shard_name("rows", shard, "npy"), rows)
-    s_path = save_npy(out_dir / shard_name("scores", shard, "npy"), scores)
-    return {"shard": shard, "rows": len(vecs), "files": [r_path.name, s_path.name],
+    r_path = save_npy(out_dir / shard_name("rows", tile, "npy"), rows)
+    s_path = save_npy(out_dir / shard_name("scores", tile, "npy"), scores)
+    return {"shard": tile, "rows": len(vecs), "files": [r_path.name, s_path.name],
             "sha256": {p.name: sha256_file(p) for p in (r_path, s_path)}}
 
 

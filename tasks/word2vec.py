@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +44,31 @@ def train_word2vec(caches: list[str], out_path: Path, *, vector_size: int, windo
     Word counts are kept across nights, so a word reaching min_count over several nights gets
     a vector (gensim's build_vocab(update=True) alone counts only the newest night's text).
     """
-    sentences = TokenStream(caches)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with _corpus_file(caches, out_path.parent) as corpus_file:
+        return _train(caches, corpus_file, out_path, vector_size=vector_size, window=window, min_count=min_count,
+                      max_final_vocab=max_final_vocab, epochs=epochs, sg=sg, workers=workers, seed=seed,
+                      previous=previous)
+
+
+@contextmanager
+def _corpus_file(caches: list[str], folder: Path) -> Iterator[str]:
+    """The caches as one space-separated line per document, for gensim's `corpus_file` path:
+    its worker threads read the file in C, with no Python (and no GIL) between them and the
+    data, which trains about 2x faster on 2 cores than an iterable of token lists."""
+    fd, path = tempfile.mkstemp(prefix=".corpus-", suffix=".txt", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for batch in TokenStream(caches).batches():
+                f.write("".join(" ".join(doc) + "\n" for doc in batch))
+        yield path
+    finally:
+        os.unlink(path)
+
+
+def _train(caches, corpus_file, out_path, *, vector_size, window, min_count, max_final_vocab, epochs, sg, workers,
+           seed, previous) -> dict:
     if previous:
         model = Word2Vec.load(str(previous))
         before = len(model.wv)
@@ -54,7 +82,7 @@ def train_word2vec(caches: list[str], out_path: Path, *, vector_size: int, windo
                 # words already in: this night's count is added; new words: their count so far
                 freqs[word] = n if word in model.wv.key_to_index else counts.cfs.get(counts.token2id.get(word), n)
             model.build_vocab_from_freq(freqs, update=True, corpus_count=new.num_docs)
-            model.train(sentences, total_examples=new.num_docs, epochs=model.epochs)
+            model.train(corpus_file=corpus_file, total_words=int(sum(new.cfs.values())), epochs=model.epochs)
     else:
         before = 0
         counts = _count(caches)
@@ -64,8 +92,7 @@ def train_word2vec(caches: list[str], out_path: Path, *, vector_size: int, windo
         model.build_vocab_from_freq({counts[i]: n for i, n in counts.cfs.items()}, corpus_count=counts.num_docs)
         if len(model.wv) == 0:
             raise ValueError(f"No word occurs word2vec.min_count={min_count} times; lower it or add documents.")
-        model.train(sentences, total_examples=counts.num_docs, epochs=model.epochs)
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        model.train(corpus_file=corpus_file, total_words=int(sum(counts.cfs.values())), epochs=model.epochs)
     model.save(str(out_path))
     counts.save(str(counts_path(out_path)))
     return {"word2vec": str(out_path), "words": len(model.wv), "new_words": len(model.wv) - before,

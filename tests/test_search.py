@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tasks.index import ShardedIndex, build_shard_index, finish_index, index_recall
-from tasks.similarity import SimilarityRows, exact_topk, finish_rows, rows_for_shard, rows_recall
+from tasks.similarity import SimilarityRows, exact_topk, finish_rows, rows_for_tile, rows_recall, tile_count
 from tasks.store import Space, SpaceWriter
 
 
@@ -44,11 +44,13 @@ def test_exact_topk_pads_when_space_is_small(tmp_path):
     assert (rows[0, :4] >= 0).all() and (rows[0, 4:] == -1).all() and np.isneginf(scores[0, 4:]).all()
 
 
-def test_similarity_rows_per_shard_equal_brute_force(tmp_path):
+def test_similarity_rows_per_tile_equal_brute_force(tmp_path):
     space, vecs = _random_space(tmp_path, normalized=True)
     out = tmp_path / "rows"
-    shards = [rows_for_shard(tmp_path / "s", s, out, k=10, block_rows=33) for s in range(space.n_shards)]
-    finish_rows(out, shards, k=10, method="exact", rows_per_shard=100)
+    # tiles of 70 rows straddle the space's shards of 100
+    tiles = [rows_for_tile(tmp_path / "s", t, out, k=10, tile_rows=70, block_rows=33)
+             for t in range(tile_count(len(space), 70))]
+    finish_rows(out, tiles, k=10, method="exact", rows_per_shard=70)
     sim = SimilarityRows(out)
     ref_rows, _ = _brute(vecs, vecs, 10, np.arange(len(vecs)))
     got = np.stack([sim.row(r)[0] for r in range(len(vecs))])
@@ -60,8 +62,9 @@ def test_similarity_rows_per_shard_equal_brute_force(tmp_path):
 def test_rows_recall_notices_wrong_rows(tmp_path):
     space, _ = _random_space(tmp_path, normalized=True)
     out = tmp_path / "rows"
-    shards = [rows_for_shard(tmp_path / "s", s, out, k=10, block_rows=64) for s in range(space.n_shards)]
-    finish_rows(out, shards, k=10, method="exact", rows_per_shard=100)
+    tiles = [rows_for_tile(tmp_path / "s", t, out, k=10, tile_rows=100, block_rows=64)
+             for t in range(tile_count(len(space), 100))]
+    finish_rows(out, tiles, k=10, method="exact", rows_per_shard=100)
     np.save(out / "rows-00000.npy", np.roll(np.load(out / "rows-00000.npy"), 1, axis=0))
     assert rows_recall(tmp_path / "s", out, sample=700, seed=0)["rows_recall_at_k"] < 0.9
 
