@@ -42,6 +42,8 @@ class VocabSettings(Section):
     max_terms: int = Field(ge=1)
     no_below: int = Field(ge=1)
     no_above: float = Field(gt=0, le=1)
+    hashing: bool
+    hash_buckets: int = Field(ge=16)
 
 
 class LsiSettings(Section):
@@ -64,6 +66,8 @@ class Word2VecSettings(Section):
 
 class StoreSettings(Section):
     rows_per_shard: int = Field(ge=1)
+    words_dtype: Literal["float32", "float16", "int8"]
+    statements_dtype: Literal["float32", "float16", "int8"]
 
 
 class IndexSettings(Section):

@@ -98,13 +98,14 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
         max_final_vocab=w.max_final_vocab, epochs=w.epochs, sg=w.sg, workers=w.workers, seed=w.seed,
         previous=prev_models / "word2vec.gensim" if update else None)
     plan = skins.plan_task.submit(tok, vdir / "work" / "plan.npy", data, quarantine, on_duplicate=s.corpus.on_duplicate)
-    if update:  # the LSI vocabulary is fixed by the first build (LSI cannot grow its terms)
+    if update and not s.vocab.hashing:  # a fixed vocabulary is the first build's (LSI cannot grow its terms)
         dct_path = prev_models / "dictionary.gensim"
         _copy_dictionary(dct_path, models / "dictionary.gensim")
-    else:
+    else:  # a first build, or hashed buckets that count this night's words too
         steps["vocabulary"] = [progress.one("vocabulary", skins.vocab_task.submit(
-            caches, models / "dictionary.gensim", max_terms=s.vocab.max_terms, no_below=s.vocab.no_below,
-            no_above=s.vocab.no_above))]
+            train_caches if update else caches, models / "dictionary.gensim", max_terms=s.vocab.max_terms,
+            no_below=s.vocab.no_below, no_above=s.vocab.no_above, hashing=s.vocab.hashing,
+            hash_buckets=s.vocab.hash_buckets, previous=prev_models / "dictionary.gensim" if update else None))]
         dct_path = steps["vocabulary"][0]["dictionary"]
     # LSI: each worker decomposes its share of the documents, then one task merges the parts
     lsi_args = dict(num_topics=s.lsi.num_topics, chunksize=s.lsi.chunksize, power_iters=s.lsi.power_iters,
@@ -131,6 +132,9 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
     skins.finish_space_task(spaces / "statements", [_entry(p) for p in proj], dim=s.lsi.num_topics,
                             rows_per_shard=R, normalized=True, meta={"what": "LSI statement vectors"})
     steps["write-word-vectors"] = [progress.one("write-word-vectors", words)]
+    for name, dtype in (("words", s.store.words_dtype), ("statements", s.store.statements_dtype)):
+        if dtype != "float32":
+            skins.restore_task(spaces / name, dtype)
 
     idx = {name: [skins.index_task.submit(spaces / name, i, indexes / name, n_trees=s.index.n_trees,
                                           seed=s.index.seed) for i in range(n)]

@@ -7,6 +7,7 @@ gensim's `lsi[tfidf[bow]]`. Readers, additions and the nightly's projection all 
 
 from __future__ import annotations
 
+import zlib
 from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,7 +48,11 @@ class Embedder:
         self.idf = np.load(Path(models_dir) / "idf.npy", mmap_mode="r").astype(np.float64)
         self.u = self.terms.shard(0)
         self.dim = self.terms.dim
-        if vocab_in_ram:
+        hashing = self.terms.manifest.get("hashing")
+        if hashing:  # gensim HashDictionary's restricted_hash, without gensim
+            id_range = hashing["id_range"]
+            self.lookup = lambda t: zlib.adler32(t.encode("utf-8")) % id_range
+        elif vocab_in_ram:
             self.lookup = {k: i for i, k in enumerate(self.terms.keys())}.get
         else:
             self.lookup = self.terms.find

@@ -12,14 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from gensim.corpora import Dictionary
-from gensim.models import LsiModel, TfidfModel
+from gensim.corpora import Dictionary, HashDictionary
+from gensim.models import LsiModel
+from gensim.models.tfidfmodel import df2idf
 from gensim.models.lsimodel import Projection
 
 from tasks.atomic import save_npy
 from tasks.embed import tfidf_matrix
 from tasks.store import SpaceWriter
 from tasks.tokenize import TokenStream
+from tasks.vocab import load_dictionary, term_lookup
 
 # float32 halves the memory and time of the SVD's dense products against gensim's float64,
 # at no loss that the evaluation sets can measure (benchmarks/quality.py).
@@ -28,10 +30,10 @@ DTYPE = np.float32
 
 def idf_vector(dct: Dictionary) -> np.ndarray:
     """gensim's default idf (log2(N/df)) as an array indexed by term id."""
-    idfs = TfidfModel(dictionary=dct).idfs
     out = np.zeros(len(dct), dtype=np.float64)
-    for term_id, value in idfs.items():
-        out[term_id] = value
+    if dct.dfs:
+        ids = np.fromiter(dct.dfs.keys(), dtype=np.int64, count=len(dct.dfs))
+        out[ids] = df2idf(np.fromiter(dct.dfs.values(), dtype=np.float64, count=len(dct.dfs)), dct.num_docs)
     return out
 
 
@@ -49,7 +51,7 @@ def lsi_part(caches: list[str], dictionary_path: Path, out_prefix: Path, *, docs
     """The stochastic-SVD projection of documents docs[0]..docs[1]-1 of the caches, chunk by
     chunk merged into one; saved as <out_prefix>.u.npy / .s.npy. Parts run on different
     workers and `merge_lsi` merges them, as gensim's distributed LSI does."""
-    dct = Dictionary.load(str(dictionary_path))
+    dct = load_dictionary(dictionary_path)
     idf = idf_vector(dct)
     projection = Projection(len(dct), num_topics, dtype=DTYPE)
     lo, hi = docs
@@ -80,7 +82,7 @@ def lsi_part(caches: list[str], dictionary_path: Path, out_prefix: Path, *, docs
 def merge_lsi(parts: list[dict], dictionary_path: Path, out_dir: Path, *, num_topics: int, chunksize: int,
               power_iters: int, extra_samples: int, seed: int, previous: Path | None = None) -> dict:
     """Merge the parts' projections into the model (new, or `previous`); save it and its exports."""
-    dct = Dictionary.load(str(dictionary_path))
+    dct = load_dictionary(dictionary_path)
     if previous:
         model = LsiModel.load(str(previous))
     else:
@@ -105,9 +107,11 @@ def merge_lsi(parts: list[dict], dictionary_path: Path, out_dir: Path, *, num_to
     save_npy(out_dir / "idf.npy", idf_vector(dct).astype(np.float32))
     u = model.projection.u.astype(np.float32)
     terms = SpaceWriter(out_dir / "terms", u.shape[1], rows_per_shard=max(1, len(dct)), extra_columns=["df"])
-    keys = [dct[i] for i in range(len(dct))]
+    hashed = isinstance(dct, HashDictionary)
+    keys = [f"#{i}" if hashed else dct[i] for i in range(len(dct))]  # a bucket has no one term
     terms.append(keys, u, df=[dct.dfs.get(i, 0) for i in range(len(dct))])
-    terms.close(normalized=False, meta={"what": "LSI term vectors (U)"})
+    terms.close(normalized=False, meta={"what": "LSI term vectors (U)",
+                                        **({"hashing": {"id_range": dct.id_range, "hash": "adler32"}} if hashed else {})})
     s = model.projection.s
     return {"lsi": str(out_dir / "lsi.gensim"), "topics": int(u.shape[1]), "terms": len(dct),
             "documents": docs, "total_documents": int(model.docs_processed),
@@ -116,7 +120,7 @@ def merge_lsi(parts: list[dict], dictionary_path: Path, out_dir: Path, *, num_to
 
 def _merge_chunk(projection: Projection, docs: list[list[str]], dct: Dictionary, idf: np.ndarray, num_topics: int,
                  extra_samples: int, power_iters: int, seed: int) -> int:
-    job = tfidf_matrix(docs, dct.token2id.get, idf).T.tocsc().astype(DTYPE)
+    job = tfidf_matrix(docs, term_lookup(dct), idf).T.tocsc().astype(DTYPE)
     update = Projection(len(dct), num_topics, job, extra_dims=extra_samples, power_iters=power_iters,
                         dtype=DTYPE, random_seed=seed)
     projection.merge(update, decay=1.0)

@@ -1,10 +1,11 @@
-"""The LSI vocabulary: a gensim Dictionary streamed from the token caches, capped in size."""
+"""The LSI vocabulary: a gensim Dictionary streamed from the token caches, capped in size, or
+with `hashing`, a HashDictionary whose fixed id range takes new words night after night."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from gensim.corpora import Dictionary
+from gensim.corpora import Dictionary, HashDictionary
 
 from tasks.tokenize import TokenStream
 
@@ -13,8 +14,13 @@ PRUNE_AT = 2_000_000
 
 
 def build_dictionary(caches: list[str], out_path: Path, *, max_terms: int, no_below: int,
-                     no_above: float) -> dict:
-    """Count terms over the caches batch by batch, keep the `max_terms` most useful, save."""
+                     no_above: float, hashing: bool = False, hash_buckets: int = 100_000,
+                     previous: Path | None = None) -> dict:
+    """Count terms over the caches batch by batch, keep the `max_terms` most useful, save.
+
+    With `hashing`, count document frequencies per bucket instead, continuing `previous`."""
+    if hashing:
+        return _hash_dictionary(caches, Path(out_path), hash_buckets, previous)
     dct = Dictionary(prune_at=PRUNE_AT)
     for batch in TokenStream(caches).batches():
         dct.add_documents(batch, prune_at=PRUNE_AT)
@@ -26,3 +32,28 @@ def build_dictionary(caches: list[str], out_path: Path, *, max_terms: int, no_be
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     dct.save(str(out_path))
     return {"dictionary": str(out_path), "terms": len(dct), "terms_seen": seen, "documents": dct.num_docs}
+
+
+def _hash_dictionary(caches: list[str], out_path: Path, buckets: int, previous: Path | None) -> dict:
+    dct = HashDictionary.load(str(previous)) if previous else HashDictionary(id_range=buckets, debug=False)
+    dfs = dct.dfs
+    for batch in TokenStream(caches).batches():
+        for doc in batch:
+            # gensim counts document frequencies only with debug=True, which also keeps every
+            # word seen (RAM growing with the vocabulary); the buckets' counts are all LSI needs
+            for bucket, _ in dct.doc2bow(doc, allow_update=True):
+                dfs[bucket] = dfs.get(bucket, 0) + 1
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    dct.save(str(out_path))
+    return {"dictionary": str(out_path), "terms": len(dct), "terms_seen": len(dct.dfs), "documents": dct.num_docs,
+            "hashing": True}
+
+
+def load_dictionary(path: Path) -> Dictionary | HashDictionary:
+    """Either kind (both are gensim pickles with the same loader)."""
+    return Dictionary.load(str(path))
+
+
+def term_lookup(dct: Dictionary | HashDictionary):
+    """token -> term id (None where a fixed vocabulary does not hold it)."""
+    return dct.restricted_hash if isinstance(dct, HashDictionary) else dct.token2id.get

@@ -88,3 +88,54 @@ def test_failed_late_task_leaves_the_published_version_serving(published, monkey
     assert after.version != report["version"] and "volcanic" in after.words
     assert after.text("2026-11-04/new.txt:1").startswith("volcanic")
     assert read_current(copy)["watermark"]["partitions"][-1] == "2026-11-04"
+
+
+@pytest.mark.parametrize("hashing", [True, False])
+def test_hashed_vocabulary_learns_a_word_that_arrives_later(tmp_path, hashing):
+    """With hashing, LSI counts a word first seen on the second night; with a fixed vocabulary
+    (fixed by the first night) it is ignored."""
+    from gensim.corpora import HashDictionary
+    from tasks.embed import Embedder
+    from tasks.vocab import load_dictionary
+
+    data = tmp_path / "data"
+    first = data / "corpus" / "2026-11-01" / "lee.txt"
+    first.parent.mkdir(parents=True)
+    first.write_text("\n".join(lee_lines()[:150]) + "\n", encoding="utf-8")
+    settings = small_settings(data, vocab={"hashing": hashing, "hash_buckets": 4096})
+    runner = ThreadPoolTaskRunner(max_workers=2)
+    _run(settings, runner)
+    word = "zyzzyvas"
+    assert all(word not in line for line in lee_lines())
+    second = data / "corpus" / "2026-11-02" / "lee.txt"
+    second.parent.mkdir(parents=True)
+    second.write_text("\n".join(f"{line} the {word} swarmed" for line in lee_lines("lee.cor")[:40]) + "\n",
+                      encoding="utf-8")
+    report = _run(settings, runner)
+    assert report["status"] == "published"
+    models = data / read_current(data)["components"]["models"]
+    dct = load_dictionary(models / "dictionary.gensim")
+    vec = Embedder(models).embed([[word]], normalize=False)[0]
+    if hashing:
+        assert isinstance(dct, HashDictionary) and dct.dfs[dct.restricted_hash(word)] >= 40
+        assert np.linalg.norm(vec) > 0
+    else:
+        assert word not in dct.token2id
+        assert not vec.any()
+
+
+def test_spaces_stored_small_still_answer(tmp_path):
+    """int8 word vectors and float16 statement vectors: a quarter and half the bytes; rows,
+    neighbours and lookups still work, read back as float32."""
+    data = tmp_path / "data"
+    from tests.conftest import write_corpus
+    write_corpus(data / "corpus")
+    settings = small_settings(data, store={"words_dtype": "int8", "statements_dtype": "float16"})
+    report = _run(settings, ThreadPoolTaskRunner(max_workers=2))
+    assert report["status"] == "published"
+    assert report["recall"]["similarity rows"]["rows_recall_at_k"] == 1.0  # rows are exact over what is stored
+    store = shardvec.open(data)
+    assert store.words.dtype == "int8" and store.statements.base.dtype == "float16"
+    assert store.vector("fire").dtype == np.float32
+    assert [h.key for h in store.neighbours("fire", 5)] and store.similar("bushfires near sydney", 3)
+    assert shardvec.open(data).statements.base.verify() == []
