@@ -16,6 +16,15 @@ from tasks.additions import Adder
 open = open_store  # noqa: A001 - `shardvec.open(path)` reads like `annoy`/`sqlite3` openers
 
 
+def open_vectors(path: str | Path, name: str | None = None):
+    """Vectors imported with `shardvec import` (DATA/vectors/NAME), or any space folder.
+
+    >>> v = shardvec.open_vectors("data", "crawl"); v.vector("cat"); v.vectors(["a", "b"])
+    """
+    from tasks.vectors_io import Vectors
+    return Vectors(Path(path) / "vectors" / name if name else Path(path))
+
+
 def add(records, data: str | Path | None = None) -> dict:
     """Add statements ({"id": ..., "text": ...}) to the published store.
 
@@ -29,4 +38,4 @@ def add(records, data: str | Path | None = None) -> dict:
     return adder.add(records).to_dict()
 
 
-__all__ = ["Adder", "Store", "add", "open", "open_store"]
+__all__ = ["Adder", "Store", "add", "open", "open_store", "open_vectors"]

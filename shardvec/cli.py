@@ -196,6 +196,53 @@ def query_id(statement_id: str, data: DataOpt = None) -> None:
         typer.echo(f"{hit.score:8.4f}  {hit.key}  {_short(hit.text)}")
 
 
+@app.command("import")
+def import_(source: Annotated[Path, typer.Argument(help="A word2vec (.txt/.bin), GloVe (.txt) or fastText (.bin) file.")],
+            name: Annotated[str, typer.Option("--name", "-n", help="Publish as DATA/vectors/NAME.")],
+            fmt: Annotated[str, typer.Option("--format", help="auto, word2vec, word2vec-binary, glove or fasttext.")] = "auto",
+            dtype: Annotated[str, typer.Option(help="Stored as float32, float16 or int8.")] = "float32",
+            data: DataOpt = None) -> None:
+    """Import existing word vectors into an on-disk space that needs almost no RAM to read."""
+    from tasks.vectors_io import import_vectors
+    s = _settings(data)
+    out = import_vectors(source, s.data, name, fmt=fmt, dtype=dtype)
+    typer.echo(f"imported {out['words']} {out['format']} vectors of dimension {out['dim']} as {out['dtype']} "
+               f"into {out['vectors']}" + (" (with fastText n-grams for new words)" if out["subwords"] else ""))
+    if out["quarantined"]:
+        typer.echo(f"{out['quarantined']} bad lines quarantined under {s.data / 'quarantine'}", err=True)
+
+
+@app.command("export")
+def export(space: Annotated[str, typer.Argument(help="words, statements, or the NAME of imported vectors.")],
+           out: Annotated[Path, typer.Option("--out", "-o", help="The file (word2vec) or folder (projector) to write.")],
+           to: Annotated[str, typer.Option("--to", help="word2vec, word2vec-binary or projector.")] = "word2vec",
+           limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N rows.")] = None,
+           keys: Annotated[Optional[Path], typer.Option(help="Projector: a file of keys to show, one a line.")] = None,
+           data: DataOpt = None) -> None:
+    """Export a published space as word2vec, or as TensorBoard projector files for a subset."""
+    from tasks.vectors_io import export_projector, export_word2vec
+    path = _space_dir(_settings(data).data, space)
+    if to == "projector":
+        chosen = [k.rstrip("\n") for k in open(keys, encoding="utf-8") if k.strip()] if keys else None
+        done = export_projector(path, out, keys=chosen, limit=limit or 10_000)
+        typer.echo(f"wrote {done['rows']} rows to {out}/tensors.tsv, metadata.tsv, projector_config.pbtxt")
+    elif to in ("word2vec", "word2vec-binary"):
+        done = export_word2vec(path, out, binary=to == "word2vec-binary", limit=limit)
+        typer.echo(f"wrote {done['rows']} vectors of dimension {done['dim']} to {out}")
+    else:
+        _fail(f"--to {to} is not a format; use word2vec, word2vec-binary or projector.")
+
+
+def _space_dir(data: Path, space: str) -> Path:
+    if space in ("words", "statements"):
+        from tasks.publish import require_current
+        return data / require_current(data)["components"][space]
+    path = data / "vectors" / space
+    if not path.exists():
+        _fail(f"No space named {space!r}: use words, statements, or a name given to `shardvec import`.")
+    return path
+
+
 @app.command()
 def demo(data: DataOpt = None) -> None:
     """Sample corpus + nightly run + a few example queries: the one-command tour."""

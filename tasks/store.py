@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -348,6 +349,19 @@ class Space:
         for s in self.manifest["shards"]:
             bad += [n for n, h in s["sha256"].items() if sha256_file(self.dir / n) != h]
         return bad
+
+
+def restore_as(space_dir: Path, dtype: str) -> dict:
+    """Rewrite an unpublished space in place with its vectors stored as `dtype`."""
+    space_dir = Path(space_dir)
+    if Space(space_dir).dtype == dtype:
+        return {"space": str(space_dir), "dtype": dtype}
+    tmp = space_dir.with_name(f".{space_dir.name}.{dtype}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    manifest = convert_space(space_dir, tmp, dtype)
+    shutil.rmtree(space_dir)
+    tmp.rename(space_dir)
+    return {"space": str(space_dir), "dtype": dtype, "rows": manifest["rows"]}
 
 
 def convert_space(src_dir: Path, dst_dir: Path, dtype: str) -> dict:

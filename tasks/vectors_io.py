@@ -70,8 +70,10 @@ def import_vectors(src: Path, data: Path, name: str, *, fmt: str = "auto", dtype
     try:
         raw = build / "float32" if dtype != "float32" else build
         summary = _write(src, fmt, raw, rows_per_shard, q)
-        if dtype != "float32":
+        if dtype != "float32":  # the word vectors shrink; fastText's n-gram rows stay float32
             convert_space(raw, build, dtype)
+            if summary.get("subwords"):
+                os.replace(raw / summary["subwords"]["file"], build / summary["subwords"]["file"])
             shutil.rmtree(raw)
         if summary.get("subwords"):
             manifest = json.loads((build / "manifest.json").read_text())

@@ -52,3 +52,34 @@ def test_queries_over_the_published_store(published):
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 2
     r = shardvec("query", "word", "qqxzv", "--data", str(data))
     assert r.returncode == 2 and r.stderr.startswith("error: 'qqxzv' has no vector")
+
+
+def test_import_and_export_vectors(tmp_path, published):
+    import numpy as np
+    from gensim.models import KeyedVectors
+    from gensim.models.fasttext import load_facebook_vectors
+    from gensim.test.utils import datapath
+
+    import shardvec as sv
+    r = shardvec("import", datapath("lee_fasttext_new.bin"), "--name", "ft", "--dtype", "float16",
+                 "--data", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "fastText n-grams" in r.stdout and "as float16" in r.stdout
+    ref, ours = load_facebook_vectors(datapath("lee_fasttext_new.bin")), sv.open_vectors(tmp_path, "ft")
+    assert np.allclose(ours.vector("unseenwordish"), ref["unseenwordish"], atol=1e-5)  # n-grams stay float32
+    assert np.allclose(ours.vector("night"), ref["night"], atol=2e-3 * np.abs(ref.vectors).max())
+    r = shardvec("import", str(tmp_path / "nope.vec"), "--name", "x", "--data", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.startswith("error: No vector file at")
+
+    data, _, _ = published
+    r = shardvec("export", "words", "--to", "word2vec-binary", "--out", str(tmp_path / "w.bin"), "--data", str(data))
+    assert r.returncode == 0, r.stderr
+    kv = KeyedVectors.load_word2vec_format(tmp_path / "w.bin", binary=True)
+    words = sv.open(data).words
+    assert len(kv) == len(words) and np.allclose(kv["fire"], words.vector("fire"))
+    (tmp_path / "keys.txt").write_text("fire\nsmoke\n")
+    r = shardvec("export", "words", "--to", "projector", "--keys", str(tmp_path / "keys.txt"),
+                 "--out", str(tmp_path / "proj"), "--data", str(data))
+    assert r.returncode == 0 and (tmp_path / "proj" / "metadata.tsv").read_text() == "fire\nsmoke\n"
+    r = shardvec("export", "nosuch", "--out", str(tmp_path / "x"), "--data", str(data))
+    assert r.returncode == 2 and "No space named 'nosuch'" in r.stderr
