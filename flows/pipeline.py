@@ -139,17 +139,19 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
     idx = {name: [skins.index_task.submit(spaces / name, i, indexes / name, n_trees=s.index.n_trees,
                                           seed=s.index.seed) for i in range(n)]
            for name, n in (("words", steps["write-word-vectors"][0]["shards"]), ("statements", len(proj)))}
-    rows_dir = vdir / "similarity"
+    rows_dir, sim = vdir / "similarity", s.similarity
+
+    def rows_tasks():
+        return [skins.rows_task.submit(spaces / "statements", t, rows_dir, k=sim.k, tile_rows=sim.tile_rows,
+                                       block_rows=sim.block_rows, method=sim.method, index_dir=indexes / "statements",
+                                       search_k=s.index.search_k)
+                for t in range(tile_count(plan_r["statements"], sim.tile_rows))]
+    rows = rows_tasks() if sim.method == "exact" else None  # exact rows need no index: they queue beside it
     built = {name: progress.wait(f"index-{name}", futures) for name, futures in idx.items()}
     for name, shards in built.items():
         steps[f"index-{name}"] = shards
         skins.finish_index_task(indexes / name, shards, n_trees=s.index.n_trees, search_k=s.index.search_k)
-    sim = s.similarity
-    steps["similarity-rows"] = progress.wait("similarity-rows", [
-        skins.rows_task.submit(spaces / "statements", t, rows_dir, k=sim.k, tile_rows=sim.tile_rows,
-                               block_rows=sim.block_rows, method=sim.method, index_dir=indexes / "statements",
-                               search_k=s.index.search_k)
-        for t in range(tile_count(plan_r["statements"], sim.tile_rows))])
+    steps["similarity-rows"] = progress.wait("similarity-rows", rows or rows_tasks())
     skins.finish_rows_task(rows_dir, steps["similarity-rows"], k=sim.k, method=sim.method,
                            rows_per_shard=sim.tile_rows)
     names = ["words", "statements", "similarity rows"]

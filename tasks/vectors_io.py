@@ -213,7 +213,11 @@ def _write_fasttext(src: Path, out: Path, rows_per_shard: int) -> dict:
                   for name, fmt in (ftb._NEW_HEADER_FORMAT if new else ftb._OLD_HEADER_FORMAT)}
         if not (0 < header["minn"] <= header["maxn"] < 100 or header["maxn"] == 0):
             raise BadInputError(f"{src}: not a fastText .bin (its header is not one); give --format.")
-        vocab, _size, nwords, _tokens = ftb._load_vocab(fin, new)
+        try:
+            vocab, _size, nwords, _tokens = ftb._load_vocab(fin, new)
+        except NotImplementedError:
+            raise BadInputError(f"{src}: a supervised fastText model (it has labels); only word vectors "
+                                "(fasttext skipgram or cbow) can be imported.") from None
         if new and ftb._struct_unpack(fin, "@?")[0]:
             raise BadInputError(f"{src}: quantized fastText models (.ftz) cannot be imported; use the .bin.")
         rows, dim = ftb._struct_unpack(fin, "@2q")

@@ -143,3 +143,8 @@ def test_batch_lookup_maps_token_sequences_to_ids_and_vectors(tmp_path):
     assert np.array_equal(vecs[0, 1], space.vector("fire")) and not vecs[0, 2].any() and not vecs[1].any()
     keys = [space.key(r) for r in range(len(space))]
     assert np.array_equal(space.find_many(keys + ["nope"]), np.r_[np.arange(len(space)), -1])
+
+
+def test_supervised_fasttext_model_is_refused_with_a_sentence(tmp_path):
+    with pytest.raises(BadInputError, match="supervised fastText model"):
+        import_vectors(datapath("pang_lee_polarity_fasttext.bin"), tmp_path, "sup")
