@@ -18,6 +18,7 @@ from tasks.additions import addition_sources
 from tasks.publish import RunLock, new_version_id, read_current, version_dir
 from flows.progress import RunProgress
 from tasks.report import MEASURED, PeakRSS, publish_artifacts, render_text, step_rows
+from tasks.rows import tile_pairs
 from tasks.similarity import tile_count
 from tasks.statements import shard_count
 from tasks.tokenize import Tokenizer
@@ -140,20 +141,24 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
                                           seed=s.index.seed) for i in range(n)]
            for name, n in (("words", steps["write-word-vectors"][0]["shards"]), ("statements", len(proj)))}
     rows_dir, sim = vdir / "similarity", s.similarity
-
-    def rows_tasks():
-        return [skins.rows_task.submit(spaces / "statements", t, rows_dir, k=sim.k, tile_rows=sim.tile_rows,
-                                       block_rows=sim.block_rows, method=sim.method, index_dir=indexes / "statements",
-                                       search_k=s.index.search_k)
-                for t in range(tile_count(plan_r["statements"], sim.tile_rows))]
-    rows = rows_tasks() if sim.method == "exact" else None  # exact rows need no index: they queue beside it
+    tiles = tile_count(plan_r["statements"], sim.tile_rows)
+    if sim.method == "exact":  # needs no index: queued beside the index builds
+        scoring, merges = _exact_rows(spaces / "statements", vdir / "work" / "rows", rows_dir, tiles,
+                                      plan_r["statements"], sim)
     built = {name: progress.wait(f"index-{name}", futures) for name, futures in idx.items()}
     for name, shards in built.items():
         steps[f"index-{name}"] = shards
         skins.finish_index_task(indexes / name, shards, n_trees=s.index.n_trees, search_k=s.index.search_k)
-    steps["similarity-rows"] = progress.wait("similarity-rows", rows or rows_tasks())
-    skins.finish_rows_task(rows_dir, steps["similarity-rows"], k=sim.k, method=sim.method,
-                           rows_per_shard=sim.tile_rows)
+    if sim.method == "exact":
+        steps["similarity-rows"] = progress.wait("similarity-rows", scoring)
+        rows_shards = steps["merge-rows"] = progress.wait("merge-rows", merges)
+    else:
+        steps["similarity-rows"] = progress.wait("similarity-rows", [
+            skins.rows_task.submit(spaces / "statements", t, rows_dir, k=sim.k, tile_rows=sim.tile_rows,
+                                   block_rows=sim.block_rows, method=sim.method, index_dir=indexes / "statements",
+                                   search_k=s.index.search_k) for t in range(tiles)])
+        rows_shards = steps["similarity-rows"]
+    skins.finish_rows_task(rows_dir, rows_shards, k=sim.k, method=sim.method, rows_per_shard=sim.tile_rows)
     names = ["words", "statements", "similarity rows"]
     recall = progress.wait("recall", [
         skins.index_recall_task.submit(spaces / n, indexes / n, k=10, search_k=s.index.search_k,
@@ -195,6 +200,19 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
     out["steps"] = step_rows(steps)
     out["workers"] = sorted({r.get("worker") for rs in steps.values() for r in rs if r.get("worker")})
     return out
+
+
+def _exact_rows(space, work, rows_dir, tiles: int, statements: int, sim) -> list:
+    """Each tile against itself, each pair of tiles once, then each tile's rows merged
+    (tasks/rows.py): the scoring futures, and the merge futures whose results are the rows' shards."""
+    args = dict(k=sim.k, tile_rows=sim.tile_rows, block_rows=sim.block_rows)
+    own = [skins.own_tile_task.submit(space, t, work, **args) for t in range(tiles)]
+    pairs = {(i, j): skins.tile_pair_task.submit(space, i, j, work, **args, wait_for=[own[i], own[j]])
+             for i, j in tile_pairs(statements, sim.tile_rows)}
+    merges = [skins.merge_tile_task.submit(work, t, tiles, rows_dir, k=sim.k,
+                                           wait_for=[own[t]] + [f for pair, f in pairs.items() if t in pair])
+              for t in range(tiles)]
+    return own + list(pairs.values()), merges
 
 
 def _strip(result: dict) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import additions, index, quality, lsi, similarity, statements, store, tokenize, vocab, word2vec
+from tasks import additions, index, quality, lsi, rows, similarity, statements, store, tokenize, vocab, word2vec
 from tasks.corpus import discover
 from tasks.report import measured
 
@@ -38,6 +38,9 @@ restore_task = _skin(store.restore_as, "store-as-dtype")
 index_task = _skin(index.build_shard_index, "build-index")
 finish_index_task = _skin(index.finish_index, "finish-index")
 rows_task = _skin(similarity.rows_for_tile, "similarity-rows")
+own_tile_task = _skin(rows.own_tile, "rows-own-tile")
+tile_pair_task = _skin(rows.tile_pair, "rows-tile-pair")
+merge_tile_task = _skin(rows.merge_tile, "merge-rows")
 finish_rows_task = _skin(similarity.finish_rows, "finish-rows")
 
 index_recall_task = _skin(index.index_recall, "index-recall")

@@ -81,3 +81,22 @@ def test_annoy_per_shard_recall_against_exact(tmp_path):
     low = index_recall(tmp_path / "s", tmp_path / "ix", k=10, search_k=40, sample=100, seed=0)
     # 20-d Gaussian data is hard for trees; search_k is what buys recall
     assert high["recall_at_k"] >= 0.95 > low["recall_at_k"]
+
+
+@pytest.mark.parametrize("n, tile_rows, normalized", [(700, 130, False), (700, 700, True), (25, 7, True)])
+def test_rows_from_tile_pairs_equal_brute_force(tmp_path, n, tile_rows, normalized):
+    """Each pair of tiles scored once serves both tiles' rows; the bounds from a tile's own
+    rows never drop a true neighbour (7-row tiles: fewer than k others in a tile)."""
+    from tasks import rows as R
+    space, vecs = _random_space(tmp_path, n=n, normalized=normalized)
+    work, out = tmp_path / "work", tmp_path / "rows"
+    tiles = R.tile_count(n, tile_rows)
+    for t in range(tiles):
+        R.own_tile(tmp_path / "s", t, work, k=10, tile_rows=tile_rows, block_rows=33)
+    for i, j in R.tile_pairs(n, tile_rows):
+        R.tile_pair(tmp_path / "s", i, j, work, k=10, tile_rows=tile_rows, block_rows=33)
+    shards = [R.merge_tile(work, t, tiles, out, k=10) for t in range(tiles)]
+    finish_rows(out, shards, k=10, method="exact", rows_per_shard=tile_rows)
+    sim = SimilarityRows(out)
+    ref_rows, _ = _brute(vecs, vecs, 10, np.arange(n))
+    assert np.array_equal(np.stack([sim.row(r)[0] for r in range(n)]), ref_rows)

@@ -1,0 +1,116 @@
+"""Exact similarity rows of every statement, each pair of tiles scored once.
+
+Scores are symmetric (cos(a, b) = cos(b, a)), so one product of tiles i and j serves the rows
+of both. Three steps, a task per tile or pair:
+  1. `own_tile`: a tile against itself gives each row's best k there, and so a lower bound of
+     its final k-th best score;
+  2. `tile_pair`: tiles i < j: a score at or above a row's bound is a candidate for it (about k
+     per row per tile), for the rows of both tiles from the one product;
+  3. `merge_tile`: each row's candidates from every tile, best k, written as the tile's rows.
+Exact: a true neighbour scores at least the final k-th best, which is at least the bound. The
+rows cost about half the products of a row-by-row search, and no running top-k is kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tasks.atomic import save_npy, sha256_file
+from tasks.similarity import _merge, _unit, columns_for, exact_topk, tile_count
+from tasks.store import Space, shard_name
+
+
+def tile_pairs(rows: int, tile_rows: int) -> list[tuple[int, int]]:
+    n = tile_count(rows, tile_rows)
+    return [(i, j) for i in range(n) for j in range(i + 1, n)]
+
+
+class _Tile:
+    """Unit rows lo.. of a space, held in RAM, in the shape `exact_topk` searches."""
+    normalized = True
+
+    def __init__(self, space: Space, tile: int, tile_rows: int):
+        self.lo = tile * tile_rows
+        self.vecs = _unit(np.asarray(space.range(self.lo, min(self.lo + tile_rows, len(space))), dtype=np.float32))
+
+    def blocks(self, columns: int):
+        for s in range(0, len(self.vecs), columns):
+            yield self.lo + s, self.vecs[s:s + columns]
+
+
+def _save(work_dir: Path, mine: int, other: int, rows: np.ndarray, scores: np.ndarray) -> None:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    np.save(work_dir / f"cand-{mine}-{other}-rows.npy", rows)
+    np.save(work_dir / f"cand-{mine}-{other}-scores.npy", scores)
+
+
+def own_tile(space_dir: Path, tile: int, work_dir: Path, *, k: int, tile_rows: int, block_rows: int) -> dict:
+    """Best k of each row of the tile within the tile (self excluded), and their k-th scores."""
+    t = _Tile(Space(space_dir), tile, tile_rows)
+    rows = np.empty((len(t.vecs), k), dtype=np.int64)
+    scores = np.empty((len(t.vecs), k), dtype=np.float32)
+    for b in range(0, len(t.vecs), block_rows):
+        q = t.vecs[b:b + block_rows]
+        rows[b:b + len(q)], scores[b:b + len(q)] = exact_topk(t, q, k, exclude=np.arange(t.lo + b, t.lo + b + len(q)))
+    work_dir = Path(work_dir)
+    _save(work_dir, tile, tile, rows, scores)
+    np.save(work_dir / f"bound-{tile}.npy", scores[:, -1])  # -inf where the tile has fewer than k others
+    return {"tile": tile, "rows": len(t.vecs)}
+
+
+def tile_pair(space_dir: Path, ti: int, tj: int, work_dir: Path, *, k: int, tile_rows: int, block_rows: int) -> dict:
+    """Candidates of tile ti's rows among tj's and of tj's among ti's, from one product."""
+    space, work_dir = Space(space_dir), Path(work_dir)
+    a, b = _Tile(space, ti, tile_rows), _Tile(space, tj, tile_rows)
+    bound_a, bound_b = np.load(work_dir / f"bound-{ti}.npy"), np.load(work_dir / f"bound-{tj}.npy")
+    found = {ti: ([], [], []), tj: ([], [], [])}  # per side: local row, candidate row, score
+    columns = columns_for(block_rows)
+    for i in range(0, len(a.vecs), block_rows):
+        q = a.vecs[i:i + block_rows]
+        for j in range(0, len(b.vecs), columns):
+            scores = q @ b.vecs[j:j + columns].T
+            r, c = np.nonzero(scores >= bound_a[i:i + len(q), None])
+            _add(found[ti], r + i, c + b.lo + j, scores[r, c])
+            r, c = np.nonzero(scores >= bound_b[None, j:j + scores.shape[1]])
+            _add(found[tj], c + j, r + a.lo + i, scores[r, c])
+    for mine, other, n in ((ti, tj, len(a.vecs)), (tj, ti, len(b.vecs))):
+        _save(work_dir, mine, other, *_best_per_row(*(np.concatenate(x) for x in found[mine]), n, k))
+    return {"tiles": [ti, tj], "candidates": sum(len(x) for side in found.values() for x in side[0])}
+
+
+def _add(side: tuple[list, list, list], local, cand, scores) -> None:
+    side[0].append(local)
+    side[1].append(cand)
+    side[2].append(scores.astype(np.float32))
+
+
+def _best_per_row(local: np.ndarray, cand: np.ndarray, scores: np.ndarray, n: int, k: int):
+    """(n, k) best candidates per local row, by score then row; padded with -1 / -inf."""
+    rows = np.full((n, k), -1, dtype=np.int64)
+    best = np.full((n, k), -np.inf, dtype=np.float32)
+    order = np.lexsort((cand, -scores, local))
+    local, cand, scores = local[order], cand[order], scores[order]
+    first = np.searchsorted(local, local, side="left")
+    rank = np.arange(len(local)) - first
+    keep = rank < k
+    rows[local[keep], rank[keep]] = cand[keep]
+    best[local[keep], rank[keep]] = scores[keep]
+    return rows, best
+
+
+def merge_tile(work_dir: Path, tile: int, tiles: int, out_dir: Path, *, k: int) -> dict:
+    """A tile's final rows: the best k of its candidates from every tile, written durably."""
+    work_dir = Path(work_dir)
+    rows = scores = None
+    for other in range(tiles):
+        r = np.load(work_dir / f"cand-{tile}-{other}-rows.npy")
+        s = np.load(work_dir / f"cand-{tile}-{other}-scores.npy")
+        rows, scores = (r, s) if rows is None else _merge(rows, scores, r, s, k)
+    rows[~np.isfinite(scores)] = -1
+    out_dir = Path(out_dir)
+    r_path = save_npy(out_dir / shard_name("rows", tile, "npy"), rows)
+    s_path = save_npy(out_dir / shard_name("scores", tile, "npy"), scores)
+    return {"shard": tile, "rows": len(rows), "files": [r_path.name, s_path.name],
+            "sha256": {p.name: sha256_file(p) for p in (r_path, s_path)}}
