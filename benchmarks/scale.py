@@ -3,8 +3,10 @@
 On GCIDE (benchmarks/corpus.py: ~126k statements, ~4.6M tokens of real English, from Debian's
 dict-gcide), in one run:
   1. the plain script (benchmarks/plain.py) on the whole corpus;
-  2. shardvec's nightly, from an empty data directory, on 1/4, 1/2 and all of it (2 Dask workers),
-     and on all of it with 1 worker (for the per-stage speed-up of a second worker);
+  2. shardvec's nightly, from an empty data directory, on all of it with 2 Dask workers and with
+     1 (the per-stage speed-up of a second worker); then on 1/4, 1/2 and all of it with every
+     cap binding even at 1/4 (`GROWTH`: vocabulary, shard, chunk and tile sizes), which is what
+     keeps RAM flat as the corpus grows;
   3. reads from the published store: key -> vector latency, a 10,000-row gather, and the memory
      (PSS) of 4 reader processes against 1.
 Each build runs as its own process tree; a sampler records its wall time, CPU time (all its
@@ -37,6 +39,8 @@ from benchmarks.common import WORK, save
 MB = 1 << 20
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 BENCH = {"word2vec": {"sg": 0, "epochs": 5}}
+GROWTH = {"word2vec": {"sg": 0, "epochs": 5, "max_final_vocab": 20_000}, "vocab": {"max_terms": 30_000},
+          "lsi": {"chunksize": 16_384}, "store": {"rows_per_shard": 16_384}}
 BIN = Path(sys.executable).parent
 
 
@@ -46,6 +50,7 @@ class TreeSampler:
     def __init__(self, pid: int, interval: float = 0.1):
         self.root = psutil.Process(pid)
         self.interval, self.peak_max, self.peak_sum, self.cpu = interval, 0, 0, {}
+        self.anon_max = self.anon_sum = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -56,23 +61,27 @@ class TreeSampler:
                 procs = [self.root] + self.root.children(recursive=True)
             except psutil.NoSuchProcess:
                 break
-            total = 0
+            total = total_anon = 0
             for p in procs:
                 try:
-                    rss = p.memory_info().rss
+                    m = p.memory_info()
                     t = p.cpu_times()
                 except psutil.Error:
                     continue
-                total += rss
-                self.peak_max = max(self.peak_max, rss)
+                total += m.rss
+                total_anon += m.rss - m.shared
+                self.peak_max = max(self.peak_max, m.rss)
+                self.anon_max = max(self.anon_max, m.rss - m.shared)
                 self.cpu[p.pid] = t.user + t.system  # children_* would count reaped workers twice
             self.peak_sum = max(self.peak_sum, total)
+            self.anon_sum = max(self.anon_sum, total_anon)
             self._stop.wait(self.interval)
 
     def stop(self) -> dict:
         self._stop.set()
         self._thread.join()
         return {"peak_rss_mb": round(self.peak_max / MB), "peak_rss_tree_mb": round(self.peak_sum / MB),
+                "peak_anon_mb": round(self.anon_max / MB), "peak_anon_tree_mb": round(self.anon_sum / MB),
                 "cpu_seconds": round(sum(self.cpu.values()), 1)}
 
 
@@ -109,13 +118,13 @@ def data_dir(work: Path, parts: int) -> Path:
     return data
 
 
-def settings_files(work: Path) -> tuple[Path, dict]:
-    """The benchmark settings as a TOML for shardvec and as a dict for the plain script."""
+def settings_files(work: Path, name: str, overrides: dict) -> tuple[Path, dict]:
+    """Benchmark settings as a TOML for shardvec and as a dict for the plain script."""
     from config import load_settings
-    s = load_settings(**BENCH).model_dump(mode="json")
-    toml = work / "bench.toml"
+    s = load_settings(**overrides).model_dump(mode="json")
+    toml = work / f"{name}.toml"
     toml.write_text("".join(f"[{sec}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in knobs.items())
-                            for sec, knobs in BENCH.items()))
+                            for sec, knobs in overrides.items()))
     return toml, s
 
 
@@ -133,16 +142,17 @@ def run_plain(work: Path, settings: dict) -> dict:
 def run_shardvec(work: Path, parts: int, toml: Path, workers: int = 2) -> dict:
     data = data_dir(work, parts)
     env = {"SHARDVEC_CONFIG": str(toml), "SHARDVEC_DASK_N_WORKERS": str(workers)}
-    fig = measure([str(BIN / "shardvec"), "nightly", "--data", str(data), "--json"], env=env,
-                  log=work / f"shardvec-{parts}-{workers}w.log")
-    report = _report(work / f"shardvec-{parts}-{workers}w.log")
+    log = work / f"shardvec-{toml.stem}-{parts}-{workers}w.log"
+    fig = measure([str(BIN / "shardvec"), "nightly", "--data", str(data), "--json"], env=env, log=log)
+    report = _report(log)
     stages = {r["step"]: r for r in report["steps"]}
     return {**fig, "statements": report["statements"], "tokens": report["tokens"], "terms": report["terms"],
             "words": report["words"], "data": str(data),
             "rows_recall_at_10": report["recall"]["similarity rows"]["rows_recall_at_k"],
             "statements_index_recall_at_10": report["recall"]["statements"]["recall_at_k"],
             "stage_wall_seconds": {k: v["wall_s"] for k, v in stages.items()},
-            "stage_peak_rss_mb": {k: v["peak_rss_mb"] for k, v in stages.items()}}
+            "stage_peak_rss_mb": {k: v["peak_rss_mb"] for k, v in stages.items()},
+            "stage_peak_anon_mb": {k: v.get("peak_anon_mb") for k, v in stages.items()}}
 
 
 def _report(log: Path) -> dict:
@@ -185,9 +195,10 @@ def main() -> None:
     args = ap.parse_args()
     work = WORK / "scale"
     work.mkdir(parents=True, exist_ok=True)
-    figures: dict = {"corpus": prepare(work), "settings": BENCH}
+    figures: dict = {"corpus": prepare(work), "settings": BENCH, "growth_settings": GROWTH}
     print("corpus:", figures["corpus"], flush=True)
-    toml, settings = settings_files(work)
+    toml, settings = settings_files(work, "bench", BENCH)
+    growth_toml, _ = settings_files(work, "growth", GROWTH)
     from flows.runtime import local_prefect
     t = time.perf_counter()
     with local_prefect():
@@ -196,18 +207,19 @@ def main() -> None:
             figures["plain"] = run_plain(work, settings)
             figures["plain"]["rows_recall_at_10"] = plain_recall(work)
             print("plain:", figures["plain"], flush=True)
-        runs = {}
-        for parts in ((1, 2, 4) if "growth" not in args.skip else (4,)):
-            runs[f"{parts}/4"] = run_shardvec(work, parts, toml)
-            print(f"shardvec {parts}/4:", runs[f"{parts}/4"], flush=True)
-        figures["shardvec"] = runs
         if "one-worker" not in args.skip:
             figures["shardvec_1_worker"] = run_shardvec(work, 4, toml, workers=1)
             print("shardvec 1 worker:", figures["shardvec_1_worker"], flush=True)
-    full = runs["4/4"]
-    if "reads" not in args.skip:
-        figures["reads"] = reads(Path(full["data"]))
-        print("reads:", figures["reads"], flush=True)
+        figures["shardvec"] = {"4/4": run_shardvec(work, 4, toml)}
+        print("shardvec 4/4:", figures["shardvec"]["4/4"], flush=True)
+        if "reads" not in args.skip:  # on the full store, before the growth runs replace it
+            figures["reads"] = reads(Path(figures["shardvec"]["4/4"]["data"]))
+            print("reads:", figures["reads"], flush=True)
+        if "growth" not in args.skip:
+            figures["growth"] = {}
+            for parts in (1, 2, 4):
+                figures["growth"][f"{parts}/4"] = run_shardvec(work, parts, growth_toml)
+                print(f"growth {parts}/4:", figures["growth"][f"{parts}/4"], flush=True)
     figures["ratios"] = ratios(figures)
     path = save("scale", figures)
     print(json.dumps(figures["ratios"], indent=1))
@@ -222,11 +234,13 @@ def ratios(f: dict) -> dict:
         out["cpu_vs_plain"] = round(full["cpu_seconds"] / p["cpu_seconds"], 3)
         out["peak_rss_vs_plain"] = round(full["peak_rss_mb"] / p["peak_rss_mb"], 3)
         out["peak_rss_tree_vs_plain"] = round(full["peak_rss_tree_mb"] / p["peak_rss_mb"], 3)
-    if "1/4" in f["shardvec"]:
-        base = f["shardvec"]["1/4"]
-        out["peak_rss_growth_4x"] = round(full["peak_rss_mb"] / base["peak_rss_mb"], 3)
-        out["peak_rss_tree_growth_4x"] = round(full["peak_rss_tree_mb"] / base["peak_rss_tree_mb"], 3)
-        out["wall_growth_4x"] = round(full["wall_seconds"] / base["wall_seconds"], 3)
+        out["peak_anon_vs_plain"] = round(full["peak_anon_mb"] / p["peak_anon_mb"], 3)
+    if "growth" in f:
+        base, top = f["growth"]["1/4"], f["growth"]["4/4"]
+        out["peak_rss_growth_4x"] = round(top["peak_rss_mb"] / base["peak_rss_mb"], 3)
+        out["peak_rss_tree_growth_4x"] = round(top["peak_rss_tree_mb"] / base["peak_rss_tree_mb"], 3)
+        out["peak_anon_growth_4x"] = round(top["peak_anon_mb"] / base["peak_anon_mb"], 3)
+        out["wall_growth_4x"] = round(top["wall_seconds"] / base["wall_seconds"], 3)
     if "shardvec_1_worker" in f:
         one = f["shardvec_1_worker"]["stage_wall_seconds"]
         out["speedup_2_workers"] = {s: round(one[s] / full["stage_wall_seconds"][s], 2)

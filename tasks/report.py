@@ -16,22 +16,31 @@ import psutil
 
 MB = 1 << 20
 # What `measured` adds to a step's summary.
-MEASURED = ("seconds", "peak_rss_mb", "rss_growth_mb", "worker", "began", "ended")
+MEASURED = ("seconds", "peak_rss_mb", "peak_anon_mb", "rss_growth_mb", "worker", "began", "ended")
 
 
 class PeakRSS:
-    """Samples this process's RSS in a thread; `peak` is the highest seen."""
+    """Samples this process's RSS in a thread; `peak` is the highest seen, `peak_anon` the
+    highest private (anonymous) part: RSS also counts the pages of memmapped files a scan has
+    touched, which the page cache shares between processes and can take back."""
 
     def __init__(self, interval: float = 0.01):
         self.interval = interval
         self.proc = psutil.Process()
-        self.start_rss = self.peak = self.proc.memory_info().rss
+        self.peak = self.peak_anon = 0
+        self._sample()
+        self.start_rss = self.peak
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        m = self.proc.memory_info()
+        self.peak = max(self.peak, m.rss)
+        self.peak_anon = max(self.peak_anon, m.rss - m.shared)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
+            self._sample()
 
     def __enter__(self) -> "PeakRSS":
         self._thread.start()
@@ -40,7 +49,7 @@ class PeakRSS:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
+        self._sample()
 
 
 def measured(fn: Callable[..., dict]) -> Callable[..., dict]:
@@ -51,7 +60,8 @@ def measured(fn: Callable[..., dict]) -> Callable[..., dict]:
             result = fn(*args, **kwargs)
         return {**result, "seconds": round(time.perf_counter() - t, 3), "worker": _worker(),
                 "began": round(began, 3), "ended": round(time.time(), 3),
-                "peak_rss_mb": round(mem.peak / MB, 1), "rss_growth_mb": round((mem.peak - mem.start_rss) / MB, 1)}
+                "peak_rss_mb": round(mem.peak / MB, 1), "peak_anon_mb": round(mem.peak_anon / MB, 1),
+                "rss_growth_mb": round((mem.peak - mem.start_rss) / MB, 1)}
     return wrapper
 
 
@@ -77,7 +87,8 @@ def step_rows(steps: dict[str, list[dict]]) -> list[dict]:
                      "longest_task_s": round(max(r.get("seconds", 0) for r in results), 2),
                      # first start to last end, over every worker: what parallelism shortens
                      "wall_s": round(max(r.get("ended", 0) for r in results) - min(r.get("began", 0) for r in results), 2),
-                     "peak_rss_mb": max(r.get("peak_rss_mb", 0) for r in results)})
+                     "peak_rss_mb": max(r.get("peak_rss_mb", 0) for r in results),
+                     "peak_anon_mb": max(r.get("peak_anon_mb", 0) for r in results)})
     return rows
 
 

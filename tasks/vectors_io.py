@@ -145,9 +145,7 @@ def _text_rows(src: Path, q: Quarantine, header: bool):
                 raise BadInputError(f"{src}:1: expected a 'count dimension' header line, found {first[:3]!r}.")
             dim = int(first[1])
             yield dim
-        offset = f.tell()
         for line_no, raw in enumerate(f, 2 if header else 1):
-            line_offset, offset = offset, offset + len(raw)
             if not raw.strip():
                 continue
             try:
@@ -282,7 +280,8 @@ class Vectors:
         return self.ngrams[np.asarray(hashes, dtype=np.int64)].sum(axis=0) / len(hashes)
 
     def vectors(self, words: Sequence[str]) -> np.ndarray:
-        """Vectors of many words, out-of-vocabulary ones included when the space has n-grams."""
+        """Vectors of many words: out-of-vocabulary ones from their n-grams, or zeros when the
+        space has none."""
         rows = self.space.find_many(words)
         out = self.space.rows(np.maximum(rows, 0))
         for i in np.flatnonzero(rows < 0):
