@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.atomic import save_npy, sha256_file
-from tasks.similarity import _merge, _unit, columns_for, exact_topk, tile_count
+from tasks.similarity import _merge, _unit, columns_for, exact_topk, nonzero2d, tile_count
 from tasks.store import Space, shard_name
 
 
@@ -71,9 +71,9 @@ def tile_pair(space_dir: Path, ti: int, tj: int, work_dir: Path, *, k: int, tile
         q = a.vecs[i:i + block_rows]
         for j in range(0, len(b.vecs), columns):
             scores = q @ b.vecs[j:j + columns].T
-            r, c = np.nonzero(scores >= bound_a[i:i + len(q), None])
+            r, c = nonzero2d(scores >= bound_a[i:i + len(q), None])
             _add(found[ti], r + i, c + b.lo + j, scores[r, c])
-            r, c = np.nonzero(scores >= bound_b[None, j:j + scores.shape[1]])
+            r, c = nonzero2d(scores >= bound_b[None, j:j + scores.shape[1]])
             _add(found[tj], c + j, r + a.lo + i, scores[r, c])
     for mine, other, n in ((ti, tj, len(a.vecs)), (tj, ti, len(b.vecs))):
         _save(work_dir, mine, other, *_best_per_row(*(np.concatenate(x) for x in found[mine]), n, k))

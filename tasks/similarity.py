@@ -78,8 +78,14 @@ def _block_top(best_rows, best_scores, start, scores, k):
     hit = np.flatnonzero(scores.max(axis=1) > kth)  # queries with any candidate: few, after warm-up
     if not len(hit):
         return best_rows, best_scores
-    q, c = np.nonzero(scores[hit] > kth[hit, None])
+    q, c = nonzero2d(scores[hit] > kth[hit, None])
     return _fold(best_rows, best_scores, hit[q], c + start, scores[hit[q], c], k)
+
+
+def nonzero2d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.nonzero of a 2-d mask, 15x faster: numpy's 2-d nonzero costs ~4 ns an element,
+    flatnonzero ~0.3 ns."""
+    return np.divmod(np.flatnonzero(mask), mask.shape[1])
 
 
 def _fold(best_rows, best_scores, q, cand_rows, cand_scores, k):
