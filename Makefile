@@ -7,7 +7,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: run test install system-deps
+.PHONY: run test install system-deps bench
 
 $(BIN)/shardvec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,3 +28,12 @@ system-deps:
 
 test: install system-deps
 	$(BIN)/python -m pytest -q
+
+# The benchmarks of README.md (~25 min). Their corpus is Debian's GCIDE dictionary (dict-gcide).
+bench: install
+	@test -e /usr/share/dictd/gcide.dict.dz || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dict-gcide >/dev/null; } || \
+		{ echo "install Debian's dict-gcide first (the benchmark corpus)"; exit 1; }
+	$(BIN)/python -m benchmarks.scale
+	$(BIN)/python -m benchmarks.stages
+	$(BIN)/python -m benchmarks.dtypes
