@@ -201,7 +201,7 @@ def test_readers_in_other_processes_while_adds_land_and_a_nightly_publishes(data
 
 def test_nightly_folds_additions_and_keeps_those_that_land_during_it(data, monkeypatch, prefect_server):
     Adder(data).add(recs("before", SENTENCES[:30]))
-    late = skins.rows_task
+    late = skins.merge_tile_task
 
     def rows_then_a_concurrent_add(*args, **kwargs):
         result = late.fn(*args, **kwargs)
@@ -209,7 +209,7 @@ def test_nightly_folds_additions_and_keeps_those_that_land_during_it(data, monke
             Adder(data).add([{"id": "during", "text": SENTENCES[31]}])
         return result
 
-    monkeypatch.setattr(skins, "rows_task", skins.task(rows_then_a_concurrent_add, name="similarity-rows"))
+    monkeypatch.setattr(skins, "merge_tile_task", skins.task(rows_then_a_concurrent_add, name="merge-rows"))
     report = run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))
     assert report["status"] == "published" and report["additions_folded"] == 1
     current = read_current(data)
