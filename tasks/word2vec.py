@@ -46,6 +46,10 @@ def train_word2vec(caches: list[str], out_path: Path, *, vector_size: int, windo
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    if previous:  # updates train on the iterable: on corpus_file 3 nights scored WordSim-353 0.35, here 0.39
+        return _train(caches, None, out_path, vector_size=vector_size, window=window, min_count=min_count,
+                      max_final_vocab=max_final_vocab, epochs=epochs, sg=sg, workers=workers, seed=seed,
+                      previous=previous)
     with _corpus_file(caches, out_path.parent) as corpus_file:
         return _train(caches, corpus_file, out_path, vector_size=vector_size, window=window, min_count=min_count,
                       max_final_vocab=max_final_vocab, epochs=epochs, sg=sg, workers=workers, seed=seed,
@@ -82,7 +86,7 @@ def _train(caches, corpus_file, out_path, *, vector_size, window, min_count, max
                 # words already in: this night's count is added; new words: their count so far
                 freqs[word] = n if word in model.wv.key_to_index else counts.cfs.get(counts.token2id.get(word), n)
             model.build_vocab_from_freq(freqs, update=True, corpus_count=new.num_docs)
-            model.train(corpus_file=corpus_file, total_words=int(sum(new.cfs.values())), epochs=model.epochs)
+            model.train(TokenStream(caches), total_examples=new.num_docs, epochs=model.epochs)
     else:
         before = 0
         counts = _count(caches)
