@@ -86,7 +86,8 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
     tok = [t for r in progress.wait("tokenize", tok_futures) for t in r.get("files", [r])]
     steps["tokenize"] = tok
     caches = [t["cache"] for t in tok]
-    train_caches = [t["cache"] for t, f in zip(tok, corpus_files + folding) if f.partition in train_parts]
+    train_tok = [t for t, f in zip(tok, corpus_files + folding) if f.partition in train_parts]
+    train_caches = [t["cache"] for t in train_tok]
 
     version = new_version_id()
     vdir = version_dir(data, version)
@@ -111,7 +112,7 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
     # LSI: each worker decomposes its share of the documents, then one task merges the parts
     lsi_args = dict(num_topics=s.lsi.num_topics, chunksize=s.lsi.chunksize, power_iters=s.lsi.power_iters,
                     extra_samples=s.lsi.extra_samples, seed=s.index.seed)
-    n_docs = sum(t["records"] for t, f in zip(tok, corpus_files + folding) if f.partition in train_parts)
+    n_docs = sum(t["records"] for t in train_tok)
     n_parts = max(1, min(s.dask.n_workers, -(-n_docs // s.lsi.chunksize)))
     bounds = [round(n_docs * i / n_parts) for i in range(n_parts + 1)]
     lsi_parts = [skins.lsi_part_task.submit(train_caches, dct_path, vdir / "work" / f"lsi-part-{i}",

@@ -272,36 +272,26 @@ class Space:
     def find(self, key: str) -> int | None:
         """The row of `key`, or None: a binary search over the sorted hashes, then a check."""
         kb = key.encode("utf-8")
-        h = xxh3_64_intdigest(kb)
-        hashes = self._hash
-        i = int(hashes.searchsorted(np.uint64(h)))
-        while i < len(hashes) and hashes[i] == h:
-            r = int(self._row[i])
-            if self._key_at(r) == kb:
-                return r
-            i += 1
-        return None
+        h = np.uint64(xxh3_64_intdigest(kb))  # a Python int would make numpy convert the whole array
+        r = self._walk(kb, h, int(self._hash.searchsorted(h)))
+        return None if r < 0 else r
 
     def find_many(self, keys: Sequence[str]) -> np.ndarray:
         """Rows of many keys at once (-1 where absent): one vectorized binary search."""
         encoded = [k.encode("utf-8") for k in keys]
         hashes = np.fromiter((xxh3_64_intdigest(b) for b in encoded), dtype=np.uint64, count=len(encoded))
-        at = np.minimum(self._hash.searchsorted(hashes), max(len(self._hash) - 1, 0))
-        out = np.full(len(encoded), -1, dtype=np.int64)
-        if not len(self._hash):
-            return out
-        cand = np.flatnonzero(self._hash[at] == hashes)
-        rows = self._row[at[cand]]
-        for i, r in zip(cand.tolist(), rows.tolist()):
-            out[i] = r if self._key_at(r) == encoded[i] else self._find_bytes(encoded[i], int(at[i]))
-        return out
+        at = self._hash.searchsorted(hashes)
+        return np.fromiter((self._walk(kb, h, i) for kb, h, i in zip(encoded, hashes, at.tolist())),
+                           dtype=np.int64, count=len(encoded))
 
-    def _find_bytes(self, kb: bytes, i: int) -> int:
-        """A key whose hash another key shares: walk the run of equal hashes."""
-        h = self._hash[i]
-        while i < len(self._hash) and self._hash[i] == h:
-            if self._key_at(int(self._row[i])) == kb:
-                return int(self._row[i])
+    def _walk(self, kb: bytes, h: np.uint64, i: int) -> int:
+        """The row whose key is `kb`, from the first index `i` of its hash `h`, or -1: the keys
+        of the run of equal hashes are compared (64-bit hashes can collide)."""
+        hashes = self._hash
+        while i < len(hashes) and hashes[i] == h:
+            r = int(self._row[i])
+            if self._key_at(r) == kb:
+                return r
             i += 1
         return -1
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.atomic import fsync_tree, write_json
+from tasks.atomic import atomic_path, fsync_dir, fsync_tree, write_json
 from tasks.corpus import BadInputError, Quarantine, SourceFile
 from tasks.store import DTYPES, Space, SpaceWriter, _mapped, convert_space
 
@@ -98,11 +98,7 @@ def _swap_link(link: Path, target: Path) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(target.name)
     os.replace(tmp, link)
-    fd = os.open(link.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(link.parent)
     if old is not None and old != target.resolve():
         shutil.rmtree(old, ignore_errors=True)
 
@@ -295,8 +291,7 @@ def export_word2vec(space_dir: Path, out: Path, *, binary: bool = False, limit: 
     space = Space(space_dir)
     n = len(space) if limit is None else min(limit, len(space))
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
         f.write(f"{n} {space.dim}\n".encode())
         for start in range(0, n, BATCH):
             vecs = space.rows(np.arange(start, min(n, start + BATCH)))
@@ -306,9 +301,6 @@ def export_word2vec(space_dir: Path, out: Path, *, binary: bool = False, limit: 
                     f.write(key.encode("utf-8") + b" " + vec.astype("<f4").tobytes())
                 else:
                     f.write((key + " " + " ".join(map(repr, vec.tolist())) + "\n").encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
     return {"path": str(out), "rows": n, "dim": space.dim, "binary": binary}
 
 
