@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.atomic import save_npy, sha256_file
-from tasks.similarity import _merge, _unit, columns_for, exact_topk, nonzero2d, tile_count
+from tasks.similarity import _merge, _unit, best_per_row, columns_for, exact_topk, nonzero2d, tile_count
 from tasks.store import Space, shard_name
 
 
@@ -76,7 +76,7 @@ def tile_pair(space_dir: Path, ti: int, tj: int, work_dir: Path, *, k: int, tile
             r, c = nonzero2d(scores >= bound_b[None, j:j + scores.shape[1]])
             _add(found[tj], c + j, r + a.lo + i, scores[r, c])
     for mine, other, n in ((ti, tj, len(a.vecs)), (tj, ti, len(b.vecs))):
-        _save(work_dir, mine, other, *_best_per_row(*(np.concatenate(x) for x in found[mine]), n, k))
+        _save(work_dir, mine, other, *best_per_row(*(np.concatenate(x) for x in found[mine]), n, k))
     return {"tiles": [ti, tj], "candidates": sum(len(x) for side in found.values() for x in side[0])}
 
 
@@ -84,20 +84,6 @@ def _add(side: tuple[list, list, list], local, cand, scores) -> None:
     side[0].append(local)
     side[1].append(cand)
     side[2].append(scores.astype(np.float32))
-
-
-def _best_per_row(local: np.ndarray, cand: np.ndarray, scores: np.ndarray, n: int, k: int):
-    """(n, k) best candidates per local row, by score then row; padded with -1 / -inf."""
-    rows = np.full((n, k), -1, dtype=np.int64)
-    best = np.full((n, k), -np.inf, dtype=np.float32)
-    order = np.lexsort((cand, -scores, local))
-    local, cand, scores = local[order], cand[order], scores[order]
-    first = np.searchsorted(local, local, side="left")
-    rank = np.arange(len(local)) - first
-    keep = rank < k
-    rows[local[keep], rank[keep]] = cand[keep]
-    best[local[keep], rank[keep]] = scores[keep]
-    return rows, best
 
 
 def merge_tile(work_dir: Path, tile: int, tiles: int, out_dir: Path, *, k: int) -> dict:

@@ -90,18 +90,29 @@ def nonzero2d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _fold(best_rows, best_scores, q, cand_rows, cand_scores, k):
     """Merge candidates (query q[i] gets row cand_rows[i] at cand_scores[i]) into the best k."""
-    order = np.argsort(q, kind="stable")
-    q, cand_rows, cand_scores = q[order], cand_rows[order], cand_scores[order]
-    queries, first, counts = np.unique(q, return_index=True, return_counts=True)
-    width = int(counts.max())
-    rows = np.full((len(queries), width), -1, dtype=np.int64)
-    scores = np.full((len(queries), width), -np.inf, dtype=best_scores.dtype)
-    slot = np.arange(len(q)) - np.repeat(first, counts)  # position of each hit within its query
-    which = np.repeat(np.arange(len(queries)), counts)
-    rows[which, slot], scores[which, slot] = cand_rows, cand_scores
+    queries = np.unique(q)
+    held_rows, held_scores = best_rows[queries], best_scores[queries]
+    held = np.isfinite(held_scores)
+    local = np.concatenate([np.nonzero(held)[0], np.searchsorted(queries, q)])
     best_rows, best_scores = best_rows.copy(), best_scores.copy()
-    best_rows[queries], best_scores[queries] = _merge(best_rows[queries], best_scores[queries], rows, scores, k)
+    best_rows[queries], best_scores[queries] = best_per_row(
+        local, np.concatenate([held_rows[held], cand_rows]), np.concatenate([held_scores[held], cand_scores]),
+        len(queries), k)
     return best_rows, best_scores
+
+
+def best_per_row(local: np.ndarray, cand: np.ndarray, scores: np.ndarray, n: int, k: int):
+    """(n, k) best candidates of each of n queries (query local[i] gets row cand[i] at
+    scores[i]), by score then row; padded with -1 / -inf."""
+    rows = np.full((n, k), -1, dtype=np.int64)
+    best = np.full((n, k), -np.inf, dtype=np.float32)
+    order = np.lexsort((cand, -scores, local))
+    local, cand, scores = local[order], cand[order], scores[order]
+    rank = np.arange(len(local)) - np.searchsorted(local, local, side="left")
+    keep = rank < k
+    rows[local[keep], rank[keep]] = cand[keep]
+    best[local[keep], rank[keep]] = scores[keep]
+    return rows, best
 
 
 def score_blocks(space, queries: np.ndarray, exclude: np.ndarray | None = None):
