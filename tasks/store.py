@@ -175,6 +175,7 @@ class Space:
         self._key_bytes: list[tuple[list[int], list] | None] = [None] * self.n_shards
         self._hash = _mapped(self.dir / "key_hash.npy")
         self._row = _mapped(self.dir / "key_row.npy")
+        self._lookup: tuple | None = None  # see _first
         self.dtype: str = self.manifest.get("dtype", "float32")
         self.scale = np.load(self.dir / "scale.npy") if self.dtype == "int8" else None
         self._norms: list[np.ndarray | None] = [None] * self.n_shards
@@ -270,10 +271,10 @@ class Space:
         return self.shard_keys(s).column(name)[off].as_py()
 
     def find(self, key: str) -> int | None:
-        """The row of `key`, or None: a binary search over the sorted hashes, then a check."""
+        """The row of `key`, or None: its hash's place in the sorted hashes, then a key check."""
         kb = key.encode("utf-8")
-        h = np.uint64(xxh3_64_intdigest(kb))  # a Python int would make numpy convert the whole array
-        r = self._walk(kb, h, int(self._hash.searchsorted(h)))
+        h = xxh3_64_intdigest(kb)
+        r = self._walk(kb, h, self._first(h))
         return None if r < 0 else r
 
     def find_many(self, keys: Sequence[str]) -> np.ndarray:
@@ -281,19 +282,45 @@ class Space:
         encoded = [k.encode("utf-8") for k in keys]
         hashes = np.fromiter((xxh3_64_intdigest(b) for b in encoded), dtype=np.uint64, count=len(encoded))
         at = self._hash.searchsorted(hashes)
-        return np.fromiter((self._walk(kb, h, i) for kb, h, i in zip(encoded, hashes, at.tolist())),
+        return np.fromiter((self._walk(kb, h, i) for kb, h, i in zip(encoded, hashes.tolist(), at.tolist())),
                            dtype=np.int64, count=len(encoded))
 
-    def _walk(self, kb: bytes, h: np.uint64, i: int) -> int:
-        """The row whose key is `kb`, from the first index `i` of its hash `h`, or -1: the keys
-        of the run of equal hashes are compared (64-bit hashes can collide)."""
-        hashes = self._hash
+    def _index(self) -> tuple[int, memoryview, memoryview, memoryview]:
+        """(shift, directory, hashes, rows) for single lookups, built on first use.
+
+        numpy's scalar searchsorted costs over a microsecond a key. The hashes are uniform,
+        so a directory of their top bits (8 bytes per 1-2 keys, at most 8 MB) leaves a bisect
+        over one or two entries, and memoryviews read them as plain Python ints: a few
+        hundred nanoseconds in all."""
+        if self._lookup is None:
+            n = len(self._hash)
+            bits = min(20, max(0, n.bit_length() - 1))
+            shift = 64 - bits
+            bounds = np.arange(1, 1 << bits, dtype=np.uint64) << np.uint64(shift)
+            directory = np.concatenate([[0], self._hash.searchsorted(bounds), [n]]).astype(np.int64)
+            self._lookup = (shift, memoryview(directory), memoryview(self._hash).cast("B").cast("Q"),
+                            memoryview(self._row).cast("B").cast("q"))
+        return self._lookup
+
+    def _first(self, h: int) -> int:
+        """The first index of hash `h` in the sorted hashes (or where it would go)."""
+        shift, directory, hashes, _ = self._index()
+        b = h >> shift
+        return bisect.bisect_left(hashes, h, directory[b], directory[b + 1])
+
+    def _walk(self, kb: bytes, h: int, i: int, every: bool = False) -> int | list[int]:
+        """The row whose key is `kb`, from the first index `i` of its hash `h`, or -1 (`every`:
+        all such rows): the keys of the run of equal hashes are compared, as 64-bit hashes
+        can collide."""
+        _, _, hashes, rows = self._index()
+        found = []
         while i < len(hashes) and hashes[i] == h:
-            r = int(self._row[i])
-            if self._key_at(r) == kb:
-                return r
+            if self._key_at(rows[i]) == kb:
+                if not every:
+                    return rows[i]
+                found.append(rows[i])
             i += 1
-        return -1
+        return found if every else -1
 
     def lookup(self, docs: Sequence[Sequence[str]], pad: int = -1) -> tuple[np.ndarray, np.ndarray]:
         """Token sequences -> (ids: docs x longest, `pad` past the end and for unknown tokens;
@@ -314,20 +341,16 @@ class Space:
     def find_all(self, key: str) -> list[int]:
         """Every row holding `key`, in row order (a space of added statements may hold a
         replaced statement and its replacement)."""
-        h = np.uint64(key_hash(key))
-        i = int(np.searchsorted(self._hash, h))
-        rows = []
-        while i < len(self._hash) and self._hash[i] == h:
-            if self.key(int(self._row[i])) == key:
-                rows.append(int(self._row[i]))
-            i += 1
-        return sorted(rows)
+        kb = key.encode("utf-8")
+        h = xxh3_64_intdigest(kb)
+        return sorted(self._walk(kb, h, self._first(h), every=True))
 
     def vector(self, key: str) -> np.ndarray:
         r = self.find(key)
         if r is None:
             raise KeyError(key)
-        return self.row(r)
+        s, off = divmod(r, self.rows_per_shard)
+        return self._get(s, off)
 
     def blocks(self, columns: int) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, rows) in pieces of at most `columns` rows, shard by shard, memmapped."""

@@ -36,6 +36,21 @@ def test_rows_keys_and_shards_round_trip(tmp_path):
     assert list(space.keys()) == keys
 
 
+def test_every_key_is_found_and_colliding_hashes_are_told_apart(tmp_path, monkeypatch):
+    import tasks.store
+    real = tasks.store.xxh3_64_intdigest
+    same = {b"key-3-\xc3\xa9", b"key-700-\xc3\xa9", b"key-701-\xc3\xa9", b"not-stored"}
+    # Four keys share one hash, at both ends of the hash range (the lookup directory's edges).
+    for h in (0, 2**64 - 1):
+        monkeypatch.setattr(tasks.store, "xxh3_64_intdigest", lambda b, h=h: h if b in same else real(b))
+        path, keys, vecs = _space(tmp_path / str(h))
+        space = Space(path)
+        assert [space.find(k) for k in keys] == list(range(1000))
+        assert list(space.find_many(keys + ["not-stored", "absent"])) == list(range(1000)) + [-1, -1]
+        assert space.find("not-stored") is None and space.find_all("key-700-é") == [700]
+        assert np.array_equal(space.vector("key-701-é"), vecs[701])
+
+
 def test_shards_are_plain_npy_memmaps(tmp_path):
     path, _, vecs = _space(tmp_path)
     shard = np.load(path / "vectors-00001.npy", mmap_mode="r", allow_pickle=False)
