@@ -17,7 +17,7 @@ import pyarrow as pa
 from tasks.atomic import save_npy
 from tasks.corpus import Quarantine, SourceFile
 from tasks.embed import Embedder
-from tasks.store import key_hashes, write_shard
+from tasks.store import ShardWriter, key_hashes
 from tasks.tokenize import open_cache
 
 
@@ -107,22 +107,32 @@ def _quarantine_duplicate(q: Quarantine, caches: list[dict], ci: int, local: int
 
 
 def project_shard(plan_path: Path, caches: list[str], shard: int, rows_per_shard: int, models_dir: Path,
-                  space_dir: Path) -> dict:
-    """Embed the statements of one shard (LSI, unit length) and write the shard."""
+                  space_dir: Path, batch_rows: int = 8192) -> dict:
+    """Embed the statements of one shard (LSI, unit length) and write the shard, `batch_rows`
+    at a time: RAM holds one batch's tokens, whatever the shard's size."""
     plan = np.load(plan_path, mmap_mode="r")[shard * rows_per_shard:(shard + 1) * rows_per_shard]
-    ids, texts, tokens = [], [], []
-    # The plan is in corpus order (cache number, then row), so taking each cache's rows in
-    # turn keeps the shard's rows in plan order.
-    for ci in np.unique(plan[:, 0]):
-        local = plan[plan[:, 0] == ci, 1]
-        part = _cache_table(caches[int(ci)], ["id", "text", "tokens"]).take(pa.array(local))
-        ids += part.column("id").to_pylist()
-        texts += part.column("text").to_pylist()
-        tokens += part.column("tokens").to_pylist()
-    vectors = Embedder(models_dir, vocab_in_ram=True).embed(tokens)
-    empty = int((np.abs(vectors).sum(axis=1) == 0).sum())
-    entry = write_shard(space_dir, shard, vectors, ids, {"text": pa.array(texts, pa.string())})
-    return {**entry, "empty_vectors": empty}
+    embedder = Embedder(models_dir, vocab_in_ram=True)
+    tables: dict[int, pa.Table] = {}  # memory-mapped: only the rows taken are read
+    empty = 0
+    with ShardWriter(space_dir, shard, rows=len(plan), dim=embedder.dim, extra={"text": pa.string()}) as w:
+        for start in range(0, len(plan), batch_rows):
+            ids, texts, tokens = _plan_rows(plan[start:start + batch_rows], caches, tables)
+            vectors = embedder.embed(tokens.to_pylist())
+            empty += int((np.abs(vectors).sum(axis=1) == 0).sum())
+            w.write(vectors, ids, {"text": texts})
+    return {**w.entry, "empty_vectors": empty}
+
+
+def _plan_rows(plan: np.ndarray, caches: list[str], tables: dict[int, pa.Table]):
+    """The id, text and tokens columns of these plan rows, in plan order. The plan is in corpus
+    order (cache number, then row), so taking each cache's rows in turn keeps that order."""
+    parts = []
+    for ci in np.unique(plan[:, 0]).tolist():
+        if ci not in tables:
+            tables[ci] = _cache_table(caches[ci], ["id", "text", "tokens"])
+        parts.append(tables[ci].take(pa.array(plan[plan[:, 0] == ci, 1])))
+    table = pa.concat_tables(parts)
+    return table.column("id"), table.column("text"), table.column("tokens")
 
 
 def shard_count(statements: int, rows_per_shard: int) -> int:

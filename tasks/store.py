@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import json
 import shutil
+from contextlib import ExitStack
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 from xxhash import xxh3_64_intdigest
 
-from tasks.atomic import save_npy, sha256_file, write_json, write_with
+from tasks.atomic import atomic_path, save_npy, sha256_file, write_json
 
 # 2: keys hashed with xxh3-64 (was blake2b, a third of a single lookup's time)
 FORMAT = 2
@@ -46,25 +47,75 @@ def shard_name(kind: str, shard: int, ext: str) -> str:
 DTYPES = ("float32", "float16", "int8")
 
 
+class ShardWriter:
+    """Write one shard batch by batch (RAM: one batch); its files appear whole, durably, on a
+    clean exit and not at all on an error.
+
+    >>> with ShardWriter(space_dir, 0, rows=n, dim=d) as w:
+    ...     w.write(vectors, keys, {"text": texts})
+    >>> w.entry   # the shard's manifest entry
+    """
+
+    def __init__(self, space_dir: Path, shard: int, rows: int, dim: int, dtype: str = "float32",
+                 extra: dict[str, pa.DataType] | None = None):
+        self.dir, self.shard, self.rows, self.dim = Path(space_dir), shard, rows, dim
+        self.dtype = np.dtype(dtype)
+        self.schema = pa.schema({"key": pa.string(), **(extra or {})})
+        self.written = 0
+        self.entry: dict | None = None
+
+    def __enter__(self) -> ShardWriter:
+        self._stack = ExitStack()
+        self._vec_path = self.dir / shard_name("vectors", self.shard, "npy")
+        self._key_path = self.dir / shard_name("keys", self.shard, "arrow")
+        vec_tmp = self._stack.enter_context(atomic_path(self._vec_path))
+        key_tmp = self._stack.enter_context(atomic_path(self._key_path))
+        self._vec_file = self._stack.enter_context(open(vec_tmp, "wb"))
+        np.lib.format.write_array_header_1_0(self._vec_file, {
+            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+            "shape": (self.rows, self.dim)})
+        sink = self._stack.enter_context(pa.OSFile(str(key_tmp), "wb"))
+        self._keys = self._stack.enter_context(pa.ipc.new_file(sink, self.schema))
+        return self
+
+    def write(self, vectors: np.ndarray, keys: Sequence[str] | pa.Array, extra: dict | None = None) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=self.dtype)
+        if vectors.shape[1:] != (self.dim,) or len(keys) != len(vectors):
+            raise ValueError(f"shard {self.shard}: {len(keys)} keys for vectors of shape {vectors.shape}, "
+                             f"expected (n, {self.dim})")
+        if self.written + len(vectors) > self.rows:
+            raise ValueError(f"shard {self.shard}: more than the {self.rows} rows it was opened for")
+        self._vec_file.write(vectors.data)
+        columns = {"key": keys, **(extra or {})}
+        table = pa.table([_as_arrow(columns[f.name], f.type) for f in self.schema], schema=self.schema)
+        self._keys.write_table(table, max_chunksize=1 << 16)
+        self.written += len(vectors)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self.written != self.rows:
+            exc = ValueError(f"shard {self.shard}: {self.written} rows written of the {self.rows} it was opened for")
+            self._stack.__exit__(type(exc), exc, None)
+            raise exc
+        self._stack.__exit__(exc_type, exc, tb)  # on success: fsync, rename; on error: remove
+        if exc_type is None:
+            v, k = self._vec_path, self._key_path
+            self.entry = {"shard": self.shard, "rows": self.rows, "vectors": v.name, "keys": k.name,
+                          "sha256": {v.name: sha256_file(v), k.name: sha256_file(k)}}
+
+
+def _as_arrow(values, type_: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    return values.cast(type_) if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values, type_)
+
+
 def write_shard(space_dir: Path, shard: int, vectors: np.ndarray, keys: Sequence[str],
                 extra: dict[str, pa.Array | list] | None = None, dtype: str = "float32") -> dict:
     """Write one shard's vectors (already in the stored dtype) and keys durably; returns its
     manifest entry."""
-    space_dir = Path(space_dir)
-    vectors = np.ascontiguousarray(vectors, dtype=dtype)
-    if len(keys) != len(vectors):
-        raise ValueError(f"shard {shard}: {len(keys)} keys for {len(vectors)} vectors")
-    vec_path = save_npy(space_dir / shard_name("vectors", shard, "npy"), vectors)
-    columns = {"key": pa.array(list(keys), pa.string()), **(extra or {})}
-    table = pa.table(columns)
-
-    def write_keys(tmp: Path) -> None:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-            w.write_table(table, max_chunksize=1 << 16)
-
-    key_path = write_with(space_dir / shard_name("keys", shard, "arrow"), write_keys)
-    return {"shard": shard, "rows": len(vectors), "vectors": vec_path.name, "keys": key_path.name,
-            "sha256": {vec_path.name: sha256_file(vec_path), key_path.name: sha256_file(key_path)}}
+    extra = {c: v if isinstance(v, pa.Array) else pa.array(v) for c, v in (extra or {}).items()}
+    with ShardWriter(space_dir, shard, len(vectors), np.shape(vectors)[1], dtype,
+                     {c: v.type for c, v in extra.items()}) as w:
+        w.write(vectors, keys, extra)
+    return w.entry
 
 
 def finish_space(space_dir: Path, shards: list[dict], *, dim: int, rows_per_shard: int,
