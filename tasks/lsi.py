@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 from gensim.corpora import Dictionary, HashDictionary
 from gensim.models import LsiModel
 from gensim.models.tfidfmodel import df2idf
@@ -57,21 +58,29 @@ def lsi_part(caches: list[str], dictionary_path: Path, out_prefix: Path, *, docs
     lo, hi = docs
     if hi is not None:  # equal chunks: 2 x 31.5k costs less than 1 x 63k + 1 x 100 would
         chunksize = -(-(hi - lo) // max(1, -(-(hi - lo) // chunksize)))
+    lookup = term_lookup(dct)
     seen = done = 0
-    pending: list[list[str]] = []
+    # Documents wait for a full chunk as TF-IDF rows (about 16 bytes a term), not as token
+    # lists (about 60 bytes a token as Python strings): rows are normalized one by one, so
+    # batches stacked give the chunk's matrix exactly.
+    pending: list[sp.csr_matrix] = []
+    waiting = 0
     for batch in TokenStream(caches).batches():
         first, seen = seen, seen + len(batch)
         if seen <= lo:
             continue
         if hi is not None and first >= hi:
             break
-        pending.extend(batch[max(0, lo - first):None if hi is None else hi - first])
-        while len(pending) >= chunksize:
-            done += _merge_chunk(projection, pending[:chunksize], dct, idf, num_topics, extra_samples,
-                                 power_iters, seed)
-            pending = pending[chunksize:]
-    if pending:
-        done += _merge_chunk(projection, pending, dct, idf, num_topics, extra_samples, power_iters, seed)
+        batch = batch[max(0, lo - first):None if hi is None else hi - first]
+        pending.append(tfidf_matrix(batch, lookup, idf).astype(DTYPE))
+        waiting += len(batch)
+        while waiting >= chunksize:
+            rows = sp.vstack(pending, format="csr")
+            done += _merge_chunk(projection, rows[:chunksize], num_topics, extra_samples, power_iters, seed)
+            pending, waiting = [rows[chunksize:]], waiting - chunksize
+    if waiting:
+        done += _merge_chunk(projection, sp.vstack(pending, format="csr"), num_topics, extra_samples,
+                             power_iters, seed)
     out = {"documents": done, "u": None, "s": None}
     if projection.u is not None:
         out["u"] = str(save_npy(Path(f"{out_prefix}.u.npy"), projection.u))
@@ -118,10 +127,11 @@ def merge_lsi(parts: list[dict], dictionary_path: Path, out_dir: Path, *, num_to
             "energy_top10": float((s[:10] ** 2).sum() / (s ** 2).sum())}
 
 
-def _merge_chunk(projection: Projection, docs: list[list[str]], dct: Dictionary, idf: np.ndarray, num_topics: int,
-                 extra_samples: int, power_iters: int, seed: int) -> int:
-    job = tfidf_matrix(docs, term_lookup(dct), idf).T.tocsc().astype(DTYPE)
-    update = Projection(len(dct), num_topics, job, extra_dims=extra_samples, power_iters=power_iters,
+def _merge_chunk(projection: Projection, rows: sp.csr_matrix, num_topics: int, extra_samples: int,
+                 power_iters: int, seed: int) -> int:
+    """Fold one chunk of TF-IDF rows (docs x terms) into the projection."""
+    job = rows.T.tocsc()
+    update = Projection(projection.m, num_topics, job, extra_dims=extra_samples, power_iters=power_iters,
                         dtype=DTYPE, random_seed=seed)
     projection.merge(update, decay=1.0)
     return job.shape[1]
