@@ -14,7 +14,7 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from tasks.atomic import atomic_path, sha256_file, write_json
-from tasks.similarity import exact_topk, recall_at_k
+from tasks.similarity import best_per_row, exact_topk, recall_at_k
 from tasks.store import Space, shard_name
 
 
@@ -75,9 +75,30 @@ class ShardedIndex:
 
     def search_many(self, vectors: np.ndarray, k: int, *, search_k: int,
                     exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        pairs = [self.search(v, k, search_k=search_k, exclude=-1 if exclude is None else int(exclude[i]))
-                 for i, v in enumerate(vectors)]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        """(rows, scores) arrays (len(vectors) x k) of many queries, best first, -1 / -inf padded.
+
+        Shard by shard: all queries meet one shard's index, which is unmapped before the next
+        (unless `search` had mapped it), so the pages a batch of queries touches stay at one
+        shard's index whatever the number of shards."""
+        want = k + (1 if exclude is not None else 0)
+        local, cand, scores = [], [], []
+        for s in range(self.space.n_shards):
+            kept = s in self._indexes
+            index, start = self._index(s), self.space.shard_start(s)
+            for i, v in enumerate(vectors):
+                rows, dist = index.get_nns_by_vector(v, want, search_k=search_k, include_distances=True)
+                local += [i] * len(rows)
+                cand += [start + r for r in rows]
+                scores += dist
+            if not kept:
+                self._indexes.pop(s).unload()
+        local_a, cand_a = np.asarray(local, dtype=np.int64), np.asarray(cand, dtype=np.int64)
+        dist_a = np.asarray(scores, dtype=np.float32)
+        scores_a = 1.0 - dist_a * dist_a / 2.0  # angular distance = sqrt(2 - 2 cos)
+        if exclude is not None:
+            keep = cand_a != np.asarray(exclude, dtype=np.int64)[local_a]
+            local_a, cand_a, scores_a = local_a[keep], cand_a[keep], scores_a[keep]
+        return best_per_row(local_a, cand_a, scores_a, len(vectors), k)
 
 
 def index_recall(space_dir: Path, index_dir: Path, *, k: int, search_k: int, sample: int, seed: int) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import mmap
 import shutil
 from contextlib import ExitStack
 from collections.abc import Iterable, Iterator, Sequence
@@ -156,6 +157,21 @@ def _mapped(path: Path) -> np.ndarray:
     """A read-only memmapped .npy as a plain ndarray: indexing numpy's memmap subclass costs
     microseconds per call, a plain view of the same pages does not."""
     return np.load(path, mmap_mode="r").view(np.ndarray)
+
+
+def _release(mapped: np.ndarray, lo: int, hi: int) -> None:
+    """Drop rows lo..hi-1 of a `_mapped` array from this process's resident pages."""
+    memmap = mapped.base
+    mm = getattr(memmap, "_mmap", None)  # the mmap.mmap behind np.memmap (absent for empty files)
+    if mm is None or not mapped.size:
+        return
+    # np.memmap maps the file from offset rounded down to the allocation granularity
+    at = memmap.offset % mmap.ALLOCATIONGRANULARITY
+    start = at + lo * mapped.strides[0]
+    end = min(at + min(hi, len(mapped)) * mapped.strides[0], len(mm))
+    start -= start % mmap.PAGESIZE
+    if end > start:
+        mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
 def _open_keys(path: Path) -> pa.Table:
@@ -404,11 +420,16 @@ class Space:
         return self._get(s, off)
 
     def blocks(self, columns: int) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, rows) in pieces of at most `columns` rows, shard by shard, memmapped."""
+        """(first row, rows) in pieces of at most `columns` rows, shard by shard, memmapped.
+
+        A scan reads the whole space once. Each block's pages leave this process when the
+        next block is asked for (they stay in the page cache: reading them again is a minor
+        fault), so a scan holds one block of the space whatever the space's size."""
         for s in range(self.n_shards):
             shard = self.shard(s)
             for c in range(0, len(shard), columns):
                 yield self.shard_start(s) + c, self._get(s, slice(c, c + columns))
+                _release(shard, c, c + columns)
 
     def keys(self) -> Iterator[str]:
         for s in range(self.n_shards):

@@ -81,6 +81,42 @@ def test_annoy_per_shard_recall_against_exact(tmp_path):
     low = index_recall(tmp_path / "s", tmp_path / "ix", k=10, search_k=40, sample=100, seed=0)
     # 20-d Gaussian data is hard for trees; search_k is what buys recall
     assert high["recall_at_k"] >= 0.95 > low["recall_at_k"]
+    # many queries go shard by shard and unmap each shard's index; the answers are the same
+    picks = np.array([3, 700, 1234, 1999])
+    many_rows, many_scores = ShardedIndex(tmp_path / "ix", space).search_many(vecs[picks], 10, search_k=5000,
+                                                                              exclude=picks)
+    one = [index.search(vecs[p], 10, search_k=5000, exclude=int(p)) for p in picks]
+    assert np.array_equal(many_rows, np.stack([r for r, _ in one]))
+    assert np.allclose(many_scores, np.stack([s for _, s in one]), atol=1e-6)
+    fresh = ShardedIndex(tmp_path / "ix", space)
+    fresh.search_many(vecs[picks], 10, search_k=5000)
+    assert fresh._indexes == {}
+
+
+def _resident_kb(path) -> int:
+    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, mine = 0, False
+    for line in open("/proc/self/smaps"):
+        if "-" in line.split(" ", 1)[0]:
+            mine = line.rstrip().endswith(str(path))
+        elif mine and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_a_scan_leaves_the_space_unmapped_but_readable(tmp_path):
+    space, vecs = _random_space(tmp_path, n=200_000, dim=64, rows_per_shard=200_000)  # 51 MB
+    shard0 = tmp_path / "s" / space.manifest["shards"][0]["vectors"]
+    seen, resident = 0.0, []
+    for start, block in space.blocks(4096):
+        seen += float(block.sum(dtype=np.float64))
+        resident.append(_resident_kb(shard0))
+    assert np.isclose(seen, float(vecs.sum(dtype=np.float64)), rtol=1e-5)
+    # the block in hand (1 MB) and the page-cache folios the kernel maps around a fault
+    # (up to 2 MB each), not the 51 MB of the shard a scan without releasing keeps mapped
+    assert max(resident) <= 8 * 1024
+    assert np.array_equal(space.range(0, 200_000), vecs)  # released pages read back from the page cache
+    assert _resident_kb(shard0) > 40 * 1024
 
 
 @pytest.mark.parametrize("n, tile_rows, normalized", [(700, 130, False), (700, 700, True), (25, 7, True)])
