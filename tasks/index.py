@@ -57,21 +57,10 @@ class ShardedIndex:
         return self._indexes[s]
 
     def search(self, vector: np.ndarray, k: int, *, search_k: int, exclude: int = -1) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, cosine scores) of the k nearest rows, best first."""
-        rows, scores = [], []
-        want = k + (1 if exclude >= 0 else 0)
-        for s in range(self.space.n_shards):
-            local, dist = self._index(s).get_nns_by_vector(vector, want, search_k=search_k, include_distances=True)
-            rows += [self.space.shard_start(s) + i for i in local]
-            scores += [1.0 - d * d / 2.0 for d in dist]  # angular distance = sqrt(2 - 2 cos)
-        rows_a, scores_a = np.asarray(rows, dtype=np.int64), np.asarray(scores, dtype=np.float32)
-        keep = rows_a != exclude
-        rows_a, scores_a = rows_a[keep], scores_a[keep]
-        order = np.lexsort((rows_a, -scores_a))[:k]
-        out_r = np.full(k, -1, dtype=np.int64)
-        out_s = np.full(k, -np.inf, dtype=np.float32)
-        out_r[:len(order)], out_s[:len(order)] = rows_a[order], scores_a[order]
-        return out_r, out_s
+        """(rows, cosine scores) of the k nearest rows, best first; the shards stay mapped."""
+        rows, scores = self._search(np.atleast_2d(vector), k, search_k, None if exclude < 0 else np.array([exclude]),
+                                    unmap=False)
+        return rows[0], scores[0]
 
     def search_many(self, vectors: np.ndarray, k: int, *, search_k: int,
                     exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -80,21 +69,25 @@ class ShardedIndex:
         Shard by shard: all queries meet one shard's index, which is unmapped before the next
         (unless `search` had mapped it), so the pages a batch of queries touches stay at one
         shard's index whatever the number of shards."""
+        return self._search(vectors, k, search_k, exclude, unmap=True)
+
+    def _search(self, vectors: np.ndarray, k: int, search_k: int, exclude: np.ndarray | None,
+                unmap: bool) -> tuple[np.ndarray, np.ndarray]:
         want = k + (1 if exclude is not None else 0)
-        local, cand, scores = [], [], []
+        local, cand, dist = [], [], []
         for s in range(self.space.n_shards):
             kept = s in self._indexes
             index, start = self._index(s), self.space.shard_start(s)
             for i, v in enumerate(vectors):
-                rows, dist = index.get_nns_by_vector(v, want, search_k=search_k, include_distances=True)
+                rows, d = index.get_nns_by_vector(v, want, search_k=search_k, include_distances=True)
                 local += [i] * len(rows)
                 cand += [start + r for r in rows]
-                scores += dist
-            if not kept:
+                dist += d
+            if unmap and not kept:
                 self._indexes.pop(s).unload()
         local_a, cand_a = np.asarray(local, dtype=np.int64), np.asarray(cand, dtype=np.int64)
-        dist_a = np.asarray(scores, dtype=np.float32)
-        scores_a = 1.0 - dist_a * dist_a / 2.0  # angular distance = sqrt(2 - 2 cos)
+        d_a = np.asarray(dist, dtype=np.float64)
+        scores_a = (1.0 - d_a * d_a / 2.0).astype(np.float32)  # angular distance = sqrt(2 - 2 cos)
         if exclude is not None:
             keep = cand_a != np.asarray(exclude, dtype=np.int64)[local_a]
             local_a, cand_a, scores_a = local_a[keep], cand_a[keep], scores_a[keep]
