@@ -5,7 +5,8 @@ nightly flow, then measures, against the same store:
   - one batch of 1,000 new statements: wall time, vs recomputing every similarity row from
     scratch (the plain alternative), and vs the BLAS limit 2*B*N*d / measured GFLOP/s;
   - single-statement adds with one open Adder: p50 and p99 latency;
-  - correctness: the rows after the adds vs an exact recompute (recall@10, must be 1.0).
+  - 1,000 deletes of stored statements in one call, then single deletes: p50 and p99;
+  - correctness: the rows after the adds and deletes vs an exact recompute (recall@10, must be 1.0).
 The store is put back as it was at the end. Run: .venv/bin/python benchmarks/add_statements.py
 """
 
@@ -72,12 +73,13 @@ def main() -> None:
     finally:  # leave the store as it was
         (data / "CURRENT").write_bytes(snapshot)
         shutil.rmtree(data / "additions", ignore_errors=True)
+        shutil.rmtree(data / "ledger", ignore_errors=True)
     path = save("add_statements", figures)
     print(json.dumps(figures, indent=1))
     print(f"written to {path}")
 
 
-def run(data: Path, current: dict, singles: int) -> dict:
+def run(data: Path, current: dict, singles: int, deletes: int = 100) -> dict:
     view = Statements(data, current)
     n, d, k = len(view), view.base.dim, view.k
     texts = new_texts(1000 + singles)
@@ -106,10 +108,24 @@ def run(data: Path, current: dict, singles: int) -> dict:
         lat.append(time.perf_counter() - t)
     lat_ms = np.array(lat) * 1000
 
-    # correctness: rows after the adds vs an exact recompute, on every added row + a sample
-    view = Statements(data, read_current(data))
+    # deletes: 1,000 statements of the store in one call, then single deletes
     rng = np.random.default_rng(0)
+    victims = [view.key(int(r)) for r in rng.choice(n, 1000 + deletes, replace=False)]
+    t = time.perf_counter()
+    gone = adder.delete(victims[:1000])
+    delete_s = time.perf_counter() - t
+    assert gone.deleted == 1000, gone
+    del_lat = []
+    for key in victims[1000:]:
+        t = time.perf_counter()
+        adder.delete([key])
+        del_lat.append(time.perf_counter() - t)
+    del_ms = np.array(del_lat) * 1000
+
+    # correctness: rows after the adds and deletes vs an exact recompute, on every added row + a sample
+    view = Statements(data, read_current(data))
     check = np.unique(np.concatenate([np.arange(n, len(view)), rng.choice(n, 2000, replace=False)]))
+    check = check[[not view.is_dead(int(r)) for r in check]]
     exact, exact_s = exact_topk(view, view.vectors(check), k, exclude=check)
     stored = [view.row(int(r)) for r in check]
     stored_r, stored_s = np.stack([s[0] for s in stored]), np.stack([s[1] for s in stored])
@@ -126,6 +142,9 @@ def run(data: Path, current: dict, singles: int) -> dict:
         "speedup_vs_recompute": round(recompute / batch_s, 1),
         "single_add_ms": {"p50": round(float(np.percentile(lat_ms, 50)), 2),
                           "p99": round(float(np.percentile(lat_ms, 99)), 2), "n": len(lat), "target_p50": 20},
+        "delete_1000": {"seconds": round(delete_s, 3), "target_seconds": 2.0, "rows_updated": gone.rows_updated},
+        "single_delete_ms": {"p50": round(float(np.percentile(del_ms, 50)), 2),
+                             "p99": round(float(np.percentile(del_ms, 99)), 2), "n": len(del_ms), "target_p50": 20},
         "adder_open_seconds": round(open_s, 3),
         "recall_at_10_vs_exact": recall, "rows_checked": int(len(check)),
         "recall_at_10_ids_strict": recall_strict,

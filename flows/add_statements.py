@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from prefect import flow
 
-from config import load_settings
+from flows.params import run_settings
 from tasks import skins
+from tasks.report import publish_add_report
 
 
 @flow(name="add-statements", log_prints=True)
-def add_statements(records: list[dict] | None = None, drain_inbox: bool = True,
-                   overrides: dict | None = None) -> dict:
-    """Add `records` ({"id", "text"} each), then every file waiting in <data>/inbox."""
-    s = load_settings(**(overrides or {}))
+def add_statements(records: list[dict] | None = None, delete: list[str] | None = None, replace: bool = False,
+                   drain_inbox: bool = True, overrides: dict | None = None) -> dict:
+    """Add `records` ({"id", "text"} each; `replace`: live ids get the new text), delete the
+    ids in `delete`, then apply every file waiting in <data>/inbox."""
+    s = run_settings(overrides)
     kw = dict(on_duplicate=s.corpus.on_duplicate, max_record_bytes=s.corpus.max_record_bytes)
-    report = {"records": skins.add_task(s.data, records, **kw) if records else None,
+    report = {"records": skins.add_task(s.data, records, replace=replace, **kw) if records else None,
+              "delete": skins.delete_task(s.data, delete) if delete else None,
               "inbox": skins.drain_task(s.data, batch_size=s.corpus.batch_size, **kw) if drain_inbox else None}
-    print(f"shardvec add-statements: {report}")
+    publish_add_report(report)
     return report

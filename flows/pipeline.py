@@ -14,7 +14,7 @@ from pathlib import Path
 from config import Settings
 from tasks import quality, skins
 from tasks.corpus import SourceFile, select_partitions
-from tasks.additions import addition_sources
+from tasks.ledger import Replay, replay_for_build
 from tasks.publish import RunLock, new_version_id, read_current, version_dir
 from flows.progress import RunProgress
 from tasks.report import MEASURED, PeakRSS, publish_artifacts, render_text, step_rows
@@ -40,10 +40,11 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
         done = current["watermark"]["partitions"] if current else []
         sel = select_partitions(sorted({f.partition for f in files}), done, mode=mode,
                                 partitions=partitions, start=start, end=end)
-        folding = addition_sources(data, current)  # statements added since the last publish
+        built = _published(data, current).get("ledger", 0)
+        replay = replay_for_build(data, current, built, rebuild=mode == "rebuild" or current is None)
         report = {"flow": flow, "mode": mode, "partitions": sel.train, "skipped_files": found["skipped"],
-                  "additions_folded": len(folding)}
-        if skip_if_nothing_new and current is not None and not sel.train and not folding:
+                  "ledger_ops": replay.count, "ledger_new_ops": replay.acknowledged - built}
+        if skip_if_nothing_new and current is not None and not sel.train and replay.acknowledged == built:
             return _finish(report, status="nothing new", started=started,
                            message=f"All partitions are in version {current['version']}; nothing to do.")
         if not files:
@@ -51,7 +52,7 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
                            message=f"No input files under {data / 'corpus'}; drop partitions there first.")
         progress = RunProgress(flow, steps=10)
         try:
-            report.update(_build(s, data, current, sel, files, folding, mode, flow, progress, force))
+            report.update(_build(s, data, current, sel, files, replay, mode, flow, progress, force))
         finally:
             progress.close()
     report["peak_rss_mb"] = round(max([flow_mem.peak / (1 << 20)] + [r["peak_rss_mb"] for r in report["steps"]]), 1)
@@ -68,11 +69,14 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
     return report
 
 
-def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, mode: str, flow: str,
+def _build(s: Settings, data: Path, current: dict | None, sel, files, replay: Replay, mode: str, flow: str,
            progress: RunProgress, force: bool) -> dict:
     update = current is not None and mode == "update"
     corpus_files = [f for f in files if f.partition in set(sel.in_version)]
-    train_parts = set(sel.train) | {f.partition for f in folding}
+    # the ledger's live additions come after the corpus; the new ones are trained on
+    ledger_files = [_ledger_source(data, path, part) for path, part in
+                    ((replay.old, "~ledger/old"), (replay.new, "~ledger/new")) if path]
+    train_parts = set(sel.train) | {"~ledger/new"}
     steps: dict[str, list[dict]] = {}
 
     tokenizer = Tokenizer(s.tokenize.min_len, s.tokenize.max_len, s.tokenize.deaccent)
@@ -80,13 +84,12 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
     cache_dir, quarantine = data / "cache" / "tokens", data / "quarantine"
     tok_futures = [skins.tokenize_task.submit(data / f.root, f, cache_dir, quarantine, tokenizer, **common)
                    for f in corpus_files]
-    # additions are many small files: a few tasks of up to 256 each, not one per file
-    tok_futures += [skins.tokenize_many_task.submit(data, folding[i:i + 256], cache_dir, quarantine, tokenizer,
-                                                    **common) for i in range(0, len(folding), 256)]
-    tok = [t for r in progress.wait("tokenize", tok_futures) for t in r.get("files", [r])]
+    tok_futures += [skins.tokenize_task.submit(data, f, cache_dir, quarantine, tokenizer, **common)
+                    for f in ledger_files]
+    tok = progress.wait("tokenize", tok_futures)
     steps["tokenize"] = tok
     caches = [t["cache"] for t in tok]
-    train_tok = [t for t, f in zip(tok, corpus_files + folding) if f.partition in train_parts]
+    train_tok = [t for t, f in zip(tok, corpus_files + ledger_files) if f.partition in train_parts]
     train_caches = [t["cache"] for t in train_tok]
 
     version = new_version_id()
@@ -99,7 +102,8 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
         train_caches, models / "word2vec.gensim", vector_size=w.vector_size, window=w.window, min_count=w.min_count,
         max_final_vocab=w.max_final_vocab, epochs=w.epochs, sg=w.sg, workers=w.workers, seed=w.seed,
         previous=prev_models / "word2vec.gensim" if update else None)
-    plan = skins.plan_task.submit(tok, vdir / "work" / "plan.npy", data, quarantine, on_duplicate=s.corpus.on_duplicate)
+    plan = skins.plan_task.submit(tok, vdir / "work" / "plan.npy", data, quarantine, on_duplicate=s.corpus.on_duplicate,
+                                  ledger_ops=replay.ops, ledger_caches=len(ledger_files))
     if update and not s.vocab.hashing:  # a fixed vocabulary is the first build's (LSI cannot grow its terms)
         dct_path = prev_models / "dictionary.gensim"
         _copy_dictionary(dct_path, models / "dictionary.gensim")
@@ -194,10 +198,11 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, folding, m
         out["forced_past_gate"] = refused
     summary = {"created_by": flow, "mode": mode, "counts": {k: out[k] for k in
                ("records", "quarantined", "statements", "terms", "words")}, "quality": metrics,
-               "config": s.model_dump(mode="json"), "code_version": _code_version(), "steps": step_rows(steps)}
+               "config": s.model_dump(mode="json"), "code_version": _code_version(), "steps": step_rows(steps),
+               "ledger": replay.acknowledged}
     steps["publish"] = [progress.one("publish", skins.publish_task.submit(
         data, version, {k: str(v) for k, v in components.items()}, {"partitions": sel.in_version}, summary,
-        s.publish.keep_versions, [f.name.removesuffix(".arrow") for f in folding]))]
+        s.publish.keep_versions))]
     out["steps"] = step_rows(steps)
     out["workers"] = sorted({r.get("worker") for rs in steps.values() for r in rs if r.get("worker")})
     return out
@@ -221,11 +226,21 @@ def _strip(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in MEASURED}
 
 
-def _published_quality(data: Path, current: dict | None) -> dict | None:
+def _published(data: Path, current: dict | None) -> dict:
+    """The live version's manifest ({} before the first publish)."""
     if current is None:
-        return None
+        return {}
     manifest = version_dir(data, current["version"]) / "manifest.json"
-    return json.loads(manifest.read_text()).get("quality") if manifest.exists() else None
+    return json.loads(manifest.read_text()) if manifest.exists() else {}
+
+
+def _published_quality(data: Path, current: dict | None) -> dict | None:
+    return _published(data, current).get("quality")
+
+
+def _ledger_source(data: Path, path: Path, partition: str) -> SourceFile:
+    st = path.stat()
+    return SourceFile(partition, path.relative_to(data).as_posix(), "arrow", st.st_size, st.st_mtime_ns, root=".")
 
 
 def _entry(p: dict) -> dict:

@@ -25,17 +25,27 @@ def open_vectors(path: str | Path, name: str | None = None):
     return Vectors(Path(path) / "vectors" / name if name else Path(path))
 
 
-def add(records, data: str | Path | None = None) -> dict:
+def add(records, data: str | Path | None = None, replace: bool = False) -> dict:
     """Add statements ({"id": ..., "text": ...}) to the published store.
 
     When it returns they are durable and visible to every reader that (re)opens the store;
     their similarity rows, and the rows of existing statements they now belong to, are exact.
-    To add many batches fast, keep an `Adder(data)` open and call its `add` instead.
+    `replace=True`: a live id gets the new text. To add many batches fast, keep an
+    `Adder(data)` open and call its `add` instead.
     """
+    return _adder(data).add(records, replace=replace).to_dict()
+
+
+def delete(ids, data: str | Path | None = None) -> dict:
+    """Delete statements by id: gone from searches and from every row (recomputed exactly)
+    when it returns, and across every later night, until the id is added again."""
+    return _adder(data).delete(ids).to_dict()
+
+
+def _adder(data) -> Adder:
     from config import load_settings
     s = load_settings(**({"data_dir": str(data)} if data else {}))
-    adder = Adder(s.data, on_duplicate=s.corpus.on_duplicate, max_record_bytes=s.corpus.max_record_bytes)
-    return adder.add(records).to_dict()
+    return Adder(s.data, on_duplicate=s.corpus.on_duplicate, max_record_bytes=s.corpus.max_record_bytes)
 
 
-__all__ = ["Adder", "Store", "add", "open", "open_store", "open_vectors"]
+__all__ = ["Adder", "Store", "add", "delete", "open", "open_store", "open_vectors"]

@@ -33,8 +33,9 @@ def _user_errors():
     from config.settings import SettingsError
     from tasks.corpus import BadInputError
     from flows.pipeline import QualityGateError
-    from tasks.publish import LockedError, NotPublishedError
-    return (SettingsError, BadInputError, LockedError, NotPublishedError, KeyError, QualityGateError)
+    from tasks.publish import DamagedCurrentError, LockedError, NotPublishedError
+    return (SettingsError, BadInputError, LockedError, NotPublishedError, KeyError, QualityGateError,
+            DamagedCurrentError)
 
 
 @app.command()
@@ -90,26 +91,69 @@ def backfill(start: Annotated[Optional[str], typer.Option(help="First partition 
 @app.command()
 def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet file, or - for stdin.")],
         data: DataOpt = None,
-        fmt: Annotated[str, typer.Option("--format", help="Format of stdin: jsonl or txt.")] = "jsonl") -> None:
-    """Add statements now: searchable and related when the command returns."""
+        fmt: Annotated[str, typer.Option("--format", help="Format of stdin: jsonl or txt.")] = "jsonl",
+        replace: Annotated[bool, typer.Option("--replace", help="A live id gets the new text.")] = False) -> None:
+    """Add statements now: searchable and related when the command returns. JSON Lines records
+    may also say "op": "replace" or "op": "delete"."""
+    import os
     import shutil
+    import tempfile
     import time
     from tasks.additions import add_file
     s = _settings(data)
     kw = dict(batch_size=s.corpus.batch_size, on_duplicate=s.corpus.on_duplicate,
-              max_record_bytes=s.corpus.max_record_bytes)
+              max_record_bytes=s.corpus.max_record_bytes, replace=replace)
     if source != "-":
         result = add_file(s.data, Path(source), **kw)
     else:
         if fmt not in ("jsonl", "txt"):
             _fail(f"--format {fmt} is not supported for stdin; use --format jsonl or --format txt.")
-        spool = s.data / "inbox" / ".stdin" / f"stdin-{time.strftime('%Y%m%dT%H%M%S')}.{fmt}"
-        spool.parent.mkdir(parents=True, exist_ok=True)
-        with open(spool, "wb") as out:  # streamed, never read whole
+        spool_dir = s.data / "inbox" / ".stdin"
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f"stdin-{time.strftime('%Y%m%dT%H%M%S')}-", suffix=f".{fmt}", dir=spool_dir)
+        spool = Path(name)  # a name of its own: two adds in one second never share a spool
+        with os.fdopen(fd, "wb") as out:  # streamed, never read whole
             shutil.copyfileobj(sys.stdin.buffer, out)
-        result = add_file(s.data, spool, **kw)
-        spool.unlink()
+        try:
+            result = add_file(s.data, spool, **kw)
+        finally:
+            spool.unlink(missing_ok=True)
     typer.echo(" ".join(f"{k}={v}" for k, v in result.items() if k != "segment"))
+
+
+@app.command()
+def delete(ids: Annotated[list[str], typer.Argument(help="Statement ids, or - to read them from stdin, one a line.")],
+           data: DataOpt = None) -> None:
+    """Delete statements now: gone from searches and rows when the command returns, for good."""
+    from tasks.additions import delete_ids
+    s = _settings(data)
+    if ids == ["-"]:
+        ids = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    result = delete_ids(s.data, ids)
+    typer.echo(" ".join(f"{k}={result[k]}" for k in ("deleted", "missing", "rows_updated", "seconds")))
+
+
+@app.command()
+def versions(data: DataOpt = None) -> None:
+    """The kept versions, oldest first: when, statements, quality; * marks the live one."""
+    from tasks.release import list_versions
+    found = list_versions(_settings(data).data)
+    if not found:
+        typer.echo("No version is published here yet; run `shardvec nightly` first.")
+    for v in found:
+        quality = " ".join(f"{k}={val}" for k, val in v["quality"].items())
+        typer.echo(f"{'*' if v['live'] else ' '} {v['version']}  {v['created_by'] or '':<8} "
+                   f"{v['statements'] or 0:>8} statements  {quality}")
+
+
+@app.command()
+def rollback(version: Annotated[Optional[str], typer.Argument(help="A kept version (default: the one before the live one).")] = None,
+             data: DataOpt = None) -> None:
+    """Make an earlier kept version live again; adds, replaces and deletes made since are kept."""
+    from tasks.release import rollback as roll_back
+    out = roll_back(_settings(data).data, version)
+    typer.echo(f"live: version {out['version']} (was {out['from']}); {out['ops_replayed']} acknowledged "
+               "operations made since it replayed on top")
 
 
 @app.command()
@@ -146,6 +190,10 @@ def server(data: DataOpt = None) -> None:
     """Start a Prefect server and its UI on [server] host:port (loopback by default)."""
     import os
     s = _settings(data)
+    if s.server.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
+        typer.echo(f"warning: the Prefect API on {s.server.host} is open to anyone who can reach it, and a run "
+                   "can execute code as this user; set PREFECT_SERVER_API_AUTH_STRING (and PREFECT_API_AUTH_STRING "
+                   "in every client) first.", err=True)
     typer.echo(f"Prefect UI and API at http://{s.server.host}:{s.server.port}; in other shells: "
                f"export PREFECT_API_URL=http://{s.server.host}:{s.server.port}/api")
     # the UI asks its API at this URL; Prefect's default names port 4200 whatever --port says

@@ -20,7 +20,6 @@ about log2(adds) of them are live.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -35,27 +34,11 @@ import pyarrow as pa
 from tasks.atomic import fsync_dir, write_json
 from tasks.corpus import check_record
 from tasks.embed import Embedder
-from tasks.publish import CURRENT, require_current
+from tasks.ledger import OPS, Ledger, Op
+from tasks.publish import CURRENT, PublishLock, require_current
 from tasks.similarity import SimilarityRows, _block_top, _merge, exact_topk, score_blocks
 from tasks.store import Space, key_hash, key_hashes
 from tasks.tokenize import Tokenizer
-
-
-class PublishLock:
-    """Held while CURRENT changes (an add batch, a nightly's final swap): short, blocking."""
-
-    def __init__(self, data: Path):
-        self.path = Path(data) / ".publish.lock"
-
-    def __enter__(self) -> "PublishLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
 
 
 class Segment:
@@ -63,9 +46,8 @@ class Segment:
 
     def __init__(self, prefix: Path, start: int):
         self.prefix, self.start = Path(prefix), start  # start: global row of its first statement
-        table = pa.ipc.open_file(pa.memory_map(str(self.prefix) + ".arrow", "r")).read_all().combine_chunks()
-        self.ids, self.texts = table.column("id").chunk(0), table.column("text").chunk(0)
-        vec = table.column("vector").chunk(0)
+        table = pa.ipc.open_file(pa.memory_map(str(self.prefix) + ".arrow", "r")).read_all()
+        self.ids, self.texts, vec = (_array(table.column(c)) for c in ("id", "text", "vector"))
         self.vectors = vec.values.to_numpy(zero_copy_only=True).reshape(len(vec), vec.type.list_size)
         with np.load(str(self.prefix) + ".npz") as z:
             self.row_ids, self.rows, self.scores, self.dead = z["row_ids"], z["rows"], z["scores"], z["dead"]
@@ -94,6 +76,11 @@ class Segment:
 
     def keys(self) -> list[str]:
         return self.ids.to_pylist()
+
+
+def _array(column: pa.ChunkedArray) -> pa.Array:
+    """One array (zero-copy when the file holds one batch; a batch of deletes holds none)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 class Statements:
@@ -201,22 +188,53 @@ class Statements:
 class AddResult:
     added: int = 0
     replaced: int = 0
+    deleted: int = 0
     unchanged: int = 0
+    missing: int = 0  # deletes of ids that were not live
     quarantined: int = 0
     rows_updated: int = 0
     segment: str | None = None
+    ledger_seq: int | None = None
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def absorb(self, other: "AddResult") -> None:
+        for f in ("added", "replaced", "deleted", "unchanged", "missing", "quarantined", "rows_updated", "seconds"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+
+
+_NOT_AN_OBJECT = object()
+
+
+def _fields(rec) -> tuple:
+    """(id, text, raw bytes) of one record given to `add`."""
+    if isinstance(rec, bytes):
+        return _NOT_AN_OBJECT, "bytes", rec
+    raw = json.dumps(rec, ensure_ascii=False, default=repr).encode() + b"\n"
+    if not isinstance(rec, dict):
+        return _NOT_AN_OBJECT, type(rec).__name__, raw
+    return rec.get("id"), rec.get("text"), raw
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One operation asked for: an add (or replace) with its text, or a delete; raw for quarantine."""
+    op: str
+    id: object
+    text: object = None
+    raw: bytes = b""
+
 
 class Adder:
-    """Adds statements to what `data` publishes. Keep one open to add many batches fast."""
+    """Adds, replaces and deletes statements in what `data` publishes. Keep one open to change
+    many batches fast. Every acknowledged operation is appended to the ledger (tasks/ledger.py)
+    in the same step that makes it visible, so every later night and rollback replays it."""
 
     def __init__(self, data: Path, *, on_duplicate: str = "reject", max_record_bytes: int = 1_000_000,
                  state: dict | None = None):
-        """`state`: a CURRENT to build on instead of the live one (a nightly's new version)."""
+        """`state`: a CURRENT to build on instead of the live one (a new version being published)."""
         self.data = Path(data).resolve()
         self.on_duplicate = on_duplicate
         self.max_record_bytes = max_record_bytes
@@ -234,63 +252,97 @@ class Adder:
         t = cfg["tokenize"]
         self.tokenizer = Tokenizer(t["min_len"], t["max_len"], t["deaccent"])
 
-    def add(self, records: Iterable[dict]) -> AddResult:
-        """Validate, embed and commit one batch; returns once it is durable and visible."""
+    def add(self, records: Iterable[dict], *, replace: bool = False) -> AddResult:
+        """Validate, embed and commit one batch; returns once it is durable and visible.
+        `replace`: a live id gets the new text (else `on_duplicate` decides)."""
+        op = "replace" if replace or self.on_duplicate == "update" else "add"
+        return self.commit(_Item(op, *_fields(rec)) for rec in records)
+
+    def delete(self, ids: Iterable[str]) -> AddResult:
+        """Delete statements by id; the rows that held them are recomputed exactly."""
+        return self.commit(_Item("delete", i, None, (json.dumps(i, default=repr) + "\n").encode()) for i in ids)
+
+    def commit(self, items: Iterable[_Item]) -> AddResult:
+        """Screen, apply and acknowledge a batch of operations: ledger, segment, then CURRENT."""
         t = time.perf_counter()
         with PublishLock(self.data):
             latest = require_current(self.data)
             if latest != self.current:  # a nightly or another adder moved CURRENT
                 self._load(latest)
-            result = self.stage(records)
-            if result.segment:
+            result, ops = self._stage(items, replay=False)
+            if ops:
+                seq = self.current.get("ledger", 0) + 1
+                Ledger(self.data).append(seq, ops)
+                self.current = {**self.current, "ledger": seq}
+                result.ledger_seq = seq
                 write_json(self.data / CURRENT, self.current)
                 self._sweep()
         result.seconds = round(time.perf_counter() - t, 4)
         return result
 
-    def stage(self, records: Iterable[dict]) -> AddResult:
-        """Screen and write one batch's segment; `self.current` becomes the CURRENT naming it
-        (written by the caller, under the publish lock)."""
-        result = AddResult()
-        accepted, dead = self._screen(records, result)
-        if accepted:
-            self.current, result.segment, result.rows_updated = self.apply(accepted, dead)
-            result.added = len(accepted) - result.replaced
+    def replay(self, ops: list[Op]) -> AddResult:
+        """Apply ops already in the ledger on top of `self.current` (a new version, a rollback):
+        puts upsert, deletes of ids not live do nothing. The caller writes CURRENT."""
+        result, _ = self._stage((_Item(o.op, o.id, o.text) for o in ops), replay=True)
         return result
 
+    def _stage(self, items: Iterable[_Item], *, replay: bool) -> tuple[AddResult, list[Op]]:
+        result = AddResult()
+        ops, dead = self._screen(items, result, replay)
+        if ops:
+            puts = [(o.id, o.text) for o in ops if o.is_put]
+            self.current, result.segment, result.rows_updated = self.apply(puts, dead)
+        return result, ops
+
     # -- screening ------------------------------------------------------------------------
-    def _screen(self, records: Iterable[dict], result: AddResult) -> tuple[list[tuple[str, str]], list[int]]:
-        batch: dict[str, str] = {}
-        dead: list[int] = []
+    def _screen(self, items: Iterable[_Item], result: AddResult, replay: bool) -> tuple[list[Op], list[int]]:
+        """The batch's net op per id (in order of last touch) and the live rows it kills."""
+        batch: dict[str, Op] = {}
+        dead: set[int] = set()
         rejected: list[tuple[bytes, str]] = []
-        for rec in records:
-            raw = json.dumps(rec, ensure_ascii=False, default=repr).encode() + b"\n" if not isinstance(rec, bytes) else rec
-            if not isinstance(rec, dict):
-                rejected.append((raw, f"not a JSON object: got {type(rec).__name__}"))
-                continue
-            id_, text = rec.get("id"), rec.get("text")
-            reason = check_record(id_, text, self.max_record_bytes, len(raw))
-            if reason is None:
-                existing = self.view.find(id_)
-                if id_ in batch and batch[id_] == text or existing is not None and self.view.text(existing) == text:
-                    result.unchanged += 1  # re-adding the same record is a no-op
-                    continue
-                if existing is not None or id_ in batch:
-                    if self.on_duplicate == "reject":
-                        reason = (f"duplicate id {id_!r}: already published with other text; "
-                                  "set corpus.on_duplicate = \"update\" to replace it")
-                    elif existing is not None:
-                        dead.append(existing)
-                        result.replaced += 1
+        for item in items:
+            reason = self._check(item, replay)
             if reason:
-                rejected.append((raw, reason))
+                rejected.append((item.raw, reason))
                 continue
-            batch.pop(id_, None)  # update within the batch: the last one wins, in order
-            batch[id_] = text
+            id_, existing = item.id, self.view.find(item.id)
+            if id_ in batch:
+                live_text = batch[id_].text
+            else:
+                live_text = None if existing is None else self.view.text(existing)
+            if item.op == "delete":
+                if live_text is None:
+                    result.missing += 1
+                    continue
+            elif live_text == item.text:
+                result.unchanged += 1  # re-adding the same record is a no-op
+                continue
+            elif live_text is not None and item.op == "add":
+                rejected.append((item.raw, f"duplicate id {id_!r}: already live with other text; use "
+                                           "`shardvec add --replace` (or corpus.on_duplicate = \"update\") to replace it"))
+                continue
+            if existing is not None:
+                dead.add(existing)
+            kind = "delete" if item.op == "delete" else ("replace" if live_text is not None else "add")
+            batch.pop(id_, None)
+            batch[id_] = Op(kind, id_, item.text)
         if rejected:
             result.quarantined = len(rejected)
             _quarantine(self.data / "quarantine" / "additions", rejected)
-        return list(batch.items()), sorted(set(dead))
+        ops = list(batch.values())
+        result.added, result.replaced, result.deleted = (sum(o.op == kind for o in ops) for kind in OPS)
+        return ops, sorted(dead)
+
+    def _check(self, item: _Item, replay: bool) -> str | None:
+        if replay:
+            return None
+        if item.op == "delete":
+            if not isinstance(item.id, str) or not item.id.strip():
+                return f"a delete needs a non-empty string id, got {item.id!r}"
+            return None
+        if item.id is _NOT_AN_OBJECT:
+            return f"not a JSON object: got {item.text}"
+        return check_record(item.id, item.text, self.max_record_bytes, len(item.raw))
 
     # -- the numerics -------------------------------------------------------------------------
     def apply(self, accepted: list[tuple[str, str]], dead: list[int]) -> tuple[dict, str, int]:
@@ -299,7 +351,8 @@ class Adder:
         ids = [a[0] for a in accepted]
         texts = [a[1] for a in accepted]
         B, n0 = len(accepted), len(view)
-        vecs = self.embedder.embed([self.tokenizer(t) for t in texts])
+        vecs = (self.embedder.embed([self.tokenizer(t) for t in texts]) if B
+                else np.empty((0, view.base.dim), np.float32))  # a batch of deletes only
         new_rows = np.arange(n0, n0 + B, dtype=np.int64)
         dead_a = np.asarray(dead, dtype=np.int64)
         saved_dead = view.dead
@@ -310,7 +363,7 @@ class Adder:
             best_r = np.full((B, k), -1, dtype=np.int64)
             best_s = np.full((B, k), -np.inf, dtype=np.float32)
             changed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-            for start, block, scores in score_blocks(view, vecs):  # one product per (batch x block)
+            for start, block, scores in score_blocks(view, vecs) if B else ():  # one product per (batch x block)
                 best_r, best_s = _block_top(best_r, best_s, start, scores, k)
                 enter = scores > kth[start:start + scores.shape[1]][None, :]
                 cols = np.flatnonzero(enter.any(axis=0))
@@ -325,7 +378,7 @@ class Adder:
             within = vecs @ vecs.T
             np.fill_diagonal(within, -np.inf)
             best_r, best_s = _merge(best_r, best_s, np.broadcast_to(new_rows, within.shape), within, k)
-            # rows that held a replaced statement are recomputed exactly
+            # rows that held a replaced or deleted statement are recomputed exactly
             redo = view.rows_containing(dead_a) if len(dead_a) else np.empty(0, np.int64)
             redo = redo[~np.isin(redo, view.dead)]
             if len(redo):
@@ -346,8 +399,9 @@ class Adder:
         seg_rel = self._write_segment(ids, texts, vecs, row_ids, rows, scores.astype(np.float32), dead_a)
         segment = Segment(self.data / seg_rel, n0)
         view.append(segment)
-        self.kth = np.concatenate([self.kth, scores[-B:, -1]])
-        self.kth[row_ids[:-B]] = scores[:-B, -1]
+        n_changed = len(order)
+        self.kth = np.concatenate([self.kth, scores[n_changed:, -1]])
+        self.kth[row_ids[:n_changed]] = scores[:n_changed, -1]
         adds = self._additions()
         new_current = {**self.current, "additions": {**adds, "segments": adds["segments"] + [seg_rel],
                                                      "next_seq": adds["next_seq"] + 1, "statements": view.live}}
@@ -432,52 +486,20 @@ def _quarantine(folder: Path, rejected: list[tuple[bytes, str]]) -> None:
             os.fsync(f.fileno())
 
 
-def segment_records(data: Path, segment: str) -> Iterator[dict]:
-    seg = Segment(Path(data) / segment, 0)
-    for id_, text in zip(seg.ids.to_pylist(), seg.texts.to_pylist()):
-        yield {"id": id_, "text": text}
+def add_records(data: Path, records: list[dict], *, on_duplicate: str, max_record_bytes: int,
+                replace: bool = False) -> dict:
+    adder = Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
+    return adder.add(records, replace=replace).to_dict()
 
 
-def publish_folding(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict,
-                    keep_versions: int, folded: list[str]) -> dict:
-    """Publish a nightly version that folded the additions `folded` into its main shards.
-
-    Additions acknowledged while the run worked (not in `folded`) are re-applied on top of the
-    new version before CURRENT moves, so no acknowledged statement is ever missing.
-    """
-    from tasks.publish import prepare, retain, swap
-    new = prepare(data, version, components, watermark, summary)
-    with PublishLock(data):
-        latest = require_current(data) if (Path(data) / CURRENT).exists() else None
-        leftover = [s for s in ((latest or {}).get("additions") or {}).get("segments", []) if s not in folded]
-        reapplied = 0
-        if leftover:
-            adder = Adder(data, on_duplicate="update", state=new)  # acknowledged adds win
-            for seg in leftover:
-                reapplied += adder.stage(list(segment_records(data, seg))).added
-            new = adder.current
-        swap(data, new)
-    return {"version": version, "removed_versions": retain(data, keep_versions), "additions_reapplied": reapplied,
-            "additions_folded": len(folded)}
-
-
-def addition_sources(data: Path, current: dict | None) -> list:
-    """The records of the live additions, as input files a nightly run folds in."""
-    from tasks.corpus import SourceFile
-    out = []
-    for seg in ((current or {}).get("additions") or {}).get("segments", []):
-        st = (Path(data) / f"{seg}.arrow").stat()
-        out.append(SourceFile("~additions", f"{seg}.arrow", "arrow", st.st_size, st.st_mtime_ns, root="."))
-    return out
-
-
-def add_records(data: Path, records: list[dict], *, on_duplicate: str, max_record_bytes: int) -> dict:
-    return Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes).add(records).to_dict()
+def delete_ids(data: Path, ids: list[str]) -> dict:
+    return Adder(data).delete(ids).to_dict()
 
 
 def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_record_bytes: int,
-             adder: Adder | None = None) -> dict:
-    """Stream a JSON Lines, text or Parquet file into the published store, batch by batch."""
+             replace: bool = False, adder: Adder | None = None) -> dict:
+    """Stream a JSON Lines, text or Parquet file into the published store, batch by batch.
+    JSON Lines records may say `"op": "replace"` or `"op": "delete"` (a delete needs only the id)."""
     from tasks.corpus import FORMATS, BadInputError, Quarantine, SourceFile, batched, read_records
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
@@ -486,40 +508,88 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
     if not path.is_file():
         raise BadInputError(f"No file at {path}; give the path of a .jsonl, .txt or .parquet file, or - for stdin.")
     adder = adder or Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
+    put = "replace" if replace or on_duplicate == "update" else "add"
     st = path.stat()
     src = SourceFile("additions", path.name, fmt, st.st_size, st.st_mtime_ns, root=str(path.parent))
     q = Quarantine(Path(data) / "quarantine" / "additions" / time.strftime("%Y%m%dT%H%M%S"), src)
     total = AddResult()
     try:
-        records = read_records(path.parent, src, q, batch_size=batch_size, max_record_bytes=max_record_bytes)
+        records = read_records(path.parent, src, q, batch_size=batch_size, max_record_bytes=max_record_bytes,
+                               ops=True)
         for batch in batched(records, batch_size):
-            r = adder.add([{"id": rec.id, "text": rec.text} for rec in batch])
-            for field in ("added", "replaced", "unchanged", "quarantined", "rows_updated", "seconds"):
-                setattr(total, field, getattr(total, field) + getattr(r, field))
+            total.absorb(adder.commit(_Item(put if rec.op == "add" else rec.op, rec.id, rec.text,
+                                            _raw(rec)) for rec in batch))
     finally:
         q.commit()
     total.quarantined += q.counts.records
     total.seconds = round(total.seconds, 4)
-    return {"file": str(path), **{k: v for k, v in total.to_dict().items() if k != "segment"}}
+    return {"file": str(path), **{k: v for k, v in total.to_dict().items() if k not in ("segment", "ledger_seq")}}
+
+
+def _raw(rec) -> bytes:
+    return json.dumps({"id": rec.id, "text": rec.text}, ensure_ascii=False).encode() + b"\n"
+
+
+COUNTS = ("added", "replaced", "deleted", "unchanged", "missing", "quarantined", "rows_updated")
 
 
 def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_bytes: int) -> dict:
-    """Add every file waiting in <data>/inbox (oldest name first), then move it to inbox/.done/.
+    """Apply every file waiting in <data>/inbox (oldest name first), then move it to inbox/.done/.
 
-    A file is moved only after all its statements are acknowledged; a crash in between means
-    the file is added again next time, which is a no-op for what was already in.
+    The drop protocol: write `name.jsonl.part` (or any name starting with a dot), then rename
+    it to `name.jsonl`; names ending in `.part` or starting with `.` are left alone. A symlink,
+    a file of an unknown format or one that cannot be read moves to quarantine/inbox/ with its
+    reason, and the other files are still applied. A file moves to .done only after all its
+    operations are acknowledged; a crash in between applies it again next time, which is a
+    no-op for what was already in.
     """
+    from tasks.corpus import FORMATS
     inbox = Path(data) / "inbox"
-    done = inbox / ".done"
-    files = sorted(p for p in inbox.iterdir() if p.is_file() and not p.name.startswith(".")) if inbox.exists() else []
-    if not files:
-        return {"files": 0, "added": 0}
-    adder = Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
-    results = []
-    for path in files:
-        results.append(add_file(data, path, batch_size=batch_size, on_duplicate=on_duplicate,
-                                max_record_bytes=max_record_bytes, adder=adder))
+    done, refused = inbox / ".done", Path(data) / "quarantine" / "inbox"
+    waiting = sorted(p for p in inbox.iterdir() if not p.name.startswith(".") and not p.name.endswith(".part")
+                     ) if inbox.is_dir() and not inbox.is_symlink() else []
+    totals = {"files": 0, "refused": 0, **{f: 0 for f in COUNTS}}
+    adder = None
+    for path in waiting:
+        reason = _inbox_problem(path, FORMATS)
+        if reason:
+            _refuse(path, refused, reason)
+            totals["refused"] += 1
+            continue
+        adder = adder or Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
+        result = add_file(data, path, batch_size=batch_size, on_duplicate=on_duplicate,
+                          max_record_bytes=max_record_bytes, adder=adder)
         done.mkdir(parents=True, exist_ok=True)
         os.replace(path, done / path.name)
-    return {"files": len(results), **{f: sum(r[f] for r in results) for f in
-            ("added", "replaced", "unchanged", "quarantined", "rows_updated")}}
+        totals["files"] += 1
+        for f in COUNTS:
+            totals[f] += result[f]
+    return totals
+
+
+def _inbox_problem(path: Path, formats: dict) -> str | None:
+    if path.is_symlink():
+        return "a symlink: the inbox takes files, not links (copy the file in instead)"
+    if not path.is_file():
+        return "not a regular file"
+    if path.suffix.lower() not in formats:
+        return f"not {', '.join(formats)}: rename it to say its format"
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    return None
+
+
+def _refuse(path: Path, folder: Path, reason: str) -> None:
+    """Move a refused inbox entry (the link itself, not its target) to quarantine/inbox/ with its reason."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    target = folder / f"{stamp}-{path.name}"
+    os.replace(path, target)
+    with open(str(target) + ".reason.json", "w") as f:
+        json.dump({"source": f"inbox/{path.name}", "reason": reason}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_dir(folder)

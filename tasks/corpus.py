@@ -49,6 +49,7 @@ class Record:
     line: int  # 1-based line (row number for Parquet)
     offset: int  # byte offset of the line in the file (-1 for Parquet)
     length: int  # bytes of the raw line (-1 for Parquet)
+    op: str = "add"  # "replace" or "delete" (text None) in JSON Lines given to `shardvec add`
 
 
 @dataclass
@@ -192,7 +193,7 @@ def _lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
             offset += len(raw)
 
 
-def _jsonl_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) -> Iterator[Record]:
+def _jsonl_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine, ops: bool = False) -> Iterator[Record]:
     for number, offset, raw in _lines(path):
         body = raw.rstrip(b"\r\n")
         if not body.strip():
@@ -205,14 +206,19 @@ def _jsonl_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) -
         except json.JSONDecodeError as exc:
             reason = f"broken JSON: {exc.msg} at column {exc.colno}"
         else:
+            op = obj.get("op", "add") if ops and isinstance(obj, dict) else "add"
             if not isinstance(obj, dict):
                 reason = f"not a JSON object: got {type(obj).__name__}"
+            elif op not in ("add", "replace", "delete"):
+                reason = f"unknown op {op!r}: use add, replace or delete"
+            elif op == "delete":
+                reason = check_record(obj.get("id"), "-", max_bytes, len(raw))
             else:
                 reason = check_record(obj.get("id"), obj.get("text"), max_bytes, len(raw))
         if reason:
             q.reject(number, reason, raw=raw)
         else:
-            yield Record(obj["id"], obj["text"], number, offset, len(raw))
+            yield Record(obj["id"], obj.get("text") if op != "delete" else None, number, offset, len(raw), op)
 
 
 def _text_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) -> Iterator[Record]:
@@ -259,8 +265,9 @@ def _parquet_records(path: Path, src: SourceFile, max_bytes: int, batch_size: in
 
 
 def read_records(corpus_dir: Path, src: SourceFile, q: Quarantine, *, batch_size: int,
-                 max_record_bytes: int) -> Iterator[Record]:
-    """The good records of one file, in file order; the bad ones go to `q`."""
+                 max_record_bytes: int, ops: bool = False) -> Iterator[Record]:
+    """The good records of one file, in file order; the bad ones go to `q`. `ops`: JSON Lines
+    records may carry an "op" (the add path), never in corpus partitions."""
     path = Path(corpus_dir) / src.name
     try:
         with open(path, "rb"):
@@ -269,7 +276,7 @@ def read_records(corpus_dir: Path, src: SourceFile, q: Quarantine, *, batch_size
         q.reject(0, f"unreadable file: {exc.strerror}")
         return
     if src.format == "jsonl":
-        yield from _jsonl_records(path, src, max_record_bytes, q)
+        yield from _jsonl_records(path, src, max_record_bytes, q, ops)
     elif src.format == "text":
         yield from _text_records(path, src, max_record_bytes, q)
     elif src.format == "arrow":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -41,15 +42,57 @@ def version_dir(data: Path, version: str) -> Path:
     return Path(data) / "versions" / version
 
 
+class DamagedCurrentError(ValueError):
+    """CURRENT cannot be trusted: nothing is read or written through it."""
+
+
+VERSION_ID = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{6}$")
+_RECOVER = ("move it aside and run `shardvec backfill --mode rebuild` (the ledger keeps every "
+            "acknowledged add, replace and delete), or restore CURRENT from a backup")
+
+
 def read_current(data: Path) -> dict | None:
+    """The live CURRENT document, validated: its version id has the form this shardvec writes,
+    and every path it names stays inside the data directory (symlinks resolved)."""
     path = Path(data) / CURRENT
     if not path.exists():
         return None
-    current = json.loads(path.read_text())
-    if current.get("format") != FORMAT:
-        raise ValueError(f"{path} has format {current.get('format')}, this shardvec reads {FORMAT}; "
-                         "upgrade shardvec or run a backfill in rebuild mode.")
+    try:
+        current = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DamagedCurrentError(f"{path} is not valid JSON ({exc}); {_RECOVER}.") from None
+    if not isinstance(current, dict) or current.get("format") != FORMAT:
+        got = current.get("format") if isinstance(current, dict) else None
+        raise DamagedCurrentError(f"{path} has format {got}, this shardvec reads {FORMAT}; upgrade shardvec, "
+                                  f"or {_RECOVER}.")
+    problem = _current_problem(Path(data), current)
+    if problem:
+        raise DamagedCurrentError(f"{path} {problem}; {_RECOVER}.")
     return current
+
+
+def _current_problem(data: Path, current: dict) -> str | None:
+    version = current.get("version")
+    if not isinstance(version, str) or not VERSION_ID.match(version):
+        return f"names {version!r} as its version, which is not a version id"
+    if not isinstance(current.get("ledger", 0), int) or current.get("ledger", 0) < 0:
+        return f"names {current.get('ledger')!r} as its ledger position"
+    comps = current.get("components")
+    if not isinstance(comps, dict) or set(comps) != set(COMPONENTS):
+        return "does not name the components of a version"
+    segments = (current.get("additions") or {}).get("segments", [])
+    for rel, under in [(c, "versions") for c in comps.values()] + [(s, "additions") for s in segments]:
+        if not inside(data, rel, under):
+            return f"names {rel!r}, which is not inside {data / under}"
+    return None
+
+
+def inside(data: Path, rel: object, under: str = "") -> bool:
+    """True if `rel` is a relative path that stays inside data/under, symlinks resolved."""
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel):
+        return False
+    root = Path(data).resolve() / under  # a symlinked `under` that leads outside fails too
+    return (Path(data) / rel).resolve().is_relative_to(root)
 
 
 def require_current(data: Path) -> dict:
@@ -113,6 +156,23 @@ def retain(data: Path, keep_versions: int) -> list[str]:
             if p.name != live_base and p.name < live and not p.name.startswith("."):
                 shutil.rmtree(p, ignore_errors=True)
     return removed
+
+
+class PublishLock:
+    """Held while CURRENT changes (an add batch, a run's final swap, a rollback): short, blocking."""
+
+    def __init__(self, data: Path):
+        self.path = Path(data) / ".publish.lock"
+
+    def __enter__(self) -> "PublishLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
 
 
 class RunLock:

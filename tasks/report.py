@@ -97,7 +97,8 @@ def render_text(report: dict) -> str:
     if report.get("message"):
         lines.append(f"  {report['message']}")
     for key, label in [("partitions", "partitions"), ("files", "files"), ("records", "records read"),
-                       ("quarantined", "records quarantined"), ("additions_folded", "addition batches folded in"),
+                       ("quarantined", "records quarantined"), ("ledger_ops", "ids decided by the ledger"),
+                       ("ledger_new_ops", "ledger batches since last version"),
                        ("tokens", "tokens"), ("statements", "statements"),
                        ("terms", "LSI vocabulary"), ("words", "word vectors"), ("topics", "LSI topics"),
                        ("similarity_rows", "similarity rows"), ("wall_seconds", "wall time (s)"),
@@ -170,3 +171,19 @@ def publish_artifacts(report: dict) -> None:
                              key=f"shardvec-{report['flow']}-summary", description="Run summary")
     create_table_artifact(table=report_table(report), key=f"shardvec-{report['flow']}-report",
                           description="Run report: figures, recall@10, time and peak memory per step")
+
+
+def publish_add_report(report: dict) -> None:
+    """An add-statements run's counts (adds, replaces, deletes, rows repaired) as a table artifact
+    and a line in the run's log."""
+    counts = ("added", "replaced", "deleted", "unchanged", "missing", "quarantined", "rows_updated")
+    table = [{"source": source, **{c: (r or {}).get(c, 0) for c in counts}}
+             for source, r in report.items() if r]
+    print("shardvec add-statements: " + "; ".join(
+        f"{row['source']}: " + " ".join(f"{c}={row[c]}" for c in counts) for row in table) or "nothing to do")
+    try:
+        from prefect.artifacts import create_table_artifact
+        create_table_artifact(table=table or [{"source": "-", **{c: 0 for c in counts}}],
+                              key="shardvec-add-statements", description="Adds, replaces and deletes of this run")
+    except Exception as exc:  # artifacts are a view; a run never fails for them
+        print(f"(could not create Prefect artifacts: {exc})")

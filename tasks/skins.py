@@ -8,7 +8,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import additions, index, quality, lsi, rows, similarity, statements, store, tokenize, vocab, word2vec
+from tasks import additions, index, quality, lsi, release, rows, similarity, statements, store, tokenize, vocab, word2vec
 from tasks.corpus import discover
 from tasks.report import measured
 
@@ -25,7 +25,6 @@ def _discover(corpus_dir, partitions=None, after=None, until=None) -> dict:
 
 discover_task = _skin(_discover, "discover")
 tokenize_task = _skin(tokenize.tokenize_file, "tokenize")
-tokenize_many_task = _skin(tokenize.tokenize_files, "tokenize-additions")
 plan_task = _skin(statements.plan_statements, "plan-statements")
 vocab_task = _skin(vocab.build_dictionary, "vocabulary")
 lsi_part_task = _skin(lsi.lsi_part, "lsi-part")
@@ -48,6 +47,7 @@ rows_recall_task = _skin(similarity.rows_recall, "rows-recall")
 evaluate_words_task = _skin(quality.evaluate_words, "evaluate-words")
 lsi_spectrum_task = _skin(quality.lsi_spectrum, "lsi-spectrum")
 drift_task = _skin(quality.drift, "drift")
-publish_task = _skin(additions.publish_folding, "publish", retries=0)
+publish_task = _skin(release.publish_version, "publish", retries=0)
 add_task = _skin(additions.add_records, "add-records")
+delete_task = _skin(additions.delete_ids, "delete-statements")
 drain_task = _skin(additions.drain_inbox, "drain-inbox")

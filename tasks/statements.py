@@ -26,9 +26,11 @@ def _cache_table(path: str, columns: list[str]) -> pa.Table:
 
 
 def plan_statements(caches: list[dict], plan_path: Path, data_dir: Path, quarantine_dir: Path, *,
-                    on_duplicate: str) -> dict:
-    """`caches`: tokenize summaries in partition order (sources are relative to data_dir/root).
-    Writes the plan; returns counts."""
+                    on_duplicate: str, ledger_ops: Path | None = None, ledger_caches: int = 0) -> dict:
+    """`caches`: tokenize summaries in partition order (sources are relative to data_dir/root),
+    the last `ledger_caches` of them the ledger's live additions. Corpus records whose id the
+    ledger decides (`ledger_ops`: the last op of each id) are left out first: an acknowledged
+    operation always wins (tasks/ledger.py). Writes the plan; returns counts."""
     sizes = [c["records"] for c in caches]
     where = np.empty((sum(sizes), 2), dtype=np.int64)
     hashes = np.empty(len(where), dtype=np.uint64)
@@ -39,10 +41,26 @@ def plan_statements(caches: list[dict], plan_path: Path, data_dir: Path, quarant
         where[start:start + len(ids)] = np.column_stack([np.full(len(ids), ci), np.arange(len(ids))])
         start += len(ids)
     keep = np.ones(len(where), dtype=bool)
-    order = np.argsort(hashes, kind="stable")  # equal hashes stay in corpus order
-    runs = _equal_runs(hashes[order])
     rejected = superseded = 0
     q_by_source: dict[str, Quarantine] = {}
+
+    def quarantine(r: int, reason: str) -> None:
+        ci, local = where[r]
+        src = caches[ci]["source"]
+        if src not in q_by_source:
+            q_by_source[src] = Quarantine(Path(quarantine_dir), _dup_source(src))
+        _quarantine_duplicate(q_by_source[src], caches, ci, int(local), data_dir, reason)
+
+    corpus_rows = sum(sizes[:len(caches) - ledger_caches])
+    overridden = _mask_ledger_ids(caches, where, hashes[:corpus_rows], ledger_ops, keep) if ledger_ops else []
+    for r, op, same_text in overridden:
+        if op == "add" and not same_text and on_duplicate == "reject":
+            rejected += 1
+            quarantine(r, f"duplicate id {_id_at(caches, where, r)!r}: added with other text by `shardvec add`, "
+                          "which wins; use `shardvec add --replace` to take this record's text instead")
+    live = np.flatnonzero(keep)
+    order = live[np.argsort(hashes[live], kind="stable")]  # equal hashes stay in corpus order
+    runs = _equal_runs(hashes[order])
     for run in runs:
         rows = order[run]  # corpus order within the run
         by_id: dict[str, list[int]] = defaultdict(list)
@@ -58,20 +76,41 @@ def plan_statements(caches: list[dict], plan_path: Path, data_dir: Path, quarant
                 keep[r] = False
                 if on_duplicate == "reject":
                     rejected += 1
-                    ci, local = where[r]
-                    src = caches[ci]["source"]
-                    q = q_by_source.get(src)
-                    if q is None:
-                        q = q_by_source[src] = Quarantine(Path(quarantine_dir), _dup_source(src))
-                    _quarantine_duplicate(q, caches, ci, int(local), data_dir,
-                                          f"duplicate id {id_!r}: first seen in {caches[first[0]]['source']}")
+                    quarantine(r, f"duplicate id {id_!r}: first seen in {caches[first[0]]['source']}")
                 else:
                     superseded += 1
     for q in q_by_source.values():
         q.commit()
     save_npy(Path(plan_path), where[keep])
     return {"plan": str(plan_path), "statements": int(keep.sum()), "duplicates_rejected": rejected,
-            "duplicates_superseded": superseded}
+            "duplicates_superseded": superseded, "decided_by_ledger": len(overridden)}
+
+
+def _id_at(caches: list[dict], where: np.ndarray, r: int) -> str:
+    ci, local = where[r]
+    return _cache_table(caches[ci]["cache"], ["id"]).column("id")[int(local)].as_py()
+
+
+def _mask_ledger_ids(caches: list[dict], where: np.ndarray, corpus_hashes: np.ndarray, ledger_ops: Path,
+                     keep: np.ndarray) -> list[tuple[int, str, bool]]:
+    """Drop the corpus rows whose id has an op in the ledger: (row, its op, same text?) each."""
+    ops = pa.ipc.open_file(pa.memory_map(str(ledger_ops), "r")).read_all()
+    op_hashes = key_hashes(ops.column("id").to_pylist())
+    cand = np.flatnonzero(np.isin(corpus_hashes, op_hashes))
+    if not cand.size:
+        return []
+    near = np.flatnonzero(np.isin(op_hashes, corpus_hashes[cand]))  # only these ids can match
+    decided = {i: (o, t) for i, o, t in zip(*(ops.column(c).take(pa.array(near)).to_pylist()
+                                             for c in ("id", "op", "text")))}
+    out = []
+    for r in cand.tolist():
+        ci, local = where[r]
+        rec = _cache_table(caches[ci]["cache"], ["id", "text"]).slice(int(local), 1).to_pylist()[0]
+        if rec["id"] in decided:  # not a 64-bit hash collision
+            op, text = decided[rec["id"]]
+            keep[r] = False
+            out.append((r, op, text == rec["text"]))
+    return out
 
 
 def _equal_runs(sorted_hashes: np.ndarray) -> list[np.ndarray]:

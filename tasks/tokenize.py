@@ -93,13 +93,6 @@ def tokenize_file(corpus_dir: Path, src: SourceFile, cache_dir: Path, quarantine
     return {**summary, "cached": False}
 
 
-def tokenize_files(base_dir: Path, sources: list[SourceFile], cache_dir: Path, quarantine_dir: Path,
-                   tokenizer: Tokenizer, *, batch_size: int, max_record_bytes: int) -> dict:
-    """Many small files in one task (the additions a nightly folds in): their summaries."""
-    return {"files": [tokenize_file(base_dir, src, cache_dir, quarantine_dir, tokenizer, batch_size=batch_size,
-                                    max_record_bytes=max_record_bytes) for src in sources]}
-
-
 def _summary_path(cache: Path) -> Path:
     return Path(str(cache) + ".json")
 

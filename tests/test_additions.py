@@ -80,7 +80,7 @@ def test_same_id_rejected_or_replaced_and_readding_is_a_no_op(data):
     assert (first.added, again.unchanged, again.segment, other.quarantined) == (1, 1, None, 1)
     reasons = [json.loads(l) for f in (data / "quarantine" / "additions").glob("*.reasons.jsonl")
                for l in f.read_text().splitlines()]
-    assert any("duplicate id 's1': already published with other text; set corpus.on_duplicate" in r["reason"]
+    assert any("duplicate id 's1': already live with other text; use `shardvec add --replace`" in r["reason"]
                for r in reasons)
     updater = Adder(data, on_duplicate="update")
     replaced = updater.add([{"id": "s1", "text": SENTENCES[2]}, {"id": "dup/b", "text": SENTENCES[3]}])
@@ -211,9 +211,9 @@ def test_nightly_folds_additions_and_keeps_those_that_land_during_it(data, monke
 
     monkeypatch.setattr(skins, "merge_tile_task", skins.task(rows_then_a_concurrent_add, name="merge-rows"))
     report = run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))
-    assert report["status"] == "published" and report["additions_folded"] == 1
+    assert report["status"] == "published" and report["ledger_new_ops"] == 1
     current = read_current(data)
-    assert current["version"] == report["version"]
+    assert current["version"] == report["version"] and current["ledger"] == 2
     assert len(current["additions"]["segments"]) == 1  # only the one that landed during the run
     store = shardvec.open(data)
     assert "before/29" in store.statements.base and "during" in store

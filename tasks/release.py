@@ -1,0 +1,87 @@
+"""Making a version live: publish a run's version, roll back to a kept one, list them.
+
+Both end the same way: under the publish lock, the ledger's operations acknowledged after the
+version was built are replayed on top of it (tasks/additions.py), then CURRENT is replaced
+atomically. So a publish or a rollback never drops an acknowledged add, replace or delete.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tasks.additions import Adder
+from tasks.ledger import Ledger, ops_from
+from tasks.publish import (NotPublishedError, PublishLock, RunLock, prepare, read_current, retain, swap,
+                           version_dir)
+
+
+def publish_version(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict,
+                    keep_versions: int) -> dict:
+    """Publish a run's version; `summary["ledger"]` is the last ledger op its shards hold."""
+    new = prepare(data, version, components, watermark, summary)
+    with PublishLock(data):
+        replayed = _go_live(data, new, summary.get("ledger", 0))
+    return {"version": version, "removed_versions": retain(data, keep_versions), "ops_replayed": replayed}
+
+
+def rollback(data: Path, version: str | None = None) -> dict:
+    """Make an earlier kept version live again (the one before the live one by default), with
+    every operation acknowledged after it replayed on top."""
+    data = Path(data)
+    with RunLock(data):
+        current = read_current(data)
+        if current is None:
+            raise NotPublishedError(f"Nothing is published in {data} yet; there is nothing to roll back.")
+        kept = [v["version"] for v in list_versions(data)]
+        if version is None:
+            older = [v for v in kept if v < current["version"]]
+            if not older:
+                raise NotPublishedError(f"No kept version is older than the live {current['version']}; "
+                                        "`shardvec versions` lists what is kept.")
+            version = older[-1]
+        if version not in kept:
+            raise NotPublishedError(f"Version {version!r} is not kept in {data}; `shardvec versions` lists "
+                                    "the ones you can roll back to.")
+        manifest = _manifest(data, version)
+        target = {"format": current["format"], "version": version, "components": manifest["components"],
+                  "watermark": manifest["watermark"], "published_at": current.get("published_at"),
+                  "rolled_back_from": current["version"]}
+        with PublishLock(data):
+            replayed = _go_live(data, target, manifest.get("ledger", 0))
+    return {"version": version, "from": current["version"], "ops_replayed": replayed}
+
+
+def _go_live(data: Path, new: dict, built_upto: int) -> int:
+    """Replay the ops acknowledged after `built_upto` onto `new` and swap it in (publish lock held)."""
+    latest = read_current(data)
+    acknowledged = max((latest or {}).get("ledger", 0), built_upto)  # never behind the ledger on disk
+    replayed = 0
+    if acknowledged > built_upto:
+        adder = Adder(data, on_duplicate="update", state={**new, "ledger": acknowledged})
+        result = adder.replay(ops_from(Ledger(data).net(acknowledged, after=built_upto)))
+        new, replayed = adder.current, result.added + result.replaced + result.deleted
+    swap(data, {**new, "ledger": acknowledged})
+    return replayed
+
+
+def list_versions(data: Path) -> list[dict]:
+    """The kept versions, oldest first: when, how many statements, the run's quality line."""
+    root = Path(data) / "versions"
+    current = read_current(data)
+    out = []
+    for p in sorted(root.iterdir()) if root.is_dir() else []:
+        if not (p / "manifest.json").exists():
+            continue  # a run that never finished
+        m = _manifest(data, p.name)
+        q = m.get("quality", {})
+        out.append({"version": p.name, "live": bool(current) and current["version"] == p.name,
+                    "created_by": m.get("created_by"), "statements": m.get("counts", {}).get("statements"),
+                    "ledger": m.get("ledger", 0),
+                    "quality": {k: q[k] for k in ("rows_recall_at_10", "wordsim353_spearman", "analogy_accuracy")
+                                if k in q}})
+    return out
+
+
+def _manifest(data: Path, version: str) -> dict:
+    return json.loads((version_dir(data, version) / "manifest.json").read_text())

@@ -1,0 +1,165 @@
+"""The ledger of acknowledged adds, replaces and deletes: replayed by every night, never lost.
+
+Regression tests for issue 13: an added statement used to vanish at the second nightly after
+it was added, a rebuild lost every addition, and a later partition silently replaced an
+acknowledged add.
+"""
+
+import json
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from prefect.task_runners import ThreadPoolTaskRunner
+
+import shardvec
+from flows.backfill import backfill
+from tasks.additions import Adder
+from tasks.ledger import Ledger, Op
+from tasks.publish import read_current, verify
+from tasks.release import list_versions, rollback
+from tests.conftest import lee_lines, run_nightly, small_settings
+from tests.test_additions import SENTENCES, assert_rows_exact
+
+
+@pytest.fixture
+def data(published, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(published[0], copy)
+    return copy
+
+
+def nightly(data):
+    return run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))
+
+
+def rebuild(data):
+    s = small_settings(data)
+    return backfill.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(
+        mode="rebuild", overrides=json.loads(s.model_dump_json()))
+
+
+def new_partition(data, name, records):
+    path = data / "corpus" / name / "part.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_ops_compact_to_the_last_op_of_each_id(tmp_path):
+    ledger = Ledger(tmp_path)
+    ledger.append(1, [Op("add", "a", "A1"), Op("add", "b", "B1")])
+    ledger.append(2, [Op("replace", "a", "A2"), Op("delete", "b")])
+    ledger.append(3, [Op("add", "c", "C"), Op("add", "b", "B3")])
+    ledger.append(4, [Op("add", "leftover", "never acknowledged")])
+    before = ledger.net(3).to_pylist()
+    assert [(r["id"], r["op"], r["text"], r["seq"]) for r in before] == [
+        ("a", "replace", "A2", 2), ("c", "add", "C", 3), ("b", "add", "B3", 3)]
+    assert [r["id"] for r in ledger.net(3, after=2).to_pylist()] == ["c", "b"]
+    ledger.compact(2)
+    assert ledger.net(3).to_pylist() == before  # compaction keeps what a replay needs
+    assert sorted(p.name for p in ledger.dir.iterdir()) == [
+        "ops-000000000003.arrow", "ops-000000000004.arrow", "upto-000000000002.arrow"]
+    puts = pa.ipc.open_file(ledger.puts(3, 0, 2)).read_all().to_pylist()
+    assert [(r["id"], r["text"]) for r in puts] == [("a", "A2")]
+
+
+def test_an_added_statement_survives_every_later_night_and_a_rebuild(data):
+    shardvec.add([{"id": "added/1", "text": SENTENCES[0]}], data=data)
+    assert nightly(data)["status"] == "published"  # folds added/1 into the shards
+    shardvec.add([{"id": "added/2", "text": SENTENCES[1]}], data=data)
+    assert nightly(data)["status"] == "published"
+    store = shardvec.open(data)
+    assert "added/1" in store and "added/2" in store  # added/1 was lost here before
+    assert store.text("added/1") == SENTENCES[0]
+    assert rebuild(data)["status"] == "published"
+    store = shardvec.open(data)
+    assert "added/1" in store and "added/2" in store and len(store) == 352 + 2
+    assert_rows_exact(data)
+
+
+def test_a_later_partition_never_overrides_an_acknowledged_add(data):
+    shardvec.add([{"id": "clash", "text": SENTENCES[2]}], data=data)
+    new_partition(data, "2026-11-04", [{"id": "clash", "text": SENTENCES[3]},
+                                       {"id": "fresh", "text": SENTENCES[4]}])
+    report = nightly(data)
+    store = shardvec.open(data)
+    assert store.text("clash") == SENTENCES[2] and "fresh" in store
+    reasons = [json.loads(line) for p in (data / "quarantine").rglob("*.reasons.jsonl")
+               for line in p.read_text().splitlines()]
+    assert any("duplicate id 'clash': added with other text by `shardvec add`" in r["reason"] for r in reasons)
+    assert report["quarantine_reasons"]["duplicate id"] >= 1
+
+
+def test_delete_is_exact_durable_and_stays_across_nights_until_added_again(data):
+    store = shardvec.open(data)
+    victim = store.row("dup/a")[0].key  # dup/b: in dup/a's row and in the corpus
+    assert victim == "dup/b"
+    result = shardvec.delete([victim, "no-such-id"], data=data)
+    assert (result["deleted"], result["missing"]) == (1, 1) and result["rows_updated"] >= 1
+    store = shardvec.open(data)
+    assert victim not in store and len(store) == 351
+    assert victim not in [h.key for h in store.row("dup/a")]
+    assert victim not in [h.key for h in store.similar(store.text("dup/a"), 20)]
+    assert_rows_exact(data)
+    nightly(data)  # nothing new in the corpus, but the ledger has a new op: it builds
+    assert victim not in shardvec.open(data)
+    rebuild(data)  # the id is still in 2026-11-02/lee.jsonl
+    store = shardvec.open(data)
+    assert victim not in store and len(store) == 351
+    assert_rows_exact(data)
+    shardvec.add([{"id": victim, "text": SENTENCES[5]}], data=data)
+    assert shardvec.open(data).text(victim) == SENTENCES[5]
+    nightly(data)
+    assert shardvec.open(data).text(victim) == SENTENCES[5]
+
+
+def test_replace_gives_new_text_vector_and_rows(data):
+    with pytest.raises(AssertionError):
+        assert Adder(data).add([{"id": "dup/a", "text": SENTENCES[6]}]).replaced  # rejected by default
+    result = shardvec.add([{"id": "dup/a", "text": SENTENCES[6]}], data=data, replace=True)
+    assert result["replaced"] == 1
+    store = shardvec.open(data)
+    assert store.text("dup/a") == SENTENCES[6]
+    assert "dup/a" not in [h.key for h in store.row("dup/b")[:1]]  # no longer its twin
+    assert_rows_exact(data)
+    rebuild(data)
+    assert shardvec.open(data).text("dup/a") == SENTENCES[6]
+
+
+def test_rollback_replays_what_was_acknowledged_after_the_version(data):
+    first = read_current(data)["version"]
+    shardvec.add([{"id": "early", "text": SENTENCES[7]}], data=data)
+    new_partition(data, "2026-11-04", [{"id": "night/1", "text": SENTENCES[8]}])
+    second = nightly(data)["version"]
+    shardvec.add([{"id": "late", "text": SENTENCES[9]}], data=data)
+    shardvec.delete(["dup/a"], data=data)
+    kept = [v["version"] for v in list_versions(data)]
+    assert kept[-2:] == [first, second]
+    out = rollback(data)  # to the one before the live one
+    assert out["version"] == first and out["ops_replayed"] == 3
+    store = shardvec.open(data)
+    assert store.version == first
+    assert "night/1" not in store  # the partition is the rolled-back version's
+    assert "early" in store and "late" in store and "dup/a" not in store  # every acknowledged op
+    assert_rows_exact(data)
+    assert verify(data) == []
+    report = nightly(data)  # the next night builds on the rolled-back version and takes 2026-11-04 again
+    store = shardvec.open(data)
+    assert report["status"] == "published" and "night/1" in store and "early" in store and "dup/a" not in store
+
+
+def test_inbox_and_the_flow_take_deletes_and_replaces(data, prefect_server):
+    from flows.add_statements import add_statements
+    (data / "inbox").mkdir()
+    lines = [{"id": "in/1", "text": SENTENCES[10]}, {"id": "dup/b", "op": "delete"},
+             {"id": "dup/a", "op": "replace", "text": SENTENCES[11]}, {"id": "x", "op": "explode"}]
+    (data / "inbox" / "ops.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    report = add_statements(delete=["bg/150"], overrides={"data_dir": str(data)})
+    assert report["delete"]["deleted"] == 1
+    inbox = report["inbox"]
+    assert (inbox["added"], inbox["deleted"], inbox["replaced"], inbox["quarantined"]) == (1, 1, 1, 1)
+    store = shardvec.open(data)
+    assert "in/1" in store and "dup/b" not in store and "bg/150" not in store
+    assert store.text("dup/a") == SENTENCES[11]
+    assert_rows_exact(data)

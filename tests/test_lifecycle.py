@@ -1,0 +1,267 @@
+"""The safety net: add, replace, delete, nightly, backfill, rollback, readers and SIGKILL in
+random orders, checked after every step against a plain model of what must be live.
+
+The model is the contract of README.md ("The live statements"): the records of the corpus
+partitions in the live version's watermark (a repeated id keeps its first record), then every
+acknowledged add, replace and delete in the order they were acknowledged. After every step:
+exactly the model's ids are live with the model's texts, every stored similarity row equals an
+exact recompute over the live statements, and `verify` finds the version whole.
+
+SHARDVEC_LIFECYCLE_EXAMPLES=20 runs more sequences than CI does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from prefect.task_runners import ThreadPoolTaskRunner
+
+import shardvec
+from flows.backfill import backfill
+from tasks.additions import Adder, Statements
+from tasks.publish import read_current, verify
+from tasks.release import list_versions, rollback
+from tests.conftest import run_nightly, small_settings
+from tests.test_additions import SENTENCES, assert_rows_exact
+
+ROOT = Path(__file__).parents[1]
+IDS = [f"s{i}" for i in range(8)] + ["dup/a", "dup/b", "bg/150", "bg/151", "2026-11-01/lee.txt:3"]
+TEXT = st.integers(0, len(SENTENCES) - 1).map(lambda i: SENTENCES[i])
+
+NIGHTLY = """
+import json, sys
+from pathlib import Path
+from prefect.task_runners import ThreadPoolTaskRunner
+from flows.nightly import nightly
+from tests.conftest import small_settings
+s = small_settings(Path(sys.argv[1]))
+nightly.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(overrides=json.loads(s.model_dump_json()))
+"""
+
+ADD = """
+import json, sys
+from tasks.additions import Adder
+op, records = json.loads(sys.argv[2])
+adder = Adder(sys.argv[1])
+adder.delete(records) if op == "delete" else adder.add(records, replace=op == "replace")
+print("acknowledged", flush=True)
+"""
+
+
+def live_statements(data: Path) -> dict[str, str]:
+    view = Statements(data, read_current(data))
+    out = {}
+    for r in range(len(view)):
+        if not view.is_dead(r):
+            key = view.key(r)
+            assert key not in out, f"{key} is live twice"
+            out[key] = view.text(r)
+    return out
+
+
+def kill_group_and_check_it_landed(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    deadline = time.monotonic() + 10
+    while any(_pgid(p) == proc.pid for p in psutil.process_iter()):
+        assert time.monotonic() < deadline, "a process of the killed group is still alive"
+        time.sleep(0.1)
+
+
+def _pgid(p: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(p.pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+class Lifecycle(RuleBasedStateMachine):
+    source: Path  # a published data directory (the session fixture), copied per sequence
+    api_url: str
+
+    @initialize()
+    def start(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="lifecycle-"))
+        self.data = self.tmp / "data"
+        shutil.copytree(self.source, self.data)
+        base = live_statements(self.data)
+        self.corpus: dict[str, list[tuple[str, str]]] = {"base": list(base.items())}  # partition -> records
+        self.partitions = {read_current(self.data)["version"]: ["base"]}  # version -> partitions in it
+        self.ops: list[tuple[str, str, str | None]] = []  # acknowledged (op, id, text), in order
+        self.next_day = 4
+        self.kills = 0
+        self.reader = shardvec.open(self.data)
+
+    def teardown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- the model ---------------------------------------------------------------------------
+    def expected(self) -> dict[str, str]:
+        live: dict[str, str] = {}
+        for part in self.partitions[read_current(self.data)["version"]]:
+            for id_, text in self.corpus[part]:
+                live.setdefault(id_, text)  # corpus.on_duplicate = "reject": the first record stays
+        for op, id_, text in self.ops:
+            if op == "delete":
+                live.pop(id_, None)
+            else:
+                live[id_] = text
+        return live
+
+    def model_ops(self, op: str, pairs: list[tuple[str, str | None]]) -> list[tuple[str, str, str | None]]:
+        """What an add/replace/delete batch acknowledges, by the model's rules."""
+        live, acked = self.expected(), []
+        for id_, text in pairs:
+            if op == "delete":
+                if id_ in live:
+                    live.pop(id_)
+                    acked.append(("delete", id_, None))
+            elif live.get(id_) != text and (op == "replace" or id_ not in live):
+                live[id_] = text
+                acked.append(("put", id_, text))
+        return acked
+
+    def published(self, report_version: str | None) -> None:
+        """Record the partitions a newly live version holds (from its watermark)."""
+        current = read_current(self.data)
+        if current["version"] not in self.partitions:
+            names = current["watermark"]["partitions"]
+            self.partitions[current["version"]] = ["base"] + [p for p in names if p in self.corpus]
+
+    # -- the rules ------------------------------------------------------------------------
+    @rule(op=st.sampled_from(["add", "replace"]),
+          batch=st.lists(st.tuples(st.sampled_from(IDS), TEXT), min_size=1, max_size=4))
+    def add(self, op, batch):
+        expected = self.model_ops(op, batch)
+        Adder(self.data).add([{"id": i, "text": t} for i, t in batch], replace=op == "replace")
+        self.ops += expected
+
+    @rule(ids=st.lists(st.sampled_from(IDS), min_size=1, max_size=3))
+    def delete(self, ids):
+        expected = self.model_ops("delete", [(i, None) for i in ids])
+        assert Adder(self.data).delete(ids).deleted == len(expected)
+        self.ops += expected
+
+    @rule(records=st.lists(st.tuples(st.sampled_from(IDS + ["n1", "n2", "n3"]), TEXT), min_size=1, max_size=4))
+    def new_partition_then_nightly(self, records):
+        name = f"2026-11-{self.next_day:02d}"
+        self.next_day += 1
+        path = self.data / "corpus" / name / "part.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in records))
+        self.corpus[name] = records
+        report = run_nightly(small_settings(self.data), ThreadPoolTaskRunner(max_workers=2))
+        assert report["status"] == "published"
+        self.published(report["version"])
+
+    @rule(mode=st.sampled_from(["update", "rebuild"]))
+    def backfill(self, mode):
+        s = small_settings(self.data)
+        report = backfill.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(
+            mode=mode, overrides=json.loads(s.model_dump_json()))
+        assert report["status"] == "published"
+        self.published(report["version"])
+
+    @precondition(lambda self: len(self.partitions) > 1)
+    @rule()
+    def roll_back(self):
+        older = [v["version"] for v in list_versions(self.data) if v["version"] < read_current(self.data)["version"]]
+        if not older:
+            return
+        out = rollback(self.data)
+        assert out["version"] == older[-1]
+
+    @rule()
+    def reader_reopens(self):
+        self.reader.refresh()
+        assert len(self.reader) == len(self.expected())
+        for id_, text in list(self.expected().items())[-5:]:
+            assert self.reader.text(id_) == text
+
+    @precondition(lambda self: self.kills < 2)
+    @rule(after=st.floats(0.5, 12.0), new=st.booleans())
+    def sigkill_a_nightly(self, after, new):
+        self.kills += 1
+        if new:  # give it something to do
+            name = f"2026-11-{self.next_day:02d}"
+            self.next_day += 1
+            records = [("n9", SENTENCES[self.next_day]), ("s0", SENTENCES[self.next_day + 1])]
+            path = self.data / "corpus" / name / "part.jsonl"
+            path.parent.mkdir(parents=True)
+            path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in records))
+            self.corpus[name] = records
+        proc = subprocess.Popen([sys.executable, "-c", NIGHTLY, str(self.data)], cwd=ROOT, env=self._env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            proc.wait(after)
+        except subprocess.TimeoutExpired:
+            kill_group_and_check_it_landed(proc)
+        self.published(None)  # the kill may have landed before or after the swap: both are fine
+
+    @precondition(lambda self: self.kills < 2)
+    @rule(op=st.sampled_from(["add", "replace", "delete"]), ids=st.lists(st.sampled_from(IDS), min_size=1, max_size=3),
+          texts=st.lists(TEXT, min_size=3, max_size=3), after=st.floats(0.5, 4.0))
+    def sigkill_an_add(self, op, ids, texts, after):
+        self.kills += 1
+        pairs = [(i, None if op == "delete" else t) for i, t in zip(ids, texts)]
+        expected = self.model_ops(op, pairs)
+        before = read_current(self.data).get("ledger", 0)
+        arg = [op, ids if op == "delete" else [{"id": i, "text": t} for i, t in pairs]]
+        proc = subprocess.Popen([sys.executable, "-c", ADD, str(self.data), json.dumps(arg)], cwd=ROOT,
+                                env=self._env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                start_new_session=True, text=True)
+        try:
+            proc.wait(after)
+        except subprocess.TimeoutExpired:
+            kill_group_and_check_it_landed(proc)
+        acknowledged = "acknowledged" in proc.stdout.read()
+        committed = read_current(self.data).get("ledger", 0) > before
+        assert committed or not acknowledged or not expected, "an acknowledged batch is missing"
+        if committed:
+            self.ops += expected
+
+    def _env(self) -> dict:
+        return {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": self.api_url}
+
+    # -- after every step -------------------------------------------------------------------
+    @invariant()
+    def live_statements_are_the_models(self):
+        if not hasattr(self, "data"):
+            return
+        got, want = live_statements(self.data), self.expected()
+        assert set(got) == set(want), (sorted(set(got) - set(want)), sorted(set(want) - set(got)))
+        assert {i: t for i, t in got.items() if want[i] != t} == {}
+
+    @invariant()
+    def rows_are_exact_and_the_version_is_whole(self):
+        if not hasattr(self, "data"):
+            return
+        assert_rows_exact(self.data)
+        assert verify(self.data) == []
+
+
+def test_lifecycle_against_a_model(published, prefect_server):
+    from prefect.settings import PREFECT_API_URL
+    Lifecycle.source = published[0]
+    Lifecycle.api_url = PREFECT_API_URL.value()
+    examples = int(os.environ.get("SHARDVEC_LIFECYCLE_EXAMPLES", "3"))
+    Lifecycle.TestCase.settings = settings(max_examples=examples, stateful_step_count=8, deadline=None,
+                                           suppress_health_check=list(HealthCheck), derandomize=False)
+    Lifecycle.TestCase().runTest()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    pytest.main([__file__, "-q"])
