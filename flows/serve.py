@@ -31,5 +31,8 @@ def deployments(s: Settings) -> list:
 
 
 def serve_all(s: Settings) -> None:
-    """Register the deployments with the Prefect server and run their flow runs until stopped."""
+    """Register the deployments with the Prefect server and run their flow runs until stopped.
+    Their runs are bound to this data directory (flows/params.py)."""
+    import os
+    os.environ["SHARDVEC_DATA_DIR"] = str(s.data)
     serve(*deployments(s), print_starting_message=True)

@@ -75,7 +75,14 @@ def drift(old: dict | None, new: dict, data: Path, *, sample: int = 2000, words:
     """How much the new version moved against the published one (`old`, `new`: components)."""
     if old is None:
         return {}
-    data = Path(data)
+    try:
+        return _drift(old, new, Path(data), sample=sample, words=words, seed=seed)
+    except Exception as exc:  # a damaged live version must not block the rebuild that repairs it
+        return {"drift_skipped": f"the published version could not be read ({type(exc).__name__}: {exc}); "
+                                 "drift against it was not measured"}
+
+
+def _drift(old: dict, new: dict, data: Path, *, sample: int, words: int, seed: int) -> dict:
     o_space, n_space = Space(data / old["statements"]), Space(data / new["statements"])
     o_rows, n_rows = SimilarityRows(data / old["similarity"]), SimilarityRows(data / new["similarity"])
     rng = np.random.default_rng(seed)

@@ -1,0 +1,162 @@
+"""Careless operators and hostile callers (issue 14): a damaged CURRENT, paths that escape,
+inbox files that are links, of unknown formats or unreadable, concurrent stdin spools, runs
+that try to move a deployment's data directory, a rebuild over a damaged live version.
+Each test fails on the code before that issue."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+from prefect.task_runners import ThreadPoolTaskRunner
+from typer.testing import CliRunner
+
+import shardvec
+from config.settings import SettingsError
+from flows.params import run_settings
+from shardvec.cli import app
+from tasks.additions import Adder, drain_inbox
+from tasks.publish import DamagedCurrentError, read_current, verify
+from tests.conftest import run_nightly, small_settings
+from tests.test_additions import SENTENCES
+
+
+@pytest.fixture
+def data(published, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(published[0], copy)
+    return copy
+
+
+def _write_current(data, **change):
+    current = {**json.loads((data / "CURRENT").read_text()), **change}
+    (data / "CURRENT").write_text(json.dumps(current))
+
+
+@pytest.mark.parametrize("change", [
+    {"version": "../../../victim"},
+    {"components": {"models": "../outside", "words": "x", "statements": "x", "words_index": "x",
+                    "statements_index": "x", "similarity": "x"}},
+    {"additions": {"base": "x", "segments": ["../../victim/000001"], "next_seq": 2}},
+    {"ledger": -3},
+])
+def test_a_current_that_points_outside_is_refused_before_anything_is_written(data, tmp_path, change):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    _write_current(data, **change)
+    with pytest.raises(DamagedCurrentError, match="move it aside and run `shardvec backfill --mode rebuild`"):
+        Adder(data).add([{"id": "x", "text": SENTENCES[0]}])
+    assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+    out = CliRunner().invoke(app, ["verify", "--data", str(data)])
+    assert out.exit_code != 0
+
+
+def test_a_symlinked_versions_folder_is_outside(data, tmp_path):
+    outside = tmp_path / "elsewhere"
+    shutil.move(data / "versions", outside)
+    (data / "versions").symlink_to(outside)
+    with pytest.raises(DamagedCurrentError, match="not inside"):
+        read_current(data)
+
+
+def test_a_rebuild_with_current_moved_aside_keeps_every_acknowledged_op(data):
+    shardvec.add([{"id": "kept", "text": SENTENCES[1]}], data=data)
+    shardvec.delete(["dup/a"], data=data)
+    os.replace(data / "CURRENT", data / "CURRENT.damaged")
+    from flows.backfill import backfill
+    s = small_settings(data)
+    backfill.with_options(task_runner=ThreadPoolTaskRunner(2))(mode="rebuild", overrides=json.loads(s.model_dump_json()))
+    store = shardvec.open(data)
+    assert "kept" in store and "dup/a" not in store and read_current(data)["ledger"] == 2
+    assert shardvec.add([{"id": "next", "text": SENTENCES[2]}], data=data)["ledger_seq"] == 3  # never reuses a seq
+
+
+def test_rebuild_publishes_over_a_damaged_live_version(data):
+    current = read_current(data)
+    rows = data / current["components"]["similarity"] / "rows-00000.npy"
+    rows.write_bytes(rows.read_bytes()[:100])  # truncated
+    assert verify(data)
+    from flows.backfill import backfill
+    s = small_settings(data)
+    report = backfill.with_options(task_runner=ThreadPoolTaskRunner(2))(
+        mode="rebuild", overrides=json.loads(s.model_dump_json()))
+    assert report["status"] == "published" and verify(data) == []
+    assert "drift_skipped" in report["quality"]
+
+
+def test_inbox_refuses_links_unknown_and_unreadable_files_and_adds_the_rest(data, tmp_path):
+    inbox = data / "inbox"
+    inbox.mkdir()
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text(json.dumps({"id": "stolen", "text": SENTENCES[3]}) + "\n")
+    (inbox / "a-link.jsonl").symlink_to(secret)
+    (inbox / "b-notes.docx").write_bytes(b"PK\x03\x04 not a corpus")
+    (inbox / "c-partial.jsonl.part").write_text('{"id": "half", "text": "still being writ')
+    (inbox / "d-good.jsonl").write_text(json.dumps({"id": "good", "text": SENTENCES[4]}) + "\n")
+    unreadable = inbox / "e-locked.jsonl"
+    unreadable.write_text(json.dumps({"id": "locked", "text": SENTENCES[5]}) + "\n")
+    unreadable.chmod(0)
+    readable_as_root = os.geteuid() == 0
+    report = drain_inbox(data, batch_size=100, on_duplicate="reject", max_record_bytes=1_000_000)
+    store = shardvec.open(data)
+    assert "good" in store and "stolen" not in store and "half" not in store
+    assert report["added"] == 1 + readable_as_root and report["refused"] == 2 + (not readable_as_root)
+    assert (inbox / "c-partial.jsonl.part").exists() and secret.exists()  # the protocol's temp name waits
+    reasons = {json.loads(p.read_text())["source"]: json.loads(p.read_text())["reason"]
+               for p in (data / "quarantine" / "inbox").glob("*.reason.json")}
+    assert reasons["inbox/a-link.jsonl"].startswith("a symlink")
+    assert reasons["inbox/b-notes.docx"].startswith("not .jsonl")
+    refused = [p for p in (data / "quarantine" / "inbox").iterdir() if not p.name.endswith(".json")]
+    assert any(p.name.endswith("a-link.jsonl") and p.is_symlink() for p in refused)  # the link, not its target
+    notes = next(p for p in (data / "quarantine" / "inbox").iterdir() if p.name.endswith("b-notes.docx"))
+    assert notes.read_bytes() == b"PK\x03\x04 not a corpus"  # byte for byte
+
+
+def test_two_stdin_adds_in_the_same_second_do_not_share_a_spool(data):
+    outs = [None, None]
+
+    def add(i):
+        line = json.dumps({"id": f"stdin/{i}", "text": SENTENCES[10 + i]}) + "\n"
+        outs[i] = subprocess.run([sys.executable, "-m", "shardvec.cli", "add", "-", "--data", str(data)],
+                                 input=line, capture_output=True, text=True, timeout=120)
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert all(o.returncode == 0 and "added=1" in o.stdout for o in outs), [o.stderr for o in outs]
+    store = shardvec.open(data)
+    assert "stdin/0" in store and "stdin/1" in store
+    assert list((data / "inbox" / ".stdin").iterdir()) == []
+
+
+def test_replayed_operations_are_not_screened_again(data, prefect_server):
+    """An op acknowledged under a large configured max_record_bytes is replayed at publish as it is."""
+    big = " ".join(SENTENCES) [:3000]
+    adder = Adder(data, max_record_bytes=10_000)
+    assert adder.add([{"id": "big", "text": big}]).added == 1
+    report = run_nightly(small_settings(data, corpus={"max_record_bytes": 10_000}), ThreadPoolTaskRunner(2))
+    assert report["status"] == "published"
+    assert shardvec.open(data).text("big") == big
+
+
+def test_a_deployment_run_cannot_move_the_data_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHARDVEC_DATA_DIR", str(tmp_path / "bound"))
+    assert run_settings({"data_dir": str(tmp_path / "other")}, deployed=False).data == tmp_path / "other"
+    assert run_settings({"lsi": {"num_topics": 12}}, deployed=True).lsi.num_topics == 12
+    for overrides in ({"data_dir": str(tmp_path / "evil")}, {"dask": {"address": "tcp://evil:8786"}}):
+        with pytest.raises(SettingsError, match="A deployment run may not change"):
+            run_settings(overrides, deployed=True)
+
+
+def test_server_beyond_loopback_without_auth_warns(monkeypatch, tmp_path):
+    monkeypatch.setenv("SHARDVEC_SERVER_HOST", "0.0.0.0")
+    monkeypatch.delenv("PREFECT_SERVER_API_AUTH_STRING", raising=False)
+    monkeypatch.setattr(os, "execv", lambda *a: None)  # do not start it: the warning is the point
+    out = CliRunner().invoke(app, ["server", "--data", str(tmp_path)])
+    assert "set PREFECT_SERVER_API_AUTH_STRING" in out.output
+    monkeypatch.setenv("PREFECT_SERVER_API_AUTH_STRING", "admin:pass")
+    assert "PREFECT_SERVER_API_AUTH_STRING" not in CliRunner().invoke(app, ["server", "--data", str(tmp_path)]).output
