@@ -34,7 +34,8 @@ def _user_errors():
     from tasks.corpus import BadInputError
     from flows.pipeline import QualityGateError
     from tasks.publish import DamagedCurrentError, LockedError, NotPublishedError
-    return (SettingsError, BadInputError, LockedError, NotPublishedError, KeyError, QualityGateError,
+    from tasks.store import UnknownKeyError
+    return (SettingsError, BadInputError, LockedError, NotPublishedError, UnknownKeyError, QualityGateError,
             DamagedCurrentError)
 
 
@@ -323,8 +324,7 @@ def main() -> None:
     try:
         app()
     except _user_errors() as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        typer.echo(f"error: {message}", err=True)
+        typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except OSError as exc:  # a full disk, a file too large, no permission: the system said no
         where = f" ({exc.filename})" if exc.filename else ""

@@ -17,7 +17,7 @@ from tasks.embed import Embedder
 from tasks.publish import require_current
 from tasks.additions import Statements
 from tasks.similarity import exact_topk
-from tasks.store import Space
+from tasks.store import Space, UnknownKeyError
 from tasks.tokenize import Tokenizer
 
 # Up to this many rows a one-off query scans the memmap exactly (fast enough, recall 1.0);
@@ -66,7 +66,7 @@ class Store:
         """The k words nearest to `word` by cosine, best first."""
         row = self.words.find(word)
         if row is None:
-            raise KeyError(f"{word!r} has no vector (not in the word2vec vocabulary of version {self.version}).")
+            raise UnknownKeyError(f"{word!r} has no vector (not in the word2vec vocabulary of version {self.version}).")
         return self._search("words", self.words.row(row), k, exclude=row, exact=exact)
 
     # --- statements ----------------------------------------------------------------------
@@ -110,7 +110,7 @@ class Store:
     def _statement(self, statement_id: str) -> int:
         r = self.statements.find(statement_id)
         if r is None:
-            raise KeyError(f"No statement with id {statement_id!r} in version {self.version}.")
+            raise UnknownKeyError(f"No statement with id {statement_id!r} in version {self.version}.")
         return r
 
     def _search(self, name: str, vec: np.ndarray, k: int, *, exclude: int, exact: bool | None) -> list[Hit]:

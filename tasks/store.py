@@ -48,6 +48,13 @@ def shard_name(kind: str, shard: int, ext: str) -> str:
 DTYPES = ("float32", "float16", "int8")
 
 
+class UnknownKeyError(KeyError):
+    """A word or statement id that is not in the space asked: a user's mistake, said in a sentence."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown key"
+
+
 class ShardWriter:
     """Write one shard batch by batch (RAM: one batch); its files appear whole, durably, on a
     clean exit and not at all on an error.
@@ -415,7 +422,7 @@ class Space:
     def vector(self, key: str) -> np.ndarray:
         r = self.find(key)
         if r is None:
-            raise KeyError(key)
+            raise UnknownKeyError(f"{key!r} is not a key of the space at {self.dir}.")
         s, off = divmod(r, self.rows_per_shard)
         return self._get(s, off)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from tasks.atomic import atomic_path, fsync_dir, fsync_tree, write_json
 from tasks.corpus import BadInputError, Quarantine, SourceFile
-from tasks.store import DTYPES, Space, SpaceWriter, _mapped, convert_space
+from tasks.store import DTYPES, Space, SpaceWriter, UnknownKeyError, _mapped, convert_space
 
 FORMATS = ("word2vec", "word2vec-binary", "glove", "fasttext")
 FASTTEXT_MAGIC = 793712314
@@ -268,7 +268,7 @@ class Vectors:
         if r is not None:
             return self.space.row(r)
         if self.ngrams is None:
-            raise KeyError(f"{word!r} is not in the vocabulary (and these vectors have no n-grams for new words).")
+            raise UnknownKeyError(f"{word!r} is not in the vocabulary (and these vectors have no n-grams for new words).")
         from gensim.models.fasttext import ft_ngram_hashes
         hashes = ft_ngram_hashes(word, self.minn, self.maxn, self.bucket)
         if not hashes:

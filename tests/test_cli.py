@@ -83,3 +83,22 @@ def test_import_and_export_vectors(tmp_path, published):
     assert r.returncode == 0 and (tmp_path / "proj" / "metadata.tsv").read_text() == "fire\nsmoke\n"
     r = shardvec("export", "nosuch", "--out", str(tmp_path / "x"), "--data", str(data))
     assert r.returncode == 2 and "No space named 'nosuch'" in r.stderr
+
+
+def test_only_our_own_errors_become_one_line(published, tmp_path, monkeypatch, capsys):
+    import json
+    import shutil
+    from shardvec.cli import main
+    data = tmp_path / "data"
+    shutil.copytree(published[0], data)
+    monkeypatch.setattr(sys, "argv", ["shardvec", "query", "word", "zzzqqq", "--data", str(data)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2 and capsys.readouterr().err.startswith("error: 'zzzqqq' has no vector")
+    # a damaged index manifest is a bug-shaped KeyError inside, not a user's mistake: it keeps its traceback
+    current = json.loads((data / "CURRENT").read_text())
+    manifest = data / current["components"]["words_index"] / "manifest.json"
+    manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "search_k"}))
+    monkeypatch.setattr(sys, "argv", ["shardvec", "query", "word", "fire", "--data", str(data)])
+    with pytest.raises(KeyError, match="search_k"):
+        main()
