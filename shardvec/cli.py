@@ -160,7 +160,8 @@ def rollback(version: Annotated[Optional[str], typer.Argument(help="A kept versi
 @app.command()
 def verify(data: DataOpt = None) -> None:
     """Check every file of the published version against its checksum."""
-    from tasks.publish import require_current, verify as verify_store
+    from tasks.publish import require_current
+    from tasks.release import verify as verify_store
     s = _settings(data)
     problems = verify_store(s.data)
     if problems:

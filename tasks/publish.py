@@ -209,29 +209,3 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
-
-
-def verify(data: Path) -> list[str]:
-    """Problems with what CURRENT names (empty: it is whole): every file of the live version
-    against its checksum in the version manifest, and every addition segment it names."""
-    data = Path(data)
-    current = require_current(data)
-    vdir = version_dir(data, current["version"])
-    manifest_path = vdir / "manifest.json"
-    if not manifest_path.exists():
-        return [f"{manifest_path} is missing"]
-    manifest = json.loads(manifest_path.read_text())
-    problems = []
-    for rel, digest in manifest.get("files", {}).items():
-        path = vdir / rel
-        if not path.exists():
-            problems.append(f"{path} is missing")
-        elif sha256_file(path) != digest:
-            problems.append(f"{path} does not match its checksum")
-    for rel in (current.get("additions") or {}).get("segments", []):
-        from tasks.additions import Segment
-        try:
-            Segment(data / rel, 0)
-        except Exception as exc:  # any failure to open is the finding
-            problems.append(f"addition segment {rel} cannot be read: {exc}")
-    return problems

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.additions import Adder
+from tasks.additions import Adder, Segment
+from tasks.atomic import sha256_file
 from tasks.ledger import Ledger, ops_from
-from tasks.publish import (NotPublishedError, PublishLock, RunLock, prepare, read_current, retain, swap,
-                           version_dir)
+from tasks.publish import (NotPublishedError, PublishLock, RunLock, prepare, read_current, require_current,
+                           retain, swap, version_dir)
 
 
 def publish_version(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict,
@@ -85,3 +86,28 @@ def list_versions(data: Path) -> list[dict]:
 
 def _manifest(data: Path, version: str) -> dict:
     return json.loads((version_dir(data, version) / "manifest.json").read_text())
+
+
+def verify(data: Path) -> list[str]:
+    """Problems with what CURRENT names (empty: it is whole): every file of the live version
+    against its checksum in the version manifest, and every addition segment it names."""
+    data = Path(data)
+    current = require_current(data)
+    vdir = version_dir(data, current["version"])
+    manifest_path = vdir / "manifest.json"
+    if not manifest_path.exists():
+        return [f"{manifest_path} is missing"]
+    manifest = json.loads(manifest_path.read_text())
+    problems = []
+    for rel, digest in manifest.get("files", {}).items():
+        path = vdir / rel
+        if not path.exists():
+            problems.append(f"{path} is missing")
+        elif sha256_file(path) != digest:
+            problems.append(f"{path} does not match its checksum")
+    for rel in (current.get("additions") or {}).get("segments", []):
+        try:
+            Segment(data / rel, 0)
+        except Exception as exc:  # any failure to open is the finding
+            problems.append(f"addition segment {rel} cannot be read: {exc}")
+    return problems

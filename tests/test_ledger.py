@@ -17,7 +17,8 @@ import shardvec
 from flows.backfill import backfill
 from tasks.additions import Adder
 from tasks.ledger import Ledger, Op
-from tasks.publish import read_current, verify
+from tasks.publish import read_current
+from tasks.release import verify
 from tasks.release import list_versions, rollback
 from tests.conftest import lee_lines, run_nightly, small_settings
 from tests.test_additions import SENTENCES, assert_rows_exact
