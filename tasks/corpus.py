@@ -119,12 +119,13 @@ class Quarantine:
         self._tmp.append(tmp)
         return open(tmp, mode)
 
-    def reject(self, line: int, reason: str, raw: bytes | None = None, row: dict | None = None) -> None:
+    def reject(self, line: int, reason: str, raw: bytes | None = None, row: dict | None = None, **where) -> None:
+        """One rejected record; `where` adds what locates it in its source (offset, length, rows)."""
         self.counts.records += 1
         self.counts.reasons[reason.split(":")[0]] += 1
         if self._reasons is None:
             self._reasons = self._open(".reasons.jsonl", "w")
-        entry = {"source": self.source.name, "line": line, "reason": reason}
+        entry = {"source": self.source.name, "line": line, "reason": reason, **where}
         if raw is not None:
             if self._raw is None:
                 self._raw = self._open(".rejected", "wb")
@@ -184,17 +185,39 @@ def check_record(id_, text, max_bytes: int, nbytes: int) -> str | None:
     return None
 
 
-def _lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
-    """(1-based line number, byte offset, raw line with its newline), streamed."""
+def _lines(path: Path, max_bytes: int, q: Quarantine) -> Iterator[tuple[int, int, bytes]]:
+    """(1-based line number, byte offset, raw line with its newline), streamed.
+
+    A line over `max_bytes` (a file with no newline is one line) is never held whole: its
+    first bytes and its length go to `q`, and reading resumes after it.
+    """
     offset = 0
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            yield number, offset, raw
-            offset += len(raw)
+        number = 0
+        while raw := f.readline(max_bytes + 1):
+            number += 1
+            length = len(raw)
+            if length > max_bytes and not raw.endswith(b"\n"):
+                length += _skip_line(f, max_bytes + 1)
+                q.reject(number, f"too large: {length} bytes, over corpus.max_record_bytes={max_bytes}; "
+                                 f"its first {len(raw)} bytes are kept", raw=raw, offset=offset, length=length)
+            else:
+                yield number, offset, raw
+            offset += length
+
+
+def _skip_line(f, chunk: int) -> int:
+    """Read past the rest of the current line, chunk by chunk; the bytes skipped."""
+    skipped = 0
+    while part := f.readline(chunk):
+        skipped += len(part)
+        if part.endswith(b"\n"):
+            break
+    return skipped
 
 
 def _jsonl_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine, ops: bool = False) -> Iterator[Record]:
-    for number, offset, raw in _lines(path):
+    for number, offset, raw in _lines(path, max_bytes, q):
         body = raw.rstrip(b"\r\n")
         if not body.strip():
             continue
@@ -222,7 +245,7 @@ def _jsonl_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine, o
 
 
 def _text_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) -> Iterator[Record]:
-    for number, offset, raw in _lines(path):
+    for number, offset, raw in _lines(path, max_bytes, q):
         body = raw.rstrip(b"\r\n")
         if not body.strip():
             continue

@@ -64,8 +64,9 @@ def test_bad_jsonl_records_quarantined_byte_for_byte_good_ones_kept(tmp_path):
         (6, "empty text"), (8, "not a JSON object"), (9, "NUL byte in id or text"), (10, "too large")]
     assert all(r["source"] == "p1/s.jsonl" for r in reasons)
     raw = (tmp_path / "q" / "p1/s.jsonl.rejected").read_bytes()
-    rejected = [lines[i - 1] for i in (2, 3, 4, 5, 6, 8, 9, 10)]
+    rejected = [lines[i - 1] for i in (2, 3, 4, 5, 6, 8, 9)] + [lines[9][:201]]  # a line too long: its head
     assert raw == b"".join(rejected)
+    assert (reasons[-1]["offset"], reasons[-1]["length"]) == (sum(map(len, lines[:9])), len(lines[9]))
     for r, expected in zip(reasons, rejected):  # each reason points at its bytes
         assert raw[r["offset_in_rejected"]:r["offset_in_rejected"] + r["bytes"]] == expected
     assert q.counts.records == 8
@@ -144,3 +145,45 @@ def test_select_unknown_partition_or_reversed_range():
         select_partitions(["a", "b"], [], mode="update", partitions=["z"])
     with pytest.raises(BadInputError, match="starts at b after it ends at a; swap --start and --end"):
         select_partitions(["a", "b"], [], mode="update", start="b", end="a")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "txt"])
+def test_a_line_longer_than_max_record_bytes_is_skipped_without_being_held(tmp_path, fmt):
+    """issue 14 item 3: an 8 MB line is quarantined (its first bytes and its length) while
+    reading holds about max_record_bytes; the good lines around it are read."""
+    import tracemalloc
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    good = [json.dumps({"id": f"g{i}", "text": f"good line {i}"}).encode() if fmt == "jsonl"
+            else f"good line {i}".encode() for i in range(3)]
+    long = b'{"id": "long", "text": "' + b"word " * 1_600_000 + b'"}' if fmt == "jsonl" else b"word " * 1_600_000
+    path = corpus / "p" / f"l.{fmt}"
+    path.write_bytes(good[0] + b"\n" + long + b"\n" + good[1] + b"\n" + good[2])  # the last one has no newline
+    tracemalloc.start()
+    try:
+        records, q = _read(corpus, tmp_path / "q", f"p/l.{fmt}", max_bytes=4096)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"reading held {peak} bytes"
+    assert [r.line for r in records] == [1, 3, 4]
+    assert [r.text for r in records] == ["good line 0", "good line 1", "good line 2"]
+    (reason,) = _reasons(tmp_path / "q", f"p/l.{fmt}")
+    assert reason["line"] == 2 and reason["reason"].startswith(f"too large: {len(long) + 1} bytes")
+    kept = (tmp_path / "q" / f"p/l.{fmt}.rejected").read_bytes()
+    assert 0 < len(kept) <= 4097 and long.startswith(kept)
+
+
+def test_a_big_file_without_newline_is_one_record_too_large(tmp_path):
+    import tracemalloc
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    (corpus / "p" / "n.txt").write_bytes(b"x" * (6 << 20))
+    tracemalloc.start()
+    try:
+        records, q = _read(corpus, tmp_path / "q", "p/n.txt", max_bytes=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert records == [] and q.counts.records == 1 and peak < 1 << 20
+    assert _reasons(tmp_path / "q", "p/n.txt")[0]["reason"].startswith(f"too large: {6 << 20} bytes")
