@@ -198,7 +198,7 @@ def _lines(path: Path, max_bytes: int, q: Quarantine) -> Iterator[tuple[int, int
             number += 1
             length = len(raw)
             if length > max_bytes and not raw.endswith(b"\n"):
-                length += _skip_line(f, max_bytes + 1)
+                length += _skip_line(f, min(max_bytes + 1, 1 << 16))
                 q.reject(number, f"too large: {length} bytes, over corpus.max_record_bytes={max_bytes}; "
                                  f"its first {len(raw)} bytes are kept", raw=raw, offset=offset, length=length)
             else:
