@@ -187,3 +187,61 @@ def test_a_big_file_without_newline_is_one_record_too_large(tmp_path):
         tracemalloc.stop()
     assert records == [] and q.counts.records == 1 and peak < 1 << 20
     assert _reasons(tmp_path / "q", "p/n.txt")[0]["reason"].startswith(f"too large: {6 << 20} bytes")
+
+
+def _invalid_utf8(values: list[bytes]) -> pa.Array:
+    """A string column holding bytes that are not UTF-8 (as other writers produce)."""
+    return pa.array(values, pa.binary()).view(pa.string())
+
+
+def test_parquet_rows_with_invalid_utf8_are_quarantined_row_by_row(tmp_path):
+    """issue 14 item 1: a non-UTF-8 string costs its row only, kept byte for byte."""
+    import base64
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    ids = [b"a", b"b\xff", b"c", b"d", b"e"]
+    texts = [b"good one", b"bad id", b"caf\xe9 latin-1", b"good two", b"good three"]
+    pq.write_table(pa.table({"id": _invalid_utf8(ids), "text": _invalid_utf8(texts)}), corpus / "p" / "u.parquet",
+                   row_group_size=2)
+    records, q = _read(corpus, tmp_path / "q", "p/u.parquet", batch_size=4)
+    assert [(r.id, r.line) for r in records] == [("a", 1), ("d", 4), ("e", 5)]
+    assert [(r["line"], r["reason"]) for r in _reasons(tmp_path / "q", "p/u.parquet")] == [
+        (2, "invalid UTF-8 in column id: byte 1"), (3, "invalid UTF-8 in column text: byte 3")]
+    rows = [json.loads(l) for l in (tmp_path / "q" / "p/u.parquet.rejected.jsonl").read_text().splitlines()]
+    assert base64.b64decode(rows[0]["id"]["base64"]) == b"b\xff" and rows[0]["text"] == "bad id"
+    assert base64.b64decode(rows[1]["text"]["base64"]) == b"caf\xe9 latin-1"
+
+
+def _corrupt_row_group(path: Path, rg: int) -> tuple[int, int]:
+    """Flip bytes inside the text column's data of row group `rg`; its byte range in the file."""
+    md = pq.ParquetFile(path).metadata.row_group(rg)
+    cols = [md.column(j) for j in range(md.num_columns)]
+    starts = [c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset for c in cols]
+    text = cols[1]
+    data = bytearray(path.read_bytes())
+    mid = text.data_page_offset + (starts[1] + text.total_compressed_size - text.data_page_offset) // 2
+    for k in range(mid, mid + 8):
+        data[k] ^= 0x5A
+    path.write_bytes(bytes(data))
+    return min(starts), max(s + c.total_compressed_size for s, c in zip(starts, cols))
+
+
+@pytest.mark.parametrize("checksums", [False, True])
+def test_parquet_corrupt_page_costs_its_row_group_only(tmp_path, checksums):
+    """issue 14 item 1: a corrupt page quarantines its row group (its bytes, with a reason);
+    the row groups around it are read."""
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    path = corpus / "p" / "c.parquet"
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(300)], "text": [f"text number {i}" for i in range(300)]}),
+                   path, row_group_size=100, write_page_checksum=checksums,
+                   compression="none" if checksums else "snappy")
+    start, end = _corrupt_row_group(path, 1)
+    records, q = _read(corpus, tmp_path / "q", "p/c.parquet", batch_size=32)
+    assert [r.id for r in records] == [f"r{i}" for i in range(100)] + [f"r{i}" for i in range(200, 300)]
+    assert [r.line for r in records][99:101] == [100, 201]
+    (reason,) = _reasons(tmp_path / "q", "p/c.parquet")
+    assert reason["line"] == 101 and reason["rows"] == [101, 200] and (reason["offset"], reason["length"]) == (
+        start, end - start)
+    assert reason["reason"].startswith("unreadable Parquet row group 1 (rows 101-200): ")
+    assert (tmp_path / "q" / "p/c.parquet.rejected").read_bytes() == path.read_bytes()[start:end]
