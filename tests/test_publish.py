@@ -87,9 +87,10 @@ def test_publish_fsyncs_the_folders_that_name_a_new_version(tmp_path, fsynced):
     """issue 14: a new folder under versions/ is durable only once the folders holding its
     entry (versions/, and the data directory that got versions/) are fsynced before CURRENT moves."""
     import os
-    data = tmp_path / "data"
+    from tasks.publish import new_version_id
+    data, vid = tmp_path / "data", new_version_id()
     data.mkdir()
-    publish(data, "v1", _version(data, "v1"), {"partitions": ["a"]}, {}, keep_versions=2)
+    publish(data, vid, _version(data, vid), {"partitions": ["a"]}, {}, keep_versions=2)
     current_at = next(i for i, p in enumerate(fsynced) if os.path.basename(p).startswith(".CURRENT."))
-    for folder in (data / "versions" / "v1", data / "versions", data):
+    for folder in (data / "versions" / vid, data / "versions", data):
         assert os.path.realpath(folder) in fsynced[:current_at], f"{folder} not fsynced before CURRENT"
