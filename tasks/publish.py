@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.atomic import fsync_tree, sha256_file, write_json
+from tasks.atomic import fsync_dir, fsync_tree, sha256_file, write_json
 
 CURRENT = "CURRENT"
 FORMAT = 1
@@ -116,6 +116,8 @@ def prepare(data: Path, version: str, components: dict[str, str], watermark: dic
     write_json(vdir / "manifest.json", {"format": FORMAT, "version": version, "components": rel,
                                          "watermark": watermark, **summary, "files": files})
     fsync_tree(vdir)
+    fsync_dir(vdir.parent)  # the entries naming the new folder, and versions/ on a first run
+    fsync_dir(data)
     return {"format": FORMAT, "version": version, "components": rel, "watermark": watermark,
             "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 

@@ -68,3 +68,29 @@ def test_second_run_is_told_why_it_cannot_start(tmp_path):
         p.join(20)
     with RunLock(tmp_path):  # free again once the holder is gone
         pass
+
+
+@pytest.fixture
+def fsynced(monkeypatch):
+    """The paths os.fsync is called on (the real fsync still runs): a spy, not a stand-in."""
+    import os
+    seen, real = [], os.fsync
+
+    def spy(fd):
+        seen.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", spy)
+    return seen
+
+
+def test_publish_fsyncs_the_folders_that_name_a_new_version(tmp_path, fsynced):
+    """issue 14: a new folder under versions/ is durable only once the folders holding its
+    entry (versions/, and the data directory that got versions/) are fsynced before CURRENT moves."""
+    import os
+    from tasks.publish import new_version_id
+    data, vid = tmp_path / "data", new_version_id()
+    data.mkdir()
+    publish(data, vid, _version(data, vid), {"partitions": ["a"]}, {}, keep_versions=2)
+    current_at = next(i for i, p in enumerate(fsynced) if os.path.basename(p).startswith(".CURRENT."))
+    for folder in (data / "versions" / vid, data / "versions", data):
+        assert os.path.realpath(folder) in fsynced[:current_at], f"{folder} not fsynced before CURRENT"
