@@ -127,13 +127,6 @@ def swap(data: Path, current: dict) -> None:
     write_json(Path(data) / CURRENT, current)
 
 
-def publish(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict,
-            keep_versions: int) -> dict:
-    """Make `version` live: fsync it, write its manifest, atomically replace CURRENT, prune old ones."""
-    swap(data, prepare(data, version, components, watermark, summary))
-    return {"version": version, "removed_versions": retain(data, keep_versions)}
-
-
 def retain(data: Path, keep_versions: int) -> list[str]:
     """Delete versions other than the newest `keep_versions` published ones (CURRENT's always kept),
     and any unpublished leftovers of crashed runs older than the live version."""
