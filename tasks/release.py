@@ -41,6 +41,8 @@ def rollback(data: Path, version: str | None = None) -> dict:
                 raise NotPublishedError(f"No kept version is older than the live {current['version']}; "
                                         "`shardvec versions` lists what is kept.")
             version = older[-1]
+        if version == current["version"]:
+            raise NotPublishedError(f"Version {version} is already live; `shardvec versions` lists the older ones.")
         if version not in kept:
             raise NotPublishedError(f"Version {version!r} is not kept in {data}; `shardvec versions` lists "
                                     "the ones you can roll back to.")
