@@ -35,8 +35,9 @@ def _user_errors():
     from flows.pipeline import QualityGateError
     from tasks.publish import DamagedCurrentError, LockedError, NotPublishedError
     from tasks.store import UnknownKeyError
+    from tasks.ledger import LedgerError
     return (SettingsError, BadInputError, LockedError, NotPublishedError, UnknownKeyError, QualityGateError,
-            DamagedCurrentError)
+            DamagedCurrentError, LedgerError)
 
 
 @app.command()
@@ -131,7 +132,7 @@ def delete(ids: Annotated[list[str], typer.Argument(help="Statement ids, or - to
     if ids == ["-"]:
         ids = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
     result = delete_ids(s.data, ids)
-    typer.echo(" ".join(f"{k}={result[k]}" for k in ("deleted", "missing", "rows_updated", "seconds")))
+    typer.echo(" ".join(f"{k}={result[k]}" for k in ("deleted", "missing", "quarantined", "rows_updated", "seconds")))
 
 
 @app.command()

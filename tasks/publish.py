@@ -75,7 +75,8 @@ def _current_problem(data: Path, current: dict) -> str | None:
     version = current.get("version")
     if not isinstance(version, str) or not VERSION_ID.match(version):
         return f"names {version!r} as its version, which is not a version id"
-    if not isinstance(current.get("ledger", 0), int) or current.get("ledger", 0) < 0:
+    seq = current.get("ledger", 0)
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 10 ** 15:
         return f"names {current.get('ledger')!r} as its ledger position"
     comps = current.get("components")
     if not isinstance(comps, dict) or set(comps) != set(COMPONENTS):
