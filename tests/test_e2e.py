@@ -374,7 +374,7 @@ def test_a_killed_cli_run_in_local_mode_is_marked_crashed(server):
     env.pop("PREFECT_API_URL")
     proc = subprocess.Popen([BIN / "shardvec", "nightly", "--data", str(data)], env=env, start_new_session=True,
                             stdout=open(tmp / "local.log", "w"), stderr=subprocess.STDOUT)
-    path = wait_for(lambda: next((data / ".runs").glob("*.json")), 180, "the local run to register")
+    path = wait_for(lambda: next((data / ".runs").glob("*.json"), None), 180, "the local run to register")
     run_id = path.stem
     killed_at = kill_group(proc.pid)
     proc.wait(10)
