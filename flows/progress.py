@@ -5,6 +5,7 @@ log lines in the run's Logs tab: each step's start and size, its progress at lea
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from prefect.futures import as_completed
@@ -34,17 +35,22 @@ class RunProgress:
         bar = self.bars.add_task(step, total=len(futures))
         started, unit = time.monotonic(), UNITS.get(step, "tasks")
         self.log.info(f"{step}: started, {len(futures)} {unit if len(futures) != 1 else unit.rstrip('s')}")
-        pending, finished = list(futures), 0
-        while pending:
-            try:
-                for f in as_completed(pending, timeout=self.every):
-                    pending.remove(f)
-                    finished += 1
-                    self.bars.advance(bar)
-                    self._report(finished / max(len(futures), 1))
-            except TimeoutError:  # nothing new for a while: say it is still going
-                self.log.info(f"{step}: {finished} of {len(futures)} {unit} done, "
+        finished = [0]
+        stop = threading.Event()
+
+        def still_going() -> None:  # a thread: a long task keeps the loop below waiting
+            while not stop.wait(self.every):
+                self.log.info(f"{step}: {finished[0]} of {len(futures)} {unit} done, "
                               f"{time.monotonic() - started:.0f} s so far")
+        ticker = threading.Thread(target=still_going, daemon=True)
+        ticker.start()
+        try:
+            for finished[0], _ in enumerate(as_completed(futures), 1):
+                self.bars.advance(bar)
+                self._report(finished[0] / max(len(futures), 1))
+        finally:
+            stop.set()
+            ticker.join()
         self.done += 1
         self._report(0.0)
         results = [f.result() for f in futures]
