@@ -393,6 +393,6 @@ def test_runs_list_shows_the_crashed_run(deployment):
     if run_id is None:
         pytest.skip("needs the crashed run of test_a_killed_served_nightly_is_marked_crashed_and_alerts")
     shot = SCREENSHOTS / "runs-with-crashed.png"
-    dom = chromium(deployment["tmp"], f"http://127.0.0.1:{deployment['port']}/v2/runs", shot)
+    dom = chromium(deployment["tmp"], f"http://127.0.0.1:{deployment['port']}/v2/runs", shot, height=2000)
     assert "Crashed" in dom and flow_run(deployment, run_id)["name"] in dom
     assert shot.stat().st_size > 20_000
