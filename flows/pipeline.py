@@ -59,7 +59,8 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
     status = "refused by the quality gate" if report.get("gate") else "published"
     quality.append_history(data, {"flow": flow, "status": status, "version": report["version"],
                                   "statements": report["statements"], "metrics": report["quality"],
-                                  "gate": report.get("gate", [])})
+                                  "gate": report.get("gate", []), "peak_rss_mb": report["peak_rss_mb"],
+                                  "wall_seconds": round(time.perf_counter() - started, 2)})
     report["history"] = quality.history_table(quality.read_history(data, last=10))
     _finish(report, status=status, started=started,
             message="Not published: " + "; ".join(report["gate"]) + ". Investigate the input, or rerun with "

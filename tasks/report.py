@@ -11,11 +11,16 @@ import functools
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
+from pathlib import Path
 
 import psutil
 
 MB = 1 << 20
 # What `measured` adds to a step's summary.
+# What the run around the report adds to its summary (flows/operate.py): the data directory,
+# whose history is drawn as a chart, and the path of the run's Dask performance report.
+EXTRAS: ContextVar[dict] = ContextVar("shardvec_report_extras", default={})
 MEASURED = ("seconds", "peak_rss_mb", "peak_anon_mb", "rss_growth_mb", "worker", "began", "ended")
 
 
@@ -134,9 +139,28 @@ QUALITY = [("analogy_accuracy", "analogy accuracy"), ("analogy_coverage", "analo
 
 def render_markdown(report: dict) -> str:
     text = "```\n" + render_text(report) + "\n```\n"
+    extras = EXTRAS.get()
+    if extras.get("dask_report"):
+        url = Path(extras["dask_report"]).as_uri()
+        text += f"\nDask performance report of this run: [{url}]({url})\n"
+    if extras.get("data") is not None:
+        text += _trend_markdown(extras["data"])
     if report.get("history"):
         text += "\n## History (last 10 runs)\n\n" + report["history"] + "\n"
     return text
+
+
+TREND_RUNS = 30
+
+
+def _trend_markdown(data) -> str:
+    """The chart of the last runs, embedded as an image (empty when there is no history yet)."""
+    from tasks.quality import read_history
+    from tasks.trends import chart_data_uri
+    entries = read_history(data, last=TREND_RUNS)
+    if not entries:
+        return ""
+    return f"\n## Trend (last {len(entries)} runs)\n\n![shardvec trend chart]({chart_data_uri(entries)})\n"
 
 
 FIGURES = [("records", "records read"), ("quarantined", "records quarantined"), ("statements", "statements"),
