@@ -17,7 +17,8 @@ from tasks.corpus import SourceFile, select_partitions
 from tasks.ledger import Replay, replay_for_build
 from tasks.publish import RunLock, new_version_id, read_current, version_dir
 from flows.progress import RunProgress
-from tasks.report import MEASURED, PeakRSS, publish_artifacts, render_text, step_rows
+from flows.artifacts import publish_artifacts
+from tasks.report import MEASURED, PeakRSS, render_text, step_rows
 from tasks.rows import tile_pairs
 from tasks.similarity import tile_count
 from tasks.statements import shard_count

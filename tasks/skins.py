@@ -5,12 +5,40 @@ Steps take and return paths and small summaries, so nothing big crosses the orch
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Callable
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import additions, index, quality, lsi, release, rows, similarity, statements, store, tokenize, vocab, word2vec
 from tasks.corpus import discover
-from tasks.report import measured
+from tasks.report import MB, PeakRSS
+
+
+def measured(fn: Callable[..., dict]) -> Callable[..., dict]:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs) -> dict:
+        t, began = time.perf_counter(), time.time()
+        with PeakRSS() as mem:
+            result = fn(*args, **kwargs)
+        return {**result, "seconds": round(time.perf_counter() - t, 3), "worker": _worker(),
+                "began": round(began, 3), "ended": round(time.time(), 3),
+                "peak_rss_mb": round(mem.peak / MB, 1), "peak_anon_mb": round(mem.peak_anon / MB, 1),
+                "rss_growth_mb": round((mem.peak - mem.start_rss) / MB, 1)}
+    return wrapper
+
+
+def _worker() -> str:
+    """The Dask worker that ran this step (or this process, outside Dask)."""
+    try:
+        from distributed import get_worker
+        return get_worker().address
+    except (ImportError, ValueError):
+        import os
+        import socket
+        return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _skin(fn, name: str, retries: int = 2):
