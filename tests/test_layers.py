@@ -29,15 +29,20 @@ def _module(path: Path) -> str:
     return ".".join(p for p in rel.parts if p != "__init__")
 
 
-def _imports(path: Path) -> set[str]:
+def _raw_imports(path: Path, members: bool = False) -> set[str]:
+    """Every module a file imports (and with `members`, module.name of each `from` import)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            names |= {node.module} | ({f"{node.module}.{a.name}" for a in node.names} if members else set())
+    return names
+
+
+def _imports(path: Path) -> set[str]:
     return {n.removeprefix("shardvec.") if n.split(".")[1:2] in (["tasks"], ["flows"], ["config"]) else n
-            for n in names}
+            for n in _raw_imports(path, members=True)}
 
 
 def _layer(name: str) -> int | None:
@@ -108,16 +113,6 @@ def test_nothing_imports_the_folders_by_their_bare_names():
     bare = [f"{_module(p)}: {n}" for d in ("tasks", "flows", "shardvec", "config", "tests", "benchmarks")
             for p in (ROOT / d).glob("*.py") for n in _raw_imports(p) if n.split(".")[0] in ("tasks", "flows", "config")]
     assert bare == []
-
-
-def _raw_imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return names
 
 
 def test_the_wheel_installs_only_the_shardvec_namespace(tmp_path):
