@@ -247,6 +247,7 @@ def measure(n: int, method: str) -> dict:
     finish_rows(out / "rows", phases[-1], k=K, method=method, rows_per_shard=16_384)
     steps = [max(r["peak_rss_mb"] for r in ph) for ph in phases]
     result = {"seconds": round(seconds, 1), "peak_rss_mb": max(steps),
+              "peak_anon_mb": max(r["peak_anon_mb"] for ph in phases for r in ph),
               "phase_seconds": [round(sum(r["seconds"] for r in ph), 1) for ph in phases],
               "recall_at_10": recall(n, stored_rows(out / "rows", picks))}
     shutil.rmtree(out / "work", ignore_errors=True)
