@@ -27,7 +27,8 @@ from benchmarks.common import WORK, blas_gflops, save, statements  # noqa: E402
 from config import load_settings  # noqa: E402
 from tasks.additions import Adder, Statements  # noqa: E402
 from tasks.publish import read_current  # noqa: E402
-from tasks.similarity import exact_topk, recall_at_k, rows_for_tile, tile_count  # noqa: E402
+from tasks.rows import rows_for_tile  # noqa: E402
+from tasks.similarity import exact_topk, recall_at_k, tile_count  # noqa: E402
 
 N = 100_000
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,26 @@ DEFAULT_TOML = Path(__file__).with_name("default.toml")
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_from_text(cls, values: Any) -> Any:
+        """An environment variable is text: "0" must mean 0 for a knob whose choices are numbers
+        (e.g. word2vec.sg), as `sg = 0` does in TOML. Pydantic compares Literal choices strictly."""
+        if not isinstance(values, dict):
+            return values
+        out = dict(values)
+        for name, value in values.items():
+            field = cls.model_fields.get(name)
+            if field is None or not isinstance(value, str) or get_origin(field.annotation) is not Literal:
+                continue
+            choices = get_args(field.annotation)
+            if all(isinstance(c, int) and not isinstance(c, bool) for c in choices):
+                try:
+                    out[name] = int(value.strip())
+                except ValueError:
+                    pass  # left as text: the Literal check names the choices
+        return out
 
 
 class CorpusSettings(Section):

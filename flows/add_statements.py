@@ -6,7 +6,7 @@ from prefect import flow
 
 from flows.params import run_settings
 from tasks import skins
-from tasks.report import publish_add_report
+from flows.artifacts import publish_add_report
 
 
 @flow(name="add-statements", log_prints=True)

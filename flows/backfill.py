@@ -7,6 +7,7 @@ from typing import Literal
 from prefect import flow
 
 from config import load_settings
+from flows.operate import operated
 from flows.params import run_settings
 from flows.pipeline import build_and_publish
 from flows.runtime import task_runner
@@ -20,5 +21,7 @@ def backfill(start: str | None = None, end: str | None = None, partitions: list[
     published version. "update" trains the published models further on those not yet in and
     re-reads changed files; "rebuild" trains new models from scratch on everything. Running the
     same backfill twice publishes the same vectors."""
-    return build_and_publish(run_settings(overrides), flow="backfill", mode=mode,
-                             partitions=partitions, start=start, end=end, skip_if_nothing_new=False, force=force)
+    s = run_settings(overrides)
+    with operated(s, "backfill") as run:
+        return run.keep(build_and_publish(s, flow="backfill", mode=mode, partitions=partitions, start=start,
+                                          end=end, skip_if_nothing_new=False, force=force))

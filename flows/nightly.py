@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from config import load_settings
+from flows.operate import operated
 from flows.params import run_settings
 from flows.pipeline import build_and_publish
 from flows.runtime import task_runner
@@ -17,4 +18,6 @@ def nightly(overrides: dict | None = None, force: bool = False) -> dict:
     `overrides` are configuration values for this run, e.g. {"data_dir": "/srv/shardvec"};
     `force` publishes even if the quality gate refuses the new models.
     """
-    return build_and_publish(run_settings(overrides), flow="nightly", mode="update", force=force)
+    s = run_settings(overrides)
+    with operated(s, "nightly") as run:
+        return run.keep(build_and_publish(s, flow="nightly", mode="update", force=force))

@@ -17,7 +17,8 @@ from tasks.corpus import SourceFile, select_partitions
 from tasks.ledger import Replay, replay_for_build
 from tasks.publish import RunLock, new_version_id, read_current, version_dir
 from flows.progress import RunProgress
-from tasks.report import MEASURED, PeakRSS, publish_artifacts, render_text, step_rows
+from flows.artifacts import publish_artifacts
+from tasks.report import MEASURED, PeakRSS, render_text, step_rows
 from tasks.partitioned import clusters_for, score_tasks_for
 from tasks.rows import tile_pairs
 from tasks.similarity import tile_count
@@ -60,7 +61,8 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
     status = "refused by the quality gate" if report.get("gate") else "published"
     quality.append_history(data, {"flow": flow, "status": status, "version": report["version"],
                                   "statements": report["statements"], "metrics": report["quality"],
-                                  "gate": report.get("gate", [])})
+                                  "gate": report.get("gate", []), "peak_rss_mb": report["peak_rss_mb"],
+                                  "wall_seconds": round(time.perf_counter() - started, 2)})
     report["history"] = quality.history_table(quality.read_history(data, last=10))
     _finish(report, status=status, started=started,
             message="Not published: " + "; ".join(report["gate"]) + ". Investigate the input, or rerun with "

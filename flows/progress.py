@@ -1,6 +1,12 @@
-"""How far a run is: progress bars in the terminal and a progress artifact in the Prefect UI."""
+"""How far a run is: progress bars in the terminal, a progress artifact in the Prefect UI, and
+log lines in the run's Logs tab: each step's start and size, its progress at least every
+`every` seconds while it runs, and on finishing its time and throughput."""
 
 from __future__ import annotations
+
+import logging
+import threading
+import time
 
 from prefect.futures import as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -9,8 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class RunProgress:
     """One bar per step (its tasks done of all), and the run's overall percentage in the UI."""
 
-    def __init__(self, flow: str, steps: int):
-        self.steps, self.done = steps, 0
+    def __init__(self, flow: str, steps: int, every: float = 30.0):
+        self.steps, self.done, self.every = steps, 0, every
+        self.log = _run_logger()
         self.bars = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn())
         self.bars.start()
@@ -26,12 +33,30 @@ class RunProgress:
         """Results of the step's futures in submission order, advancing the bars as they land."""
         futures = list(futures)
         bar = self.bars.add_task(step, total=len(futures))
-        for i, _ in enumerate(as_completed(futures), 1):
-            self.bars.advance(bar)
-            self._report(i / max(len(futures), 1))
+        started, unit = time.monotonic(), UNITS.get(step, "tasks")
+        self.log.info(f"{step}: started, {len(futures)} {unit if len(futures) != 1 else unit.rstrip('s')}")
+        finished = [0]
+        stop = threading.Event()
+
+        def still_going() -> None:  # a thread: a long task keeps the loop below waiting
+            while not stop.wait(self.every):
+                self.log.info(f"{step}: {finished[0]} of {len(futures)} {unit} done, "
+                              f"{time.monotonic() - started:.0f} s so far")
+        ticker = threading.Thread(target=still_going, daemon=True)
+        ticker.start()
+        try:
+            for finished[0], _ in enumerate(as_completed(futures), 1):
+                self.bars.advance(bar)
+                self._report(finished[0] / max(len(futures), 1))
+        finally:
+            stop.set()
+            ticker.join()
         self.done += 1
         self._report(0.0)
-        return [f.result() for f in futures]
+        results = [f.result() for f in futures]
+        self.log.info(f"{step}: finished in {time.monotonic() - started:.1f} s; "
+                      + throughput(results, time.monotonic() - started))
+        return results
 
     def one(self, step: str, future) -> dict:
         return self.wait(step, [future])[0]
@@ -47,3 +72,30 @@ class RunProgress:
 
     def close(self) -> None:
         self.bars.stop()
+
+
+# what one task of a step works on, for the log lines
+UNITS = {"tokenize": "files", "project-statements": "shards", "index-words": "shards",
+         "index-statements": "shards", "similarity-rows": "tiles", "merge-rows": "tiles",
+         "recall": "checks", "evaluate": "checks"}
+SIZES = ("records", "tokens", "statements", "rows", "vectors", "words", "terms", "pairs")
+
+
+def throughput(results: list[dict], seconds: float) -> str:
+    """The sizes a step's results report, each with its rate: "records 353 (1,204/s), ..."."""
+    parts = []
+    for key in SIZES:
+        values = [r[key] for r in results if isinstance(r, dict) and isinstance(r.get(key), (int, float))
+                  and not isinstance(r.get(key), bool)]
+        if values:
+            total = sum(values)
+            parts.append(f"{key} {total:,} ({total / max(seconds, 1e-3):,.0f}/s)")
+    return ", ".join(parts) or f"{len(results)} tasks"
+
+
+def _run_logger():
+    try:
+        from prefect.logging import get_run_logger
+        return get_run_logger()
+    except Exception:  # outside a flow run
+        return logging.getLogger("shardvec")

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+# Every flow run started from here (locally, or by `shardvec serve`) sends Prefect a heartbeat
+# every 30 s, so a killed run is marked Crashed (deploy/automations.yaml). Set before Prefect
+# is imported, which reads its settings once.
+os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
+
 app = typer.Typer(help="Keep the semantic vectors of a growing corpus up to date, and read them.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 query_app = typer.Typer(help="Read the published version: nearest words, similar statements, rows.",
                         no_args_is_help=True)
 app.add_typer(query_app, name="query")
+alerts_app = typer.Typer(help="Automations on the Prefect server: crashed runs marked, alerts sent.",
+                         no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 
 DataOpt = Annotated[Optional[Path], typer.Option("--data", "-d", help="Data directory (default: config data_dir).")]
 KOpt = Annotated[int, typer.Option("-k", min=1, help="How many results.")]
@@ -35,8 +44,11 @@ def _user_errors():
     from flows.pipeline import QualityGateError
     from tasks.publish import DamagedCurrentError, LockedError, NotPublishedError
     from tasks.store import UnknownKeyError
+    from tasks.ledger import LedgerError
+    from tasks.trends import PlotFormatError
+    from shardvec.alerts import AlertsError
     return (SettingsError, BadInputError, LockedError, NotPublishedError, UnknownKeyError, QualityGateError,
-            DamagedCurrentError)
+            DamagedCurrentError, LedgerError, PlotFormatError, AlertsError)
 
 
 @app.command()
@@ -131,7 +143,7 @@ def delete(ids: Annotated[list[str], typer.Argument(help="Statement ids, or - to
     if ids == ["-"]:
         ids = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
     result = delete_ids(s.data, ids)
-    typer.echo(" ".join(f"{k}={result[k]}" for k in ("deleted", "missing", "rows_updated", "seconds")))
+    typer.echo(" ".join(f"{k}={result[k]}" for k in ("deleted", "missing", "quarantined", "rows_updated", "seconds")))
 
 
 @app.command()
@@ -160,7 +172,8 @@ def rollback(version: Annotated[Optional[str], typer.Argument(help="A kept versi
 @app.command()
 def verify(data: DataOpt = None) -> None:
     """Check every file of the published version against its checksum."""
-    from tasks.publish import require_current, verify as verify_store
+    from tasks.publish import require_current
+    from tasks.release import verify as verify_store
     s = _settings(data)
     problems = verify_store(s.data)
     if problems:
@@ -173,7 +186,9 @@ def verify(data: DataOpt = None) -> None:
 
 
 @app.command()
-def history(data: DataOpt = None, last: Annotated[int, typer.Option(min=1, help="How many runs.")] = 20) -> None:
+def history(data: DataOpt = None, last: Annotated[int, typer.Option(min=1, help="How many runs.")] = 20,
+            plot: Annotated[Optional[Path], typer.Option(help="Also draw the trend into this .png or .svg file.")] = None,
+            ) -> None:
     """The quality of every run, night by night: published or refused, metrics and drift."""
     from tasks.quality import history_table, read_history
     entries = read_history(_settings(data).data, last=last)
@@ -181,6 +196,9 @@ def history(data: DataOpt = None, last: Annotated[int, typer.Option(min=1, help=
         typer.echo("No run has been evaluated here yet; run `shardvec nightly` first.")
         return
     typer.echo(history_table(entries))
+    if plot:
+        from tasks.trends import plot_history
+        typer.echo(f"drew the last {len(entries)} runs into {plot_history(entries, plot)}")
     for e in entries:
         for reason in e.get("gate", []):
             typer.echo(f"{e['at'][:16]} refused: {reason}")
@@ -212,9 +230,38 @@ def serve(data: DataOpt = None) -> None:
     if not _api_url():
         _fail("No Prefect server is configured: start one with `shardvec server`, then "
               "export PREFECT_API_URL=http://127.0.0.1:4200/api and run `shardvec serve` again.")
+    from shardvec.alerts import install
     s = _settings(data)
+    install()  # killed runs are marked Crashed; `shardvec alerts install --webhook URL` adds the alerts
     typer.echo("Trigger them with: " + "; ".join(f"prefect deployment run '{n}'" for n in NAMES.values()))
     serve_all(s)
+
+
+@alerts_app.command("install")
+def alerts_install(webhook: Annotated[Optional[str], typer.Option(
+        help="POST a JSON alert here when a nightly fails or crashes, or the quality gate refuses a run.")] = None,
+        file: Annotated[Path, typer.Option(help="The automations to install.")] = None) -> None:
+    """Install deploy/automations.yaml on the Prefect server: silent runs marked Crashed, and alerts."""
+    from flows.runtime import _api_url
+    from shardvec.alerts import AUTOMATIONS, install
+    if not _api_url():
+        _fail("No Prefect server is configured: start one with `shardvec server`, then "
+              "export PREFECT_API_URL=http://127.0.0.1:4200/api and run this again.")
+    for name in install(webhook, file or AUTOMATIONS):
+        typer.echo(f"installed automation {name!r}")
+    if not webhook:
+        typer.echo("(no --webhook given: only the automations that send nothing were installed)")
+
+
+@app.command("mark-crashed")
+def mark_crashed(data: DataOpt = None) -> None:
+    """Mark the runs of DATA whose process is gone (killed, rebooted) as Crashed in Prefect."""
+    from flows.operate import mark_dead_runs_crashed
+    from flows.runtime import local_prefect
+    s = _settings(data)
+    with local_prefect():
+        marked = mark_dead_runs_crashed(s.data)
+    typer.echo("\n".join(f"marked flow run {m} Crashed" for m in marked) or "no dead runs found")
 
 
 @query_app.command("word")

@@ -1,12 +1,15 @@
 """Read what a deployment published, through CURRENT, without loading it into RAM.
 
 Everything is memmapped (vectors, keys, Annoy indexes, similarity rows), so many processes
-share one copy in the page cache. A Store stays on the version it opened; open it again to
-see a newer one.
+share one copy in the page cache. A Store stays on the version it opened (`refresh()` moves
+it on), with one exception: shards are opened lazily, so once later publishes have pruned
+its version (`publish.keep_versions`), a query that needs a file of it re-opens the version
+CURRENT names and is answered from there.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +33,21 @@ class Hit:
     key: str
     score: float
     text: str | None = None
+
+
+def _reopens(method):
+    """Answer from the version CURRENT names now when the open one lost a file because CURRENT
+    moved on (its folder pruned after newer publishes); a file missing from the live version
+    is still an error."""
+    @functools.wraps(method)
+    def query(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError:
+            if not self.refresh():
+                raise
+        return method(self, *args, **kwargs)
+    return query
 
 
 class Store:
@@ -58,10 +76,12 @@ class Store:
         self.search_k = _json(comp["words_index"] / "manifest.json")["search_k"]
 
     # --- words -------------------------------------------------------------------------
+    @_reopens
     def vector(self, word: str) -> np.ndarray:
         """The word2vec vector of `word` (a read-only view of the memmap)."""
         return self.words.vector(word)
 
+    @_reopens
     def neighbours(self, word: str, k: int = 10, exact: bool | None = None) -> list[Hit]:
         """The k words nearest to `word` by cosine, best first."""
         row = self.words.find(word)
@@ -70,12 +90,14 @@ class Store:
         return self._search("words", self.words.row(row), k, exclude=row, exact=exact)
 
     # --- statements ----------------------------------------------------------------------
+    @_reopens
     def embed(self, text: str) -> np.ndarray:
         """The LSI vector (unit length) a new text gets from the published models."""
         if self._embedder is None:
             self._embedder = Embedder(self._paths["models"])
         return self._embedder.embed([self.tokenizer(text)])[0]
 
+    @_reopens
     def similar(self, text: str, k: int = 10, exact: bool | None = None) -> list[Hit]:
         """The k published statements most similar to a new text."""
         vec = self.embed(text)
@@ -83,14 +105,17 @@ class Store:
             return []
         return self._search("statements", vec, k, exclude=-1, exact=exact)
 
+    @_reopens
     def row(self, statement_id: str) -> list[Hit]:
         """The stored similarity row of a published statement: its top-k, self excluded."""
         rows, scores = self.statements.row(self._statement(statement_id))
         return [self._hit(self.statements, int(n), float(s)) for n, s in zip(rows, scores) if n >= 0]
 
+    @_reopens
     def text(self, statement_id: str) -> str:
         return self.statements.text(self._statement(statement_id))
 
+    @_reopens
     def __contains__(self, statement_id: str) -> bool:
         return self.statements.find(statement_id) is not None
 

@@ -34,7 +34,7 @@ import pyarrow as pa
 from tasks.atomic import fsync_dir, write_json
 from tasks.corpus import check_record
 from tasks.embed import Embedder
-from tasks.ledger import OPS, Ledger, Op
+from tasks.ledger import OPS, Ledger, Op, ops_from
 from tasks.publish import CURRENT, PublishLock, require_current
 from tasks.similarity import SimilarityRows, _block_top, _merge, exact_topk, score_blocks
 from tasks.store import Space, key_hash, key_hashes
@@ -269,21 +269,31 @@ class Adder:
             latest = require_current(self.data)
             if latest != self.current:  # a nightly or another adder moved CURRENT
                 self._load(latest)
+            ledger = Ledger(self.data)
+            acknowledged = ledger.settle(self.current.get("ledger", 0))
+            behind = acknowledged > self.current.get("ledger", 0)
+            if behind:  # CURRENT was restored from an older copy: what it lacks is replayed first
+                self.replay(ops_from(ledger.net(acknowledged, after=self.current.get("ledger", 0))))
+                self.current = {**self.current, "ledger": acknowledged}
             result, ops = self._stage(items, replay=False)
             if ops:
-                seq = self.current.get("ledger", 0) + 1
-                Ledger(self.data).append(seq, ops)
+                seq = acknowledged + 1
+                ledger.append(seq, ops)
                 self.current = {**self.current, "ledger": seq}
                 result.ledger_seq = seq
-                write_json(self.data / CURRENT, self.current)
+            if ops or behind:
+                write_json(self.data / CURRENT, self.current)  # the acknowledgement
+                ledger.confirm(self.current["ledger"])
                 self._sweep()
         result.seconds = round(time.perf_counter() - t, 4)
         return result
 
     def replay(self, ops: list[Op]) -> AddResult:
         """Apply ops already in the ledger on top of `self.current` (a new version, a rollback):
-        puts upsert, deletes of ids not live do nothing. The caller writes CURRENT."""
-        result, _ = self._stage((_Item(o.op, o.id, o.text) for o in ops), replay=True)
+        every put upserts, whatever the version holds (an acknowledged op always wins); deletes
+        of ids not live do nothing. The caller writes CURRENT."""
+        result, _ = self._stage((_Item("delete" if o.op == "delete" else "replace", o.id, o.text) for o in ops),
+                                replay=True)
         return result
 
     def _stage(self, items: Iterable[_Item], *, replay: bool) -> tuple[AddResult, list[Op]]:
@@ -313,6 +323,9 @@ class Adder:
             if item.op == "delete":
                 if live_text is None:
                     result.missing += 1
+                    continue
+                if existing is None:  # put earlier in this very batch: the two cancel out
+                    batch.pop(id_)
                     continue
             elif live_text == item.text:
                 result.unchanged += 1  # re-adding the same record is a no-op
@@ -543,11 +556,14 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
     operations are acknowledged; a crash in between applies it again next time, which is a
     no-op for what was already in.
     """
-    from tasks.corpus import FORMATS
+    from tasks.corpus import FORMATS, BadInputError
     inbox = Path(data) / "inbox"
     done, refused = inbox / ".done", Path(data) / "quarantine" / "inbox"
+    if inbox.is_symlink():
+        raise BadInputError(f"{inbox} is a symlink; make it a folder inside the data directory and move the "
+                            "files into it.")
     waiting = sorted(p for p in inbox.iterdir() if not p.name.startswith(".") and not p.name.endswith(".part")
-                     ) if inbox.is_dir() and not inbox.is_symlink() else []
+                     ) if inbox.is_dir() else []
     totals = {"files": 0, "refused": 0, **{f: 0 for f in COUNTS}}
     adder = None
     for path in waiting:

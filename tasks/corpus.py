@@ -9,6 +9,7 @@ records around it are still yielded.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -119,12 +120,13 @@ class Quarantine:
         self._tmp.append(tmp)
         return open(tmp, mode)
 
-    def reject(self, line: int, reason: str, raw: bytes | None = None, row: dict | None = None) -> None:
+    def reject(self, line: int, reason: str, raw: bytes | None = None, row: dict | None = None, **where) -> None:
+        """One rejected record; `where` adds what locates it in its source (offset, length, rows)."""
         self.counts.records += 1
         self.counts.reasons[reason.split(":")[0]] += 1
         if self._reasons is None:
             self._reasons = self._open(".reasons.jsonl", "w")
-        entry = {"source": self.source.name, "line": line, "reason": reason}
+        entry = {"source": self.source.name, "line": line, "reason": reason, **where}
         if raw is not None:
             if self._raw is None:
                 self._raw = self._open(".rejected", "wb")
@@ -139,12 +141,20 @@ class Quarantine:
 
     def reject_file(self, path: Path, reason: str) -> None:
         """The whole file is the rejected record: copied in blocks, never read whole."""
-        self.reject(0, reason)
+        self.reject_range(path, 0, Path(path).stat().st_size, 0, reason)
+
+    def reject_range(self, path: Path, start: int, size: int, line: int, reason: str, **where) -> None:
+        """Bytes start..start+size of `path` are the rejected record (e.g. a Parquet row group)."""
         if self._raw is None:
             self._raw = self._open(".rejected", "wb")
+        at = self._raw.tell()
         with open(path, "rb") as f:
-            while block := f.read(1 << 20):
+            f.seek(start)
+            left = size
+            while left and (block := f.read(min(left, 1 << 20))):
                 self._raw.write(block)
+                left -= len(block)
+        self.reject(line, reason, offset_in_rejected=at, bytes=self._raw.tell() - at, **where)
 
     def commit(self) -> None:
         for f in (self._raw, self._reasons, self._rows):
@@ -184,17 +194,39 @@ def check_record(id_, text, max_bytes: int, nbytes: int) -> str | None:
     return None
 
 
-def _lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
-    """(1-based line number, byte offset, raw line with its newline), streamed."""
+def _lines(path: Path, max_bytes: int, q: Quarantine) -> Iterator[tuple[int, int, bytes]]:
+    """(1-based line number, byte offset, raw line with its newline), streamed.
+
+    A line over `max_bytes` (a file with no newline is one line) is never held whole: its
+    first bytes and its length go to `q`, and reading resumes after it.
+    """
     offset = 0
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            yield number, offset, raw
-            offset += len(raw)
+        number = 0
+        while raw := f.readline(max_bytes + 1):
+            number += 1
+            length = len(raw)
+            if length > max_bytes and not raw.endswith(b"\n"):
+                length += _skip_line(f, min(max_bytes + 1, 1 << 16))
+                q.reject(number, f"too large: {length} bytes, over corpus.max_record_bytes={max_bytes}; "
+                                 f"its first {len(raw)} bytes are kept", raw=raw, offset=offset, length=length)
+            else:
+                yield number, offset, raw
+            offset += length
+
+
+def _skip_line(f, chunk: int) -> int:
+    """Read past the rest of the current line, chunk by chunk; the bytes skipped."""
+    skipped = 0
+    while part := f.readline(chunk):
+        skipped += len(part)
+        if part.endswith(b"\n"):
+            break
+    return skipped
 
 
 def _jsonl_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine, ops: bool = False) -> Iterator[Record]:
-    for number, offset, raw in _lines(path):
+    for number, offset, raw in _lines(path, max_bytes, q):
         body = raw.rstrip(b"\r\n")
         if not body.strip():
             continue
@@ -222,7 +254,7 @@ def _jsonl_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine, o
 
 
 def _text_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) -> Iterator[Record]:
-    for number, offset, raw in _lines(path):
+    for number, offset, raw in _lines(path, max_bytes, q):
         body = raw.rstrip(b"\r\n")
         if not body.strip():
             continue
@@ -240,28 +272,90 @@ def _text_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) ->
 
 def _parquet_records(path: Path, src: SourceFile, max_bytes: int, batch_size: int,
                      q: Quarantine) -> Iterator[Record]:
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        q.reject_file(path, f"unreadable Parquet file: {exc}")
+    """Row group by row group: a corrupt page costs its row group, a non-UTF-8 string its row."""
+    pf = _open_parquet(path, q)
+    if pf is None:
         return
+    first = 1
+    for rg in range(pf.num_row_groups):
+        rows = pf.metadata.row_group(rg).num_rows
+        yield from _row_group_records(pf, path, rg, first, first + rows - 1, max_bytes, batch_size, q)
+        first += rows
+
+
+def _open_parquet(path: Path, q: Quarantine) -> pq.ParquetFile | None:
+    """The file, or None when nothing of it can be read (then the whole file is quarantined)."""
+    try:
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as exc:
+        q.reject_file(path, f"unreadable Parquet file: {_one_line(exc)}")
+        return None
     schema = pf.schema_arrow
     missing = [c for c in ("id", "text") if c not in schema.names or not pa.types.is_string(schema.field(c).type)
                and not pa.types.is_large_string(schema.field(c).type)]
     if missing:
         got = ", ".join(f"{f.name}: {f.type}" for f in schema)
         q.reject_file(path, f"wrong Parquet schema: needs string columns id and text, got {got}")
-        return
-    number = 0
-    for batch in pf.iter_batches(batch_size=batch_size, columns=["id", "text"]):
-        for id_, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
-            number += 1
-            size = len((id_ or "").encode()) + len((text or "").encode())
-            reason = check_record(id_, text, max_bytes, size)
+        return None
+    return pf
+
+
+def _row_group_records(pf: pq.ParquetFile, path: Path, rg: int, first: int, last: int, max_bytes: int,
+                       batch_size: int, q: Quarantine) -> Iterator[Record]:
+    batches = pf.iter_batches(batch_size=batch_size, row_groups=[rg], columns=["id", "text"])
+    number = first
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as exc:
+            start, length = _row_group_span(pf.metadata.row_group(rg))
+            q.reject_range(path, start, length, number, f"unreadable Parquet row group {rg} (rows {number}-{last}): "
+                           f"{_one_line(exc)}", rows=[number, last], offset=start, length=length)
+            return
+        if batch is None:
+            return
+        for id_, text, bad, row in _decoded(batch):
+            reason = bad or check_record(id_, text, max_bytes, len((id_ or "").encode()) + len((text or "").encode()))
             if reason:
-                q.reject(number, reason, row={"id": id_, "text": text})
+                q.reject(number, reason, row=row or {"id": id_, "text": text})
             else:
                 yield Record(id_, text, number, -1, -1)
+            number += 1
+
+
+def _decoded(batch: pa.RecordBatch) -> Iterator[tuple]:
+    """(id, text, reason, raw row) per row; Arrow does not check that strings are UTF-8, so a
+    batch that fails to decode is decoded again row by row from its bytes."""
+    try:
+        ids, texts = batch.column("id").to_pylist(), batch.column("text").to_pylist()
+        for id_, text in zip(ids, texts):
+            yield id_, text, None, None
+        return
+    except UnicodeDecodeError:
+        pass
+    raw = {name: batch.column(name).view(pa.large_binary() if pa.types.is_large_string(batch.column(name).type)
+                                          else pa.binary()).to_pylist() for name in ("id", "text")}
+    for id_b, text_b in zip(raw["id"], raw["text"]):
+        values, reason = {}, None
+        for name, value in (("id", id_b), ("text", text_b)):
+            try:
+                values[name] = None if value is None else value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                values[name] = {"base64": base64.b64encode(value).decode()}
+                reason = reason or f"invalid UTF-8 in column {name}: byte {exc.start}"
+        yield values["id"], values["text"], reason, values if reason else None
+
+
+def _row_group_span(md) -> tuple[int, int]:
+    """(offset, length) of a row group's column chunks in the file."""
+    cols = [md.column(j) for j in range(md.num_columns)]
+    starts = [c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset for c in cols]
+    end = max(s + c.total_compressed_size for s, c in zip(starts, cols))
+    return min(starts), end - min(starts)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def read_records(corpus_dir: Path, src: SourceFile, q: Quarantine, *, batch_size: int,

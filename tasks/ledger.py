@@ -4,9 +4,13 @@ Statements that did not come from `corpus/` live here and nowhere else durable. 
 nightly, backfill and rollback replays the ledger on top of the corpus partitions, so
 folding an addition into the shards never discards it. The files:
 
-  ledger/ops-<seq>.arrow    one acknowledged batch (columns seq, op, id, text), written and
-                            fsynced before CURRENT names `seq`; a file numbered above
-                            CURRENT's `ledger` is a crash's leftover, never acknowledged
+  ledger/pending-<seq>.arrow  one batch (columns seq, op, id, text), written and fsynced
+                            before CURRENT names `seq`, renamed to ops-<seq>.arrow once it
+                            does. A pending file above CURRENT's `ledger` is the leftover of a
+                            crash before the acknowledgement: never replayed, and removed.
+  ledger/ops-<seq>.arrow    one acknowledged batch. One above CURRENT's `ledger` (CURRENT
+                            restored from a backup) is still acknowledged: the next add
+                            replays it and numbers after it, so no seq is ever reused.
   ledger/upto-<seq>.arrow   compaction of every op up to `seq`: the last op of each id, with
                             the seq it was acknowledged at. Replaying "last op per id" gives
                             the same live statements as replaying every op, so compacting
@@ -33,7 +37,11 @@ from tasks.atomic import fsync_dir
 
 SCHEMA = pa.schema([("seq", pa.int64()), ("op", pa.string()), ("id", pa.string()), ("text", pa.string())])
 OPS = ("add", "replace", "delete")
-_NAME = re.compile(r"^(ops|upto)-(\d{12})\.arrow$")
+_NAME = re.compile(r"^(ops|upto|pending)-(\d{12,})\.arrow$")
+
+
+class LedgerError(RuntimeError):
+    """A ledger file that cannot be read: it holds acknowledged operations, so nothing goes on."""
 
 
 @dataclass(frozen=True)
@@ -53,12 +61,37 @@ class Ledger:
 
     # -- writing ------------------------------------------------------------------------
     def append(self, seq: int, ops: list[Op]) -> Path:
-        """Write batch `seq` durably. It counts as acknowledged once CURRENT names `seq`."""
+        """Write batch `seq` durably, pending: it is acknowledged once CURRENT names `seq`,
+        then `confirm` gives it its final name."""
         table = pa.table({"seq": pa.array([seq] * len(ops), pa.int64()),
                           "op": pa.array([o.op for o in ops], pa.string()),
                           "id": pa.array([o.id for o in ops], pa.string()),
                           "text": pa.array([o.text for o in ops], pa.string())}, schema=SCHEMA)
-        return self._write(self.dir / f"ops-{seq:012d}.arrow", table)
+        return self._write(self.dir / f"pending-{seq:012d}.arrow", table)
+
+    def confirm(self, upto: int) -> None:
+        """Settle the pending batches against CURRENT's `upto`: those it names become final,
+        those above it were never acknowledged and go."""
+        changed = False
+        for kind, seq, path in self._scan():
+            if kind == "pending":
+                if seq <= upto:
+                    os.replace(path, self.dir / f"ops-{seq:012d}.arrow")
+                else:
+                    path.unlink(missing_ok=True)
+                changed = True
+        if changed:
+            fsync_dir(self.dir)
+
+    def settle(self, current_seq: int) -> int:
+        """Confirm or drop pending batches against CURRENT's `ledger`; the last acknowledged seq
+        (beyond CURRENT's when CURRENT was restored from an older copy)."""
+        self.confirm(current_seq)
+        return max(current_seq, self.last_confirmed())
+
+    def last_confirmed(self) -> int:
+        """The last seq known acknowledged from the files alone (pending ones are not)."""
+        return max((seq for kind, seq, _ in self._scan() if kind != "pending"), default=0)
 
     def compact(self, upto: int) -> None:
         """Fold every op up to `upto` into one file of the last op per id; delete what it covers."""
@@ -100,23 +133,32 @@ class Ledger:
             self._write(path, net.select(["id", "text", "seq"]))
         return path
 
-    def last_seq(self) -> int:
-        return max((int(m.group(2)) for p in (self.dir.iterdir() if self.dir.is_dir() else [])
-                    if (m := _NAME.match(p.name))), default=0)
-
-    def _files(self, upto: int) -> list[tuple[str, int, Path]]:
-        """The files that hold ops up to `upto`: the newest compaction, then later batches."""
+    def _scan(self) -> list[tuple[str, int, Path]]:
         if not self.dir.is_dir():
             return []
-        found = []
-        for p in self.dir.iterdir():
-            m = _NAME.match(p.name)
-            if m and int(m.group(2)) <= upto:
-                found.append((m.group(1), int(m.group(2)), p))
+        return [(m.group(1), int(m.group(2)), p) for p in self.dir.iterdir() if (m := _NAME.match(p.name))]
+
+    def _files(self, upto: int) -> list[tuple[str, int, Path]]:
+        """The files that hold ops up to `upto` (CURRENT's `ledger`, so pending ones up to it are
+        acknowledged): the newest compaction, then the later batches in order."""
+        found = [f for f in self._scan() if f[1] <= upto]
         base = max((seq for kind, seq, _ in found if kind == "upto"), default=0)
         chosen = [f for f in found if f[0] == "upto" and f[1] == base]
-        chosen += sorted(f for f in found if f[0] == "ops" and f[1] > base)
-        return chosen
+        later = {seq: (kind, seq, p) for kind, seq, p in sorted(found, key=lambda f: f[0] == "ops")
+                 if kind != "upto" and seq > base}  # a batch both pending and final: the final file
+        return chosen + [later[seq] for seq in sorted(later)]
+
+    def check(self, upto: int) -> list[str]:
+        """Problems with the files holding ops up to `upto` (empty: all readable)."""
+        problems = []
+        for _, _, path in self._files(upto):
+            try:
+                table = _read(path)
+                if not table.schema.equals(SCHEMA):
+                    problems.append(f"{path} does not have the ledger's columns (seq, op, id, text)")
+            except LedgerError as exc:
+                problems.append(str(exc))
+        return problems
 
     def _write(self, final: Path, table: pa.Table) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +174,15 @@ class Ledger:
 
 
 def _read(path: Path) -> pa.Table:
-    return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+    return _open(path).read_all()
+
+
+def _open(path: Path) -> pa.ipc.RecordBatchFileReader:
+    try:
+        return pa.ipc.open_file(pa.memory_map(str(path), "r"))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise LedgerError(f"The ledger file {path} cannot be read ({exc}); it holds acknowledged operations: "
+                          "restore it from a backup before running again.") from None
 
 
 def ops_from(table: pa.Table) -> list[Op]:
@@ -156,8 +206,8 @@ def replay_for_build(data: Path, current: dict | None, built: int, rebuild: bool
     """Compact the ledger up to CURRENT's last op and derive a build's inputs from it. `built`:
     the last op the live version's shards hold (everything is new on a rebuild)."""
     ledger = Ledger(data)
-    # without CURRENT (a first build, or one moved aside after damage) every op on disk is replayed
-    upto = current.get("ledger", 0) if current else ledger.last_seq()
+    # without CURRENT (a first build, or one moved aside after damage) every acknowledged op is replayed
+    upto = max(current.get("ledger", 0), ledger.last_confirmed()) if current else ledger.last_confirmed()
     if not upto:
         return Replay(0, None, None, None, 0)
     ledger.compact(upto)
@@ -174,5 +224,5 @@ def replay_for_build(data: Path, current: dict | None, built: int, rebuild: bool
 
 
 def _rows(path: Path) -> int:
-    reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+    reader = _open(path)
     return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))

@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.atomic import fsync_tree, sha256_file, write_json
+from tasks.atomic import fsync_dir, fsync_tree, sha256_file, write_json
 
 CURRENT = "CURRENT"
 FORMAT = 1
@@ -75,7 +75,8 @@ def _current_problem(data: Path, current: dict) -> str | None:
     version = current.get("version")
     if not isinstance(version, str) or not VERSION_ID.match(version):
         return f"names {version!r} as its version, which is not a version id"
-    if not isinstance(current.get("ledger", 0), int) or current.get("ledger", 0) < 0:
+    seq = current.get("ledger", 0)
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 10 ** 15:
         return f"names {current.get('ledger')!r} as its ledger position"
     comps = current.get("components")
     if not isinstance(comps, dict) or set(comps) != set(COMPONENTS):
@@ -116,6 +117,8 @@ def prepare(data: Path, version: str, components: dict[str, str], watermark: dic
     write_json(vdir / "manifest.json", {"format": FORMAT, "version": version, "components": rel,
                                          "watermark": watermark, **summary, "files": files})
     fsync_tree(vdir)
+    fsync_dir(vdir.parent)  # the entries naming the new folder, and versions/ on a first run
+    fsync_dir(data)
     return {"format": FORMAT, "version": version, "components": rel, "watermark": watermark,
             "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -123,13 +126,6 @@ def prepare(data: Path, version: str, components: dict[str, str], watermark: dic
 def swap(data: Path, current: dict) -> None:
     """The publish point: atomically replace CURRENT (readers see the old or the new, whole)."""
     write_json(Path(data) / CURRENT, current)
-
-
-def publish(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict,
-            keep_versions: int) -> dict:
-    """Make `version` live: fsync it, write its manifest, atomically replace CURRENT, prune old ones."""
-    swap(data, prepare(data, version, components, watermark, summary))
-    return {"version": version, "removed_versions": retain(data, keep_versions)}
 
 
 def retain(data: Path, keep_versions: int) -> list[str]:
@@ -209,29 +205,3 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
-
-
-def verify(data: Path) -> list[str]:
-    """Problems with what CURRENT names (empty: it is whole): every file of the live version
-    against its checksum in the version manifest, and every addition segment it names."""
-    data = Path(data)
-    current = require_current(data)
-    vdir = version_dir(data, current["version"])
-    manifest_path = vdir / "manifest.json"
-    if not manifest_path.exists():
-        return [f"{manifest_path} is missing"]
-    manifest = json.loads(manifest_path.read_text())
-    problems = []
-    for rel, digest in manifest.get("files", {}).items():
-        path = vdir / rel
-        if not path.exists():
-            problems.append(f"{path} is missing")
-        elif sha256_file(path) != digest:
-            problems.append(f"{path} does not match its checksum")
-    for rel in (current.get("additions") or {}).get("segments", []):
-        from tasks.additions import Segment
-        try:
-            Segment(data / rel, 0)
-        except Exception as exc:  # any failure to open is the finding
-            problems.append(f"addition segment {rel} cannot be read: {exc}")
-    return problems

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.additions import Adder
+from tasks.additions import Adder, Segment
+from tasks.atomic import sha256_file
 from tasks.ledger import Ledger, ops_from
-from tasks.publish import (NotPublishedError, PublishLock, RunLock, prepare, read_current, retain, swap,
-                           version_dir)
+from tasks.publish import (NotPublishedError, PublishLock, RunLock, prepare, read_current, require_current,
+                           retain, swap, version_dir)
 
 
 def publish_version(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict,
@@ -40,9 +41,15 @@ def rollback(data: Path, version: str | None = None) -> dict:
                 raise NotPublishedError(f"No kept version is older than the live {current['version']}; "
                                         "`shardvec versions` lists what is kept.")
             version = older[-1]
+        if version == current["version"]:
+            raise NotPublishedError(f"Version {version} is already live; `shardvec versions` lists the older ones.")
         if version not in kept:
             raise NotPublishedError(f"Version {version!r} is not kept in {data}; `shardvec versions` lists "
                                     "the ones you can roll back to.")
+        damaged = verify_version(data, version)
+        if damaged:
+            raise NotPublishedError(f"Version {version} is damaged ({damaged[0]}); roll back to another kept "
+                                    "version, or run `shardvec backfill --mode rebuild`.")
         manifest = _manifest(data, version)
         target = {"format": current["format"], "version": version, "components": manifest["components"],
                   "watermark": manifest["watermark"], "published_at": current.get("published_at"),
@@ -55,7 +62,8 @@ def rollback(data: Path, version: str | None = None) -> dict:
 def _go_live(data: Path, new: dict, built_upto: int) -> int:
     """Replay the ops acknowledged after `built_upto` onto `new` and swap it in (publish lock held)."""
     latest = read_current(data)
-    acknowledged = max((latest or {}).get("ledger", 0), built_upto)  # never behind the ledger on disk
+    # never behind the ledger: not the version's own position, nor batches a restored CURRENT lacks
+    acknowledged = max(Ledger(data).settle((latest or {}).get("ledger", 0)), built_upto)
     replayed = 0
     if acknowledged > built_upto:
         adder = Adder(data, on_duplicate="update", state={**new, "ledger": acknowledged})
@@ -73,7 +81,12 @@ def list_versions(data: Path) -> list[dict]:
     for p in sorted(root.iterdir()) if root.is_dir() else []:
         if not (p / "manifest.json").exists():
             continue  # a run that never finished
-        m = _manifest(data, p.name)
+        try:
+            m = _manifest(data, p.name)
+        except ValueError:
+            out.append({"version": p.name, "live": False, "created_by": "damaged", "statements": None,
+                        "ledger": None, "quality": {}})
+            continue
         q = m.get("quality", {})
         out.append({"version": p.name, "live": bool(current) and current["version"] == p.name,
                     "created_by": m.get("created_by"), "statements": m.get("counts", {}).get("statements"),
@@ -85,3 +98,35 @@ def list_versions(data: Path) -> list[dict]:
 
 def _manifest(data: Path, version: str) -> dict:
     return json.loads((version_dir(data, version) / "manifest.json").read_text())
+
+
+def verify(data: Path) -> list[str]:
+    """Problems with what CURRENT names (empty: it is whole): every file of the live version
+    against its checksum in the version manifest, every addition segment it names, and every
+    ledger file up to CURRENT's position."""
+    data = Path(data)
+    current = require_current(data)
+    problems = verify_version(data, current["version"])
+    for rel in (current.get("additions") or {}).get("segments", []):
+        try:
+            Segment(data / rel, 0)
+        except Exception as exc:  # any failure to open is the finding
+            problems.append(f"addition segment {rel} cannot be read: {exc}")
+    return problems + Ledger(data).check(current.get("ledger", 0))
+
+
+def verify_version(data: Path, version: str) -> list[str]:
+    """Every file of one version against the checksums in its manifest."""
+    vdir = version_dir(data, version)
+    try:
+        manifest = json.loads((vdir / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        return [f"{vdir / 'manifest.json'} cannot be read ({exc})"]
+    problems = []
+    for rel, digest in manifest.get("files", {}).items():
+        path = vdir / rel
+        if not path.exists():
+            problems.append(f"{path} is missing")
+        elif sha256_file(path) != digest:
+            problems.append(f"{path} does not match its checksum")
+    return problems

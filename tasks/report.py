@@ -1,21 +1,23 @@
 """What a run measures and reports: time and peak memory per step, counts, recall.
 
-`measured` wraps a step so its summary carries `seconds` and `peak_rss_mb` (sampled from the
-process that ran it, a Dask worker or the flow's own). `render_*` turn the run report into
-the terminal text and the Prefect table and markdown artifacts.
+`PeakRSS` samples a process's memory (tasks/skins.py `measured` puts it in every step's
+summary). `render_*` turn the run report into the terminal text and the rows of the table and
+markdown artifacts that flows/artifacts.py publishes.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
-import time
-from collections.abc import Callable
+from contextvars import ContextVar
+from pathlib import Path
 
 import psutil
 
 MB = 1 << 20
 # What `measured` adds to a step's summary.
+# What the run around the report adds to its summary (flows/operate.py): the data directory,
+# whose history is drawn as a chart, and the path of the run's Dask performance report.
+EXTRAS: ContextVar[dict] = ContextVar("shardvec_report_extras", default={})
 MEASURED = ("seconds", "peak_rss_mb", "peak_anon_mb", "rss_growth_mb", "worker", "began", "ended")
 
 
@@ -50,30 +52,6 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         self._sample()
-
-
-def measured(fn: Callable[..., dict]) -> Callable[..., dict]:
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs) -> dict:
-        t, began = time.perf_counter(), time.time()
-        with PeakRSS() as mem:
-            result = fn(*args, **kwargs)
-        return {**result, "seconds": round(time.perf_counter() - t, 3), "worker": _worker(),
-                "began": round(began, 3), "ended": round(time.time(), 3),
-                "peak_rss_mb": round(mem.peak / MB, 1), "peak_anon_mb": round(mem.peak_anon / MB, 1),
-                "rss_growth_mb": round((mem.peak - mem.start_rss) / MB, 1)}
-    return wrapper
-
-
-def _worker() -> str:
-    """The Dask worker that ran this step (or this process, outside Dask)."""
-    try:
-        from distributed import get_worker
-        return get_worker().address
-    except (ImportError, ValueError):
-        import os
-        import socket
-        return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def step_rows(steps: dict[str, list[dict]]) -> list[dict]:
@@ -134,9 +112,28 @@ QUALITY = [("analogy_accuracy", "analogy accuracy"), ("analogy_coverage", "analo
 
 def render_markdown(report: dict) -> str:
     text = "```\n" + render_text(report) + "\n```\n"
+    extras = EXTRAS.get()
+    if extras.get("dask_report"):
+        url = Path(extras["dask_report"]).as_uri()
+        text += f"\nDask performance report of this run: [{url}]({url})\n"
+    if extras.get("data") is not None:
+        text += _trend_markdown(extras["data"])
     if report.get("history"):
         text += "\n## History (last 10 runs)\n\n" + report["history"] + "\n"
     return text
+
+
+TREND_RUNS = 30
+
+
+def _trend_markdown(data) -> str:
+    """The chart of the last runs, embedded as an image (empty when there is no history yet)."""
+    from tasks.quality import read_history
+    from tasks.trends import chart_data_uri
+    entries = read_history(data, last=TREND_RUNS)
+    if not entries:
+        return ""
+    return f"\n## Trend (last {len(entries)} runs)\n\n![shardvec trend chart]({chart_data_uri(entries)})\n"
 
 
 FIGURES = [("records", "records read"), ("quarantined", "records quarantined"), ("statements", "statements"),
@@ -161,29 +158,3 @@ def report_table(report: dict) -> list[dict]:
         rows.append({"item": f"step {step['step']} ({step['tasks']} tasks)", "value": None,
                      "seconds": step["seconds"], "peak_rss_mb": step["peak_rss_mb"]})
     return rows
-
-
-def publish_artifacts(report: dict) -> None:
-    """The run report as Prefect artifacts (shown on the flow run's page in the UI)."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    create_markdown_artifact(markdown=f"# shardvec {report['flow']}: {report['status']}\n\n" + render_markdown(report),
-                             key=f"shardvec-{report['flow']}-summary", description="Run summary")
-    create_table_artifact(table=report_table(report), key=f"shardvec-{report['flow']}-report",
-                          description="Run report: figures, recall@10, time and peak memory per step")
-
-
-def publish_add_report(report: dict) -> None:
-    """An add-statements run's counts (adds, replaces, deletes, rows repaired) as a table artifact
-    and a line in the run's log."""
-    counts = ("added", "replaced", "deleted", "unchanged", "missing", "quarantined", "rows_updated")
-    table = [{"source": source, **{c: (r or {}).get(c, 0) for c in counts}}
-             for source, r in report.items() if r]
-    print("shardvec add-statements: " + "; ".join(
-        f"{row['source']}: " + " ".join(f"{c}={row[c]}" for c in counts) for row in table) or "nothing to do")
-    try:
-        from prefect.artifacts import create_table_artifact
-        create_table_artifact(table=table or [{"source": "-", **{c: 0 for c in counts}}],
-                              key="shardvec-add-statements", description="Adds, replaces and deletes of this run")
-    except Exception as exc:  # artifacts are a view; a run never fails for them
-        print(f"(could not create Prefect artifacts: {exc})")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.atomic import save_npy, sha256_file
+from tasks.index import ShardedIndex
 from tasks.similarity import _merge, _unit, best_per_row, columns_for, exact_topk, nonzero2d, tile_count
 from tasks.store import Space, shard_name
 
@@ -99,4 +100,31 @@ def merge_tile(work_dir: Path, tile: int, tiles: int, out_dir: Path, *, k: int) 
     r_path = save_npy(out_dir / shard_name("rows", tile, "npy"), rows)
     s_path = save_npy(out_dir / shard_name("scores", tile, "npy"), scores)
     return {"shard": tile, "rows": len(rows), "files": [r_path.name, s_path.name],
+            "sha256": {p.name: sha256_file(p) for p in (r_path, s_path)}}
+
+
+def rows_for_tile(space_dir: Path, tile: int, out_dir: Path, *, k: int, tile_rows: int, block_rows: int,
+                  method: str = "exact", index_dir: Path | None = None, search_k: int | None = None) -> dict:
+    """Top-k rows (self excluded) of statements tile*tile_rows.. (one task each), written durably.
+
+    Tiles, not the space's shards, are the unit: equal tiles keep every worker busy to the end.
+    """
+    space = Space(space_dir)
+    start = tile * tile_rows
+    vecs = space.range(start, min(start + tile_rows, len(space)))
+    rows = np.empty((len(vecs), k), dtype=np.int64)
+    scores = np.empty((len(vecs), k), dtype=np.float32)
+    index = ShardedIndex(index_dir, space) if method == "annoy" else None
+    for b in range(0, len(vecs), block_rows):
+        block = np.asarray(vecs[b:b + block_rows])
+        own = np.arange(start + b, start + b + len(block), dtype=np.int64)
+        if index is None:
+            r, s = exact_topk(space, block, k, exclude=own)
+        else:
+            r, s = index.search_many(block, k, search_k=search_k, exclude=own)
+        rows[b:b + len(block)], scores[b:b + len(block)] = r, s
+    out_dir = Path(out_dir)
+    r_path = save_npy(out_dir / shard_name("rows", tile, "npy"), rows)
+    s_path = save_npy(out_dir / shard_name("scores", tile, "npy"), scores)
+    return {"shard": tile, "rows": len(vecs), "files": [r_path.name, s_path.name],
             "sha256": {p.name: sha256_file(p) for p in (r_path, s_path)}}

@@ -141,36 +141,6 @@ def tile_count(rows: int, tile_rows: int) -> int:
     return max(1, -(-rows // tile_rows))
 
 
-def rows_for_tile(space_dir: Path, tile: int, out_dir: Path, *, k: int, tile_rows: int, block_rows: int,
-                  method: str = "exact", index_dir: Path | None = None, search_k: int | None = None) -> dict:
-    """Top-k rows (self excluded) of statements tile*tile_rows.. (one task each), written durably.
-
-    Tiles, not the space's shards, are the unit: equal tiles keep every worker busy to the end.
-    """
-    space = Space(space_dir)
-    start = tile * tile_rows
-    vecs = space.range(start, min(start + tile_rows, len(space)))
-    rows = np.empty((len(vecs), k), dtype=np.int64)
-    scores = np.empty((len(vecs), k), dtype=np.float32)
-    index = None
-    if method == "annoy":
-        from tasks.index import ShardedIndex
-        index = ShardedIndex(index_dir, space)
-    for b in range(0, len(vecs), block_rows):
-        block = np.asarray(vecs[b:b + block_rows])
-        own = np.arange(start + b, start + b + len(block), dtype=np.int64)
-        if index is None:
-            r, s = exact_topk(space, block, k, exclude=own)
-        else:
-            r, s = index.search_many(block, k, search_k=search_k, exclude=own)
-        rows[b:b + len(block)], scores[b:b + len(block)] = r, s
-    out_dir = Path(out_dir)
-    r_path = save_npy(out_dir / shard_name("rows", tile, "npy"), rows)
-    s_path = save_npy(out_dir / shard_name("scores", tile, "npy"), scores)
-    return {"shard": tile, "rows": len(vecs), "files": [r_path.name, s_path.name],
-            "sha256": {p.name: sha256_file(p) for p in (r_path, s_path)}}
-
-
 def finish_rows(out_dir: Path, shards: list[dict], *, k: int, method: str, rows_per_shard: int) -> dict:
     manifest = {"format": 1, "kind": "similarity", "k": k, "method": method, "rows_per_shard": rows_per_shard,
                 "rows": sum(s["rows"] for s in shards), "shards": sorted(shards, key=lambda s: s["shard"])}

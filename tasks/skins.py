@@ -5,12 +5,40 @@ Steps take and return paths and small summaries, so nothing big crosses the orch
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Callable
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import additions, index, quality, lsi, partitioned, release, rows, similarity, statements, store, tokenize, vocab, word2vec
 from tasks.corpus import discover
-from tasks.report import measured
+from tasks.report import MB, PeakRSS
+
+
+def measured(fn: Callable[..., dict]) -> Callable[..., dict]:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs) -> dict:
+        t, began = time.perf_counter(), time.time()
+        with PeakRSS() as mem:
+            result = fn(*args, **kwargs)
+        return {**result, "seconds": round(time.perf_counter() - t, 3), "worker": _worker(),
+                "began": round(began, 3), "ended": round(time.time(), 3),
+                "peak_rss_mb": round(mem.peak / MB, 1), "peak_anon_mb": round(mem.peak_anon / MB, 1),
+                "rss_growth_mb": round((mem.peak - mem.start_rss) / MB, 1)}
+    return wrapper
+
+
+def _worker() -> str:
+    """The Dask worker that ran this step (or this process, outside Dask)."""
+    try:
+        from distributed import get_worker
+        return get_worker().address
+    except (ImportError, ValueError):
+        import os
+        import socket
+        return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _skin(fn, name: str, retries: int = 2):
@@ -36,7 +64,7 @@ finish_space_task = _skin(store.finish_space, "finish-space")
 restore_task = _skin(store.restore_as, "store-as-dtype")
 index_task = _skin(index.build_shard_index, "build-index")
 finish_index_task = _skin(index.finish_index, "finish-index")
-rows_task = _skin(similarity.rows_for_tile, "similarity-rows")
+rows_task = _skin(rows.rows_for_tile, "similarity-rows")
 own_tile_task = _skin(rows.own_tile, "rows-own-tile")
 tile_pair_task = _skin(rows.tile_pair, "rows-tile-pair")
 merge_tile_task = _skin(rows.merge_tile, "merge-rows")

@@ -2,7 +2,9 @@
 
 The cache of a source file is an Arrow IPC file of record batches with columns
 id, text, tokens (list of strings), line, offset, length. It is named by the file's
-fingerprint (path, size, mtime), so an unchanged file is never tokenized twice.
+fingerprint (path, size, mtime), so an unchanged file is never tokenized twice. Beside it,
+`<cache>.json` holds its summary: counts, the cache's size and sha256, and paths relative to
+the data directory; a cache that does not match it is built again from its source.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from tasks.atomic import fsync_dir, sha256_file, write_json
 from tasks.corpus import Quarantine, SourceFile, batched, read_records
 
 CACHE_SCHEMA = pa.schema([
@@ -54,53 +57,71 @@ def tokenize_file(corpus_dir: Path, src: SourceFile, cache_dir: Path, quarantine
                   tokenizer: Tokenizer, *, batch_size: int, max_record_bytes: int) -> dict:
     """Stream one source file into its token cache; returns a small summary.
 
-    Idempotent: if the cache for this exact file content exists it is reused as is.
+    Idempotent: a cache for this exact file content is reused when it matches its summary
+    (size and checksum); a missing, truncated or altered one is built again from the source.
     """
     out = cache_path(cache_dir, src)
-    if out.exists():
-        return {**read_summary(out), "cached": True}
+    if (summary := _valid_summary(out, src)) is not None:
+        return {**summary, "cache": str(out), "cached": True}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     q = Quarantine(quarantine_dir, src)
-    records = tokens = 0
     try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, CACHE_SCHEMA) as writer:
-            for batch in batched(read_records(corpus_dir, src, q, batch_size=batch_size,
-                                              max_record_bytes=max_record_bytes), batch_size):
-                toks = [tokenizer(r.text) for r in batch]
-                records += len(batch)
-                tokens += sum(map(len, toks))
-                writer.write_batch(pa.record_batch([
-                    pa.array([r.id for r in batch], pa.string()),
-                    pa.array([r.text for r in batch], pa.string()),
-                    pa.array(toks, pa.list_(pa.string())),
-                    pa.array([r.line for r in batch], pa.int64()),
-                    pa.array([r.offset for r in batch], pa.int64()),
-                    pa.array([r.length for r in batch], pa.int64()),
-                ], schema=CACHE_SCHEMA))
+        records, tokens = _write_cache(tmp, read_records(corpus_dir, src, q, batch_size=batch_size,
+                                                         max_record_bytes=max_record_bytes), tokenizer, batch_size)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        summary = {"source": src.name, "root": src.root, "partition": src.partition, "cache": str(out), "records": records,
-                   "tokens": tokens, "quarantined": q.counts.records, "reasons": dict(q.counts.reasons)}
+        # paths relative to the data directory, so a copied data directory reads its own caches
+        data = os.path.commonpath([Path(cache_dir).resolve(), Path(quarantine_dir).resolve()])
+        summary = {"source": src.name, "root": src.root, "partition": src.partition,
+                   "cache": os.path.relpath(out.resolve(), data), "size": tmp.stat().st_size,
+                   "sha256": sha256_file(tmp), "records": records, "tokens": tokens,
+                   "quarantined": q.counts.records, "reasons": dict(q.counts.reasons)}
         q.commit()
         # The summary lands before the cache, so an existing cache always has its summary.
-        _write_summary(out, summary)
+        write_json(_summary_path(out), summary)
         os.replace(tmp, out)
+        fsync_dir(out.parent)
     except BaseException:
         q.discard()
         tmp.unlink(missing_ok=True)
         raise
-    return {**summary, "cached": False}
+    return {**summary, "cache": str(out), "cached": False}
+
+
+def _write_cache(path: Path, records, tokenizer: Tokenizer, batch_size: int) -> tuple[int, int]:
+    """Tokenize `records` into an Arrow IPC file at `path`; (records, tokens) written."""
+    n = tokens = 0
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, CACHE_SCHEMA) as writer:
+        for batch in batched(records, batch_size):
+            toks = [tokenizer(r.text) for r in batch]
+            n += len(batch)
+            tokens += sum(map(len, toks))
+            writer.write_batch(pa.record_batch([
+                pa.array([r.id for r in batch], pa.string()),
+                pa.array([r.text for r in batch], pa.string()),
+                pa.array(toks, pa.list_(pa.string())),
+                pa.array([r.line for r in batch], pa.int64()),
+                pa.array([r.offset for r in batch], pa.int64()),
+                pa.array([r.length for r in batch], pa.int64()),
+            ], schema=CACHE_SCHEMA))
+    return n, tokens
+
+
+def _valid_summary(cache: Path, src: SourceFile) -> dict | None:
+    """The summary of `cache` if the cache is there, of this source, and matches its size and checksum."""
+    try:
+        summary = read_summary(cache)
+        size = cache.stat().st_size
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("source") != src.name or summary.get("size") != size:
+        return None
+    return summary if summary.get("sha256") == sha256_file(cache) else None
 
 
 def _summary_path(cache: Path) -> Path:
     return Path(str(cache) + ".json")
-
-
-def _write_summary(cache: Path, summary: dict) -> None:
-    tmp = _summary_path(cache).with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary))
-    os.replace(tmp, _summary_path(cache))
 
 
 def read_summary(cache: Path) -> dict:

@@ -63,7 +63,8 @@ def import_vectors(src: Path, data: Path, name: str, *, fmt: str = "auto", dtype
         raise BadInputError(f"--format {fmt} is not one of auto, {', '.join(FORMATS)}.")
     if not name or "/" in name or name.startswith("."):
         raise BadInputError(f"{name!r} cannot name vectors; use letters, digits, - and _.")
-    root = data / "vectors"
+    root = _vectors_root(data)
+    _check_link(root / name, root)
     build = root / f".{name}-{secrets.token_hex(4)}"
     st = src.stat()
     q = Quarantine(data / "quarantine", SourceFile("", src.name, fmt, st.st_size, st.st_mtime_ns, root="vectors"))
@@ -87,6 +88,23 @@ def import_vectors(src: Path, data: Path, name: str, *, fmt: str = "auto", dtype
         raise
     return {"vectors": str(root / name), "format": fmt, "dtype": dtype, "words": summary["words"],
             "dim": summary["dim"], "quarantined": q.counts.records, "subwords": bool(summary.get("subwords"))}
+
+
+def _vectors_root(data: Path) -> Path:
+    """DATA/vectors, refused if it leads out of the data directory (a link elsewhere)."""
+    root = data / "vectors"
+    if not root.resolve().is_relative_to(data.resolve()):
+        raise BadInputError(f"{root} leads out of the data directory; replace the link with a folder "
+                            "of the data directory.")
+    return root
+
+
+def _check_link(link: Path, root: Path) -> None:
+    """A re-import removes what `link` pointed at: only a folder shardvec made in `root` may be it."""
+    target = link.resolve()
+    if link.is_symlink() and (target.parent != root.resolve() or not target.name.startswith(f".{link.name}-")):
+        raise BadInputError(f"{link} is a link to {target}, which shardvec did not make; "
+                            "remove the link or import under another --name.")
 
 
 def _swap_link(link: Path, target: Path) -> None:

@@ -62,3 +62,60 @@ def test_every_knob_in_default_toml_is_commented():
             while j >= 0 and is_knob[j]:
                 j -= 1
             assert j >= 0 and lines[j].lstrip().startswith("#"), f"uncommented knob: {lines[i]}"
+
+
+def _toml_literal(value) -> str:
+    """How a user writes `value` after `knob = ` in TOML, as an environment variable's text
+    (strings bare, as a shell sets them)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _another_valid_value(section, knob, value):
+    """A value of the knob's type, different from the default, that the knob accepts."""
+    from typing import Literal, get_args, get_origin
+    field = type(section).model_fields[knob]
+    if get_origin(field.annotation) is Literal:
+        return next(v for v in get_args(field.annotation) if v != value)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value / 2
+    return f"{value}x" if value else "tcp://127.0.0.1:8786"
+
+
+def test_every_knob_of_default_toml_is_settable_through_its_environment_variable(monkeypatch):
+    """issue 14 item 10: SHARDVEC_<SECTION>_<KNOB> means what `knob = value` means in TOML."""
+    import tomllib
+    defaults = tomllib.loads((Path(__file__).parents[1] / "config" / "default.toml").read_text())
+    base = load_settings()
+    expected, checked = {}, 0
+    for section, knobs in defaults.items():
+        if not isinstance(knobs, dict):
+            continue
+        for knob, value in knobs.items():
+            new = _another_valid_value(getattr(base, section), knob, value)
+            monkeypatch.setenv(f"SHARDVEC_{section.upper()}_{knob.upper()}", _toml_literal(new))
+            expected[(section, knob)] = new
+    monkeypatch.setenv("SHARDVEC_DATA_DIR", "/srv/shardvec")
+    s = load_settings()
+    for (section, knob), new in expected.items():
+        got = getattr(getattr(s, section), knob)
+        assert got == new and type(got) is type(new), f"SHARDVEC_{section.upper()}_{knob.upper()}: {got!r} != {new!r}"
+        checked += 1
+    assert s.data_dir == Path("/srv/shardvec")
+    assert checked == sum(len(k) for k in defaults.values() if isinstance(k, dict)) > 40
+
+
+@pytest.mark.parametrize("text, value", [("0", 0), ("1", 1)])
+def test_word2vec_sg_from_the_environment(monkeypatch, text, value):
+    monkeypatch.setenv("SHARDVEC_WORD2VEC_SG", text)
+    assert load_settings().word2vec.sg == value
+
+
+def test_environment_integers_may_use_toml_underscores(monkeypatch):
+    monkeypatch.setenv("SHARDVEC_CORPUS_MAX_RECORD_BYTES", "2_000_000")
+    assert load_settings().corpus.max_record_bytes == 2_000_000

@@ -64,8 +64,9 @@ def test_bad_jsonl_records_quarantined_byte_for_byte_good_ones_kept(tmp_path):
         (6, "empty text"), (8, "not a JSON object"), (9, "NUL byte in id or text"), (10, "too large")]
     assert all(r["source"] == "p1/s.jsonl" for r in reasons)
     raw = (tmp_path / "q" / "p1/s.jsonl.rejected").read_bytes()
-    rejected = [lines[i - 1] for i in (2, 3, 4, 5, 6, 8, 9, 10)]
+    rejected = [lines[i - 1] for i in (2, 3, 4, 5, 6, 8, 9)] + [lines[9][:201]]  # a line too long: its head
     assert raw == b"".join(rejected)
+    assert (reasons[-1]["offset"], reasons[-1]["length"]) == (sum(map(len, lines[:9])), len(lines[9]))
     for r, expected in zip(reasons, rejected):  # each reason points at its bytes
         assert raw[r["offset_in_rejected"]:r["offset_in_rejected"] + r["bytes"]] == expected
     assert q.counts.records == 8
@@ -144,3 +145,103 @@ def test_select_unknown_partition_or_reversed_range():
         select_partitions(["a", "b"], [], mode="update", partitions=["z"])
     with pytest.raises(BadInputError, match="starts at b after it ends at a; swap --start and --end"):
         select_partitions(["a", "b"], [], mode="update", start="b", end="a")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "txt"])
+def test_a_line_longer_than_max_record_bytes_is_skipped_without_being_held(tmp_path, fmt):
+    """issue 14 item 3: an 8 MB line is quarantined (its first bytes and its length) while
+    reading holds about max_record_bytes; the good lines around it are read."""
+    import tracemalloc
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    good = [json.dumps({"id": f"g{i}", "text": f"good line {i}"}).encode() if fmt == "jsonl"
+            else f"good line {i}".encode() for i in range(3)]
+    long = b'{"id": "long", "text": "' + b"word " * 1_600_000 + b'"}' if fmt == "jsonl" else b"word " * 1_600_000
+    path = corpus / "p" / f"l.{fmt}"
+    path.write_bytes(good[0] + b"\n" + long + b"\n" + good[1] + b"\n" + good[2])  # the last one has no newline
+    tracemalloc.start()
+    try:
+        records, q = _read(corpus, tmp_path / "q", f"p/l.{fmt}", max_bytes=4096)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"reading held {peak} bytes"
+    assert [r.line for r in records] == [1, 3, 4]
+    assert [r.text for r in records] == ["good line 0", "good line 1", "good line 2"]
+    (reason,) = _reasons(tmp_path / "q", f"p/l.{fmt}")
+    assert reason["line"] == 2 and reason["reason"].startswith(f"too large: {len(long) + 1} bytes")
+    kept = (tmp_path / "q" / f"p/l.{fmt}.rejected").read_bytes()
+    assert 0 < len(kept) <= 4097 and long.startswith(kept)
+
+
+def test_a_big_file_without_newline_is_one_record_too_large(tmp_path):
+    import tracemalloc
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    (corpus / "p" / "n.txt").write_bytes(b"x" * (6 << 20))
+    tracemalloc.start()
+    try:
+        records, q = _read(corpus, tmp_path / "q", "p/n.txt", max_bytes=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert records == [] and q.counts.records == 1 and peak < 1 << 20
+    assert _reasons(tmp_path / "q", "p/n.txt")[0]["reason"].startswith(f"too large: {6 << 20} bytes")
+
+
+def _invalid_utf8(values: list[bytes]) -> pa.Array:
+    """A string column holding bytes that are not UTF-8 (as other writers produce)."""
+    return pa.array(values, pa.binary()).view(pa.string())
+
+
+def test_parquet_rows_with_invalid_utf8_are_quarantined_row_by_row(tmp_path):
+    """issue 14 item 1: a non-UTF-8 string costs its row only, kept byte for byte."""
+    import base64
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    ids = [b"a", b"b\xff", b"c", b"d", b"e"]
+    texts = [b"good one", b"bad id", b"caf\xe9 latin-1", b"good two", b"good three"]
+    pq.write_table(pa.table({"id": _invalid_utf8(ids), "text": _invalid_utf8(texts)}), corpus / "p" / "u.parquet",
+                   row_group_size=2)
+    records, q = _read(corpus, tmp_path / "q", "p/u.parquet", batch_size=4)
+    assert [(r.id, r.line) for r in records] == [("a", 1), ("d", 4), ("e", 5)]
+    assert [(r["line"], r["reason"]) for r in _reasons(tmp_path / "q", "p/u.parquet")] == [
+        (2, "invalid UTF-8 in column id: byte 1"), (3, "invalid UTF-8 in column text: byte 3")]
+    rows = [json.loads(l) for l in (tmp_path / "q" / "p/u.parquet.rejected.jsonl").read_text().splitlines()]
+    assert base64.b64decode(rows[0]["id"]["base64"]) == b"b\xff" and rows[0]["text"] == "bad id"
+    assert base64.b64decode(rows[1]["text"]["base64"]) == b"caf\xe9 latin-1"
+
+
+def _corrupt_row_group(path: Path, rg: int) -> tuple[int, int]:
+    """Flip bytes inside the text column's data of row group `rg`; its byte range in the file."""
+    md = pq.ParquetFile(path).metadata.row_group(rg)
+    cols = [md.column(j) for j in range(md.num_columns)]
+    starts = [c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset for c in cols]
+    text = cols[1]
+    data = bytearray(path.read_bytes())
+    mid = text.data_page_offset + (starts[1] + text.total_compressed_size - text.data_page_offset) // 2
+    for k in range(mid, mid + 8):
+        data[k] ^= 0x5A
+    path.write_bytes(bytes(data))
+    return min(starts), max(s + c.total_compressed_size for s, c in zip(starts, cols))
+
+
+@pytest.mark.parametrize("checksums", [False, True])
+def test_parquet_corrupt_page_costs_its_row_group_only(tmp_path, checksums):
+    """issue 14 item 1: a corrupt page quarantines its row group (its bytes, with a reason);
+    the row groups around it are read."""
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    path = corpus / "p" / "c.parquet"
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(300)], "text": [f"text number {i}" for i in range(300)]}),
+                   path, row_group_size=100, write_page_checksum=checksums,
+                   compression="none" if checksums else "snappy")
+    start, end = _corrupt_row_group(path, 1)
+    records, q = _read(corpus, tmp_path / "q", "p/c.parquet", batch_size=32)
+    assert [r.id for r in records] == [f"r{i}" for i in range(100)] + [f"r{i}" for i in range(200, 300)]
+    assert [r.line for r in records][99:101] == [100, 201]
+    (reason,) = _reasons(tmp_path / "q", "p/c.parquet")
+    assert reason["line"] == 101 and reason["rows"] == [101, 200] and (reason["offset"], reason["length"]) == (
+        start, end - start)
+    assert reason["reason"].startswith("unreadable Parquet row group 1 (rows 101-200): ")
+    assert (tmp_path / "q" / "p/c.parquet.rejected").read_bytes() == path.read_bytes()[start:end]

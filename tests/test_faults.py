@@ -20,7 +20,8 @@ import pytest
 
 import shardvec
 from tasks.corpus import BadInputError
-from tasks.publish import read_current, verify
+from tasks.publish import read_current
+from tasks.release import verify
 from tests.conftest import BIN, SMALL_TOML, lee_lines, run_nightly, small_settings, write_corpus
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

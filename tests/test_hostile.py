@@ -19,7 +19,8 @@ from config.settings import SettingsError
 from flows.params import run_settings
 from shardvec.cli import app
 from tasks.additions import Adder, drain_inbox
-from tasks.publish import DamagedCurrentError, read_current, verify
+from tasks.publish import DamagedCurrentError, read_current
+from tasks.release import verify
 from tests.conftest import run_nightly, small_settings
 from tests.test_additions import SENTENCES
 

@@ -17,7 +17,8 @@ import shardvec
 from flows.backfill import backfill
 from tasks.additions import Adder
 from tasks.ledger import Ledger, Op
-from tasks.publish import read_current, verify
+from tasks.publish import read_current
+from tasks.release import verify
 from tasks.release import list_versions, rollback
 from tests.conftest import lee_lines, run_nightly, small_settings
 from tests.test_additions import SENTENCES, assert_rows_exact
@@ -51,7 +52,8 @@ def test_ops_compact_to_the_last_op_of_each_id(tmp_path):
     ledger.append(1, [Op("add", "a", "A1"), Op("add", "b", "B1")])
     ledger.append(2, [Op("replace", "a", "A2"), Op("delete", "b")])
     ledger.append(3, [Op("add", "c", "C"), Op("add", "b", "B3")])
-    ledger.append(4, [Op("add", "leftover", "never acknowledged")])
+    ledger.confirm(3)  # CURRENT names 3
+    ledger.append(4, [Op("add", "leftover", "never acknowledged")])  # killed before CURRENT moved
     before = ledger.net(3).to_pylist()
     assert [(r["id"], r["op"], r["text"], r["seq"]) for r in before] == [
         ("a", "replace", "A2", 2), ("c", "add", "C", 3), ("b", "add", "B3", 3)]
@@ -59,7 +61,8 @@ def test_ops_compact_to_the_last_op_of_each_id(tmp_path):
     ledger.compact(2)
     assert ledger.net(3).to_pylist() == before  # compaction keeps what a replay needs
     assert sorted(p.name for p in ledger.dir.iterdir()) == [
-        "ops-000000000003.arrow", "ops-000000000004.arrow", "upto-000000000002.arrow"]
+        "ops-000000000003.arrow", "pending-000000000004.arrow", "upto-000000000002.arrow"]
+    assert ledger.settle(3) == 3 and not (ledger.dir / "pending-000000000004.arrow").exists()
     puts = pa.ipc.open_file(ledger.puts(3, 0, 2)).read_all().to_pylist()
     assert [(r["id"], r["text"]) for r in puts] == [("a", "A2")]
 
@@ -163,3 +166,80 @@ def test_inbox_and_the_flow_take_deletes_and_replaces(data, prefect_server):
     assert "in/1" in store and "dup/b" not in store and "bg/150" not in store
     assert store.text("dup/a") == SENTENCES[11]
     assert_rows_exact(data)
+
+
+# -- found by the hostile review of this change -------------------------------------------------
+def test_rollback_replays_an_add_of_a_corpus_id_over_the_versions_text(data):
+    old_text = shardvec.open(data).text("bg/150")
+    shardvec.delete(["bg/150"], data=data)
+    shardvec.add([{"id": "bg/150", "text": SENTENCES[12]}], data=data)  # an "add": the id was not live
+    nightly(data)
+    out = rollback(data)
+    store = shardvec.open(data)
+    assert out["ops_replayed"] == 1 and store.text("bg/150") == SENTENCES[12] != old_text
+    assert_rows_exact(data)
+
+
+def test_an_add_acknowledged_while_a_run_works_wins_over_its_new_partition(data, monkeypatch):
+    from tasks import skins
+    new_partition(data, "2026-11-04", [{"id": "late/x", "text": SENTENCES[13]}])
+    merge = skins.merge_tile_task
+
+    def merge_then_add(*args, **kwargs):
+        result = merge.fn(*args, **kwargs)
+        shardvec.add([{"id": "late/x", "text": SENTENCES[14]}], data=data)  # not live yet: an add
+        return result
+
+    monkeypatch.setattr(skins, "merge_tile_task", skins.task(merge_then_add, name="merge-rows"))
+    assert nightly(data)["status"] == "published"
+    assert shardvec.open(data).text("late/x") == SENTENCES[14]
+    assert_rows_exact(data)
+
+
+def test_current_restored_from_an_older_copy_never_reuses_a_seq(data):
+    shardvec.add([{"id": "k1", "text": SENTENCES[15]}], data=data)
+    backup = (data / "CURRENT").read_bytes()
+    shardvec.add([{"id": "k2", "text": SENTENCES[16]}], data=data)
+    shardvec.delete(["bg/150"], data=data)
+    (data / "CURRENT").write_bytes(backup)  # an operator restores yesterday's copy
+    assert shardvec.add([{"id": "k4", "text": SENTENCES[17]}], data=data)["ledger_seq"] == 4
+    store = shardvec.open(data)
+    assert {"k1", "k2", "k4"} <= {i for i in ("k1", "k2", "k4") if i in store} and "bg/150" not in store
+    nightly(data)
+    store = shardvec.open(data)
+    assert all(i in store for i in ("k1", "k2", "k4")) and "bg/150" not in store
+
+
+def test_a_batch_never_acknowledged_is_never_replayed(data):
+    shardvec.add([{"id": "acked", "text": SENTENCES[18]}], data=data)
+    # what a kill after the ledger's fsync and before CURRENT moved leaves behind
+    Ledger(data).append(2, [Op("add", "ghost", SENTENCES[19]), Op("delete", "bg/152")])
+    os_replace = __import__("os").replace
+    os_replace(data / "CURRENT", data / "CURRENT.damaged")  # and then CURRENT is moved aside
+    rebuild(data)
+    store = shardvec.open(data)
+    assert "acked" in store and "ghost" not in store and "bg/152" in store
+    assert not list((data / "ledger").glob("pending-*"))
+
+
+def test_a_damaged_ledger_file_is_named_by_verify_and_stops_a_nightly(data):
+    from flows.pipeline import build_and_publish
+    from tasks.ledger import LedgerError
+    shardvec.add([{"id": "k1", "text": SENTENCES[15]}], data=data)
+    path = next((data / "ledger").glob("ops-*.arrow"))
+    path.write_bytes(path.read_bytes()[:40])
+    assert any(str(path) in p for p in verify(data))
+    with pytest.raises(LedgerError, match="restore it from a backup"):
+        build_and_publish(small_settings(data), flow="nightly")
+
+
+def test_rollback_refuses_a_damaged_version(data):
+    first = read_current(data)["version"]
+    shardvec.add([{"id": "k1", "text": SENTENCES[15]}], data=data)
+    nightly(data)
+    rows = data / "versions" / first / "similarity" / "rows-00000.npy"
+    rows.unlink()
+    from tasks.publish import NotPublishedError
+    with pytest.raises(NotPublishedError, match=f"Version {first} is damaged"):
+        rollback(data, first)
+    assert read_current(data)["version"] != first

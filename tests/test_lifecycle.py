@@ -32,7 +32,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 import shardvec
 from flows.backfill import backfill
 from tasks.additions import Adder, Statements
-from tasks.publish import read_current, verify
+from tasks.publish import read_current
+from tasks.release import verify
 from tasks.release import list_versions, rollback
 from tests.conftest import run_nightly, small_settings
 from tests.test_additions import SENTENCES, assert_rows_exact

@@ -3,7 +3,10 @@ import multiprocessing as mp
 
 import pytest
 
-from tasks.publish import LockedError, RunLock, publish, read_current, require_current, retain, NotPublishedError
+from tasks.publish import LockedError, RunLock, read_current, require_current, retain, NotPublishedError
+from tasks.release import publish_version as publish
+
+V0, V1, V2, V3, V9 = (f"20261101T00000{i}-00000{i}" for i in (0, 1, 2, 3, 9))
 
 COMPONENTS = ("models", "words", "statements", "words_index", "statements_index", "similarity")
 
@@ -22,28 +25,28 @@ def test_publish_replaces_current_and_keeps_relative_paths(tmp_path):
     assert read_current(tmp_path) is None
     with pytest.raises(NotPublishedError, match="run `shardvec nightly --data"):
         require_current(tmp_path)
-    publish(tmp_path, "v1", _version(tmp_path, "v1"), {"partitions": ["a"]}, {"n": 1}, keep_versions=2)
+    publish(tmp_path, V1, _version(tmp_path, V1), {"partitions": ["a"]}, {"n": 1}, keep_versions=2)
     cur = read_current(tmp_path)
-    assert cur["version"] == "v1" and cur["components"]["words"] == "versions/v1/words"
-    assert json.loads((tmp_path / "versions" / "v1" / "manifest.json").read_text())["n"] == 1
+    assert cur["version"] == V1 and cur["components"]["words"] == f"versions/{V1}/words"
+    assert json.loads((tmp_path / "versions" / V1 / "manifest.json").read_text())["n"] == 1
     assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_retention_keeps_newest_and_deletes_crashed_leftovers(tmp_path):
-    for v in ("v1", "v2", "v3"):
+    for v in (V1, V2, V3):
         publish(tmp_path, v, _version(tmp_path, v), {"partitions": []}, {}, keep_versions=2)
-    (tmp_path / "versions" / "v0-crashed").mkdir()  # an unpublished leftover, older than live
-    (tmp_path / "versions" / "v9-running").mkdir()  # newer than live: maybe a run in progress
+    (tmp_path / "versions" / V0).mkdir()  # an unpublished leftover, older than live
+    (tmp_path / "versions" / V9).mkdir()  # newer than live: maybe a run in progress
     removed = retain(tmp_path, 2)
-    assert sorted(p.name for p in (tmp_path / "versions").iterdir()) == ["v2", "v3", "v9-running"]
-    assert "v0-crashed" in removed
+    assert sorted(p.name for p in (tmp_path / "versions").iterdir()) == [V2, V3, V9]
+    assert V0 in removed
 
 
 def test_publish_refuses_incomplete_components(tmp_path):
-    comps = _version(tmp_path, "v1")
+    comps = _version(tmp_path, V1)
     del comps["similarity"]
     with pytest.raises(ValueError, match="components \\['similarity'\\] missing"):
-        publish(tmp_path, "v1", comps, {"partitions": []}, {}, keep_versions=2)
+        publish(tmp_path, V1, comps, {"partitions": []}, {}, keep_versions=2)
     assert read_current(tmp_path) is None
 
 
@@ -68,3 +71,29 @@ def test_second_run_is_told_why_it_cannot_start(tmp_path):
         p.join(20)
     with RunLock(tmp_path):  # free again once the holder is gone
         pass
+
+
+@pytest.fixture
+def fsynced(monkeypatch):
+    """The paths os.fsync is called on (the real fsync still runs): a spy, not a stand-in."""
+    import os
+    seen, real = [], os.fsync
+
+    def spy(fd):
+        seen.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", spy)
+    return seen
+
+
+def test_publish_fsyncs_the_folders_that_name_a_new_version(tmp_path, fsynced):
+    """issue 14: a new folder under versions/ is durable only once the folders holding its
+    entry (versions/, and the data directory that got versions/) are fsynced before CURRENT moves."""
+    import os
+    from tasks.publish import new_version_id
+    data, vid = tmp_path / "data", new_version_id()
+    data.mkdir()
+    publish(data, vid, _version(data, vid), {"partitions": ["a"]}, {}, keep_versions=2)
+    current_at = next(i for i, p in enumerate(fsynced) if os.path.basename(p).startswith(".CURRENT."))
+    for folder in (data / "versions" / vid, data / "versions", data):
+        assert os.path.realpath(folder) in fsynced[:current_at], f"{folder} not fsynced before CURRENT"

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from tasks.index import ShardedIndex, build_shard_index, finish_index, index_recall
-from tasks.similarity import SimilarityRows, exact_topk, finish_rows, rows_for_tile, rows_recall, tile_count
+from tasks.rows import rows_for_tile
+from tasks.similarity import SimilarityRows, exact_topk, finish_rows, rows_recall, tile_count
 from tasks.store import Space, SpaceWriter
 
 

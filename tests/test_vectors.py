@@ -148,3 +148,36 @@ def test_batch_lookup_maps_token_sequences_to_ids_and_vectors(tmp_path):
 def test_supervised_fasttext_model_is_refused_with_a_sentence(tmp_path):
     with pytest.raises(BadInputError, match="supervised fastText model"):
         import_vectors(datapath("pang_lee_polarity_fasttext.bin"), tmp_path, "sup")
+
+
+def _listing(folder):
+    return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("where", ["outside", "inside, not shardvec's", "another name's"])
+def test_reimport_through_a_link_leading_out_of_vectors_is_refused(tmp_path, where):
+    """issue 14 item 6: shardvec never removes or writes what DATA/vectors/<name> points at
+    unless it made it (a folder of DATA/vectors)."""
+    data = tmp_path / "data"
+    victim = {"outside": tmp_path / "victim", "another name's": data / "vectors" / ".w-1234"}.get(
+        where, data / "versions" / "keep")
+    victim.mkdir(parents=True)
+    (victim / "precious.txt").write_text("do not delete")
+    (data / "vectors").mkdir(parents=True, exist_ok=True)
+    (data / "vectors" / "v").symlink_to(victim)
+    before = _listing(tmp_path)
+    with pytest.raises(BadInputError) as err:
+        import_vectors(datapath("crime-and-punishment.vec"), data, "v")
+    assert str(err.value) == (f"{data / 'vectors' / 'v'} is a link to {victim}, which shardvec did not make; "
+                              "remove the link or import under another --name.")
+    assert _listing(tmp_path) == before
+
+
+def test_import_refuses_a_vectors_folder_that_leads_out_of_the_data_directory(tmp_path):
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    data.mkdir()
+    elsewhere.mkdir()
+    (data / "vectors").symlink_to(elsewhere)
+    with pytest.raises(BadInputError, match=r"leads out of the data directory; replace the link with a folder"):
+        import_vectors(datapath("crime-and-punishment.vec"), data, "v")
+    assert list(elsewhere.iterdir()) == []

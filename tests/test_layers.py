@@ -1,0 +1,113 @@
+"""Imports go one way: storage <- search <- release/additions <- models <- pipeline.
+
+Only the pipeline (tasks/skins.py, flows/) and the operating commands (shardvec/cli.py,
+shardvec/alerts.py) import Prefect and Dask; the reader API imports
+neither them nor gensim. Every import counts, those inside functions too: a lazy import is
+still a dependency, and a cycle through one is still a missing owner.
+"""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+LAYERS = [
+    {"tasks.atomic", "tasks.corpus", "tasks.tokenize"},                      # files and input formats
+    {"tasks.store", "tasks.ledger", "tasks.publish", "tasks.runs"},           # storage: spaces, ledger, CURRENT, runs
+    {"tasks.similarity", "tasks.index", "tasks.embed", "tasks.rows"},         # search
+    {"tasks.additions", "tasks.release", "tasks.statements"},                 # release and additions
+    {"tasks.vocab", "tasks.lsi", "tasks.word2vec", "tasks.quality", "tasks.vectors_io", "tasks.report",
+     "tasks.trends"},                                                         # models and what reports on them
+    {"tasks.skins", "flows"},                                                 # pipeline
+]
+READER = {"shardvec.reader", "shardvec.embedding"}
+ORCHESTRATION = ("prefect", "prefect_dask", "dask", "distributed")
+
+
+def _module(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    return ".".join(p for p in rel.parts if p != "__init__")
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def _layer(name: str) -> int | None:
+    for i, layer in enumerate(LAYERS):
+        if name in layer or name.split(".")[0] in layer:
+            return i
+    return None
+
+
+def _own_modules() -> dict[str, set[str]]:
+    files = [p for d in ("tasks", "flows", "shardvec", "config") for p in (ROOT / d).glob("*.py")]
+    mods = {_module(p): _imports(p) for p in files}
+    return {m: {i for i in imps if i in mods} for m, imps in mods.items()} | {"_all": set().union(*mods.values())}
+
+
+def test_every_task_module_has_a_layer():
+    mods = _own_modules()
+    missing = [m for m in mods if m.startswith("tasks.") and _layer(m) is None]
+    assert missing == [], f"give these a layer in tests/test_layers.py: {missing}"
+
+
+def test_imports_point_down_the_layers():
+    wrong = []
+    for mod, deps in _own_modules().items():
+        here = _layer(mod)
+        if here is None:
+            continue
+        wrong += [f"{mod} (layer {here}) imports {d} (layer {_layer(d)})" for d in deps
+                  if _layer(d) is not None and _layer(d) > here]
+    assert wrong == []
+
+
+def test_no_import_cycles():
+    graph = {m: d for m, d in _own_modules().items() if m != "_all"}
+    cycles, state = [], {}
+
+    def visit(m, stack):
+        state[m] = "open"
+        for d in graph.get(m, ()):
+            if state.get(d) == "open":
+                cycles.append(stack[stack.index(d):] + [d])
+            elif d not in state:
+                visit(d, stack + [d])
+        state[m] = "done"
+
+    for m in graph:
+        if m not in state:
+            visit(m, [m])
+    assert cycles == []
+
+
+def test_only_the_pipeline_imports_prefect_and_dask_and_readers_not_gensim():
+    bad = []
+    for path in [p for d in ("tasks", "shardvec", "config") for p in (ROOT / d).glob("*.py")]:
+        mod = _module(path)
+        if mod in ("tasks.skins", "shardvec.cli", "shardvec.alerts"):  # the pipeline's skin; operating commands
+            continue
+        for imp in _imports(path):
+            if imp.split(".")[0] in ORCHESTRATION:
+                bad.append(f"{mod} imports {imp}")
+            if mod in READER and imp.startswith("gensim"):
+                bad.append(f"{mod} (a reader) imports {imp}")
+    assert bad == []
+
+
+def test_the_reader_api_reaches_no_training_code():
+    graph = {m: d for m, d in _own_modules().items() if m != "_all"}
+    seen, todo = set(), ["shardvec.reader"]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += graph.get(m, [])
+    assert not seen & {"tasks.lsi", "tasks.word2vec", "tasks.vocab", "tasks.quality", "tasks.skins"}, seen
+    assert not any(m.startswith("flows") for m in seen), seen

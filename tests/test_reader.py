@@ -1,0 +1,34 @@
+"""A reader that stays open across nights (issue 14 item 12)."""
+
+from __future__ import annotations
+
+import shutil
+
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from shardvec.reader import Store
+from tests.conftest import lee_lines, run_nightly, small_settings, write_corpus
+
+
+def test_an_open_reader_survives_the_pruning_of_its_version(tmp_path, prefect_server):
+    """Opened on one version, queried only after keep_versions deleted that version: the
+    queries that open shards lazily are answered from the version CURRENT names now."""
+    data = tmp_path / "data"
+    write_corpus(data / "corpus")
+    later = tmp_path / "later"
+    shutil.move(data / "corpus" / "2026-11-03", later)
+    settings = small_settings(data, publish={"keep_versions": 1})
+    runner = ThreadPoolTaskRunner(max_workers=2)
+    first = run_nightly(settings, runner)["version"]
+
+    store = Store(data)
+    assert store.version == first and "bg/150" in store  # opens no shard yet
+
+    shutil.move(later, data / "corpus" / "2026-11-03")
+    second = run_nightly(settings, runner)["version"]
+    assert second != first and not (data / "versions" / first).exists()
+
+    assert [h.key for h in store.row("dup/a")][0] == "dup/b"
+    assert store.neighbours("fire", k=3) and store.similar("bushfires in New South Wales", k=3)
+    assert store.text("bg/150") == lee_lines()[150]
+    assert store.version == second and "test/0" in store  # it moved to the version CURRENT names
