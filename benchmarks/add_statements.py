@@ -24,18 +24,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import WORK, blas_gflops, save, statements  # noqa: E402
-from config import load_settings  # noqa: E402
-from tasks.additions import Adder, Statements  # noqa: E402
-from tasks.publish import read_current  # noqa: E402
-from tasks.rows import rows_for_tile  # noqa: E402
-from tasks.similarity import exact_topk, recall_at_k, tile_count  # noqa: E402
+from shardvec.config import load_settings  # noqa: E402
+from shardvec.tasks.additions import Adder, Statements  # noqa: E402
+from shardvec.tasks.publish import read_current  # noqa: E402
+from shardvec.tasks.rows import rows_for_tile  # noqa: E402
+from shardvec.tasks.similarity import exact_topk, recall_at_k, tile_count  # noqa: E402
 
 N = 100_000
 
 
 def build(data: Path) -> dict:
-    from flows.nightly import nightly
-    from flows.runtime import local_prefect, task_runner
+    from shardvec.flows.nightly import nightly
+    from shardvec.flows.runtime import local_prefect, task_runner
     corpus = data / "corpus" / "2026-01-01"
     corpus.mkdir(parents=True, exist_ok=True)
     with open(corpus / "statements.jsonl", "w", encoding="utf-8") as f:

@@ -21,15 +21,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import WORK, save  # noqa: E402
-from config import load_settings  # noqa: E402
+from shardvec.config import load_settings  # noqa: E402
 from shardvec.sample import PARTITIONS, build_sample  # noqa: E402
-from tasks.quality import evaluate_models  # noqa: E402
-from tasks.tokenize import TokenStream  # noqa: E402
+from shardvec.tasks.quality import evaluate_models  # noqa: E402
+from shardvec.tasks.tokenize import TokenStream  # noqa: E402
 
 
 def pipeline(data: Path, nights: list[list[str]]) -> dict:
-    from flows.nightly import nightly
-    from flows.runtime import local_prefect, task_runner
+    from shardvec.flows.nightly import nightly
+    from shardvec.flows.runtime import local_prefect, task_runner
     shutil.rmtree(data, ignore_errors=True)
     build_sample(data / "staging")
     s = load_settings(data_dir=str(data))

@@ -92,7 +92,7 @@ def build_vectors(n: int) -> Path:
         return path
     from gensim.corpora import Dictionary
     from gensim.models import LsiModel, TfidfModel
-    from tasks.embed import tfidf_matrix
+    from shardvec.tasks.embed import tfidf_matrix
     HERE.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     train = [_tokens(text) for text in bench_statements(TRAIN)]
@@ -133,7 +133,7 @@ def vectors(n: int) -> np.ndarray:
 
 def space_for(n: int) -> Path:
     """The first n vectors as a statement space (50k rows a shard), cached."""
-    from tasks.store import finish_space, write_shard
+    from shardvec.tasks.store import finish_space, write_shard
     path = HERE / f"space-{n}"
     if (path / "manifest.json").exists():
         return path
@@ -145,7 +145,7 @@ def space_for(n: int) -> Path:
 
 
 def _run(fn, *args, **kwargs) -> dict:
-    from tasks.report import measured
+    from shardvec.tasks.report import measured
     return measured(fn)(*args, **kwargs)
 
 
@@ -154,8 +154,8 @@ def _phase(pool, calls) -> list[dict]:
 
 
 def exact(space: Path, out: Path, n: int, pool) -> list[list[dict]]:
-    from tasks import rows
-    from tasks.similarity import tile_count
+    from shardvec.tasks import rows
+    from shardvec.tasks.similarity import tile_count
     args, tiles = dict(k=K, tile_rows=16_384, block_rows=1024), tile_count(n, 16_384)
     return [_phase(pool, [(rows.own_tile, space, t, out / "work", args) for t in range(tiles)]),
             _phase(pool, [(rows.tile_pair, space, i, j, out / "work", args) for i, j in rows.tile_pairs(n, 16_384)]),
@@ -163,8 +163,8 @@ def exact(space: Path, out: Path, n: int, pool) -> list[list[dict]]:
 
 
 def partitioned(space: Path, out: Path, n: int, pool, s) -> list[list[dict]]:
-    from tasks import partitioned as p
-    from tasks.store import Space
+    from shardvec.tasks import partitioned as p
+    from shardvec.tasks.store import Space
     w, b = out / "work", dict(memory_budget_mb=s.memory_budget_mb)
     tasks = p.score_tasks_for(n, s.tile_rows, 2)
     return [_phase(pool, [(p.train_centroids, space, w, dict(clusters=p.clusters_for(n, s.cluster_rows),
@@ -181,7 +181,7 @@ def partitioned(space: Path, out: Path, n: int, pool, s) -> list[list[dict]]:
 def annoy_plain(n: int, out: Path) -> dict:
     """benchmarks/plain.py's rows: one Annoy index, n_trees = ln(N), default search_k."""
     from annoy import AnnoyIndex
-    from tasks.report import PeakRSS
+    from shardvec.tasks.report import PeakRSS
     x = vectors(n)
     t = time.perf_counter()
     with PeakRSS() as mem:
@@ -202,8 +202,8 @@ def annoy_plain(n: int, out: Path) -> dict:
 
 def truth(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SAMPLE statements and their exact top-k (cached)."""
-    from tasks.similarity import exact_topk
-    from tasks.store import Space
+    from shardvec.tasks.similarity import exact_topk
+    from shardvec.tasks.store import Space
     path = HERE / f"truth-{n}.npz"
     if not path.exists():
         picks = np.sort(np.random.default_rng(SEED).choice(n, SAMPLE, replace=False))
@@ -216,7 +216,7 @@ def truth(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def recall(n: int, rows: np.ndarray) -> float:
     """recall@10 against exact on the sample; rows are (SAMPLE, K) neighbour rows."""
-    from tasks.similarity import recall_at_k
+    from shardvec.tasks.similarity import recall_at_k
     picks, t_rows, t_scores = truth(n)
     x = vectors(n)
     found_s = np.einsum("ij,ikj->ik", np.asarray(x[picks]), np.asarray(x[np.maximum(rows, 0).ravel()]).reshape(len(picks), K, -1))
@@ -224,15 +224,15 @@ def recall(n: int, rows: np.ndarray) -> float:
 
 
 def stored_rows(rows_dir: Path, picks: np.ndarray) -> np.ndarray:
-    from tasks.similarity import SimilarityRows
+    from shardvec.tasks.similarity import SimilarityRows
     sim = SimilarityRows(rows_dir)
     return np.stack([sim.row(int(p))[0] for p in picks])
 
 
 def measure(n: int, method: str) -> dict:
     import shutil
-    from config import load_settings
-    from tasks.similarity import finish_rows
+    from shardvec.config import load_settings
+    from shardvec.tasks.similarity import finish_rows
     out = HERE / f"run-{method}-{n}"
     shutil.rmtree(out, ignore_errors=True)
     space, picks = space_for(n), truth(n)[0]

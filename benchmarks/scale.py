@@ -131,7 +131,7 @@ def data_dir(work: Path, parts: int) -> Path:
 
 def settings_files(work: Path, name: str, overrides: dict) -> tuple[Path, dict]:
     """Benchmark settings as a TOML for shardvec and as a dict for the plain script."""
-    from config import load_settings
+    from shardvec.config import load_settings
     s = load_settings(**overrides).model_dump(mode="json")
     toml = work / f"{name}.toml"
     toml.write_text("".join(f"[{sec}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in knobs.items())
@@ -173,7 +173,7 @@ def _report(log: Path) -> dict:
 
 def plain_recall(work: Path, sample: int = 1000) -> float:
     """recall@10 of the plain script's Annoy rows against exact search over its own vectors."""
-    from tasks.similarity import exact_topk, recall_at_k
+    from shardvec.tasks.similarity import exact_topk, recall_at_k
 
     class InRam:  # its vectors, in the shape exact_topk reads
         normalized = True
@@ -210,7 +210,7 @@ def main() -> None:
     print("corpus:", figures["corpus"], flush=True)
     toml, settings = settings_files(work, "bench", BENCH)
     growth_toml, _ = settings_files(work, "growth", GROWTH)
-    from flows.runtime import local_prefect
+    from shardvec.flows.runtime import local_prefect
     t = time.perf_counter()
     with local_prefect():
         figures["prefect_server_start_seconds"] = round(time.perf_counter() - t, 1)

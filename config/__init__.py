@@ -1,5 +1,5 @@
 """shardvec configuration: the defaults in default.toml, validated once into `Settings`."""
 
-from config.settings import Settings, load_settings
+from shardvec.config.settings import Settings, load_settings
 
 __all__ = ["Settings", "load_settings"]

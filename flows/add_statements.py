@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.params import run_settings
-from tasks import skins
-from flows.artifacts import publish_add_report
+from shardvec.flows.params import run_settings
+from shardvec.tasks import skins
+from shardvec.flows.artifacts import publish_add_report
 
 
 @flow(name="add-statements", log_prints=True)

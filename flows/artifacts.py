@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.report import render_markdown, report_table
+from shardvec.tasks.report import render_markdown, report_table
 
 
 def publish_artifacts(report: dict) -> None:

@@ -6,11 +6,11 @@ from typing import Literal
 
 from prefect import flow
 
-from config import load_settings
-from flows.operate import operated
-from flows.params import run_settings
-from flows.pipeline import build_and_publish
-from flows.runtime import task_runner
+from shardvec.config import load_settings
+from shardvec.flows.operate import operated
+from shardvec.flows.params import run_settings
+from shardvec.flows.pipeline import build_and_publish
+from shardvec.flows.runtime import task_runner
 
 
 @flow(name="backfill", log_prints=True, task_runner=task_runner(load_settings()))

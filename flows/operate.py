@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from config import Settings
-from tasks import report as run_report
-from tasks import runs
+from shardvec.config import Settings
+from shardvec.tasks import report as run_report
+from shardvec.tasks import runs
 
 GATE_EVENT = "shardvec.quality-gate.refused"
 
@@ -74,7 +74,7 @@ class OperatedRun:
 @contextmanager
 def operated(s: Settings, flow: str) -> Iterator[OperatedRun]:
     from prefect.context import FlowRunContext
-    from flows.pipeline import QualityGateError
+    from shardvec.flows.pipeline import QualityGateError
 
     ctx = FlowRunContext.get()
     run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else None

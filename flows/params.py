@@ -9,8 +9,8 @@ Direct calls (the CLI, tests, a script) choose their data directory freely.
 
 from __future__ import annotations
 
-from config import Settings, load_settings
-from config.settings import SettingsError
+from shardvec.config import Settings, load_settings
+from shardvec.config.settings import SettingsError
 
 # where things are, not how to compute them: (name, what it is in the settings)
 BOUND = [("data_dir", lambda s: s.data), ("dask.address", lambda s: s.dask.address),

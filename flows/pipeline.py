@@ -11,19 +11,19 @@ import json
 import time
 from pathlib import Path
 
-from config import Settings
-from tasks import quality, skins
-from tasks.corpus import SourceFile, select_partitions
-from tasks.ledger import Replay, replay_for_build
-from tasks.publish import RunLock, new_version_id, read_current, version_dir
-from flows.progress import RunProgress
-from flows.artifacts import publish_artifacts
-from tasks.report import MEASURED, PeakRSS, render_text, step_rows
-from tasks.partitioned import clusters_for, score_tasks_for
-from tasks.rows import tile_pairs
-from tasks.similarity import tile_count
-from tasks.statements import shard_count
-from tasks.tokenize import Tokenizer
+from shardvec.config import Settings
+from shardvec.tasks import quality, skins
+from shardvec.tasks.corpus import SourceFile, select_partitions
+from shardvec.tasks.ledger import Replay, replay_for_build
+from shardvec.tasks.publish import RunLock, new_version_id, read_current, version_dir
+from shardvec.flows.progress import RunProgress
+from shardvec.flows.artifacts import publish_artifacts
+from shardvec.tasks.report import MEASURED, PeakRSS, render_text, step_rows
+from shardvec.tasks.partitioned import clusters_for, score_tasks_for
+from shardvec.tasks.rows import tile_pairs
+from shardvec.tasks.similarity import tile_count
+from shardvec.tasks.statements import shard_count
+from shardvec.tasks.tokenize import Tokenizer
 
 
 class QualityGateError(RuntimeError):

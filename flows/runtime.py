@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import dask
 from prefect_dask import DaskTaskRunner
 
-from config import Settings
+from shardvec.config import Settings
 
 
 def task_runner(settings: Settings) -> DaskTaskRunner:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from prefect import serve
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
-from config import Settings
-from flows.add_statements import add_statements
-from flows.backfill import backfill
-from flows.nightly import nightly
+from shardvec.config import Settings
+from shardvec.flows.add_statements import add_statements
+from shardvec.flows.backfill import backfill
+from shardvec.flows.nightly import nightly
 
 NAMES = {"nightly": "nightly/shardvec-nightly", "backfill": "backfill/shardvec-backfill",
          "add-statements": "add-statements/shardvec-add-statements"}

@@ -11,7 +11,7 @@
 from pathlib import Path
 
 from shardvec.reader import Store, open_store
-from tasks.additions import Adder
+from shardvec.tasks.additions import Adder
 
 open = open_store  # noqa: A001 - `shardvec.open(path)` reads like `annoy`/`sqlite3` openers
 
@@ -21,7 +21,7 @@ def open_vectors(path: str | Path, name: str | None = None):
 
     >>> v = shardvec.open_vectors("data", "crawl"); v.vector("cat"); v.vectors(["a", "b"])
     """
-    from tasks.vectors_io import Vectors
+    from shardvec.tasks.vectors_io import Vectors
     return Vectors(Path(path) / "vectors" / name if name else Path(path))
 
 
@@ -43,7 +43,7 @@ def delete(ids, data: str | Path | None = None) -> dict:
 
 
 def _adder(data) -> Adder:
-    from config import load_settings
+    from shardvec.config import load_settings
     s = load_settings(**({"data_dir": str(data)} if data else {}))
     return Adder(s.data, on_duplicate=s.corpus.on_duplicate, max_record_bytes=s.corpus.max_record_bytes)
 

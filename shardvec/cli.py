@@ -29,7 +29,7 @@ KOpt = Annotated[int, typer.Option("-k", min=1, help="How many results.")]
 
 
 def _settings(data: Path | None):
-    from config import load_settings
+    from shardvec.config import load_settings
     return load_settings(**({"data_dir": str(data)} if data else {}))
 
 
@@ -39,13 +39,13 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _user_errors():
-    from config.settings import SettingsError
-    from tasks.corpus import BadInputError
-    from flows.pipeline import QualityGateError
-    from tasks.publish import DamagedCurrentError, LockedError, NotPublishedError
-    from tasks.store import UnknownKeyError
-    from tasks.ledger import LedgerError
-    from tasks.trends import PlotFormatError
+    from shardvec.config.settings import SettingsError
+    from shardvec.tasks.corpus import BadInputError
+    from shardvec.flows.pipeline import QualityGateError
+    from shardvec.tasks.publish import DamagedCurrentError, LockedError, NotPublishedError
+    from shardvec.tasks.store import UnknownKeyError
+    from shardvec.tasks.ledger import LedgerError
+    from shardvec.tasks.trends import PlotFormatError
     from shardvec.alerts import AlertsError
     return (SettingsError, BadInputError, LockedError, NotPublishedError, UnknownKeyError, QualityGateError,
             DamagedCurrentError, LedgerError, PlotFormatError, AlertsError)
@@ -67,8 +67,8 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Publish even if the qua
 def nightly(data: DataOpt = None, force: ForceOpt = False,
             as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
     """Run the nightly flow now: new partitions in, models updated, a new version published."""
-    from flows.nightly import nightly as nightly_flow
-    from flows.runtime import local_prefect, task_runner
+    from shardvec.flows.nightly import nightly as nightly_flow
+    from shardvec.flows.runtime import local_prefect, task_runner
     s = _settings(data)
     with local_prefect():
         report = nightly_flow.with_options(task_runner=task_runner(s))(overrides={"data_dir": str(s.data)},
@@ -86,8 +86,8 @@ def backfill(start: Annotated[Optional[str], typer.Option(help="First partition 
              data: DataOpt = None, force: ForceOpt = False,
              as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
     """Reprocess a range of partitions (or all) and publish: --mode update or rebuild."""
-    from flows.backfill import backfill as backfill_flow
-    from flows.runtime import local_prefect, task_runner
+    from shardvec.flows.backfill import backfill as backfill_flow
+    from shardvec.flows.runtime import local_prefect, task_runner
     if mode not in ("update", "rebuild"):
         _fail(f"--mode {mode} is not a mode; use --mode update or --mode rebuild.")
     if partition and (start or end):
@@ -112,7 +112,7 @@ def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet f
     import shutil
     import tempfile
     import time
-    from tasks.additions import add_file
+    from shardvec.tasks.additions import add_file
     s = _settings(data)
     kw = dict(batch_size=s.corpus.batch_size, on_duplicate=s.corpus.on_duplicate,
               max_record_bytes=s.corpus.max_record_bytes, replace=replace)
@@ -138,7 +138,7 @@ def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet f
 def delete(ids: Annotated[list[str], typer.Argument(help="Statement ids, or - to read them from stdin, one a line.")],
            data: DataOpt = None) -> None:
     """Delete statements now: gone from searches and rows when the command returns, for good."""
-    from tasks.additions import delete_ids
+    from shardvec.tasks.additions import delete_ids
     s = _settings(data)
     if ids == ["-"]:
         ids = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
@@ -149,7 +149,7 @@ def delete(ids: Annotated[list[str], typer.Argument(help="Statement ids, or - to
 @app.command()
 def versions(data: DataOpt = None) -> None:
     """The kept versions, oldest first: when, statements, quality; * marks the live one."""
-    from tasks.release import list_versions
+    from shardvec.tasks.release import list_versions
     found = list_versions(_settings(data).data)
     if not found:
         typer.echo("No version is published here yet; run `shardvec nightly` first.")
@@ -163,7 +163,7 @@ def versions(data: DataOpt = None) -> None:
 def rollback(version: Annotated[Optional[str], typer.Argument(help="A kept version (default: the one before the live one).")] = None,
              data: DataOpt = None) -> None:
     """Make an earlier kept version live again; adds, replaces and deletes made since are kept."""
-    from tasks.release import rollback as roll_back
+    from shardvec.tasks.release import rollback as roll_back
     out = roll_back(_settings(data).data, version)
     typer.echo(f"live: version {out['version']} (was {out['from']}); {out['ops_replayed']} acknowledged "
                "operations made since it replayed on top")
@@ -172,8 +172,8 @@ def rollback(version: Annotated[Optional[str], typer.Argument(help="A kept versi
 @app.command()
 def verify(data: DataOpt = None) -> None:
     """Check every file of the published version against its checksum."""
-    from tasks.publish import require_current
-    from tasks.release import verify as verify_store
+    from shardvec.tasks.publish import require_current
+    from shardvec.tasks.release import verify as verify_store
     s = _settings(data)
     problems = verify_store(s.data)
     if problems:
@@ -190,14 +190,14 @@ def history(data: DataOpt = None, last: Annotated[int, typer.Option(min=1, help=
             plot: Annotated[Optional[Path], typer.Option(help="Also draw the trend into this .png or .svg file.")] = None,
             ) -> None:
     """The quality of every run, night by night: published or refused, metrics and drift."""
-    from tasks.quality import history_table, read_history
+    from shardvec.tasks.quality import history_table, read_history
     entries = read_history(_settings(data).data, last=last)
     if not entries:
         typer.echo("No run has been evaluated here yet; run `shardvec nightly` first.")
         return
     typer.echo(history_table(entries))
     if plot:
-        from tasks.trends import plot_history
+        from shardvec.tasks.trends import plot_history
         typer.echo(f"drew the last {len(entries)} runs into {plot_history(entries, plot)}")
     for e in entries:
         for reason in e.get("gate", []):
@@ -225,8 +225,8 @@ def server(data: DataOpt = None) -> None:
 @app.command()
 def serve(data: DataOpt = None) -> None:
     """Serve the nightly (cron), backfill and add-statements deployments until stopped."""
-    from flows.runtime import _api_url
-    from flows.serve import NAMES, serve_all
+    from shardvec.flows.runtime import _api_url
+    from shardvec.flows.serve import NAMES, serve_all
     if not _api_url():
         _fail("No Prefect server is configured: start one with `shardvec server`, then "
               "export PREFECT_API_URL=http://127.0.0.1:4200/api and run `shardvec serve` again.")
@@ -242,7 +242,7 @@ def alerts_install(webhook: Annotated[Optional[str], typer.Option(
         help="POST a JSON alert here when a nightly fails or crashes, or the quality gate refuses a run.")] = None,
         file: Annotated[Path, typer.Option(help="The automations to install.")] = None) -> None:
     """Install deploy/automations.yaml on the Prefect server: silent runs marked Crashed, and alerts."""
-    from flows.runtime import _api_url
+    from shardvec.flows.runtime import _api_url
     from shardvec.alerts import AUTOMATIONS, install
     if not _api_url():
         _fail("No Prefect server is configured: start one with `shardvec server`, then "
@@ -256,8 +256,8 @@ def alerts_install(webhook: Annotated[Optional[str], typer.Option(
 @app.command("mark-crashed")
 def mark_crashed(data: DataOpt = None) -> None:
     """Mark the runs of DATA whose process is gone (killed, rebooted) as Crashed in Prefect."""
-    from flows.operate import mark_dead_runs_crashed
-    from flows.runtime import local_prefect
+    from shardvec.flows.operate import mark_dead_runs_crashed
+    from shardvec.flows.runtime import local_prefect
     s = _settings(data)
     with local_prefect():
         marked = mark_dead_runs_crashed(s.data)
@@ -299,7 +299,7 @@ def import_(source: Annotated[Path, typer.Argument(help="A word2vec (.txt/.bin),
             dtype: Annotated[str, typer.Option(help="Stored as float32, float16 or int8.")] = "float32",
             data: DataOpt = None) -> None:
     """Import existing word vectors into an on-disk space that needs almost no RAM to read."""
-    from tasks.vectors_io import import_vectors
+    from shardvec.tasks.vectors_io import import_vectors
     s = _settings(data)
     out = import_vectors(source, s.data, name, fmt=fmt, dtype=dtype)
     typer.echo(f"imported {out['words']} {out['format']} vectors of dimension {out['dim']} as {out['dtype']} "
@@ -316,7 +316,7 @@ def export(space: Annotated[str, typer.Argument(help="words, statements, or the 
            keys: Annotated[Optional[Path], typer.Option(help="Projector: a file of keys to show, one a line.")] = None,
            data: DataOpt = None) -> None:
     """Export a published space as word2vec, or as TensorBoard projector files for a subset."""
-    from tasks.vectors_io import export_projector, export_word2vec
+    from shardvec.tasks.vectors_io import export_projector, export_word2vec
     path = _space_dir(_settings(data).data, space)
     if to == "projector":
         chosen = [k.rstrip("\n") for k in open(keys, encoding="utf-8") if k.strip()] if keys else None
@@ -331,7 +331,7 @@ def export(space: Annotated[str, typer.Argument(help="words, statements, or the 
 
 def _space_dir(data: Path, space: str) -> Path:
     if space in ("words", "statements"):
-        from tasks.publish import require_current
+        from shardvec.tasks.publish import require_current
         return data / require_current(data)["components"][space]
     path = data / "vectors" / space
     if not path.exists():

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.store import Space
+from shardvec.tasks.store import Space
 
 
 class FrozenEmbedding(torch.nn.Module):

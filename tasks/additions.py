@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from tasks.atomic import fsync_dir, write_json
-from tasks.corpus import check_record
-from tasks.embed import Embedder
-from tasks.ledger import OPS, Ledger, Op, ops_from
-from tasks.publish import CURRENT, PublishLock, require_current
-from tasks.similarity import SimilarityRows, _block_top, _merge, exact_topk, score_blocks
-from tasks.store import Space, key_hash, key_hashes
-from tasks.tokenize import Tokenizer
+from shardvec.tasks.atomic import fsync_dir, write_json
+from shardvec.tasks.corpus import check_record
+from shardvec.tasks.embed import Embedder
+from shardvec.tasks.ledger import OPS, Ledger, Op, ops_from
+from shardvec.tasks.publish import CURRENT, PublishLock, require_current
+from shardvec.tasks.similarity import SimilarityRows, _block_top, _merge, exact_topk, score_blocks
+from shardvec.tasks.store import Space, key_hash, key_hashes
+from shardvec.tasks.tokenize import Tokenizer
 
 
 class Segment:
@@ -513,7 +513,7 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
              replace: bool = False, adder: Adder | None = None) -> dict:
     """Stream a JSON Lines, text or Parquet file into the published store, batch by batch.
     JSON Lines records may say `"op": "replace"` or `"op": "delete"` (a delete needs only the id)."""
-    from tasks.corpus import FORMATS, BadInputError, Quarantine, SourceFile, batched, read_records
+    from shardvec.tasks.corpus import FORMATS, BadInputError, Quarantine, SourceFile, batched, read_records
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -556,7 +556,7 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
     operations are acknowledged; a crash in between applies it again next time, which is a
     no-op for what was already in.
     """
-    from tasks.corpus import FORMATS, BadInputError
+    from shardvec.tasks.corpus import FORMATS, BadInputError
     inbox = Path(data) / "inbox"
     done, refused = inbox / ".done", Path(data) / "quarantine" / "inbox"
     if inbox.is_symlink():

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from tasks.store import Space
+from shardvec.tasks.store import Space
 
 
 def tfidf_matrix(docs: Sequence[Sequence[str]], lookup: Callable[[str], int | None],

@@ -33,7 +33,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tasks.atomic import fsync_dir
+from shardvec.tasks.atomic import fsync_dir
 
 SCHEMA = pa.schema([("seq", pa.int64()), ("op", pa.string()), ("id", pa.string()), ("text", pa.string())])
 OPS = ("add", "replace", "delete")

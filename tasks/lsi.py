@@ -18,11 +18,11 @@ from gensim.models import LsiModel
 from gensim.models.tfidfmodel import df2idf
 from gensim.models.lsimodel import Projection
 
-from tasks.atomic import save_npy
-from tasks.embed import tfidf_matrix
-from tasks.store import SpaceWriter
-from tasks.tokenize import TokenStream
-from tasks.vocab import load_dictionary, term_lookup
+from shardvec.tasks.atomic import save_npy
+from shardvec.tasks.embed import tfidf_matrix
+from shardvec.tasks.store import SpaceWriter
+from shardvec.tasks.tokenize import TokenStream
+from shardvec.tasks.vocab import load_dictionary, term_lookup
 
 # float32 halves the memory and time of the SVD's dense products against gensim's float64,
 # at no loss that the evaluation sets can measure (benchmarks/quality.py).

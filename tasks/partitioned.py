@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.atomic import save_npy, sha256_file
-from tasks.similarity import _block_top, _unit, best_per_row, score_blocks
-from tasks.store import Space, shard_name
+from shardvec.tasks.atomic import save_npy, sha256_file
+from shardvec.tasks.similarity import _block_top, _unit, best_per_row, score_blocks
+from shardvec.tasks.store import Space, shard_name
 
 MB = 1 << 20
 # Resident before any rows are touched: the interpreter, numpy/scipy/gensim, a Dask worker and

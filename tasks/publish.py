@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.atomic import fsync_dir, fsync_tree, sha256_file, write_json
+from shardvec.tasks.atomic import fsync_dir, fsync_tree, sha256_file, write_json
 
 CURRENT = "CURRENT"
 FORMAT = 1

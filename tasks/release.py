@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.additions import Adder, Segment
-from tasks.atomic import sha256_file
-from tasks.ledger import Ledger, ops_from
-from tasks.publish import (NotPublishedError, PublishLock, RunLock, prepare, read_current, require_current,
+from shardvec.tasks.additions import Adder, Segment
+from shardvec.tasks.atomic import sha256_file
+from shardvec.tasks.ledger import Ledger, ops_from
+from shardvec.tasks.publish import (NotPublishedError, PublishLock, RunLock, prepare, read_current, require_current,
                            retain, swap, version_dir)
 
 

@@ -128,8 +128,8 @@ TREND_RUNS = 30
 
 def _trend_markdown(data) -> str:
     """The chart of the last runs, embedded as an image (empty when there is no history yet)."""
-    from tasks.quality import read_history
-    from tasks.trends import chart_data_uri
+    from shardvec.tasks.quality import read_history
+    from shardvec.tasks.trends import chart_data_uri
     entries = read_history(data, last=TREND_RUNS)
     if not entries:
         return ""

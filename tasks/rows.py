@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.atomic import save_npy, sha256_file
-from tasks.index import ShardedIndex
-from tasks.similarity import _merge, _unit, best_per_row, columns_for, exact_topk, nonzero2d, tile_count
-from tasks.store import Space, shard_name
+from shardvec.tasks.atomic import save_npy, sha256_file
+from shardvec.tasks.index import ShardedIndex
+from shardvec.tasks.similarity import _merge, _unit, best_per_row, columns_for, exact_topk, nonzero2d, tile_count
+from shardvec.tasks.store import Space, shard_name
 
 
 def tile_pairs(rows: int, tile_rows: int) -> list[tuple[int, int]]:

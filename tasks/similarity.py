@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.atomic import save_npy, sha256_file, write_json
-from tasks.store import Space, shard_name
+from shardvec.tasks.atomic import save_npy, sha256_file, write_json
+from shardvec.tasks.store import Space, shard_name
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

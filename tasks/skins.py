@@ -12,9 +12,9 @@ from collections.abc import Callable
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import additions, index, quality, lsi, partitioned, release, rows, similarity, statements, store, tokenize, vocab, word2vec
-from tasks.corpus import discover
-from tasks.report import MB, PeakRSS
+from shardvec.tasks import additions, index, quality, lsi, partitioned, release, rows, similarity, statements, store, tokenize, vocab, word2vec
+from shardvec.tasks.corpus import discover
+from shardvec.tasks.report import MB, PeakRSS
 
 
 def measured(fn: Callable[..., dict]) -> Callable[..., dict]:

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from tasks.atomic import save_npy
-from tasks.corpus import Quarantine, SourceFile
-from tasks.embed import Embedder
-from tasks.store import ShardWriter, key_hashes
-from tasks.tokenize import open_cache
+from shardvec.tasks.atomic import save_npy
+from shardvec.tasks.corpus import Quarantine, SourceFile
+from shardvec.tasks.embed import Embedder
+from shardvec.tasks.store import ShardWriter, key_hashes
+from shardvec.tasks.tokenize import open_cache
 
 
 def _cache_table(path: str, columns: list[str]) -> pa.Table:

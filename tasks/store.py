@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 from xxhash import xxh3_64_intdigest
 
-from tasks.atomic import atomic_path, save_npy, sha256_file, write_json
+from shardvec.tasks.atomic import atomic_path, save_npy, sha256_file, write_json
 
 # 2: keys hashed with xxh3-64 (was blake2b, a third of a single lookup's time)
 FORMAT = 2

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from tasks.atomic import fsync_dir, sha256_file, write_json
-from tasks.corpus import Quarantine, SourceFile, batched, read_records
+from shardvec.tasks.atomic import fsync_dir, sha256_file, write_json
+from shardvec.tasks.corpus import Quarantine, SourceFile, batched, read_records
 
 CACHE_SCHEMA = pa.schema([
     ("id", pa.string()), ("text", pa.string()), ("tokens", pa.list_(pa.string())),

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.atomic import atomic_path, fsync_dir, fsync_tree, write_json
-from tasks.corpus import BadInputError, Quarantine, SourceFile
-from tasks.store import DTYPES, Space, SpaceWriter, UnknownKeyError, _mapped, convert_space
+from shardvec.tasks.atomic import atomic_path, fsync_dir, fsync_tree, write_json
+from shardvec.tasks.corpus import BadInputError, Quarantine, SourceFile
+from shardvec.tasks.store import DTYPES, Space, SpaceWriter, UnknownKeyError, _mapped, convert_space
 
 FORMATS = ("word2vec", "word2vec-binary", "glove", "fasttext")
 FASTTEXT_MAGIC = 793712314

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gensim.corpora import Dictionary, HashDictionary
 
-from tasks.tokenize import TokenStream
+from shardvec.tasks.tokenize import TokenStream
 
 # gensim prunes the rarest terms past this many while counting, which bounds RAM on any corpus.
 PRUNE_AT = 2_000_000

@@ -13,9 +13,9 @@ import numpy as np
 from gensim.corpora import Dictionary
 from gensim.models import Word2Vec
 
-from tasks.store import SpaceWriter
-from tasks.tokenize import TokenStream
-from tasks.vocab import PRUNE_AT
+from shardvec.tasks.store import SpaceWriter
+from shardvec.tasks.tokenize import TokenStream
+from shardvec.tasks.vocab import PRUNE_AT
 
 
 def stable_hash(text: str) -> int:

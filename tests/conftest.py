@@ -17,7 +17,7 @@ from gensim.test.utils import datapath
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from config import load_settings  # noqa: E402
+from shardvec.config import load_settings  # noqa: E402
 
 # Two statements that say the same thing in other words; each must be the other's top row.
 NEAR_DUPLICATES = (
@@ -111,8 +111,8 @@ def prefect_server():
 
 def run_nightly(settings, runner=None) -> dict:
     """The nightly flow as a deployment would run it, on the given (default: Dask) task runner."""
-    from flows.nightly import nightly
-    from flows.runtime import task_runner
+    from shardvec.flows.nightly import nightly
+    from shardvec.flows.runtime import task_runner
     flow = nightly.with_options(task_runner=runner or task_runner(settings))
     return flow(overrides=json.loads(settings.model_dump_json()))
 

@@ -13,10 +13,10 @@ import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import shardvec
-from tasks import skins
-from tasks.additions import Adder, Statements
-from tasks.publish import read_current
-from tasks.similarity import exact_topk
+from shardvec.tasks import skins
+from shardvec.tasks.additions import Adder, Statements
+from shardvec.tasks.publish import read_current
+from shardvec.tasks.similarity import exact_topk
 from tests.conftest import lee_lines, run_nightly, small_settings
 
 SENTENCES = [s.strip() for line in lee_lines("lee.cor") for s in line.split(". ") if len(s.split()) > 5]
@@ -115,7 +115,7 @@ def test_add_file_and_cli_with_stdin(data, tmp_path):
 
 
 def test_inbox_drained_by_the_flow(data, prefect_server):
-    from flows.add_statements import add_statements
+    from shardvec.flows.add_statements import add_statements
     (data / "inbox").mkdir()
     (data / "inbox" / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs("inbox", SENTENCES[30:34])))
     report = add_statements(records=recs("param", SENTENCES[34:35]), overrides={"data_dir": str(data)})
@@ -126,7 +126,7 @@ def test_inbox_drained_by_the_flow(data, prefect_server):
 
 ADD_LOOP = """
 import json, sys
-from tasks.additions import Adder
+from shardvec.tasks.additions import Adder
 texts = json.loads(sys.stdin.read())
 adder = Adder(sys.argv[1])
 for b in range(1000):

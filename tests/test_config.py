@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from config import load_settings
-from config.settings import SettingsError
+from shardvec.config import load_settings
+from shardvec.config.settings import SettingsError
 
 
 def test_defaults_are_complete_and_valid():

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.corpus import BadInputError, Quarantine, discover, read_records, select_partitions
+from shardvec.tasks.corpus import BadInputError, Quarantine, discover, read_records, select_partitions
 from tests.conftest import write_corpus
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import shardvec
-from tasks.store import Space
+from shardvec.tasks.store import Space
 from tests.conftest import run_nightly, small_settings, write_corpus
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -19,9 +19,9 @@ import psutil
 import pytest
 
 import shardvec
-from tasks.corpus import BadInputError
-from tasks.publish import read_current
-from tasks.release import verify
+from shardvec.tasks.corpus import BadInputError
+from shardvec.tasks.publish import read_current
+from shardvec.tasks.release import verify
 from tests.conftest import BIN, SMALL_TOML, lee_lines, run_nightly, small_settings, write_corpus
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -144,11 +144,11 @@ def test_full_disk_is_a_clear_error_and_the_published_version_survives(tmp_path)
 
 
 def test_parameters_cannot_reach_outside_the_data_directory(tmp_path):
-    from tasks.corpus import select_partitions
+    from shardvec.tasks.corpus import select_partitions
     with pytest.raises(BadInputError, match="No partition named ../../etc"):
         select_partitions(["2026-11-01"], [], mode="update", partitions=["../../etc"])
     data, _ = _published(tmp_path)
-    from flows.backfill import backfill
+    from shardvec.flows.backfill import backfill
     from prefect.task_runners import ThreadPoolTaskRunner
     with pytest.raises(BadInputError, match="No partition named ../corpus"):
         backfill.with_options(task_runner=ThreadPoolTaskRunner(2))(

@@ -9,9 +9,9 @@ from gensim.models import Word2Vec
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import shardvec
-from tasks import skins
-from tasks.publish import read_current
-from tasks.store import Space
+from shardvec.tasks import skins
+from shardvec.tasks.publish import read_current
+from shardvec.tasks.store import Space
 from tests.conftest import NEAR_DUPLICATES, lee_lines, run_nightly as _run, small_settings
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -95,8 +95,8 @@ def test_hashed_vocabulary_learns_a_word_that_arrives_later(tmp_path, hashing):
     """With hashing, LSI counts a word first seen on the second night; with a fixed vocabulary
     (fixed by the first night) it is ignored."""
     from gensim.corpora import HashDictionary
-    from tasks.embed import Embedder
-    from tasks.vocab import load_dictionary
+    from shardvec.tasks.embed import Embedder
+    from shardvec.tasks.vocab import load_dictionary
 
     data = tmp_path / "data"
     first = data / "corpus" / "2026-11-01" / "lee.txt"

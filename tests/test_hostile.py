@@ -15,12 +15,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from typer.testing import CliRunner
 
 import shardvec
-from config.settings import SettingsError
-from flows.params import run_settings
+from shardvec.config.settings import SettingsError
+from shardvec.flows.params import run_settings
 from shardvec.cli import app
-from tasks.additions import Adder, drain_inbox
-from tasks.publish import DamagedCurrentError, read_current
-from tasks.release import verify
+from shardvec.tasks.additions import Adder, drain_inbox
+from shardvec.tasks.publish import DamagedCurrentError, read_current
+from shardvec.tasks.release import verify
 from tests.conftest import run_nightly, small_settings
 from tests.test_additions import SENTENCES
 
@@ -68,7 +68,7 @@ def test_a_rebuild_with_current_moved_aside_keeps_every_acknowledged_op(data):
     shardvec.add([{"id": "kept", "text": SENTENCES[1]}], data=data)
     shardvec.delete(["dup/a"], data=data)
     os.replace(data / "CURRENT", data / "CURRENT.damaged")
-    from flows.backfill import backfill
+    from shardvec.flows.backfill import backfill
     s = small_settings(data)
     backfill.with_options(task_runner=ThreadPoolTaskRunner(2))(mode="rebuild", overrides=json.loads(s.model_dump_json()))
     store = shardvec.open(data)
@@ -81,7 +81,7 @@ def test_rebuild_publishes_over_a_damaged_live_version(data):
     rows = data / current["components"]["similarity"] / "rows-00000.npy"
     rows.write_bytes(rows.read_bytes()[:100])  # truncated
     assert verify(data)
-    from flows.backfill import backfill
+    from shardvec.flows.backfill import backfill
     s = small_settings(data)
     report = backfill.with_options(task_runner=ThreadPoolTaskRunner(2))(
         mode="rebuild", overrides=json.loads(s.model_dump_json()))

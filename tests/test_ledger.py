@@ -14,12 +14,12 @@ import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import shardvec
-from flows.backfill import backfill
-from tasks.additions import Adder
-from tasks.ledger import Ledger, Op
-from tasks.publish import read_current
-from tasks.release import verify
-from tasks.release import list_versions, rollback
+from shardvec.flows.backfill import backfill
+from shardvec.tasks.additions import Adder
+from shardvec.tasks.ledger import Ledger, Op
+from shardvec.tasks.publish import read_current
+from shardvec.tasks.release import verify
+from shardvec.tasks.release import list_versions, rollback
 from tests.conftest import lee_lines, run_nightly, small_settings
 from tests.test_additions import SENTENCES, assert_rows_exact
 
@@ -153,7 +153,7 @@ def test_rollback_replays_what_was_acknowledged_after_the_version(data):
 
 
 def test_inbox_and_the_flow_take_deletes_and_replaces(data, prefect_server):
-    from flows.add_statements import add_statements
+    from shardvec.flows.add_statements import add_statements
     (data / "inbox").mkdir()
     lines = [{"id": "in/1", "text": SENTENCES[10]}, {"id": "dup/b", "op": "delete"},
              {"id": "dup/a", "op": "replace", "text": SENTENCES[11]}, {"id": "x", "op": "explode"}]
@@ -181,7 +181,7 @@ def test_rollback_replays_an_add_of_a_corpus_id_over_the_versions_text(data):
 
 
 def test_an_add_acknowledged_while_a_run_works_wins_over_its_new_partition(data, monkeypatch):
-    from tasks import skins
+    from shardvec.tasks import skins
     new_partition(data, "2026-11-04", [{"id": "late/x", "text": SENTENCES[13]}])
     merge = skins.merge_tile_task
 
@@ -223,8 +223,8 @@ def test_a_batch_never_acknowledged_is_never_replayed(data):
 
 
 def test_a_damaged_ledger_file_is_named_by_verify_and_stops_a_nightly(data):
-    from flows.pipeline import build_and_publish
-    from tasks.ledger import LedgerError
+    from shardvec.flows.pipeline import build_and_publish
+    from shardvec.tasks.ledger import LedgerError
     shardvec.add([{"id": "k1", "text": SENTENCES[15]}], data=data)
     path = next((data / "ledger").glob("ops-*.arrow"))
     path.write_bytes(path.read_bytes()[:40])
@@ -239,7 +239,7 @@ def test_rollback_refuses_a_damaged_version(data):
     nightly(data)
     rows = data / "versions" / first / "similarity" / "rows-00000.npy"
     rows.unlink()
-    from tasks.publish import NotPublishedError
+    from shardvec.tasks.publish import NotPublishedError
     with pytest.raises(NotPublishedError, match=f"Version {first} is damaged"):
         rollback(data, first)
     assert read_current(data)["version"] != first

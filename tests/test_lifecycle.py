@@ -30,11 +30,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import shardvec
-from flows.backfill import backfill
-from tasks.additions import Adder, Statements
-from tasks.publish import read_current
-from tasks.release import verify
-from tasks.release import list_versions, rollback
+from shardvec.flows.backfill import backfill
+from shardvec.tasks.additions import Adder, Statements
+from shardvec.tasks.publish import read_current
+from shardvec.tasks.release import verify
+from shardvec.tasks.release import list_versions, rollback
 from tests.conftest import run_nightly, small_settings
 from tests.test_additions import SENTENCES, assert_rows_exact
 
@@ -46,7 +46,7 @@ NIGHTLY = """
 import json, sys
 from pathlib import Path
 from prefect.task_runners import ThreadPoolTaskRunner
-from flows.nightly import nightly
+from shardvec.flows.nightly import nightly
 from tests.conftest import small_settings
 s = small_settings(Path(sys.argv[1]))
 nightly.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(overrides=json.loads(s.model_dump_json()))
@@ -54,7 +54,7 @@ nightly.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(overrides=
 
 ADD = """
 import json, sys
-from tasks.additions import Adder
+from shardvec.tasks.additions import Adder
 op, records = json.loads(sys.argv[2])
 adder = Adder(sys.argv[1])
 adder.delete(records) if op == "delete" else adder.add(records, replace=op == "replace")

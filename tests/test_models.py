@@ -6,13 +6,13 @@ from gensim.corpora import Dictionary
 from gensim.matutils import sparse2full
 from gensim.models import LsiModel, TfidfModel, Word2Vec
 
-from tasks.corpus import discover
-from tasks.embed import Embedder, tfidf_matrix
-from tasks.lsi import idf_vector, train_lsi
-from tasks.store import Space
-from tasks.tokenize import TokenStream, Tokenizer, tokenize_file
-from tasks.vocab import build_dictionary
-from tasks.word2vec import train_word2vec, write_word_space
+from shardvec.tasks.corpus import discover
+from shardvec.tasks.embed import Embedder, tfidf_matrix
+from shardvec.tasks.lsi import idf_vector, train_lsi
+from shardvec.tasks.store import Space
+from shardvec.tasks.tokenize import TokenStream, Tokenizer, tokenize_file
+from shardvec.tasks.vocab import build_dictionary
+from shardvec.tasks.word2vec import train_word2vec, write_word_space
 from tests.conftest import write_corpus
 
 

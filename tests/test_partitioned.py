@@ -14,9 +14,9 @@ from gensim.corpora import Dictionary
 from gensim.models import LsiModel, TfidfModel
 from gensim.utils import simple_preprocess
 
-from tasks import partitioned
-from tasks.similarity import SimilarityRows, exact_topk, finish_rows, recall_at_k, rows_recall
-from tasks.store import Space, write_shard, finish_space
+from shardvec.tasks import partitioned
+from shardvec.tasks.similarity import SimilarityRows, exact_topk, finish_rows, recall_at_k, rows_recall
+from shardvec.tasks.store import Space, write_shard, finish_space
 from tests.conftest import lee_lines, small_settings
 
 N = 4000

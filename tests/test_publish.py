@@ -3,8 +3,8 @@ import multiprocessing as mp
 
 import pytest
 
-from tasks.publish import LockedError, RunLock, read_current, require_current, retain, NotPublishedError
-from tasks.release import publish_version as publish
+from shardvec.tasks.publish import LockedError, RunLock, read_current, require_current, retain, NotPublishedError
+from shardvec.tasks.release import publish_version as publish
 
 V0, V1, V2, V3, V9 = (f"20261101T00000{i}-00000{i}" for i in (0, 1, 2, 3, 9))
 
@@ -90,7 +90,7 @@ def test_publish_fsyncs_the_folders_that_name_a_new_version(tmp_path, fsynced):
     """issue 14: a new folder under versions/ is durable only once the folders holding its
     entry (versions/, and the data directory that got versions/) are fsynced before CURRENT moves."""
     import os
-    from tasks.publish import new_version_id
+    from shardvec.tasks.publish import new_version_id
     data, vid = tmp_path / "data", new_version_id()
     data.mkdir()
     publish(data, vid, _version(data, vid), {"partitions": ["a"]}, {}, keep_versions=2)

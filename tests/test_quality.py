@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.pipeline import QualityGateError
+from shardvec.flows.pipeline import QualityGateError
 from shardvec.sample import build_sample
-from tasks.publish import read_current
-from tasks.quality import gate, history_table, read_history
+from shardvec.tasks.publish import read_current
+from shardvec.tasks.quality import gate, history_table, read_history
 from tests.conftest import small_settings
 
 TOL = {"analogy_drop": 0.05, "wordsim353_drop": 0.1, "simlex999_drop": 0.1, "rows_recall_drop": 0.02,
@@ -65,7 +65,7 @@ def _degrade(partition_dir, rng):
 @pytest.mark.usefixtures("prefect_server")
 def test_degraded_corpus_trips_the_gate_a_normal_night_passes(tmp_path):
     from tests.conftest import run_nightly
-    from flows.backfill import backfill
+    from shardvec.flows.backfill import backfill
 
     data = tmp_path / "data"
     build_sample(data / "corpus")

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from tasks.index import ShardedIndex, build_shard_index, finish_index, index_recall
-from tasks.rows import rows_for_tile
-from tasks.similarity import SimilarityRows, exact_topk, finish_rows, rows_recall, tile_count
-from tasks.store import Space, SpaceWriter
+from shardvec.tasks.index import ShardedIndex, build_shard_index, finish_index, index_recall
+from shardvec.tasks.rows import rows_for_tile
+from shardvec.tasks.similarity import SimilarityRows, exact_topk, finish_rows, rows_recall, tile_count
+from shardvec.tasks.store import Space, SpaceWriter
 
 
 def _random_space(tmp_path, n=700, dim=12, rows_per_shard=100, normalized=False):
@@ -124,7 +124,7 @@ def test_a_scan_leaves_the_space_unmapped_but_readable(tmp_path):
 def test_rows_from_tile_pairs_equal_brute_force(tmp_path, n, tile_rows, normalized):
     """Each pair of tiles scored once serves both tiles' rows; the bounds from a tile's own
     rows never drop a true neighbour (7-row tiles: fewer than k others in a tile)."""
-    from tasks import rows as R
+    from shardvec.tasks import rows as R
     space, vecs = _random_space(tmp_path, n=n, normalized=normalized)
     work, out = tmp_path / "work", tmp_path / "rows"
     tiles = R.tile_count(n, tile_rows)

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from tasks.corpus import discover
-from tasks.statements import plan_statements, project_shard
-from tasks.store import Space, _open_keys
-from tasks.tokenize import Tokenizer, tokenize_file
+from shardvec.tasks.corpus import discover
+from shardvec.tasks.statements import plan_statements, project_shard
+from shardvec.tasks.store import Space, _open_keys
+from shardvec.tasks.tokenize import Tokenizer, tokenize_file
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from tasks.store import Space, SpaceWriter
+from shardvec.tasks.store import Space, SpaceWriter
 
 
 def _space(tmp_path, n=1000, dim=16, rows_per_shard=128):
@@ -37,7 +37,7 @@ def test_rows_keys_and_shards_round_trip(tmp_path):
 
 
 def test_every_key_is_found_and_colliding_hashes_are_told_apart(tmp_path, monkeypatch):
-    import tasks.store
+    import shardvec.tasks.store
     real = tasks.store.xxh3_64_intdigest
     same = {b"key-3-\xc3\xa9", b"key-700-\xc3\xa9", b"key-701-\xc3\xa9", b"not-stored"}
     # Four keys share one hash, at both ends of the hash range (the lookup directory's edges).

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.corpus import discover
-from tasks.tokenize import TokenStream, Tokenizer, open_cache, tokenize_file
+from shardvec.tasks.corpus import discover
+from shardvec.tasks.tokenize import TokenStream, Tokenizer, open_cache, tokenize_file
 from tests.conftest import write_corpus
 
 
