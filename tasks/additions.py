@@ -460,7 +460,9 @@ class Adder:
         seq = seq or self._additions()["next_seq"]
         rel = f"additions/{self.current['version']}/{seq:06d}"
         prefix = self.data / rel
-        prefix.parent.mkdir(parents=True, exist_ok=True)
+        if not prefix.parent.is_dir():  # a new folder's entry must survive a crash too
+            prefix.parent.mkdir(parents=True)
+            fsync_dir(prefix.parent.parent)
         vecs = np.ascontiguousarray(vecs, dtype=np.float32)
         table = pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.string()),
                           "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), vecs.shape[1])})

@@ -161,7 +161,9 @@ class Ledger:
         return problems
 
     def _write(self, final: Path, table: pa.Table) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.dir.is_dir():
+            self.dir.mkdir(parents=True)
+            fsync_dir(self.dir.parent)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
             with pa.ipc.new_file(f, table.schema) as w:

@@ -3,7 +3,7 @@
 Training builds one sparse TF-IDF matrix per chunk and merges its stochastic-SVD projection
 into the model (gensim's one-pass algorithm), so RAM is bounded by the chunk size. For
 readers, the model is also exported in plain files: `terms/` (a vector space whose keys are
-the terms and whose rows are the LSI term vectors U) and `idf.npy`, which `tasks.embed.Embedder`
+the terms and whose rows are the LSI term vectors U) and `idf.npy`, which `shardvec.tasks.embed.Embedder`
 reads to map token lists to statement vectors without gensim.
 """
 

@@ -237,6 +237,28 @@ def test_summary_links_a_dask_performance_report_and_logs_say_what_happens(deplo
     assert any(m.startswith("publish: finished in ") for m in lines)
 
 
+def test_add_statements_deployment_deletes_and_shows_it(deployment):
+    run = trigger(deployment, "add-statements/shardvec-add-statements", 'delete=["inbox/1"]', "drain_inbox=false")
+    assert run["state_type"] == "COMPLETED"
+    import shardvec
+    assert "inbox/1" not in shardvec.open(deployment["data"])
+    rows = artifacts(deployment, run["id"])["shardvec-add-statements"]["data"]
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    assert {r["source"]: r["deleted"] for r in rows} == {"delete": 1}
+
+
+def test_a_run_cannot_move_the_deployments_data_directory(deployment):
+    elsewhere = deployment["tmp"] / "elsewhere"
+    elsewhere.mkdir()
+    run_id = api_run(deployment, "add-statements/shardvec-add-statements",
+                     {"records": [{"id": "x", "text": "smoke over sydney"}], "overrides": {"data_dir": str(elsewhere)}})
+    state = wait_for(lambda: flow_run(deployment, run_id)["state_type"] in ("FAILED", "COMPLETED", "CRASHED")
+                     and flow_run(deployment, run_id)["state_type"], 180, "the run to end")
+    assert state == "FAILED" and list(elsewhere.iterdir()) == []
+    import shardvec
+    assert "x" not in shardvec.open(deployment["data"])
+
+
 def api_run(dep, name: str, parameters: dict | None = None) -> str:
     """Create a flow run of deployment NAME through the API, without waiting; its id."""
     flow, deployment_name = name.split("/")

@@ -24,18 +24,25 @@ ORCHESTRATION = ("prefect", "prefect_dask", "dask", "distributed")
 
 
 def _module(path: Path) -> str:
+    """The module's name, without the `shardvec.` its folder installs under (tasks/x.py: tasks.x)."""
     rel = path.relative_to(ROOT).with_suffix("")
     return ".".join(p for p in rel.parts if p != "__init__")
 
 
-def _imports(path: Path) -> set[str]:
+def _raw_imports(path: Path, members: bool = False) -> set[str]:
+    """Every module a file imports (and with `members`, module.name of each `from` import)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            names |= {node.module} | ({f"{node.module}.{a.name}" for a in node.names} if members else set())
     return names
+
+
+def _imports(path: Path) -> set[str]:
+    return {n.removeprefix("shardvec.") if n.split(".")[1:2] in (["tasks"], ["flows"], ["config"]) else n
+            for n in _raw_imports(path, members=True)}
 
 
 def _layer(name: str) -> int | None:
@@ -99,6 +106,36 @@ def test_only_the_pipeline_imports_prefect_and_dask_and_readers_not_gensim():
             if mod in READER and imp.startswith("gensim"):
                 bad.append(f"{mod} (a reader) imports {imp}")
     assert bad == []
+
+
+def test_nothing_imports_the_folders_by_their_bare_names():
+    """They install as shardvec.tasks etc.: a bare `import tasks` works in the checkout only."""
+    bare = [f"{_module(p)}: {n}" for d in ("tasks", "flows", "shardvec", "config", "tests", "benchmarks")
+            for p in (ROOT / d).glob("*.py") for n in _raw_imports(p) if n.split(".")[0] in ("tasks", "flows", "config")]
+    assert bare == []
+
+
+def test_the_wheel_installs_only_the_shardvec_namespace(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("shardvec-*.whl"))
+    top = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
+    assert {t for t in top if not t.endswith(".dist-info")} == {"shardvec"}
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "shardvec/tasks/ledger.py" in names and "shardvec/config/default.toml" in names
+    site = tmp_path / "site"  # installed alone; its dependencies come from this environment
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True)
+    out = subprocess.run([sys.executable, "-c", "import shardvec.tasks.ledger as l, shardvec.config as c; "
+                          "print(l.__file__); print(c.load_settings().lsi.num_topics)"], cwd=tmp_path,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    where, topics = out.stdout.split()
+    assert where.startswith(str(site)) and topics.isdigit()
+    assert sorted(p.name for p in site.iterdir() if not p.name.endswith(".dist-info")) == ["bin", "shardvec"]
 
 
 def test_the_reader_api_reaches_no_training_code():
