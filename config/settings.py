@@ -99,9 +99,22 @@ class IndexSettings(Section):
 
 class SimilaritySettings(Section):
     k: int = Field(ge=1)
-    method: Literal["exact", "annoy"]
+    method: Literal["auto", "exact", "partitioned", "annoy"]
+    exact_max_statements: int = Field(ge=0)
     block_rows: int = Field(ge=1)
     tile_rows: int = Field(ge=1)
+    cluster_rows: int = Field(ge=16)
+    probes: int = Field(ge=2)
+    kmeans_sample: int = Field(ge=1)
+    kmeans_iterations: int = Field(ge=1)
+    # below it the interpreter and libraries alone would not fit (tasks/partitioned.BASELINE_MB)
+    memory_budget_mb: int = Field(ge=512)
+
+    def rows_method(self, statements: int) -> str:
+        """The method that computes the rows of a corpus this size."""
+        if self.method != "auto":
+            return self.method
+        return "exact" if statements <= self.exact_max_statements else "partitioned"
 
 
 class DaskSettings(Section):
@@ -129,6 +142,7 @@ class QualitySettings(Section):
     simlex999_drop: float = Field(ge=0)
     rows_recall_drop: float = Field(ge=0)
     index_recall_drop: float = Field(ge=0)
+    rows_recall_floor: float = Field(ge=0, le=1)
     drift_sample: int = Field(ge=1)
     drift_words: int = Field(ge=1)
 

@@ -19,6 +19,7 @@ from shardvec.tasks.publish import RunLock, new_version_id, read_current, versio
 from shardvec.flows.progress import RunProgress
 from shardvec.flows.artifacts import publish_artifacts
 from shardvec.tasks.report import MEASURED, PeakRSS, render_text, step_rows
+from shardvec.tasks.partitioned import clusters_for, score_tasks_for
 from shardvec.tasks.rows import tile_pairs
 from shardvec.tasks.similarity import tile_count
 from shardvec.tasks.statements import shard_count
@@ -149,14 +150,15 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, replay: Re
            for name, n in (("words", steps["write-word-vectors"][0]["shards"]), ("statements", len(proj)))}
     rows_dir, sim = vdir / "similarity", s.similarity
     tiles = tile_count(plan_r["statements"], sim.tile_rows)
-    if sim.method == "exact":  # needs no index: queued beside the index builds
-        scoring, merges = _exact_rows(spaces / "statements", vdir / "work" / "rows", rows_dir, tiles,
-                                      plan_r["statements"], sim)
+    rows_method = sim.rows_method(plan_r["statements"])
+    if rows_method in ROWS_METHODS:  # needs no index: queued beside the index builds
+        scoring, merges = ROWS_METHODS[rows_method](spaces / "statements", vdir / "work" / "rows", rows_dir, tiles,
+                                                    plan_r["statements"], s)
     built = {name: progress.wait(f"index-{name}", futures) for name, futures in idx.items()}
     for name, shards in built.items():
         steps[f"index-{name}"] = shards
         skins.finish_index_task(indexes / name, shards, n_trees=s.index.n_trees, search_k=s.index.search_k)
-    if sim.method == "exact":
+    if rows_method in ROWS_METHODS:
         steps["similarity-rows"] = progress.wait("similarity-rows", scoring)
         rows_shards = steps["merge-rows"] = progress.wait("merge-rows", merges)
     else:
@@ -165,7 +167,7 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, replay: Re
                                    block_rows=sim.block_rows, method=sim.method, index_dir=indexes / "statements",
                                    search_k=s.index.search_k) for t in range(tiles)])
         rows_shards = steps["similarity-rows"]
-    skins.finish_rows_task(rows_dir, rows_shards, k=sim.k, method=sim.method, rows_per_shard=sim.tile_rows)
+    skins.finish_rows_task(rows_dir, rows_shards, k=sim.k, method=rows_method, rows_per_shard=sim.tile_rows)
     names = ["words", "statements", "similarity rows"]
     recall = progress.wait("recall", [
         skins.index_recall_task.submit(spaces / n, indexes / n, k=10, search_k=s.index.search_k,
@@ -176,6 +178,7 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, replay: Re
 
     out = _counts(tok, plan_r, lsi_r, w2v_r, proj)
     out["recall"] = {n: _strip(r) for n, r in zip(names, recall)}
+    out["rows_method"] = rows_method
     components = {"models": models, "words": spaces / "words", "statements": spaces / "statements",
                   "words_index": indexes / "words", "statements_index": indexes / "statements", "similarity": rows_dir}
 
@@ -210,9 +213,10 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, replay: Re
     return out
 
 
-def _exact_rows(space, work, rows_dir, tiles: int, statements: int, sim) -> list:
+def _exact_rows(space, work, rows_dir, tiles: int, statements: int, s: Settings) -> tuple[list, list]:
     """Each tile against itself, each pair of tiles once, then each tile's rows merged
     (tasks/rows.py): the scoring futures, and the merge futures whose results are the rows' shards."""
+    sim = s.similarity
     args = dict(k=sim.k, tile_rows=sim.tile_rows, block_rows=sim.block_rows)
     own = [skins.own_tile_task.submit(space, t, work, **args) for t in range(tiles)]
     pairs = {(i, j): skins.tile_pair_task.submit(space, i, j, work, **args, wait_for=[own[i], own[j]])
@@ -221,6 +225,28 @@ def _exact_rows(space, work, rows_dir, tiles: int, statements: int, sim) -> list
                                            wait_for=[own[t]] + [f for pair, f in pairs.items() if t in pair])
               for t in range(tiles)]
     return own + list(pairs.values()), merges
+
+
+def _partitioned_rows(space, work, rows_dir, tiles: int, statements: int, s: Settings) -> tuple[list, list]:
+    """Centroids, each shard's nearest clusters, the inverted lists, each score task's clusters,
+    then each tile's rows gathered (tasks/partitioned.py): scoring futures, and merge futures."""
+    sim, budget = s.similarity, dict(memory_budget_mb=s.similarity.memory_budget_mb)
+    shards = shard_count(statements, s.store.rows_per_shard)
+    train = skins.centroids_task.submit(space, work, clusters=clusters_for(statements, sim.cluster_rows),
+                                        sample=sim.kmeans_sample, iterations=sim.kmeans_iterations,
+                                        seed=s.index.seed, **budget)
+    assign = [skins.assign_task.submit(space, i, work, probes=sim.probes, **budget, wait_for=[train])
+              for i in range(shards)]
+    grouped = skins.group_task.submit(space, work, wait_for=assign)
+    n = score_tasks_for(statements, sim.tile_rows, s.dask.n_workers)
+    scores = [skins.cluster_score_task.submit(space, work, t, n, k=sim.k, max_queries=sim.tile_rows, **budget,
+                                              wait_for=[grouped]) for t in range(n)]
+    merges = [skins.cluster_merge_task.submit(work, t, n, rows_dir, k=sim.k, tile_rows=sim.tile_rows,
+                                              statements=statements, wait_for=scores) for t in range(tiles)]
+    return [train, *assign, grouped, *scores], merges
+
+
+ROWS_METHODS = {"exact": _exact_rows, "partitioned": _partitioned_rows}
 
 
 def _strip(result: dict) -> dict:

@@ -29,6 +29,8 @@ QUESTIONS, WORDSIM, SIMLEX = "questions-words.txt", "wordsim353.tsv", "simlex999
 GATED = {"analogy_accuracy": "analogy_drop", "wordsim353_spearman": "wordsim353_drop",
          "simlex999_spearman": "simlex999_drop", "rows_recall_at_10": "rows_recall_drop",
          "statements_index_recall_at_10": "index_recall_drop"}
+# metric -> the knob holding the absolute value it may not fall below, first run included
+FLOORS = {"rows_recall_at_10": "rows_recall_floor"}
 
 
 def _finite(x) -> float | None:
@@ -124,11 +126,15 @@ def _words_moved(old: Space, new: Space, n: int, k: int = 10) -> list[dict]:
 
 
 def gate(metrics: dict, previous: dict | None, tolerances: dict) -> list[str]:
-    """Why this run must not publish (empty: it may): each gated metric that dropped more than
-    its tolerance against the last published run."""
-    if not previous:
-        return []
+    """Why this run must not publish (empty: it may): each metric below its floor, and each
+    gated metric that dropped more than its tolerance against the last published run."""
     reasons = []
+    for metric, knob in FLOORS.items():
+        now = metrics.get(metric)
+        if now is not None and knob in tolerances and now < tolerances[knob]:
+            reasons.append(f"{metric} is {now}, below quality.{knob}={tolerances[knob]}")
+    if not previous:
+        return reasons
     for metric, knob in GATED.items():
         now, before = metrics.get(metric), previous.get(metric)
         if now is None or before is None:

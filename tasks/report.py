@@ -79,8 +79,8 @@ def render_text(report: dict) -> str:
                        ("ledger_new_ops", "ledger batches since last version"),
                        ("tokens", "tokens"), ("statements", "statements"),
                        ("terms", "LSI vocabulary"), ("words", "word vectors"), ("topics", "LSI topics"),
-                       ("similarity_rows", "similarity rows"), ("wall_seconds", "wall time (s)"),
-                       ("peak_rss_mb", "peak RSS of any process (MB)")]:
+                       ("similarity_rows", "similarity rows"), ("rows_method", "similarity rows method"),
+                       ("wall_seconds", "wall time (s)"), ("peak_rss_mb", "peak RSS of any process (MB)")]:
         if key in report:
             value = report[key]
             lines.append(f"  {label:<30} {', '.join(value) if isinstance(value, list) else value}")
@@ -138,7 +138,7 @@ def _trend_markdown(data) -> str:
 
 FIGURES = [("records", "records read"), ("quarantined", "records quarantined"), ("statements", "statements"),
            ("terms", "LSI vocabulary"), ("words", "word vectors"), ("similarity_rows", "similarity rows"),
-           ("wall_seconds", "wall time (s)"), ("peak_rss_mb", "peak RSS (MB)")]
+           ("rows_method", "similarity rows method"), ("wall_seconds", "wall time (s)"), ("peak_rss_mb", "peak RSS (MB)")]
 
 
 def report_table(report: dict) -> list[dict]:

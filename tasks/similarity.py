@@ -28,8 +28,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 SCORE_BUDGET = 4 << 20
 
 
-def columns_for(queries: int) -> int:
-    return int(min(1 << 20, max(1024, SCORE_BUDGET // max(queries, 1))))
+def columns_for(queries: int, cells: int = SCORE_BUDGET) -> int:
+    return int(min(1 << 20, max(1024, cells // max(queries, 1))))
 
 
 def _merge(best_rows, best_scores, rows, scores, k):
@@ -43,15 +43,16 @@ def _merge(best_rows, best_scores, rows, scores, k):
 
 
 def exact_topk(space, queries: np.ndarray, k: int, exclude: np.ndarray | None = None,
-               ) -> tuple[np.ndarray, np.ndarray]:
+               cells: int = SCORE_BUDGET) -> tuple[np.ndarray, np.ndarray]:
     """The k rows most cosine-similar to each query (rows -1 / score -inf where too few).
 
     `space` is anything with `blocks(columns)` yielding (first row, rows) and `normalized`
     (a `Space`, or the statements with their additions); rows in `space.dead`, if any, are
     never returned. `exclude[i]` is a row never returned for query i (its own row), or -1.
+    `cells` bounds the scores held at once (queries x columns).
     """
     best_rows = best_scores = None
-    for start, block, scores in score_blocks(space, queries, exclude):
+    for start, block, scores in score_blocks(space, queries, exclude, cells):
         if best_rows is None:
             best_rows = np.full((len(scores), k), -1, dtype=np.int64)
             best_scores = np.full((len(scores), k), -np.inf, dtype=np.float32)
@@ -115,11 +116,11 @@ def best_per_row(local: np.ndarray, cand: np.ndarray, scores: np.ndarray, n: int
     return rows, best
 
 
-def score_blocks(space, queries: np.ndarray, exclude: np.ndarray | None = None):
+def score_blocks(space, queries: np.ndarray, exclude: np.ndarray | None = None, cells: int = SCORE_BUDGET):
     """(first row, rows, cosine scores queries x rows) for every block of the space."""
     q = _unit(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
     dead = getattr(space, "dead", None)
-    for start, block in space.blocks(columns_for(len(q))):
+    for start, block in space.blocks(columns_for(len(q), cells)):
         block = np.asarray(block)
         scores = q @ block.T
         if not space.normalized:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from shardvec.tasks import additions, index, quality, lsi, release, rows, similarity, statements, store, tokenize, vocab, word2vec
+from shardvec.tasks import additions, index, quality, lsi, partitioned, release, rows, similarity, statements, store, tokenize, vocab, word2vec
 from shardvec.tasks.corpus import discover
 from shardvec.tasks.report import MB, PeakRSS
 
@@ -69,6 +69,11 @@ own_tile_task = _skin(rows.own_tile, "rows-own-tile")
 tile_pair_task = _skin(rows.tile_pair, "rows-tile-pair")
 merge_tile_task = _skin(rows.merge_tile, "merge-rows")
 finish_rows_task = _skin(similarity.finish_rows, "finish-rows")
+centroids_task = _skin(partitioned.train_centroids, "rows-centroids")
+assign_task = _skin(partitioned.assign_shard, "rows-assign")
+group_task = _skin(partitioned.group, "rows-group")
+cluster_score_task = _skin(partitioned.score_task, "rows-clusters")
+cluster_merge_task = _skin(partitioned.merge_tile, "merge-rows")
 
 index_recall_task = _skin(index.index_recall, "index-recall")
 rows_recall_task = _skin(similarity.rows_recall, "rows-recall")

@@ -32,7 +32,7 @@ def test_user_toml_file(monkeypatch, tmp_path):
     f.write_text("[similarity]\nk = 3\n")
     monkeypatch.setenv("SHARDVEC_CONFIG", str(f))
     s = load_settings()
-    assert s.similarity.k == 3 and s.similarity.method == "exact"
+    assert s.similarity.k == 3 and s.similarity.method == "auto"
 
 
 def test_invalid_value_is_one_sentence_naming_the_knob(monkeypatch):

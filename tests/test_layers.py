@@ -13,7 +13,7 @@ ROOT = Path(__file__).parents[1]
 LAYERS = [
     {"tasks.atomic", "tasks.corpus", "tasks.tokenize"},                      # files and input formats
     {"tasks.store", "tasks.ledger", "tasks.publish", "tasks.runs"},           # storage: spaces, ledger, CURRENT, runs
-    {"tasks.similarity", "tasks.index", "tasks.embed", "tasks.rows"},         # search
+    {"tasks.similarity", "tasks.index", "tasks.embed", "tasks.rows", "tasks.partitioned"},  # search
     {"tasks.additions", "tasks.release", "tasks.statements"},                 # release and additions
     {"tasks.vocab", "tasks.lsi", "tasks.word2vec", "tasks.quality", "tasks.vectors_io", "tasks.report",
      "tasks.trends"},                                                         # models and what reports on them

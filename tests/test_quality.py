@@ -31,6 +31,15 @@ def test_gate_names_each_metric_that_fell_too_far():
     assert gate({"wordsim353_spearman": 0.0}, None, TOL) == []  # the first run has nothing to compare
 
 
+def test_gate_refuses_rows_recall_below_its_floor_even_on_the_first_run():  # issue 16
+    tol = {**TOL, "rows_recall_floor": 0.95}
+    assert gate({"rows_recall_at_10": 0.95}, None, tol) == []
+    assert gate({"rows_recall_at_10": 0.94}, None, tol) == [
+        "rows_recall_at_10 is 0.94, below quality.rows_recall_floor=0.95"]
+    assert gate({"rows_recall_at_10": 0.94}, {"rows_recall_at_10": 0.95}, tol) == [
+        "rows_recall_at_10 is 0.94, below quality.rows_recall_floor=0.95"]
+
+
 def _texts(path):
     if path.suffix == ".parquet":
         return pq.read_table(path).column("text").to_pylist()
