@@ -41,6 +41,7 @@ from tests.test_additions import SENTENCES, assert_rows_exact
 ROOT = Path(__file__).parents[1]
 IDS = [f"s{i}" for i in range(8)] + ["dup/a", "dup/b", "bg/150", "bg/151", "2026-11-01/lee.txt:3"]
 TEXT = st.integers(0, len(SENTENCES) - 1).map(lambda i: SENTENCES[i])
+STEPS: list[int] = []  # one entry per step checked, over all sequences of a test run
 
 NIGHTLY = """
 import json, sys
@@ -239,6 +240,10 @@ class Lifecycle(RuleBasedStateMachine):
 
     # -- after every step -------------------------------------------------------------------
     @invariant()
+    def count_the_steps(self):
+        STEPS.append(self.next_day)
+
+    @invariant()
     def live_statements_are_the_models(self):
         if not hasattr(self, "data"):
             return
@@ -258,10 +263,13 @@ def test_lifecycle_against_a_model(published, prefect_server):
     from prefect.settings import PREFECT_API_URL
     Lifecycle.source = published[0]
     Lifecycle.api_url = PREFECT_API_URL.value()
-    examples = int(os.environ.get("SHARDVEC_LIFECYCLE_EXAMPLES", "3"))
-    Lifecycle.TestCase.settings = settings(max_examples=examples, stateful_step_count=8, deadline=None,
+    examples = int(os.environ.get("SHARDVEC_LIFECYCLE_EXAMPLES", "5"))
+    Lifecycle.TestCase.settings = settings(max_examples=examples, stateful_step_count=12, deadline=None,
                                            suppress_health_check=list(HealthCheck), derandomize=False)
+    STEPS.clear()
     Lifecycle.TestCase().runTest()
+    print(f"{len(STEPS)} steps checked against the model")
+    assert len(STEPS) >= examples * 3  # the net is only as good as the sequences it walks
 
 
 if __name__ == "__main__":  # pragma: no cover
