@@ -145,7 +145,7 @@ def space_for(n: int) -> Path:
 
 
 def _run(fn, *args, **kwargs) -> dict:
-    from shardvec.tasks.report import measured
+    from shardvec.tasks.skins import measured
     return measured(fn)(*args, **kwargs)
 
 
