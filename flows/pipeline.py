@@ -26,6 +26,11 @@ from shardvec.tasks.statements import shard_count
 from shardvec.tasks.tokenize import Tokenizer
 
 
+# the steps every build waits on (progress counts them; vocabulary and merge-rows come on top)
+BASE_STEPS = ("tokenize", "train", "project-statements", "write-word-vectors", "index-words", "index-statements",
+              "similarity-rows", "recall", "evaluate", "publish")
+
+
 class QualityGateError(RuntimeError):
     """The run's models fell below the last published ones by more than the configured tolerance."""
 
@@ -52,11 +57,12 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
         if not files:
             return _finish(report, status="nothing to do", started=started,
                            message=f"No input files under {data / 'corpus'}; drop partitions there first.")
-        progress = RunProgress(flow, steps=10)
+        progress = RunProgress(flow, steps=len(BASE_STEPS))
         try:
             report.update(_build(s, data, current, sel, files, replay, mode, flow, progress, force))
         finally:
             progress.close()
+        report["progress_steps"] = [progress.done, progress.steps]
     report["peak_rss_mb"] = round(max([flow_mem.peak / (1 << 20)] + [r["peak_rss_mb"] for r in report["steps"]]), 1)
     status = "refused by the quality gate" if report.get("gate") else "published"
     quality.append_history(data, {"flow": flow, "status": status, "version": report["version"],
@@ -107,7 +113,9 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, replay: Re
         previous=prev_models / "word2vec.gensim" if update else None)
     plan = skins.plan_task.submit(tok, vdir / "work" / "plan.npy", data, quarantine, on_duplicate=s.corpus.on_duplicate,
                                   ledger_ops=replay.ops, ledger_caches=len(ledger_files))
-    if update and not s.vocab.hashing:  # a fixed vocabulary is the first build's (LSI cannot grow its terms)
+    builds_vocab = not (update and not s.vocab.hashing)
+    progress.steps = len(BASE_STEPS) + builds_vocab + 1  # + merge-rows (in every rows method but annoy)
+    if not builds_vocab:  # a fixed vocabulary is the first build's (LSI cannot grow its terms)
         dct_path = prev_models / "dictionary.gensim"
         _copy_dictionary(dct_path, models / "dictionary.gensim")
     else:  # a first build, or hashed buckets that count this night's words too
@@ -151,6 +159,7 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, replay: Re
     rows_dir, sim = vdir / "similarity", s.similarity
     tiles = tile_count(plan_r["statements"], sim.tile_rows)
     rows_method = sim.rows_method(plan_r["statements"])
+    progress.steps -= rows_method not in ROWS_METHODS  # annoy rows have no merge step
     if rows_method in ROWS_METHODS:  # needs no index: queued beside the index builds
         scoring, merges = ROWS_METHODS[rows_method](spaces / "statements", vdir / "work" / "rows", rows_dir, tiles,
                                                     plan_r["statements"], s)

@@ -29,6 +29,7 @@ def test_nightly_publishes_every_part(published):
     assert all(row["peak_rss_mb"] > 0 and row["seconds"] >= 0 for row in report["steps"])
     assert report["recall"]["similarity rows"]["rows_recall_at_k"] == 1.0
     assert report["recall"]["statements"]["recall_at_k"] >= 0.9
+    assert report["progress_steps"] == [12, 12]  # the UI reaches 100 % with the last step, not before
     current = read_current(data)
     assert current["version"] == report["version"]
     assert current["watermark"]["partitions"] == report["partitions"]
@@ -113,6 +114,7 @@ def test_hashed_vocabulary_learns_a_word_that_arrives_later(tmp_path, hashing):
                       encoding="utf-8")
     report = _run(settings, runner)
     assert report["status"] == "published"
+    assert report["progress_steps"] == [11 + hashing] * 2  # a fixed vocabulary is not rebuilt
     models = data / read_current(data)["components"]["models"]
     dct = load_dictionary(models / "dictionary.gensim")
     vec = Embedder(models).embed([[word]], normalize=False)[0]
