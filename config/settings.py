@@ -99,6 +99,7 @@ class IndexSettings(Section):
 
 class SimilaritySettings(Section):
     k: int = Field(ge=1)
+    reserve: int = Field(ge=0)
     method: Literal["auto", "exact", "partitioned", "annoy"]
     exact_max_statements: int = Field(ge=0)
     block_rows: int = Field(ge=1)
@@ -109,6 +110,11 @@ class SimilaritySettings(Section):
     kmeans_iterations: int = Field(ge=1)
     # below it the interpreter and libraries alone would not fit (tasks/partitioned.BASELINE_MB)
     memory_budget_mb: int = Field(ge=512)
+
+    @property
+    def width(self) -> int:
+        """Neighbours stored per row: the k readers get, and the reserve a delete shifts up."""
+        return self.k + self.reserve
 
     def rows_method(self, statements: int) -> str:
         """The method that computes the rows of a corpus this size."""

@@ -172,11 +172,12 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, replay: Re
         rows_shards = steps["merge-rows"] = progress.wait("merge-rows", merges)
     else:
         steps["similarity-rows"] = progress.wait("similarity-rows", [
-            skins.rows_task.submit(spaces / "statements", t, rows_dir, k=sim.k, tile_rows=sim.tile_rows,
+            skins.rows_task.submit(spaces / "statements", t, rows_dir, k=sim.width, tile_rows=sim.tile_rows,
                                    block_rows=sim.block_rows, method=sim.method, index_dir=indexes / "statements",
                                    search_k=s.index.search_k) for t in range(tiles)])
         rows_shards = steps["similarity-rows"]
-    skins.finish_rows_task(rows_dir, rows_shards, k=sim.k, method=rows_method, rows_per_shard=sim.tile_rows)
+    skins.finish_rows_task(rows_dir, rows_shards, k=sim.k, width=sim.width, method=rows_method,
+                           rows_per_shard=sim.tile_rows)
     names = ["words", "statements", "similarity rows"]
     recall = progress.wait("recall", [
         skins.index_recall_task.submit(spaces / n, indexes / n, k=10, search_k=s.index.search_k,
@@ -226,11 +227,11 @@ def _exact_rows(space, work, rows_dir, tiles: int, statements: int, s: Settings)
     """Each tile against itself, each pair of tiles once, then each tile's rows merged
     (tasks/rows.py): the scoring futures, and the merge futures whose results are the rows' shards."""
     sim = s.similarity
-    args = dict(k=sim.k, tile_rows=sim.tile_rows, block_rows=sim.block_rows)
+    args = dict(k=sim.width, tile_rows=sim.tile_rows, block_rows=sim.block_rows)
     own = [skins.own_tile_task.submit(space, t, work, **args) for t in range(tiles)]
     pairs = {(i, j): skins.tile_pair_task.submit(space, i, j, work, **args, wait_for=[own[i], own[j]])
              for i, j in tile_pairs(statements, sim.tile_rows)}
-    merges = [skins.merge_tile_task.submit(work, t, tiles, rows_dir, k=sim.k,
+    merges = [skins.merge_tile_task.submit(work, t, tiles, rows_dir, k=sim.width,
                                            wait_for=[own[t]] + [f for pair, f in pairs.items() if t in pair])
               for t in range(tiles)]
     return own + list(pairs.values()), merges
@@ -248,9 +249,9 @@ def _partitioned_rows(space, work, rows_dir, tiles: int, statements: int, s: Set
               for i in range(shards)]
     grouped = skins.group_task.submit(space, work, wait_for=assign)
     n = score_tasks_for(statements, sim.tile_rows, s.dask.n_workers)
-    scores = [skins.cluster_score_task.submit(space, work, t, n, k=sim.k, max_queries=sim.tile_rows, **budget,
+    scores = [skins.cluster_score_task.submit(space, work, t, n, k=sim.width, max_queries=sim.tile_rows, **budget,
                                               wait_for=[grouped]) for t in range(n)]
-    merges = [skins.cluster_merge_task.submit(work, t, n, rows_dir, k=sim.k, tile_rows=sim.tile_rows,
+    merges = [skins.cluster_merge_task.submit(work, t, n, rows_dir, k=sim.width, tile_rows=sim.tile_rows,
                                               statements=statements, wait_for=scores) for t in range(tiles)]
     return [train, *assign, grouped, *scores], merges
 

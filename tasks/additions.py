@@ -92,7 +92,7 @@ class Statements:
         data = Path(data)
         self.base = Space(data / current["components"]["statements"])
         self.base_rows = SimilarityRows(data / current["components"]["similarity"])
-        self.k = self.base_rows.k
+        self.k, self.width = self.base_rows.k, self.base_rows.width
         self.segments: list[Segment] = []
         self.dead = np.empty(0, dtype=np.int64)
         for rel in (current.get("additions") or {}).get("segments", []):
@@ -153,22 +153,27 @@ class Statements:
         return out
 
     def row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
-        """The similarity row of statement row r: the newest segment that wrote it wins."""
+        """The k neighbours readers see of statement row r."""
+        rows, scores = self.full_row(r)
+        return rows[:self.k], scores[:self.k]
+
+    def full_row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """All `width` stored neighbours of statement row r: the newest segment that wrote it wins."""
         for seg in reversed(self.segments):
             i = int(np.searchsorted(seg.row_ids, r))
             if i < len(seg.row_ids) and seg.row_ids[i] == r:
                 return np.asarray(seg.rows[i]), np.asarray(seg.scores[i])
-        return self.base_rows.row(r)
+        return self.base_rows.full(r)
 
-    def kth_scores(self) -> np.ndarray:
-        """The k-th best score of every row (-inf where a row has fewer than k entries)."""
-        parts = []
-        for s in self.base_rows.manifest["shards"]:
-            parts.append(np.asarray(self.base_rows._shard(s["shard"])[1][:, -1]))
-        kth = np.concatenate(parts + [np.full(sum(len(s) for s in self.segments), -np.inf, np.float32)])
+    def fill(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: how many neighbours it holds, and its last one's score (-inf if none)."""
+        parts = [fill(*self.base_rows._shard(s["shard"])) for s in self.base_rows.manifest["shards"]]
+        extra = sum(len(s) for s in self.segments)
+        valid = np.concatenate([p[0] for p in parts] + [np.zeros(extra, np.int64)])
+        last = np.concatenate([p[1] for p in parts] + [np.full(extra, -np.inf, np.float32)])
         for seg in self.segments:
-            kth[np.asarray(seg.row_ids)] = np.asarray(seg.scores[:, -1])
-        return kth
+            valid[np.asarray(seg.row_ids)], last[np.asarray(seg.row_ids)] = fill(seg.rows, seg.scores)
+        return valid, last
 
     def rows_containing(self, targets: np.ndarray) -> np.ndarray:
         """Rows whose similarity row holds any of `targets` (rows replaced by an update)."""
@@ -181,7 +186,23 @@ class Statements:
             found.append(np.asarray(seg.row_ids)[np.isin(seg.rows, targets).any(axis=1)])
         cand = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
         # keep those whose *current* row still holds a target (a newer overlay may have replaced it)
-        return np.array([r for r in cand if np.isin(self.row(int(r))[0], targets).any()], dtype=np.int64)
+        return np.array([r for r in cand if np.isin(self.full_row(int(r))[0], targets).any()], dtype=np.int64)
+
+
+def fill(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(neighbours held, last held score or -inf) of each row of a rows/scores pair."""
+    scores = np.asarray(scores)
+    valid = np.isfinite(scores).sum(axis=1).astype(np.int64)
+    last = np.where(valid > 0, scores[np.arange(len(scores)), np.maximum(valid - 1, 0)], -np.inf)
+    return valid, last.astype(np.float32)
+
+
+def _shifted(rows: np.ndarray, scores: np.ndarray, gone: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A row without the neighbours in `gone`: the next ones move up, -1 / -inf pad the end."""
+    keep = (rows >= 0) & ~np.isin(rows, gone)
+    out_r, out_s = np.full(len(rows), -1, np.int64), np.full(len(rows), -np.inf, np.float32)
+    out_r[:keep.sum()], out_s[:keep.sum()] = rows[keep], scores[keep]
+    return out_r, out_s
 
 
 @dataclass
@@ -244,8 +265,8 @@ class Adder:
     def _load(self, current: dict) -> None:
         self.current = current
         self.view = Statements(self.data, current)
-        self.k = self.view.k
-        self.kth = self.view.kth_scores()
+        self.k, self.width = self.view.k, self.view.width
+        self.valid, self.last = self.view.fill()
         models = self.data / current["components"]["models"]
         self.embedder = Embedder(models, vocab_in_ram=True)
         cfg = json.loads((self.data / "versions" / current["version"] / "manifest.json").read_text())["config"]
@@ -359,8 +380,16 @@ class Adder:
 
     # -- the numerics -------------------------------------------------------------------------
     def apply(self, accepted: list[tuple[str, str]], dead: list[int]) -> tuple[dict, str, int]:
-        """Write the segment for `accepted` and return (new CURRENT, its path, rows updated)."""
-        view, k = self.view, self.k
+        """Write the segment for `accepted` and the deaths in `dead`; return (new CURRENT, its
+        path, rows updated).
+
+        Every stored row stays the exact best `width` (or fewer) of the live statements:
+        - a row that held a statement dying now drops it and its next neighbours move up; only
+          a row left with fewer than k (and not holding every live statement) is rescanned;
+        - a new statement enters a row if it beats the row's last neighbour, or anywhere in a
+          row that is not full only if that row holds every other live statement (else a
+          statement the row never kept could lie between)."""
+        view, k, w = self.view, self.k, self.width
         ids = [a[0] for a in accepted]
         texts = [a[1] for a in accepted]
         B, n0 = len(accepted), len(view)
@@ -370,35 +399,49 @@ class Adder:
         dead_a = np.asarray(dead, dtype=np.int64)
         saved_dead = view.dead
         view.dead = np.union1d(view.dead, dead_a)
-        kth = self.kth.copy()
-        kth[view.dead] = np.inf  # dead rows take no new entries
+        n_live = n0 - len(view.dead)  # the old statements that stay
         try:
-            best_r = np.full((B, k), -1, dtype=np.int64)
-            best_s = np.full((B, k), -np.inf, dtype=np.float32)
             changed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            redo = []
+            for r in (view.rows_containing(dead_a) if len(dead_a) else []):
+                if view.is_dead(int(r)):
+                    continue
+                rr, ss = _shifted(*view.full_row(int(r)), view.dead)
+                held = int((rr >= 0).sum())
+                if held < k and held < n_live - 1:
+                    redo.append(int(r))
+                else:
+                    changed[int(r)] = (rr, ss)
+            valid, last = self.valid.copy(), self.last.copy()
+            for r, (rr, ss) in changed.items():
+                (valid[r],), (last[r],) = fill(rr[None], ss[None])
+            threshold = np.where(valid >= n_live - 1, -np.inf, last)  # a row holding all takes anyone
+            threshold[view.dead] = np.inf  # dead rows take no new entries
+            threshold[np.asarray(redo, np.int64)] = np.inf  # recomputed below
+            best_r = np.full((B, w), -1, dtype=np.int64)
+            best_s = np.full((B, w), -np.inf, dtype=np.float32)
             for start, block, scores in score_blocks(view, vecs) if B else ():  # one product per (batch x block)
-                best_r, best_s = _block_top(best_r, best_s, start, scores, k)
-                enter = scores > kth[start:start + scores.shape[1]][None, :]
+                best_r, best_s = _block_top(best_r, best_s, start, scores, w)
+                enter = scores > threshold[start:start + scores.shape[1]][None, :]
                 cols = np.flatnonzero(enter.any(axis=0))
                 if cols.size:
                     cand_s = np.where(enter[:, cols], scores[:, cols], -np.inf).T
-                    old = [view.row(start + int(c)) for c in cols]
+                    old = [changed.get(start + int(c)) or view.full_row(start + int(c)) for c in cols]
                     merged_r, merged_s = _merge(np.stack([o[0] for o in old]), np.stack([o[1] for o in old]),
-                                                np.broadcast_to(new_rows, cand_s.shape), cand_s, k)
+                                                np.broadcast_to(new_rows, cand_s.shape), cand_s, w)
                     for c, r, s in zip(cols, merged_r, merged_s):
                         changed[start + int(c)] = (r, s)
             # the batch against itself
             within = vecs @ vecs.T
             np.fill_diagonal(within, -np.inf)
-            best_r, best_s = _merge(best_r, best_s, np.broadcast_to(new_rows, within.shape), within, k)
-            # rows that held a replaced or deleted statement are recomputed exactly
-            redo = view.rows_containing(dead_a) if len(dead_a) else np.empty(0, np.int64)
-            redo = redo[~np.isin(redo, view.dead)]
-            if len(redo):
-                rv = view.vectors(redo)
-                r_r, r_s = exact_topk(view, rv, k, exclude=redo)
+            best_r, best_s = _merge(best_r, best_s, np.broadcast_to(new_rows, within.shape), within, w)
+            # rows left with fewer than k neighbours are recomputed exactly, to the full width
+            if redo:
+                redo_a = np.asarray(redo, np.int64)
+                rv = view.vectors(redo_a)
+                r_r, r_s = exact_topk(view, rv, w, exclude=redo_a)
                 cross = rv @ vecs.T
-                r_r, r_s = _merge(r_r, r_s, np.broadcast_to(new_rows, cross.shape), cross.astype(np.float32), k)
+                r_r, r_s = _merge(r_r, r_s, np.broadcast_to(new_rows, cross.shape), cross.astype(np.float32), w)
                 for r, rr, ss in zip(redo, r_r, r_s):
                     changed[int(r)] = (rr, ss)
         finally:
@@ -406,15 +449,15 @@ class Adder:
         best_r[~np.isfinite(best_s)] = -1
         order = sorted(changed)
         row_ids = np.concatenate([np.array(order, dtype=np.int64), new_rows])
-        rows = np.concatenate([np.array([changed[r][0] for r in order], dtype=np.int64).reshape(-1, k), best_r])
-        scores = np.concatenate([np.array([changed[r][1] for r in order], dtype=np.float32).reshape(-1, k), best_s])
+        rows = np.concatenate([np.array([changed[r][0] for r in order], dtype=np.int64).reshape(-1, w), best_r])
+        scores = np.concatenate([np.array([changed[r][1] for r in order], dtype=np.float32).reshape(-1, w), best_s])
         rows[~np.isfinite(scores)] = -1
         seg_rel = self._write_segment(ids, texts, vecs, row_ids, rows, scores.astype(np.float32), dead_a)
         segment = Segment(self.data / seg_rel, n0)
         view.append(segment)
-        n_changed = len(order)
-        self.kth = np.concatenate([self.kth, scores[n_changed:, -1]])
-        self.kth[row_ids[:n_changed]] = scores[:n_changed, -1]
+        self.valid = np.concatenate([self.valid, np.zeros(B, np.int64)])
+        self.last = np.concatenate([self.last, np.full(B, -np.inf, np.float32)])
+        self.valid[row_ids], self.last[row_ids] = fill(rows, scores)
         adds = self._additions()
         new_current = {**self.current, "additions": {**adds, "segments": adds["segments"] + [seg_rel],
                                                      "next_seq": adds["next_seq"] + 1, "statements": view.live}}
@@ -434,8 +477,8 @@ class Adder:
             ids, texts = a.keys() + b.keys(), a.texts.to_pylist() + b.texts.to_pylist()
             vecs = np.concatenate([a.vectors, b.vectors])
             row_ids = np.union1d(a.row_ids, b.row_ids)
-            rows = np.empty((len(row_ids), self.k), np.int64)
-            scores = np.empty((len(row_ids), self.k), np.float32)
+            rows = np.empty((len(row_ids), self.width), np.int64)
+            scores = np.empty((len(row_ids), self.width), np.float32)
             for seg in (a, b):  # the newer segment's row wins
                 at = np.searchsorted(row_ids, seg.row_ids)
                 rows[at], scores[at] = seg.rows, seg.scores

@@ -141,8 +141,11 @@ def tile_count(rows: int, tile_rows: int) -> int:
     return max(1, -(-rows // tile_rows))
 
 
-def finish_rows(out_dir: Path, shards: list[dict], *, k: int, method: str, rows_per_shard: int) -> dict:
-    manifest = {"format": 1, "kind": "similarity", "k": k, "method": method, "rows_per_shard": rows_per_shard,
+def finish_rows(out_dir: Path, shards: list[dict], *, k: int, method: str, rows_per_shard: int,
+                width: int | None = None) -> dict:
+    """The rows' manifest: readers see `k` neighbours of the `width` stored per row."""
+    manifest = {"format": 1, "kind": "similarity", "k": k, "width": width or k, "method": method,
+                "rows_per_shard": rows_per_shard,
                 "rows": sum(s["rows"] for s in shards), "shards": sorted(shards, key=lambda s: s["shard"])}
     write_json(Path(out_dir) / "manifest.json", manifest)
     return manifest
@@ -177,12 +180,17 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, found_scores: np.ndarray |
 
 
 class SimilarityRows:
-    """The stored top-k rows, memmapped: `row(r)` -> (neighbour rows, scores)."""
+    """The stored top-k rows, memmapped: `row(r)` -> (neighbour rows, scores).
+
+    Each row stores `width` >= k neighbours, best first (-1 / -inf pad a row that holds fewer):
+    always the exact best of the live statements, so its first k are what readers get, and a
+    delete can shift the rest up (tasks/additions.py)."""
 
     def __init__(self, rows_dir: Path):
         self.dir = Path(rows_dir)
         self.manifest = json.loads((self.dir / "manifest.json").read_text())
         self.k = self.manifest["k"]
+        self.width = self.manifest.get("width", self.k)
         self.rows_per_shard = self.manifest["rows_per_shard"]
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -193,6 +201,12 @@ class SimilarityRows:
         return self._cache[s]
 
     def row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k neighbours readers see."""
+        rows, scores = self.full(r)
+        return rows[:self.k], scores[:self.k]
+
+    def full(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """All `width` stored neighbours."""
         s, off = divmod(int(r), self.rows_per_shard)
         rows, scores = self._shard(s)
         return np.asarray(rows[off]), np.asarray(scores[off])

@@ -34,16 +34,19 @@ def recs(prefix, texts):
 
 
 def assert_rows_exact(data):
-    """Every live statement's stored row equals a fresh exact top-k over all live statements."""
+    """Every live statement's stored row, the reserve beyond k included, equals a fresh exact
+    top-k over all live statements, and holds at least k (or every other live statement)."""
     view = Statements(data, read_current(data))
     live = np.array([r for r in range(len(view)) if not view.is_dead(r)])
-    exact_r, exact_s = exact_topk(view, view.vectors(live), view.k, exclude=live)
+    exact_r, exact_s = exact_topk(view, view.vectors(live), view.width, exclude=live)
     for i, r in enumerate(live):
-        got_r, got_s = view.row(int(r))
-        assert np.allclose(got_s, exact_s[i], atol=1e-5), r
-        differ = got_r != exact_r[i]
+        got_r, got_s = view.full_row(int(r))
+        held = int((got_r >= 0).sum())
+        assert held >= min(view.k, len(live) - 1), (r, held)
+        assert np.allclose(got_s[:held], exact_s[i][:held], atol=1e-5), r
+        differ = got_r[:held] != exact_r[i][:held]
         # ids may only differ where two candidates tie to the last float bit
-        assert not differ.any() or np.allclose(got_s[differ], exact_s[i][differ], atol=1e-6), r
+        assert not differ.any() or np.allclose(got_s[:held][differ], exact_s[i][:held][differ], atol=1e-6), r
     return len(live)
 
 
