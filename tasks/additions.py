@@ -175,18 +175,26 @@ class Statements:
             valid[np.asarray(seg.row_ids)], last[np.asarray(seg.row_ids)] = fill(seg.rows, seg.scores)
         return valid, last
 
-    def rows_containing(self, targets: np.ndarray) -> np.ndarray:
-        """Rows whose similarity row holds any of `targets` (rows replaced by an update)."""
+    def current_rows_holding(self, cand: np.ndarray, targets: np.ndarray):
+        """Of rows `cand`, those whose *current* row (a newer overlay may have replaced it) holds
+        any of `targets`: (their ids, their full rows, their scores)."""
+        w = self.width
+        rows, scores = np.empty((len(cand), w), np.int64), np.empty((len(cand), w), np.float32)
+        for i, r in enumerate(cand):
+            rows[i], scores[i] = self.full_row(int(r))
+        hit = np.isin(rows, targets).any(axis=1)
+        return np.asarray(cand, np.int64)[hit], rows[hit], scores[hit]
+
+    def rows_holding(self, targets: np.ndarray):
+        """Every row whose current row holds any of `targets`, with its full row and scores."""
         found = []
         for s in self.base_rows.manifest["shards"]:
             rows = self.base_rows._shard(s["shard"])[0]
-            hit = np.flatnonzero(np.isin(rows, targets).any(axis=1))
-            found.append(hit + s["shard"] * self.base_rows.rows_per_shard)
+            found.append(np.flatnonzero(np.isin(rows, targets).any(axis=1)) + s["shard"] * self.base_rows.rows_per_shard)
         for seg in self.segments:
             found.append(np.asarray(seg.row_ids)[np.isin(seg.rows, targets).any(axis=1)])
         cand = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
-        # keep those whose *current* row still holds a target (a newer overlay may have replaced it)
-        return np.array([r for r in cand if np.isin(self.full_row(int(r))[0], targets).any()], dtype=np.int64)
+        return self.current_rows_holding(cand, targets)
 
 
 def fill(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -197,12 +205,16 @@ def fill(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return valid, last.astype(np.float32)
 
 
-def _shifted(rows: np.ndarray, scores: np.ndarray, gone: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A row without the neighbours in `gone`: the next ones move up, -1 / -inf pad the end."""
+def _shifted(rows: np.ndarray, scores: np.ndarray, gone: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows without the neighbours in `gone`: the next ones move up, -1 / -inf pad the ends.
+    Returns the rows, their scores and how many neighbours each now holds."""
     keep = (rows >= 0) & ~np.isin(rows, gone)
-    out_r, out_s = np.full(len(rows), -1, np.int64), np.full(len(rows), -np.inf, np.float32)
-    out_r[:keep.sum()], out_s[:keep.sum()] = rows[keep], scores[keep]
-    return out_r, out_s
+    order = np.argsort(~keep, axis=1, kind="stable")  # kept first, in their order
+    rows, scores = np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
+    held = keep.sum(axis=1)
+    pad = np.arange(rows.shape[1])[None, :] >= held[:, None]
+    rows[pad], scores[pad] = -1, -np.inf
+    return rows, scores, held
 
 
 @dataclass
@@ -403,18 +415,18 @@ class Adder:
         try:
             changed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
             redo = []
-            for r in (view.rows_containing(dead_a) if len(dead_a) else []):
-                if view.is_dead(int(r)):
-                    continue
-                rr, ss = _shifted(*view.full_row(int(r)), view.dead)
-                held = int((rr >= 0).sum())
-                if held < k and held < n_live - 1:
-                    redo.append(int(r))
-                else:
-                    changed[int(r)] = (rr, ss)
+            if len(dead_a):
+                hit, hit_r, hit_s = view.rows_holding(dead_a)
+                alive = ~np.isin(hit, view.dead)
+                hit, (hit_r, hit_s, held) = hit[alive], _shifted(hit_r[alive], hit_s[alive], view.dead)
+                short = (held < k) & (held < n_live - 1)
+                redo = hit[short].tolist()
+                changed.update((int(r), (rr, ss)) for r, rr, ss in zip(hit[~short], hit_r[~short], hit_s[~short]))
             valid, last = self.valid.copy(), self.last.copy()
-            for r, (rr, ss) in changed.items():
-                (valid[r],), (last[r],) = fill(rr[None], ss[None])
+            if changed:
+                moved = np.fromiter(changed, np.int64, len(changed))
+                valid[moved], last[moved] = fill(np.stack([changed[r][0] for r in moved.tolist()]),
+                                                 np.stack([changed[r][1] for r in moved.tolist()]))
             threshold = np.where(valid >= n_live - 1, -np.inf, last)  # a row holding all takes anyone
             threshold[view.dead] = np.inf  # dead rows take no new entries
             threshold[np.asarray(redo, np.int64)] = np.inf  # recomputed below
