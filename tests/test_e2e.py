@@ -153,6 +153,18 @@ def test_nightly_triggered_through_the_api_reports_in_artifacts(deployment):
     deployment["nightly_run"] = run["id"]
 
 
+def test_a_run_cannot_move_the_deployments_data_directory(deployment):
+    elsewhere = deployment["tmp"] / "elsewhere"
+    elsewhere.mkdir()
+    run_id = api_run(deployment, "add-statements/shardvec-add-statements",
+                     {"records": [{"id": "x", "text": "smoke over sydney"}], "overrides": {"data_dir": str(elsewhere)}})
+    state = wait_for(lambda: flow_run(deployment, run_id)["state_type"] in ("FAILED", "COMPLETED", "CRASHED")
+                     and flow_run(deployment, run_id)["state_type"], 180, "the run to end")
+    assert state == "FAILED" and list(elsewhere.iterdir()) == []
+    import shardvec
+    assert "x" not in shardvec.open(deployment["data"])
+
+
 def test_backfill_rebuild_with_parameters(deployment):
     run = trigger(deployment, "backfill/shardvec-backfill", "mode=rebuild", "start=2026-11-02")
     assert run["state_type"] == "COMPLETED"
@@ -235,28 +247,6 @@ def test_summary_links_a_dask_performance_report_and_logs_say_what_happens(deplo
     assert any(m.startswith("tokenize: finished in ") and "records 352 (" in m and "/s)" in m for m in lines)
     assert any(m.startswith("similarity-rows: started, ") and "tile" in m for m in lines)
     assert any(m.startswith("publish: finished in ") for m in lines)
-
-
-def test_add_statements_deployment_deletes_and_shows_it(deployment):
-    run = trigger(deployment, "add-statements/shardvec-add-statements", 'delete=["inbox/1"]', "drain_inbox=false")
-    assert run["state_type"] == "COMPLETED"
-    import shardvec
-    assert "inbox/1" not in shardvec.open(deployment["data"])
-    rows = artifacts(deployment, run["id"])["shardvec-add-statements"]["data"]
-    rows = json.loads(rows) if isinstance(rows, str) else rows
-    assert {r["source"]: r["deleted"] for r in rows} == {"delete": 1}
-
-
-def test_a_run_cannot_move_the_deployments_data_directory(deployment):
-    elsewhere = deployment["tmp"] / "elsewhere"
-    elsewhere.mkdir()
-    run_id = api_run(deployment, "add-statements/shardvec-add-statements",
-                     {"records": [{"id": "x", "text": "smoke over sydney"}], "overrides": {"data_dir": str(elsewhere)}})
-    state = wait_for(lambda: flow_run(deployment, run_id)["state_type"] in ("FAILED", "COMPLETED", "CRASHED")
-                     and flow_run(deployment, run_id)["state_type"], 180, "the run to end")
-    assert state == "FAILED" and list(elsewhere.iterdir()) == []
-    import shardvec
-    assert "x" not in shardvec.open(deployment["data"])
 
 
 def api_run(dep, name: str, parameters: dict | None = None) -> str:
