@@ -33,7 +33,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shardvec.tasks.atomic import fsync_dir
+from shardvec.tasks.atomic import fsync_dir, write_with
 
 SCHEMA = pa.schema([("seq", pa.int64()), ("op", pa.string()), ("id", pa.string()), ("text", pa.string())])
 OPS = ("add", "replace", "delete")
@@ -162,15 +162,10 @@ class Ledger:
         if not self.dir.is_dir():
             self.dir.mkdir(parents=True)
             fsync_dir(self.dir.parent)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            with pa.ipc.new_file(f, table.schema) as w:
+        def write(tmp: Path) -> None:
+            with pa.ipc.new_file(str(tmp), table.schema) as w:
                 w.write_table(table)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        fsync_dir(self.dir)
-        return final
+        return write_with(final, write)  # temp file, fsync, rename, fsync the folder
 
 
 def _read(path: Path) -> pa.Table:
