@@ -44,14 +44,23 @@ from shardvec.tasks.tokenize import Tokenizer
 class Segment:
     """One committed batch of added statements (see the module docstring), opened with mmap."""
 
-    def __init__(self, prefix: Path, start: int):
+    def __init__(self, prefix: Path, start: int, npz: dict | None = None):
+        """`npz`: the .npz file's arrays when the caller just wrote them (saves reading them back)."""
         self.prefix, self.start = Path(prefix), start  # start: global row of its first statement
         table = pa.ipc.open_file(pa.memory_map(str(self.prefix) + ".arrow", "r")).read_all()
         self.ids, self.texts, vec = (_array(table.column(c)) for c in ("id", "text", "vector"))
         self.vectors = vec.values.to_numpy(zero_copy_only=True).reshape(len(vec), vec.type.list_size)
-        with np.load(str(self.prefix) + ".npz") as z:
-            self.row_ids, self.rows, self.scores, self.dead = z["row_ids"], z["rows"], z["scores"], z["dead"]
-            self._hash, self._row = z["key_hash"], z["key_row"]
+        if npz is None:
+            with np.load(str(self.prefix) + ".npz") as z:
+                npz = {name: z[name] for name in z.files}
+        self.row_ids, self.rows, self.scores, self.dead = npz["row_ids"], npz["rows"], npz["scores"], npz["dead"]
+        self._hash, self._row = npz["key_hash"], npz["key_row"]
+
+    @property
+    def weight(self) -> int:
+        """What merging it costs: its statements plus the rows it wrote (a batch of deletes
+        holds no statements but rewrites rows)."""
+        return len(self) + len(self.row_ids)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -95,6 +104,7 @@ class Statements:
         self.k, self.width = self.base_rows.k, self.base_rows.width
         self.segments: list[Segment] = []
         self.dead = np.empty(0, dtype=np.int64)
+        self._holders: Holders | None = None
         for rel in (current.get("additions") or {}).get("segments", []):
             self.append(Segment(data / rel, len(self)))
 
@@ -187,14 +197,49 @@ class Statements:
 
     def rows_holding(self, targets: np.ndarray):
         """Every row whose current row holds any of `targets`, with its full row and scores."""
-        found = []
-        for s in self.base_rows.manifest["shards"]:
-            rows = self.base_rows._shard(s["shard"])[0]
-            found.append(np.flatnonzero(np.isin(rows, targets).any(axis=1)) + s["shard"] * self.base_rows.rows_per_shard)
+        targets = np.asarray(targets, np.int64)
+        if len(targets) <= 64:  # a few: look them up in the reverse index of the base rows
+            found = [self._base_holders().holding(targets)]
+        else:  # many: one pass over the base rows costs less than the lookups
+            found = []
+            for s in self.base_rows.manifest["shards"]:
+                rows = self.base_rows._shard(s["shard"])[0]
+                found.append(np.flatnonzero(np.isin(rows, targets).any(axis=1))
+                             + s["shard"] * self.base_rows.rows_per_shard)
         for seg in self.segments:
             found.append(np.asarray(seg.row_ids)[np.isin(seg.rows, targets).any(axis=1)])
         cand = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
         return self.current_rows_holding(cand, targets)
+
+    def _base_holders(self) -> "Holders":
+        if self._holders is None:
+            self._holders = Holders(self.base_rows)
+        return self._holders
+
+
+class Holders:
+    """Reverse index of a version's stored rows: which rows hold a given statement. Built once
+    per version in RAM (two int32 arrays of rows x width when they fit), so a single delete
+    finds the rows to repair without a pass over every row."""
+
+    def __init__(self, base_rows: SimilarityRows):
+        itype = np.int32 if base_rows.manifest.get("rows", 2 ** 31) < 2 ** 31 - 1 else np.int64
+        held, holder = [], []
+        for s in base_rows.manifest["shards"]:
+            rows = np.asarray(base_rows._shard(s["shard"])[0])
+            r, c = np.nonzero(rows >= 0)
+            held.append(rows[r, c].astype(itype))
+            holder.append((r + s["shard"] * base_rows.rows_per_shard).astype(itype))
+        held = np.concatenate(held) if held else np.empty(0, itype)
+        order = np.argsort(held, kind="stable")
+        self.held = held[order]
+        self.holder = np.concatenate(holder)[order] if holder else np.empty(0, itype)
+
+    def holding(self, targets: np.ndarray) -> np.ndarray:
+        lo, hi = np.searchsorted(self.held, targets, "left"), np.searchsorted(self.held, targets, "right")
+        if not len(targets):
+            return np.empty(0, np.int64)
+        return np.concatenate([self.holder[a:b] for a, b in zip(lo, hi)]).astype(np.int64)
 
 
 def fill(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -272,6 +317,8 @@ class Adder:
         self.on_duplicate = on_duplicate
         self.max_record_bytes = max_record_bytes
         self.current: dict | None = None
+        self._seen: bytes | None = None  # CURRENT's bytes as this adder last wrote or checked them
+        self._swept = -np.inf
         self._load(state or require_current(self.data))
 
     def _load(self, current: dict) -> None:
@@ -299,25 +346,41 @@ class Adder:
         """Screen, apply and acknowledge a batch of operations: ledger, segment, then CURRENT."""
         t = time.perf_counter()
         with PublishLock(self.data):
-            latest = require_current(self.data)
-            if latest != self.current:  # a nightly or another adder moved CURRENT
-                self._load(latest)
             ledger = Ledger(self.data)
-            acknowledged = ledger.settle(self.current.get("ledger", 0))
-            behind = acknowledged > self.current.get("ledger", 0)
-            if behind:  # CURRENT was restored from an older copy: what it lacks is replayed first
-                self.replay(ops_from(ledger.net(acknowledged, after=self.current.get("ledger", 0))))
-                self.current = {**self.current, "ledger": acknowledged}
+            try:
+                seen = (self.data / CURRENT).read_bytes()
+            except FileNotFoundError:
+                seen = None
+            behind = False
+            if seen is None or seen != self._seen or ledger.holds(self.current.get("ledger", 0) + 1):
+                # CURRENT moved since this adder last wrote it (or was put back while others wrote)
+                latest = require_current(self.data)
+                if latest != self.current:  # a nightly, another adder, a rollback
+                    self._load(latest)
+                acknowledged = ledger.settle(self.current.get("ledger", 0))
+                behind = acknowledged > self.current.get("ledger", 0)
+                if behind:  # CURRENT was restored from an older copy: what it lacks is replayed first
+                    self.replay(ops_from(ledger.net(acknowledged, after=self.current.get("ledger", 0))))
+                    self.current = {**self.current, "ledger": acknowledged}
+                self._seen = seen
+            # else: CURRENT is the one this adder wrote, so it is valid and its pending batch confirmed;
+            # a crashed writer's pending batch above it was never acknowledged and is overwritten
             result, ops = self._stage(items, replay=False)
             if ops:
-                seq = acknowledged + 1
+                seq = self.current.get("ledger", 0) + 1
                 ledger.append(seq, ops)
                 self.current = {**self.current, "ledger": seq}
                 result.ledger_seq = seq
             if ops or behind:
                 write_json(self.data / CURRENT, self.current)  # the acknowledgement
-                ledger.confirm(self.current["ledger"])
-                self._sweep()
+                self._seen = (self.data / CURRENT).read_bytes()
+                if behind:
+                    ledger.confirm(self.current["ledger"])
+                else:
+                    ledger.confirm_one(self.current["ledger"])
+                if time.monotonic() - self._swept > 60:
+                    self._sweep()
+                    self._swept = time.monotonic()
         result.seconds = round(time.perf_counter() - t, 4)
         return result
 
@@ -464,8 +527,8 @@ class Adder:
         rows = np.concatenate([np.array([changed[r][0] for r in order], dtype=np.int64).reshape(-1, w), best_r])
         scores = np.concatenate([np.array([changed[r][1] for r in order], dtype=np.float32).reshape(-1, w), best_s])
         rows[~np.isfinite(scores)] = -1
-        seg_rel = self._write_segment(ids, texts, vecs, row_ids, rows, scores.astype(np.float32), dead_a)
-        segment = Segment(self.data / seg_rel, n0)
+        seg_rel, npz = self._write_segment(ids, texts, vecs, row_ids, rows, scores.astype(np.float32), dead_a)
+        segment = Segment(self.data / seg_rel, n0, npz)
         view.append(segment)
         self.valid = np.concatenate([self.valid, np.zeros(B, np.int64)])
         self.last = np.concatenate([self.last, np.full(B, -np.inf, np.float32)])
@@ -484,7 +547,7 @@ class Adder:
         the one before): about log2(adds) segments stay, so searches touch few blocks."""
         adds = dict(current["additions"])
         segs, view = list(adds["segments"]), self.view
-        while len(view.segments) >= 2 and len(view.segments[-1]) >= len(view.segments[-2]):
+        while len(view.segments) >= 2 and view.segments[-1].weight >= view.segments[-2].weight:
             a, b = view.segments[-2], view.segments[-1]
             ids, texts = a.keys() + b.keys(), a.texts.to_pylist() + b.texts.to_pylist()
             vecs = np.concatenate([a.vectors, b.vectors])
@@ -494,10 +557,10 @@ class Adder:
             for seg in (a, b):  # the newer segment's row wins
                 at = np.searchsorted(row_ids, seg.row_ids)
                 rows[at], scores[at] = seg.rows, seg.scores
-            rel = self._write_segment(ids, texts, vecs, row_ids, rows, scores, np.union1d(a.dead, b.dead),
-                                      seq=adds["next_seq"])
+            rel, npz = self._write_segment(ids, texts, vecs, row_ids, rows, scores, np.union1d(a.dead, b.dead),
+                                           seq=adds["next_seq"])
             adds["next_seq"] += 1
-            view.segments[-2:] = [Segment(self.data / rel, a.start)]
+            view.segments[-2:] = [Segment(self.data / rel, a.start, npz)]
             segs[-2:] = [rel]
         adds["segments"] = segs
         return {**current, "additions": adds}
@@ -511,7 +574,8 @@ class Adder:
             if p.name.split(".")[0] not in named and time.time() - p.stat().st_mtime > grace_seconds:
                 p.unlink(missing_ok=True)
 
-    def _write_segment(self, ids, texts, vecs, row_ids, rows, scores, dead, seq: int | None = None) -> str:
+    def _write_segment(self, ids, texts, vecs, row_ids, rows, scores, dead, seq: int | None = None) -> tuple[str, dict]:
+        """Write a segment's two files durably; (its path in the data directory, its .npz arrays)."""
         seq = seq or self._additions()["next_seq"]
         rel = f"additions/{self.current['version']}/{seq:06d}"
         prefix = self.data / rel
@@ -523,6 +587,8 @@ class Adder:
                           "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), vecs.shape[1])})
         hashes = key_hashes(ids)
         order = np.argsort(hashes, kind="stable")
+        npz = dict(row_ids=row_ids, rows=rows, scores=scores, dead=dead, key_hash=hashes[order],
+                   key_row=order.astype(np.int64))
         paths = []
         for suffix in (".npz", ".arrow"):  # a crash's leftovers under this name were never acknowledged
             final = Path(str(prefix) + suffix)
@@ -532,15 +598,14 @@ class Adder:
                     with pa.ipc.new_file(f, table.schema) as w:
                         w.write_table(table)
                 else:
-                    np.savez(f, row_ids=row_ids, rows=rows, scores=scores, dead=dead,
-                             key_hash=hashes[order], key_row=order.astype(np.int64))
+                    np.savez(f, **npz)
                 f.flush()
                 os.fsync(f.fileno())
             paths.append((tmp, final))
         for tmp, final in paths:
             os.replace(tmp, final)
         fsync_dir(prefix.parent)
-        return rel
+        return rel, npz
 
 
 def _quarantine(folder: Path, rejected: list[tuple[bytes, str]]) -> None:

@@ -81,6 +81,17 @@ class Ledger:
                 else:
                     path.unlink(missing_ok=True)
 
+    def confirm_one(self, seq: int) -> None:
+        """`confirm` for the one batch just acknowledged (no scan of the folder)."""
+        try:
+            os.replace(self.dir / f"pending-{seq:012d}.arrow", self.dir / f"ops-{seq:012d}.arrow")
+        except FileNotFoundError:
+            pass  # already confirmed
+
+    def holds(self, seq: int) -> bool:
+        """True if batch `seq` is confirmed in its own file."""
+        return (self.dir / f"ops-{seq:012d}.arrow").exists()
+
     def settle(self, current_seq: int) -> int:
         """Confirm or drop pending batches against CURRENT's `ledger`; the last acknowledged seq
         (beyond CURRENT's when CURRENT was restored from an older copy)."""

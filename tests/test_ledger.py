@@ -15,7 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import shardvec
 from shardvec.flows.backfill import backfill
-from shardvec.tasks.additions import Adder
+from shardvec.tasks.additions import Adder, Statements
 from shardvec.tasks.ledger import Ledger, Op
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
@@ -208,6 +208,36 @@ def test_current_restored_from_an_older_copy_never_reuses_a_seq(data):
     nightly(data)
     store = shardvec.open(data)
     assert all(i in store for i in ("k1", "k2", "k4")) and "bg/150" not in store
+
+
+def test_open_adders_see_each_others_ops_and_a_current_put_back_under_them(data):
+    """A long-lived adder skips re-reading CURRENT while it is the one it wrote; any other
+    writer, or an operator putting back an older copy, must still be seen."""
+    a, b = Adder(data), Adder(data)
+    a.add([{"id": "a1", "text": SENTENCES[20]}])
+    b.add([{"id": "b1", "text": SENTENCES[21]}])
+    assert a.delete(["b1"]).deleted == 1  # a sees b's add
+    mine = (data / "CURRENT").read_bytes()  # what `a` wrote last
+    b.add([{"id": "b2", "text": SENTENCES[22]}])
+    (data / "CURRENT").write_bytes(mine)  # put back: byte for byte what `a` wrote
+    a.add([{"id": "a2", "text": SENTENCES[23]}])  # must not reuse b2's seq
+    store = shardvec.open(data)
+    assert all(i in store for i in ("a1", "b2", "a2")) and "b1" not in store
+    seqs = [int(p.name[4:16]) for p in (data / "ledger").glob("ops-*.arrow")]
+    assert sorted(seqs) == list(range(1, 6))
+    assert_rows_exact(data)
+
+
+def test_single_deletes_keep_few_segments_and_exact_rows(data):
+    adder = Adder(data)
+    view = Statements(data, read_current(data))
+    victims = [view.key(r) for r in range(0, 96, 3)]
+    for key in victims:
+        assert adder.delete([key]).deleted == 1
+    segments = read_current(data)["additions"]["segments"]
+    assert len(segments) <= 6, segments  # merged like a binary counter, not one per delete
+    assert_rows_exact(data)
+    assert not any(k in shardvec.open(data) for k in victims)
 
 
 def test_a_batch_never_acknowledged_is_never_replayed(data):
