@@ -1,13 +1,14 @@
-"""Benchmark: adding statements to a 100,000-statement store (dim 200).
+"""Benchmark: adding and deleting statements in stores of 25k, 50k and 100k statements (dim 200).
 
-Builds (once, cached in benchmarks/work/add/) a store from 100k real-text statements with the
-nightly flow, then measures, against the same store:
+Builds (once per size, cached in benchmarks/work/add*/) a store of real-text statements with
+the nightly flow, then measures, against each store:
   - one batch of 1,000 new statements: wall time, vs recomputing every similarity row from
     scratch (the plain alternative), and vs the BLAS limit 2*B*N*d / measured GFLOP/s;
   - single-statement adds with one open Adder: p50 and p99 latency;
   - 1,000 deletes of stored statements in one call, then single deletes: p50 and p99;
   - correctness: the rows after the adds and deletes vs an exact recompute (recall@10, must be 1.0).
-The store is put back as it was at the end. Run: .venv/bin/python benchmarks/add_statements.py
+Each store is put back as it was at the end. The growth lines give each figure at the largest
+size over the smallest. Run: .venv/bin/python -m benchmarks.add_statements [--sizes 25000,50000,100000]
 """
 
 from __future__ import annotations
@@ -30,16 +31,20 @@ from shardvec.tasks.publish import read_current  # noqa: E402
 from shardvec.tasks.rows import rows_for_tile  # noqa: E402
 from shardvec.tasks.similarity import exact_topk, recall_at_k, tile_count  # noqa: E402
 
-N = 100_000
+SIZES = (25_000, 50_000, 100_000)
 
 
-def build(data: Path) -> dict:
+def store_dir(n: int) -> Path:
+    return WORK / ("add" if n == 100_000 else f"add-{n}")
+
+
+def build(data: Path, n: int) -> dict:
     from shardvec.flows.nightly import nightly
     from shardvec.flows.runtime import local_prefect, task_runner
     corpus = data / "corpus" / "2026-01-01"
     corpus.mkdir(parents=True, exist_ok=True)
     with open(corpus / "statements.jsonl", "w", encoding="utf-8") as f:
-        for id_, text in statements(N):
+        for id_, text in statements(n):
             f.write(json.dumps({"id": id_, "text": text}) + "\n")
     overrides = dict(data_dir=str(data), store={"rows_per_shard": 25_000}, word2vec={"epochs": 1, "sg": 0},
                      index={"n_trees": 10, "recall_sample": 100})
@@ -58,26 +63,47 @@ def new_texts(n: int) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rebuild", action="store_true", help="rebuild the 100k store")
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the stores")
     ap.add_argument("--singles", type=int, default=300)
+    ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated store sizes")
     args = ap.parse_args()
-    data = WORK / "add"
-    if args.rebuild or read_current(data) is None:
-        shutil.rmtree(data, ignore_errors=True)
-        print("building the 100k-statement store with the nightly flow ...", flush=True)
-        built = build(data)
-        print(f"  built in {built['nightly_seconds']} s")
-    snapshot = (data / "CURRENT").read_bytes()
-    current = read_current(data)
-    try:
-        figures = run(data, current, args.singles)
-    finally:  # leave the store as it was
-        (data / "CURRENT").write_bytes(snapshot)
-        shutil.rmtree(data / "additions", ignore_errors=True)
-        shutil.rmtree(data / "ledger", ignore_errors=True)
+    sizes = sorted(int(x) for x in args.sizes.split(","))
+    by_size = {}
+    for n in sizes:
+        data = store_dir(n)
+        if args.rebuild or read_current(data) is None:
+            shutil.rmtree(data, ignore_errors=True)
+            print(f"building the {n:,}-statement store with the nightly flow ...", flush=True)
+            built = build(data, n)
+            print(f"  built in {built['nightly_seconds']} s")
+        snapshot = (data / "CURRENT").read_bytes()
+        current = read_current(data)
+        try:
+            by_size[n] = run(data, current, args.singles)
+        finally:  # leave the store as it was
+            (data / "CURRENT").write_bytes(snapshot)
+            shutil.rmtree(data / "additions", ignore_errors=True)
+            shutil.rmtree(data / "ledger", ignore_errors=True)
+        print(f"{n:,}: single add p50 {by_size[n]['single_add_ms']['p50']} ms, single delete p50 "
+              f"{by_size[n]['single_delete_ms']['p50']} ms, 1,000 adds {by_size[n]['batch_1000']['seconds']} s, "
+              f"1,000 deletes {by_size[n]['delete_1000']['seconds']} s", flush=True)
+    figures = {**by_size[sizes[-1]], "sizes": {str(n): by_size[n] for n in sizes},
+               "growth": growth(by_size, sizes[0], sizes[-1])}
     path = save("add_statements", figures)
     print(json.dumps(figures, indent=1))
     print(f"written to {path}")
+
+
+def growth(by_size: dict, lo: int, hi: int) -> dict:
+    """Each figure at the largest size over the smallest (statements grew hi/lo times)."""
+    def ratio(get) -> float:
+        return round(get(by_size[hi]) / max(get(by_size[lo]), 1e-9), 2)
+    return {"statements": round(hi / lo, 2),
+            "single_add_p50": ratio(lambda f: f["single_add_ms"]["p50"]),
+            "single_delete_p50": ratio(lambda f: f["single_delete_ms"]["p50"]),
+            "batch_1000_adds": ratio(lambda f: f["batch_1000"]["seconds"]),
+            "delete_1000": ratio(lambda f: f["delete_1000"]["seconds"]),
+            "recompute_all_rows": ratio(lambda f: f["recompute_all_rows_seconds"])}
 
 
 def run(data: Path, current: dict, singles: int, deletes: int = 100) -> dict:
