@@ -28,7 +28,8 @@ from shardvec.config import load_settings  # noqa: E402
 from shardvec.tasks.additions import Adder, Statements  # noqa: E402
 from shardvec.tasks.publish import read_current  # noqa: E402
 from shardvec.tasks.rows import rows_for_tile  # noqa: E402
-from shardvec.tasks.similarity import exact_topk, recall_at_k, tile_count  # noqa: E402
+from shardvec.tasks.similarity import tile_count  # noqa: E402
+from shardvec.tasks.topk import exact_topk, recall_at_k  # noqa: E402
 
 N = 100_000
 

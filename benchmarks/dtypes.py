@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import WORK, save
-from shardvec.tasks.similarity import exact_topk, recall_at_k
+from shardvec.tasks.topk import exact_topk, recall_at_k
 from shardvec.tasks.store import DTYPES, Space, convert_space
 
 

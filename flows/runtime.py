@@ -33,7 +33,7 @@ def task_runner(settings: Settings) -> DaskTaskRunner:
     })
 
 
-def _api_url() -> str | None:
+def api_url() -> str | None:
     from prefect.settings import get_current_settings
     url = get_current_settings().api.url
     return str(url) if url else None
@@ -42,7 +42,7 @@ def _api_url() -> str | None:
 @contextmanager
 def local_prefect() -> Iterator[str]:
     """Yield the Prefect API URL, starting one local server first if none is configured."""
-    url = _api_url()
+    url = api_url()
     if url:
         yield url
         return

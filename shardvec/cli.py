@@ -225,9 +225,9 @@ def server(data: DataOpt = None) -> None:
 @app.command()
 def serve(data: DataOpt = None) -> None:
     """Serve the nightly (cron), backfill and add-statements deployments until stopped."""
-    from shardvec.flows.runtime import _api_url
+    from shardvec.flows.runtime import api_url
     from shardvec.flows.serve import NAMES, serve_all
-    if not _api_url():
+    if not api_url():
         _fail("No Prefect server is configured: start one with `shardvec server`, then "
               "export PREFECT_API_URL=http://127.0.0.1:4200/api and run `shardvec serve` again.")
     from shardvec.alerts import install
@@ -242,9 +242,9 @@ def alerts_install(webhook: Annotated[Optional[str], typer.Option(
         help="POST a JSON alert here when a nightly fails or crashes, or the quality gate refuses a run.")] = None,
         file: Annotated[Path, typer.Option(help="The automations to install.")] = None) -> None:
     """Install deploy/automations.yaml on the Prefect server: silent runs marked Crashed, and alerts."""
-    from shardvec.flows.runtime import _api_url
+    from shardvec.flows.runtime import api_url
     from shardvec.alerts import AUTOMATIONS, install
-    if not _api_url():
+    if not api_url():
         _fail("No Prefect server is configured: start one with `shardvec server`, then "
               "export PREFECT_API_URL=http://127.0.0.1:4200/api and run this again.")
     for name in install(webhook, file or AUTOMATIONS):

@@ -19,9 +19,9 @@ from shardvec.tasks.index import ShardedIndex
 from shardvec.tasks.embed import Embedder
 from shardvec.tasks.publish import require_current
 from shardvec.tasks.additions import Statements
-from shardvec.tasks.similarity import exact_topk
 from shardvec.tasks.store import Space, UnknownKeyError
 from shardvec.tasks.tokenize import Tokenizer
+from shardvec.tasks.topk import exact_topk
 
 # Up to this many rows a one-off query scans the memmap exactly (fast enough, recall 1.0);
 # above it, it asks the Annoy indexes.

@@ -36,9 +36,10 @@ from shardvec.tasks.corpus import check_record
 from shardvec.tasks.embed import Embedder
 from shardvec.tasks.ledger import OPS, Ledger, Op, ops_from
 from shardvec.tasks.publish import CURRENT, PublishLock, require_current
-from shardvec.tasks.similarity import SimilarityRows, _block_top, _merge, exact_topk, score_blocks
+from shardvec.tasks.similarity import SimilarityRows
 from shardvec.tasks.store import Space, key_hash, key_hashes
 from shardvec.tasks.tokenize import Tokenizer
+from shardvec.tasks.topk import exact_topk, fold_block, merge_topk, score_blocks
 
 
 class Segment:
@@ -167,7 +168,7 @@ class Statements:
 
     def fill(self) -> tuple[np.ndarray, np.ndarray]:
         """Per row: how many neighbours it holds, and its last one's score (-inf if none)."""
-        parts = [fill(*self.base_rows._shard(s["shard"])) for s in self.base_rows.manifest["shards"]]
+        parts = [fill(*self.base_rows.shard(s["shard"])) for s in self.base_rows.manifest["shards"]]
         extra = sum(len(s) for s in self.segments)
         valid = np.concatenate([p[0] for p in parts] + [np.zeros(extra, np.int64)])
         last = np.concatenate([p[1] for p in parts] + [np.full(extra, -np.inf, np.float32)])
@@ -189,7 +190,7 @@ class Statements:
         """Every row whose current row holds any of `targets`, with its full row and scores."""
         found = []
         for s in self.base_rows.manifest["shards"]:
-            rows = self.base_rows._shard(s["shard"])[0]
+            rows = self.base_rows.shard(s["shard"])[0]
             found.append(np.flatnonzero(np.isin(rows, targets).any(axis=1)) + s["shard"] * self.base_rows.rows_per_shard)
         for seg in self.segments:
             found.append(np.asarray(seg.row_ids)[np.isin(seg.rows, targets).any(axis=1)])
@@ -433,27 +434,27 @@ class Adder:
             best_r = np.full((B, w), -1, dtype=np.int64)
             best_s = np.full((B, w), -np.inf, dtype=np.float32)
             for start, block, scores in score_blocks(view, vecs) if B else ():  # one product per (batch x block)
-                best_r, best_s = _block_top(best_r, best_s, start, scores, w)
+                best_r, best_s = fold_block(best_r, best_s, start, scores, w)
                 enter = scores > threshold[start:start + scores.shape[1]][None, :]
                 cols = np.flatnonzero(enter.any(axis=0))
                 if cols.size:
                     cand_s = np.where(enter[:, cols], scores[:, cols], -np.inf).T
                     old = [changed.get(start + int(c)) or view.full_row(start + int(c)) for c in cols]
-                    merged_r, merged_s = _merge(np.stack([o[0] for o in old]), np.stack([o[1] for o in old]),
-                                                np.broadcast_to(new_rows, cand_s.shape), cand_s, w)
+                    merged_r, merged_s = merge_topk(np.stack([o[0] for o in old]), np.stack([o[1] for o in old]),
+                                                    np.broadcast_to(new_rows, cand_s.shape), cand_s, w)
                     for c, r, s in zip(cols, merged_r, merged_s):
                         changed[start + int(c)] = (r, s)
             # the batch against itself
             within = vecs @ vecs.T
             np.fill_diagonal(within, -np.inf)
-            best_r, best_s = _merge(best_r, best_s, np.broadcast_to(new_rows, within.shape), within, w)
+            best_r, best_s = merge_topk(best_r, best_s, np.broadcast_to(new_rows, within.shape), within, w)
             # rows left with fewer than k neighbours are recomputed exactly, to the full width
             if redo:
                 redo_a = np.asarray(redo, np.int64)
                 rv = view.vectors(redo_a)
                 r_r, r_s = exact_topk(view, rv, w, exclude=redo_a)
                 cross = rv @ vecs.T
-                r_r, r_s = _merge(r_r, r_s, np.broadcast_to(new_rows, cross.shape), cross.astype(np.float32), w)
+                r_r, r_s = merge_topk(r_r, r_s, np.broadcast_to(new_rows, cross.shape), cross.astype(np.float32), w)
                 for r, rr, ss in zip(redo, r_r, r_s):
                     changed[int(r)] = (rr, ss)
         finally:

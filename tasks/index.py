@@ -14,8 +14,8 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from shardvec.tasks.atomic import atomic_path, sha256_file, write_json
-from shardvec.tasks.similarity import best_per_row, exact_topk, recall_at_k
 from shardvec.tasks.store import Space, shard_name
+from shardvec.tasks.topk import best_per_row, exact_topk, recall_at_k
 
 
 def build_shard_index(space_dir: Path, shard: int, index_dir: Path, *, n_trees: int, seed: int) -> dict:

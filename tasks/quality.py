@@ -21,8 +21,9 @@ import numpy as np
 from gensim.models import LsiModel, Word2Vec
 from gensim.test.utils import datapath
 
-from shardvec.tasks.similarity import SimilarityRows, exact_topk
+from shardvec.tasks.similarity import SimilarityRows
 from shardvec.tasks.store import Space
+from shardvec.tasks.topk import exact_topk
 
 QUESTIONS, WORDSIM, SIMLEX = "questions-words.txt", "wordsim353.tsv", "simlex999.txt"
 # metric -> the config knob holding how far it may drop against the last published run

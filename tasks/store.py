@@ -160,14 +160,14 @@ def finish_space(space_dir: Path, shards: list[dict], *, dim: int, rows_per_shar
     return manifest
 
 
-def _mapped(path: Path) -> np.ndarray:
+def map_npy(path: Path) -> np.ndarray:
     """A read-only memmapped .npy as a plain ndarray: indexing numpy's memmap subclass costs
     microseconds per call, a plain view of the same pages does not."""
     return np.load(path, mmap_mode="r").view(np.ndarray)
 
 
 def _release(mapped: np.ndarray, lo: int, hi: int) -> None:
-    """Drop rows lo..hi-1 of a `_mapped` array from this process's resident pages."""
+    """Drop rows lo..hi-1 of a `map_npy` array from this process's resident pages."""
     memmap = mapped.base
     mm = getattr(memmap, "_mmap", None)  # the mmap.mmap behind np.memmap (absent for empty files)
     if mm is None or not mapped.size:
@@ -231,6 +231,8 @@ class Space:
     >>> words = Space(path); words.vector("king"); words.find("queen"); words.key(7)
     """
 
+    dead = np.empty(0, dtype=np.int64)  # rows a scan never returns (tasks/topk.Scannable): none here
+
     def __init__(self, space_dir: Path):
         self.dir = Path(space_dir)
         manifest = self.dir / "manifest.json"
@@ -247,8 +249,8 @@ class Space:
         self._vectors: list[np.ndarray | None] = [None] * self.n_shards
         self._keys: list[pa.Table | None] = [None] * self.n_shards
         self._key_bytes: list[tuple[list[int], list] | None] = [None] * self.n_shards
-        self._hash = _mapped(self.dir / "key_hash.npy")
-        self._row = _mapped(self.dir / "key_row.npy")
+        self._hash = map_npy(self.dir / "key_hash.npy")
+        self._row = map_npy(self.dir / "key_row.npy")
         self._lookup: tuple | None = None  # see _first
         self.dtype: str = self.manifest.get("dtype", "float32")
         self.scale = np.load(self.dir / "scale.npy") if self.dtype == "int8" else None
@@ -263,7 +265,7 @@ class Space:
     def shard(self, s: int) -> np.ndarray:
         """The memmapped vectors of shard s, as stored (see `dtype`; `vectors(s)` gives float32)."""
         if self._vectors[s] is None:
-            self._vectors[s] = _mapped(self.dir / self.manifest["shards"][s]["vectors"])
+            self._vectors[s] = map_npy(self.dir / self.manifest["shards"][s]["vectors"])
         return self._vectors[s]
 
     def shard_keys(self, s: int) -> pa.Table:
@@ -286,7 +288,7 @@ class Space:
         out = stored.astype(np.float32)
         if self.dtype == "int8":
             if self._norms[s] is None:
-                self._norms[s] = _mapped(self.dir / self.manifest["shards"][s]["norms"])
+                self._norms[s] = map_npy(self.dir / self.manifest["shards"][s]["norms"])
             out *= self.scale
             out *= np.asarray(self._norms[s][index])[..., None]
         return out

@@ -23,7 +23,7 @@ import numpy as np
 
 from shardvec.tasks.atomic import atomic_path, fsync_dir, fsync_tree, write_json
 from shardvec.tasks.corpus import BadInputError, Quarantine, SourceFile
-from shardvec.tasks.store import DTYPES, Space, SpaceWriter, UnknownKeyError, _mapped, convert_space
+from shardvec.tasks.store import DTYPES, Space, SpaceWriter, UnknownKeyError, map_npy, convert_space
 
 FORMATS = ("word2vec", "word2vec-binary", "glove", "fasttext")
 FASTTEXT_MAGIC = 793712314
@@ -270,7 +270,7 @@ class Vectors:
         self.space = Space(path)
         self.dim = self.space.dim
         sub = self.space.manifest.get("subwords")
-        self.ngrams = _mapped(self.space.dir / sub["file"]) if sub else None
+        self.ngrams = map_npy(self.space.dir / sub["file"]) if sub else None
         self.minn, self.maxn, self.bucket = (sub["minn"], sub["maxn"], sub["bucket"]) if sub else (0, 0, 0)
 
     def __contains__(self, word: str) -> bool:

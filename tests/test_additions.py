@@ -16,7 +16,7 @@ import shardvec
 from shardvec.tasks import skins
 from shardvec.tasks.additions import Adder, Statements
 from shardvec.tasks.publish import read_current
-from shardvec.tasks.similarity import exact_topk
+from shardvec.tasks.topk import exact_topk
 from tests.conftest import lee_lines, run_nightly, small_settings
 
 SENTENCES = [s.strip() for line in lee_lines("lee.cor") for s in line.split(". ") if len(s.split()) > 5]

@@ -13,7 +13,8 @@ ROOT = Path(__file__).parents[1]
 LAYERS = [
     {"tasks.atomic", "tasks.corpus", "tasks.tokenize"},                      # files and input formats
     {"tasks.store", "tasks.ledger", "tasks.publish", "tasks.runs"},           # storage: spaces, ledger, CURRENT, runs
-    {"tasks.similarity", "tasks.index", "tasks.embed", "tasks.rows", "tasks.partitioned"},  # search
+    {"tasks.topk", "tasks.similarity", "tasks.index", "tasks.embed", "tasks.rows",            # search: the top-k
+     "tasks.partitioned"},                                                    # kernel and what uses it
     {"tasks.additions", "tasks.release", "tasks.statements"},                 # release and additions
     {"tasks.vocab", "tasks.lsi", "tasks.word2vec", "tasks.quality", "tasks.vectors_io", "tasks.report",
      "tasks.trends"},                                                         # models and what reports on them
@@ -73,6 +74,14 @@ def test_imports_point_down_the_layers():
         wrong += [f"{mod} (layer {here}) imports {d} (layer {_layer(d)})" for d in deps
                   if _layer(d) is not None and _layer(d) > here]
     assert wrong == []
+
+
+def test_no_module_imports_another_ones_private_names():
+    """A name another module needs is part of its public interface (tasks/topk.py's kernel)."""
+    private = [f"{_module(p)}: {n}" for d in ("tasks", "flows", "shardvec", "config") for p in (ROOT / d).glob("*.py")
+               for n in _raw_imports(p, members=True)
+               if n.startswith("shardvec.") and n.rsplit(".", 1)[1].startswith("_") and not n.endswith("__")]
+    assert private == []
 
 
 def test_no_import_cycles():

@@ -15,7 +15,8 @@ from gensim.models import LsiModel, TfidfModel
 from gensim.utils import simple_preprocess
 
 from shardvec.tasks import partitioned
-from shardvec.tasks.similarity import SimilarityRows, exact_topk, finish_rows, recall_at_k, rows_recall
+from shardvec.tasks.similarity import SimilarityRows, finish_rows, rows_recall
+from shardvec.tasks.topk import exact_topk, recall_at_k
 from shardvec.tasks.store import Space, write_shard, finish_space
 from tests.conftest import lee_lines, small_settings
 

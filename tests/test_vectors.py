@@ -11,7 +11,7 @@ from gensim.test.utils import datapath
 
 from shardvec.tasks.corpus import BadInputError
 from shardvec.tasks.store import Space, SpaceWriter, convert_space
-from shardvec.tasks.similarity import exact_topk, recall_at_k
+from shardvec.tasks.topk import exact_topk, recall_at_k
 from shardvec.tasks.vectors_io import (Vectors, detect_format, export_projector, export_word2vec, import_vectors,
                               to_keyed_vectors)
 
