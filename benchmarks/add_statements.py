@@ -128,7 +128,7 @@ def run(data: Path, current: dict, singles: int, deletes: int = 100) -> dict:
     view = Statements(data, read_current(data))
     check = np.unique(np.concatenate([np.arange(n, len(view)), rng.choice(n, 2000, replace=False)]))
     check = check[[not view.is_dead(int(r)) for r in check]]
-    exact, exact_s = exact_topk(view, view.vectors(check), k, exclude=check)
+    exact, exact_s = exact_topk(view, view.vectors_at(check), k, exclude=check)
     stored = [view.row(int(r)) for r in check]
     stored_r, stored_s = np.stack([s[0] for s in stored]), np.stack([s[1] for s in stored])
     recall_strict = recall_at_k(stored_r, exact)

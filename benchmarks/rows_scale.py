@@ -208,7 +208,7 @@ def truth(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not path.exists():
         picks = np.sort(np.random.default_rng(SEED).choice(n, SAMPLE, replace=False))
         space = Space(space_for(n))
-        r, s = exact_topk(space, space.rows(picks), K, exclude=picks)
+        r, s = exact_topk(space, space.vectors_at(picks), K, exclude=picks)
         np.savez(path, picks=picks, rows=r, scores=s)
     z = np.load(path)
     return z["picks"], z["rows"], z["scores"]

@@ -87,7 +87,7 @@ class Store:
         row = self.words.find(word)
         if row is None:
             raise UnknownKeyError(f"{word!r} has no vector (not in the word2vec vocabulary of version {self.version}).")
-        return self._search("words", self.words.row(row), k, exclude=row, exact=exact)
+        return self._search("words", self.words.vector_at(row), k, exclude=row, exact=exact)
 
     # --- statements ----------------------------------------------------------------------
     @_reopens

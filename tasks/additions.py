@@ -37,7 +37,8 @@ from shardvec.tasks.embed import Embedder
 from shardvec.tasks.ledger import OPS, Ledger, Op, ops_from
 from shardvec.tasks.publish import CURRENT, PublishLock, require_current
 from shardvec.tasks.similarity import SimilarityRows
-from shardvec.tasks.store import Space, key_hash, key_hashes
+from shardvec.tasks.keys import key_hash, key_hashes
+from shardvec.tasks.store import Space
 from shardvec.tasks.tokenize import Tokenizer
 from shardvec.tasks.topk import exact_topk, fold_block, merge_topk, score_blocks
 
@@ -72,7 +73,7 @@ class Segment:
     def column(self, name: str, i: int):
         return (self.ids if name == "id" else self.texts)[i].as_py()
 
-    def row(self, i: int) -> np.ndarray:
+    def vector_at(self, i: int) -> np.ndarray:
         return self.vectors[i]
 
     def keys(self) -> list[str]:
@@ -146,11 +147,11 @@ class Statements:
         space, local = self._locate(r)
         return space.column("text", local)
 
-    def vectors(self, rows: np.ndarray) -> np.ndarray:
+    def vectors_at(self, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), self.base.dim), np.float32)
         for i, r in enumerate(rows):
             space, local = self._locate(int(r))
-            out[i] = space.row(local)
+            out[i] = space.vector_at(local)
         return out
 
     def row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
@@ -451,7 +452,7 @@ class Adder:
             # rows left with fewer than k neighbours are recomputed exactly, to the full width
             if redo:
                 redo_a = np.asarray(redo, np.int64)
-                rv = view.vectors(redo_a)
+                rv = view.vectors_at(redo_a)
                 r_r, r_s = exact_topk(view, rv, w, exclude=redo_a)
                 cross = rv @ vecs.T
                 r_r, r_s = merge_topk(r_r, r_s, np.broadcast_to(new_rows, cross.shape), cross.astype(np.float32), w)

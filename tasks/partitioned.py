@@ -53,7 +53,7 @@ def clusters_for(statements: int, cluster_rows: int) -> int:
 
 def _sample(space: Space, size: int, rng: np.random.Generator) -> np.ndarray:
     picks = np.sort(rng.choice(len(space), size=min(size, len(space)), replace=False))
-    return unit_rows(space.rows(picks).astype(np.float32, copy=False))
+    return unit_rows(space.vectors_at(picks).astype(np.float32, copy=False))
 
 
 def nearest(vecs: np.ndarray, centroids: np.ndarray, probes: int, cells: int) -> np.ndarray:
@@ -102,7 +102,7 @@ def assign_shard(space_dir: Path, shard: int, work_dir: Path, *, probes: int, me
     space, work_dir = Space(space_dir), Path(work_dir)
     centroids = np.load(work_dir / "centroids.npy")
     probes = min(probes, len(centroids))
-    vecs = unit_rows(np.asarray(space.vectors(shard), dtype=np.float32))
+    vecs = unit_rows(np.asarray(space.shard_vectors(shard), dtype=np.float32))
     near = nearest(vecs, centroids, probes, score_cells(memory_budget_mb))
     save_npy(work_dir / shard_name("assign", shard, "npy"), near)
     np.save(work_dir / shard_name("counts", shard, "npy"),
@@ -182,7 +182,7 @@ class _Candidates:
 
     def blocks(self, columns: int):
         for s in range(0, len(self.rows), columns):
-            yield s, unit_rows(self.space.rows(np.asarray(self.rows[s:s + columns])))
+            yield s, unit_rows(self.space.vectors_at(np.asarray(self.rows[s:s + columns])))
 
 
 def score_task(space_dir: Path, work_dir: Path, task: int, tasks: int, *, k: int, max_queries: int,
@@ -217,7 +217,7 @@ def _score_unit(space: Space, members: np.ndarray, queries: np.ndarray, k: int, 
     m_rows, m_scores = empty_topk(len(members), k)
     for b in range(0, len(queries), block):
         r, s = empty_topk(min(block, len(queries) - b), k)
-        for start, cols, scores in score_blocks(cands, space.rows(queries[b:b + block]), own[b:b + block], cells):
+        for start, cols, scores in score_blocks(cands, space.vectors_at(queries[b:b + block]), own[b:b + block], cells):
             r, s = fold_block(r, s, start, scores, k)
             end = start + len(cols)
             m_rows[start:end], m_scores[start:end] = fold_block(m_rows[start:end], m_scores[start:end], b,

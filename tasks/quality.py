@@ -117,8 +117,8 @@ def _words_moved(old: Space, new: Space, n: int, k: int = 10) -> list[dict]:
             break
     if not common:
         return []
-    o_nb, _ = exact_topk(old, old.rows(o_rows), k, exclude=np.array(o_rows))
-    n_nb, _ = exact_topk(new, new.rows(n_rows), k, exclude=np.array(n_rows))
+    o_nb, _ = exact_topk(old, old.vectors_at(o_rows), k, exclude=np.array(o_rows))
+    n_nb, _ = exact_topk(new, new.vectors_at(n_rows), k, exclude=np.array(n_rows))
     out = []
     for word, a, b in zip(common, o_nb, n_nb):
         a_keys, b_keys = {old.key(int(x)) for x in a if x >= 0}, {new.key(int(x)) for x in b if x >= 0}

@@ -47,7 +47,7 @@ def rows_recall(space_dir: Path, rows_dir: Path, *, sample: int, seed: int) -> d
     sim = SimilarityRows(rows_dir)
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(len(space), size=min(sample, len(space)), replace=False))
-    exact, exact_s = exact_topk(space, space.rows(picks), sim.k, exclude=picks)
+    exact, exact_s = exact_topk(space, space.vectors_at(picks), sim.k, exclude=picks)
     stored = [sim.row(int(p)) for p in picks]
     found, found_s = np.stack([r for r, _ in stored]), np.stack([s for _, s in stored])
     return {"rows_recall_at_k": recall_at_k(found, exact, found_s, exact_s), "k": sim.k, "sample": len(picks)}

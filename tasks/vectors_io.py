@@ -284,7 +284,7 @@ class Vectors:
         fastText), or KeyError when the space has no n-grams."""
         r = self.space.find(word)
         if r is not None:
-            return self.space.row(r)
+            return self.space.vector_at(r)
         if self.ngrams is None:
             raise UnknownKeyError(f"{word!r} is not in the vocabulary (and these vectors have no n-grams for new words).")
         from gensim.models.fasttext import ft_ngram_hashes
@@ -297,7 +297,7 @@ class Vectors:
         """Vectors of many words: out-of-vocabulary ones from their n-grams, or zeros when the
         space has none."""
         rows = self.space.find_many(words)
-        out = self.space.rows(np.maximum(rows, 0))
+        out = self.space.vectors_at(np.maximum(rows, 0))
         for i in np.flatnonzero(rows < 0):
             out[i] = self.vector(words[i]) if self.ngrams is not None else 0.0
         return out
@@ -312,7 +312,7 @@ def export_word2vec(space_dir: Path, out: Path, *, binary: bool = False, limit: 
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         f.write(f"{n} {space.dim}\n".encode())
         for start in range(0, n, BATCH):
-            vecs = space.rows(np.arange(start, min(n, start + BATCH)))
+            vecs = space.vectors_at(np.arange(start, min(n, start + BATCH)))
             for r, vec in enumerate(vecs, start):
                 key = space.key(r)
                 if binary:
@@ -330,7 +330,7 @@ def to_keyed_vectors(space_dir: Path, limit: int | None = None):
     kv = KeyedVectors(space.dim, count=n, dtype=np.float32)
     for start in range(0, n, BATCH):
         stop = min(n, start + BATCH)
-        kv.add_vectors([space.key(r) for r in range(start, stop)], space.rows(np.arange(start, stop)))
+        kv.add_vectors([space.key(r) for r in range(start, stop)], space.vectors_at(np.arange(start, stop)))
     return kv
 
 
@@ -354,7 +354,7 @@ def export_projector(space_dir: Path, out_dir: Path, *, keys: Sequence[str] | No
             open(out_dir / "metadata.tsv", "w", encoding="utf-8") as m:
         for start in range(0, len(rows), BATCH):
             chunk = rows[start:start + BATCH]
-            for r, vec in zip(chunk, space.rows(chunk)):
+            for r, vec in zip(chunk, space.vectors_at(chunk)):
                 t.write("\t".join(f"{x:.6g}" for x in vec.tolist()) + "\n")
                 m.write(" ".join(space.key(int(r)).split()) + "\n")  # the projector splits on tabs/newlines
     (out_dir / "projector_config.pbtxt").write_text(

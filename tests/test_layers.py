@@ -12,7 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 LAYERS = [
     {"tasks.atomic", "tasks.corpus", "tasks.tokenize"},                      # files and input formats
-    {"tasks.store", "tasks.ledger", "tasks.publish", "tasks.runs"},           # storage: spaces, ledger, CURRENT, runs
+    {"tasks.store", "tasks.keys", "tasks.lookup", "tasks.ledger", "tasks.publish",  # storage: spaces and their
+     "tasks.runs"},                                                           # key index, ledger, CURRENT, runs
     {"tasks.topk", "tasks.similarity", "tasks.index", "tasks.embed", "tasks.rows",            # search: the top-k
      "tasks.partitioned"},                                                    # kernel and what uses it
     {"tasks.additions", "tasks.release", "tasks.statements"},                 # release and additions

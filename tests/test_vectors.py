@@ -128,8 +128,8 @@ def test_smaller_dtypes_keep_neighbours(tmp_path, dtype, bytes_ratio, min_recall
     scale = np.abs(kv.vectors).max()
     assert np.allclose(b.vector("night"), kv["night"], atol=atol * scale)
     picks = np.arange(0, len(a), 7)
-    truth, truth_s = exact_topk(a, a.rows(picks), 10, exclude=picks)
-    found, _ = exact_topk(b, b.rows(picks), 10, exclude=picks)
+    truth, truth_s = exact_topk(a, a.vectors_at(picks), 10, exclude=picks)
+    found, _ = exact_topk(b, b.vectors_at(picks), 10, exclude=picks)
     assert recall_at_k(found, truth) >= min_recall
 
 
