@@ -15,7 +15,8 @@ from shardvec.config import Settings
 from shardvec.tasks import quality, skins
 from shardvec.tasks.corpus import SourceFile, select_partitions
 from shardvec.tasks.ledger import Replay, replay_for_build
-from shardvec.tasks.publish import RunLock, new_version_id, read_current, version_dir
+from shardvec.tasks.layout import Layout
+from shardvec.tasks.publish import RunLock, new_version_id, read_current
 from shardvec.flows.progress import RunProgress
 from shardvec.flows.artifacts import publish_artifacts
 from shardvec.tasks.report import MEASURED, PeakRSS, render_text, step_rows
@@ -42,7 +43,7 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
     started = time.perf_counter()
     with RunLock(data), PeakRSS() as flow_mem:
         current = read_current(data)
-        found = skins.discover_task(data / "corpus")
+        found = skins.discover_task(Layout(data).corpus)
         files = [SourceFile(**f) for f in found["files"]]
         done = current["watermark"]["partitions"] if current else []
         sel = select_partitions(sorted({f.partition for f in files}), done, mode=mode,
@@ -56,7 +57,7 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
                            message=f"All partitions are in version {current['version']}; nothing to do.")
         if not files:
             return _finish(report, status="nothing to do", started=started,
-                           message=f"No input files under {data / 'corpus'}; drop partitions there first.")
+                           message=f"No input files under {Layout(data).corpus}; drop partitions there first.")
         progress = RunProgress(flow, steps=len(BASE_STEPS))
         try:
             report.update(_build(s, data, current, sel, files, replay, mode, flow, progress, force))
@@ -90,7 +91,8 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, replay: Re
 
     tokenizer = Tokenizer(s.tokenize.min_len, s.tokenize.max_len, s.tokenize.deaccent)
     common = dict(batch_size=s.corpus.batch_size, max_record_bytes=s.corpus.max_record_bytes)
-    cache_dir, quarantine = data / "cache" / "tokens", data / "quarantine"
+    where = Layout(data)
+    cache_dir, quarantine = where.tokens, where.quarantine
     tok_futures = [skins.tokenize_task.submit(data / f.root, f, cache_dir, quarantine, tokenizer, **common)
                    for f in corpus_files]
     tok_futures += [skins.tokenize_task.submit(data, f, cache_dir, quarantine, tokenizer, **common)
@@ -102,8 +104,8 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, replay: Re
     train_caches = [t["cache"] for t in train_tok]
 
     version = new_version_id()
-    vdir = version_dir(data, version)
-    models, spaces, indexes = vdir / "models", vdir / "spaces", vdir / "index"
+    v = where.version(version)
+    models = v.models
     prev_models = data / current["components"]["models"] if update else None
     # word2vec needs only the caches: it starts first and trains beside the vocabulary and LSI
     w = s.word2vec
@@ -111,7 +113,7 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, replay: Re
         train_caches, models / "word2vec.gensim", vector_size=w.vector_size, window=w.window, min_count=w.min_count,
         max_final_vocab=w.max_final_vocab, epochs=w.epochs, sg=w.sg, workers=w.workers, seed=w.seed,
         previous=prev_models / "word2vec.gensim" if update else None)
-    plan = skins.plan_task.submit(tok, vdir / "work" / "plan.npy", data, quarantine, on_duplicate=s.corpus.on_duplicate,
+    plan = skins.plan_task.submit(tok, v.plan, data, quarantine, on_duplicate=s.corpus.on_duplicate,
                                   ledger_ops=replay.ops, ledger_caches=len(ledger_files))
     builds_vocab = not (update and not s.vocab.hashing)
     progress.steps = len(BASE_STEPS) + builds_vocab + 1  # + merge-rows (in every rows method but annoy)
@@ -130,7 +132,7 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, replay: Re
     n_docs = sum(t["records"] for t in train_tok)
     n_parts = max(1, min(s.dask.n_workers, -(-n_docs // s.lsi.chunksize)))
     bounds = [round(n_docs * i / n_parts) for i in range(n_parts + 1)]
-    lsi_parts = [skins.lsi_part_task.submit(train_caches, dct_path, vdir / "work" / f"lsi-part-{i}",
+    lsi_parts = [skins.lsi_part_task.submit(train_caches, dct_path, v.lsi_part(i),
                                             docs=(bounds[i], bounds[i + 1]), **lsi_args) for i in range(n_parts)]
     lsi = skins.lsi_merge_task.submit(lsi_parts, dct_path, models, **lsi_args,
                                       previous=prev_models / "lsi.gensim" if update else None)
@@ -141,58 +143,58 @@ def _build(s: Settings, data: Path, current: dict | None, sel, files, replay: Re
     plan_r, lsi_r, w2v_r = trained
 
     R = s.store.rows_per_shard
-    words = skins.words_task.submit(w2v_r["word2vec"], spaces / "words", rows_per_shard=R)
+    words = skins.words_task.submit(w2v_r["word2vec"], v.words, rows_per_shard=R)
     proj = progress.wait("project-statements", [
-        skins.project_task.submit(vdir / "work" / "plan.npy", caches, i, R, models, spaces / "statements")
+        skins.project_task.submit(v.plan, caches, i, R, models, v.statements)
         for i in range(shard_count(plan_r["statements"], R))])
     steps["project-statements"] = proj
-    skins.finish_space_task(spaces / "statements", [_entry(p) for p in proj], dim=s.lsi.num_topics,
+    skins.finish_space_task(v.statements, [_entry(p) for p in proj], dim=s.lsi.num_topics,
                             rows_per_shard=R, normalized=True, meta={"what": "LSI statement vectors"})
     steps["write-word-vectors"] = [progress.one("write-word-vectors", words)]
-    for name, dtype in (("words", s.store.words_dtype), ("statements", s.store.statements_dtype)):
+    for space, dtype in ((v.words, s.store.words_dtype), (v.statements, s.store.statements_dtype)):
         if dtype != "float32":
-            skins.restore_task(spaces / name, dtype)
+            skins.restore_task(space, dtype)
 
-    idx = {name: [skins.index_task.submit(spaces / name, i, indexes / name, n_trees=s.index.n_trees,
+    spaces = {"words": (v.words, v.words_index), "statements": (v.statements, v.statements_index)}
+    idx = {name: [skins.index_task.submit(spaces[name][0], i, spaces[name][1], n_trees=s.index.n_trees,
                                           seed=s.index.seed) for i in range(n)]
            for name, n in (("words", steps["write-word-vectors"][0]["shards"]), ("statements", len(proj)))}
-    rows_dir, sim = vdir / "similarity", s.similarity
+    rows_dir, sim = v.similarity, s.similarity
     tiles = tile_count(plan_r["statements"], sim.tile_rows)
     rows_method = sim.rows_method(plan_r["statements"])
     progress.steps -= rows_method not in ROWS_METHODS  # annoy rows have no merge step
     if rows_method in ROWS_METHODS:  # needs no index: queued beside the index builds
-        scoring, merges = ROWS_METHODS[rows_method](spaces / "statements", vdir / "work" / "rows", rows_dir, tiles,
+        scoring, merges = ROWS_METHODS[rows_method](v.statements, v.rows_work, rows_dir, tiles,
                                                     plan_r["statements"], s)
     built = {name: progress.wait(f"index-{name}", futures) for name, futures in idx.items()}
     for name, shards in built.items():
         steps[f"index-{name}"] = shards
-        skins.finish_index_task(indexes / name, shards, n_trees=s.index.n_trees, search_k=s.index.search_k)
+        skins.finish_index_task(spaces[name][1], shards, n_trees=s.index.n_trees, search_k=s.index.search_k)
     if rows_method in ROWS_METHODS:
         steps["similarity-rows"] = progress.wait("similarity-rows", scoring)
         rows_shards = steps["merge-rows"] = progress.wait("merge-rows", merges)
     else:
         steps["similarity-rows"] = progress.wait("similarity-rows", [
-            skins.rows_task.submit(spaces / "statements", t, rows_dir, k=sim.width, tile_rows=sim.tile_rows,
-                                   block_rows=sim.block_rows, method=sim.method, index_dir=indexes / "statements",
+            skins.rows_task.submit(v.statements, t, rows_dir, k=sim.width, tile_rows=sim.tile_rows,
+                                   block_rows=sim.block_rows, method=sim.method, index_dir=v.statements_index,
                                    search_k=s.index.search_k) for t in range(tiles)])
         rows_shards = steps["similarity-rows"]
     skins.finish_rows_task(rows_dir, rows_shards, k=sim.k, width=sim.width, method=rows_method,
                            rows_per_shard=sim.tile_rows)
     names = ["words", "statements", "similarity rows"]
     recall = progress.wait("recall", [
-        skins.index_recall_task.submit(spaces / n, indexes / n, k=10, search_k=s.index.search_k,
+        skins.index_recall_task.submit(*spaces[n], k=10, search_k=s.index.search_k,
                                        sample=s.index.recall_sample, seed=s.index.seed) for n in names[:2]
-    ] + [skins.rows_recall_task.submit(spaces / "statements", rows_dir, sample=s.index.recall_sample,
+    ] + [skins.rows_recall_task.submit(v.statements, rows_dir, sample=s.index.recall_sample,
                                        seed=s.index.seed)])
     steps["recall"] = recall
 
     out = _counts(tok, plan_r, lsi_r, w2v_r, proj)
     out["recall"] = {n: _strip(r) for n, r in zip(names, recall)}
     out["rows_method"] = rows_method
-    components = {"models": models, "words": spaces / "words", "statements": spaces / "statements",
-                  "words_index": indexes / "words", "statements_index": indexes / "statements", "similarity": rows_dir}
+    components = v.components()
 
-    old = {k: data / v for k, v in current["components"].items()} if current else None
+    old = {k: data / rel for k, rel in current["components"].items()} if current else None
     evaluated = progress.wait("evaluate", [
         words_quality, skins.lsi_spectrum_task.submit(models / "lsi.gensim"),
         skins.drift_task.submit(old, components, data, sample=s.quality.drift_sample, words=s.quality.drift_words)])
@@ -268,7 +270,7 @@ def _published(data: Path, current: dict | None) -> dict:
     """The live version's manifest ({} before the first publish)."""
     if current is None:
         return {}
-    manifest = version_dir(data, current["version"]) / "manifest.json"
+    manifest = Layout(data).version(current["version"]).manifest
     return json.loads(manifest.read_text()) if manifest.exists() else {}
 
 

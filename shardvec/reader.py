@@ -17,6 +17,7 @@ import numpy as np
 
 from shardvec.tasks.index import ShardedIndex
 from shardvec.tasks.embed import Embedder
+from shardvec.tasks.layout import Layout
 from shardvec.tasks.publish import require_current
 from shardvec.tasks.additions import Statements
 from shardvec.tasks.store import Space, UnknownKeyError
@@ -70,7 +71,7 @@ class Store:
         self._paths = comp
         self._embedder: Embedder | None = None
         self._indexes: dict[str, ShardedIndex] = {}
-        cfg = _json(self.data / "versions" / self.version / "manifest.json").get("config", {})
+        cfg = _json(Layout(self.data).version(self.version).manifest).get("config", {})
         tok = cfg.get("tokenize", {})
         self.tokenizer = Tokenizer(tok.get("min_len", 2), tok.get("max_len", 20), tok.get("deaccent", False))
         self.search_k = _json(comp["words_index"] / "manifest.json")["search_k"]

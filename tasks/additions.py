@@ -31,13 +31,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from shardvec.tasks.atomic import fsync_dir, write_json
+from shardvec.tasks.atomic import fsync_dir
 from shardvec.tasks.corpus import check_record
 from shardvec.tasks.embed import Embedder
 from shardvec.tasks.ledger import OPS, Ledger, Op, ops_from
-from shardvec.tasks.publish import CURRENT, PublishLock, require_current
+from shardvec.tasks.publish import PublishLock, require_current, swap
 from shardvec.tasks.similarity import SimilarityRows
 from shardvec.tasks.keys import key_hash, key_hashes
+from shardvec.tasks.layout import Layout
 from shardvec.tasks.store import Space
 from shardvec.tasks.tokenize import Tokenizer
 from shardvec.tasks.topk import exact_topk, fold_block, merge_topk, score_blocks
@@ -271,6 +272,7 @@ class Adder:
                  state: dict | None = None):
         """`state`: a CURRENT to build on instead of the live one (a new version being published)."""
         self.data = Path(data).resolve()
+        self.layout = Layout(self.data)
         self.on_duplicate = on_duplicate
         self.max_record_bytes = max_record_bytes
         self.current: dict | None = None
@@ -283,7 +285,7 @@ class Adder:
         self.valid, self.last = self.view.fill()
         models = self.data / current["components"]["models"]
         self.embedder = Embedder(models, vocab_in_ram=True)
-        cfg = json.loads((self.data / "versions" / current["version"] / "manifest.json").read_text())["config"]
+        cfg = json.loads(self.layout.version(current["version"]).manifest.read_text())["config"]
         t = cfg["tokenize"]
         self.tokenizer = Tokenizer(t["min_len"], t["max_len"], t["deaccent"])
 
@@ -317,7 +319,7 @@ class Adder:
                 self.current = {**self.current, "ledger": seq}
                 result.ledger_seq = seq
             if ops or behind:
-                write_json(self.data / CURRENT, self.current)  # the acknowledgement
+                swap(self.data, self.current)  # the acknowledgement
                 ledger.confirm(self.current["ledger"])
                 self._sweep()
         result.seconds = round(time.perf_counter() - t, 4)
@@ -376,7 +378,7 @@ class Adder:
             batch[id_] = Op(kind, id_, item.text)
         if rejected:
             result.quarantined = len(rejected)
-            _quarantine(self.data / "quarantine" / "additions", rejected)
+            _quarantine(self.layout.quarantine_additions, rejected)
         ops = list(batch.values())
         result.added, result.replaced, result.deleted = (sum(o.op == kind for o in ops) for kind in OPS)
         return ops, sorted(dead)
@@ -507,7 +509,7 @@ class Adder:
     def _sweep(self, grace_seconds: float = 300) -> None:
         """Delete segment files no CURRENT names any more (merged, or a crash's leftovers) once
         no reader can still be opening them."""
-        folder = self.data / "additions" / self.current["version"]
+        folder = self.layout.segments_of(self.current["version"])
         named = {Path(s).name for s in self.current["additions"]["segments"]}
         for p in folder.iterdir():
             if p.name.split(".")[0] not in named and time.time() - p.stat().st_mtime > grace_seconds:
@@ -515,7 +517,7 @@ class Adder:
 
     def _write_segment(self, ids, texts, vecs, row_ids, rows, scores, dead, seq: int | None = None) -> str:
         seq = seq or self._additions()["next_seq"]
-        rel = f"additions/{self.current['version']}/{seq:06d}"
+        rel = self.layout.segment(self.current["version"], seq)
         prefix = self.data / rel
         if not prefix.parent.is_dir():  # a new folder's entry must survive a crash too
             prefix.parent.mkdir(parents=True)
@@ -583,7 +585,7 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
     put = "replace" if replace or on_duplicate == "update" else "add"
     st = path.stat()
     src = SourceFile("additions", path.name, fmt, st.st_size, st.st_mtime_ns, root=str(path.parent))
-    q = Quarantine(Path(data) / "quarantine" / "additions" / time.strftime("%Y%m%dT%H%M%S"), src)
+    q = Quarantine(Layout(data).quarantine_additions / time.strftime("%Y%m%dT%H%M%S"), src)
     total = AddResult()
     try:
         records = read_records(path.parent, src, q, batch_size=batch_size, max_record_bytes=max_record_bytes,
@@ -616,8 +618,8 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
     no-op for what was already in.
     """
     from shardvec.tasks.corpus import FORMATS, BadInputError
-    inbox = Path(data) / "inbox"
-    done, refused = inbox / ".done", Path(data) / "quarantine" / "inbox"
+    where = Layout(data)
+    inbox, done, refused = where.inbox, where.inbox_done, where.quarantine_inbox
     if inbox.is_symlink():
         raise BadInputError(f"{inbox} is a symlink; make it a folder inside the data directory and move the "
                             "files into it.")

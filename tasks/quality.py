@@ -21,6 +21,7 @@ import numpy as np
 from gensim.models import LsiModel, Word2Vec
 from gensim.test.utils import datapath
 
+from shardvec.tasks.layout import Layout
 from shardvec.tasks.similarity import SimilarityRows
 from shardvec.tasks.store import Space
 from shardvec.tasks.topk import exact_topk
@@ -145,12 +146,11 @@ def gate(metrics: dict, previous: dict | None, tolerances: dict) -> list[str]:
     return reasons
 
 
-HISTORY = "history.jsonl"
 
 
 def append_history(data: Path, entry: dict) -> None:
     """One line per run (published or refused), fsynced: the trend `shardvec history` prints."""
-    path = Path(data) / HISTORY
+    path = Layout(data).history
     line = json.dumps({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **entry}) + "\n"
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
@@ -159,7 +159,7 @@ def append_history(data: Path, entry: dict) -> None:
 
 
 def read_history(data: Path, last: int | None = None) -> list[dict]:
-    path = Path(data) / HISTORY
+    path = Layout(data).history
     if not path.exists():
         return []
     with open(path, encoding="utf-8") as f:

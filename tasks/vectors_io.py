@@ -23,6 +23,7 @@ import numpy as np
 
 from shardvec.tasks.atomic import atomic_path, fsync_dir, fsync_tree, write_json
 from shardvec.tasks.corpus import BadInputError, Quarantine, SourceFile
+from shardvec.tasks.layout import Layout
 from shardvec.tasks.store import DTYPES, Space, SpaceWriter, UnknownKeyError, map_npy, convert_space
 
 FORMATS = ("word2vec", "word2vec-binary", "glove", "fasttext")
@@ -67,7 +68,7 @@ def import_vectors(src: Path, data: Path, name: str, *, fmt: str = "auto", dtype
     _check_link(root / name, root)
     build = root / f".{name}-{secrets.token_hex(4)}"
     st = src.stat()
-    q = Quarantine(data / "quarantine", SourceFile("", src.name, fmt, st.st_size, st.st_mtime_ns, root="vectors"))
+    q = Quarantine(Layout(data).quarantine, SourceFile("", src.name, fmt, st.st_size, st.st_mtime_ns, root="vectors"))
     try:
         raw = build / "float32" if dtype != "float32" else build
         summary = _write(src, fmt, raw, rows_per_shard, q)
@@ -92,7 +93,7 @@ def import_vectors(src: Path, data: Path, name: str, *, fmt: str = "auto", dtype
 
 def _vectors_root(data: Path) -> Path:
     """DATA/vectors, refused if it leads out of the data directory (a link elsewhere)."""
-    root = data / "vectors"
+    root = Layout(data).vectors
     if not root.resolve().is_relative_to(data.resolve()):
         raise BadInputError(f"{root} leads out of the data directory; replace the link with a folder "
                             "of the data directory.")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 LAYERS = [
-    {"tasks.atomic", "tasks.corpus", "tasks.tokenize"},                      # files and input formats
+    {"tasks.atomic", "tasks.layout", "tasks.corpus", "tasks.tokenize"},      # files, the data directory's
+                                                                              # layout, input formats
     {"tasks.store", "tasks.keys", "tasks.lookup", "tasks.ledger", "tasks.publish",  # storage: spaces and their
      "tasks.runs"},                                                           # key index, ledger, CURRENT, runs
     {"tasks.topk", "tasks.similarity", "tasks.index", "tasks.embed", "tasks.rows",            # search: the top-k
