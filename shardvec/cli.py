@@ -10,11 +10,6 @@ from typing import Annotated, Optional
 
 import typer
 
-# Every flow run started from here (locally, or by `shardvec serve`) sends Prefect a heartbeat
-# every 30 s, so a killed run is marked Crashed (deploy/automations.yaml). Set before Prefect
-# is imported, which reads its settings once.
-os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
-
 app = typer.Typer(help="Keep the semantic vectors of a growing corpus up to date, and read them.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 query_app = typer.Typer(help="Read the published version: nearest words, similar statements, rows.",
@@ -372,6 +367,10 @@ def _short(text: str | None, n: int = 90) -> str:
 
 
 def main() -> None:
+    # Every flow run started from here (locally, or by `shardvec serve`) sends Prefect a heartbeat
+    # every 30 s, so a killed run is marked Crashed (deploy/automations.yaml). Set before any
+    # command imports Prefect, which reads its settings once.
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
     try:
         app()
     except _user_errors() as exc:

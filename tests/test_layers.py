@@ -126,6 +126,21 @@ def test_nothing_imports_the_folders_by_their_bare_names():
     assert bare == []
 
 
+def test_nothing_is_configured_at_import():
+    """Importing the flows (a deployment's entrypoint) and the CLI reads no settings and changes
+    no global configuration: a broken configuration fails the run that reads it, not the import."""
+    import os
+    import subprocess
+    import sys
+    code = ("import os, dask; before = dict(os.environ)\n"
+            "import shardvec.cli, shardvec.flows.nightly, shardvec.flows.backfill, shardvec.flows.serve\n"
+            "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n"
+            "assert dask.config.get('distributed.worker.profile.enabled') is True")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "SHARDVEC_LSI_NUM_TOPICS": "0"},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
 def test_the_wheel_installs_only_the_shardvec_namespace(tmp_path):
     import subprocess
     import sys
