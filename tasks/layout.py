@@ -26,55 +26,27 @@ from pathlib import Path
 COMPONENTS = ("models", "words", "statements", "words_index", "statements_index", "similarity")
 
 
+def _at(*parts: str, doc: str | None = None) -> property:
+    """A path below the layout's root."""
+    return property(lambda self: self.root.joinpath(*parts), doc=doc)
+
+
 @dataclass(frozen=True)
 class VersionLayout:
     """versions/<id>/: what one build writes, then publishes as a whole."""
 
-    dir: Path
+    root: Path
 
-    @property
-    def models(self) -> Path:
-        """dictionary, LSI, word2vec (gensim) and their plain exports (terms/, idf.npy)"""
-        return self.dir / "models"
-
-    @property
-    def words(self) -> Path:
-        return self.dir / "spaces" / "words"
-
-    @property
-    def statements(self) -> Path:
-        return self.dir / "spaces" / "statements"
-
-    @property
-    def words_index(self) -> Path:
-        return self.dir / "index" / "words"
-
-    @property
-    def statements_index(self) -> Path:
-        return self.dir / "index" / "statements"
-
-    @property
-    def similarity(self) -> Path:
-        return self.dir / "similarity"
-
-    @property
-    def manifest(self) -> Path:
-        return self.dir / "manifest.json"
-
-    @property
-    def work(self) -> Path:
-        """the build's scratch, removed before the version is published"""
-        return self.dir / "work"
-
-    @property
-    def plan(self) -> Path:
-        """which cached record each statement row holds (tasks/statements.py)"""
-        return self.work / "plan.npy"
-
-    @property
-    def rows_work(self) -> Path:
-        """the similarity rows' candidates before their merge"""
-        return self.work / "rows"
+    models = _at("models", doc="dictionary, LSI, word2vec (gensim) and their plain exports (terms/, idf.npy)")
+    words = _at("spaces", "words")
+    statements = _at("spaces", "statements")
+    words_index = _at("index", "words")
+    statements_index = _at("index", "statements")
+    similarity = _at("similarity")
+    manifest = _at("manifest.json")
+    work = _at("work", doc="the build's scratch, removed before the version is published")
+    plan = _at("work", "plan.npy", doc="which cached record each statement row holds (tasks/statements.py)")
+    rows_work = _at("work", "rows", doc="the similarity rows' candidates before their merge")
 
     def lsi_part(self, part: int) -> Path:
         return self.work / f"lsi-part-{part}"
@@ -85,52 +57,36 @@ class VersionLayout:
 
 @dataclass(frozen=True)
 class Layout:
-    """The data directory `data`, and where each thing in it lives."""
+    """The data directory `root`, and where each thing in it lives."""
 
-    data: Path
+    root: Path
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "data", Path(self.data))
+        object.__setattr__(self, "root", Path(self.root))
 
-    @property
-    def current(self) -> Path:
-        return self.data / "CURRENT"
-
-    @property
-    def corpus(self) -> Path:
-        return self.data / "corpus"
-
-    @property
-    def inbox(self) -> Path:
-        return self.data / "inbox"
-
-    @property
-    def inbox_done(self) -> Path:
-        return self.inbox / ".done"
-
-    @property
-    def stdin_spool(self) -> Path:
-        """where `shardvec add -` keeps what it reads from stdin until it is applied"""
-        return self.inbox / ".stdin"
-
-    @property
-    def tokens(self) -> Path:
-        return self.data / "cache" / "tokens"
-
-    @property
-    def versions(self) -> Path:
-        return self.data / "versions"
+    current = _at("CURRENT")
+    corpus = _at("corpus")
+    inbox = _at("inbox")
+    inbox_done = _at("inbox", ".done")
+    stdin_spool = _at("inbox", ".stdin", doc="what `shardvec add -` reads from stdin, until it is applied")
+    tokens = _at("cache", "tokens")
+    versions = _at("versions")
+    ledger = _at("ledger")
+    additions = _at("additions")
+    quarantine = _at("quarantine")
+    quarantine_additions = _at("quarantine", "additions",
+                               doc="records refused by `shardvec add`, the Python API and the inbox's files")
+    quarantine_inbox = _at("quarantine", "inbox",
+                           doc="inbox entries refused whole (links, unknown formats, unreadable files)")
+    vectors = _at("vectors")
+    reports = _at("reports")
+    history = _at("history.jsonl")
+    runs = _at(".runs")
+    run_lock = _at(".run.lock")
+    publish_lock = _at(".publish.lock")
 
     def version(self, version: str) -> VersionLayout:
         return VersionLayout(self.versions / version)
-
-    @property
-    def ledger(self) -> Path:
-        return self.data / "ledger"
-
-    @property
-    def additions(self) -> Path:
-        return self.data / "additions"
 
     def segments_of(self, version: str) -> Path:
         """the segments of adds and deletes made on top of `version`"""
@@ -139,41 +95,3 @@ class Layout:
     def segment(self, version: str, seq: int) -> str:
         """A segment's path prefix (.arrow, .npz), relative to the data directory, as CURRENT names it."""
         return f"{self.additions.name}/{version}/{seq:06d}"
-
-    @property
-    def quarantine(self) -> Path:
-        return self.data / "quarantine"
-
-    @property
-    def quarantine_additions(self) -> Path:
-        """records refused by `shardvec add`, the API and the inbox's files"""
-        return self.quarantine / "additions"
-
-    @property
-    def quarantine_inbox(self) -> Path:
-        """inbox entries refused whole (links, unknown formats, unreadable files)"""
-        return self.quarantine / "inbox"
-
-    @property
-    def vectors(self) -> Path:
-        return self.data / "vectors"
-
-    @property
-    def reports(self) -> Path:
-        return self.data / "reports"
-
-    @property
-    def history(self) -> Path:
-        return self.data / "history.jsonl"
-
-    @property
-    def runs(self) -> Path:
-        return self.data / ".runs"
-
-    @property
-    def run_lock(self) -> Path:
-        return self.data / ".run.lock"
-
-    @property
-    def publish_lock(self) -> Path:
-        return self.data / ".publish.lock"

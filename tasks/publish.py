@@ -108,12 +108,12 @@ def prepare(data: Path, version: str, components: dict[str, str], watermark: dic
         raise ValueError(f"cannot publish {version}: components {missing} missing")
     rel = {name: os.path.relpath(path, data) for name, path in components.items()}
     shutil.rmtree(v.work, ignore_errors=True)  # build scratch (the statement plan)
-    files = {str(p.relative_to(v.dir)): sha256_file(p) for p in sorted(v.dir.rglob("*"))
+    files = {str(p.relative_to(v.root)): sha256_file(p) for p in sorted(v.root.rglob("*"))
              if p.is_file() and p != v.manifest}
     write_json(v.manifest, {"format": FORMAT, "version": version, "components": rel,
                             "watermark": watermark, **summary, "files": files})
-    fsync_tree(v.dir)
-    fsync_dir(v.dir.parent)  # the entries naming the new folder, and versions/ on a first run
+    fsync_tree(v.root)
+    fsync_dir(v.root.parent)  # the entries naming the new folder, and versions/ on a first run
     fsync_dir(data)
     return {"format": FORMAT, "version": version, "components": rel, "watermark": watermark,
             "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}

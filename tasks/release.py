@@ -125,7 +125,7 @@ def verify_version(data: Path, version: str) -> list[str]:
         return [f"{v.manifest} cannot be read ({exc})"]
     problems = []
     for rel, digest in manifest.get("files", {}).items():
-        path = v.dir / rel
+        path = v.root / rel
         if not path.exists():
             problems.append(f"{path} is missing")
         elif sha256_file(path) != digest:
