@@ -34,11 +34,11 @@ import pyarrow as pa
 from shardvec.tasks.atomic import fsync_dir
 from shardvec.tasks.corpus import check_record
 from shardvec.tasks.embed import Embedder
+from shardvec.tasks.keys import key_hash, key_hashes
+from shardvec.tasks.layout import Layout
 from shardvec.tasks.ledger import OPS, Ledger, Op, ops_from
 from shardvec.tasks.publish import PublishLock, require_current, swap
 from shardvec.tasks.similarity import SimilarityRows
-from shardvec.tasks.keys import key_hash, key_hashes
-from shardvec.tasks.layout import Layout
 from shardvec.tasks.store import Space
 from shardvec.tasks.tokenize import Tokenizer
 from shardvec.tasks.topk import exact_topk, fold_block, merge_topk, score_blocks

@@ -47,7 +47,8 @@ def own_tile(space_dir: Path, tile: int, work_dir: Path, *, k: int, tile_rows: i
     scores = np.empty((len(t.vecs), k), dtype=np.float32)
     for b in range(0, len(t.vecs), block_rows):
         q = t.vecs[b:b + block_rows]
-        rows[b:b + len(q)], scores[b:b + len(q)] = exact_topk(t, q, k, exclude=np.arange(t.first + b, t.first + b + len(q)))
+        own = np.arange(t.first + b, t.first + b + len(q))
+        rows[b:b + len(q)], scores[b:b + len(q)] = exact_topk(t, q, k, exclude=own)
     work_dir = Path(work_dir)
     _save(work_dir, tile, tile, rows, scores)
     np.save(work_dir / f"bound-{tile}.npy", scores[:, -1])  # -inf where the tile has fewer than k others
