@@ -11,12 +11,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 LAYERS = [
-    {"tasks.atomic", "tasks.layout", "tasks.corpus", "tasks.tokenize"},      # files, the data directory's
-                                                                              # layout, input formats
-    {"tasks.store", "tasks.keys", "tasks.lookup", "tasks.ledger", "tasks.publish",  # storage: spaces and their
-     "tasks.runs"},                                                           # key index, ledger, CURRENT, runs
-    {"tasks.topk", "tasks.similarity", "tasks.index", "tasks.embed", "tasks.rows",            # search: the top-k
-     "tasks.partitioned"},                                                    # kernel and what uses it
+    {"tasks.atomic", "tasks.layout", "tasks.corpus", "tasks.tokenize"},      # files, data dir layout, input
+    {"tasks.store", "tasks.keys", "tasks.lookup", "tasks.ledger", "tasks.publish",
+     "tasks.runs"},                                                           # storage: spaces, ledger, CURRENT, runs
+    {"tasks.topk", "tasks.similarity", "tasks.index", "tasks.embed", "tasks.rows",
+     "tasks.partitioned"},                                                    # search: the top-k kernel and its users
     {"tasks.additions", "tasks.release", "tasks.statements"},                 # release and additions
     {"tasks.vocab", "tasks.lsi", "tasks.word2vec", "tasks.quality", "tasks.vectors_io", "tasks.report",
      "tasks.trends"},                                                         # models and what reports on them
