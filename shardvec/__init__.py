@@ -21,8 +21,9 @@ def open_vectors(path: str | Path, name: str | None = None):
 
     >>> v = shardvec.open_vectors("data", "crawl"); v.vector("cat"); v.vectors(["a", "b"])
     """
+    from shardvec.tasks.layout import Layout
     from shardvec.tasks.vectors_io import Vectors
-    return Vectors(Path(path) / "vectors" / name if name else Path(path))
+    return Vectors(Layout(path).vectors / name if name else Path(path))
 
 
 def add(records, data: str | Path | None = None, replace: bool = False) -> dict:

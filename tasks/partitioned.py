@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shardvec.tasks.atomic import save_npy, sha256_file
-from shardvec.tasks.similarity import _block_top, _unit, best_per_row, score_blocks
+from shardvec.tasks.atomic import save_npy
+from shardvec.tasks.similarity import write_tile
 from shardvec.tasks.store import Space, shard_name
+from shardvec.tasks.topk import NO_ROWS, best_per_row, empty_topk, fold_block, score_blocks, unit_rows
 
 MB = 1 << 20
 # Resident before any rows are touched: the interpreter, numpy/scipy/gensim, a Dask worker and
@@ -52,7 +53,7 @@ def clusters_for(statements: int, cluster_rows: int) -> int:
 
 def _sample(space: Space, size: int, rng: np.random.Generator) -> np.ndarray:
     picks = np.sort(rng.choice(len(space), size=min(size, len(space)), replace=False))
-    return _unit(space.rows(picks).astype(np.float32, copy=False))
+    return unit_rows(space.vectors_at(picks).astype(np.float32, copy=False))
 
 
 def nearest(vecs: np.ndarray, centroids: np.ndarray, probes: int, cells: int) -> np.ndarray:
@@ -81,7 +82,7 @@ def train_centroids(space_dir: Path, work_dir: Path, *, clusters: int, sample: i
         sums, sizes = _cluster_sums(x, label, len(c))
         empty = np.flatnonzero(sizes == 0)
         sums[empty] = x[rng.choice(len(x), size=len(empty), replace=False)]  # re-seed empty clusters
-        c = _unit(sums)
+        c = unit_rows(sums)
     path = save_npy(Path(work_dir) / "centroids.npy", c.astype(np.float32))
     return {"centroids": str(path), "clusters": len(c), "sample": len(x)}
 
@@ -101,7 +102,7 @@ def assign_shard(space_dir: Path, shard: int, work_dir: Path, *, probes: int, me
     space, work_dir = Space(space_dir), Path(work_dir)
     centroids = np.load(work_dir / "centroids.npy")
     probes = min(probes, len(centroids))
-    vecs = _unit(np.asarray(space.vectors(shard), dtype=np.float32))
+    vecs = unit_rows(np.asarray(space.shard_vectors(shard), dtype=np.float32))
     near = nearest(vecs, centroids, probes, score_cells(memory_budget_mb))
     save_npy(work_dir / shard_name("assign", shard, "npy"), near)
     np.save(work_dir / shard_name("counts", shard, "npy"),
@@ -171,15 +172,17 @@ def score_tasks_for(statements: int, tile_rows: int, workers: int) -> int:
 
 
 class _Candidates:
-    """One cluster's candidate rows, gathered from the space a block at a time (never whole)."""
+    """One cluster's candidate rows, gathered from the space a block at a time (never whole):
+    a `topk.Scannable` whose row i is the space's row `rows[i]`."""
     normalized = True
+    dead = NO_ROWS
 
     def __init__(self, space: Space, rows: np.ndarray):
         self.space, self.rows = space, rows
 
     def blocks(self, columns: int):
         for s in range(0, len(self.rows), columns):
-            yield s, _unit(self.space.rows(np.asarray(self.rows[s:s + columns])))
+            yield s, unit_rows(self.space.vectors_at(np.asarray(self.rows[s:s + columns])))
 
 
 def score_task(space_dir: Path, work_dir: Path, task: int, tasks: int, *, k: int, max_queries: int,
@@ -210,21 +213,17 @@ def _score_unit(space: Space, members: np.ndarray, queries: np.ndarray, k: int, 
     cands = _Candidates(space, members)
     own = np.searchsorted(members, queries)  # every query is among its own cluster's candidates
     block = max(1, min(1024, cells // 4096))
-    q_rows, q_scores = _empty(len(queries), k)
-    m_rows, m_scores = _empty(len(members), k)
+    q_rows, q_scores = empty_topk(len(queries), k)
+    m_rows, m_scores = empty_topk(len(members), k)
     for b in range(0, len(queries), block):
-        r, s = _empty(min(block, len(queries) - b), k)
-        for start, cols, scores in score_blocks(cands, space.rows(queries[b:b + block]), own[b:b + block], cells):
-            r, s = _block_top(r, s, start, scores, k)
+        r, s = empty_topk(min(block, len(queries) - b), k)
+        for start, cols, scores in score_blocks(cands, space.vectors_at(queries[b:b + block]), own[b:b + block], cells):
+            r, s = fold_block(r, s, start, scores, k)
             end = start + len(cols)
-            m_rows[start:end], m_scores[start:end] = _block_top(m_rows[start:end], m_scores[start:end], b,
+            m_rows[start:end], m_scores[start:end] = fold_block(m_rows[start:end], m_scores[start:end], b,
                                                                 np.ascontiguousarray(scores.T), k)
         q_rows[b:b + len(r)], q_scores[b:b + len(r)] = r, s
     return (queries, _global(members, q_rows, q_scores), q_scores), (members, _global(queries, m_rows, m_scores), m_scores)
-
-
-def _empty(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf, dtype=np.float32)
 
 
 def _global(rows: np.ndarray, local: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -252,12 +251,7 @@ def merge_tile(work_dir: Path, tile: int, tasks: int, out_dir: Path, *, k: int, 
     keep = cand >= 0
     local, cand, score = local[keep], cand[keep], score[keep]
     once = np.unique(local * statements + cand, return_index=True)[1]  # a pair found from both sides
-    rows, scores = best_per_row(local[once], cand[once], score[once], n, k)
-    out_dir = Path(out_dir)
-    r_path = save_npy(out_dir / shard_name("rows", tile, "npy"), rows)
-    s_path = save_npy(out_dir / shard_name("scores", tile, "npy"), scores)
-    return {"shard": tile, "rows": n, "files": [r_path.name, s_path.name],
-            "sha256": {p.name: sha256_file(p) for p in (r_path, s_path)}}
+    return write_tile(out_dir, tile, *best_per_row(local[once], cand[once], score[once], n, k))
 
 
 def partitioned_rows(space_dir: Path, work_dir: Path, out_dir: Path, *, k: int, tile_rows: int, cluster_rows: int,

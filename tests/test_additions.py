@@ -16,7 +16,7 @@ import shardvec
 from shardvec.tasks import skins
 from shardvec.tasks.additions import Adder, Statements
 from shardvec.tasks.publish import read_current
-from shardvec.tasks.similarity import exact_topk
+from shardvec.tasks.topk import exact_topk
 from tests.conftest import lee_lines, run_nightly, small_settings
 
 SENTENCES = [s.strip() for line in lee_lines("lee.cor") for s in line.split(". ") if len(s.split()) > 5]
@@ -38,7 +38,7 @@ def assert_rows_exact(data):
     top-k over all live statements, and holds at least k (or every other live statement)."""
     view = Statements(data, read_current(data))
     live = np.array([r for r in range(len(view)) if not view.is_dead(r)])
-    exact_r, exact_s = exact_topk(view, view.vectors(live), view.width, exclude=live)
+    exact_r, exact_s = exact_topk(view, view.vectors_at(live), view.width, exclude=live)
     for i, r in enumerate(live):
         got_r, got_s = view.full_row(int(r))
         held = int((got_r >= 0).sum())

@@ -15,7 +15,8 @@ from gensim.models import LsiModel, TfidfModel
 from gensim.utils import simple_preprocess
 
 from shardvec.tasks import partitioned
-from shardvec.tasks.similarity import SimilarityRows, exact_topk, finish_rows, recall_at_k, rows_recall
+from shardvec.tasks.similarity import SimilarityRows, finish_rows, rows_recall
+from shardvec.tasks.topk import exact_topk, recall_at_k
 from shardvec.tasks.store import Space, write_shard, finish_space
 from tests.conftest import lee_lines, small_settings
 
@@ -57,13 +58,13 @@ def test_partitioned_rows_reach_recall_095_on_real_lsi_vectors(wiki_space, tmp_p
     sim = _rows(wiki_space, tmp_path)
     space = Space(wiki_space)
     every = np.arange(N)
-    truth, truth_s = exact_topk(space, space.rows(every), 10, exclude=every)
+    truth, truth_s = exact_topk(space, space.vectors_at(every), 10, exclude=every)
     found = [sim.row(r) for r in every]
     rows, scores = np.stack([r for r, _ in found]), np.stack([s for _, s in found])
     assert recall_at_k(rows, truth, scores, truth_s) >= 0.95
     assert (rows != every[:, None]).all() and (rows >= 0).all()  # never itself, always k rows
     # a stored score is the true cosine of the row it names, sorted best first
-    true = np.einsum("ij,ikj->ik", space.rows(every), space.rows(rows.ravel()).reshape(N, 10, -1))
+    true = np.einsum("ij,ikj->ik", space.vectors_at(every), space.vectors_at(rows.ravel()).reshape(N, 10, -1))
     assert np.allclose(scores, true, atol=1e-5) and (np.diff(scores, axis=1) <= 0).all()
 
 
