@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -20,6 +21,15 @@ from gensim.test.utils import datapath
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Prefect writes into its home (a memo store; the results of failed runs under storage/): the
+# tests and the processes they start get a temporary one, not the checkout's .prefect or
+# ~/.prefect. Set before Prefect is imported, which reads its settings once.
+PREFECT_HOME = Path(tempfile.mkdtemp(prefix="shardvec-tests-prefect-"))
+os.environ["PREFECT_HOME"] = str(PREFECT_HOME)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(PREFECT_HOME, ignore_errors=True)
 
 from shardvec.config import load_settings  # noqa: E402
 
