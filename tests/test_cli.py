@@ -1,18 +1,13 @@
-"""The shardvec command: help everywhere, one-sentence errors, queries over a published store."""
+"""The shardvec command: help everywhere, one-sentence errors, queries over a published store.
+Run in this process (tests/conftest.py's shardvec_cli: `shardvec.cli.main` under Typer's runner)."""
 
-import os
-import subprocess
 import sys
 
 import pytest
 from typer.testing import CliRunner
 
 from shardvec.cli import app, query_app
-
-
-def shardvec(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "shardvec.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120)
+from tests.conftest import shardvec_cli as shardvec
 
 
 @pytest.mark.parametrize("typer_app,name", [(app, c.name or c.callback.__name__) for c in app.registered_commands]
