@@ -261,7 +261,10 @@ def mark_crashed(data: DataOpt = None) -> None:
     typer.echo("\n".join(f"marked flow run {m} Crashed" for m in marked) or "no dead runs found")
 
 
-@query_app.command("word")
+# The verbs are the reader's (`Store.neighbours`, `.similar`, `.row`); word, text and id are the
+# names of the first release, kept as hidden aliases.
+@query_app.command("neighbours")
+@query_app.command("word", hidden=True)
 def query_word(word: str, k: KOpt = 10, data: DataOpt = None) -> None:
     """The words nearest to WORD."""
     store = _open(data)
@@ -269,7 +272,8 @@ def query_word(word: str, k: KOpt = 10, data: DataOpt = None) -> None:
         typer.echo(f"{hit.score:8.4f}  {hit.key}")
 
 
-@query_app.command("text")
+@query_app.command("similar")
+@query_app.command("text", hidden=True)
 def query_text(text: str, k: KOpt = 10, data: DataOpt = None) -> None:
     """The published statements most similar to TEXT."""
     store = _open(data)
@@ -280,7 +284,8 @@ def query_text(text: str, k: KOpt = 10, data: DataOpt = None) -> None:
         typer.echo(f"{hit.score:8.4f}  {hit.key}  {_short(hit.text)}")
 
 
-@query_app.command("id")
+@query_app.command("row")
+@query_app.command("id", hidden=True)
 def query_id(statement_id: str, data: DataOpt = None) -> None:
     """The stored similarity row of statement ID."""
     store = _open(data)
@@ -347,12 +352,12 @@ def demo(data: DataOpt = None) -> None:
     store = _open(s.data)
     for word in ("government", "music", "computer"):
         if word in store.words:
-            typer.echo(f"\n$ shardvec query word {word} -k 5")
+            typer.echo(f"\n$ shardvec query neighbours {word} -k 5")
             query_word(word, 5, s.data)
-    typer.echo('\n$ shardvec query text "firefighters battle bushfires in new south wales" -k 3')
+    typer.echo('\n$ shardvec query similar "firefighters battle bushfires in new south wales" -k 3')
     query_text("firefighters battle bushfires in new south wales", 3, s.data)
     first = store.statements.key(0)
-    typer.echo(f"\n$ shardvec query id {first}")
+    typer.echo(f"\n$ shardvec query row {first}")
     query_id(first, s.data)
 
 
