@@ -83,6 +83,29 @@ def test_partitioned_rows_are_read_like_exact_rows(wiki_space, tmp_path):
     assert last.shape == (N - 3 * 1024, 10) and last.dtype == np.int64
 
 
+def test_gathers_read_the_space_without_mapping_it(tmp_path):
+    """Score tasks gather rows spread over the whole space. Through the mapping each fault maps
+    a folio of neighbours, and a process ends up holding most of the space (1,094 MB at 1M
+    statements); `Space.read` reads the rows alone. Same values as `rows` in every dtype."""
+    import psutil
+    from shardvec.tasks.store import convert_space
+    rng = np.random.default_rng(0)
+    n, dim = 80_000, 200  # 64 MB of vectors
+    space = tmp_path / "space"
+    vecs = rng.standard_normal((n, dim), dtype=np.float32)
+    finish_space(space, [write_shard(space, i, vecs[s:s + 20_000], [str(j) for j in range(s, s + 20_000)])
+                         for i, s in enumerate(range(0, n, 20_000))], dim=dim, rows_per_shard=20_000,
+                 normalized=False)
+    picks = rng.choice(n, 4000, replace=False)
+    for dtype in ("float32", "float16", "int8"):
+        s = Space(space if dtype == "float32" else convert_space(space, tmp_path / dtype, dtype) and tmp_path / dtype)
+        assert np.array_equal(s.read(picks), s.rows(picks))
+    s, proc = Space(space), psutil.Process()
+    before = proc.memory_info().rss
+    got = s.read(np.sort(picks))
+    assert proc.memory_info().rss - before < 2 * got.nbytes + (8 << 20)  # the rows, not the space
+
+
 def test_a_large_cluster_scores_within_the_memory_budget(tmp_path):
     """One cluster of 60k statements (everything in one cluster): the score task's Python-side
     allocations stay within the budget's working share, not the cluster's n^2 scores (14 GB)."""
