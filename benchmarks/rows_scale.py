@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -152,7 +153,6 @@ def workers() -> Iterator[ProcessPoolExecutor]:
     inherit a BLAS already started with a thread per core: 2 x 2 threads on 2 cores, measured
     2x slower on the score tasks than the nightly runs them."""
     import multiprocessing
-    import os
     env = dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MALLOC_TRIM_THRESHOLD_="65536")
     saved = {var: os.environ.get(var) for var in env}
     os.environ.update(env)  # read by each worker as it starts (workers start as tasks arrive)
@@ -169,7 +169,8 @@ def workers() -> Iterator[ProcessPoolExecutor]:
 
 def _run(fn, *args, **kwargs) -> dict:
     from shardvec.tasks.skins import measured
-    return measured(fn)(*args, **kwargs)
+    cpu = time.process_time()
+    return {**measured(fn)(*args, **kwargs), "cpu_seconds": time.process_time() - cpu}
 
 
 def _phase(pool, calls) -> list[dict]:
@@ -195,6 +196,9 @@ def partitioned(space: Path, out: Path, n: int, pool, s) -> list[list[dict]]:
                                                                iterations=s.kmeans_iterations, **b))]),
             _phase(pool, [(p.assign_shard, space, i, w, dict(probes=s.probes, **b)) for i in range(Space(space).n_shards)]),
             _phase(pool, [(p.group, space, w, {})]),
+            _phase(pool, [(p.own_task, space, w, t, tasks, dict(k=s.width, max_queries=s.tile_rows, **b))
+                          for t in range(tasks)]),
+            _phase(pool, [(p.bounds, w, tasks, n, {})]),
             _phase(pool, [(p.score_task, space, w, t, tasks, dict(k=s.width, max_queries=s.tile_rows, **b))
                           for t in range(tasks)]),
             _phase(pool, [(p.merge_tile, w, t, tasks, out / "rows", dict(k=s.width, tile_rows=s.tile_rows, statements=n))
@@ -273,8 +277,15 @@ def measure(n: int, method: str) -> dict:
     result = {"seconds": round(seconds, 1), "peak_rss_mb": max(steps),
               "peak_anon_mb": max(r["peak_anon_mb"] for ph in phases for r in ph),
               "phase_seconds": [round(sum(r["seconds"] for r in ph), 1) for ph in phases],
+              "phase_cpu_seconds": [round(sum(r["cpu_seconds"] for r in ph), 1) for ph in phases],
+              "phase_peak_rss_mb": steps,
+              # CPU time of the workers: what the machine's other load does not change much
+              "cpu_seconds": round(sum(r.get("cpu_seconds", 0) for ph in phases for r in ph), 1),
+              "load_average_1min": round(os.getloadavg()[0], 1),  # the machine is shared
               "recall_at_10": recall(n, stored_rows(out / "rows", picks))}
     if method == "partitioned":
+        result["products"] = sum(r.get("products", 0) for r in phases[-2])
+        result["cross_candidates"] = sum(r.get("candidates", 0) for r in phases[-2])
         result["settings"] = {knob: getattr(s, knob) for knob in PARTITIONED_KNOBS}
     shutil.rmtree(out / "work", ignore_errors=True)
     return result
