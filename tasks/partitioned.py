@@ -38,11 +38,11 @@ MB = 1 << 20
 # Resident before any rows are touched: the interpreter, numpy/scipy/gensim, a Dask worker and
 # its Prefect client (measured 250-330 MB); the rest of the budget is working memory.
 BASELINE_MB = 384
-# Bytes per score cell at the kernel's peak: the float32 score, argpartition's int64 index and
-# a float32 temporary on the first block; masks and gathers are a few more.
+# Bytes per score cell at the kernel's peak, with room to spare: the float32 score, the boolean
+# masks of the bounds and their union (`_cross`), or the group maxima (`_keep`).
 CELL_BYTES = 24
 # Above 4M cells (the exact search's block) a block is no faster: BLAS already runs at full
-# speed, and the first block's argpartition only gets wider.
+# speed, and the block's masks only get larger.
 MAX_CELLS = 1 << 22
 
 
@@ -254,8 +254,8 @@ def score_task(space_dir: Path, work_dir: Path, task: int, tasks: int, *, k: int
     it: a compare per product instead of a top-k, and only the products that can still enter
     a row are kept, at most the best k per statement (the held candidates are cut to that
     whenever they outgrow an eighth of a score block, so RAM stays bounded whatever the
-    bounds). Written as
-    flat (statement, neighbour, score), sorted by statement: cross-TTTTT-{stmt,rows,scores}.npy."""
+    bounds). Written as flat (statement, neighbour, score), sorted by statement:
+    cross-TTTTT-{stmt,rows,scores}.npy."""
     space, work_dir = Space(space_dir), Path(work_dir)
     bound = np.load(work_dir / "bounds.npy", mmap_mode="r")
     cells = score_cells(memory_budget_mb)
