@@ -29,7 +29,8 @@ from shardvec.config import load_settings  # noqa: E402
 from shardvec.tasks.additions import Adder, Statements  # noqa: E402
 from shardvec.tasks.publish import read_current  # noqa: E402
 from shardvec.tasks.rows import rows_for_tile  # noqa: E402
-from shardvec.tasks.similarity import exact_topk, recall_at_k, tile_count  # noqa: E402
+from shardvec.tasks.similarity import tile_count  # noqa: E402
+from shardvec.tasks.topk import exact_topk, recall_at_k  # noqa: E402
 
 SIZES = (25_000, 50_000, 100_000)
 
@@ -153,7 +154,7 @@ def run(data: Path, current: dict, singles: int, deletes: int = 100) -> dict:
     view = Statements(data, read_current(data))
     check = np.unique(np.concatenate([np.arange(n, len(view)), rng.choice(n, 2000, replace=False)]))
     check = check[[not view.is_dead(int(r)) for r in check]]
-    exact, exact_s = exact_topk(view, view.vectors(check), k, exclude=check)
+    exact, exact_s = exact_topk(view, view.vectors_at(check), k, exclude=check)
     stored = [view.row(int(r)) for r in check]
     stored_r, stored_s = np.stack([s[0] for s in stored]), np.stack([s[1] for s in stored])
     recall_strict = recall_at_k(stored_r, exact)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import WORK, save
-from shardvec.tasks.similarity import exact_topk, recall_at_k
+from shardvec.tasks.topk import exact_topk, recall_at_k
 from shardvec.tasks.store import DTYPES, Space, convert_space
 
 
@@ -51,7 +51,7 @@ def oov(vectors_dir: Path, model: str) -> dict:
 def measure(space_dir: Path, sample: int = 1000) -> dict:
     base = Space(space_dir)
     picks = np.sort(np.random.default_rng(0).choice(len(base), size=min(sample, len(base)), replace=False))
-    truth, truth_s = exact_topk(base, base.rows(picks), 10, exclude=picks)
+    truth, truth_s = exact_topk(base, base.vectors_at(picks), 10, exclude=picks)
     keys = [base.key(int(r)) for r in picks]
     out = {}
     with tempfile.TemporaryDirectory(dir=WORK) as tmp:
@@ -60,7 +60,7 @@ def measure(space_dir: Path, sample: int = 1000) -> dict:
             if path != space_dir:
                 convert_space(space_dir, path, dtype)
             space = Space(path)
-            found, found_s = exact_topk(space, space.rows(picks), 10, exclude=picks)
+            found, found_s = exact_topk(space, space.vectors_at(picks), 10, exclude=picks)
             for k in keys:  # warm
                 space.vector(k)
             times = []

@@ -46,7 +46,7 @@ def latency(data: Path, n: int = 20_000, rounds: int = 5) -> dict:
             passes.append(_pcts(times))
         out[name] = {**min(passes, key=lambda p: p["p50_us"]), "p50_us_every_pass": [p["p50_us"] for p in passes]}
         # the plain alternative, in the same run: every key in a dict, every vector in RAM
-        ram = np.concatenate([np.asarray(space.vectors(s)) for s in range(space.n_shards)])
+        ram = np.concatenate([np.asarray(space.shard_vectors(s)) for s in range(space.n_shards)])
         index = {space.key(r): r for r in range(len(space))}
         plain = []
         for _ in range(rounds):
@@ -68,9 +68,9 @@ def gather(data: Path, n: int = 10_000, repeat: int = 5) -> dict:
     ram = np.concatenate([np.asarray(space.shard(s)) for s in range(space.n_shards)])
     rng = np.random.default_rng(1)
     rows = rng.integers(0, len(space), size=n)
-    assert np.array_equal(space.rows(rows), ram[rows])
+    assert np.array_equal(space.vectors_at(rows), ram[rows])
     best = lambda fn: min(_timed(fn) for _ in range(repeat))  # noqa: E731
-    store_s, ram_s = best(lambda: space.rows(rows)), best(lambda: ram[rows])
+    store_s, ram_s = best(lambda: space.vectors_at(rows)), best(lambda: ram[rows])
     return {"rows": n, "store_ms": round(store_s * 1e3, 2), "numpy_in_ram_ms": round(ram_s * 1e3, 2),
             "ratio": round(store_s / ram_s, 2)}
 

@@ -229,13 +229,13 @@ def annoy_plain(n: int, out: Path) -> dict:
 
 def truth(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SAMPLE statements and their exact top-k (cached)."""
-    from shardvec.tasks.similarity import exact_topk
+    from shardvec.tasks.topk import exact_topk
     from shardvec.tasks.store import Space
     path = HERE / f"truth-{n}.npz"
     if not path.exists():
         picks = np.sort(np.random.default_rng(SEED).choice(n, SAMPLE, replace=False))
         space = Space(space_for(n))
-        r, s = exact_topk(space, space.rows(picks), K, exclude=picks)
+        r, s = exact_topk(space, space.vectors_at(picks), K, exclude=picks)
         np.savez(path, picks=picks, rows=r, scores=s)
     z = np.load(path)
     return z["picks"], z["rows"], z["scores"]
@@ -243,7 +243,7 @@ def truth(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def recall(n: int, rows: np.ndarray) -> float:
     """recall@10 against exact on the sample; rows are (SAMPLE, K) neighbour rows."""
-    from shardvec.tasks.similarity import recall_at_k
+    from shardvec.tasks.topk import recall_at_k
     picks, t_rows, t_scores = truth(n)
     x = vectors(n)
     found_s = np.einsum("ij,ikj->ik", np.asarray(x[picks]), np.asarray(x[np.maximum(rows, 0).ravel()]).reshape(len(picks), K, -1))

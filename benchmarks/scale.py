@@ -173,22 +173,12 @@ def _report(log: Path) -> dict:
 
 def plain_recall(work: Path, sample: int = 1000) -> float:
     """recall@10 of the plain script's Annoy rows against exact search over its own vectors."""
-    from shardvec.tasks.similarity import exact_topk, recall_at_k
-
-    class InRam:  # its vectors, in the shape exact_topk reads
-        normalized = True
-
-        def __init__(self, vecs):
-            self.vecs = vecs
-
-        def blocks(self, columns):
-            for s in range(0, len(self.vecs), columns):
-                yield s, self.vecs[s:s + columns]
+    from shardvec.tasks.topk import RowsInRam, exact_topk, recall_at_k
 
     vecs = np.load(work / "plain" / "statements.npy", mmap_mode="r")
     rows = np.load(work / "plain" / "rows.npy", mmap_mode="r")
     picks = np.sort(np.random.default_rng(1).choice(len(vecs), size=sample, replace=False))
-    exact, exact_s = exact_topk(InRam(vecs), np.asarray(vecs[picks]), rows.shape[1], exclude=picks)
+    exact, exact_s = exact_topk(RowsInRam(vecs), np.asarray(vecs[picks]), rows.shape[1], exclude=picks)
     found = np.asarray(rows[picks])
     found_s = np.einsum("id,ikd->ik", np.asarray(vecs[picks]), np.asarray(vecs[np.maximum(found, 0)]))
     return round(recall_at_k(found, exact, found_s, exact_s), 4)

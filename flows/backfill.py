@@ -6,14 +6,13 @@ from typing import Literal
 
 from prefect import flow
 
-from shardvec.config import load_settings
 from shardvec.flows.operate import operated
 from shardvec.flows.params import run_settings
 from shardvec.flows.pipeline import build_and_publish
-from shardvec.flows.runtime import task_runner
+from shardvec.flows.runtime import SettingsTaskRunner
 
 
-@flow(name="backfill", log_prints=True, task_runner=task_runner(load_settings()))
+@flow(name="backfill", log_prints=True, task_runner=SettingsTaskRunner)
 def backfill(start: str | None = None, end: str | None = None, partitions: list[str] | None = None,
              mode: Literal["update", "rebuild"] = "update", overrides: dict | None = None,
              force: bool = False) -> dict:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from prefect import flow
 
-from shardvec.config import load_settings
 from shardvec.flows.operate import operated
 from shardvec.flows.params import run_settings
 from shardvec.flows.pipeline import build_and_publish
-from shardvec.flows.runtime import task_runner
+from shardvec.flows.runtime import SettingsTaskRunner
 
 
-@flow(name="nightly", log_prints=True, task_runner=task_runner(load_settings()))
+@flow(name="nightly", log_prints=True, task_runner=SettingsTaskRunner)
 def nightly(overrides: dict | None = None, force: bool = False) -> dict:
     """Process new partitions (all of them on the first night) and publish a new version.
 

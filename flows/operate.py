@@ -22,6 +22,7 @@ from pathlib import Path
 from shardvec.config import Settings
 from shardvec.tasks import report as run_report
 from shardvec.tasks import runs
+from shardvec.tasks.layout import Layout
 
 GATE_EVENT = "shardvec.quality-gate.refused"
 
@@ -61,7 +62,7 @@ def mark_dead_runs_crashed(data: Path) -> list[str]:
 class OperatedRun:
     def __init__(self, s: Settings, flow: str, run_id: str | None):
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        self.dir = s.data / "reports" / (f"{stamp}-{flow}" + (f"-{run_id[:8]}" if run_id else ""))
+        self.dir = Layout(s.data).reports / (f"{stamp}-{flow}" + (f"-{run_id[:8]}" if run_id else ""))
         self.dask_report = self.dir / "dask-performance.html"
 
     def keep(self, report: dict) -> dict:

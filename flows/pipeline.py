@@ -1,34 +1,45 @@
-"""The build every publishing flow shares: tokenize, train, write, index, rows, publish, report.
+"""The build every publishing flow shares, stage by stage:
 
-Only wiring: each call below is a task from `tasks.skins`; what passes between them is paths
-and small summaries. `mode="update"` continues the published models on the new partitions
-only; `mode="rebuild"` trains from scratch on every selected partition.
+    inputs    what the version holds: the corpus partitions, and the ledger's live additions
+    tokenize  each input file into its token cache
+    train     the statement plan, the vocabulary, LSI (parts, then a merge) and word2vec
+    write     statement vectors projected with the new LSI, and the word vectors
+    search    Annoy indexes of both spaces, and every statement's similarity row
+    check     recall@10 of the indexes and rows against exact search; quality and drift
+    publish   the version made live, with the ledger's newer operations replayed on top
+
+Only wiring: every step is a task from `tasks.skins` (the Prefect UI shows each one); what
+passes between them is paths and small summaries, which each stage gathers into the typed
+result the next stages read. `mode="update"` continues the published models on the new
+partitions only; `mode="rebuild"` trains from scratch on every selected partition.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from prefect.futures import PrefectFuture
+
 from shardvec.config import Settings
-from shardvec.tasks import quality, skins
-from shardvec.tasks.corpus import SourceFile, select_partitions
-from shardvec.tasks.ledger import Replay, replay_for_build
-from shardvec.tasks.publish import RunLock, new_version_id, read_current, version_dir
-from shardvec.flows.progress import RunProgress
 from shardvec.flows.artifacts import publish_artifacts
-from shardvec.tasks.report import MEASURED, PeakRSS, render_text, step_rows
+from shardvec.flows.progress import RunProgress
+from shardvec.tasks import quality, skins
+from shardvec.tasks.corpus import Selection, SourceFile, select_partitions
+from shardvec.tasks.layout import Layout, VersionLayout
+from shardvec.tasks.ledger import Replay
 from shardvec.tasks.partitioned import clusters_for, score_tasks_for
+from shardvec.tasks.publish import RunLock, new_version_id, read_current
+from shardvec.tasks.report import MEASURED, PeakRSS, render_text, step_rows
 from shardvec.tasks.rows import tile_pairs
 from shardvec.tasks.similarity import tile_count
 from shardvec.tasks.statements import shard_count
 from shardvec.tasks.tokenize import Tokenizer
 
-
-# the steps every build waits on (progress counts them; vocabulary and merge-rows come on top)
-BASE_STEPS = ("tokenize", "train", "project-statements", "write-word-vectors", "index-words", "index-statements",
-              "similarity-rows", "recall", "evaluate", "publish")
+# the ledger's live additions, read as two more input files after the corpus partitions
+LEDGER_OLD, LEDGER_NEW = "~ledger/old", "~ledger/new"
 
 
 class QualityGateError(RuntimeError):
@@ -38,38 +49,31 @@ class QualityGateError(RuntimeError):
 def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partitions: list[str] | None = None,
                       start: str | None = None, end: str | None = None, skip_if_nothing_new: bool = True,
                       force: bool = False) -> dict:
-    data = s.data
     started = time.perf_counter()
-    with RunLock(data), PeakRSS() as flow_mem:
-        current = read_current(data)
-        found = skins.discover_task(data / "corpus")
-        files = [SourceFile(**f) for f in found["files"]]
-        done = current["watermark"]["partitions"] if current else []
-        sel = select_partitions(sorted({f.partition for f in files}), done, mode=mode,
-                                partitions=partitions, start=start, end=end)
-        built = _published(data, current).get("ledger", 0)
-        replay = replay_for_build(data, current, built, rebuild=mode == "rebuild" or current is None)
-        report = {"flow": flow, "mode": mode, "partitions": sel.train, "skipped_files": found["skipped"],
-                  "ledger_ops": replay.count, "ledger_new_ops": replay.acknowledged - built}
-        if skip_if_nothing_new and current is not None and not sel.train and replay.acknowledged == built:
+    with RunLock(s.data), PeakRSS() as flow_mem:
+        current = read_current(s.data)
+        inputs = read_inputs(s, current, mode=mode, partitions=partitions, start=start, end=end)
+        report = {"flow": flow, "mode": mode, "partitions": inputs.selection.train, "skipped_files": inputs.skipped,
+                  "ledger_ops": inputs.replay.count, "ledger_new_ops": inputs.replay.acknowledged - inputs.built}
+        if skip_if_nothing_new and current is not None and inputs.nothing_new:
             return _finish(report, status="nothing new", started=started,
                            message=f"All partitions are in version {current['version']}; nothing to do.")
-        if not files:
+        if not inputs.discovered:
             return _finish(report, status="nothing to do", started=started,
-                           message=f"No input files under {data / 'corpus'}; drop partitions there first.")
-        progress = RunProgress(flow, steps=len(BASE_STEPS))
+                           message=f"No input files under {Layout(s.data).corpus}; drop partitions there first.")
+        build = Build(s, current, mode, flow)
         try:
-            report.update(_build(s, data, current, sel, files, replay, mode, flow, progress, force))
+            report.update(build.run(inputs, force))
         finally:
-            progress.close()
-        report["progress_steps"] = [progress.done, progress.steps]
+            build.progress.close()
+        report["progress_steps"] = [build.progress.done, build.progress.steps]
     report["peak_rss_mb"] = round(max([flow_mem.peak / (1 << 20)] + [r["peak_rss_mb"] for r in report["steps"]]), 1)
     status = "refused by the quality gate" if report.get("gate") else "published"
-    quality.append_history(data, {"flow": flow, "status": status, "version": report["version"],
-                                  "statements": report["statements"], "metrics": report["quality"],
-                                  "gate": report.get("gate", []), "peak_rss_mb": report["peak_rss_mb"],
-                                  "wall_seconds": round(time.perf_counter() - started, 2)})
-    report["history"] = quality.history_table(quality.read_history(data, last=10))
+    quality.append_history(s.data, {"flow": flow, "status": status, "version": report["version"],
+                                    "statements": report["statements"], "metrics": report["quality"],
+                                    "gate": report.get("gate", []), "peak_rss_mb": report["peak_rss_mb"],
+                                    "wall_seconds": round(time.perf_counter() - started, 2)})
+    report["history"] = quality.history_table(quality.read_history(s.data, last=10))
     _finish(report, status=status, started=started,
             message="Not published: " + "; ".join(report["gate"]) + ". Investigate the input, or rerun with "
             "--force to publish anyway." if report.get("gate") else None)
@@ -78,149 +82,301 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
     return report
 
 
-def _build(s: Settings, data: Path, current: dict | None, sel, files, replay: Replay, mode: str, flow: str,
-           progress: RunProgress, force: bool) -> dict:
-    update = current is not None and mode == "update"
-    corpus_files = [f for f in files if f.partition in set(sel.in_version)]
-    # the ledger's live additions come after the corpus; the new ones are trained on
-    ledger_files = [_ledger_source(data, path, part) for path, part in
-                    ((replay.old, "~ledger/old"), (replay.new, "~ledger/new")) if path]
-    train_parts = set(sel.train) | {"~ledger/new"}
-    steps: dict[str, list[dict]] = {}
+# --- what each stage hands on --------------------------------------------------------------
+@dataclass(frozen=True)
+class Inputs:
+    """What the version holds: the files of its partitions, then the ledger's live additions."""
 
-    tokenizer = Tokenizer(s.tokenize.min_len, s.tokenize.max_len, s.tokenize.deaccent)
-    common = dict(batch_size=s.corpus.batch_size, max_record_bytes=s.corpus.max_record_bytes)
-    cache_dir, quarantine = data / "cache" / "tokens", data / "quarantine"
-    tok_futures = [skins.tokenize_task.submit(data / f.root, f, cache_dir, quarantine, tokenizer, **common)
-                   for f in corpus_files]
-    tok_futures += [skins.tokenize_task.submit(data, f, cache_dir, quarantine, tokenizer, **common)
-                    for f in ledger_files]
-    tok = progress.wait("tokenize", tok_futures)
-    steps["tokenize"] = tok
-    caches = [t["cache"] for t in tok]
-    train_tok = [t for t, f in zip(tok, corpus_files + ledger_files) if f.partition in train_parts]
-    train_caches = [t["cache"] for t in train_tok]
+    selection: Selection
+    corpus: list[SourceFile]
+    ledger: list[SourceFile]  # the additions the live version already holds, then the new ones
+    replay: Replay
+    built: int  # the last ledger op the live version's shards hold
+    discovered: int  # input files found under corpus/, whichever partition
+    skipped: list
 
-    version = new_version_id()
-    vdir = version_dir(data, version)
-    models, spaces, indexes = vdir / "models", vdir / "spaces", vdir / "index"
-    prev_models = data / current["components"]["models"] if update else None
-    # word2vec needs only the caches: it starts first and trains beside the vocabulary and LSI
-    w = s.word2vec
-    w2v = skins.word2vec_task.submit(
-        train_caches, models / "word2vec.gensim", vector_size=w.vector_size, window=w.window, min_count=w.min_count,
-        max_final_vocab=w.max_final_vocab, epochs=w.epochs, sg=w.sg, workers=w.workers, seed=w.seed,
-        previous=prev_models / "word2vec.gensim" if update else None)
-    plan = skins.plan_task.submit(tok, vdir / "work" / "plan.npy", data, quarantine, on_duplicate=s.corpus.on_duplicate,
-                                  ledger_ops=replay.ops, ledger_caches=len(ledger_files))
-    builds_vocab = not (update and not s.vocab.hashing)
-    progress.steps = len(BASE_STEPS) + builds_vocab + 1  # + merge-rows (in every rows method but annoy)
-    if not builds_vocab:  # a fixed vocabulary is the first build's (LSI cannot grow its terms)
-        dct_path = prev_models / "dictionary.gensim"
-        _copy_dictionary(dct_path, models / "dictionary.gensim")
-    else:  # a first build, or hashed buckets that count this night's words too
-        steps["vocabulary"] = [progress.one("vocabulary", skins.vocab_task.submit(
-            train_caches if update else caches, models / "dictionary.gensim", max_terms=s.vocab.max_terms,
-            no_below=s.vocab.no_below, no_above=s.vocab.no_above, hashing=s.vocab.hashing,
-            hash_buckets=s.vocab.hash_buckets, previous=prev_models / "dictionary.gensim" if update else None))]
-        dct_path = steps["vocabulary"][0]["dictionary"]
-    # LSI: each worker decomposes its share of the documents, then one task merges the parts
-    lsi_args = dict(num_topics=s.lsi.num_topics, chunksize=s.lsi.chunksize, power_iters=s.lsi.power_iters,
-                    extra_samples=s.lsi.extra_samples, seed=s.index.seed)
-    n_docs = sum(t["records"] for t in train_tok)
-    n_parts = max(1, min(s.dask.n_workers, -(-n_docs // s.lsi.chunksize)))
-    bounds = [round(n_docs * i / n_parts) for i in range(n_parts + 1)]
-    lsi_parts = [skins.lsi_part_task.submit(train_caches, dct_path, vdir / "work" / f"lsi-part-{i}",
-                                            docs=(bounds[i], bounds[i + 1]), **lsi_args) for i in range(n_parts)]
-    lsi = skins.lsi_merge_task.submit(lsi_parts, dct_path, models, **lsi_args,
-                                      previous=prev_models / "lsi.gensim" if update else None)
-    words_quality = skins.evaluate_words_task.submit(models / "word2vec.gensim", wait_for=[w2v])  # beside LSI
-    trained = progress.wait("train", [plan, lsi, w2v])
-    steps["plan-statements"], steps["train-lsi"], steps["train-word2vec"] = ([t] for t in trained)
-    steps["lsi-parts"] = [p.result() for p in lsi_parts]
-    plan_r, lsi_r, w2v_r = trained
+    @property
+    def files(self) -> list[SourceFile]:
+        return self.corpus + self.ledger
 
-    R = s.store.rows_per_shard
-    words = skins.words_task.submit(w2v_r["word2vec"], spaces / "words", rows_per_shard=R)
-    proj = progress.wait("project-statements", [
-        skins.project_task.submit(vdir / "work" / "plan.npy", caches, i, R, models, spaces / "statements")
-        for i in range(shard_count(plan_r["statements"], R))])
-    steps["project-statements"] = proj
-    skins.finish_space_task(spaces / "statements", [_entry(p) for p in proj], dim=s.lsi.num_topics,
-                            rows_per_shard=R, normalized=True, meta={"what": "LSI statement vectors"})
-    steps["write-word-vectors"] = [progress.one("write-word-vectors", words)]
-    for name, dtype in (("words", s.store.words_dtype), ("statements", s.store.statements_dtype)):
-        if dtype != "float32":
-            skins.restore_task(spaces / name, dtype)
+    @property
+    def nothing_new(self) -> bool:
+        return not self.selection.train and self.replay.acknowledged == self.built
 
-    idx = {name: [skins.index_task.submit(spaces / name, i, indexes / name, n_trees=s.index.n_trees,
-                                          seed=s.index.seed) for i in range(n)]
-           for name, n in (("words", steps["write-word-vectors"][0]["shards"]), ("statements", len(proj)))}
-    rows_dir, sim = vdir / "similarity", s.similarity
-    tiles = tile_count(plan_r["statements"], sim.tile_rows)
-    rows_method = sim.rows_method(plan_r["statements"])
-    progress.steps -= rows_method not in ROWS_METHODS  # annoy rows have no merge step
-    if rows_method in ROWS_METHODS:  # needs no index: queued beside the index builds
-        scoring, merges = ROWS_METHODS[rows_method](spaces / "statements", vdir / "work" / "rows", rows_dir, tiles,
-                                                    plan_r["statements"], s)
-    built = {name: progress.wait(f"index-{name}", futures) for name, futures in idx.items()}
-    for name, shards in built.items():
-        steps[f"index-{name}"] = shards
-        skins.finish_index_task(indexes / name, shards, n_trees=s.index.n_trees, search_k=s.index.search_k)
-    if rows_method in ROWS_METHODS:
-        steps["similarity-rows"] = progress.wait("similarity-rows", scoring)
-        rows_shards = steps["merge-rows"] = progress.wait("merge-rows", merges)
-    else:
-        steps["similarity-rows"] = progress.wait("similarity-rows", [
-            skins.rows_task.submit(spaces / "statements", t, rows_dir, k=sim.width, tile_rows=sim.tile_rows,
-                                   block_rows=sim.block_rows, method=sim.method, index_dir=indexes / "statements",
-                                   search_k=s.index.search_k) for t in range(tiles)])
-        rows_shards = steps["similarity-rows"]
-    skins.finish_rows_task(rows_dir, rows_shards, k=sim.k, width=sim.width, method=rows_method,
-                           rows_per_shard=sim.tile_rows)
-    names = ["words", "statements", "similarity rows"]
-    recall = progress.wait("recall", [
-        skins.index_recall_task.submit(spaces / n, indexes / n, k=10, search_k=s.index.search_k,
-                                       sample=s.index.recall_sample, seed=s.index.seed) for n in names[:2]
-    ] + [skins.rows_recall_task.submit(spaces / "statements", rows_dir, sample=s.index.recall_sample,
-                                       seed=s.index.seed)])
-    steps["recall"] = recall
+    def trained_on(self, f: SourceFile) -> bool:
+        return f.partition in self.selection.train or f.partition == LEDGER_NEW
 
-    out = _counts(tok, plan_r, lsi_r, w2v_r, proj)
-    out["recall"] = {n: _strip(r) for n, r in zip(names, recall)}
-    out["rows_method"] = rows_method
-    components = {"models": models, "words": spaces / "words", "statements": spaces / "statements",
-                  "words_index": indexes / "words", "statements_index": indexes / "statements", "similarity": rows_dir}
 
-    old = {k: data / v for k, v in current["components"].items()} if current else None
-    evaluated = progress.wait("evaluate", [
-        words_quality, skins.lsi_spectrum_task.submit(models / "lsi.gensim"),
-        skins.drift_task.submit(old, components, data, sample=s.quality.drift_sample, words=s.quality.drift_words)])
-    steps["evaluate"] = evaluated
-    metrics = {**_strip(evaluated[0]), **_strip(evaluated[1]), **_strip(evaluated[2]),
-               "rows_recall_at_10": recall[2]["rows_recall_at_k"],
-               "statements_index_recall_at_10": recall[1]["recall_at_k"],
-               "words_index_recall_at_10": recall[0]["recall_at_k"]}
-    out["quality"] = metrics
-    previous = _published_quality(data, current)
-    refused = quality.gate(metrics, previous, s.quality.model_dump()) if s.quality.gate else []
-    out["version"] = version
-    out["steps"] = step_rows(steps)
-    if refused and not force:
-        out["gate"] = refused
+@dataclass(frozen=True)
+class Tokenized:
+    files: list[dict]  # tokenize_file's summary of each input file, in `Inputs.files` order
+    caches: list[str]  # their token caches, in the same order
+    train_caches: list[str]  # those of the files the models learn from
+    train_records: int
+    records: int
+    quarantined: int
+    reasons: dict[str, int]  # records quarantined, by reason
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Trained:
+    statements: int  # rows of the statement plan: one per live id
+    duplicates_rejected: int
+    dictionary: Path
+    terms: int
+    topics: int
+    word2vec: Path
+    words: int
+    words_quality: PrefectFuture  # the word vectors' evaluation, started beside LSI
+
+
+@dataclass(frozen=True)
+class Written:
+    statement_shards: int
+    statement_rows: int
+    word_shards: int
+
+
+@dataclass(frozen=True)
+class Recall:
+    words: dict  # index_recall of the words' Annoy index
+    statements: dict  # index_recall of the statements' Annoy index
+    rows: dict  # rows_recall of the similarity rows
+
+    def report(self) -> dict[str, dict]:
+        return {"words": _strip(self.words), "statements": _strip(self.statements),
+                "similarity rows": _strip(self.rows)}
+
+    def metrics(self) -> dict[str, float]:
+        return {"rows_recall_at_10": self.rows["rows_recall_at_k"],
+                "statements_index_recall_at_10": self.statements["recall_at_k"],
+                "words_index_recall_at_10": self.words["recall_at_k"]}
+
+
+def read_inputs(s: Settings, current: dict | None, *, mode: str, partitions: list[str] | None,
+                start: str | None, end: str | None) -> Inputs:
+    """The partitions to build (and train on), and the ledger compacted into input files."""
+    where = Layout(s.data)
+    found = skins.discover_task(where.corpus)
+    files = [SourceFile(**f) for f in found["files"]]
+    done = current["watermark"]["partitions"] if current else []
+    sel = select_partitions(sorted({f.partition for f in files}), done, mode=mode, partitions=partitions,
+                            start=start, end=end)
+    built = _published(where, current).get("ledger", 0)
+    replay = skins.replay_task(s.data, current, built, rebuild=mode == "rebuild" or current is None)
+    ledger = [_ledger_source(where.root, path, part) for path, part in
+              ((replay.old, LEDGER_OLD), (replay.new, LEDGER_NEW)) if path]
+    return Inputs(sel, [f for f in files if f.partition in set(sel.in_version)], ledger, replay, built,
+                  discovered=len(files), skipped=found["skipped"])
+
+
+# --- the stages ------------------------------------------------------------------------------
+@dataclass
+class Build:
+    """One build: what its stages share, and each step's task results for the report."""
+
+    s: Settings
+    current: dict | None
+    mode: str
+    flow: str
+    version: str = field(default_factory=new_version_id)
+    steps: dict[str, list[dict]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.where = Layout(self.s.data)
+        self.v: VersionLayout = self.where.version(self.version)
+        self.progress = RunProgress(self.flow, steps=len(self.planned_steps()))
+
+    @property
+    def update(self) -> bool:
+        return self.current is not None and self.mode == "update"
+
+    @property
+    def previous_models(self) -> Path | None:
+        """The live version's models, which an update continues."""
+        return self.where.root / self.current["components"]["models"] if self.update else None
+
+    @property
+    def builds_vocabulary(self) -> bool:
+        """A fixed vocabulary is the first build's (LSI cannot grow its terms); hashed buckets
+        count each night's words too."""
+        return not self.update or self.s.vocab.hashing
+
+    def planned_steps(self) -> list[str]:
+        """The steps the build waits on, in order: one progress bar each."""
+        merges = self.s.similarity.method != "annoy"  # exact and partitioned rows end with a merge
+        return ["tokenize", *["vocabulary"] * self.builds_vocabulary, "train", "project-statements",
+                "write-word-vectors", "index-words", "index-statements", "similarity-rows",
+                *["merge-rows"] * merges, "recall", "evaluate", "publish"]
+
+    def wait(self, step: str, futures: list[PrefectFuture]) -> list[dict]:
+        """Wait for one step's tasks (a progress bar); their results in submission order."""
+        self.steps[step] = self.progress.wait(step, futures)
+        return self.steps[step]
+
+    def record(self, step: str, results: list[dict]) -> None:
+        """Results waited for within another step, shown as their own row of the report."""
+        self.steps[step] = results
+
+    def run(self, inputs: Inputs, force: bool) -> dict:
+        tok = self.tokenize(inputs)
+        trained = self.train(inputs, tok)
+        written = self.write(tok, trained)
+        rows_method = self.search(trained, written)
+        recall = self.check_recall()
+        out = _figures(tok, trained, written) | {"recall": recall.report(), "rows_method": rows_method}
+        out["quality"] = metrics = self.evaluate(trained) | recall.metrics()
+        out["version"] = self.version
+        refused = quality.gate(metrics, _published(self.where, self.current).get("quality"),
+                               self.s.quality.model_dump()) if self.s.quality.gate else []
+        out["steps"] = step_rows(self.steps)
+        if refused and not force:
+            return out | {"gate": refused}
+        if refused:
+            out["forced_past_gate"] = refused
+        self.publish(inputs, out)
+        out["steps"] = step_rows(self.steps)
+        out["workers"] = sorted({r.get("worker") for rs in self.steps.values() for r in rs if r.get("worker")})
         return out
-    if refused:
-        out["forced_past_gate"] = refused
-    summary = {"created_by": flow, "mode": mode, "counts": {k: out[k] for k in
-               ("records", "quarantined", "statements", "terms", "words")}, "quality": metrics,
-               "config": s.model_dump(mode="json"), "code_version": _code_version(), "steps": step_rows(steps),
-               "ledger": replay.acknowledged}
-    steps["publish"] = [progress.one("publish", skins.publish_task.submit(
-        data, version, {k: str(v) for k, v in components.items()}, {"partitions": sel.in_version}, summary,
-        s.publish.keep_versions))]
-    out["steps"] = step_rows(steps)
-    out["workers"] = sorted({r.get("worker") for rs in steps.values() for r in rs if r.get("worker")})
-    return out
+
+    def tokenize(self, inputs: Inputs) -> Tokenized:
+        s, where = self.s, self.where
+        tokenizer = Tokenizer(s.tokenize.min_len, s.tokenize.max_len, s.tokenize.deaccent)
+        files = self.wait("tokenize", [
+            skins.tokenize_task.submit(where.root / f.root, f, where.tokens, where.quarantine, tokenizer,
+                                       batch_size=s.corpus.batch_size, max_record_bytes=s.corpus.max_record_bytes)
+            for f in inputs.files])
+        train = [t for t, f in zip(files, inputs.files) if inputs.trained_on(f)]
+        reasons: dict[str, int] = {}
+        for t in files:
+            for r, n in t["reasons"].items():
+                reasons[r] = reasons.get(r, 0) + n
+        return Tokenized(files, [t["cache"] for t in files], [t["cache"] for t in train],
+                         train_records=sum(t["records"] for t in train),
+                         records=sum(t["records"] + t["quarantined"] for t in files),
+                         quarantined=sum(t["quarantined"] for t in files), reasons=reasons,
+                         tokens=sum(t["tokens"] or 0 for t in files))
+
+    def train(self, inputs: Inputs, tok: Tokenized) -> Trained:
+        """word2vec needs only the caches: it starts first and trains beside the vocabulary and
+        LSI. LSI: each worker decomposes its share of the documents, then one task merges them."""
+        s, v, prev = self.s, self.v, self.previous_models
+        w = s.word2vec
+        w2v = skins.word2vec_task.submit(
+            tok.train_caches, v.models / "word2vec.gensim", vector_size=w.vector_size, window=w.window,
+            min_count=w.min_count, max_final_vocab=w.max_final_vocab, epochs=w.epochs, sg=w.sg, workers=w.workers,
+            seed=w.seed, previous=prev / "word2vec.gensim" if prev else None)
+        plan = skins.plan_task.submit(tok.files, v.plan, self.where.root, self.where.quarantine,
+                                      on_duplicate=s.corpus.on_duplicate, ledger_ops=inputs.replay.ops,
+                                      ledger_caches=len(inputs.ledger))
+        dictionary = self.vocabulary(tok)
+        lsi_args = dict(num_topics=s.lsi.num_topics, chunksize=s.lsi.chunksize, power_iters=s.lsi.power_iters,
+                        extra_samples=s.lsi.extra_samples, seed=s.index.seed)
+        n_parts = max(1, min(s.dask.n_workers, -(-tok.train_records // s.lsi.chunksize)))
+        bounds = [round(tok.train_records * i / n_parts) for i in range(n_parts + 1)]
+        parts = [skins.lsi_part_task.submit(tok.train_caches, dictionary, v.lsi_part(i),
+                                            docs=(bounds[i], bounds[i + 1]), **lsi_args) for i in range(n_parts)]
+        lsi = skins.lsi_merge_task.submit(parts, dictionary, v.models, **lsi_args,
+                                          previous=prev / "lsi.gensim" if prev else None)
+        words_quality = skins.evaluate_words_task.submit(v.models / "word2vec.gensim", wait_for=[w2v])
+        plan_r, lsi_r, w2v_r = self.progress.wait("train", [plan, lsi, w2v])
+        self.record("plan-statements", [plan_r])
+        self.record("train-lsi", [lsi_r])
+        self.record("train-word2vec", [w2v_r])
+        self.record("lsi-parts", [p.result() for p in parts])
+        return Trained(plan_r["statements"], plan_r["duplicates_rejected"], dictionary, lsi_r["terms"],
+                       lsi_r["topics"], Path(w2v_r["word2vec"]), w2v_r["words"], words_quality)
+
+    def vocabulary(self, tok: Tokenized) -> Path:
+        """The dictionary LSI trains with: built from the caches, or the live version's, copied."""
+        s, v, prev = self.s, self.v, self.previous_models
+        if not self.builds_vocabulary:
+            skins.copy_dictionary_task(prev / "dictionary.gensim", v.models / "dictionary.gensim")
+            return prev / "dictionary.gensim"
+        built = self.wait("vocabulary", [skins.vocab_task.submit(
+            tok.train_caches if self.update else tok.caches, v.models / "dictionary.gensim",
+            max_terms=s.vocab.max_terms, no_below=s.vocab.no_below, no_above=s.vocab.no_above,
+            hashing=s.vocab.hashing, hash_buckets=s.vocab.hash_buckets,
+            previous=prev / "dictionary.gensim" if prev else None)])
+        return Path(built[0]["dictionary"])
+
+    def write(self, tok: Tokenized, trained: Trained) -> Written:
+        """Statement vectors projected shard by shard, word vectors beside them; then each space
+        stored in its configured dtype."""
+        s, v, R = self.s, self.v, self.s.store.rows_per_shard
+        words = skins.words_task.submit(trained.word2vec, v.words, rows_per_shard=R)
+        shards = self.wait("project-statements", [
+            skins.project_task.submit(v.plan, tok.caches, i, R, v.models, v.statements)
+            for i in range(shard_count(trained.statements, R))])
+        skins.finish_space_task.submit(v.statements, [_entry(p) for p in shards], dim=s.lsi.num_topics,
+                                       rows_per_shard=R, normalized=True,
+                                       meta={"what": "LSI statement vectors"}).result()
+        word_shards = self.wait("write-word-vectors", [words])[0]["shards"]
+        for space, dtype in ((v.words, s.store.words_dtype), (v.statements, s.store.statements_dtype)):
+            if dtype != "float32":
+                skins.restore_task.submit(space, dtype).result()
+        return Written(len(shards), sum(p["rows"] for p in shards), word_shards)
+
+    def search(self, trained: Trained, written: Written) -> str:
+        """Annoy indexes of both spaces and the similarity rows, side by side; the rows' method."""
+        s, v, sim = self.s, self.v, self.s.similarity
+        spaces = {"words": (v.words, v.words_index, written.word_shards),
+                  "statements": (v.statements, v.statements_index, written.statement_shards)}
+        indexes = {name: [skins.index_task.submit(space, i, index, n_trees=s.index.n_trees, seed=s.index.seed)
+                          for i in range(shards)] for name, (space, index, shards) in spaces.items()}
+        tiles = tile_count(trained.statements, sim.tile_rows)
+        method = sim.rows_method(trained.statements)
+        if method in ROWS_METHODS:  # needs no index: queued beside the index builds
+            scoring, merges = ROWS_METHODS[method](v.statements, v.rows_work, v.similarity, tiles,
+                                                   trained.statements, s)
+        for name, futures in indexes.items():
+            built = self.wait(f"index-{name}", futures)
+            skins.finish_index_task.submit(spaces[name][1], built, n_trees=s.index.n_trees,
+                                           search_k=s.index.search_k).result()
+        if method in ROWS_METHODS:
+            self.wait("similarity-rows", scoring)
+            rows = self.wait("merge-rows", merges)
+        else:  # annoy: each tile's rows asked of the statements' index
+            rows = self.wait("similarity-rows", [
+                skins.rows_task.submit(v.statements, t, v.similarity, k=sim.width, tile_rows=sim.tile_rows,
+                                       block_rows=sim.block_rows, method=sim.method, index_dir=v.statements_index,
+                                       search_k=s.index.search_k) for t in range(tiles)])
+        skins.finish_rows_task.submit(v.similarity, rows, k=sim.k, width=sim.width, method=method,
+                                      rows_per_shard=sim.tile_rows).result()
+        return method
+
+    def check_recall(self) -> Recall:
+        s, v = self.s, self.v
+        words, statements, rows = self.wait("recall", [
+            *(skins.index_recall_task.submit(space, index, k=10, search_k=s.index.search_k,
+                                             sample=s.index.recall_sample, seed=s.index.seed)
+              for space, index in ((v.words, v.words_index), (v.statements, v.statements_index))),
+            skins.rows_recall_task.submit(v.statements, v.similarity, sample=s.index.recall_sample,
+                                          seed=s.index.seed)])
+        return Recall(words, statements, rows)
+
+    def evaluate(self, trained: Trained) -> dict:
+        """The word vectors on the standard benchmarks, LSI's spectrum, and the drift from the
+        live version."""
+        s, v = self.s, self.v
+        old = {name: self.where.root / rel for name, rel in self.current["components"].items()} \
+            if self.current else None
+        results = self.wait("evaluate", [
+            trained.words_quality, skins.lsi_spectrum_task.submit(v.models / "lsi.gensim"),
+            skins.drift_task.submit(old, v.components(), self.where.root, sample=s.quality.drift_sample,
+                                    words=s.quality.drift_words)])
+        return {k: val for r in results for k, val in _strip(r).items()}
+
+    def publish(self, inputs: Inputs, out: dict) -> None:
+        summary = {"created_by": self.flow, "mode": self.mode,
+                   "counts": {k: out[k] for k in ("records", "quarantined", "statements", "terms", "words")},
+                   "quality": out["quality"], "config": self.s.model_dump(mode="json"),
+                   "code_version": _code_version(), "steps": step_rows(self.steps),
+                   "ledger": inputs.replay.acknowledged}
+        self.wait("publish", [skins.publish_task.submit(
+            self.where.root, self.version, {k: str(p) for k, p in self.v.components().items()},
+            {"partitions": inputs.selection.in_version}, summary, self.s.publish.keep_versions)])
 
 
 def _exact_rows(space, work, rows_dir, tiles: int, statements: int, s: Settings) -> tuple[list, list]:
@@ -267,16 +423,22 @@ def _strip(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in MEASURED}
 
 
-def _published(data: Path, current: dict | None) -> dict:
+def _figures(tok: Tokenized, trained: Trained, written: Written) -> dict:
+    reasons = dict(tok.reasons)
+    if trained.duplicates_rejected:
+        reasons["duplicate id"] = trained.duplicates_rejected
+    return {"files": len(tok.files), "records": tok.records,
+            "quarantined": tok.quarantined + trained.duplicates_rejected, "quarantine_reasons": reasons,
+            "statements": trained.statements, "terms": trained.terms, "topics": trained.topics,
+            "words": trained.words, "similarity_rows": written.statement_rows, "tokens": tok.tokens}
+
+
+def _published(where: Layout, current: dict | None) -> dict:
     """The live version's manifest ({} before the first publish)."""
     if current is None:
         return {}
-    manifest = version_dir(data, current["version"]) / "manifest.json"
+    manifest = where.version(current["version"]).manifest
     return json.loads(manifest.read_text()) if manifest.exists() else {}
-
-
-def _published_quality(data: Path, current: dict | None) -> dict | None:
-    return _published(data, current).get("quality")
 
 
 def _ledger_source(data: Path, path: Path, partition: str) -> SourceFile:
@@ -286,27 +448,6 @@ def _ledger_source(data: Path, path: Path, partition: str) -> SourceFile:
 
 def _entry(p: dict) -> dict:
     return {k: p[k] for k in ("shard", "rows", "vectors", "keys", "sha256")}
-
-
-def _copy_dictionary(src: Path, dst: Path) -> None:
-    import shutil
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    for f in Path(src).parent.glob(Path(src).name + "*"):
-        shutil.copy2(f, dst.parent / f.name.replace(Path(src).name, dst.name))
-
-
-def _counts(tok, plan, lsi, w2v, proj) -> dict:
-    reasons: dict[str, int] = {}
-    for t in tok:
-        for r, n in t["reasons"].items():
-            reasons[r] = reasons.get(r, 0) + n
-    if plan["duplicates_rejected"]:
-        reasons["duplicate id"] = plan["duplicates_rejected"]
-    return {"files": len(tok), "records": sum(t["records"] for t in tok) + sum(t["quarantined"] for t in tok),
-            "quarantined": sum(t["quarantined"] for t in tok) + plan["duplicates_rejected"],
-            "quarantine_reasons": reasons, "statements": plan["statements"], "terms": lsi["terms"],
-            "topics": lsi["topics"], "words": w2v["words"], "similarity_rows": sum(p["rows"] for p in proj),
-            "tokens": sum(t["tokens"] or 0 for t in tok)}
 
 
 def _code_version() -> str:

@@ -1,4 +1,5 @@
-"""Where flows run: the Dask task runner and, in local mode, one shared Prefect server.
+"""Where flows run: the Dask task runner, built when a run starts, and, in local mode, one
+shared Prefect server.
 
 Without PREFECT_API_URL, Prefect starts a temporary server in every process that runs a task,
 so each Dask worker would start its own (seconds and memory each, all writing one SQLite
@@ -12,28 +13,54 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import dask
 from prefect_dask import DaskTaskRunner
 
-from shardvec.config import Settings
+from shardvec.config import Settings, load_settings
+
+# Workers sample their own stacks every 10 ms by default: CPU the build needs, for a profile
+# nobody reads here. Given to each worker's nanny, which sets it in the worker it spawns; nothing
+# in this process's Dask configuration changes.
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 
 
-def task_runner(settings: Settings) -> DaskTaskRunner:
-    """An existing scheduler if one is configured, else a LocalCluster of worker processes."""
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's INFO lines drown the run's own
-    # Workers sample their own stacks every 10 ms by default: CPU the build needs, for a
-    # profile nobody reads here. The nanny passes this config to the workers it spawns.
-    dask.config.set({"distributed.worker.profile.enabled": False})
-    if settings.dask.address:
-        return DaskTaskRunner(address=settings.dask.address)
-    return DaskTaskRunner(cluster_kwargs={
-        "n_workers": settings.dask.n_workers, "threads_per_worker": settings.dask.threads_per_worker,
-        "memory_limit": settings.dask.memory_limit, "processes": True, "dashboard_address": None,
-        "silence_logs": logging.WARNING,
-    })
+class SettingsTaskRunner(DaskTaskRunner):
+    """The Dask task runner the settings describe: an existing scheduler if `dask.address` is
+    set, else a LocalCluster of worker processes.
+
+    The settings are read when a run starts, not when a flow module is imported: the flows name
+    this class in their decorator (Prefect makes one with no settings, which reads them then),
+    and a caller holding settings passes `task_runner(settings)` through
+    `flow.with_options(task_runner=...)`."""
+
+    def __init__(self, settings: Settings | None = None):
+        super().__init__()
+        self.settings = settings
+
+    def duplicate(self) -> SettingsTaskRunner:  # Prefect starts a duplicate for each run
+        return type(self)(self.settings)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SettingsTaskRunner) and other.settings == self.settings
+
+    def __enter__(self) -> SettingsTaskRunner:
+        s = self.settings or load_settings()
+        logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's INFO lines drown the run's own
+        if s.dask.address:
+            self.address = s.dask.address
+        else:
+            self.cluster_kwargs = {
+                "n_workers": s.dask.n_workers, "threads_per_worker": s.dask.threads_per_worker,
+                "memory_limit": s.dask.memory_limit, "processes": True, "dashboard_address": None,
+                "silence_logs": logging.WARNING, "config": WORKER_CONFIG}
+        return super().__enter__()
 
 
-def _api_url() -> str | None:
+def task_runner(settings: Settings) -> SettingsTaskRunner:
+    """The task runner for runs with these settings."""
+    return SettingsTaskRunner(settings)
+
+
+def api_url() -> str | None:
     from prefect.settings import get_current_settings
     url = get_current_settings().api.url
     return str(url) if url else None
@@ -42,7 +69,7 @@ def _api_url() -> str | None:
 @contextmanager
 def local_prefect() -> Iterator[str]:
     """Yield the Prefect API URL, starting one local server first if none is configured."""
-    url = _api_url()
+    url = api_url()
     if url:
         yield url
         return

@@ -6,6 +6,10 @@
 >>> store.similar("the cat sat", 5)      # most similar statements (LSI)
 >>> store.row("2026-11-20/lee.txt:3")    # a statement's stored similarity row
 >>> shardvec.add([{"id": "s1", "text": "a new thing said"}], data="data")
+>>> shardvec.delete(["s1"], data="data"); shardvec.versions("data"); shardvec.rollback(data="data")
+
+Each function here is the CLI verb of the same name (`shardvec add`, `delete`, `versions`,
+`rollback`, `verify`; `shardvec query neighbours|similar|row` are the Store's methods).
 """
 
 from pathlib import Path
@@ -21,8 +25,9 @@ def open_vectors(path: str | Path, name: str | None = None):
 
     >>> v = shardvec.open_vectors("data", "crawl"); v.vector("cat"); v.vectors(["a", "b"])
     """
+    from shardvec.tasks.layout import Layout
     from shardvec.tasks.vectors_io import Vectors
-    return Vectors(Path(path) / "vectors" / name if name else Path(path))
+    return Vectors(Layout(path).vectors / name if name else Path(path))
 
 
 def add(records, data: str | Path | None = None, replace: bool = False) -> dict:
@@ -42,10 +47,34 @@ def delete(ids, data: str | Path | None = None) -> dict:
     return _adder(data).delete(ids).to_dict()
 
 
+def versions(data: str | Path | None = None) -> list[dict]:
+    """The kept versions, oldest first: when, statements, the run's quality line, which is live."""
+    from shardvec.tasks.release import list_versions
+    return list_versions(_data(data))
+
+
+def rollback(version: str | None = None, data: str | Path | None = None) -> dict:
+    """Make an earlier kept version live (the one before the live one by default), in one atomic
+    step; adds, replaces and deletes acknowledged since are replayed on top."""
+    from shardvec.tasks.release import rollback as roll_back
+    return roll_back(_data(data), version)
+
+
+def verify(data: str | Path | None = None) -> list[str]:
+    """Problems with the published version, its additions and its ledger (empty: it is whole)."""
+    from shardvec.tasks.release import verify as verify_store
+    return verify_store(_data(data))
+
+
+def _data(data) -> Path:
+    from shardvec.config import load_settings
+    return load_settings(**({"data_dir": str(data)} if data else {})).data
+
+
 def _adder(data) -> Adder:
     from shardvec.config import load_settings
     s = load_settings(**({"data_dir": str(data)} if data else {}))
     return Adder(s.data, on_duplicate=s.corpus.on_duplicate, max_record_bytes=s.corpus.max_record_bytes)
 
 
-__all__ = ["Adder", "Store", "add", "delete", "open", "open_store", "open_vectors"]
+__all__ = ["Adder", "Store", "add", "delete", "open", "open_store", "open_vectors", "rollback", "verify", "versions"]

@@ -10,11 +10,6 @@ from typing import Annotated, Optional
 
 import typer
 
-# Every flow run started from here (locally, or by `shardvec serve`) sends Prefect a heartbeat
-# every 30 s, so a killed run is marked Crashed (deploy/automations.yaml). Set before Prefect
-# is imported, which reads its settings once.
-os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
-
 app = typer.Typer(help="Keep the semantic vectors of a growing corpus up to date, and read them.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 query_app = typer.Typer(help="Read the published version: nearest words, similar statements, rows.",
@@ -55,8 +50,9 @@ def _user_errors():
 def sample(data: DataOpt = None) -> None:
     """Write the bundled sample corpus (real text shipped with gensim) into DATA/corpus."""
     from shardvec.sample import build_sample
+    from shardvec.tasks.layout import Layout
     s = _settings(data)
-    for path, n in build_sample(s.data / "corpus").items():
+    for path, n in build_sample(Layout(s.data).corpus).items():
         typer.echo(f"wrote {n:>6} records  {path}")
 
 
@@ -113,6 +109,7 @@ def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet f
     import tempfile
     import time
     from shardvec.tasks.additions import add_file
+    from shardvec.tasks.layout import Layout
     s = _settings(data)
     kw = dict(batch_size=s.corpus.batch_size, on_duplicate=s.corpus.on_duplicate,
               max_record_bytes=s.corpus.max_record_bytes, replace=replace)
@@ -121,7 +118,7 @@ def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet f
     else:
         if fmt not in ("jsonl", "txt"):
             _fail(f"--format {fmt} is not supported for stdin; use --format jsonl or --format txt.")
-        spool_dir = s.data / "inbox" / ".stdin"
+        spool_dir = Layout(s.data).stdin_spool
         spool_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f"stdin-{time.strftime('%Y%m%dT%H%M%S')}-", suffix=f".{fmt}", dir=spool_dir)
         spool = Path(name)  # a name of its own: two adds in one second never share a spool
@@ -225,9 +222,9 @@ def server(data: DataOpt = None) -> None:
 @app.command()
 def serve(data: DataOpt = None) -> None:
     """Serve the nightly (cron), backfill and add-statements deployments until stopped."""
-    from shardvec.flows.runtime import _api_url
+    from shardvec.flows.runtime import api_url
     from shardvec.flows.serve import NAMES, serve_all
-    if not _api_url():
+    if not api_url():
         _fail("No Prefect server is configured: start one with `shardvec server`, then "
               "export PREFECT_API_URL=http://127.0.0.1:4200/api and run `shardvec serve` again.")
     from shardvec.alerts import install
@@ -242,9 +239,9 @@ def alerts_install(webhook: Annotated[Optional[str], typer.Option(
         help="POST a JSON alert here when a nightly fails or crashes, or the quality gate refuses a run.")] = None,
         file: Annotated[Path, typer.Option(help="The automations to install.")] = None) -> None:
     """Install deploy/automations.yaml on the Prefect server: silent runs marked Crashed, and alerts."""
-    from shardvec.flows.runtime import _api_url
+    from shardvec.flows.runtime import api_url
     from shardvec.alerts import AUTOMATIONS, install
-    if not _api_url():
+    if not api_url():
         _fail("No Prefect server is configured: start one with `shardvec server`, then "
               "export PREFECT_API_URL=http://127.0.0.1:4200/api and run this again.")
     for name in install(webhook, file or AUTOMATIONS):
@@ -264,7 +261,10 @@ def mark_crashed(data: DataOpt = None) -> None:
     typer.echo("\n".join(f"marked flow run {m} Crashed" for m in marked) or "no dead runs found")
 
 
-@query_app.command("word")
+# The verbs are the reader's (`Store.neighbours`, `.similar`, `.row`); word, text and id are the
+# names of the first release, kept as hidden aliases.
+@query_app.command("neighbours")
+@query_app.command("word", hidden=True)
 def query_word(word: str, k: KOpt = 10, data: DataOpt = None) -> None:
     """The words nearest to WORD."""
     store = _open(data)
@@ -272,7 +272,8 @@ def query_word(word: str, k: KOpt = 10, data: DataOpt = None) -> None:
         typer.echo(f"{hit.score:8.4f}  {hit.key}")
 
 
-@query_app.command("text")
+@query_app.command("similar")
+@query_app.command("text", hidden=True)
 def query_text(text: str, k: KOpt = 10, data: DataOpt = None) -> None:
     """The published statements most similar to TEXT."""
     store = _open(data)
@@ -283,7 +284,8 @@ def query_text(text: str, k: KOpt = 10, data: DataOpt = None) -> None:
         typer.echo(f"{hit.score:8.4f}  {hit.key}  {_short(hit.text)}")
 
 
-@query_app.command("id")
+@query_app.command("row")
+@query_app.command("id", hidden=True)
 def query_id(statement_id: str, data: DataOpt = None) -> None:
     """The stored similarity row of statement ID."""
     store = _open(data)
@@ -299,13 +301,14 @@ def import_(source: Annotated[Path, typer.Argument(help="A word2vec (.txt/.bin),
             dtype: Annotated[str, typer.Option(help="Stored as float32, float16 or int8.")] = "float32",
             data: DataOpt = None) -> None:
     """Import existing word vectors into an on-disk space that needs almost no RAM to read."""
+    from shardvec.tasks.layout import Layout
     from shardvec.tasks.vectors_io import import_vectors
     s = _settings(data)
     out = import_vectors(source, s.data, name, fmt=fmt, dtype=dtype)
     typer.echo(f"imported {out['words']} {out['format']} vectors of dimension {out['dim']} as {out['dtype']} "
                f"into {out['vectors']}" + (" (with fastText n-grams for new words)" if out["subwords"] else ""))
     if out["quarantined"]:
-        typer.echo(f"{out['quarantined']} bad lines quarantined under {s.data / 'quarantine'}", err=True)
+        typer.echo(f"{out['quarantined']} bad lines quarantined under {Layout(s.data).quarantine}", err=True)
 
 
 @app.command("export")
@@ -333,7 +336,8 @@ def _space_dir(data: Path, space: str) -> Path:
     if space in ("words", "statements"):
         from shardvec.tasks.publish import require_current
         return data / require_current(data)["components"][space]
-    path = data / "vectors" / space
+    from shardvec.tasks.layout import Layout
+    path = Layout(data).vectors / space
     if not path.exists():
         _fail(f"No space named {space!r}: use words, statements, or a name given to `shardvec import`.")
     return path
@@ -348,12 +352,12 @@ def demo(data: DataOpt = None) -> None:
     store = _open(s.data)
     for word in ("government", "music", "computer"):
         if word in store.words:
-            typer.echo(f"\n$ shardvec query word {word} -k 5")
+            typer.echo(f"\n$ shardvec query neighbours {word} -k 5")
             query_word(word, 5, s.data)
-    typer.echo('\n$ shardvec query text "firefighters battle bushfires in new south wales" -k 3')
+    typer.echo('\n$ shardvec query similar "firefighters battle bushfires in new south wales" -k 3')
     query_text("firefighters battle bushfires in new south wales", 3, s.data)
     first = store.statements.key(0)
-    typer.echo(f"\n$ shardvec query id {first}")
+    typer.echo(f"\n$ shardvec query row {first}")
     query_id(first, s.data)
 
 
@@ -368,6 +372,10 @@ def _short(text: str | None, n: int = 90) -> str:
 
 
 def main() -> None:
+    # Every flow run started from here (locally, or by `shardvec serve`) sends Prefect a heartbeat
+    # every 30 s, so a killed run is marked Crashed (deploy/automations.yaml). Set before any
+    # command imports Prefect, which reads its settings once.
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
     try:
         app()
     except _user_errors() as exc:

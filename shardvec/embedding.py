@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shardvec.tasks.lookup import lookup
 from shardvec.tasks.store import Space
 
 
@@ -28,14 +29,14 @@ class FrozenEmbedding(torch.nn.Module):
 
     def ids(self, docs: Sequence[Sequence[str]]) -> torch.Tensor:
         """Token sequences -> row ids, padded with -1 (as are tokens the space does not hold)."""
-        ids, _ = self.space.lookup(docs)
+        ids, _ = lookup(self.space, docs)
         return torch.from_numpy(ids)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         flat = ids.detach().reshape(-1).cpu().numpy()
         out = np.zeros((len(flat), self.embedding_dim), dtype=np.float32)
         known = flat >= 0
-        out[known] = self.space.rows(flat[known])
+        out[known] = self.space.vectors_at(flat[known])
         return torch.from_numpy(out).reshape(*ids.shape, self.embedding_dim).to(ids.device)
 
     def extra_repr(self) -> str:

@@ -17,11 +17,12 @@ import numpy as np
 
 from shardvec.tasks.index import ShardedIndex
 from shardvec.tasks.embed import Embedder
+from shardvec.tasks.layout import Layout
 from shardvec.tasks.publish import require_current
 from shardvec.tasks.additions import Statements
-from shardvec.tasks.similarity import exact_topk
 from shardvec.tasks.store import Space, UnknownKeyError
 from shardvec.tasks.tokenize import Tokenizer
+from shardvec.tasks.topk import exact_topk
 
 # Up to this many rows a one-off query scans the memmap exactly (fast enough, recall 1.0);
 # above it, it asks the Annoy indexes.
@@ -70,7 +71,7 @@ class Store:
         self._paths = comp
         self._embedder: Embedder | None = None
         self._indexes: dict[str, ShardedIndex] = {}
-        cfg = _json(self.data / "versions" / self.version / "manifest.json").get("config", {})
+        cfg = _json(Layout(self.data).version(self.version).manifest).get("config", {})
         tok = cfg.get("tokenize", {})
         self.tokenizer = Tokenizer(tok.get("min_len", 2), tok.get("max_len", 20), tok.get("deaccent", False))
         self.search_k = _json(comp["words_index"] / "manifest.json")["search_k"]
@@ -87,7 +88,7 @@ class Store:
         row = self.words.find(word)
         if row is None:
             raise UnknownKeyError(f"{word!r} has no vector (not in the word2vec vocabulary of version {self.version}).")
-        return self._search("words", self.words.row(row), k, exclude=row, exact=exact)
+        return self._search("words", self.words.vector_at(row), k, exclude=row, exact=exact)
 
     # --- statements ----------------------------------------------------------------------
     @_reopens

@@ -31,14 +31,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from shardvec.tasks.atomic import fsync_dir, write_json
+from shardvec.tasks.atomic import fsync_dir
 from shardvec.tasks.corpus import check_record
 from shardvec.tasks.embed import Embedder
+from shardvec.tasks.keys import key_hash, key_hashes
+from shardvec.tasks.layout import Layout
 from shardvec.tasks.ledger import OPS, Ledger, Op, ops_from
-from shardvec.tasks.publish import CURRENT, PublishLock, require_current
-from shardvec.tasks.similarity import SimilarityRows, _block_top, _merge, exact_topk, score_blocks
-from shardvec.tasks.store import Space, key_hash, key_hashes
+from shardvec.tasks.publish import PublishLock, require_current, swap
+from shardvec.tasks.similarity import SimilarityRows
+from shardvec.tasks.store import Space
 from shardvec.tasks.tokenize import Tokenizer
+from shardvec.tasks.topk import exact_topk, fold_block, merge_topk, score_blocks
 
 
 class Segment:
@@ -80,7 +83,7 @@ class Segment:
     def column(self, name: str, i: int):
         return (self.ids if name == "id" else self.texts)[i].as_py()
 
-    def row(self, i: int) -> np.ndarray:
+    def vector_at(self, i: int) -> np.ndarray:
         return self.vectors[i]
 
     def keys(self) -> list[str]:
@@ -155,11 +158,11 @@ class Statements:
         space, local = self._locate(r)
         return space.column("text", local)
 
-    def vectors(self, rows: np.ndarray) -> np.ndarray:
+    def vectors_at(self, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), self.base.dim), np.float32)
         for i, r in enumerate(rows):
             space, local = self._locate(int(r))
-            out[i] = space.row(local)
+            out[i] = space.vector_at(local)
         return out
 
     def row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +180,7 @@ class Statements:
 
     def fill(self) -> tuple[np.ndarray, np.ndarray]:
         """Per row: how many neighbours it holds, and its last one's score (-inf if none)."""
-        parts = [fill(*self.base_rows._shard(s["shard"])) for s in self.base_rows.manifest["shards"]]
+        parts = [fill(*self.base_rows.shard(s["shard"])) for s in self.base_rows.manifest["shards"]]
         extra = sum(len(s) for s in self.segments)
         valid = np.concatenate([p[0] for p in parts] + [np.zeros(extra, np.int64)])
         last = np.concatenate([p[1] for p in parts] + [np.full(extra, -np.inf, np.float32)])
@@ -203,7 +206,7 @@ class Statements:
         else:  # many: one pass over the base rows costs less than the lookups
             found = []
             for s in self.base_rows.manifest["shards"]:
-                rows = self.base_rows._shard(s["shard"])[0]
+                rows = self.base_rows.shard(s["shard"])[0]
                 found.append(np.flatnonzero(np.isin(rows, targets).any(axis=1))
                              + s["shard"] * self.base_rows.rows_per_shard)
         for seg in self.segments:
@@ -226,7 +229,7 @@ class Holders:
         itype = np.int32 if base_rows.manifest.get("rows", 2 ** 31) < 2 ** 31 - 1 else np.int64
         held, holder = [], []
         for s in base_rows.manifest["shards"]:
-            rows = np.asarray(base_rows._shard(s["shard"])[0])
+            rows = np.asarray(base_rows.shard(s["shard"])[0])
             r, c = np.nonzero(rows >= 0)
             held.append(rows[r, c].astype(itype))
             holder.append((r + s["shard"] * base_rows.rows_per_shard).astype(itype))
@@ -314,6 +317,7 @@ class Adder:
                  state: dict | None = None):
         """`state`: a CURRENT to build on instead of the live one (a new version being published)."""
         self.data = Path(data).resolve()
+        self.layout = Layout(self.data)
         self.on_duplicate = on_duplicate
         self.max_record_bytes = max_record_bytes
         self.current: dict | None = None
@@ -328,7 +332,7 @@ class Adder:
         self.valid, self.last = self.view.fill()
         models = self.data / current["components"]["models"]
         self.embedder = Embedder(models, vocab_in_ram=True)
-        cfg = json.loads((self.data / "versions" / current["version"] / "manifest.json").read_text())["config"]
+        cfg = json.loads(self.layout.version(current["version"]).manifest.read_text())["config"]
         t = cfg["tokenize"]
         self.tokenizer = Tokenizer(t["min_len"], t["max_len"], t["deaccent"])
 
@@ -348,7 +352,7 @@ class Adder:
         with PublishLock(self.data):
             ledger = Ledger(self.data)
             try:
-                seen = (self.data / CURRENT).read_bytes()
+                seen = self.layout.current.read_bytes()
             except FileNotFoundError:
                 seen = None
             behind = False
@@ -372,8 +376,8 @@ class Adder:
                 self.current = {**self.current, "ledger": seq}
                 result.ledger_seq = seq
             if ops or behind:
-                write_json(self.data / CURRENT, self.current)  # the acknowledgement
-                self._seen = (self.data / CURRENT).read_bytes()
+                swap(self.data, self.current)  # the acknowledgement
+                self._seen = self.layout.current.read_bytes()
                 if behind:
                     ledger.confirm(self.current["ledger"])
                 else:
@@ -437,7 +441,7 @@ class Adder:
             batch[id_] = Op(kind, id_, item.text)
         if rejected:
             result.quarantined = len(rejected)
-            _quarantine(self.data / "quarantine" / "additions", rejected)
+            _quarantine(self.layout.quarantine_additions, rejected)
         ops = list(batch.values())
         result.added, result.replaced, result.deleted = (sum(o.op == kind for o in ops) for kind in OPS)
         return ops, sorted(dead)
@@ -496,27 +500,27 @@ class Adder:
             best_r = np.full((B, w), -1, dtype=np.int64)
             best_s = np.full((B, w), -np.inf, dtype=np.float32)
             for start, block, scores in score_blocks(view, vecs) if B else ():  # one product per (batch x block)
-                best_r, best_s = _block_top(best_r, best_s, start, scores, w)
+                best_r, best_s = fold_block(best_r, best_s, start, scores, w)
                 enter = scores > threshold[start:start + scores.shape[1]][None, :]
                 cols = np.flatnonzero(enter.any(axis=0))
                 if cols.size:
                     cand_s = np.where(enter[:, cols], scores[:, cols], -np.inf).T
                     old = [changed.get(start + int(c)) or view.full_row(start + int(c)) for c in cols]
-                    merged_r, merged_s = _merge(np.stack([o[0] for o in old]), np.stack([o[1] for o in old]),
-                                                np.broadcast_to(new_rows, cand_s.shape), cand_s, w)
+                    merged_r, merged_s = merge_topk(np.stack([o[0] for o in old]), np.stack([o[1] for o in old]),
+                                                    np.broadcast_to(new_rows, cand_s.shape), cand_s, w)
                     for c, r, s in zip(cols, merged_r, merged_s):
                         changed[start + int(c)] = (r, s)
             # the batch against itself
             within = vecs @ vecs.T
             np.fill_diagonal(within, -np.inf)
-            best_r, best_s = _merge(best_r, best_s, np.broadcast_to(new_rows, within.shape), within, w)
+            best_r, best_s = merge_topk(best_r, best_s, np.broadcast_to(new_rows, within.shape), within, w)
             # rows left with fewer than k neighbours are recomputed exactly, to the full width
             if redo:
                 redo_a = np.asarray(redo, np.int64)
-                rv = view.vectors(redo_a)
+                rv = view.vectors_at(redo_a)
                 r_r, r_s = exact_topk(view, rv, w, exclude=redo_a)
                 cross = rv @ vecs.T
-                r_r, r_s = _merge(r_r, r_s, np.broadcast_to(new_rows, cross.shape), cross.astype(np.float32), w)
+                r_r, r_s = merge_topk(r_r, r_s, np.broadcast_to(new_rows, cross.shape), cross.astype(np.float32), w)
                 for r, rr, ss in zip(redo, r_r, r_s):
                     changed[int(r)] = (rr, ss)
         finally:
@@ -568,7 +572,7 @@ class Adder:
     def _sweep(self, grace_seconds: float = 300) -> None:
         """Delete segment files no CURRENT names any more (merged, or a crash's leftovers) once
         no reader can still be opening them."""
-        folder = self.data / "additions" / self.current["version"]
+        folder = self.layout.segments_of(self.current["version"])
         named = {Path(s).name for s in self.current["additions"]["segments"]}
         for p in folder.iterdir():
             if p.name.split(".")[0] not in named and time.time() - p.stat().st_mtime > grace_seconds:
@@ -577,7 +581,7 @@ class Adder:
     def _write_segment(self, ids, texts, vecs, row_ids, rows, scores, dead, seq: int | None = None) -> tuple[str, dict]:
         """Write a segment's two files durably; (its path in the data directory, its .npz arrays)."""
         seq = seq or self._additions()["next_seq"]
-        rel = f"additions/{self.current['version']}/{seq:06d}"
+        rel = self.layout.segment(self.current["version"], seq)
         prefix = self.data / rel
         if not prefix.parent.is_dir():  # a new folder's entry must survive a crash too
             prefix.parent.mkdir(parents=True)
@@ -646,7 +650,7 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
     put = "replace" if replace or on_duplicate == "update" else "add"
     st = path.stat()
     src = SourceFile("additions", path.name, fmt, st.st_size, st.st_mtime_ns, root=str(path.parent))
-    q = Quarantine(Path(data) / "quarantine" / "additions" / time.strftime("%Y%m%dT%H%M%S"), src)
+    q = Quarantine(Layout(data).quarantine_additions / time.strftime("%Y%m%dT%H%M%S"), src)
     total = AddResult()
     try:
         records = read_records(path.parent, src, q, batch_size=batch_size, max_record_bytes=max_record_bytes,
@@ -679,8 +683,8 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
     no-op for what was already in.
     """
     from shardvec.tasks.corpus import FORMATS, BadInputError
-    inbox = Path(data) / "inbox"
-    done, refused = inbox / ".done", Path(data) / "quarantine" / "inbox"
+    where = Layout(data)
+    inbox, done, refused = where.inbox, where.inbox_done, where.quarantine_inbox
     if inbox.is_symlink():
         raise BadInputError(f"{inbox} is a symlink; make it a folder inside the data directory and move the "
                             "files into it.")

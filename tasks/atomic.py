@@ -1,4 +1,5 @@
-"""Durable file writes: write a temporary file, fsync it, rename it into place, fsync the folder."""
+"""Durable file writes (write a temporary file, fsync it, rename it into place, fsync the
+folder), and the read-only mapping of the arrays they wrote."""
 
 from __future__ import annotations
 
@@ -69,6 +70,12 @@ def save_npy(final: Path, array: np.ndarray) -> Path:
         with open(tmp, "wb") as f:
             np.save(f, array, allow_pickle=False)
     return write_with(final, write)
+
+
+def map_npy(path: Path) -> np.ndarray:
+    """A read-only memmapped .npy as a plain ndarray: indexing numpy's memmap subclass costs
+    microseconds per call, a plain view of the same pages does not."""
+    return np.load(path, mmap_mode="r").view(np.ndarray)
 
 
 def sha256_file(path: Path, block: int = 1 << 22) -> str:

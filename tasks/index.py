@@ -14,13 +14,13 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from shardvec.tasks.atomic import atomic_path, sha256_file, write_json
-from shardvec.tasks.similarity import best_per_row, exact_topk, recall_at_k
 from shardvec.tasks.store import Space, shard_name
+from shardvec.tasks.topk import best_per_row, exact_topk, recall_at_k
 
 
 def build_shard_index(space_dir: Path, shard: int, index_dir: Path, *, n_trees: int, seed: int) -> dict:
     space = Space(space_dir)
-    vecs = space.vectors(shard)
+    vecs = space.shard_vectors(shard)
     t = time.perf_counter()
     index = AnnoyIndex(space.dim, "angular")
     index.set_seed(seed)
@@ -100,7 +100,7 @@ def index_recall(space_dir: Path, index_dir: Path, *, k: int, search_k: int, sam
     index = ShardedIndex(index_dir, space)
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(len(space), size=min(sample, len(space)), replace=False))
-    queries = space.rows(picks)
+    queries = space.vectors_at(picks)
     exact, exact_s = exact_topk(space, queries, k, exclude=picks)
     t = time.perf_counter()
     found, found_s = index.search_many(queries, k, search_k=search_k, exclude=picks)

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shardvec.tasks.atomic import fsync_dir, write_with
+from shardvec.tasks.layout import Layout
 
 SCHEMA = pa.schema([("seq", pa.int64()), ("op", pa.string()), ("id", pa.string()), ("text", pa.string())])
 OPS = ("add", "replace", "delete")
@@ -57,7 +58,7 @@ class Op:
 
 class Ledger:
     def __init__(self, data: Path):
-        self.dir = Path(data) / "ledger"
+        self.dir = Layout(data).ledger
 
     # -- writing ------------------------------------------------------------------------
     def append(self, seq: int, ops: list[Op]) -> Path:

@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shardvec.tasks.atomic import save_npy, sha256_file
-from shardvec.tasks.similarity import _unit, nonzero2d
+from shardvec.tasks.atomic import save_npy
+from shardvec.tasks.similarity import write_tile
 from shardvec.tasks.store import Space, shard_name
+from shardvec.tasks.topk import empty_topk, nonzero2d, unit_rows
 
 MB = 1 << 20
 # Resident before any rows are touched: the interpreter, numpy/scipy/gensim, a Dask worker and
@@ -58,7 +59,7 @@ def clusters_for(statements: int, cluster_rows: int) -> int:
 
 def _sample(space: Space, size: int, rng: np.random.Generator) -> np.ndarray:
     picks = np.sort(rng.choice(len(space), size=min(size, len(space)), replace=False))
-    return _unit(space.read(picks))  # read, not mapped: a sample spread over the space
+    return unit_rows(space.read(picks))  # read, not mapped: a sample spread over the space
 
 
 def nearest(vecs: np.ndarray, centroids: np.ndarray, probes: int, cells: int) -> np.ndarray:
@@ -73,7 +74,7 @@ def nearest(vecs: np.ndarray, centroids: np.ndarray, probes: int, cells: int) ->
         if probes == 1:
             out[s:s + step, 0] = scores.argmax(axis=1)
         else:
-            out[s:s + step] = _keep(*_empty(len(scores), probes), scores, 0, probes)[0]
+            out[s:s + step] = _keep(*empty_topk(len(scores), probes), scores, 0, probes)[0]
     return out
 
 
@@ -89,7 +90,7 @@ def train_centroids(space_dir: Path, work_dir: Path, *, clusters: int, sample: i
         sums, sizes = _cluster_sums(x, label, len(c))
         empty = np.flatnonzero(sizes == 0)
         sums[empty] = x[rng.choice(len(x), size=len(empty), replace=False)]  # re-seed empty clusters
-        c = _unit(sums)
+        c = unit_rows(sums)
     path = save_npy(Path(work_dir) / "centroids.npy", c.astype(np.float32))
     return {"centroids": str(path), "clusters": len(c), "sample": len(x)}
 
@@ -109,7 +110,7 @@ def assign_shard(space_dir: Path, shard: int, work_dir: Path, *, probes: int, me
     space, work_dir = Space(space_dir), Path(work_dir)
     centroids = np.load(work_dir / "centroids.npy")
     probes = min(probes, len(centroids))
-    vecs = _unit(np.asarray(space.vectors(shard), dtype=np.float32))
+    vecs = unit_rows(np.asarray(space.shard_vectors(shard), dtype=np.float32))
     space.release()
     near = nearest(vecs, centroids, probes, score_cells(memory_budget_mb))
     save_npy(work_dir / shard_name("assign", shard, "npy"), near)
@@ -211,7 +212,7 @@ def own_task(space_dir: Path, work_dir: Path, task: int, tasks: int, *, k: int, 
 def _best(space: Space, cands: np.ndarray, queries: np.ndarray, own: np.ndarray, k: int, cells: int):
     """Each query's best k among `cands` (local indices, -1 / -inf padding), candidate own[i]
     excluded for query i. Candidates are gathered a block at a time, once each."""
-    rows, best = _empty(len(queries), k)
+    rows, best = empty_topk(len(queries), k)
     block = min(len(queries), max(1, cells // min(len(cands), LANE)))
     cols = min(len(cands), max(1, cells // block))
     qv = _gather(space, queries) if len(queries) == block else None  # one block: read once
@@ -327,7 +328,7 @@ def _gather(space: Space, rows: np.ndarray) -> np.ndarray:
     """Unit rows, read from the space's files (`Space.read`): gathers spread over the space
     through its mapping would leave this process holding most of it."""
     x = space.read(rows)
-    return x if space.normalized else _unit(x)
+    return x if space.normalized else unit_rows(x)
 
 
 # Scores grouped this many at a time for the bound of `_keep`, fewer in lanes shorter than
@@ -374,7 +375,7 @@ def _keep(rows: np.ndarray, best: np.ndarray, scores: np.ndarray, start: int, k:
 
 
 def _best_k(local: np.ndarray, cand: np.ndarray, scores: np.ndarray, n: int, k: int):
-    """`similarity.best_per_row` for candidates given in ascending order of candidate among
+    """`topk.best_per_row` for candidates given in ascending order of candidate among
     equal (query, score): (n, k) best of each query by score then candidate, -1 / -inf padded.
     One stable integer sort (`_descending`) instead of a 3-key lexsort."""
     rows = np.full((n, k), -1, dtype=np.int64)
@@ -386,10 +387,6 @@ def _best_k(local: np.ndarray, cand: np.ndarray, scores: np.ndarray, n: int, k: 
     rows[local[keep], rank[keep]] = cand[keep]
     best[local[keep], rank[keep]] = scores[keep]
     return rows, best
-
-
-def _empty(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf, dtype=np.float32)
 
 
 def _global(rows: np.ndarray, local: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -419,12 +416,7 @@ def merge_tile(work_dir: Path, tile: int, tasks: int, out_dir: Path, *, k: int, 
     keep = cand >= 0
     local, cand, score = local[keep], cand[keep], score[keep]
     once = np.unique(local * statements + cand, return_index=True)[1]  # each pair once, by neighbour
-    rows, scores = _best_k(local[once], cand[once], score[once], n, k)
-    out_dir = Path(out_dir)
-    r_path = save_npy(out_dir / shard_name("rows", tile, "npy"), rows)
-    s_path = save_npy(out_dir / shard_name("scores", tile, "npy"), scores)
-    return {"shard": tile, "rows": n, "files": [r_path.name, s_path.name],
-            "sha256": {p.name: sha256_file(p) for p in (r_path, s_path)}}
+    return write_tile(out_dir, tile, *_best_k(local[once], cand[once], score[once], n, k))
 
 
 def partitioned_rows(space_dir: Path, work_dir: Path, out_dir: Path, *, k: int, tile_rows: int, cluster_rows: int,

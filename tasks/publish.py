@@ -20,10 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from shardvec.tasks.atomic import fsync_dir, fsync_tree, sha256_file, write_json
+from shardvec.tasks.layout import COMPONENTS, Layout
 
-CURRENT = "CURRENT"
 FORMAT = 1
-COMPONENTS = ("models", "words", "statements", "words_index", "statements_index", "similarity")
 
 
 class NotPublishedError(FileNotFoundError):
@@ -38,10 +37,6 @@ def new_version_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def version_dir(data: Path, version: str) -> Path:
-    return Path(data) / "versions" / version
-
-
 class DamagedCurrentError(ValueError):
     """CURRENT cannot be trusted: nothing is read or written through it."""
 
@@ -54,7 +49,7 @@ _RECOVER = ("move it aside and run `shardvec backfill --mode rebuild` (the ledge
 def read_current(data: Path) -> dict | None:
     """The live CURRENT document, validated: its version id has the form this shardvec writes,
     and every path it names stays inside the data directory (symlinks resolved)."""
-    path = Path(data) / CURRENT
+    path = Layout(data).current
     if not path.exists():
         return None
     try:
@@ -82,9 +77,10 @@ def _current_problem(data: Path, current: dict) -> str | None:
     if not isinstance(comps, dict) or set(comps) != set(COMPONENTS):
         return "does not name the components of a version"
     segments = (current.get("additions") or {}).get("segments", [])
-    for rel, under in [(c, "versions") for c in comps.values()] + [(s, "additions") for s in segments]:
-        if not inside(data, rel, under):
-            return f"names {rel!r}, which is not inside {data / under}"
+    where = Layout(data)
+    for rel, under in [(c, where.versions) for c in comps.values()] + [(s, where.additions) for s in segments]:
+        if not inside(data, rel, under.name):
+            return f"names {rel!r}, which is not inside {under}"
     return None
 
 
@@ -106,18 +102,18 @@ def require_current(data: Path) -> dict:
 def prepare(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict) -> dict:
     """Write the version's manifest and fsync all of it; returns the CURRENT that would name it."""
     data = Path(data)
-    vdir = version_dir(data, version)
+    v = Layout(data).version(version)
     missing = [c for c in COMPONENTS if c not in components]
     if missing:
         raise ValueError(f"cannot publish {version}: components {missing} missing")
     rel = {name: os.path.relpath(path, data) for name, path in components.items()}
-    shutil.rmtree(vdir / "work", ignore_errors=True)  # build scratch (the statement plan)
-    files = {str(p.relative_to(vdir)): sha256_file(p) for p in sorted(vdir.rglob("*"))
-             if p.is_file() and p != vdir / "manifest.json"}
-    write_json(vdir / "manifest.json", {"format": FORMAT, "version": version, "components": rel,
-                                         "watermark": watermark, **summary, "files": files})
-    fsync_tree(vdir)
-    fsync_dir(vdir.parent)  # the entries naming the new folder, and versions/ on a first run
+    shutil.rmtree(v.work, ignore_errors=True)  # build scratch (the statement plan)
+    files = {str(p.relative_to(v.root)): sha256_file(p) for p in sorted(v.root.rglob("*"))
+             if p.is_file() and p != v.manifest}
+    write_json(v.manifest, {"format": FORMAT, "version": version, "components": rel,
+                            "watermark": watermark, **summary, "files": files})
+    fsync_tree(v.root)
+    fsync_dir(v.root.parent)  # the entries naming the new folder, and versions/ on a first run
     fsync_dir(data)
     return {"format": FORMAT, "version": version, "components": rel, "watermark": watermark,
             "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -125,27 +121,27 @@ def prepare(data: Path, version: str, components: dict[str, str], watermark: dic
 
 def swap(data: Path, current: dict) -> None:
     """The publish point: atomically replace CURRENT (readers see the old or the new, whole)."""
-    write_json(Path(data) / CURRENT, current)
+    write_json(Layout(data).current, current)
 
 
 def retain(data: Path, keep_versions: int) -> list[str]:
     """Delete versions other than the newest `keep_versions` published ones (CURRENT's always kept),
     and any unpublished leftovers of crashed runs older than the live version."""
-    data = Path(data)
+    where = Layout(data)
     current = read_current(data)
-    root = data / "versions"
+    root = where.versions
     if current is None or not root.exists():
         return []
     live = current["version"]
-    published = sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists())
+    published = sorted(p.name for p in root.iterdir() if where.version(p.name).manifest.exists())
     keep = set(published[-keep_versions:]) | {live}
-    keep |= {Path(c).parts[1] for c in current["components"].values() if Path(c).parts[0] == "versions"}
+    keep |= {Path(c).parts[1] for c in current["components"].values() if Path(c).parts[0] == root.name}
     removed = []
     for p in sorted(root.iterdir()):
         if p.name not in keep and p.name < live:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p.name)
-    additions = data / "additions"
+    additions = where.additions
     live_base = (current.get("additions") or {}).get("base")
     if additions.exists():  # additions of replaced versions were folded in by the run that replaced them
         for p in additions.iterdir():
@@ -158,7 +154,7 @@ class PublishLock:
     """Held while CURRENT changes (an add batch, a run's final swap, a rollback): short, blocking."""
 
     def __init__(self, data: Path):
-        self.path = Path(data) / ".publish.lock"
+        self.path = Layout(data).publish_lock
 
     def __enter__(self) -> "PublishLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +171,7 @@ class RunLock:
     """One run at a time per data directory (an advisory flock the OS drops if the process dies)."""
 
     def __init__(self, data: Path, wait_seconds: float = 0.0):
-        self.path = Path(data) / ".run.lock"
+        self.path = Layout(data).run_lock
         self.wait_seconds = wait_seconds
         self._fd: int | None = None
 

@@ -21,8 +21,10 @@ import numpy as np
 from gensim.models import LsiModel, Word2Vec
 from gensim.test.utils import datapath
 
-from shardvec.tasks.similarity import SimilarityRows, exact_topk
+from shardvec.tasks.layout import Layout
+from shardvec.tasks.similarity import SimilarityRows
 from shardvec.tasks.store import Space
+from shardvec.tasks.topk import exact_topk
 
 QUESTIONS, WORDSIM, SIMLEX = "questions-words.txt", "wordsim353.tsv", "simlex999.txt"
 # metric -> the config knob holding how far it may drop against the last published run
@@ -116,8 +118,8 @@ def _words_moved(old: Space, new: Space, n: int, k: int = 10) -> list[dict]:
             break
     if not common:
         return []
-    o_nb, _ = exact_topk(old, old.rows(o_rows), k, exclude=np.array(o_rows))
-    n_nb, _ = exact_topk(new, new.rows(n_rows), k, exclude=np.array(n_rows))
+    o_nb, _ = exact_topk(old, old.vectors_at(o_rows), k, exclude=np.array(o_rows))
+    n_nb, _ = exact_topk(new, new.vectors_at(n_rows), k, exclude=np.array(n_rows))
     out = []
     for word, a, b in zip(common, o_nb, n_nb):
         a_keys, b_keys = {old.key(int(x)) for x in a if x >= 0}, {new.key(int(x)) for x in b if x >= 0}
@@ -144,12 +146,11 @@ def gate(metrics: dict, previous: dict | None, tolerances: dict) -> list[str]:
     return reasons
 
 
-HISTORY = "history.jsonl"
 
 
 def append_history(data: Path, entry: dict) -> None:
     """One line per run (published or refused), fsynced: the trend `shardvec history` prints."""
-    path = Path(data) / HISTORY
+    path = Layout(data).history
     line = json.dumps({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **entry}) + "\n"
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
@@ -158,7 +159,7 @@ def append_history(data: Path, entry: dict) -> None:
 
 
 def read_history(data: Path, last: int | None = None) -> list[dict]:
-    path = Path(data) / HISTORY
+    path = Layout(data).history
     if not path.exists():
         return []
     with open(path, encoding="utf-8") as f:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from shardvec.tasks.additions import Adder, Segment
 from shardvec.tasks.atomic import sha256_file
+from shardvec.tasks.layout import Layout
 from shardvec.tasks.ledger import Ledger, ops_from
 from shardvec.tasks.publish import (NotPublishedError, PublishLock, RunLock, prepare, read_current, require_current,
-                           retain, swap, version_dir)
+                                    retain, swap)
 
 
 def publish_version(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict,
@@ -75,11 +76,11 @@ def _go_live(data: Path, new: dict, built_upto: int) -> int:
 
 def list_versions(data: Path) -> list[dict]:
     """The kept versions, oldest first: when, how many statements, the run's quality line."""
-    root = Path(data) / "versions"
+    where = Layout(data)
     current = read_current(data)
     out = []
-    for p in sorted(root.iterdir()) if root.is_dir() else []:
-        if not (p / "manifest.json").exists():
+    for p in sorted(where.versions.iterdir()) if where.versions.is_dir() else []:
+        if not where.version(p.name).manifest.exists():
             continue  # a run that never finished
         try:
             m = _manifest(data, p.name)
@@ -97,7 +98,7 @@ def list_versions(data: Path) -> list[dict]:
 
 
 def _manifest(data: Path, version: str) -> dict:
-    return json.loads((version_dir(data, version) / "manifest.json").read_text())
+    return json.loads(Layout(data).version(version).manifest.read_text())
 
 
 def verify(data: Path) -> list[str]:
@@ -117,14 +118,14 @@ def verify(data: Path) -> list[str]:
 
 def verify_version(data: Path, version: str) -> list[str]:
     """Every file of one version against the checksums in its manifest."""
-    vdir = version_dir(data, version)
+    v = Layout(data).version(version)
     try:
-        manifest = json.loads((vdir / "manifest.json").read_text())
+        manifest = json.loads(v.manifest.read_text())
     except (OSError, ValueError) as exc:
-        return [f"{vdir / 'manifest.json'} cannot be read ({exc})"]
+        return [f"{v.manifest} cannot be read ({exc})"]
     problems = []
     for rel, digest in manifest.get("files", {}).items():
-        path = vdir / rel
+        path = v.root / rel
         if not path.exists():
             problems.append(f"{path} is missing")
         elif sha256_file(path) != digest:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shardvec.tasks.atomic import save_npy, sha256_file
 from shardvec.tasks.index import ShardedIndex
-from shardvec.tasks.similarity import _merge, _unit, best_per_row, columns_for, exact_topk, nonzero2d, tile_count
-from shardvec.tasks.store import Space, shard_name
+from shardvec.tasks.similarity import tile_count, write_tile
+from shardvec.tasks.store import Space
+from shardvec.tasks.topk import RowsInRam, best_per_row, columns_for, exact_topk, merge_topk, nonzero2d, unit_rows
 
 
 def tile_pairs(rows: int, tile_rows: int) -> list[tuple[int, int]]:
@@ -28,17 +28,10 @@ def tile_pairs(rows: int, tile_rows: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(n) for j in range(i + 1, n)]
 
 
-class _Tile:
-    """Unit rows lo.. of a space, held in RAM, in the shape `exact_topk` searches."""
-    normalized = True
-
-    def __init__(self, space: Space, tile: int, tile_rows: int):
-        self.lo = tile * tile_rows
-        self.vecs = _unit(np.asarray(space.range(self.lo, min(self.lo + tile_rows, len(space))), dtype=np.float32))
-
-    def blocks(self, columns: int):
-        for s in range(0, len(self.vecs), columns):
-            yield self.lo + s, self.vecs[s:s + columns]
+def _tile(space: Space, tile: int, tile_rows: int) -> RowsInRam:
+    """Unit rows of one tile, held in RAM."""
+    lo = tile * tile_rows
+    return RowsInRam(unit_rows(np.asarray(space.range(lo, min(lo + tile_rows, len(space))), dtype=np.float32)), lo)
 
 
 def _save(work_dir: Path, mine: int, other: int, rows: np.ndarray, scores: np.ndarray) -> None:
@@ -49,12 +42,13 @@ def _save(work_dir: Path, mine: int, other: int, rows: np.ndarray, scores: np.nd
 
 def own_tile(space_dir: Path, tile: int, work_dir: Path, *, k: int, tile_rows: int, block_rows: int) -> dict:
     """Best k of each row of the tile within the tile (self excluded), and their k-th scores."""
-    t = _Tile(Space(space_dir), tile, tile_rows)
+    t = _tile(Space(space_dir), tile, tile_rows)
     rows = np.empty((len(t.vecs), k), dtype=np.int64)
     scores = np.empty((len(t.vecs), k), dtype=np.float32)
     for b in range(0, len(t.vecs), block_rows):
         q = t.vecs[b:b + block_rows]
-        rows[b:b + len(q)], scores[b:b + len(q)] = exact_topk(t, q, k, exclude=np.arange(t.lo + b, t.lo + b + len(q)))
+        own = np.arange(t.first + b, t.first + b + len(q))
+        rows[b:b + len(q)], scores[b:b + len(q)] = exact_topk(t, q, k, exclude=own)
     work_dir = Path(work_dir)
     _save(work_dir, tile, tile, rows, scores)
     np.save(work_dir / f"bound-{tile}.npy", scores[:, -1])  # -inf where the tile has fewer than k others
@@ -64,7 +58,7 @@ def own_tile(space_dir: Path, tile: int, work_dir: Path, *, k: int, tile_rows: i
 def tile_pair(space_dir: Path, ti: int, tj: int, work_dir: Path, *, k: int, tile_rows: int, block_rows: int) -> dict:
     """Candidates of tile ti's rows among tj's and of tj's among ti's, from one product."""
     space, work_dir = Space(space_dir), Path(work_dir)
-    a, b = _Tile(space, ti, tile_rows), _Tile(space, tj, tile_rows)
+    a, b = _tile(space, ti, tile_rows), _tile(space, tj, tile_rows)
     bound_a, bound_b = np.load(work_dir / f"bound-{ti}.npy"), np.load(work_dir / f"bound-{tj}.npy")
     found = {ti: ([], [], []), tj: ([], [], [])}  # per side: local row, candidate row, score
     columns = columns_for(block_rows)
@@ -73,9 +67,9 @@ def tile_pair(space_dir: Path, ti: int, tj: int, work_dir: Path, *, k: int, tile
         for j in range(0, len(b.vecs), columns):
             scores = q @ b.vecs[j:j + columns].T
             r, c = nonzero2d(scores >= bound_a[i:i + len(q), None])
-            _add(found[ti], r + i, c + b.lo + j, scores[r, c])
+            _add(found[ti], r + i, c + b.first + j, scores[r, c])
             r, c = nonzero2d(scores >= bound_b[None, j:j + scores.shape[1]])
-            _add(found[tj], c + j, r + a.lo + i, scores[r, c])
+            _add(found[tj], c + j, r + a.first + i, scores[r, c])
     for mine, other, n in ((ti, tj, len(a.vecs)), (tj, ti, len(b.vecs))):
         _save(work_dir, mine, other, *best_per_row(*(np.concatenate(x) for x in found[mine]), n, k))
     return {"tiles": [ti, tj], "candidates": sum(len(x) for side in found.values() for x in side[0])}
@@ -94,13 +88,9 @@ def merge_tile(work_dir: Path, tile: int, tiles: int, out_dir: Path, *, k: int) 
     for other in range(tiles):
         r = np.load(work_dir / f"cand-{tile}-{other}-rows.npy")
         s = np.load(work_dir / f"cand-{tile}-{other}-scores.npy")
-        rows, scores = (r, s) if rows is None else _merge(rows, scores, r, s, k)
+        rows, scores = (r, s) if rows is None else merge_topk(rows, scores, r, s, k)
     rows[~np.isfinite(scores)] = -1
-    out_dir = Path(out_dir)
-    r_path = save_npy(out_dir / shard_name("rows", tile, "npy"), rows)
-    s_path = save_npy(out_dir / shard_name("scores", tile, "npy"), scores)
-    return {"shard": tile, "rows": len(rows), "files": [r_path.name, s_path.name],
-            "sha256": {p.name: sha256_file(p) for p in (r_path, s_path)}}
+    return write_tile(out_dir, tile, rows, scores)
 
 
 def rows_for_tile(space_dir: Path, tile: int, out_dir: Path, *, k: int, tile_rows: int, block_rows: int,
@@ -123,8 +113,4 @@ def rows_for_tile(space_dir: Path, tile: int, out_dir: Path, *, k: int, tile_row
         else:
             r, s = index.search_many(block, k, search_k=search_k, exclude=own)
         rows[b:b + len(block)], scores[b:b + len(block)] = r, s
-    out_dir = Path(out_dir)
-    r_path = save_npy(out_dir / shard_name("rows", tile, "npy"), rows)
-    s_path = save_npy(out_dir / shard_name("scores", tile, "npy"), scores)
-    return {"shard": tile, "rows": len(vecs), "files": [r_path.name, s_path.name],
-            "sha256": {p.name: sha256_file(p) for p in (r_path, s_path)}}
+    return write_tile(out_dir, tile, rows, scores)

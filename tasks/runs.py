@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-RUNS = ".runs"
+from shardvec.tasks.layout import Layout
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class RunRecord:
 def register(data: Path, flow_run_id: str, pid: int | None = None) -> Path:
     """Record that process `pid` (this one by default) runs `flow_run_id` on `data`."""
     pid = pid or os.getpid()
-    folder = Path(data) / RUNS
+    folder = Layout(data).runs
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{flow_run_id}.json"
     tmp = path.with_suffix(".tmp")
@@ -50,7 +50,7 @@ def register(data: Path, flow_run_id: str, pid: int | None = None) -> Path:
 
 def records(data: Path) -> list[RunRecord]:
     out = []
-    for path in sorted((Path(data) / RUNS).glob("*.json")):
+    for path in sorted(Layout(data).runs.glob("*.json")):
         try:
             d = json.loads(path.read_text())
             out.append(RunRecord(d["flow_run_id"], int(d["pid"]), float(d["started"]), d["since"], path))

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from shardvec.tasks import additions, index, quality, lsi, partitioned, release, rows, similarity, statements, store, tokenize, vocab, word2vec
+from shardvec.tasks import (additions, index, ledger, lsi, partitioned, quality, release, rows, similarity, statements,
+                            store, tokenize, vocab, word2vec)
 from shardvec.tasks.corpus import discover
 from shardvec.tasks.report import MB, PeakRSS
 
@@ -41,8 +42,9 @@ def _worker() -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _skin(fn, name: str, retries: int = 2):
-    return task(measured(fn), name=name, retries=retries, retry_delay_seconds=[2, 10, 30],
+def _skin(fn, name: str, retries: int = 2, measure: bool = True):
+    """A step as a Prefect task; `measure`: its summary gets the step's time and peak memory."""
+    return task(measured(fn) if measure else fn, name=name, retries=retries, retry_delay_seconds=[2, 10, 30],
                 cache_policy=NO_CACHE, persist_result=False)
 
 
@@ -52,9 +54,11 @@ def _discover(corpus_dir, partitions=None, after=None, until=None) -> dict:
 
 
 discover_task = _skin(_discover, "discover")
+replay_task = _skin(ledger.replay_for_build, "replay-ledger", retries=0, measure=False)  # a ledger.Replay
 tokenize_task = _skin(tokenize.tokenize_file, "tokenize")
 plan_task = _skin(statements.plan_statements, "plan-statements")
 vocab_task = _skin(vocab.build_dictionary, "vocabulary")
+copy_dictionary_task = _skin(vocab.copy_dictionary, "copy-dictionary")
 lsi_part_task = _skin(lsi.lsi_part, "lsi-part")
 lsi_merge_task = _skin(lsi.merge_lsi, "train-lsi")
 word2vec_task = _skin(word2vec.train_word2vec, "train-word2vec")

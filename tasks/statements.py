@@ -17,7 +17,8 @@ import pyarrow as pa
 from shardvec.tasks.atomic import save_npy
 from shardvec.tasks.corpus import Quarantine, SourceFile
 from shardvec.tasks.embed import Embedder
-from shardvec.tasks.store import ShardWriter, key_hashes
+from shardvec.tasks.keys import key_hashes
+from shardvec.tasks.store import ShardWriter
 from shardvec.tasks.tokenize import open_cache
 
 

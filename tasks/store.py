@@ -6,7 +6,7 @@ A space is a folder:
                            float32, float16, or int8: unit rows times a per-dimension scale
                            (scale.npy), each row's length beside (norms-00000.npy)
   keys-00000.arrow ...     Arrow IPC file per shard: column `key` (+ extra columns) in row order
-  key_hash.npy, key_row.npy  sorted 64-bit key hashes and their rows: key -> row by binary search
+  key_hash.npy, key_row.npy  the key index (tasks/keys.py): key -> row with no dict in RAM
 
 Row r lives in shard r // rows_per_shard at offset r % rows_per_shard. Shards are written
 independently (one task each), then `finish_space` builds the key index and the manifest.
@@ -21,25 +21,18 @@ import mmap
 import os
 import shutil
 from contextlib import ExitStack
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from xxhash import xxh3_64_intdigest
 
-from shardvec.tasks.atomic import atomic_path, save_npy, sha256_file, write_json
+from shardvec.tasks.atomic import atomic_path, map_npy, save_npy, sha256_file, write_json
+from shardvec.tasks.keys import KeyIndex, key_hashes, write_key_index
+from shardvec.tasks.lookup import lookup
 
 # 2: keys hashed with xxh3-64 (was blake2b, a third of a single lookup's time)
 FORMAT = 2
-
-
-def key_hash(key: str) -> int:
-    return xxh3_64_intdigest(key.encode("utf-8"))
-
-
-def key_hashes(keys: Iterable[str]) -> np.ndarray:
-    return np.fromiter((key_hash(k) for k in keys), dtype=np.uint64)
 
 
 def shard_name(kind: str, shard: int, ext: str) -> str:
@@ -144,10 +137,7 @@ def finish_space(space_dir: Path, shards: list[dict], *, dim: int, rows_per_shar
         keys = _open_keys(space_dir / s["keys"]).column("key")
         hashes[start:start + s["rows"]] = key_hashes(k.as_py() for k in keys)
         start += s["rows"]
-    order = np.argsort(hashes, kind="stable")
-    save_npy(space_dir / "key_hash.npy", hashes[order])
-    save_npy(space_dir / "key_row.npy", order.astype(np.int64))
-    index_files = ["key_hash.npy", "key_row.npy"]
+    index_files = write_key_index(space_dir, hashes)
     if dtype == "int8":
         save_npy(space_dir / "scale.npy", np.asarray(scale, dtype=np.float32))
         index_files.append("scale.npy")
@@ -161,14 +151,8 @@ def finish_space(space_dir: Path, shards: list[dict], *, dim: int, rows_per_shar
     return manifest
 
 
-def _mapped(path: Path) -> np.ndarray:
-    """A read-only memmapped .npy as a plain ndarray: indexing numpy's memmap subclass costs
-    microseconds per call, a plain view of the same pages does not."""
-    return np.load(path, mmap_mode="r").view(np.ndarray)
-
-
 def _release(mapped: np.ndarray, lo: int, hi: int) -> None:
-    """Drop rows lo..hi-1 of a `_mapped` array from this process's resident pages."""
+    """Drop rows lo..hi-1 of a `map_npy` array from this process's resident pages."""
     memmap = mapped.base
     mm = getattr(memmap, "_mmap", None)  # the mmap.mmap behind np.memmap (absent for empty files)
     if mm is None or not mapped.size:
@@ -227,10 +211,14 @@ class SpaceWriter:
 
 
 class Space:
-    """A published vector space, read through mmap: nothing is loaded whole.
+    """A published vector space, read through mmap: nothing is loaded whole. It maps the shards
+    and decodes their stored dtype to float32; keys are found through its `key_index`.
 
     >>> words = Space(path); words.vector("king"); words.find("queen"); words.key(7)
+    >>> words.vector_at(7); words.vectors_at([7, 3]); words.shard_vectors(0)
     """
+
+    dead = np.empty(0, dtype=np.int64)  # rows a scan never returns (tasks/topk.Scannable): none here
 
     def __init__(self, space_dir: Path):
         self.dir = Path(space_dir)
@@ -249,9 +237,7 @@ class Space:
         self._files: list[tuple | None] = [None] * self.n_shards
         self._keys: list[pa.Table | None] = [None] * self.n_shards
         self._key_bytes: list[tuple[list[int], list] | None] = [None] * self.n_shards
-        self._hash = _mapped(self.dir / "key_hash.npy")
-        self._row = _mapped(self.dir / "key_row.npy")
-        self._lookup: tuple | None = None  # see _first
+        self.key_index = KeyIndex(self.dir, self.key_bytes)
         self.dtype: str = self.manifest.get("dtype", "float32")
         self.scale = np.load(self.dir / "scale.npy") if self.dtype == "int8" else None
         self._norms: list[np.ndarray | None] = [None] * self.n_shards
@@ -262,21 +248,17 @@ class Space:
     def __contains__(self, key: str) -> bool:
         return self.find(key) is not None
 
+    # --- vectors ------------------------------------------------------------------------
     def shard(self, s: int) -> np.ndarray:
-        """The memmapped vectors of shard s, as stored (see `dtype`; `vectors(s)` gives float32)."""
+        """The memmapped vectors of shard s, as stored (see `dtype`; `shard_vectors(s)` gives float32)."""
         if self._vectors[s] is None:
-            self._vectors[s] = _mapped(self.dir / self.manifest["shards"][s]["vectors"])
+            self._vectors[s] = map_npy(self.dir / self.manifest["shards"][s]["vectors"])
         return self._vectors[s]
-
-    def shard_keys(self, s: int) -> pa.Table:
-        if self._keys[s] is None:
-            self._keys[s] = _open_keys(self.dir / self.manifest["shards"][s]["keys"])
-        return self._keys[s]
 
     def shard_start(self, s: int) -> int:
         return s * self.rows_per_shard
 
-    def vectors(self, s: int) -> np.ndarray:
+    def shard_vectors(self, s: int) -> np.ndarray:
         """Shard s as float32 (the memmap itself when stored as float32)."""
         return self._get(s, slice(None))
 
@@ -291,18 +273,25 @@ class Space:
         out = stored.astype(np.float32)
         if self.dtype == "int8":
             if self._norms[s] is None:
-                self._norms[s] = _mapped(self.dir / self.manifest["shards"][s]["norms"])
+                self._norms[s] = map_npy(self.dir / self.manifest["shards"][s]["norms"])
             out *= self.scale
             out *= np.asarray(self._norms[s][index])[..., None]
         return out
 
-    def row(self, r: int) -> np.ndarray:
-        """Row r as float32: a read-only view of the memmap when stored as float32."""
+    def vector(self, key: str) -> np.ndarray:
+        """The vector of `key` as float32 (a read-only view of the memmap when stored as float32)."""
+        r = self.find(key)
+        if r is None:
+            raise UnknownKeyError(f"{key!r} is not a key of the space at {self.dir}.")
+        return self.vector_at(r)
+
+    def vector_at(self, r: int) -> np.ndarray:
+        """The vector of row r as float32: a read-only view of the memmap when stored as float32."""
         s, off = divmod(int(r), self.rows_per_shard)
         return self._get(s, off)
 
-    def rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Gather many rows (any order) into one float32 array."""
+    def vectors_at(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The vectors of many rows (any order) gathered into one float32 array."""
         rows = np.asarray(rows, dtype=np.int64)
         if self.n_shards == 1:
             return self._get(0, rows)
@@ -342,17 +331,35 @@ class Space:
         return self._files[s]
 
     def range(self, lo: int, hi: int) -> np.ndarray:
-        """Rows lo..hi-1 as one float32 array (a view when stored as float32 in one shard)."""
+        """The vectors of rows lo..hi-1 as one float32 array (a view when stored as float32 in one shard)."""
         first, last = lo // self.rows_per_shard, (hi - 1) // self.rows_per_shard
         parts = [self._get(s, slice(max(lo, self.shard_start(s)) - self.shard_start(s),
                                     min(hi, self.shard_start(s) + self.rows_per_shard) - self.shard_start(s)))
                  for s in range(first, last + 1)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def key(self, r: int) -> str:
-        return bytes(self._key_at(int(r))).decode("utf-8")
+    def blocks(self, columns: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, vectors) in pieces of at most `columns` rows, shard by shard, memmapped.
 
-    def _key_at(self, r: int) -> memoryview:
+        A scan reads the whole space once. Each block's pages leave this process when the
+        next block is asked for (they stay in the page cache: reading them again is a minor
+        fault), so a scan holds one block of the space whatever the space's size."""
+        for s in range(self.n_shards):
+            shard = self.shard(s)
+            for c in range(0, len(shard), columns):
+                yield self.shard_start(s) + c, self._get(s, slice(c, c + columns))
+                _release(shard, c, c + columns)
+
+    # --- keys ---------------------------------------------------------------------------
+    def shard_keys(self, s: int) -> pa.Table:
+        if self._keys[s] is None:
+            self._keys[s] = _open_keys(self.dir / self.manifest["shards"][s]["keys"])
+        return self._keys[s]
+
+    def key(self, r: int) -> str:
+        return bytes(self.key_bytes(int(r))).decode("utf-8")
+
+    def key_bytes(self, r: int) -> memoryview:
         """The UTF-8 bytes of row r's key, read straight from the Arrow buffers (no objects)."""
         s, off = divmod(r, self.rows_per_shard)
         if self._key_bytes[s] is None:
@@ -374,100 +381,6 @@ class Space:
         s, off = divmod(int(r), self.rows_per_shard)
         return self.shard_keys(s).column(name)[off].as_py()
 
-    def find(self, key: str) -> int | None:
-        """The row of `key`, or None: its hash's place in the sorted hashes, then a key check."""
-        kb = key.encode("utf-8")
-        h = xxh3_64_intdigest(kb)
-        r = self._walk(kb, h, self._first(h))
-        return None if r < 0 else r
-
-    def find_many(self, keys: Sequence[str]) -> np.ndarray:
-        """Rows of many keys at once (-1 where absent): one vectorized binary search."""
-        encoded = [k.encode("utf-8") for k in keys]
-        hashes = np.fromiter((xxh3_64_intdigest(b) for b in encoded), dtype=np.uint64, count=len(encoded))
-        at = self._hash.searchsorted(hashes)
-        return np.fromiter((self._walk(kb, h, i) for kb, h, i in zip(encoded, hashes.tolist(), at.tolist())),
-                           dtype=np.int64, count=len(encoded))
-
-    def _index(self) -> tuple[int, memoryview, memoryview, memoryview]:
-        """(shift, directory, hashes, rows) for single lookups, built on first use.
-
-        numpy's scalar searchsorted costs over a microsecond a key. The hashes are uniform,
-        so a directory of their top bits (8 bytes per 1-2 keys, at most 8 MB) leaves a bisect
-        over one or two entries, and memoryviews read them as plain Python ints: a few
-        hundred nanoseconds in all."""
-        if self._lookup is None:
-            n = len(self._hash)
-            bits = min(20, max(0, n.bit_length() - 1))
-            shift = 64 - bits
-            bounds = np.arange(1, 1 << bits, dtype=np.uint64) << np.uint64(shift)
-            directory = np.concatenate([[0], self._hash.searchsorted(bounds), [n]]).astype(np.int64)
-            self._lookup = (shift, memoryview(directory), memoryview(self._hash).cast("B").cast("Q"),
-                            memoryview(self._row).cast("B").cast("q"))
-        return self._lookup
-
-    def _first(self, h: int) -> int:
-        """The first index of hash `h` in the sorted hashes (or where it would go)."""
-        shift, directory, hashes, _ = self._index()
-        b = h >> shift
-        return bisect.bisect_left(hashes, h, directory[b], directory[b + 1])
-
-    def _walk(self, kb: bytes, h: int, i: int, every: bool = False) -> int | list[int]:
-        """The row whose key is `kb`, from the first index `i` of its hash `h`, or -1 (`every`:
-        all such rows): the keys of the run of equal hashes are compared, as 64-bit hashes
-        can collide."""
-        _, _, hashes, rows = self._index()
-        found = []
-        while i < len(hashes) and hashes[i] == h:
-            if self._key_at(rows[i]) == kb:
-                if not every:
-                    return rows[i]
-                found.append(rows[i])
-            i += 1
-        return found if every else -1
-
-    def lookup(self, docs: Sequence[Sequence[str]], pad: int = -1) -> tuple[np.ndarray, np.ndarray]:
-        """Token sequences -> (ids: docs x longest, `pad` past the end and for unknown tokens;
-        vectors: docs x longest x dim, zeros there). For frozen embeddings in other models."""
-        longest = max((len(d) for d in docs), default=0)
-        ids = np.full((len(docs), longest), pad, dtype=np.int64)
-        flat = [t for d in docs for t in d]
-        found = self.find_many(flat)
-        at = 0
-        for i, d in enumerate(docs):
-            ids[i, :len(d)] = found[at:at + len(d)]
-            at += len(d)
-        vectors = np.zeros((len(docs), longest, self.dim), dtype=np.float32)
-        known = ids >= 0
-        vectors[known] = self.rows(ids[known])
-        return ids, vectors
-
-    def find_all(self, key: str) -> list[int]:
-        """Every row holding `key`, in row order (a space of added statements may hold a
-        replaced statement and its replacement)."""
-        kb = key.encode("utf-8")
-        h = xxh3_64_intdigest(kb)
-        return sorted(self._walk(kb, h, self._first(h), every=True))
-
-    def vector(self, key: str) -> np.ndarray:
-        r = self.find(key)
-        if r is None:
-            raise UnknownKeyError(f"{key!r} is not a key of the space at {self.dir}.")
-        s, off = divmod(r, self.rows_per_shard)
-        return self._get(s, off)
-
-    def blocks(self, columns: int) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, rows) in pieces of at most `columns` rows, shard by shard, memmapped.
-
-        A scan reads the whole space once. Each block's pages leave this process when the
-        next block is asked for (they stay in the page cache: reading them again is a minor
-        fault), so a scan holds one block of the space whatever the space's size."""
-        for s in range(self.n_shards):
-            shard = self.shard(s)
-            for c in range(0, len(shard), columns):
-                yield self.shard_start(s) + c, self._get(s, slice(c, c + columns))
-                _release(shard, c, c + columns)
-
     def release(self) -> None:
         """Drop every page of this space's vectors from this process's resident pages (they stay
         in the page cache). For gathers scattered over the space (`rows`), which would otherwise
@@ -479,6 +392,22 @@ class Space:
     def keys(self) -> Iterator[str]:
         for s in range(self.n_shards):
             yield from (k.as_py() for k in self.shard_keys(s).column("key"))
+
+    def find(self, key: str) -> int | None:
+        """The row of `key`, or None."""
+        return self.key_index.find(key)
+
+    def find_many(self, keys: Sequence[str]) -> np.ndarray:
+        """Rows of many keys at once (-1 where absent)."""
+        return self.key_index.find_many(keys)
+
+    def find_all(self, key: str) -> list[int]:
+        """Every row holding `key`, in row order."""
+        return self.key_index.find_all(key)
+
+    def lookup(self, docs: Sequence[Sequence[str]], pad: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """Token sequences -> (ids, vectors), padded: see tasks/lookup.py."""
+        return lookup(self, docs, pad)
 
     def verify(self) -> list[str]:
         """Checksum mismatches of this space's files (empty = intact)."""
@@ -518,13 +447,13 @@ def convert_space(src_dir: Path, dst_dir: Path, dtype: str) -> dict:
     if dtype == "int8":
         peak = np.zeros(src.dim, dtype=np.float32)
         for _, block in src.blocks(1 << 16):
-            np.maximum(peak, np.abs(_unit_rows(block)[0]).max(axis=0), out=peak)
+            np.maximum(peak, np.abs(_unit_and_norms(block)[0]).max(axis=0), out=peak)
         scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
     shards = []
     for s in range(src.n_shards):
-        vecs = src.vectors(s)
+        vecs = src.shard_vectors(s)
         if dtype == "int8":
-            unit, norms = _unit_rows(vecs)
+            unit, norms = _unit_and_norms(vecs)
             vecs = np.clip(np.rint(unit / scale), -127, 127)
         keys = src.shard_keys(s)
         extra = {name: keys.column(name) for name in keys.column_names if name != "key"}
@@ -541,6 +470,6 @@ def convert_space(src_dir: Path, dst_dir: Path, dtype: str) -> dict:
                         normalized=src.normalized and dtype == "float32", meta=meta, dtype=dtype, scale=scale)
 
 
-def _unit_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _unit_and_norms(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     norms = np.linalg.norm(x, axis=1).astype(np.float32)
     return x / np.where(norms > 0, norms, 1.0)[:, None], norms

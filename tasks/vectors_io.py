@@ -23,7 +23,8 @@ import numpy as np
 
 from shardvec.tasks.atomic import atomic_path, fsync_dir, fsync_tree, write_json
 from shardvec.tasks.corpus import BadInputError, Quarantine, SourceFile
-from shardvec.tasks.store import DTYPES, Space, SpaceWriter, UnknownKeyError, _mapped, convert_space
+from shardvec.tasks.layout import Layout
+from shardvec.tasks.store import DTYPES, Space, SpaceWriter, UnknownKeyError, map_npy, convert_space
 
 FORMATS = ("word2vec", "word2vec-binary", "glove", "fasttext")
 FASTTEXT_MAGIC = 793712314
@@ -67,7 +68,7 @@ def import_vectors(src: Path, data: Path, name: str, *, fmt: str = "auto", dtype
     _check_link(root / name, root)
     build = root / f".{name}-{secrets.token_hex(4)}"
     st = src.stat()
-    q = Quarantine(data / "quarantine", SourceFile("", src.name, fmt, st.st_size, st.st_mtime_ns, root="vectors"))
+    q = Quarantine(Layout(data).quarantine, SourceFile("", src.name, fmt, st.st_size, st.st_mtime_ns, root="vectors"))
     try:
         raw = build / "float32" if dtype != "float32" else build
         summary = _write(src, fmt, raw, rows_per_shard, q)
@@ -92,7 +93,7 @@ def import_vectors(src: Path, data: Path, name: str, *, fmt: str = "auto", dtype
 
 def _vectors_root(data: Path) -> Path:
     """DATA/vectors, refused if it leads out of the data directory (a link elsewhere)."""
-    root = data / "vectors"
+    root = Layout(data).vectors
     if not root.resolve().is_relative_to(data.resolve()):
         raise BadInputError(f"{root} leads out of the data directory; replace the link with a folder "
                             "of the data directory.")
@@ -270,7 +271,7 @@ class Vectors:
         self.space = Space(path)
         self.dim = self.space.dim
         sub = self.space.manifest.get("subwords")
-        self.ngrams = _mapped(self.space.dir / sub["file"]) if sub else None
+        self.ngrams = map_npy(self.space.dir / sub["file"]) if sub else None
         self.minn, self.maxn, self.bucket = (sub["minn"], sub["maxn"], sub["bucket"]) if sub else (0, 0, 0)
 
     def __contains__(self, word: str) -> bool:
@@ -284,7 +285,7 @@ class Vectors:
         fastText), or KeyError when the space has no n-grams."""
         r = self.space.find(word)
         if r is not None:
-            return self.space.row(r)
+            return self.space.vector_at(r)
         if self.ngrams is None:
             raise UnknownKeyError(f"{word!r} is not in the vocabulary (and these vectors have no n-grams for new words).")
         from gensim.models.fasttext import ft_ngram_hashes
@@ -297,7 +298,7 @@ class Vectors:
         """Vectors of many words: out-of-vocabulary ones from their n-grams, or zeros when the
         space has none."""
         rows = self.space.find_many(words)
-        out = self.space.rows(np.maximum(rows, 0))
+        out = self.space.vectors_at(np.maximum(rows, 0))
         for i in np.flatnonzero(rows < 0):
             out[i] = self.vector(words[i]) if self.ngrams is not None else 0.0
         return out
@@ -312,7 +313,7 @@ def export_word2vec(space_dir: Path, out: Path, *, binary: bool = False, limit: 
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         f.write(f"{n} {space.dim}\n".encode())
         for start in range(0, n, BATCH):
-            vecs = space.rows(np.arange(start, min(n, start + BATCH)))
+            vecs = space.vectors_at(np.arange(start, min(n, start + BATCH)))
             for r, vec in enumerate(vecs, start):
                 key = space.key(r)
                 if binary:
@@ -330,7 +331,7 @@ def to_keyed_vectors(space_dir: Path, limit: int | None = None):
     kv = KeyedVectors(space.dim, count=n, dtype=np.float32)
     for start in range(0, n, BATCH):
         stop = min(n, start + BATCH)
-        kv.add_vectors([space.key(r) for r in range(start, stop)], space.rows(np.arange(start, stop)))
+        kv.add_vectors([space.key(r) for r in range(start, stop)], space.vectors_at(np.arange(start, stop)))
     return kv
 
 
@@ -354,7 +355,7 @@ def export_projector(space_dir: Path, out_dir: Path, *, keys: Sequence[str] | No
             open(out_dir / "metadata.tsv", "w", encoding="utf-8") as m:
         for start in range(0, len(rows), BATCH):
             chunk = rows[start:start + BATCH]
-            for r, vec in zip(chunk, space.rows(chunk)):
+            for r, vec in zip(chunk, space.vectors_at(chunk)):
                 t.write("\t".join(f"{x:.6g}" for x in vec.tolist()) + "\n")
                 m.write(" ".join(space.key(int(r)).split()) + "\n")  # the projector splits on tabs/newlines
     (out_dir / "projector_config.pbtxt").write_text(

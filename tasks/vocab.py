@@ -3,6 +3,7 @@ with `hashing`, a HashDictionary whose fixed id range takes new words night afte
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from gensim.corpora import Dictionary, HashDictionary
@@ -47,6 +48,16 @@ def _hash_dictionary(caches: list[str], out_path: Path, buckets: int, previous: 
     dct.save(str(out_path))
     return {"dictionary": str(out_path), "terms": len(dct), "terms_seen": len(dct.dfs), "documents": dct.num_docs,
             "hashing": True}
+
+
+def copy_dictionary(src: Path, dst: Path) -> dict:
+    """A saved dictionary (and the files gensim saved beside it) copied under a new name: an
+    update keeps the first build's fixed vocabulary."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for f in src.parent.glob(src.name + "*"):
+        shutil.copy2(f, dst.parent / f.name.replace(src.name, dst.name))
+    return {"dictionary": str(dst)}
 
 
 def load_dictionary(path: Path) -> Dictionary | HashDictionary:

@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from gensim.test.utils import datapath
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Prefect writes into its home (a memo store; the results of failed runs under storage/): the
+# tests and the processes they start get a temporary one, not the checkout's .prefect or
+# ~/.prefect. Set before Prefect is imported, which reads its settings once.
+PREFECT_HOME = Path(tempfile.mkdtemp(prefix="shardvec-tests-prefect-"))
+os.environ["PREFECT_HOME"] = str(PREFECT_HOME)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(PREFECT_HOME, ignore_errors=True)
 
 from shardvec.config import load_settings  # noqa: E402
 
@@ -126,7 +140,85 @@ def published(tmp_path_factory, prefect_server):
     return data, settings, run_nightly(settings)
 
 
+@pytest.fixture
+def published_copy(published, tmp_path) -> Path:
+    """A copy of the session's published data directory, this test's to change."""
+    data = tmp_path / "data"
+    shutil.copytree(published[0], data)
+    return data
+
+
 BIN = Path(sys.executable).parent
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def shardvec_cli(*args, input: str | None = None, env: dict[str, str | None] | None = None) -> CliResult:
+    """`shardvec ARGS` run in this process, as the console script runs it (`shardvec.cli.main`,
+    with its one-line errors and exit codes), through Typer's CliRunner: no interpreter to start.
+    An exception that main lets through prints its traceback on stderr and exits 1, as Python
+    would. Tests that must kill, limit or drop the privileges of the process start it instead."""
+    import prefect.main  # noqa: F401  Prefect binds its log handlers to sys.stderr on import: the real one
+    from typer.testing import CliRunner
+
+    from shardvec.cli import main
+    argv = sys.argv
+    with CliRunner().isolation(input=input, env=env) as (out, err, _):
+        sys.argv = ["shardvec", *map(str, args)]
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = 0 if exc.code is None else exc.code
+            if not isinstance(code, int):  # sys.exit("message"): printed, exit status 1
+                print(code, file=sys.stderr)
+                code = 1
+        except Exception:
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.argv = argv
+            sys.stdout.flush()
+            sys.stderr.flush()
+        return CliResult(code, out.getvalue().decode(), err.getvalue().decode())
+
+
+def kill_group_and_check_it_landed(pgid: int, proc: subprocess.Popen | None = None, *,
+                                   seconds: float = 30) -> float:
+    """SIGKILL process group `pgid` (a run's flow process, its Dask nannies and workers, its
+    Prefect server: everything started in its session) and return only once every process of
+    the group is gone, so that what the test checks next is what the kill left behind. `proc`
+    (the group's leader, our child) is reaped. Returns the monotonic time of the kill."""
+    killed_at = time.monotonic()
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:  # it ended on its own: its group may still have members
+        pass
+    if proc is not None:
+        proc.wait(seconds)
+    deadline = time.monotonic() + seconds
+    while alive := [p.pid for p in psutil.process_iter() if _alive_in_group(p, pgid)]:
+        assert time.monotonic() < deadline, f"processes {alive} of the killed group {pgid} are still alive"
+        time.sleep(0.05)
+    return killed_at
+
+
+def _alive_in_group(p: psutil.Process, pgid: int) -> bool:
+    """In the group and not a zombie (a killed process nobody reaped yet is gone for our purposes)."""
+    try:
+        return os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE
+    except (ProcessLookupError, PermissionError, psutil.Error):
+        return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of process group `pgid`."""
+    return [p.pid for p in psutil.process_iter() if _alive_in_group(p, pgid)]
 
 
 def free_port() -> int:

@@ -2,10 +2,12 @@
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -16,8 +18,8 @@ import shardvec
 from shardvec.tasks import skins
 from shardvec.tasks.additions import Adder, Statements
 from shardvec.tasks.publish import read_current
-from shardvec.tasks.similarity import exact_topk
-from tests.conftest import lee_lines, run_nightly, small_settings
+from shardvec.tasks.topk import exact_topk
+from tests.conftest import lee_lines, run_nightly, shardvec_cli, small_settings
 
 SENTENCES = [s.strip() for line in lee_lines("lee.cor") for s in line.split(". ") if len(s.split()) > 5]
 
@@ -38,7 +40,7 @@ def assert_rows_exact(data):
     top-k over all live statements, and holds at least k (or every other live statement)."""
     view = Statements(data, read_current(data))
     live = np.array([r for r in range(len(view)) if not view.is_dead(r)])
-    exact_r, exact_s = exact_topk(view, view.vectors(live), view.width, exclude=live)
+    exact_r, exact_s = exact_topk(view, view.vectors_at(live), view.width, exclude=live)
     for i, r in enumerate(live):
         got_r, got_s = view.full_row(int(r))
         held = int((got_r >= 0).sum())
@@ -106,12 +108,10 @@ def test_bad_records_quarantined_good_ones_added(data):
 def test_add_file_and_cli_with_stdin(data, tmp_path):
     f = tmp_path / "new.txt"
     f.write_bytes(("\n".join(SENTENCES[10:15]) + "\n").encode() + b"\xff broken\n")
-    out = subprocess.run([sys.executable, "-m", "shardvec.cli", "add", str(f), "--data", str(data)],
-                         capture_output=True, text=True, timeout=120)
+    out = shardvec_cli("add", f, "--data", data)
     assert out.returncode == 0 and "added=5" in out.stdout and "quarantined=1" in out.stdout
     lines = "".join(json.dumps(r) + "\n" for r in recs("stdin", SENTENCES[20:23]))
-    out = subprocess.run([sys.executable, "-m", "shardvec.cli", "add", "-", "--data", str(data)], input=lines,
-                         capture_output=True, text=True, timeout=120)
+    out = shardvec_cli("add", "-", "--data", data, input=lines)
     assert out.returncode == 0 and "added=3" in out.stdout
     store = shardvec.open(data)
     assert "new.txt:1" in store and "stdin/2" in store
@@ -163,12 +163,12 @@ def test_kill_9_during_adds_loses_nothing_acknowledged(data):
 
 
 READ_LOOP = """
-import sys, time, shardvec
+import os, sys, time, shardvec
 store = shardvec.open(sys.argv[1])
 errors = reads = 0
 sizes, versions = set(), set()
-end = time.monotonic() + float(sys.argv[2])
-while time.monotonic() < end:
+end = time.monotonic() + 600  # a bound, should the test die before it says stop
+while not os.path.exists(sys.argv[2]) and time.monotonic() < end:
     try:
         store.refresh()
         sizes.add(len(store))
@@ -178,28 +178,59 @@ while time.monotonic() < end:
             assert len(row) == 10 and all(h.text for h in row)
         store.similar("bushfires near sydney", 3)
         reads += 1
+        print("read", len(store), store.version, flush=True)
     except Exception as exc:
         errors += 1
         print("ERR", repr(exc), file=sys.stderr)
-print(errors, reads, len(sizes), len(versions))
+print("done", errors, reads, len(sizes), len(versions), flush=True)
 """
 
 
-def test_readers_in_other_processes_while_adds_land_and_a_nightly_publishes(data, prefect_server):
-    reader = subprocess.Popen([sys.executable, "-c", READ_LOOP, str(data), "25"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    time.sleep(2)
-    adder = Adder(data)
-    for b in range(20):
-        adder.add(recs(f"r{b}", SENTENCES[b * 3:b * 3 + 3]))
-        time.sleep(0.1)
-    report = run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))  # folds the adds
-    assert report["status"] == "published"
-    Adder(data).add(recs("after", SENTENCES[70:72]))
-    out, err = reader.communicate(timeout=120)
-    errors, reads, sizes, versions = map(int, out.split())
-    assert errors == 0, err
-    assert reads > 20 and sizes > 1 and versions == 2  # it read all along and moved on with refresh()
+def test_readers_in_other_processes_while_adds_land_and_a_nightly_publishes(data, tmp_path, prefect_server):
+    """A reader process reads all along; each step waits (with a deadline) until the reader has
+    read what the step published, so every add and the nightly land while it reads."""
+    stop, errlog = tmp_path / "stop-reading", tmp_path / "reader.err"
+    with open(errlog, "w") as err:
+        reader = subprocess.Popen([sys.executable, "-c", READ_LOOP, str(data), str(stop)], stdout=subprocess.PIPE,
+                                  stderr=err, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    pump = threading.Thread(target=lambda: [lines.put(line.split()) for line in reader.stdout], daemon=True)
+    pump.start()
+    seen = {"size": None, "version": None}
+
+    def reader_sees(size: int, version: str | None = None) -> None:
+        deadline = time.monotonic() + 120
+        while seen["size"] != size or (version and seen["version"] != version):
+            try:
+                word, *rest = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"the reader did not see {size} statements in time: {seen}, "
+                                     f"{errlog.read_text()[-2000:]}") from None
+            assert word == "read", (word, rest, errlog.read_text()[-2000:])
+            seen.update(size=int(rest[0]), version=rest[1])
+
+    try:
+        reader_sees(352)
+        first = seen["version"]
+        adder = Adder(data)
+        for b in range(20):
+            adder.add(recs(f"r{b}", SENTENCES[b * 3:b * 3 + 3]))
+            reader_sees(352 + 3 * (b + 1))
+        report = run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))  # folds the adds
+        assert report["status"] == "published" and report["version"] != first
+        Adder(data).add(recs("after", SENTENCES[70:72]))
+        reader_sees(352 + 62, report["version"])
+    finally:
+        stop.touch()
+        reader.wait(120)
+        pump.join(10)
+    last = None
+    while not lines.empty():
+        last = lines.get_nowait()
+    word, errors, reads, sizes, versions = last
+    assert word == "done" and int(errors) == 0, errlog.read_text()[-2000:]
+    # it read all along and moved on with refresh()
+    assert int(reads) > 20 and int(sizes) > 20 and int(versions) == 2
 
 
 def test_nightly_folds_additions_and_keeps_those_that_land_during_it(data, monkeypatch, prefect_server):

@@ -1,18 +1,13 @@
-"""The shardvec command: help everywhere, one-sentence errors, queries over a published store."""
+"""The shardvec command: help everywhere, one-sentence errors, queries over a published store.
+Run in this process (tests/conftest.py's shardvec_cli: `shardvec.cli.main` under Typer's runner)."""
 
-import os
-import subprocess
 import sys
 
 import pytest
 from typer.testing import CliRunner
 
 from shardvec.cli import app, query_app
-
-
-def shardvec(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "shardvec.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120)
+from tests.conftest import shardvec_cli as shardvec
 
 
 @pytest.mark.parametrize("typer_app,name", [(app, c.name or c.callback.__name__) for c in app.registered_commands]
@@ -52,6 +47,37 @@ def test_queries_over_the_published_store(published):
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 2
     r = shardvec("query", "word", "qqxzv", "--data", str(data))
     assert r.returncode == 2 and r.stderr.startswith("error: 'qqxzv' has no vector")
+
+
+def test_query_verbs_are_the_readers_and_the_old_names_still_work(published):
+    data = published[0]
+    store = __import__("shardvec").open(data)
+    pairs = [(("neighbours", "fire", "-k", "3"), ("word", "fire", "-k", "3"), [h.key for h in store.neighbours("fire", 3)]),
+             (("row", "dup/a"), ("id", "dup/a"), [h.key for h in store.row("dup/a")]),
+             (("similar", "bushfires in new south wales", "-k", "2"), ("text", "bushfires in new south wales", "-k", "2"),
+              [h.key for h in store.similar("bushfires in new south wales", 2)])]
+    for verb, alias, keys in pairs:
+        new, old = shardvec("query", *verb, "--data", str(data)), shardvec("query", *alias, "--data", str(data))
+        assert new.returncode == 0 and new.stdout == old.stdout
+        lines = new.stdout.splitlines()[1:] if verb[0] == "row" else new.stdout.splitlines()
+        assert [line.split()[1] for line in lines] == keys
+
+
+def test_python_verbs_match_the_cli(published, tmp_path):
+    import shutil
+    import shardvec as api
+    data = tmp_path / "data"
+    shutil.copytree(published[0], data)
+    assert api.verify(data) == []
+    assert [v["live"] for v in api.versions(data)][-1] is True
+    api.delete(["dup/a"], data=data)
+    assert "dup/a" not in api.open(data)
+    if len(api.versions(data)) > 1:  # rollback keeps acknowledged ops: the delete stays
+        api.rollback(data=data)
+        assert "dup/a" not in api.open(data)
+    else:
+        with pytest.raises(Exception, match="version"):
+            api.rollback(data=data)
 
 
 def test_import_and_export_vectors(tmp_path, published):

@@ -3,8 +3,13 @@ API, artifacts read back, the UI page of a finished run rendered in headless Chr
 the ways it is operated (issue 17): a served nightly SIGKILLed and marked Crashed, alerts to a
 webhook, the work-pool deployments of deploy/prefect.yaml on a worker, a killed CLI run.
 
-One server for the whole module. Screenshots of the UI go to tests/output/screenshots (or
-$SHARDVEC_SCREENSHOTS), so anyone can regenerate them with this module.
+One server for the whole module. Screenshots of the UI go to the module's temporary folder;
+set SHARDVEC_SCREENSHOTS=DIR to keep them (anyone can regenerate them with this module).
+
+Waits are polls with deadlines. So that they are short, the module's server, `shardvec serve`
+and the worker poll every second (Prefect's default is 10 s), and the automation that marks
+silent runs Crashed is installed from a copy of deploy/automations.yaml whose silence is
+SILENCE seconds instead of 90 (heartbeats still come every 30 s, Prefect's minimum).
 """
 
 from __future__ import annotations
@@ -21,18 +26,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
+import yaml
 
-from tests.conftest import SMALL_TOML, free_port, write_corpus
+from tests.conftest import SMALL_TOML, free_port, group_members, kill_group_and_check_it_landed, write_corpus
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 SMALL = SMALL_TOML + "[schedule]\ninbox_interval_seconds = 0\n"
-SCREENSHOTS = Path(os.environ.get("SHARDVEC_SCREENSHOTS", REPO / "tests" / "output" / "screenshots"))
 CHROMIUM = shutil.which("chromium")
-CRASH_DEADLINE = 240  # seconds from SIGKILL to Crashed we accept: 90 s of silence + a heartbeat period + slack
+HEARTBEAT = 30  # seconds between a run's heartbeats: what shardvec sets, and Prefect's minimum
+SILENCE = 50  # seconds without a heartbeat before a run is marked Crashed (deploy/automations.yaml: 90)
+CRASH_DEADLINE = SILENCE + HEARTBEAT + 90  # from SIGKILL to Crashed we accept: the silence, a heartbeat period, slack
 
 
 def wait_for(check, seconds: float, what: str, every: float = 0.5):
@@ -74,6 +80,31 @@ def _stop(procs):
 
 
 @pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    return Path(os.environ.get("SHARDVEC_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+
+
+def install_alerts(env: dict, webhook: str, automations: Path) -> None:
+    out = subprocess.run([BIN / "shardvec", "alerts", "install", "--webhook", webhook, "--file", automations],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def automations_with_a_short_silence(tmp: Path) -> Path:
+    """deploy/automations.yaml as shipped, but a run is marked Crashed after SILENCE seconds
+    without a heartbeat instead of 90."""
+    from shardvec.alerts import AUTOMATIONS
+    spec = yaml.safe_load(AUTOMATIONS.read_text())
+    silent = next(a for a in spec["automations"] if a["name"] == "shardvec: mark silent runs Crashed")
+    assert silent["trigger"]["within"] == 90 and "for 90 s" in silent["actions"][0]["message"]
+    silent["trigger"]["within"] = SILENCE
+    silent["actions"][0]["message"] = silent["actions"][0]["message"].replace("for 90 s", f"for {SILENCE} s")
+    path = tmp / "automations.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`shardvec server`, a webhook receiver, and `shardvec alerts install --webhook` pointed at it."""
     tmp = tmp_path_factory.mktemp("e2e")
@@ -81,7 +112,9 @@ def server(tmp_path_factory):
     api = f"http://127.0.0.1:{port}/api"
     (tmp / "small.toml").write_text(SMALL)
     env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "SHARDVEC_CONFIG": str(tmp / "small.toml"), "SHARDVEC_SERVER_PORT": str(port)}
+           "SHARDVEC_CONFIG": str(tmp / "small.toml"), "SHARDVEC_SERVER_PORT": str(port),
+           # `shardvec serve` and the worker look for runs to start every second, not every 10 s
+           "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "1"}
     env.pop("PREFECT_API_URL", None)
     hooks = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
     hooks.calls = []
@@ -92,10 +125,10 @@ def server(tmp_path_factory):
     wait_for(lambda: httpx.get(f"{api}/health").status_code == 200, 120, "the Prefect server")
     print(f"\nprefect server up in {time.monotonic() - t:.1f} s")
     env["PREFECT_API_URL"] = api
-    out = subprocess.run([BIN / "shardvec", "alerts", "install", "--webhook",
-                          f"http://127.0.0.1:{hooks.server_port}/hook"], env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
-    yield {"api": api, "port": port, "env": env, "tmp": tmp, "hooks": hooks.calls, "server": proc}
+    webhook = f"http://127.0.0.1:{hooks.server_port}/hook"
+    install_alerts(env, webhook, automations_with_a_short_silence(tmp))
+    yield {"api": api, "port": port, "env": env, "tmp": tmp, "hooks": hooks.calls, "server": proc,
+           "webhook": webhook}
     hooks.shutdown()
     _stop([proc])
 
@@ -110,6 +143,9 @@ def deployment(server):
     wait_for(lambda: len(httpx.post(f"{server['api']}/deployments/filter", json={}).json()) == 3, 120,
              "the deployments")
     print(f"deployments served in {time.monotonic() - t:.1f} s")
+    # `shardvec serve` installed the shipped automations before it registered the deployments
+    # (a silence of 90 s): the short one again
+    install_alerts(server["env"], server["webhook"], server["tmp"] / "automations.yaml")
     yield {**server, "data": tmp / "data", "serve": proc}
     _stop([proc])
 
@@ -215,10 +251,10 @@ def chart_pixels(png: Path) -> list[int]:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is installed by `make test`")
-def test_ui_page_of_the_finished_run_shows_state_and_artifacts(deployment):
+def test_ui_page_of_the_finished_run_shows_state_and_artifacts(deployment, screenshots):
     run_id = deployment.get("nightly_run") or trigger(deployment, "nightly/shardvec-nightly")["id"]
     base = f"http://127.0.0.1:{deployment['port']}/v2"
-    shot = SCREENSHOTS / "flow-run-artifacts.png"
+    shot = screenshots / "flow-run-artifacts.png"
     dom = chromium(deployment["tmp"], f"{base}/runs/flow-run/{run_id}?tab=Artifacts", shot)
     assert "Completed" in dom
     for key in ("shardvec-nightly-report", "shardvec-nightly-summary", "shardvec-nightly-progress"):
@@ -226,7 +262,7 @@ def test_ui_page_of_the_finished_run_shows_state_and_artifacts(deployment):
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one (about 2 KB)
     # the latest summary artifact's own page (two runs in the history): the chart renders
     summary = artifacts(deployment, deployment["backfill_run"])["shardvec-backfill-summary"]
-    chart = SCREENSHOTS / "summary-artifact-chart.png"
+    chart = screenshots / "summary-artifact-chart.png"
     dom = chromium(deployment["tmp"], f"{base}/artifacts/artifact/{summary['id']}", chart, height=2400)
     assert "data:image/png;base64," in dom and "shardvec trend chart" in dom
     assert min(chart_pixels(chart)) > 30, f"the trend chart does not render in {chart}"
@@ -253,9 +289,9 @@ def api_run(dep, name: str, parameters: dict | None = None) -> str:
     """Create a flow run of deployment NAME through the API, without waiting; its id."""
     flow, deployment_name = name.split("/")
     d = httpx.get(f"{dep['api']}/deployments/name/{flow}/{deployment_name}").json()
-    run = httpx.post(f"{dep['api']}/deployments/{d['id']}/create_flow_run",
-                     json={"parameters": parameters or {}}).json()
-    return run["id"]
+    r = httpx.post(f"{dep['api']}/deployments/{d['id']}/create_flow_run", json={"parameters": parameters or {}})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
 
 
 def flow_run(dep, run_id: str) -> dict:
@@ -268,31 +304,6 @@ def registered_pid(data: Path, run_id: str, seconds: float = 180) -> int:
     return wait_for(lambda: json.loads(path.read_text())["pid"], seconds, f"{path}")
 
 
-def kill_group(pgid: int) -> float:
-    """SIGKILL the process group, check that all of it is gone; the time of the kill."""
-    members = [p for p in psutil.process_iter() if _pgid(p.pid) == pgid]
-    assert members, f"no process in group {pgid}"
-    killed_at = time.monotonic()
-    os.killpg(pgid, signal.SIGKILL)
-    wait_for(lambda: all(gone(p.pid) for p in members), 30, f"process group {pgid} to die")
-    return killed_at
-
-
-def gone(pid: int) -> bool:
-    """No such process, or only its zombie (a killed child that nobody reaped yet)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
-
-
 def test_a_killed_served_nightly_is_marked_crashed_and_alerts(deployment):
     """Issue 17: SIGKILL the whole `shardvec serve` process group while its nightly runs (as
     the OOM killer or a reboot would); heartbeats stop, and the automation marks it Crashed."""
@@ -302,17 +313,16 @@ def test_a_killed_served_nightly_is_marked_crashed_and_alerts(deployment):
     run_id = api_run(deployment, "nightly/shardvec-nightly")
     pid = registered_pid(deployment["data"], run_id)
     serve = deployment["serve"]
-    assert _pgid(pid) == serve.pid  # the flow run is a child in serve's group
+    assert pid in group_members(serve.pid)  # the flow run is a child in serve's group
     wait_for(lambda: flow_run(deployment, run_id)["state_type"] == "RUNNING", 60, "the run to be Running")
-    killed_at = kill_group(serve.pid)
-    serve.wait(10)  # reap our child: the group is gone
-    assert gone(pid)
+    killed_at = kill_group_and_check_it_landed(serve.pid, serve)  # serve, the run, its Dask workers: all gone
+    assert pid not in group_members(serve.pid)
     assert flow_run(deployment, run_id)["state_type"] == "RUNNING"  # nobody told the server yet
     state = wait_for(lambda: (r := flow_run(deployment, run_id))["state_type"] == "CRASHED" and r["state"],
                      CRASH_DEADLINE, "the killed run to be marked Crashed", every=2)
     seconds = time.monotonic() - killed_at
     print(f"\nSIGKILL -> Crashed in {seconds:.0f} s")
-    assert "No heartbeat" in state["message"]
+    assert f"No heartbeat for {SILENCE} s" in state["message"]  # the short-silence automation fired
     alert = wait_for(lambda: [c for c in deployment["hooks"] if run_id in c and "Crashed" in c], 60,
                      "the webhook call for the crashed nightly")
     assert json.loads(alert[0])["alert"] == "shardvec nightly Crashed"
@@ -388,8 +398,8 @@ def test_a_killed_cli_run_in_local_mode_is_marked_crashed(server):
                             stdout=open(tmp / "local.log", "w"), stderr=subprocess.STDOUT)
     path = wait_for(lambda: next((data / ".runs").glob("*.json"), None), 180, "the local run to register")
     run_id = path.stem
-    killed_at = kill_group(proc.pid)
-    proc.wait(10)
+    assert group_members(proc.pid)
+    killed_at = kill_group_and_check_it_landed(proc.pid, proc)  # the run and its temporary server: all gone
     out = subprocess.run([BIN / "shardvec", "mark-crashed", "--data", str(data)], env=env, capture_output=True,
                          text=True, timeout=120)
     print(f"\nlocal run: SIGKILL -> Crashed in {time.monotonic() - killed_at:.0f} s (mark-crashed)")
@@ -400,11 +410,11 @@ def test_a_killed_cli_run_in_local_mode_is_marked_crashed(server):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is installed by `make test`")
-def test_runs_list_shows_the_crashed_run(deployment):
+def test_runs_list_shows_the_crashed_run(deployment, screenshots):
     run_id = deployment.get("crashed_run")
     if run_id is None:
         pytest.skip("needs the crashed run of test_a_killed_served_nightly_is_marked_crashed_and_alerts")
-    shot = SCREENSHOTS / "runs-with-crashed.png"
+    shot = screenshots / "runs-with-crashed.png"
     dom = chromium(deployment["tmp"], f"http://127.0.0.1:{deployment['port']}/v2/runs", shot, height=2000)
     assert "Crashed" in dom and flow_run(deployment, run_id)["name"] in dom
     assert shot.stat().st_size > 20_000

@@ -35,7 +35,7 @@ def test_frozen_layer_feeds_a_classifier_that_learns(published):
     assert ids.shape[0] == len(docs) and (ids[0, :3] >= 0).all()
     vecs = layer(ids)
     assert not vecs.requires_grad
-    assert torch.equal(vecs[0, 0], torch.from_numpy(np.asarray(store.words.row(int(ids[0, 0])))))
+    assert torch.equal(vecs[0, 0], torch.from_numpy(np.asarray(store.words.vector_at(int(ids[0, 0])))))
     mask = (ids >= 0).unsqueeze(-1).float()
     features = (vecs * mask).sum(1) / mask.sum(1).clamp(min=1)  # mean of the known words
     features = (features - features.mean(0)) / (features.std(0) + 1e-6)

@@ -9,7 +9,6 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,17 +21,19 @@ import shardvec
 from shardvec.tasks.corpus import BadInputError
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
-from tests.conftest import BIN, SMALL_TOML, lee_lines, run_nightly, small_settings, write_corpus
+from tests.conftest import (BIN, SMALL_TOML, kill_group_and_check_it_landed, lee_lines, run_nightly, shardvec_cli,
+                            small_settings)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-
-def _published(tmp_path) -> tuple[Path, dict]:
-    data = tmp_path / "data"
-    write_corpus(data / "corpus")
+@pytest.fixture
+def waiting(published_copy, tmp_path) -> tuple[Path, dict]:
+    """A copy of the session's published data directory, a fourth partition waiting in its
+    corpus, and small.toml (the published settings) for runs in other processes; with what
+    CURRENT says before any run."""
+    data = published_copy
     (tmp_path / "small.toml").write_text(SMALL_TOML)
-    run_nightly(small_settings(data))
     night = data / "corpus" / "2026-11-04"
     night.mkdir()
     with open(night / "more.jsonl", "w") as f:
@@ -67,10 +68,10 @@ PHASES = ["starting or tokenizing", "planning", "training", "word vectors", "sha
           "similarity rows", "publishing"]
 
 
-def test_sigkill_at_many_points_leaves_the_published_version_whole(tmp_path):
+def test_sigkill_at_many_points_leaves_the_published_version_whole(waiting, tmp_path):
     """Each run is killed as soon as it is seen in the next phase (not after a fixed delay, which
     a loaded machine shifts): the kill lands at every phase the run passes through."""
-    data, before = _published(tmp_path)
+    data, before = waiting
     env = _env(tmp_path)
     cmd = [str(BIN / "shardvec"), "nightly", "--data", str(data)]
     phases = []
@@ -84,10 +85,10 @@ def test_sigkill_at_many_points_leaves_the_published_version_whole(tmp_path):
                 break
             time.sleep(0.02)
         if proc.poll() is not None or read_current(data) != before:  # it published before we saw the phase
-            _kill_group_and_check_it_landed(proc)
+            kill_group_and_check_it_landed(proc.pid, proc)
             phases.append("after publishing")
             break
-        _kill_group_and_check_it_landed(proc)
+        kill_group_and_check_it_landed(proc.pid, proc)  # all of it is gone before anything is checked
         assert verify(data) == []  # every file of what CURRENT names matches its checksum
         assert shardvec.open(data).row("dup/a")[0].key == "dup/b"
         if read_current(data) != before:  # killed after the swap (reporting, shutdown): published whole
@@ -96,60 +97,47 @@ def test_sigkill_at_many_points_leaves_the_published_version_whole(tmp_path):
         phases.append(seen)
     print(f"\nkilled during: {phases}")
     assert len(set(phases)) >= 5, phases
-    if phases[-1] != "after publishing":
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    if phases[-1] != "after publishing":  # the rerun, in this process: nothing is killed any more
+        done = shardvec_cli("nightly", "--data", data, env={"SHARDVEC_CONFIG": env["SHARDVEC_CONFIG"]})
         assert done.returncode == 0, done.stderr[-2000:]
     after = read_current(data)
     assert after["version"] != before["version"] and after["watermark"]["partitions"][-1] == "2026-11-04"
     assert verify(data) == [] and "more/5" in shardvec.open(data)
-    out = subprocess.run([str(BIN / "shardvec"), "verify", "--data", str(data)], env=env, capture_output=True,
-                         text=True)
+    out = shardvec_cli("verify", "--data", data)
     assert out.returncode == 0 and out.stdout.startswith(f"ok: version {after['version']} is whole")
 
 
-def _kill_group_and_check_it_landed(proc: subprocess.Popen) -> None:
-    """SIGKILL the run's whole process group (flow, Dask nannies and workers, its Prefect server)
-    and make sure every one of them is gone before anything is checked."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(30)
-    deadline = time.monotonic() + 30
-    while any(_alive_in(p, proc.pid) for p in psutil.process_iter()):
-        assert time.monotonic() < deadline, "a process of the killed run is still alive"
-        time.sleep(0.1)
-
-
-def _alive_in(p: psutil.Process, pgid: int) -> bool:
-    try:
-        return os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE
-    except (ProcessLookupError, PermissionError, psutil.Error):
-        return False
-
-
-def test_a_dask_worker_killed_mid_run_and_the_flow_completes(tmp_path, dask_cluster):
+def test_a_dask_worker_killed_mid_run_and_the_flow_completes(waiting, dask_cluster):
     address, workers, procs = dask_cluster
-    data, before = _published(tmp_path)
-    killed = []
+    data, before = waiting
+    killed, done = [], threading.Event()
 
-    def kill_a_worker():  # the worker process under the first nanny; the nanny restarts it
-        for child in psutil.Process(procs[1].pid).children(recursive=True):
-            if "python" in child.name().lower() or child.cmdline():
-                child.kill()
-                killed.append(child.pid)
+    def kill_w0_once_it_works():  # its worker process, under the first nanny; the nanny restarts it
+        from distributed import Client
+        with Client(address, timeout=30) as client:
+            w0 = next(a for a, w in client.scheduler_info()["workers"].items() if w["name"] == "w0")
+            while not done.is_set():
+                if client.processing([w0]).get(w0):  # a task of the run is on it right now
+                    for child in psutil.Process(procs[1].pid).children(recursive=True):
+                        child.kill()
+                        killed.append(child.pid)
+                    return
+                time.sleep(0.02)
 
-    timer = threading.Timer(4.0, kill_a_worker)
-    timer.start()
-    report = run_nightly(small_settings(data, dask={"address": address}))
-    timer.join()
-    assert killed, "no worker process was killed"
+    killer = threading.Thread(target=kill_w0_once_it_works)
+    killer.start()
+    try:
+        report = run_nightly(small_settings(data, dask={"address": address}))
+    finally:
+        done.set()
+        killer.join(60)
+    assert killed, "no worker process was killed while it ran a task"
     assert report["status"] == "published" and report["statements"] == 352 + 3 * 300
     assert verify(data) == [] and report["recall"]["similarity rows"]["rows_recall_at_k"] == 1.0
 
 
-def test_full_disk_is_a_clear_error_and_the_published_version_survives(tmp_path):
-    data, before = _published(tmp_path)
+def test_full_disk_is_a_clear_error_and_the_published_version_survives(waiting, tmp_path):
+    data, before = waiting
     env = _env(tmp_path)
 
     def small_files():  # files may not grow past 256 KiB: a disk that fills mid-run
@@ -163,16 +151,15 @@ def test_full_disk_is_a_clear_error_and_the_published_version_survives(tmp_path)
     assert out.returncode == 1 and len(errors) == 1 and "File too large" in errors[0]
     assert "Nothing new was published; free space or fix the permissions" in errors[0]
     assert read_current(data) == before and verify(data) == []
-    rerun = subprocess.run([str(BIN / "shardvec"), "nightly", "--data", str(data)], env=env, capture_output=True,
-                           text=True, timeout=300)
+    rerun = shardvec_cli("nightly", "--data", data, env={"SHARDVEC_CONFIG": env["SHARDVEC_CONFIG"]})  # no limit
     assert rerun.returncode == 0 and read_current(data)["version"] != before["version"]
 
 
-def test_parameters_cannot_reach_outside_the_data_directory(tmp_path):
+def test_parameters_cannot_reach_outside_the_data_directory(waiting):
     from shardvec.tasks.corpus import select_partitions
     with pytest.raises(BadInputError, match="No partition named ../../etc"):
         select_partitions(["2026-11-01"], [], mode="update", partitions=["../../etc"])
-    data, _ = _published(tmp_path)
+    data, _ = waiting
     from shardvec.flows.backfill import backfill
     from prefect.task_runners import ThreadPoolTaskRunner
     with pytest.raises(BadInputError, match="No partition named ../corpus"):
@@ -191,26 +178,38 @@ def test_published_files_load_without_unpickling(published):
     json.loads((data / "CURRENT").read_text())
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to drop to nobody")
-def test_no_permission_is_a_clear_error(tmp_path):
-    data, before = _published(tmp_path)
+def _without_dac_override() -> list[str]:
+    """The command prefix that runs a program without the capabilities that let root write
+    where the permission bits say no (as root: setpriv drops them all; anyone else has none)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("root without setpriv (util-linux) cannot drop its capabilities")
+    return ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--"]
+
+
+def _chmod_tree(root: Path, dirs: int, files: int) -> None:
+    for p in [root, *root.rglob("*")]:
+        if not p.is_symlink():
+            p.chmod(dirs if p.is_dir() else files)
+
+
+def test_no_permission_is_a_clear_error(waiting, tmp_path):
+    """The data directory is read-only to the run (every folder r-x, every file r--; as root
+    the run has no capability that overrides that). Only folders under tmp_path are changed."""
+    data, before = waiting
     home = tmp_path / "prefect-home"
-    home.mkdir(mode=0o777)
-    # nobody may enter the folders (this checkout's too: a fresh clone may sit in a 0700 temp
-    # folder) and read the code, but not write the data
-    repo = Path(__file__).resolve().parents[1]
-    for p in [tmp_path, *tmp_path.parents, repo, *repo.parents]:
-        if p != Path("/"):
-            p.chmod(p.stat().st_mode | 0o005)
-    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(BIN / "python"),
-                            "-c", "import shardvec"], capture_output=True, text=True)
-    if probe.returncode:
-        pytest.skip(f"user nobody cannot run this virtualenv: {probe.stderr[-200:]}")
-    (tmp_path / "small.toml").chmod(0o644)
+    home.mkdir()
     env = {**_env(tmp_path), "PREFECT_HOME": str(home), "HOME": str(home)}
-    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                          str(BIN / "shardvec"), "nightly", "--data", str(data)],
-                         env=env, capture_output=True, text=True, timeout=300)
+    prefix = _without_dac_override()
+    _chmod_tree(data, 0o555, 0o444)
+    try:
+        probe = subprocess.run([*prefix, "touch", str(data / "probe")], capture_output=True, text=True)
+        assert probe.returncode != 0 and not (data / "probe").exists(), "the data directory is still writable"
+        out = subprocess.run([*prefix, str(BIN / "shardvec"), "nightly", "--data", str(data)],
+                             env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        _chmod_tree(data, 0o755, 0o644)
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
-    assert out.returncode == 1 and len(errors) == 1 and errors[0].startswith("error: Permission denied")
+    assert out.returncode == 1 and len(errors) == 1 and errors[0].startswith("error: Permission denied"), out.stderr[-3000:]
     assert read_current(data) == before and verify(data) == []

@@ -11,9 +11,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 LAYERS = [
-    {"tasks.atomic", "tasks.corpus", "tasks.tokenize"},                      # files and input formats
-    {"tasks.store", "tasks.ledger", "tasks.publish", "tasks.runs"},           # storage: spaces, ledger, CURRENT, runs
-    {"tasks.similarity", "tasks.index", "tasks.embed", "tasks.rows", "tasks.partitioned"},  # search
+    {"tasks.atomic", "tasks.layout", "tasks.corpus", "tasks.tokenize"},      # files, data dir layout, input
+    {"tasks.store", "tasks.keys", "tasks.lookup", "tasks.ledger", "tasks.publish",
+     "tasks.runs"},                                                           # storage: spaces, ledger, CURRENT, runs
+    {"tasks.topk", "tasks.similarity", "tasks.index", "tasks.embed", "tasks.rows",
+     "tasks.partitioned"},                                                    # search: the top-k kernel and its users
     {"tasks.additions", "tasks.release", "tasks.statements"},                 # release and additions
     {"tasks.vocab", "tasks.lsi", "tasks.word2vec", "tasks.quality", "tasks.vectors_io", "tasks.report",
      "tasks.trends"},                                                         # models and what reports on them
@@ -75,6 +77,14 @@ def test_imports_point_down_the_layers():
     assert wrong == []
 
 
+def test_no_module_imports_another_ones_private_names():
+    """A name another module needs is part of its public interface (tasks/topk.py's kernel)."""
+    private = [f"{_module(p)}: {n}" for d in ("tasks", "flows", "shardvec", "config") for p in (ROOT / d).glob("*.py")
+               for n in _raw_imports(p, members=True)
+               if n.startswith("shardvec.") and n.rsplit(".", 1)[1].startswith("_") and not n.endswith("__")]
+    assert private == []
+
+
 def test_no_import_cycles():
     graph = {m: d for m, d in _own_modules().items() if m != "_all"}
     cycles, state = [], {}
@@ -113,6 +123,21 @@ def test_nothing_imports_the_folders_by_their_bare_names():
     bare = [f"{_module(p)}: {n}" for d in ("tasks", "flows", "shardvec", "config", "tests", "benchmarks")
             for p in (ROOT / d).glob("*.py") for n in _raw_imports(p) if n.split(".")[0] in ("tasks", "flows", "config")]
     assert bare == []
+
+
+def test_nothing_is_configured_at_import():
+    """Importing the flows (a deployment's entrypoint) and the CLI reads no settings and changes
+    no global configuration: a broken configuration fails the run that reads it, not the import."""
+    import os
+    import subprocess
+    import sys
+    code = ("import os, dask; before = dict(os.environ)\n"
+            "import shardvec.cli, shardvec.flows.nightly, shardvec.flows.backfill, shardvec.flows.serve\n"
+            "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n"
+            "assert dask.config.get('distributed.worker.profile.enabled') is True")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "SHARDVEC_LSI_NUM_TOPICS": "0"},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
 
 def test_the_wheel_installs_only_the_shardvec_namespace(tmp_path):

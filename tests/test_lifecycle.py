@@ -15,14 +15,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -35,7 +32,7 @@ from shardvec.tasks.additions import Adder, Statements
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
 from shardvec.tasks.release import list_versions, rollback
-from tests.conftest import run_nightly, small_settings
+from tests.conftest import kill_group_and_check_it_landed, run_nightly, small_settings
 from tests.test_additions import SENTENCES, assert_rows_exact
 
 ROOT = Path(__file__).parents[1]
@@ -72,22 +69,6 @@ def live_statements(data: Path) -> dict[str, str]:
             assert key not in out, f"{key} is live twice"
             out[key] = view.text(r)
     return out
-
-
-def kill_group_and_check_it_landed(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
-    deadline = time.monotonic() + 10
-    while any(_pgid(p) == proc.pid for p in psutil.process_iter()):
-        assert time.monotonic() < deadline, "a process of the killed group is still alive"
-        time.sleep(0.1)
-
-
-def _pgid(p: psutil.Process) -> int | None:
-    try:
-        return os.getpgid(p.pid)
-    except (ProcessLookupError, PermissionError):
-        return None
 
 
 class Lifecycle(RuleBasedStateMachine):
@@ -210,7 +191,7 @@ class Lifecycle(RuleBasedStateMachine):
         try:
             proc.wait(after)
         except subprocess.TimeoutExpired:
-            kill_group_and_check_it_landed(proc)
+            kill_group_and_check_it_landed(proc.pid, proc)
         self.published(None)  # the kill may have landed before or after the swap: both are fine
 
     @precondition(lambda self: self.kills < 2)
@@ -228,7 +209,7 @@ class Lifecycle(RuleBasedStateMachine):
         try:
             proc.wait(after)
         except subprocess.TimeoutExpired:
-            kill_group_and_check_it_landed(proc)
+            kill_group_and_check_it_landed(proc.pid, proc)
         acknowledged = "acknowledged" in proc.stdout.read()
         committed = read_current(self.data).get("ledger", 0) > before
         assert committed or not acknowledged or not expected, "an acknowledged batch is missing"

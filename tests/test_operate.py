@@ -83,8 +83,10 @@ def test_steps_log_start_progress_and_throughput(prefect_server):
     from shardvec.flows.progress import RunProgress
 
     @task
-    def slow(i: int) -> dict:
-        time.sleep(1.5)
+    def slow(i: int) -> dict:  # runs until the step has said how far it is (or 60 s have passed)
+        deadline = time.monotonic() + 60
+        while not any(m.startswith("tokenize: 0 of 2 files done") for m in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
         return {"records": 100, "tokens": 1000 + i}
 
     @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))

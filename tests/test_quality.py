@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -16,7 +14,7 @@ from shardvec.flows.pipeline import QualityGateError
 from shardvec.sample import build_sample
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.quality import gate, history_table, read_history
-from tests.conftest import small_settings
+from tests.conftest import shardvec_cli, small_settings
 
 TOL = {"analogy_drop": 0.05, "wordsim353_drop": 0.1, "simlex999_drop": 0.1, "rows_recall_drop": 0.02,
        "index_recall_drop": 0.05}
@@ -107,8 +105,7 @@ def test_degraded_corpus_trips_the_gate_a_normal_night_passes(tmp_path):
     assert [h["status"] for h in history] == ["published", "refused by the quality gate", "published"]
     assert history[1]["gate"] and history[2]["version"] == read_current(data)["version"]
     assert history[1]["metrics"]["wordsim353_spearman"] < q1["wordsim353_spearman"] - 0.05  # shuffled words
-    out = subprocess.run([sys.executable, "-m", "shardvec.cli", "history", "--data", str(data)],
-                         capture_output=True, text=True, timeout=120).stdout
+    out = shardvec_cli("history", "--data", data).stdout
     assert out.count("| nightly | published |") == 2 and "refused by the quality gate" in out
     assert "refused: " in out and " fell from " in out
 

@@ -5,7 +5,8 @@ import pytest
 
 from shardvec.tasks.index import ShardedIndex, build_shard_index, finish_index, index_recall
 from shardvec.tasks.rows import rows_for_tile
-from shardvec.tasks.similarity import SimilarityRows, exact_topk, finish_rows, rows_recall, tile_count
+from shardvec.tasks.similarity import SimilarityRows, finish_rows, rows_recall, tile_count
+from shardvec.tasks.topk import exact_topk
 from shardvec.tasks.store import Space, SpaceWriter
 
 

@@ -26,10 +26,10 @@ def test_rows_keys_and_shards_round_trip(tmp_path):
     assert [s["rows"] for s in space.manifest["shards"]] == [128] * 7 + [104]
     for i in (0, 127, 128, 999):
         assert space.key(i) == keys[i]
-        assert np.array_equal(space.row(i), vecs[i])
+        assert np.array_equal(space.vector_at(i), vecs[i])
         assert space.find(keys[i]) == i
         assert space.column("text", i) == keys[i].upper()
-    assert np.array_equal(space.rows([999, 3, 500, 3]), vecs[[999, 3, 500, 3]])
+    assert np.array_equal(space.vectors_at([999, 3, 500, 3]), vecs[[999, 3, 500, 3]])
     assert space.find("absent") is None and "absent" not in space
     with pytest.raises(KeyError):
         space.vector("absent")
@@ -37,12 +37,12 @@ def test_rows_keys_and_shards_round_trip(tmp_path):
 
 
 def test_every_key_is_found_and_colliding_hashes_are_told_apart(tmp_path, monkeypatch):
-    from shardvec.tasks import store as store_module
-    real = store_module.xxh3_64_intdigest
+    from shardvec.tasks import keys as keys_module
+    real = keys_module.xxh3_64_intdigest
     same = {b"key-3-\xc3\xa9", b"key-700-\xc3\xa9", b"key-701-\xc3\xa9", b"not-stored"}
     # Four keys share one hash, at both ends of the hash range (the lookup directory's edges).
     for h in (0, 2**64 - 1):
-        monkeypatch.setattr(store_module, "xxh3_64_intdigest", lambda b, h=h: h if b in same else real(b))
+        monkeypatch.setattr(keys_module, "xxh3_64_intdigest", lambda b, h=h: h if b in same else real(b))
         path, keys, vecs = _space(tmp_path / str(h))
         space = Space(path)
         assert [space.find(k) for k in keys] == list(range(1000))

@@ -11,7 +11,7 @@ from gensim.test.utils import datapath
 
 from shardvec.tasks.corpus import BadInputError
 from shardvec.tasks.store import Space, SpaceWriter, convert_space
-from shardvec.tasks.similarity import exact_topk, recall_at_k
+from shardvec.tasks.topk import exact_topk, recall_at_k
 from shardvec.tasks.vectors_io import (Vectors, detect_format, export_projector, export_word2vec, import_vectors,
                               to_keyed_vectors)
 
@@ -128,8 +128,8 @@ def test_smaller_dtypes_keep_neighbours(tmp_path, dtype, bytes_ratio, min_recall
     scale = np.abs(kv.vectors).max()
     assert np.allclose(b.vector("night"), kv["night"], atol=atol * scale)
     picks = np.arange(0, len(a), 7)
-    truth, truth_s = exact_topk(a, a.rows(picks), 10, exclude=picks)
-    found, _ = exact_topk(b, b.rows(picks), 10, exclude=picks)
+    truth, truth_s = exact_topk(a, a.vectors_at(picks), 10, exclude=picks)
+    found, _ = exact_topk(b, b.vectors_at(picks), 10, exclude=picks)
     assert recall_at_k(found, truth) >= min_recall
 
 
