@@ -18,11 +18,13 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import re
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -144,9 +146,31 @@ def space_for(n: int) -> Path:
     return path
 
 
+@contextmanager
+def workers() -> Iterator[ProcessPoolExecutor]:
+    """2 fresh worker processes set up as the nightly's Dask nanny sets up its workers: one
+    BLAS thread each (distributed's `pre-spawn-environ`). Forked from this process they would
+    inherit a BLAS already started with a thread per core: 2 x 2 threads on 2 cores, measured
+    2x slower on the score tasks than the nightly runs them."""
+    import multiprocessing
+    env = dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MALLOC_TRIM_THRESHOLD_="65536")
+    saved = {var: os.environ.get(var) for var in env}
+    os.environ.update(env)  # read by each worker as it starts (workers start as tasks arrive)
+    try:
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            yield pool
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
 def _run(fn, *args, **kwargs) -> dict:
     from shardvec.tasks.skins import measured
-    return measured(fn)(*args, **kwargs)
+    cpu = time.process_time()
+    return {**measured(fn)(*args, **kwargs), "cpu_seconds": time.process_time() - cpu}
 
 
 def _phase(pool, calls) -> list[dict]:
@@ -172,9 +196,12 @@ def partitioned(space: Path, out: Path, n: int, pool, s) -> list[list[dict]]:
                                                                iterations=s.kmeans_iterations, **b))]),
             _phase(pool, [(p.assign_shard, space, i, w, dict(probes=s.probes, **b)) for i in range(Space(space).n_shards)]),
             _phase(pool, [(p.group, space, w, {})]),
-            _phase(pool, [(p.score_task, space, w, t, tasks, dict(k=K, max_queries=s.tile_rows, **b))
+            _phase(pool, [(p.own_task, space, w, t, tasks, dict(k=s.width, max_queries=s.tile_rows, **b))
                           for t in range(tasks)]),
-            _phase(pool, [(p.merge_tile, w, t, tasks, out / "rows", dict(k=K, tile_rows=s.tile_rows, statements=n))
+            _phase(pool, [(p.bounds, w, tasks, n, {})]),
+            _phase(pool, [(p.score_task, space, w, t, tasks, dict(k=s.width, max_queries=s.tile_rows, **b))
+                          for t in range(tasks)]),
+            _phase(pool, [(p.merge_tile, w, t, tasks, out / "rows", dict(k=s.width, tile_rows=s.tile_rows, statements=n))
                           for t in range(-(-n // s.tile_rows))])]
 
 
@@ -240,16 +267,26 @@ def measure(n: int, method: str) -> dict:
     if method == "annoy":
         r = annoy_plain(n, out)
         return {**r, "recall_at_10": recall(n, np.load(out / "rows.npy")[picks])}
-    with ProcessPoolExecutor(2) as pool:
-        phases = exact(space, out, n, pool) if method == "exact" else \
-            partitioned(space, out, n, pool, load_settings().similarity)
+    s = load_settings().similarity
+    with workers() as pool:
+        phases = exact(space, out, n, pool) if method == "exact" else partitioned(space, out, n, pool, s)
     seconds = time.perf_counter() - t
-    finish_rows(out / "rows", phases[-1], k=K, method=method, rows_per_shard=16_384)
+    finish_rows(out / "rows", phases[-1], k=K, method=method, rows_per_shard=16_384,
+                width=s.width if method == "partitioned" else K)
     steps = [max(r["peak_rss_mb"] for r in ph) for ph in phases]
     result = {"seconds": round(seconds, 1), "peak_rss_mb": max(steps),
               "peak_anon_mb": max(r["peak_anon_mb"] for ph in phases for r in ph),
               "phase_seconds": [round(sum(r["seconds"] for r in ph), 1) for ph in phases],
+              "phase_cpu_seconds": [round(sum(r["cpu_seconds"] for r in ph), 1) for ph in phases],
+              "phase_peak_rss_mb": steps,
+              # CPU time of the workers: what the machine's other load does not change much
+              "cpu_seconds": round(sum(r.get("cpu_seconds", 0) for ph in phases for r in ph), 1),
+              "load_average_1min": round(os.getloadavg()[0], 1),  # the machine is shared
               "recall_at_10": recall(n, stored_rows(out / "rows", picks))}
+    if method == "partitioned":
+        result["products"] = sum(r.get("products", 0) for r in phases[-2])
+        result["cross_candidates"] = sum(r.get("candidates", 0) for r in phases[-2])
+        result["settings"] = {knob: getattr(s, knob) for knob in PARTITIONED_KNOBS}
     shutil.rmtree(out / "work", ignore_errors=True)
     return result
 
@@ -268,6 +305,7 @@ def main(sizes: list[int], methods: list[str]) -> dict:
     return results
 
 
+PARTITIONED_KNOBS = ("cluster_rows", "probes", "kmeans_sample", "kmeans_iterations", "memory_budget_mb", "width")
 NOTE = ("2 worker processes (1 for annoy, as the plain script); peak RSS = the highest of any task's process; "
         "exact is extrapolated beyond the sizes run, by its measured quadratic")
 RESULTS_FILE = Path(__file__).parent / "results" / "rows_scale.json"

@@ -1,25 +1,31 @@
 """Similarity rows that scale: k-means partitions, exact scores inside each, one row per statement.
 
-Exact rows cost n^2 products. Here each statement is scored only against the statements that
-share its nearest cluster, so the cost is about n * probes * cluster_rows, linear in n:
+Exact rows cost n^2 products. Here each statement is scored only against the statements of
+the clusters it is near, so the cost is about n * probes * cluster_rows, linear in n:
   1. `train_centroids`: spherical k-means (seeded, on a bounded sample, a few Lloyd iterations);
   2. `assign_shard`: each statement's `probes` nearest centroids, per shard of the space;
-  3. `group`: inverted lists on disk. A cluster's candidates are every statement assigned to it
+  3. `group`: inverted lists on disk. A cluster's members are every statement assigned to it
      (any probe); its queries are the statements whose nearest centroid it is (each once);
-  4. `score_task`: units of (cluster, slice of its queries) scored exactly against the
-     cluster's candidates with the blocked kernel, in blocks sized from a memory budget. Each
-     product serves both sides: a query's best among the candidates, and a candidate's best
-     among the queries (cosine is symmetric);
-  5. `merge_tile`: per statement, its candidates from every cluster it is in, best k, written in
-     the format of exact rows (rows-NNNNN.npy / scores-NNNNN.npy, `tile_rows` a shard).
+  4. `own_task`: units of (cluster, slice of its queries), each query against every query of
+     its cluster: its best k there, and so a lower bound of the k-th best score its row ends
+     with (`bounds`: bounds.npy, one float per statement);
+  5. `score_task`: the same units against the cluster's other members. Each product serves
+     both sides (cosine is symmetric) and is kept only if it reaches the query's bound or the
+     member's: a compare per product, and the few that can still enter a row are written;
+  6. `merge_tile`: per statement, its best k of steps 4 and 5, written in the format of exact
+     rows (rows-NNNNN.npy / scores-NNNNN.npy, `tile_rows` a shard).
 A true neighbour j of statement i is found when i's nearest cluster is among j's `probes`
-nearest, or j's nearest among i's; recall is measured, not promised (`similarity.rows_recall`). Every step holds a
-bounded number of rows in RAM: the sample, one shard, one block; never the corpus.
+nearest, or j's nearest among i's; recall is measured, not promised (`similarity.rows_recall`).
+Every step holds a bounded number of rows in RAM: the sample, one shard, one block, the
+candidates of one task or tile; never the corpus. Scores run in blocks sized from a memory
+budget, and rows spread over the space are read from its files, not through its mapping
+(`Space.read`), so a process does not end up holding the whole space.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +33,17 @@ import numpy as np
 from shardvec.tasks.atomic import save_npy
 from shardvec.tasks.similarity import write_tile
 from shardvec.tasks.store import Space, shard_name
-from shardvec.tasks.topk import NO_ROWS, best_per_row, empty_topk, fold_block, score_blocks, unit_rows
+from shardvec.tasks.topk import empty_topk, nonzero2d, unit_rows
 
 MB = 1 << 20
 # Resident before any rows are touched: the interpreter, numpy/scipy/gensim, a Dask worker and
 # its Prefect client (measured 250-330 MB); the rest of the budget is working memory.
 BASELINE_MB = 384
-# Bytes per score cell at the kernel's peak: the float32 score, argpartition's int64 index and
-# a float32 temporary on the first block; masks and gathers are a few more.
+# Bytes per score cell at the kernel's peak, with room to spare: the float32 score, the boolean
+# masks of the bounds and their union (`_cross`), or the group maxima (`_keep`).
 CELL_BYTES = 24
 # Above 4M cells (the exact search's block) a block is no faster: BLAS already runs at full
-# speed, and the first block's argpartition only gets wider.
+# speed, and the block's masks only get larger.
 MAX_CELLS = 1 << 22
 
 
@@ -53,28 +59,30 @@ def clusters_for(statements: int, cluster_rows: int) -> int:
 
 def _sample(space: Space, size: int, rng: np.random.Generator) -> np.ndarray:
     picks = np.sort(rng.choice(len(space), size=min(size, len(space)), replace=False))
-    return unit_rows(space.vectors_at(picks).astype(np.float32, copy=False))
+    return unit_rows(space.read(picks))  # read, not mapped: a sample spread over the space
 
 
 def nearest(vecs: np.ndarray, centroids: np.ndarray, probes: int, cells: int) -> np.ndarray:
-    """(n, probes) indices of each row's most similar centroids, best first."""
+    """(n, probes) indices of each row's most similar centroids, best first (ties: the lower
+    index). The top `probes` by `_keep` (an argpartition over a row of 1,000 centroids cost
+    10x more than the product that made it)."""
     probes = min(probes, len(centroids))
     out = np.empty((len(vecs), probes), dtype=np.int32)
     step = max(1, cells // len(centroids))
     for s in range(0, len(vecs), step):
         scores = vecs[s:s + step] @ centroids.T
-        top = np.argpartition(-scores, probes - 1, axis=1)[:, :probes] if probes < scores.shape[1] else \
-            np.argsort(-scores, axis=1)
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        out[s:s + step] = np.take_along_axis(top, order, axis=1)
+        if probes == 1:
+            out[s:s + step, 0] = scores.argmax(axis=1)
+        else:
+            out[s:s + step] = _keep(*empty_topk(len(scores), probes), scores, 0, probes)[0]
     return out
 
 
 def train_centroids(space_dir: Path, work_dir: Path, *, clusters: int, sample: int, iterations: int,
                     seed: int, memory_budget_mb: int) -> dict:
     """Spherical k-means on a sample; centroids saved as work_dir/centroids.npy."""
-    rng = np.random.default_rng(seed)
-    x = _sample(Space(space_dir), max(sample, clusters), rng)
+    rng, space = np.random.default_rng(seed), Space(space_dir)
+    x = _sample(space, max(sample, clusters), rng)
     c = x[rng.choice(len(x), size=min(clusters, len(x)), replace=False)].copy()
     cells = score_cells(memory_budget_mb)
     for _ in range(iterations):
@@ -103,6 +111,7 @@ def assign_shard(space_dir: Path, shard: int, work_dir: Path, *, probes: int, me
     centroids = np.load(work_dir / "centroids.npy")
     probes = min(probes, len(centroids))
     vecs = unit_rows(np.asarray(space.shard_vectors(shard), dtype=np.float32))
+    space.release()
     near = nearest(vecs, centroids, probes, score_cells(memory_budget_mb))
     save_npy(work_dir / shard_name("assign", shard, "npy"), near)
     np.save(work_dir / shard_name("counts", shard, "npy"),
@@ -171,59 +180,213 @@ def score_tasks_for(statements: int, tile_rows: int, workers: int) -> int:
     return max(2 * workers, -(-statements // tile_rows))
 
 
-class _Candidates:
-    """One cluster's candidate rows, gathered from the space a block at a time (never whole):
-    a `topk.Scannable` whose row i is the space's row `rows[i]`."""
-    normalized = True
-    dead = NO_ROWS
+def _units(work_dir: Path, task: int, tasks: int, max_queries: int):
+    """This task's units as (cluster's queries, first query, end query, cluster's members)."""
+    members, m_off = np.load(work_dir / "members.npy", mmap_mode="r"), np.load(work_dir / "members_offsets.npy")
+    queries, q_off = np.load(work_dir / "queries.npy", mmap_mode="r"), np.load(work_dir / "queries_offsets.npy")
+    for c, lo, hi in plan_tasks(work_dir, tasks=tasks, max_queries=max_queries)[task]:
+        yield np.asarray(queries[q_off[c]:q_off[c + 1]]), lo, hi, members[m_off[c]:m_off[c + 1]]
 
-    def __init__(self, space: Space, rows: np.ndarray):
-        self.space, self.rows = space, rows
 
-    def blocks(self, columns: int):
-        for s in range(0, len(self.rows), columns):
-            yield s, unit_rows(self.space.vectors_at(np.asarray(self.rows[s:s + columns])))
+def own_task(space_dir: Path, work_dir: Path, task: int, tasks: int, *, k: int, max_queries: int,
+             memory_budget_mb: int) -> dict:
+    """Each query of this task's units against every query of its cluster: its best k there
+    (itself excluded), written sorted by statement as own-TTTTT-{stmt,rows,scores}.npy. Each
+    statement is a query once, so over all tasks every statement gets one such row; its k-th
+    score bounds the row it will end with from below (`bounds`)."""
+    space, work_dir = Space(space_dir), Path(work_dir)
+    cells = score_cells(memory_budget_mb)
+    stmt, rows, scores = [np.empty(0, np.int64)], [np.empty((0, k), np.int64)], [np.empty((0, k), np.float32)]
+    for everyone, lo, hi, _ in _units(work_dir, task, tasks, max_queries):
+        r, s = _best(space, everyone, everyone[lo:hi], np.arange(lo, hi), k, cells)
+        stmt.append(everyone[lo:hi])
+        rows.append(_global(everyone, r, s))
+        scores.append(s)
+    stmt = np.concatenate(stmt)
+    order = np.argsort(stmt, kind="stable")
+    for name, arr in (("stmt", stmt), ("rows", np.concatenate(rows)), ("scores", np.concatenate(scores))):
+        save_npy(work_dir / f"own-{task:05d}-{name}.npy", arr[order])
+    return {"task": task, "queries": len(stmt)}
+
+
+def _best(space: Space, cands: np.ndarray, queries: np.ndarray, own: np.ndarray, k: int, cells: int):
+    """Each query's best k among `cands` (local indices, -1 / -inf padding), candidate own[i]
+    excluded for query i. Candidates are gathered a block at a time, once each."""
+    rows, best = empty_topk(len(queries), k)
+    block = min(len(queries), max(1, cells // min(len(cands), LANE)))
+    cols = min(len(cands), max(1, cells // block))
+    qv = _gather(space, queries) if len(queries) == block else None  # one block: read once
+    for m0 in range(0, len(cands), cols):
+        m1 = min(m0 + cols, len(cands))
+        cv = _gather(space, cands[m0:m1])
+        for b in range(0, len(queries), block):
+            b1 = min(b + block, len(queries))
+            scores = (qv if qv is not None else _gather(space, queries[b:b1])) @ cv.T
+            mine = np.flatnonzero((own[b:b1] >= m0) & (own[b:b1] < m1))
+            scores[mine, own[b:b1][mine] - m0] = -np.inf  # never itself
+            rows[b:b1], best[b:b1] = _keep(rows[b:b1], best[b:b1], scores, m0, k)
+    return rows, best
+
+
+def bounds(work_dir: Path, tasks: int, statements: int) -> dict:
+    """bounds.npy: every statement's k-th best score within its cluster (`own_task`), -inf
+    where its cluster has too few statements; written through a memmap, one task at a time."""
+    work_dir = Path(work_dir)
+    out = np.lib.format.open_memmap(work_dir / "bounds.tmp.npy", mode="w+", dtype=np.float32, shape=(statements,))
+    seen = 0
+    for t in range(tasks):
+        stmt = np.load(work_dir / f"own-{t:05d}-stmt.npy")
+        out[stmt] = np.load(work_dir / f"own-{t:05d}-scores.npy", mmap_mode="r")[:, -1]
+        seen += len(stmt)
+    out.flush()
+    del out
+    if seen != statements:
+        raise RuntimeError(f"rows bounds: {seen} of the {statements} statements have a row within their cluster")
+    (work_dir / "bounds.tmp.npy").replace(work_dir / "bounds.npy")
+    return {"statements": statements}
 
 
 def score_task(space_dir: Path, work_dir: Path, task: int, tasks: int, *, k: int, max_queries: int,
                memory_budget_mb: int) -> dict:
-    """Candidates for the statements of this task's units (`plan_tasks`): each query's best k
-    among its cluster, and each member's best k among the cluster's queries (scores are
-    symmetric: the same products serve both). Written sorted by statement row as
-    out-TTTTT-{stmt,rows,scores}.npy for `merge_tile`; a statement may appear more than once."""
+    """The queries of this task's units against the other members of their cluster (those
+    whose nearest cluster is another). One product serves both sides (cosine is symmetric): it
+    is a candidate for the query if it reaches the query's bound (`bounds`) and for the member
+    if it reaches the member's. A row ends at or above its bound, so nothing below can enter
+    it: a compare per product instead of a top-k, and only the products that can still enter
+    a row are kept, at most the best k per statement (the held candidates are cut to that
+    whenever they outgrow an eighth of a score block, so RAM stays bounded whatever the
+    bounds). Written as flat (statement, neighbour, score), sorted by statement:
+    cross-TTTTT-{stmt,rows,scores}.npy."""
     space, work_dir = Space(space_dir), Path(work_dir)
-    units = plan_tasks(work_dir, tasks=tasks, max_queries=max_queries)[task]
-    members, m_off = np.load(work_dir / "members.npy", mmap_mode="r"), np.load(work_dir / "members_offsets.npy")
-    queries, q_off = np.load(work_dir / "queries.npy", mmap_mode="r"), np.load(work_dir / "queries_offsets.npy")
+    bound = np.load(work_dir / "bounds.npy", mmap_mode="r")
     cells = score_cells(memory_budget_mb)
-    found = [_score_unit(space, np.asarray(members[m_off[c]:m_off[c + 1]]),
-                         np.asarray(queries[q_off[c] + lo:q_off[c] + hi]), k, cells) for c, lo, hi in units]
-    parts = [p for f in found for p in f]
-    stmt = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
-    order = np.argsort(stmt, kind="stable")
-    for i, name in enumerate(("stmt", "rows", "scores")):
-        arr = np.concatenate([p[i] for p in parts]) if parts else np.empty((0, k)[:1 + (i > 0)], np.float32)
-        save_npy(work_dir / f"out-{task:05d}-{name}.npy", arr[order])
-    return {"task": task, "units": len(units), "queries": int(sum(hi - lo for _, lo, hi in units)),
-            "candidate_rows": len(stmt)}
+    parts, products, reached, held = [(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))], 0, 0, 0
+    limit = cells // 8  # candidates held before they are cut to each statement's best k (~20 B each)
+    for everyone, lo, hi, members in _units(work_dir, task, tasks, max_queries):
+        members = np.asarray(members)
+        at = np.minimum(np.searchsorted(everyone, members), len(everyone) - 1)
+        others = members[everyone[at] != members]  # their own pairs were scored by own_task
+        queries = everyone[lo:hi]
+        products += len(queries) * len(others)
+        for found in _cross(space, queries, others, np.asarray(bound[queries]), np.asarray(bound[others]), cells):
+            parts.append(found)
+            held += len(found[0])
+            reached += len(found[0])
+            if held > limit:
+                parts = [_top_per_statement(*parts, k=k)]
+                held = len(parts[0][0])
+                limit = max(limit, 2 * held)  # at most k each: cut again once doubled
+    stmt, cand, score = _top_per_statement(*parts, k=k)
+    for name, arr in (("stmt", stmt), ("rows", cand), ("scores", score)):
+        save_npy(work_dir / f"cross-{task:05d}-{name}.npy", arr)
+    return {"task": task, "products": products, "reached_bound": reached, "candidates": len(stmt)}
 
 
-def _score_unit(space: Space, members: np.ndarray, queries: np.ndarray, k: int, cells: int):
-    """(queries, their best members) and (members, their best queries), as global rows."""
-    cands = _Candidates(space, members)
-    own = np.searchsorted(members, queries)  # every query is among its own cluster's candidates
-    block = max(1, min(1024, cells // 4096))
-    q_rows, q_scores = empty_topk(len(queries), k)
-    m_rows, m_scores = empty_topk(len(members), k)
-    for b in range(0, len(queries), block):
-        r, s = empty_topk(min(block, len(queries) - b), k)
-        for start, cols, scores in score_blocks(cands, space.vectors_at(queries[b:b + block]), own[b:b + block], cells):
-            r, s = fold_block(r, s, start, scores, k)
-            end = start + len(cols)
-            m_rows[start:end], m_scores[start:end] = fold_block(m_rows[start:end], m_scores[start:end], b,
-                                                                np.ascontiguousarray(scores.T), k)
-        q_rows[b:b + len(r)], q_scores[b:b + len(r)] = r, s
-    return (queries, _global(members, q_rows, q_scores), q_scores), (members, _global(queries, m_rows, m_scores), m_scores)
+def _descending(scores: np.ndarray) -> np.ndarray:
+    """uint64 keys of finite float32 scores that sort the best first (an integer sort key:
+    a stable sort of (statement << 32 | key) costs a twentieth of a 3-key lexsort)."""
+    bits = (scores.astype(np.float32) + np.float32(0)).view(np.uint32)  # + 0: -0.0 ties 0.0
+    ascending = np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(1 << 31))
+    return (~ascending).astype(np.uint64)
+
+
+def _top_per_statement(*parts: tuple[np.ndarray, np.ndarray, np.ndarray], k: int):
+    """(statement, neighbour, score) triples: each pair once, then each statement's best k by
+    score then neighbour, sorted by statement."""
+    stmt, cand, score = (np.concatenate(x) for x in zip(*parts))
+    first = np.unique(stmt * (int(cand.max(initial=0)) + 1) + cand, return_index=True)[1]  # found both ways
+    stmt, cand, score = stmt[first], cand[first], score[first]  # by statement, then neighbour
+    order = np.argsort((stmt.astype(np.uint64) << np.uint64(32)) | _descending(score), kind="stable")
+    stmt, cand, score = stmt[order], cand[order], score[order]
+    keep = np.arange(len(stmt)) - np.searchsorted(stmt, stmt, side="left") < k
+    return stmt[keep], cand[keep], score[keep]
+
+
+def _cross(space: Space, queries: np.ndarray, members: np.ndarray, q_bound: np.ndarray, m_bound: np.ndarray,
+           cells: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(statement, neighbour, score) of every product of queries x members that reaches the
+    statement's bound, both ways, a block at a time. Members are gathered once each."""
+    if not len(queries) or not len(members):
+        return
+    block = min(len(queries), max(1, cells // min(len(members), LANE)))
+    cols = min(len(members), max(1, cells // block))
+    qv = _gather(space, queries) if len(queries) == block else None  # one block: read once
+    for m0 in range(0, len(members), cols):
+        m1 = min(m0 + cols, len(members))
+        mv, mb = _gather(space, members[m0:m1]), m_bound[m0:m1]
+        for b in range(0, len(queries), block):
+            b1 = min(b + block, len(queries))
+            scores = (qv if qv is not None else _gather(space, queries[b:b1])) @ mv.T
+            q, c = nonzero2d((scores >= q_bound[b:b1, None]) | (scores >= mb[None, :]))
+            s, q_rows, m_rows = scores[q, c], queries[b + q], members[m0 + c]
+            for_q, for_m = s >= q_bound[b + q], s >= mb[c]
+            yield (np.concatenate([q_rows[for_q], m_rows[for_m]]), np.concatenate([m_rows[for_q], q_rows[for_m]]),
+                   np.concatenate([s[for_q], s[for_m]]))
+
+
+def _gather(space: Space, rows: np.ndarray) -> np.ndarray:
+    """Unit rows, read from the space's files (`Space.read`): gathers spread over the space
+    through its mapping would leave this process holding most of it."""
+    x = space.read(rows)
+    return x if space.normalized else unit_rows(x)
+
+
+# Scores grouped this many at a time for the bound of `_keep`, fewer in lanes shorter than
+# 4 k groups of them (a group's max is a candidate bound: the more groups, the tighter).
+GROUP = 16
+# Scores a query's lane should run along in one block: 4 k groups of GROUP.
+LANE = 4096
+# Lower than any score: a bound at least this keeps -inf (itself, padding) out of the candidates.
+FLOOR = np.finfo(np.float32).min
+
+
+def _bound(scores: np.ndarray, k: int) -> np.ndarray:
+    """Per row of scores, a lower bound of its k-th best: the k-th best of the maxima of groups
+    of GROUP scores (each of the k groups at or above it holds a score at least that high).
+    -inf where a row has fewer than k groups (every score of it is then a candidate)."""
+    n = scores.shape[1]
+    size = min(GROUP, n // (4 * k)) or min(1, n // k)
+    if size < 1:
+        return np.full(len(scores), -np.inf, dtype=np.float32)
+    g = n // size
+    # group j holds scores j, j + g, j + 2g, ... of a row: a reduction over whole rows, fast
+    top = scores[:, :g * size].reshape(len(scores), size, g).max(axis=1)
+    return np.partition(top, g - k, axis=1)[:, g - k]
+
+
+def _keep(rows: np.ndarray, best: np.ndarray, scores: np.ndarray, start: int, k: int):
+    """Fold one block of scores (queries x candidates from local index `start`) into each
+    query's best k (by score, then candidate). Only scores at or above a query's bound (its
+    k-th best so far, or `_bound` of this block if higher) are candidates: a compare and a
+    `flatnonzero` per score instead of an argpartition. Equal to an exact top-k."""
+    bound = np.maximum(np.maximum(_bound(scores, k), best[:, -1]), FLOOR)
+    q, c = nonzero2d(scores >= bound[:, None])
+    if not len(q):
+        return rows, best
+    touched = np.unique(q)
+    held = np.isfinite(best[touched])
+    local = np.concatenate([np.nonzero(held)[0], np.searchsorted(touched, q)])
+    rows, best = rows.copy(), best.copy()
+    # held candidates come from earlier blocks (lower indices), in order: ties stay by candidate
+    rows[touched], best[touched] = _best_k(
+        local, np.concatenate([rows[touched][held], c + start]), np.concatenate([best[touched][held], scores[q, c]]),
+        len(touched), k)
+    return rows, best
+
+
+def _best_k(local: np.ndarray, cand: np.ndarray, scores: np.ndarray, n: int, k: int):
+    """`topk.best_per_row` for candidates given in ascending order of candidate among
+    equal (query, score): (n, k) best of each query by score then candidate, -1 / -inf padded.
+    One stable integer sort (`_descending`) instead of a 3-key lexsort."""
+    rows = np.full((n, k), -1, dtype=np.int64)
+    best = np.full((n, k), -np.inf, dtype=np.float32)
+    order = np.argsort((local.astype(np.uint64) << np.uint64(32)) | _descending(scores), kind="stable")
+    local, cand, scores = local[order], cand[order], scores[order]
+    rank = np.arange(len(local)) - np.searchsorted(local, local, side="left")
+    keep = rank < k
+    rows[local[keep], rank[keep]] = cand[keep]
+    best[local[keep], rank[keep]] = scores[keep]
+    return rows, best
 
 
 def _global(rows: np.ndarray, local: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -233,25 +396,27 @@ def _global(rows: np.ndarray, local: np.ndarray, scores: np.ndarray) -> np.ndarr
 
 def merge_tile(work_dir: Path, tile: int, tasks: int, out_dir: Path, *, k: int, tile_rows: int,
                statements: int) -> dict:
-    """Rows tile*tile_rows..: every score task's candidates for them, each neighbour once, best k
-    by score then row; written durably in the format of exact rows."""
+    """Rows tile*tile_rows..: every task's candidates for them (`own_task`, `score_task`), each
+    neighbour once, best k by score then row; written durably in the format of exact rows."""
     work_dir, lo = Path(work_dir), tile * tile_rows
     n = min(tile_rows, statements - lo)
-    local, cand, score = [], [], []
+    local, cand, score, scored = [], [], [], 0
     for t in range(tasks):
-        stmt = np.load(work_dir / f"out-{t:05d}-stmt.npy", mmap_mode="r")
-        a, b = np.searchsorted(stmt, [lo, lo + n])
-        if b > a:
-            local.append(np.repeat(np.asarray(stmt[a:b]) - lo, k))
-            cand.append(np.load(work_dir / f"out-{t:05d}-rows.npy", mmap_mode="r")[a:b].ravel())
-            score.append(np.load(work_dir / f"out-{t:05d}-scores.npy", mmap_mode="r")[a:b].ravel())
+        for kind, width in (("own", k), ("cross", 1)):
+            stmt = np.load(work_dir / f"{kind}-{t:05d}-stmt.npy", mmap_mode="r")
+            a, b = np.searchsorted(stmt, [lo, lo + n])
+            if b > a:
+                local.append(np.repeat(np.asarray(stmt[a:b]) - lo, width))
+                cand.append(np.load(work_dir / f"{kind}-{t:05d}-rows.npy", mmap_mode="r")[a:b].ravel())
+                score.append(np.load(work_dir / f"{kind}-{t:05d}-scores.npy", mmap_mode="r")[a:b].ravel())
+                scored += (b - a) * (kind == "own")
+    if scored != n:
+        raise RuntimeError(f"rows tile {tile}: {scored} of its {n} statements were scored")
     local, cand, score = (np.concatenate(x) for x in (local, cand, score))
-    if len(np.unique(local)) != n:
-        raise RuntimeError(f"rows tile {tile}: {len(np.unique(local))} of its {n} statements were scored")
     keep = cand >= 0
     local, cand, score = local[keep], cand[keep], score[keep]
-    once = np.unique(local * statements + cand, return_index=True)[1]  # a pair found from both sides
-    return write_tile(out_dir, tile, *best_per_row(local[once], cand[once], score[once], n, k))
+    once = np.unique(local * statements + cand, return_index=True)[1]  # each pair once, by neighbour
+    return write_tile(out_dir, tile, *_best_k(local[once], cand[once], score[once], n, k))
 
 
 def partitioned_rows(space_dir: Path, work_dir: Path, out_dir: Path, *, k: int, tile_rows: int, cluster_rows: int,
@@ -265,6 +430,9 @@ def partitioned_rows(space_dir: Path, work_dir: Path, out_dir: Path, *, k: int, 
     for s in range(space.n_shards):
         assign_shard(space_dir, s, work_dir, probes=probes, **budget)
     group(space_dir, work_dir)
+    for t in range(tasks):
+        own_task(space_dir, work_dir, t, tasks, k=k, max_queries=tile_rows, **budget)
+    bounds(work_dir, tasks, len(space))
     for t in range(tasks):
         score_task(space_dir, work_dir, t, tasks, k=k, max_queries=tile_rows, **budget)
     return [merge_tile(work_dir, tile, tasks, out_dir, k=k, tile_rows=tile_rows, statements=len(space))

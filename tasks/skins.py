@@ -76,6 +76,8 @@ finish_rows_task = _skin(similarity.finish_rows, "finish-rows")
 centroids_task = _skin(partitioned.train_centroids, "rows-centroids")
 assign_task = _skin(partitioned.assign_shard, "rows-assign")
 group_task = _skin(partitioned.group, "rows-group")
+cluster_own_task = _skin(partitioned.own_task, "rows-own-clusters")
+cluster_bounds_task = _skin(partitioned.bounds, "rows-bounds")
 cluster_score_task = _skin(partitioned.score_task, "rows-clusters")
 cluster_merge_task = _skin(partitioned.merge_tile, "merge-rows")
 

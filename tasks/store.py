@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import json
 import mmap
+import os
 import shutil
 from contextlib import ExitStack
 from collections.abc import Iterator, Sequence
@@ -233,6 +234,7 @@ class Space:
         self.normalized: bool = self.manifest["normalized"]
         self.n_shards = len(self.manifest["shards"])
         self._vectors: list[np.ndarray | None] = [None] * self.n_shards
+        self._files: list[tuple | None] = [None] * self.n_shards
         self._keys: list[pa.Table | None] = [None] * self.n_shards
         self._key_bytes: list[tuple[list[int], list] | None] = [None] * self.n_shards
         self.key_index = KeyIndex(self.dir, self.key_bytes)
@@ -262,7 +264,10 @@ class Space:
 
     def _get(self, s: int, index) -> np.ndarray:
         """Rows `index` (an int, slice or array) of shard s as float32: no copy for float32."""
-        stored = self.shard(s)[index]
+        return self._float32(s, self.shard(s)[index], index)
+
+    def _float32(self, s: int, stored: np.ndarray, index) -> np.ndarray:
+        """Rows `index` of shard s, given as stored, as float32."""
         if self.dtype == "float32":
             return stored
         out = stored.astype(np.float32)
@@ -299,6 +304,31 @@ class Space:
             if len(sel):
                 out[sel] = self._get(s, rows[sel] - s * self.rows_per_shard)
         return out
+
+    def read(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Gather many rows (any order) into one float32 array, read from the files (pread)
+        rather than through the mapping. A fault on a mapped file maps a whole folio of the
+        rows around (20,000 rows spread over a 1M-row space left 637 MB resident): scattered
+        gathers through `rows` leave a process holding most of the space, reads nothing but
+        the rows. About 2 us a row."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        shard_of = rows // self.rows_per_shard
+        size = self.dim * np.dtype(self.dtype).itemsize
+        for s in np.unique(shard_of).tolist():
+            sel = np.flatnonzero(shard_of == s)
+            local = rows[sel] - self.shard_start(s)
+            f, start = self._file(s)
+            data = b"".join([os.pread(f.fileno(), size, at) for at in (start + local * size).tolist()])
+            out[sel] = self._float32(s, np.frombuffer(data, self.dtype).reshape(len(sel), self.dim), local)
+        return out
+
+    def _file(self, s: int):
+        """Shard s's vectors file, open for reads, and where its rows begin."""
+        if self._files[s] is None:
+            self._files[s] = (open(self.dir / self.manifest["shards"][s]["vectors"], "rb", buffering=0),
+                              self.shard(s).base.offset)
+        return self._files[s]
 
     def range(self, lo: int, hi: int) -> np.ndarray:
         """The vectors of rows lo..hi-1 as one float32 array (a view when stored as float32 in one shard)."""
@@ -350,6 +380,14 @@ class Space:
     def column(self, name: str, r: int):
         s, off = divmod(int(r), self.rows_per_shard)
         return self.shard_keys(s).column(name)[off].as_py()
+
+    def release(self) -> None:
+        """Drop every page of this space's vectors from this process's resident pages (they stay
+        in the page cache). For gathers scattered over the space (`rows`), which would otherwise
+        leave a process holding the whole space after enough of them."""
+        for v in self._vectors:
+            if v is not None:
+                _release(v, 0, len(v))
 
     def keys(self) -> Iterator[str]:
         for s in range(self.n_shards):

@@ -16,7 +16,7 @@ from gensim.utils import simple_preprocess
 
 from shardvec.tasks import partitioned
 from shardvec.tasks.similarity import SimilarityRows, finish_rows, rows_recall
-from shardvec.tasks.topk import exact_topk, recall_at_k
+from shardvec.tasks.topk import best_per_row, exact_topk, recall_at_k
 from shardvec.tasks.store import Space, write_shard, finish_space
 from tests.conftest import lee_lines, small_settings
 
@@ -47,10 +47,10 @@ def wiki_space(tmp_path_factory) -> Path:
 
 
 def _rows(space: Path, out: Path, **knobs) -> SimilarityRows:
-    args = dict(k=10, tile_rows=1024, cluster_rows=256, probes=6, kmeans_sample=65_536, kmeans_iterations=10,
-                seed=1, memory_budget_mb=1024, tasks=3)
-    shards = partitioned.partitioned_rows(space, out / "work", out / "rows", **{**args, **knobs})
-    finish_rows(out / "rows", shards, k=10, method="partitioned", rows_per_shard=args["tile_rows"])
+    args = {**dict(k=10, tile_rows=1024, cluster_rows=256, probes=6, kmeans_sample=65_536, kmeans_iterations=10,
+                   seed=1, memory_budget_mb=1024, tasks=3), **knobs}
+    shards = partitioned.partitioned_rows(space, out / "work", out / "rows", **args)
+    finish_rows(out / "rows", shards, k=10, method="partitioned", rows_per_shard=args["tile_rows"], width=args["k"])
     return SimilarityRows(out / "rows")
 
 
@@ -84,6 +84,76 @@ def test_partitioned_rows_are_read_like_exact_rows(wiki_space, tmp_path):
     assert last.shape == (N - 3 * 1024, 10) and last.dtype == np.int64
 
 
+def test_rows_equal_every_pair_the_clusters_pair_scored_and_kept_by_the_bounds(wiki_space, tmp_path):
+    """Each pass keeps only what can still enter a row (`bounds`): the rows must equal the best
+    k of every pair the clusters pair (i's nearest cluster among j's probes, or j's among i's),
+    all scored. Small clusters, so some bounds are -inf (clusters of fewer than k+1)."""
+    k = 14
+    sim = _rows(wiki_space, tmp_path, k=k, cluster_rows=24, probes=3, tasks=4)
+    space, work = Space(wiki_space), tmp_path / "work"
+    near = np.concatenate([np.load(work / f"assign-{s:05d}.npy") for s in range(space.n_shards)])
+    assert np.isinf(np.load(work / "bounds.npy")).any()
+    member = np.zeros((N, near.max() + 1), dtype=bool)
+    member[np.arange(N)[:, None], near] = True
+    paired = member[:, near[:, 0]] | member[:, near[:, 0]].T  # [j, i]: i's nearest among j's probes
+    np.fill_diagonal(paired, False)
+    i, j = np.nonzero(paired)
+    vecs = space.vectors_at(np.arange(N))
+    want_rows, want_scores = best_per_row(i, j, np.einsum("ij,ij->i", vecs[i], vecs[j]), N, k)
+    rows, scores = (np.concatenate([np.load(tmp_path / "rows" / f"{kind}-{t:05d}.npy") for t in range(4)])
+                    for kind in ("rows", "scores"))
+    assert sim.width == k and rows.shape == (N, k)
+    assert np.allclose(scores, want_scores, atol=1e-6)
+    # the same neighbours, but where two score within float error of each other (products of
+    # other shapes round differently)
+    assert (rows == want_rows).mean() > 0.999
+
+
+def test_fast_top_k_orders_like_the_lexsort(tmp_path):
+    """The integer sort key of the kernel (`_descending`) orders as (score desc, row asc):
+    negative scores, -0.0 against 0.0, exact ties."""
+    rng = np.random.default_rng(7)
+    values = np.array([-1.0, -0.5, -0.0, 0.0, 1e-39, -1e-39, 0.25, 0.25000003, 0.5, 1.0], dtype=np.float32)
+    for _ in range(50):
+        n = int(rng.integers(1, 400))
+        local, cand = rng.integers(0, 9, n), rng.integers(0, 30, n)
+        pair = local * 30 + cand
+        score = values[np.asarray([hash((int(x), 3)) % len(values) for x in pair])]  # one score per pair
+        order = np.argsort(local * 30 + cand, kind="stable")  # candidates ascending within a query
+        local, cand, score = local[order], cand[order], score[order]
+        once = np.unique(local * 30 + cand, return_index=True)[1]
+        local, cand, score = local[once], cand[once], score[once]
+        k = int(rng.integers(1, 6))
+        got = partitioned._best_k(local, cand, score, 9, k)
+        want = best_per_row(local, cand, score, 9, k)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        flat = partitioned._top_per_statement((local, cand, score), k=k)
+        assert np.array_equal(flat[1], want[0][want[0] >= 0])
+
+
+def test_gathers_read_the_space_without_mapping_it(tmp_path):
+    """Score tasks gather rows spread over the whole space. Through the mapping each fault maps
+    a folio of neighbours, and a process ends up holding most of the space (1,094 MB at 1M
+    statements); `Space.read` reads the rows alone. Same values as `rows` in every dtype."""
+    import psutil
+    from shardvec.tasks.store import convert_space
+    rng = np.random.default_rng(0)
+    n, dim = 80_000, 200  # 64 MB of vectors
+    space = tmp_path / "space"
+    vecs = rng.standard_normal((n, dim), dtype=np.float32)
+    finish_space(space, [write_shard(space, i, vecs[s:s + 20_000], [str(j) for j in range(s, s + 20_000)])
+                         for i, s in enumerate(range(0, n, 20_000))], dim=dim, rows_per_shard=20_000,
+                 normalized=False)
+    picks = rng.choice(n, 4000, replace=False)
+    for dtype in ("float32", "float16", "int8"):
+        s = Space(space if dtype == "float32" else convert_space(space, tmp_path / dtype, dtype) and tmp_path / dtype)
+        assert np.array_equal(s.read(picks), s.vectors_at(picks))
+    s, proc = Space(space), psutil.Process()
+    before = proc.memory_info().rss
+    got = s.read(np.sort(picks))
+    assert proc.memory_info().rss - before < 2 * got.nbytes + (8 << 20)  # the rows, not the space
+
+
 def test_a_large_cluster_scores_within_the_memory_budget(tmp_path):
     """One cluster of 20k statements (everything in one cluster): the score task's Python-side
     allocations stay within the budget's working share (128 MB), not the cluster's n^2 scores
@@ -98,11 +168,14 @@ def test_a_large_cluster_scores_within_the_memory_budget(tmp_path):
     partitioned.train_centroids(space, work, clusters=2, sample=1000, iterations=2, seed=1, memory_budget_mb=budget)
     partitioned.assign_shard(space, 0, work, probes=2, memory_budget_mb=budget)
     partitioned.group(space, work)  # 2 clusters, every statement a candidate in both
-    tracemalloc.start()
-    partitioned.score_task(space, work, 0, 1, k=10, max_queries=n, memory_budget_mb=budget)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert peak < (budget - partitioned.BASELINE_MB) * partitioned.MB
+    for step in (lambda: partitioned.own_task(space, work, 0, 1, k=10, max_queries=n, memory_budget_mb=budget),
+                 lambda: partitioned.bounds(work, 1, n),
+                 lambda: partitioned.score_task(space, work, 0, 1, k=10, max_queries=n, memory_budget_mb=budget)):
+        tracemalloc.start()
+        step()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < (budget - partitioned.BASELINE_MB) * partitioned.MB
 
 
 @pytest.mark.usefixtures("prefect_server")
