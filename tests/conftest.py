@@ -31,6 +31,47 @@ os.environ["PREFECT_HOME"] = str(PREFECT_HOME)
 def pytest_unconfigure(config):
     shutil.rmtree(PREFECT_HOME, ignore_errors=True)
 
+
+SLOW_SECONDS = 20
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, the tests marked slow go first (stable order otherwise): the longest
+    jobs start early instead of leaving one worker busy at the end while the other waits."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Keep the slow mark honest: name the tests that took longer than SLOW_SECONDS without it."""
+    unmarked = sorted((r.duration, r.nodeid) for r in terminalreporter.stats.get("passed", [])
+                      if r.when == "call" and r.duration > SLOW_SECONDS and "slow" not in r.keywords)
+    if unmarked:
+        terminalreporter.write_sep("-", f"over {SLOW_SECONDS} s without @pytest.mark.slow (mark them, or make them faster)")
+        for duration, nodeid in unmarked:
+            terminalreporter.write_line(f"{duration:6.1f} s  {nodeid}")
+
+
+# Modules that run whole, in order, on one pytest-xdist worker: their module-scoped fixtures are
+# servers, and their tests build on what the earlier ones left.
+ONE_WORKER = {"test_e2e.py"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist (`make test` runs -n auto) every test is a unit of work of its own, but
+    the modules of ONE_WORKER are one unit each, sent first. (xdist's --dist loadgroup would do
+    this with the xdist_group mark, but it silently stops grouping with pytest >= 9.2:
+    pytest-dev/pytest-xdist#1386.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module.rsplit("/", 1)[-1] in ONE_WORKER else nodeid
+
+    return Scheduling(config, log)
+
 from shardvec.config import load_settings  # noqa: E402
 
 # Two statements that say the same thing in other words; each must be the other's top row.

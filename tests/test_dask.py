@@ -13,7 +13,7 @@ import shardvec
 from shardvec.tasks.store import Space
 from tests.conftest import run_nightly, small_settings, write_corpus
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
 
 
 def test_tasks_run_on_both_workers_and_match_the_local_cluster(published, dask_cluster, tmp_path):

@@ -68,6 +68,7 @@ PHASES = ["starting or tokenizing", "planning", "training", "word vectors", "sha
           "similarity rows", "publishing"]
 
 
+@pytest.mark.slow
 def test_sigkill_at_many_points_leaves_the_published_version_whole(waiting, tmp_path):
     """Each run is killed as soon as it is seen in the next phase (not after a fixed delay, which
     a loaded machine shifts): the kill lands at every phase the run passes through."""
@@ -107,6 +108,7 @@ def test_sigkill_at_many_points_leaves_the_published_version_whole(waiting, tmp_
     assert out.returncode == 0 and out.stdout.startswith(f"ok: version {after['version']} is whole")
 
 
+@pytest.mark.slow
 def test_a_dask_worker_killed_mid_run_and_the_flow_completes(waiting, dask_cluster):
     address, workers, procs = dask_cluster
     data, before = waiting
@@ -136,6 +138,7 @@ def test_a_dask_worker_killed_mid_run_and_the_flow_completes(waiting, dask_clust
     assert verify(data) == [] and report["recall"]["similarity rows"]["rows_recall_at_k"] == 1.0
 
 
+@pytest.mark.slow
 def test_full_disk_is_a_clear_error_and_the_published_version_survives(waiting, tmp_path):
     data, before = waiting
     env = _env(tmp_path)
@@ -194,6 +197,7 @@ def _chmod_tree(root: Path, dirs: int, files: int) -> None:
             p.chmod(dirs if p.is_dir() else files)
 
 
+@pytest.mark.slow
 def test_no_permission_is_a_clear_error(waiting, tmp_path):
     """The data directory is read-only to the run (every folder r-x, every file r--; as root
     the run has no capability that overrides that). Only folders under tmp_path are changed."""

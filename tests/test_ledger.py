@@ -67,6 +67,7 @@ def test_ops_compact_to_the_last_op_of_each_id(tmp_path):
     assert [(r["id"], r["text"]) for r in puts] == [("a", "A2")]
 
 
+@pytest.mark.slow
 def test_an_added_statement_survives_every_later_night_and_a_rebuild(data):
     shardvec.add([{"id": "added/1", "text": SENTENCES[0]}], data=data)
     assert nightly(data)["status"] == "published"  # folds added/1 into the shards
@@ -94,6 +95,7 @@ def test_a_later_partition_never_overrides_an_acknowledged_add(data):
     assert report["quarantine_reasons"]["duplicate id"] >= 1
 
 
+@pytest.mark.slow
 def test_delete_is_exact_durable_and_stays_across_nights_until_added_again(data):
     store = shardvec.open(data)
     victim = store.row("dup/a")[0].key  # dup/b: in dup/a's row and in the corpus

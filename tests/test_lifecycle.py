@@ -240,6 +240,7 @@ class Lifecycle(RuleBasedStateMachine):
         assert verify(self.data) == []
 
 
+@pytest.mark.slow
 def test_lifecycle_against_a_model(published, prefect_server):
     from prefect.settings import PREFECT_API_URL
     Lifecycle.source = published[0]

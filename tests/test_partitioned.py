@@ -178,6 +178,7 @@ def test_a_large_cluster_scores_within_the_memory_budget(tmp_path):
         assert peak < (budget - partitioned.BASELINE_MB) * partitioned.MB
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_nightly_above_the_exact_threshold_publishes_partitioned_rows(corpus_data):
     from tests.conftest import run_nightly

@@ -60,6 +60,7 @@ def _degrade(partition_dir, rng):
         (partition_dir / "shuffled.txt").write_text("\n".join(out) + "\n")
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_degraded_corpus_trips_the_gate_a_normal_night_passes(tmp_path):
     from tests.conftest import run_nightly

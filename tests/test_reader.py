@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from shardvec.reader import Store
 from tests.conftest import lee_lines, run_nightly, small_settings, write_corpus
 
 
+@pytest.mark.slow
 def test_an_open_reader_survives_the_pruning_of_its_version(tmp_path, prefect_server):
     """Opened on one version, queried only after keep_versions deleted that version: the
     queries that open shards lazily are answered from the version CURRENT names now."""
