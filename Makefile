@@ -27,7 +27,7 @@ system-deps:
 		echo "chromium is missing: the Prefect UI screenshot test will be skipped"
 
 test: install system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 # The benchmarks of README.md (~25 min). Their corpus is Debian's GCIDE dictionary (dict-gcide).
 bench: install
