@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from shardvec.tasks.atomic import fsync_dir
+from shardvec.tasks.atomic import fsync_dir, unique_stamp
 from shardvec.tasks.corpus import check_record
 from shardvec.tasks.embed import Embedder
 from shardvec.tasks.keys import key_hash, key_hashes
@@ -614,7 +614,7 @@ class Adder:
 
 def _quarantine(folder: Path, rejected: list[tuple[bytes, str]]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    stamp = unique_stamp()
     with open(folder / f"{stamp}.rejected", "wb") as raw, open(folder / f"{stamp}.reasons.jsonl", "w") as why:
         for i, (data, reason) in enumerate(rejected, 1):
             why.write(json.dumps({"source": "add", "line": i, "offset_in_rejected": raw.tell(),
@@ -727,7 +727,7 @@ def _inbox_problem(path: Path, formats: dict) -> str | None:
 def _refuse(path: Path, folder: Path, reason: str) -> None:
     """Move a refused inbox entry (the link itself, not its target) to quarantine/inbox/ with its reason."""
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    stamp = unique_stamp()
     target = folder / f"{stamp}-{path.name}"
     os.replace(path, target)
     with open(str(target) + ".reason.json", "w") as f:

@@ -6,12 +6,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
+
+
+def unique_stamp() -> str:
+    """A file-name prefix that sorts by time and never repeats: local time to the second, this
+    process's id and a clock tick (two processes, or two calls in one second, differ)."""
+    return time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}-{time.monotonic_ns() % 10**6}"
 
 
 def fsync_dir(path: Path) -> None:
