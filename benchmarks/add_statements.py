@@ -9,6 +9,12 @@ the nightly flow, then measures, against each store:
   - correctness: the rows after the adds and deletes vs an exact recompute (recall@10, must be 1.0).
 Each store is put back as it was at the end. The growth lines give each figure at the largest
 size over the smallest. Run: .venv/bin/python -m benchmarks.add_statements [--sizes 25000,50000,100000]
+
+`--data DIR` measures a store published elsewhere instead (the 1M-statement store that
+benchmarks/million.py leaves in benchmarks/work/million/data-40, whose rows are partitioned):
+results/add_statements_DIRNAME.json, the recompute of every row skipped with --no-recompute
+(exact rows of 1M statements take over half an hour), recall given apart for the batch's
+rows, the single adds' rows and a sample of the stored ones.
 """
 
 from __future__ import annotations
@@ -67,7 +73,20 @@ def main() -> None:
     ap.add_argument("--rebuild", action="store_true", help="rebuild the stores")
     ap.add_argument("--singles", type=int, default=300)
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated store sizes")
+    ap.add_argument("--data", type=Path, help="a published store to measure instead of building them")
+    ap.add_argument("--no-recompute", action="store_true", help="skip recomputing every row (the plain alternative)")
     args = ap.parse_args()
+    if args.data:
+        data = args.data.resolve()
+        snapshot, current = (data / "CURRENT").read_bytes(), read_current(data)
+        try:
+            figures = run(data, current, args.singles, recompute=not args.no_recompute)
+        finally:
+            _put_back(data, snapshot)
+        path = save(f"add_statements_{data.name}", figures)
+        print(json.dumps(figures, indent=1))
+        print(f"written to {path}")
+        return
     sizes = sorted(int(x) for x in args.sizes.split(","))
     by_size = {}
     for n in sizes:
@@ -81,10 +100,8 @@ def main() -> None:
         current = read_current(data)
         try:
             by_size[n] = run(data, current, args.singles)
-        finally:  # leave the store as it was
-            (data / "CURRENT").write_bytes(snapshot)
-            shutil.rmtree(data / "additions", ignore_errors=True)
-            shutil.rmtree(data / "ledger", ignore_errors=True)
+        finally:
+            _put_back(data, snapshot)
         print(f"{n:,}: single add p50 {by_size[n]['single_add_ms']['p50']} ms, single delete p50 "
               f"{by_size[n]['single_delete_ms']['p50']} ms, 1,000 adds {by_size[n]['batch_1000']['seconds']} s, "
               f"1,000 deletes {by_size[n]['delete_1000']['seconds']} s", flush=True)
@@ -93,6 +110,13 @@ def main() -> None:
     path = save("add_statements", figures)
     print(json.dumps(figures, indent=1))
     print(f"written to {path}")
+
+
+def _put_back(data: Path, snapshot: bytes) -> None:
+    """Leave the store as it was: its CURRENT, no additions, no ledger."""
+    (data / "CURRENT").write_bytes(snapshot)
+    shutil.rmtree(data / "additions", ignore_errors=True)
+    shutil.rmtree(data / "ledger", ignore_errors=True)
 
 
 def growth(by_size: dict, lo: int, hi: int) -> dict:
@@ -107,7 +131,7 @@ def growth(by_size: dict, lo: int, hi: int) -> dict:
             "recompute_all_rows": ratio(lambda f: f["recompute_all_rows_seconds"])}
 
 
-def run(data: Path, current: dict, singles: int, deletes: int = 100) -> dict:
+def run(data: Path, current: dict, singles: int, deletes: int = 100, recompute: bool = True) -> dict:
     view = Statements(data, current)
     n, d, k = len(view), view.base.dim, view.k
     texts = new_texts(1000 + singles)
@@ -115,9 +139,9 @@ def run(data: Path, current: dict, singles: int, deletes: int = 100) -> dict:
     # the plain alternative: recompute every similarity row from scratch (exact, blocked BLAS)
     t = time.perf_counter()
     out = WORK / "add-recompute"
-    for tile in range(tile_count(n, 16_384)):
+    for tile in range(tile_count(n, 16_384)) if recompute else ():
         rows_for_tile(data / current["components"]["statements"], tile, out, k=k, tile_rows=16_384, block_rows=1024)
-    recompute = time.perf_counter() - t
+    recompute_s = time.perf_counter() - t if recompute else None
     shutil.rmtree(out, ignore_errors=True)
 
     t = time.perf_counter()
@@ -159,6 +183,9 @@ def run(data: Path, current: dict, singles: int, deletes: int = 100) -> dict:
     stored_r, stored_s = np.stack([s[0] for s in stored]), np.stack([s[1] for s in stored])
     recall_strict = recall_at_k(stored_r, exact)
     recall = recall_at_k(stored_r, exact, stored_s, exact_s)
+    groups = {"batch": (check >= n) & (check < n + 1000), "singles": check >= n + 1000, "stored": check < n}
+    recall_of = {name: round(recall_at_k(stored_r[m], exact[m], stored_s[m], exact_s[m]), 4)
+                 for name, m in groups.items() if m.any()}
 
     gflops = blas_gflops(d=d, n=n, b=1000)
     limit = 2 * 1000 * n * d / (gflops * 1e9)
@@ -166,15 +193,16 @@ def run(data: Path, current: dict, singles: int, deletes: int = 100) -> dict:
         "store": {"statements": n, "dim": d, "k": k, "shards": view.base.n_shards},
         "batch_1000": {"seconds": round(batch_s, 3), "target_seconds": 2.0,
                        "rows_updated": result.rows_updated},
-        "recompute_all_rows_seconds": round(recompute, 2),
-        "speedup_vs_recompute": round(recompute / batch_s, 1),
+        "rows_method": view.base_rows.manifest.get("method"), "probed_singles": view.clusters is not None,
+        "recompute_all_rows_seconds": recompute_s and round(recompute_s, 2),
+        "speedup_vs_recompute": recompute_s and round(recompute_s / batch_s, 1),
         "single_add_ms": {"p50": round(float(np.percentile(lat_ms, 50)), 2),
                           "p99": round(float(np.percentile(lat_ms, 99)), 2), "n": len(lat), "target_p50": 20},
         "delete_1000": {"seconds": round(delete_s, 3), "target_seconds": 2.0, "rows_updated": gone.rows_updated},
         "single_delete_ms": {"p50": round(float(np.percentile(del_ms, 50)), 2),
                              "p99": round(float(np.percentile(del_ms, 99)), 2), "n": len(del_ms), "target_p50": 20},
         "adder_open_seconds": round(open_s, 3),
-        "recall_at_10_vs_exact": recall, "rows_checked": int(len(check)),
+        "recall_at_10_vs_exact": recall, "recall_at_10_by_rows": recall_of, "rows_checked": int(len(check)),
         "recall_at_10_ids_strict": recall_strict,
         "note": "strict recall counts ids; the tie-aware figure accepts an id whose score ties the "
                 "k-th exact score to 1e-6 (duplicate texts score equal up to the last float bit)",

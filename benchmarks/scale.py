@@ -57,6 +57,7 @@ class TreeSampler:
         self.interval, self.peak_max, self.peak_sum, self.cpu = interval, 0, 0, {}
         self.anon_max = self.anon_sum = self.pss_sum = 0
         self.pss_every, self._samples = pss_every, 0
+        self.pss_timeline: list[tuple[float, int]] = []  # (unix time, summed PSS): per-stage figures
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -85,6 +86,8 @@ class TreeSampler:
             self.peak_sum = max(self.peak_sum, total)
             self.anon_sum = max(self.anon_sum, total_anon)
             self.pss_sum = max(self.pss_sum, total_pss)
+            if with_pss:
+                self.pss_timeline.append((time.time(), total_pss))
             self._stop.wait(self.interval)
 
     def stop(self) -> dict:
@@ -96,16 +99,21 @@ class TreeSampler:
                 "cpu_seconds": round(sum(self.cpu.values()), 1)}
 
 
-def measure(cmd: list[str], env: dict | None = None, log: Path | None = None) -> dict:
+def measure(cmd: list[str], env: dict | None = None, log: Path | None = None, timeline: list | None = None) -> dict:
+    """Run cmd as its own process tree: wall, CPU and memory figures. `timeline`, if given,
+    receives the (time, summed PSS) samples."""
     t = time.perf_counter()
     out = open(log, "w") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
     sampler = TreeSampler(proc.pid)
     rc = proc.wait()
     figures = sampler.stop()
+    if timeline is not None:
+        timeline.extend(sampler.pss_timeline)
     if rc:
         raise SystemExit(f"{' '.join(cmd)} failed (exit {rc}); see {log}")
-    return {"wall_seconds": round(time.perf_counter() - t, 1), **figures}
+    return {"wall_seconds": round(time.perf_counter() - t, 1), "load_average_1min": round(os.getloadavg()[0], 1),
+            **figures}
 
 
 def prepare(work: Path) -> dict:
@@ -117,14 +125,15 @@ def prepare(work: Path) -> dict:
     return json.loads((src / "done.json").read_text())
 
 
-def data_dir(work: Path, parts: int) -> Path:
-    """A fresh data directory whose corpus is the first `parts` parts (hard links, no copies)."""
+def data_dir(work: Path, parts: int, source: str = "gcide") -> Path:
+    """A fresh data directory whose corpus is the first `parts` parts of work/source (hard links,
+    no copies)."""
     data = work / f"data-{parts}"
     shutil.rmtree(data, ignore_errors=True)
     for p in range(parts):
         dst = data / "corpus" / f"part-{p}"
         dst.mkdir(parents=True)
-        for f in sorted((work / "gcide" / f"part-{p}").glob("*.jsonl")):
+        for f in sorted((work / source / f"part-{p}").glob("*.jsonl")):
             os.link(f, dst / f.name)
     return data
 
@@ -139,31 +148,37 @@ def settings_files(work: Path, name: str, overrides: dict) -> tuple[Path, dict]:
     return toml, s
 
 
-def run_plain(work: Path, settings: dict) -> dict:
+def run_plain(work: Path, settings: dict, parts: int = corpus.PARTS, source: str = "gcide") -> dict:
+    """The plain script on the first `parts` parts of work/source."""
     out = work / "plain"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     (out / "settings.json").write_text(json.dumps(settings))
-    files = [str(f) for p in range(corpus.PARTS) for f in sorted((work / "gcide" / f"part-{p}").glob("*.jsonl"))]
+    files = [str(f) for p in range(parts) for f in sorted((work / source / f"part-{p}").glob("*.jsonl"))]
     fig = measure([str(BIN / "python"), "-m", "benchmarks.plain", str(out), str(out / "settings.json"), *files],
                   log=out / "log.txt")
     return {**fig, **json.loads((out / "result.json").read_text())}
 
 
-def run_shardvec(work: Path, parts: int, toml: Path, workers: int = 2) -> dict:
-    data = data_dir(work, parts)
+def run_shardvec(work: Path, parts: int, toml: Path, workers: int = 2, source: str = "gcide") -> dict:
+    data = data_dir(work, parts, source)
     env = {"SHARDVEC_CONFIG": str(toml), "SHARDVEC_DASK_N_WORKERS": str(workers)}
     log = work / f"shardvec-{toml.stem}-{parts}-{workers}w.log"
-    fig = measure([str(BIN / "shardvec"), "nightly", "--data", str(data), "--json"], env=env, log=log)
+    timeline: list[tuple[float, int]] = []
+    fig = measure([str(BIN / "shardvec"), "nightly", "--data", str(data), "--json"], env=env, log=log,
+                  timeline=timeline)
     report = _report(log)
     stages = {r["step"]: r for r in report["steps"]}
+    stage_pss = {k: round(max((p for t, p in timeline if v["began"] <= t <= v["ended"]), default=0) / MB)
+                 for k, v in stages.items() if "began" in v}
     return {**fig, "statements": report["statements"], "tokens": report["tokens"], "terms": report["terms"],
             "words": report["words"], "data": str(data),
             "rows_recall_at_10": report["recall"]["similarity rows"]["rows_recall_at_k"],
             "statements_index_recall_at_10": report["recall"]["statements"]["recall_at_k"],
             "stage_wall_seconds": {k: v["wall_s"] for k, v in stages.items()},
             "stage_peak_rss_mb": {k: v["peak_rss_mb"] for k, v in stages.items()},
-            "stage_peak_anon_mb": {k: v.get("peak_anon_mb") for k, v in stages.items()}}
+            "stage_peak_anon_mb": {k: v.get("peak_anon_mb") for k, v in stages.items()},
+            "stage_peak_pss_tree_mb": stage_pss, "rows_method": report.get("rows_method")}
 
 
 def _report(log: Path) -> dict:

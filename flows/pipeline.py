@@ -394,9 +394,9 @@ def _exact_rows(space, work, rows_dir, tiles: int, statements: int, s: Settings)
 
 
 def _partitioned_rows(space, work, rows_dir, tiles: int, statements: int, s: Settings) -> tuple[list, list]:
-    """Centroids, each shard's nearest clusters, the inverted lists, each task's clusters within
-    (the rows' bounds) and across, then each tile's rows gathered (tasks/partitioned.py):
-    scoring futures, and merge futures."""
+    """Centroids, each shard's nearest clusters, the inverted lists (kept in the rows' folder for
+    adds), each task's clusters within (the rows' bounds) and across, then each tile's rows
+    gathered (tasks/partitioned.py): scoring futures, and merge futures."""
     sim, budget = s.similarity, dict(memory_budget_mb=s.similarity.memory_budget_mb)
     shards = shard_count(statements, s.store.rows_per_shard)
     train = skins.centroids_task.submit(space, work, clusters=clusters_for(statements, sim.cluster_rows),
@@ -405,6 +405,7 @@ def _partitioned_rows(space, work, rows_dir, tiles: int, statements: int, s: Set
     assign = [skins.assign_task.submit(space, i, work, probes=sim.probes, **budget, wait_for=[train])
               for i in range(shards)]
     grouped = skins.group_task.submit(space, work, wait_for=assign)
+    kept = skins.keep_clusters_task.submit(work, rows_dir, probes=sim.probes, wait_for=[grouped])  # for adds
     n = score_tasks_for(statements, sim.tile_rows, s.dask.n_workers)
     unit = dict(k=sim.width, max_queries=sim.tile_rows, **budget)
     own = [skins.cluster_own_task.submit(space, work, t, n, **unit, wait_for=[grouped]) for t in range(n)]
@@ -412,7 +413,7 @@ def _partitioned_rows(space, work, rows_dir, tiles: int, statements: int, s: Set
     scores = [skins.cluster_score_task.submit(space, work, t, n, **unit, wait_for=[bounded]) for t in range(n)]
     merges = [skins.cluster_merge_task.submit(work, t, n, rows_dir, k=sim.width, tile_rows=sim.tile_rows,
                                               statements=statements, wait_for=scores) for t in range(tiles)]
-    return [train, *assign, grouped, *own, bounded, *scores], merges
+    return [train, *assign, grouped, kept, *own, bounded, *scores], merges
 
 
 ROWS_METHODS = {"exact": _exact_rows, "partitioned": _partitioned_rows}

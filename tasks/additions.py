@@ -37,11 +37,12 @@ from shardvec.tasks.embed import Embedder
 from shardvec.tasks.keys import key_hash, key_hashes
 from shardvec.tasks.layout import Layout
 from shardvec.tasks.ledger import OPS, Ledger, Op, ops_from
+from shardvec.tasks.partitioned import Clusters
 from shardvec.tasks.publish import PublishLock, require_current, swap
 from shardvec.tasks.similarity import SimilarityRows
 from shardvec.tasks.store import Space
 from shardvec.tasks.tokenize import Tokenizer
-from shardvec.tasks.topk import exact_topk, fold_block, merge_topk, score_blocks
+from shardvec.tasks.topk import columns_for, exact_topk, fold_block, merge_topk, score_blocks, unit_rows
 
 
 class Segment:
@@ -108,6 +109,7 @@ class Statements:
         self.segments: list[Segment] = []
         self.dead = np.empty(0, dtype=np.int64)
         self._holders: Holders | None = None
+        self.clusters = Clusters.open(self.base_rows.dir)  # partitioned rows: probe, don't scan
         for rel in (current.get("additions") or {}).get("segments", []):
             self.append(Segment(data / rel, len(self)))
 
@@ -132,6 +134,28 @@ class Statements:
         for seg in self.segments:
             for start, block in seg.blocks(columns):
                 yield seg.start + start, block
+
+    def scored(self, vecs: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(rows, scores of vecs x those rows) over the statements a new one is compared with,
+        rows ascending, dead rows -inf. Every row, unless the version's rows are partitioned
+        and the batch is small (`PROBED_MAX`): then the rows its clusters pair it with
+        (`partitioned.Clusters`: the pairs the nightly scored, so the same recall), a few
+        thousand instead of all, and every added statement."""
+        if self.clusters is None or len(vecs) > PROBED_MAX:
+            for start, block, scores in score_blocks(self, vecs):
+                yield np.arange(start, start + len(block)), scores
+            return
+        vecs = unit_rows(vecs)
+        cand = self.clusters.candidates(vecs)
+        cand = cand[~np.isin(cand, self.dead)] if len(self.dead) else cand
+        step = columns_for(len(vecs))
+        for i in range(0, len(cand), step):
+            ids = cand[i:i + step]
+            block = self.base.vectors_at(ids)
+            yield ids, vecs @ (block if self.base.normalized else unit_rows(block)).T
+        for seg in self.segments:
+            for start, block, scores in score_blocks(_Alone(seg, self.dead), vecs):
+                yield np.arange(seg.start + start, seg.start + start + len(block)), scores
 
     def _locate(self, r: int) -> tuple[Space | Segment, int]:
         if r < len(self.base):
@@ -218,6 +242,24 @@ class Statements:
         if self._holders is None:
             self._holders = Holders(self.base_rows)
         return self._holders
+
+
+# Batches up to this many new statements are scored against the rows their clusters pair them
+# with when the version's rows are partitioned; larger ones scan every row, exactly (one pass
+# serves the whole batch, and a thousand probes would touch most rows anyway).
+PROBED_MAX = 64
+
+
+class _Alone:
+    """One segment as a `topk.Scannable`, its dead rows (global numbers) made local."""
+    normalized = True
+
+    def __init__(self, seg: Segment, dead: np.ndarray):
+        self.seg = seg
+        self.dead = dead[(dead >= seg.start) & (dead < seg.start + len(seg))] - seg.start
+
+    def blocks(self, columns: int):
+        return self.seg.blocks(columns)
 
 
 class Holders:
@@ -499,17 +541,17 @@ class Adder:
             threshold[np.asarray(redo, np.int64)] = np.inf  # recomputed below
             best_r = np.full((B, w), -1, dtype=np.int64)
             best_s = np.full((B, w), -np.inf, dtype=np.float32)
-            for start, block, scores in score_blocks(view, vecs) if B else ():  # one product per (batch x block)
-                best_r, best_s = fold_block(best_r, best_s, start, scores, w)
-                enter = scores > threshold[start:start + scores.shape[1]][None, :]
+            for at, scores in view.scored(vecs) if B else ():  # one product per (batch x block)
+                best_r, best_s = fold_block(best_r, best_s, 0, scores, w, ids=at)
+                enter = scores > threshold[at][None, :]
                 cols = np.flatnonzero(enter.any(axis=0))
                 if cols.size:
                     cand_s = np.where(enter[:, cols], scores[:, cols], -np.inf).T
-                    old = [changed.get(start + int(c)) or view.full_row(start + int(c)) for c in cols]
+                    old = [changed.get(int(at[c])) or view.full_row(int(at[c])) for c in cols]
                     merged_r, merged_s = merge_topk(np.stack([o[0] for o in old]), np.stack([o[1] for o in old]),
                                                     np.broadcast_to(new_rows, cand_s.shape), cand_s, w)
                     for c, r, s in zip(cols, merged_r, merged_s):
-                        changed[start + int(c)] = (r, s)
+                        changed[int(at[c])] = (r, s)
             # the batch against itself
             within = vecs @ vecs.T
             np.fill_diagonal(within, -np.inf)

@@ -16,6 +16,8 @@ the clusters it is near, so the cost is about n * probes * cluster_rows, linear 
      rows (rows-NNNNN.npy / scores-NNNNN.npy, `tile_rows` a shard).
 A true neighbour j of statement i is found when i's nearest cluster is among j's `probes`
 nearest, or j's nearest among i's; recall is measured, not promised (`similarity.rows_recall`).
+`keep_clusters` copies the centroids and inverted lists into the rows' folder (`Clusters`), so
+that a statement added later is scored against the same pairs (`Clusters.candidates`).
 Every step holds a bounded number of rows in RAM: the sample, one shard, one block, the
 candidates of one task or tile; never the corpus. Scores run in blocks sized from a memory
 budget, and rows spread over the space are read from its files, not through its mapping
@@ -25,12 +27,13 @@ budget, and rows spread over the space are read from its files, not through its 
 from __future__ import annotations
 
 import heapq
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from shardvec.tasks.atomic import save_npy
+from shardvec.tasks.atomic import atomic_path, map_npy, save_npy, write_json
 from shardvec.tasks.similarity import write_tile
 from shardvec.tasks.store import Space, shard_name
 from shardvec.tasks.topk import empty_topk, nonzero2d, unit_rows
@@ -143,6 +146,58 @@ def group(space_dir: Path, work_dir: Path) -> dict:
     sizes = counts[0]
     return {"clusters": len(sizes), "members": int(sizes.sum()), "largest_cluster": int(sizes.max()),
             "pairs_scored": int((counts[0] * counts[1]).sum())}
+
+
+CLUSTER_FILES = ("centroids", "members", "members_offsets", "queries", "queries_offsets")
+
+
+def keep_clusters(work_dir: Path, out_dir: Path, *, probes: int) -> dict:
+    """Copy the centroids and inverted lists (`group`) into the rows' folder as
+    clusters-*.npy with clusters.json, for `Clusters`. Rows fit int32 below 2^31 statements (the
+    members list, statements x probes, is half the size); copied through memmaps a piece at a
+    time."""
+    work_dir, out_dir = Path(work_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in CLUSTER_FILES:
+        src = np.load(work_dir / f"{name}.npy", mmap_mode="r")
+        dtype = np.int32 if name in ("members", "queries") and len(src) and src.max() < 2**31 - 1 else src.dtype
+        with atomic_path(out_dir / f"clusters-{name}.npy") as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=src.shape)
+            for i in range(0, len(src), 1 << 20):
+                out[i:i + (1 << 20)] = src[i:i + (1 << 20)]
+            out.flush()
+            del out
+    summary = {"format": 1, "probes": probes, "clusters": int(len(np.load(work_dir / "centroids.npy", mmap_mode="r"))),
+               "files": {name: f"clusters-{name}.npy" for name in CLUSTER_FILES}}
+    write_json(out_dir / "clusters.json", summary)
+    return summary
+
+
+class Clusters:
+    """The clusters the partitioned rows were built with, kept in the rows' folder: which
+    statements a new one would have been scored against (`candidates`). Memmapped."""
+
+    def __init__(self, rows_dir: Path):
+        rows_dir = Path(rows_dir)
+        meta = json.loads((rows_dir / "clusters.json").read_text())
+        self.probes = meta["probes"]
+        for name, file in meta["files"].items():
+            setattr(self, name, map_npy(rows_dir / file))
+
+    @classmethod
+    def open(cls, rows_dir: Path) -> "Clusters | None":
+        """The clusters of a rows folder, or None when its rows are exact (or older)."""
+        return cls(rows_dir) if (Path(rows_dir) / "clusters.json").exists() else None
+
+    def candidates(self, vecs: np.ndarray) -> np.ndarray:
+        """Sorted rows that the pairs of the partitioned rows join to any of `vecs` (unit
+        vectors): the members of each one's nearest cluster (they have it among their probes)
+        and the queries of its `probes` nearest (theirs is among its probes)."""
+        near = np.argsort(-(np.atleast_2d(vecs) @ self.centroids.T), axis=1)[:, :self.probes]
+        m, mo, q, qo = self.members, self.members_offsets, self.queries, self.queries_offsets
+        parts = [m[mo[c]:mo[c + 1]] for c in np.unique(near[:, 0]).tolist()]
+        parts += [q[qo[c]:qo[c + 1]] for c in np.unique(near).tolist()]
+        return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.empty(0, np.int64)
 
 
 def _scatter(out: np.ndarray, cursor: np.ndarray, cluster: np.ndarray, rows: np.ndarray) -> None:
@@ -435,5 +490,6 @@ def partitioned_rows(space_dir: Path, work_dir: Path, out_dir: Path, *, k: int, 
     bounds(work_dir, tasks, len(space))
     for t in range(tasks):
         score_task(space_dir, work_dir, t, tasks, k=k, max_queries=tile_rows, **budget)
+    keep_clusters(work_dir, out_dir, probes=probes)
     return [merge_tile(work_dir, tile, tasks, out_dir, k=k, tile_rows=tile_rows, statements=len(space))
             for tile in range(-(-len(space) // tile_rows))]

@@ -66,7 +66,9 @@ def step_rows(steps: dict[str, list[dict]]) -> list[dict]:
                      # first start to last end, over every worker: what parallelism shortens
                      "wall_s": round(max(r.get("ended", 0) for r in results) - min(r.get("began", 0) for r in results), 2),
                      "peak_rss_mb": max(r.get("peak_rss_mb", 0) for r in results),
-                     "peak_anon_mb": max(r.get("peak_anon_mb", 0) for r in results)})
+                     "peak_anon_mb": max(r.get("peak_anon_mb", 0) for r in results),
+                     "began": min(r.get("began", 0) for r in results),
+                     "ended": max(r.get("ended", 0) for r in results)})
     return rows
 
 

@@ -105,8 +105,9 @@ def exact_topk(space: Scannable, queries: np.ndarray, k: int, exclude: np.ndarra
 
 
 def fold_block(best_rows: np.ndarray, best_scores: np.ndarray, start: int, scores: np.ndarray,
-               k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fold one block of scores (queries x columns starting at row `start`) into the best k.
+               k: int, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fold one block of scores (queries x columns starting at row `start`, or the ascending
+    rows `ids` when given) into the best k.
 
     Once a query holds k candidates, only scores above its k-th best can enter: a max, a
     comparison and `nonzero` over the block (about 1 ns a score) instead of an argpartition
@@ -116,12 +117,14 @@ def fold_block(best_rows: np.ndarray, best_scores: np.ndarray, start: int, score
     if not np.isfinite(kth).all():
         kk = min(k, scores.shape[1])
         idx = np.argpartition(scores, scores.shape[1] - kk, axis=1)[:, -kk:]
-        return merge_topk(best_rows, best_scores, idx + start, np.take_along_axis(scores, idx, axis=1), k)
+        return merge_topk(best_rows, best_scores, idx + start if ids is None else ids[idx],
+                          np.take_along_axis(scores, idx, axis=1), k)
     hit = np.flatnonzero(scores.max(axis=1) > kth)  # queries with any candidate: few, after warm-up
     if not len(hit):
         return best_rows, best_scores
     q, c = nonzero2d(scores[hit] > kth[hit, None])
-    return _fold_candidates(best_rows, best_scores, hit[q], c + start, scores[hit[q], c], k)
+    return _fold_candidates(best_rows, best_scores, hit[q], c + start if ids is None else ids[c],
+                            scores[hit[q], c], k)
 
 
 def nonzero2d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -54,6 +54,20 @@ def _rows(space: Path, out: Path, **knobs) -> SimilarityRows:
     return SimilarityRows(out / "rows")
 
 
+def test_the_kept_clusters_name_the_pairs_the_rows_scored(wiki_space, tmp_path):
+    """`Clusters.candidates` of a statement's vector are exactly the statements its pairs join
+    it with: i's nearest cluster among j's probes, or j's nearest among i's."""
+    _rows(wiki_space, tmp_path, cluster_rows=64, probes=4)
+    clusters = partitioned.Clusters.open(tmp_path / "rows")
+    assert clusters is not None and clusters.probes == 4 and clusters.members.dtype == np.int32
+    space, work = Space(wiki_space), tmp_path / "work"
+    near = np.concatenate([np.load(work / f"assign-{s:05d}.npy") for s in range(space.n_shards)])
+    for i in np.random.default_rng(3).choice(N, 40, replace=False).tolist():
+        want = np.flatnonzero((near == near[i, 0]).any(axis=1) | np.isin(near[:, 0], near[i]))
+        assert np.array_equal(clusters.candidates(space.vectors_at([i])), want)
+    assert partitioned.Clusters.open(wiki_space) is None  # a folder without them: exact rows
+
+
 def test_partitioned_rows_reach_recall_095_on_real_lsi_vectors(wiki_space, tmp_path):
     sim = _rows(wiki_space, tmp_path)
     space = Space(wiki_space)
@@ -79,7 +93,8 @@ def test_partitioned_rows_are_read_like_exact_rows(wiki_space, tmp_path):
     sim = _rows(wiki_space, tmp_path)
     assert sim.verify() == [] and sim.rows_per_shard == 1024 and sim.k == 10
     assert sorted(p.name for p in (tmp_path / "rows").glob("*.npy")) == \
-        [f"{kind}-{i:05d}.npy" for kind in ("rows", "scores") for i in range(4)]
+        sorted([f"{kind}-{i:05d}.npy" for kind in ("rows", "scores") for i in range(4)]
+               + [f"clusters-{name}.npy" for name in partitioned.CLUSTER_FILES])
     last = np.load(tmp_path / "rows" / "rows-00003.npy")
     assert last.shape == (N - 3 * 1024, 10) and last.dtype == np.int64
 
@@ -194,3 +209,45 @@ def test_nightly_above_the_exact_threshold_publishes_partitioned_rows(corpus_dat
     sim = SimilarityRows(rows_dir)
     assert sim.verify() == [] and sim.manifest["rows"] == report["statements"]
     assert {s["step"] for s in report["steps"]} >= {"similarity-rows", "merge-rows"}
+    assert (rows_dir / "clusters.json").exists()  # kept for adds
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_a_small_add_into_partitioned_rows_scores_the_pairs_its_clusters_name(corpus_data):
+    """Into a version with partitioned rows, a single add is scored against the statements its
+    clusters pair it with (and every added one), not every row: its row is the exact best of
+    those, and every one of those whose row it beats holds it. A batch over PROBED_MAX scans all."""
+    import shardvec
+    from shardvec.tasks.additions import PROBED_MAX, Statements
+    from tests.conftest import run_nightly
+    settings = small_settings(corpus_data, similarity={"method": "auto", "exact_max_statements": 100,
+                                                       "cluster_rows": 32, "probes": 2, "tile_rows": 100})
+    assert run_nightly(settings)["rows_method"] == "partitioned"  # 11 clusters, each statement in 2
+    texts = lee_lines()[-3:]
+    for i, text in enumerate(texts):
+        assert shardvec.add([{"id": f"new/{i}", "text": text}], data=corpus_data)["added"] == 1
+    view = Statements(corpus_data, json.loads((corpus_data / "CURRENT").read_text()))
+    assert view.clusters is not None and 3 < PROBED_MAX
+    n = len(view)
+    every = np.arange(n)
+    vecs = view.vectors_at(every)
+    scores = vecs @ vecs.T
+    np.fill_diagonal(scores, -np.inf)
+    probed = 0
+    for x in range(n - 3, n):
+        pool = np.union1d(view.clusters.candidates(vecs[x]), np.arange(len(view.base), x))  # added before it
+        assert len(pool) < len(view.base)  # not every row
+        rows, row_scores = view.full_row(x)
+        best = pool[np.lexsort((pool, -scores[x, pool]))][:view.width]
+        assert np.array_equal(rows, best) and np.allclose(row_scores, scores[x, best], atol=1e-5)
+        later = np.arange(x + 1, n)
+        for j in np.union1d(pool, later).tolist():  # its pairs: each row it beats holds it
+            held_rows, held_scores = view.full_row(j)
+            if scores[j, x] > held_scores[-1] + 1e-5:
+                assert x in held_rows, f"row {j} should hold {x}"
+                probed += 1
+    assert probed > 0  # the reverse updates were exercised
+    truth, truth_s = exact_topk(view, vecs[n - 3:], view.k, exclude=np.arange(n - 3, n))
+    got = [view.row(x) for x in range(n - 3, n)]
+    assert recall_at_k(np.stack([r for r, _ in got]), truth, np.stack([s for _, s in got]), truth_s) >= 0.9
