@@ -66,6 +66,9 @@ def api_url() -> str | None:
     return str(url) if url else None
 
 
+STARTUP_TIMEOUT = 120  # seconds for the local Prefect server to answer
+
+
 @contextmanager
 def local_prefect() -> Iterator[str]:
     """Yield the Prefect API URL, starting one local server first if none is configured."""
@@ -77,7 +80,9 @@ def local_prefect() -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     server = SubprocessASGIServer()
-    server.start()
+    # Prefect's default (20 s) is too short on a busy 2-core machine, where a cold start of its
+    # database and API took longer and `mark-crashed` / `nightly` failed before doing anything.
+    server.start(timeout=STARTUP_TIMEOUT)
     os.environ["PREFECT_API_URL"] = server.api_url  # inherited by the Dask worker processes
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
