@@ -191,7 +191,7 @@ def run(data: Path, current: dict, singles: int, deletes: int = 100, recompute: 
     limit = 2 * 1000 * n * d / (gflops * 1e9)
     return {
         "store": {"statements": n, "dim": d, "k": k, "shards": view.base.n_shards},
-        "batch_1000": {"seconds": round(batch_s, 3), "target_seconds": 2.0,
+        "batch_1000": {"seconds": round(batch_s, 3), "target_seconds": 2.0 if n <= 100_000 else 10.0,  # #13, #16
                        "rows_updated": result.rows_updated},
         "rows_method": view.base_rows.manifest.get("method"), "probed_singles": view.clusters is not None,
         "recompute_all_rows_seconds": recompute_s and round(recompute_s, 2),
