@@ -3,7 +3,8 @@
 The corpus is real text that Debian packages ship: the sentences of every English man page
 installed here and of gensim's Wikipedia sample (`rows_scale.bench_statements`: ~380k distinct
 sentences, shuffled with a fixed seed, then runs of 2 and 3 of them), written once as 40 parts
-of 25,000 statements under benchmarks/work/million/. A size is the first n/25,000 parts.
+of 25,000 statements under benchmarks/work/million/million/part-NN/. A size is the first
+n/25,000 parts.
 
 Each run is `shardvec nightly` from an empty data directory (2 Dask workers, shardvec's defaults
 with CBOW and 5 epochs, as in benchmarks/scale.py) or the plain script (benchmarks/plain.py)
@@ -87,6 +88,8 @@ def main() -> None:
     ap.add_argument("--no-plain", action="store_true")
     ap.add_argument("--fresh", action="store_true", help="forget the runs already in results/million.json")
     args = ap.parse_args()
+    if not args.sizes or any(n % PART or not 0 < n <= FULL for n in args.sizes):
+        ap.error(f"sizes are multiples of {PART:,} up to {FULL:,}")
     work = WORK / "million"
     work.mkdir(parents=True, exist_ok=True)
     old = RESULTS / "million.json"

@@ -1,8 +1,10 @@
 """Statements added between nightly runs: searchable and related within one call.
 
 A batch of new statements is embedded with the published models (tokenize, TF-IDF, LSI),
-scored against every live statement with one matrix product per block of the space, and
-committed as an immutable segment of two files:
+scored against every live statement with one matrix product per block of the space (or, into a
+version with partitioned rows and at most PROBED_MAX new statements, against the statements the
+nightly's clusters pair them with: `Statements.scored`), and committed as an immutable segment
+of two files:
 
   additions/<base version>/<seq>.arrow   the batch's ids, texts and vectors (Arrow IPC,
                                          memory-mapped; the nightly run folds these records in)
@@ -13,8 +15,8 @@ committed as an immutable segment of two files:
 
 Both files are fsynced and renamed into place, then CURRENT is atomically replaced with one
 that names the segment: an add is acknowledged only once CURRENT names it, and a reader sees
-all of a segment or none of it. Rows stay exact: after any sequence of adds they equal a full
-exact recompute (up to ties in the last float bit). Segments merge like a binary counter, so
+all of a segment or none of it. In a version with exact rows, rows stay exact: after any
+sequence of adds they equal a full exact recompute (up to ties in the last float bit). Segments merge like a binary counter, so
 about log2(adds) of them are live.
 """
 
@@ -137,10 +139,13 @@ class Statements:
 
     def scored(self, vecs: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(rows, scores of vecs x those rows) over the statements a new one is compared with,
-        rows ascending, dead rows -inf. Every row, unless the version's rows are partitioned
-        and the batch is small (`PROBED_MAX`): then the rows its clusters pair it with
-        (`partitioned.Clusters`: the pairs the nightly scored, so the same recall), a few
-        thousand instead of all, and every added statement."""
+        rows ascending; dead rows score -inf or are left out. Every row, unless the version's
+        rows are partitioned and the batch is small (`PROBED_MAX`): then the rows its clusters
+        pair it with (`partitioned.Clusters`: the pairs the nightly scored, so the same
+        recall; about 2 x probes x cluster_rows, 10-20k with the defaults, instead of all) and
+        every added statement. They are gathered through the mapping: fast, but a long-lived
+        Adder ends up with much of the space's pages resident (shared page cache, not private
+        memory)."""
         if self.clusters is None or len(vecs) > PROBED_MAX:
             for start, block, scores in score_blocks(self, vecs):
                 yield np.arange(start, start + len(block)), scores

@@ -193,7 +193,7 @@ class Clusters:
         """Sorted rows that the pairs of the partitioned rows join to any of `vecs` (unit
         vectors): the members of each one's nearest cluster (they have it among their probes)
         and the queries of its `probes` nearest (theirs is among its probes)."""
-        near = np.argsort(-(np.atleast_2d(vecs) @ self.centroids.T), axis=1)[:, :self.probes]
+        near = nearest(np.atleast_2d(vecs).astype(np.float32), self.centroids, self.probes, cells=1 << 22)
         m, mo, q, qo = self.members, self.members_offsets, self.queries, self.queries_offsets
         parts = [m[mo[c]:mo[c + 1]] for c in np.unique(near[:, 0]).tolist()]
         parts += [q[qo[c]:qo[c + 1]] for c in np.unique(near).tolist()]
