@@ -119,6 +119,8 @@ def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet f
         if fmt not in ("jsonl", "txt"):
             _fail(f"--format {fmt} is not supported for stdin; use --format jsonl or --format txt.")
         spool_dir = Layout(s.data).stdin_spool
+        if spool_dir.is_symlink() or spool_dir.parent.is_symlink():
+            _fail(f"{spool_dir} or its inbox is a symlink; make them folders inside the data directory.")
         spool_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f"stdin-{time.strftime('%Y%m%dT%H%M%S')}-", suffix=f".{fmt}", dir=spool_dir)
         spool = Path(name)  # a name of its own: two adds in one second never share a spool

@@ -111,7 +111,7 @@ class Statements:
         self.segments: list[Segment] = []
         self.dead = np.empty(0, dtype=np.int64)
         self._holders: Holders | None = None
-        self.clusters = Clusters.open(self.base_rows.dir)  # partitioned rows: probe, don't scan
+        self._clusters: Clusters | None | bool = False  # opened on the first add that could use them
         for rel in (current.get("additions") or {}).get("segments", []):
             self.append(Segment(data / rel, len(self)))
 
@@ -137,6 +137,17 @@ class Statements:
             for start, block in seg.blocks(columns):
                 yield seg.start + start, block
 
+    @property
+    def clusters(self) -> "Clusters | None":
+        """The partitioned rows' clusters, or None (exact rows, or clusters files missing or
+        damaged: then adds scan every row, and `shardvec verify` names the damage)."""
+        if self._clusters is False:
+            try:
+                self._clusters = Clusters.open(self.base_rows.dir)
+            except (OSError, ValueError, KeyError):
+                self._clusters = None
+        return self._clusters
+
     def scored(self, vecs: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(rows, scores of vecs x those rows) over the statements a new one is compared with,
         rows ascending; dead rows score -inf or are left out. Every row, unless the version's
@@ -146,13 +157,16 @@ class Statements:
         every added statement. They are gathered through the mapping: fast, but a long-lived
         Adder ends up with much of the space's pages resident (shared page cache, not private
         memory)."""
-        if self.clusters is None or len(vecs) > PROBED_MAX:
-            for start, block, scores in score_blocks(self, vecs):
-                yield np.arange(start, start + len(block)), scores
+        if len(vecs) > PROBED_MAX or self.clusters is None:
+            yield from self._every_row(vecs)
             return
         vecs = unit_rows(vecs)
         cand = self.clusters.candidates(vecs)
-        cand = cand[~np.isin(cand, self.dead)] if len(self.dead) else cand
+        live = cand[~np.isin(cand, self.dead)] if len(self.dead) else cand
+        if len(live) < max(THINNED * len(cand), 4 * self.width):  # deletes thinned these clusters
+            yield from self._every_row(vecs)
+            return
+        cand = live
         step = columns_for(len(vecs))
         for i in range(0, len(cand), step):
             ids = cand[i:i + step]
@@ -161,6 +175,10 @@ class Statements:
         for seg in self.segments:
             for start, block, scores in score_blocks(_Alone(seg, self.dead), vecs):
                 yield np.arange(seg.start + start, seg.start + start + len(block)), scores
+
+    def _every_row(self, vecs: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start, block, scores in score_blocks(self, vecs):
+            yield np.arange(start, start + len(block)), scores
 
     def _locate(self, r: int) -> tuple[Space | Segment, int]:
         if r < len(self.base):
@@ -253,6 +271,10 @@ class Statements:
 # with when the version's rows are partitioned; larger ones scan every row, exactly (one pass
 # serves the whole batch, and a thousand probes would touch most rows anyway).
 PROBED_MAX = 64
+# Below this share of live statements among the candidates (deletes since the nightly built
+# the clusters), a small add scans every row instead: a withdrawn source left a probed row
+# with 1 of its 10 true neighbours.
+THINNED = 0.9
 
 
 class _Alone:
@@ -716,7 +738,8 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
 
 
 def _raw(rec) -> bytes:
-    return json.dumps({"id": rec.id, "text": rec.text}, ensure_ascii=False).encode() + b"\n"
+    # ensure_ascii: a lone surrogate (which check_record refuses) stays an escape, not an error
+    return json.dumps({"id": rec.id, "text": rec.text}).encode() + b"\n"
 
 
 COUNTS = ("added", "replaced", "deleted", "unchanged", "missing", "quarantined", "rows_updated")
@@ -735,9 +758,10 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
     from shardvec.tasks.corpus import FORMATS, BadInputError
     where = Layout(data)
     inbox, done, refused = where.inbox, where.inbox_done, where.quarantine_inbox
-    if inbox.is_symlink():
-        raise BadInputError(f"{inbox} is a symlink; make it a folder inside the data directory and move the "
-                            "files into it.")
+    for folder in (inbox, done):
+        if folder.is_symlink():
+            raise BadInputError(f"{folder} is a symlink; make it a folder inside the data directory and move the "
+                                "files into it.")
     waiting = sorted(p for p in inbox.iterdir() if not p.name.startswith(".") and not p.name.endswith(".part")
                      ) if inbox.is_dir() else []
     totals = {"files": 0, "refused": 0, **{f: 0 for f in COUNTS}}
@@ -778,7 +802,7 @@ def _refuse(path: Path, folder: Path, reason: str) -> None:
     """Move a refused inbox entry (the link itself, not its target) to quarantine/inbox/ with its reason."""
     folder.mkdir(parents=True, exist_ok=True)
     stamp = unique_stamp()
-    target = folder / f"{stamp}-{path.name}"
+    target = folder / f"{stamp}-{path.name[-200:]}"  # a name's limit is 255 bytes; keep its end (the format)
     os.replace(path, target)
     with open(str(target) + ".reason.json", "w") as f:
         json.dump({"source": f"inbox/{path.name}", "reason": reason}, f)

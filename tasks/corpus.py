@@ -191,6 +191,10 @@ def check_record(id_, text, max_bytes: int, nbytes: int) -> str | None:
         return "empty text"
     if "\x00" in text or "\x00" in id_:
         return "NUL byte in id or text"
+    try:
+        id_.encode("utf-8"), text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "invalid Unicode: a lone surrogate (an escape like \\udc80) in id or text"
     return None
 
 

@@ -161,3 +161,27 @@ def test_server_beyond_loopback_without_auth_warns(monkeypatch, tmp_path):
     assert "set PREFECT_SERVER_API_AUTH_STRING" in out.output
     monkeypatch.setenv("PREFECT_SERVER_API_AUTH_STRING", "admin:pass")
     assert "PREFECT_SERVER_API_AUTH_STRING" not in CliRunner().invoke(app, ["server", "--data", str(tmp_path)]).output
+
+
+def test_a_linked_done_folder_a_long_name_and_a_lone_surrogate_never_escape_or_block(data, tmp_path):
+    """inbox/.done as a link to a folder outside: refused before anything moves there. A name
+    too long to prefix with a stamp, and a record with a lone surrogate escape (json accepts it,
+    UTF-8 cannot encode it): quarantined, and the files after them still applied."""
+    from shardvec.tasks.corpus import BadInputError
+    inbox, outside = data / "inbox", tmp_path / "outside"
+    inbox.mkdir()
+    outside.mkdir()
+    (outside / "victim.jsonl").write_text("precious\n")
+    (inbox / ".done").symlink_to(outside)
+    (inbox / "victim.jsonl").write_text(json.dumps({"id": "v", "text": SENTENCES[3]}) + "\n")
+    with pytest.raises(BadInputError, match="is a symlink"):
+        drain_inbox(data, batch_size=100, on_duplicate="reject", max_record_bytes=1_000_000)
+    assert (outside / "victim.jsonl").read_text() == "precious\n"
+    (inbox / ".done").unlink()
+    (inbox / ("0" + "a" * 240 + ".xyz")).write_text("x")
+    (inbox / "1-surrogate.jsonl").write_bytes(b'{"id": "bad", "text": "bad \\udc80 record"}\n'
+                                              + json.dumps({"id": "fine", "text": SENTENCES[6]}).encode() + b"\n")
+    report = drain_inbox(data, batch_size=100, on_duplicate="reject", max_record_bytes=1_000_000)
+    assert report["refused"] == 1 and report["quarantined"] == 1
+    store = shardvec.open(data)
+    assert "fine" in store and "v" in store and "bad" not in store

@@ -251,3 +251,18 @@ def test_a_small_add_into_partitioned_rows_scores_the_pairs_its_clusters_name(co
     truth, truth_s = exact_topk(view, vecs[n - 3:], view.k, exclude=np.arange(n - 3, n))
     got = [view.row(x) for x in range(n - 3, n)]
     assert recall_at_k(np.stack([r for r, _ in got]), truth, np.stack([s for _, s in got]), truth_s) >= 0.9
+    # deletes that thin its clusters: a small add scans every row instead (else its row held
+    # only the few candidates left, or none)
+    from shardvec.tasks.additions import Adder
+    from shardvec.tasks.topk import unit_rows
+    text = lee_lines()[-4]
+    adder = Adder(corpus_data)
+    probe = unit_rows(adder.embedder.embed([adder.tokenizer(text)]))
+    doomed = adder.view.clusters.candidates(probe)
+    assert shardvec.delete([adder.view.key(int(r)) for r in doomed], data=corpus_data)["deleted"] == len(doomed)
+    assert shardvec.add([{"id": "after-deletes", "text": text}], data=corpus_data)["added"] == 1
+    view = Statements(corpus_data, json.loads((corpus_data / "CURRENT").read_text()))
+    x = view.find("after-deletes")
+    rows, _ = view.row(x)
+    truth, _ = exact_topk(view, view.vectors_at([x]), view.k, exclude=np.array([x]))
+    assert len(rows) == view.k and set(rows.tolist()) == set(truth[0].tolist())
