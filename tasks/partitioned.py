@@ -36,7 +36,7 @@ import numpy as np
 from shardvec.tasks.atomic import atomic_path, map_npy, save_npy, write_json
 from shardvec.tasks.similarity import write_tile
 from shardvec.tasks.store import Space, shard_name
-from shardvec.tasks.topk import empty_topk, nonzero2d, unit_rows
+from shardvec.tasks.topk import empty_topk, nonzero2d, top_in_order, unit_rows
 
 MB = 1 << 20
 # Resident before any rows are touched: the interpreter, numpy/scipy/gensim, a Dask worker and
@@ -433,15 +433,8 @@ def _best_k(local: np.ndarray, cand: np.ndarray, scores: np.ndarray, n: int, k: 
     """`topk.best_per_row` for candidates given in ascending order of candidate among
     equal (query, score): (n, k) best of each query by score then candidate, -1 / -inf padded.
     One stable integer sort (`_descending`) instead of a 3-key lexsort."""
-    rows = np.full((n, k), -1, dtype=np.int64)
-    best = np.full((n, k), -np.inf, dtype=np.float32)
     order = np.argsort((local.astype(np.uint64) << np.uint64(32)) | _descending(scores), kind="stable")
-    local, cand, scores = local[order], cand[order], scores[order]
-    rank = np.arange(len(local)) - np.searchsorted(local, local, side="left")
-    keep = rank < k
-    rows[local[keep], rank[keep]] = cand[keep]
-    best[local[keep], rank[keep]] = scores[keep]
-    return rows, best
+    return top_in_order(local, cand, scores, order, n, k)
 
 
 def _global(rows: np.ndarray, local: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -149,8 +149,13 @@ def _fold_candidates(best_rows, best_scores, q, cand_rows, cand_scores, k):
 def best_per_row(local: np.ndarray, cand: np.ndarray, scores: np.ndarray, n: int, k: int):
     """(n, k) best candidates of each of n queries (query local[i] gets row cand[i] at
     scores[i]), by score then row; padded with -1 / -inf."""
+    return top_in_order(local, cand, scores, np.lexsort((cand, -scores, local)), n, k)
+
+
+def top_in_order(local: np.ndarray, cand: np.ndarray, scores: np.ndarray, order: np.ndarray, n: int, k: int):
+    """`best_per_row` given the `order` that sorts the candidates by query, then best first:
+    the first k of each query, (n, k), padded with -1 / -inf."""
     rows, best = empty_topk(n, k)
-    order = np.lexsort((cand, -scores, local))
     local, cand, scores = local[order], cand[order], scores[order]
     rank = np.arange(len(local)) - np.searchsorted(local, local, side="left")
     keep = rank < k
