@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -41,6 +42,25 @@ CHROMIUM = shutil.which("chromium")
 HEARTBEAT = 30  # seconds between a run's heartbeats: what shardvec sets, and Prefect's minimum
 SILENCE = 60  # seconds without a heartbeat before a run is marked Crashed: two heartbeat periods (shipped: 90)
 CRASH_DEADLINE = SILENCE + HEARTBEAT + 90  # from SIGKILL to Crashed we accept: the silence, a heartbeat period, slack
+
+
+def call_api(method: str, url: str, **kw) -> httpx.Response:
+    """One call to the Prefect API. The server answers 503 when its SQLite database is busy (a
+    loaded machine, several processes writing) and Prefect's own client retries those: so do we."""
+    deadline = time.monotonic() + 60
+    while True:
+        r = httpx.request(method, url, timeout=30, **kw)
+        if r.status_code != 503 or time.monotonic() > deadline:
+            return r
+        time.sleep(0.5)
+
+
+def get(url: str, **kw) -> httpx.Response:
+    return call_api("GET", url, **kw)
+
+
+def post(url: str, **kw) -> httpx.Response:
+    return call_api("POST", url, **kw)
 
 
 def wait_for(check, seconds: float, what: str, every: float = 0.5):
@@ -124,7 +144,7 @@ def server(tmp_path_factory):
     t = time.monotonic()
     proc = subprocess.Popen([BIN / "shardvec", "server"], env=env, stdout=open(tmp / "server.log", "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
-    wait_for(lambda: httpx.get(f"{api}/health").status_code == 200, 120, "the Prefect server")
+    wait_for(lambda: get(f"{api}/health").status_code == 200, 120, "the Prefect server")
     print(f"\nprefect server up in {time.monotonic() - t:.1f} s")
     env["PREFECT_API_URL"] = api
     webhook = f"http://127.0.0.1:{hooks.server_port}/hook"
@@ -142,7 +162,7 @@ def deployment(server):
     t = time.monotonic()
     proc = subprocess.Popen([BIN / "shardvec", "serve", "--data", str(tmp / "data")], env=server["env"],
                             stdout=open(tmp / "serve.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    wait_for(lambda: len(httpx.post(f"{server['api']}/deployments/filter", json={}).json()) == 3, 120,
+    wait_for(lambda: len(post(f"{server['api']}/deployments/filter", json={}).json()) == 3, 120,
              "the deployments")
     print(f"deployments served in {time.monotonic() - t:.1f} s")
     # `shardvec serve` installed the shipped automations before it registered the deployments
@@ -159,12 +179,18 @@ def trigger(dep, name: str, *params: str) -> dict:
         args += ["--param", p]
     out = subprocess.run(args, env=dep["env"], capture_output=True, text=True, timeout=700)
     assert out.returncode == 0, out.stdout + out.stderr
-    runs = httpx.post(f"{dep['api']}/flow_runs/filter", json={"sort": "EXPECTED_START_TIME_DESC", "limit": 1}).json()
-    return runs[0]
+    return flow_run(dep, run_id_in(out.stdout))
+
+
+def run_id_in(output: str) -> str:
+    """The flow run `prefect deployment run` created (it prints `UUID: ...`)."""
+    found = re.search(r"UUID: ([0-9a-f-]{36})", output)
+    assert found, output
+    return found.group(1)
 
 
 def artifacts(dep, run_id: str) -> dict[str, dict]:
-    found = httpx.post(f"{dep['api']}/artifacts/filter",
+    found = post(f"{dep['api']}/artifacts/filter",
                        json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
     return {a["key"]: a for a in found}
 
@@ -278,7 +304,7 @@ def test_summary_links_a_dask_performance_report_and_logs_say_what_happens(deplo
     html = Path(link.split(")")[0].removeprefix("file://"))
     assert html.is_file() and html.parent.parent == deployment["data"] / "reports"
     assert "bokeh" in html.read_text()[:20_000].lower() and (html.parent / "report.json").is_file()
-    logs = httpx.post(f"{deployment['api']}/logs/filter",
+    logs = post(f"{deployment['api']}/logs/filter",
                       json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}).json()
     lines = [entry["message"] for entry in logs]
     assert any(m.startswith("tokenize: started, 3 files") for m in lines), lines
@@ -290,22 +316,22 @@ def test_summary_links_a_dask_performance_report_and_logs_say_what_happens(deplo
 def api_run(dep, name: str, parameters: dict | None = None) -> str:
     """Create a flow run of deployment NAME through the API, without waiting; its id."""
     flow, deployment_name = name.split("/")
-    d = httpx.get(f"{dep['api']}/deployments/name/{flow}/{deployment_name}").json()
-    r = httpx.post(f"{dep['api']}/deployments/{d['id']}/create_flow_run", json={"parameters": parameters or {}})
+    d = get(f"{dep['api']}/deployments/name/{flow}/{deployment_name}").json()
+    r = post(f"{dep['api']}/deployments/{d['id']}/create_flow_run", json={"parameters": parameters or {}})
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
 
 def heartbeats(dep, run_id: str) -> list[dict]:
     """The heartbeat events of a flow run the server has received."""
-    r = httpx.post(f"{dep['api']}/events/filter", json={"filter": {
+    r = post(f"{dep['api']}/events/filter", json={"filter": {
         "event": {"name": ["prefect.flow-run.heartbeat"]}, "resource": {"id": [f"prefect.flow-run.{run_id}"]}}})
     r.raise_for_status()
     return r.json()["events"]
 
 
 def flow_run(dep, run_id: str) -> dict:
-    return httpx.get(f"{dep['api']}/flow_runs/{run_id}").json()
+    return get(f"{dep['api']}/flow_runs/{run_id}").json()
 
 
 def registered_pid(data: Path, run_id: str, seconds: float = 180) -> int:
@@ -343,8 +369,13 @@ def test_a_killed_served_nightly_is_marked_crashed_and_alerts(deployment):
 
 
 @pytest.fixture(scope="module")
-def worker(server):
-    """deploy/prefect.yaml deployed on a process work pool, and `prefect worker start --pool shardvec`."""
+def worker(server, deployment):
+    """deploy/prefect.yaml deployed on a process work pool, and `prefect worker start --pool shardvec`.
+    Its deployments take the names `shardvec serve` registered, and a deployment keeps its id
+    when it is deployed again: a `shardvec serve` still running would start their runs itself,
+    on its own data directory. So it is stopped first (the crash test has killed it already,
+    unless that test failed)."""
+    _stop([deployment["serve"]])
     tmp, env = server["tmp"], {**server["env"]}
     data = tmp / "pool-data"
     write_corpus(data / "corpus")
@@ -359,9 +390,9 @@ def worker(server):
     prefect("deploy", "--all", "--prefect-file", "deploy/prefect.yaml")
     for name in ("nightly/shardvec-nightly", "add-statements/shardvec-add-statements"):
         prefect("deployment", "schedule", "clear", name, "-y")  # only the runs this test asks for
-    for run in httpx.post(f"{server['api']}/flow_runs/filter",
+    for run in post(f"{server['api']}/flow_runs/filter",
                           json={"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}).json():
-        httpx.delete(f"{server['api']}/flow_runs/{run['id']}")
+        call_api("DELETE", f"{server['api']}/flow_runs/{run['id']}")
     print(f"\nprefect deploy --all took {time.monotonic() - t:.1f} s")
     proc = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "shardvec"], cwd=REPO,
                             env={**env, "SHARDVEC_DATA_DIR": str(data)}, stdout=open(tmp / "worker.log", "w"),
@@ -371,7 +402,7 @@ def worker(server):
 
 
 def test_work_pool_deployments_run_on_a_worker(worker):
-    deployments = {d["name"]: d for d in httpx.post(f"{worker['api']}/deployments/filter",
+    deployments = {d["name"]: d for d in post(f"{worker['api']}/deployments/filter",
                                                     json={"work_pools": {"name": {"any_": ["shardvec"]}}}).json()}
     assert set(deployments) == {"shardvec-nightly", "shardvec-backfill", "shardvec-add-statements"}
     assert deployments["shardvec-nightly"]["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
@@ -389,8 +420,8 @@ def test_a_run_refused_by_the_quality_gate_calls_the_webhook(worker):
     overrides = json.dumps({"index": {"n_trees": 1, "search_k": 10}, "quality": {"gate": True}})
     args = [str(BIN / "prefect"), "deployment", "run", "backfill/shardvec-backfill", "--watch",
             "--watch-timeout", "600", "--param", "mode=rebuild", "--param", f"overrides={overrides}"]
-    subprocess.run(args, env=worker["env"], capture_output=True, text=True, timeout=700)
-    run = httpx.post(f"{worker['api']}/flow_runs/filter", json={"sort": "EXPECTED_START_TIME_DESC", "limit": 1}).json()[0]
+    out = subprocess.run(args, env=worker["env"], capture_output=True, text=True, timeout=700)
+    run = flow_run(worker, run_id_in(out.stdout))
     assert run["state_type"] == "FAILED" and "quality gate" not in run["state_name"]
     assert "Not published" in run["state"]["message"]
     alert = wait_for(lambda: [c for c in worker["hooks"] if run["id"] in c and "quality gate" in c], 60,
