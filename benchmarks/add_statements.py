@@ -32,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import WORK, blas_gflops, save, statements  # noqa: E402
 from shardvec.config import load_settings  # noqa: E402
-from shardvec.tasks.additions import Adder, Statements  # noqa: E402
+from shardvec.tasks.additions import Adder  # noqa: E402
 from shardvec.tasks.publish import read_current  # noqa: E402
 from shardvec.tasks.rows import rows_for_tile  # noqa: E402
+from shardvec.tasks.segments import Statements  # noqa: E402
 from shardvec.tasks.similarity import tile_count  # noqa: E402
 from shardvec.tasks.topk import exact_topk, recall_at_k  # noqa: E402
 

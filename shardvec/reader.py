@@ -19,7 +19,7 @@ from shardvec.tasks.index import ShardedIndex
 from shardvec.tasks.embed import Embedder
 from shardvec.tasks.layout import Layout
 from shardvec.tasks.publish import require_current
-from shardvec.tasks.additions import Statements
+from shardvec.tasks.segments import Statements
 from shardvec.tasks.store import Space, UnknownKeyError
 from shardvec.tasks.tokenize import Tokenizer
 from shardvec.tasks.topk import exact_topk

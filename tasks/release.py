@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shardvec.tasks.additions import Adder, Segment
+from shardvec.tasks.additions import Adder
 from shardvec.tasks.atomic import sha256_file
 from shardvec.tasks.layout import Layout
 from shardvec.tasks.ledger import Ledger, ops_from
 from shardvec.tasks.publish import (NotPublishedError, PublishLock, RunLock, prepare, read_current, require_current,
                                     retain, swap)
+from shardvec.tasks.segments import Segment
 
 
 def publish_version(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict,

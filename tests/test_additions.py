@@ -16,8 +16,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import shardvec
 from shardvec.tasks import skins
-from shardvec.tasks.additions import Adder, Statements
+from shardvec.tasks.additions import Adder
 from shardvec.tasks.publish import read_current
+from shardvec.tasks.segments import Statements
 from shardvec.tasks.topk import exact_topk
 from tests.conftest import lee_lines, run_nightly, shardvec_cli, small_settings
 

@@ -15,11 +15,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import shardvec
 from shardvec.flows.backfill import backfill
-from shardvec.tasks.additions import Adder, Statements
+from shardvec.tasks.additions import Adder
 from shardvec.tasks.ledger import Ledger, Op
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
 from shardvec.tasks.release import list_versions, rollback
+from shardvec.tasks.segments import Statements
 from tests.conftest import lee_lines, run_nightly, small_settings
 from tests.test_additions import SENTENCES, assert_rows_exact
 

@@ -28,10 +28,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import shardvec
 from shardvec.flows.backfill import backfill
-from shardvec.tasks.additions import Adder, Statements
+from shardvec.tasks.additions import Adder
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
 from shardvec.tasks.release import list_versions, rollback
+from shardvec.tasks.segments import Statements
 from tests.conftest import kill_group_and_check_it_landed, run_nightly, small_settings
 from tests.test_additions import SENTENCES, assert_rows_exact
 

@@ -219,7 +219,7 @@ def test_a_small_add_into_partitioned_rows_scores_the_pairs_its_clusters_name(co
     clusters pair it with (and every added one), not every row: its row is the exact best of
     those, and every one of those whose row it beats holds it. A batch over PROBED_MAX scans all."""
     import shardvec
-    from shardvec.tasks.additions import PROBED_MAX, Statements
+    from shardvec.tasks.segments import PROBED_MAX, Statements
     from tests.conftest import run_nightly
     settings = small_settings(corpus_data, similarity={"method": "auto", "exact_max_statements": 100,
                                                        "cluster_rows": 32, "probes": 2, "tile_rows": 100})
