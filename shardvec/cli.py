@@ -108,7 +108,7 @@ def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet f
     import shutil
     import tempfile
     import time
-    from shardvec.tasks.additions import add_file
+    from shardvec.tasks.intake import add_file
     from shardvec.tasks.layout import Layout
     s = _settings(data)
     kw = dict(batch_size=s.corpus.batch_size, on_duplicate=s.corpus.on_duplicate,

@@ -12,7 +12,8 @@ segment files are fsynced and renamed into place, then CURRENT is atomically rep
 that names the segment: an add is acknowledged only once CURRENT names it, and a reader sees
 all of a segment or none of it. In a version with exact rows, rows stay exact: after any
 sequence of adds they equal a full exact recompute (up to ties in the last float bit). Segments
-merge like a binary counter, so about log2(adds) of them are live.
+merge like a binary counter, so about log2(adds) of them are live. Files and the inbox come in
+through tasks/intake.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shardvec.tasks.atomic import fsync_dir, unique_stamp
+from shardvec.tasks.atomic import unique_stamp
 from shardvec.tasks.corpus import check_record
 from shardvec.tasks.embed import Embedder
 from shardvec.tasks.layout import Layout
@@ -72,7 +73,7 @@ def _fields(rec) -> tuple:
 
 
 @dataclass(frozen=True)
-class _Item:
+class Item:
     """One operation asked for: an add (or replace) with its text, or a delete; raw for quarantine."""
     op: str
     id: object
@@ -112,13 +113,13 @@ class Adder:
         """Validate, embed and commit one batch; returns once it is durable and visible.
         `replace`: a live id gets the new text (else `on_duplicate` decides)."""
         op = "replace" if replace or self.on_duplicate == "update" else "add"
-        return self.commit(_Item(op, *_fields(rec)) for rec in records)
+        return self.commit(Item(op, *_fields(rec)) for rec in records)
 
     def delete(self, ids: Iterable[str]) -> AddResult:
         """Delete statements by id; the rows that held them are recomputed exactly."""
-        return self.commit(_Item("delete", i, None, (json.dumps(i, default=repr) + "\n").encode()) for i in ids)
+        return self.commit(Item("delete", i, None, (json.dumps(i, default=repr) + "\n").encode()) for i in ids)
 
-    def commit(self, items: Iterable[_Item]) -> AddResult:
+    def commit(self, items: Iterable[Item]) -> AddResult:
         """Screen, apply and acknowledge a batch of operations: ledger, segment, then CURRENT."""
         t = time.perf_counter()
         with PublishLock(self.data):
@@ -175,11 +176,11 @@ class Adder:
         """Apply ops already in the ledger on top of `self.current` (a new version, a rollback):
         every put upserts, whatever the version holds (an acknowledged op always wins); deletes
         of ids not live do nothing. The caller writes CURRENT."""
-        result, _ = self._stage((_Item("delete" if o.op == "delete" else "replace", o.id, o.text) for o in ops),
+        result, _ = self._stage((Item("delete" if o.op == "delete" else "replace", o.id, o.text) for o in ops),
                                 replay=True)
         return result
 
-    def _stage(self, items: Iterable[_Item], *, replay: bool) -> tuple[AddResult, list[Op]]:
+    def _stage(self, items: Iterable[Item], *, replay: bool) -> tuple[AddResult, list[Op]]:
         result = AddResult()
         ops, dead, rejected = _screen(self.view, items, result, replay=replay, max_record_bytes=self.max_record_bytes)
         if rejected:
@@ -217,7 +218,7 @@ class Adder:
         return {"next_seq": len(adds["segments"]) + 1, **adds}
 
 
-def _screen(view: Statements, items: Iterable[_Item], result: AddResult, *, replay: bool,
+def _screen(view: Statements, items: Iterable[Item], result: AddResult, *, replay: bool,
             max_record_bytes: int) -> tuple[list[Op], list[int], list[tuple[bytes, str]]]:
     """The batch's net op per id (in order of last touch), the live rows it kills, and the
     records it refuses (raw bytes, reason); counts what it does in `result`."""
@@ -258,7 +259,7 @@ def _screen(view: Statements, items: Iterable[_Item], result: AddResult, *, repl
     return ops, sorted(dead), rejected
 
 
-def _check(item: _Item, replay: bool, max_record_bytes: int) -> str | None:
+def _check(item: Item, replay: bool, max_record_bytes: int) -> str | None:
     if replay:
         return None
     if item.op == "delete":
@@ -291,107 +292,3 @@ def add_records(data: Path, records: list[dict], *, on_duplicate: str, max_recor
 
 def delete_ids(data: Path, ids: list[str]) -> dict:
     return Adder(data).delete(ids).to_dict()
-
-
-def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_record_bytes: int,
-             replace: bool = False, adder: Adder | None = None) -> dict:
-    """Stream a JSON Lines, text or Parquet file into the published store, batch by batch.
-    JSON Lines records may say `"op": "replace"` or `"op": "delete"` (a delete needs only the id)."""
-    from shardvec.tasks.corpus import FORMATS, BadInputError, Quarantine, SourceFile, batched, read_records
-    path = Path(path)
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise BadInputError(f"{path} is not .jsonl, .ndjson, .txt or .parquet; rename it to say its format.")
-    if not path.is_file():
-        raise BadInputError(f"No file at {path}; give the path of a .jsonl, .txt or .parquet file, or - for stdin.")
-    adder = adder or Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
-    put = "replace" if replace or on_duplicate == "update" else "add"
-    st = path.stat()
-    src = SourceFile("additions", path.name, fmt, st.st_size, st.st_mtime_ns, root=str(path.parent))
-    q = Quarantine(Layout(data).quarantine_additions / time.strftime("%Y%m%dT%H%M%S"), src)
-    total = AddResult()
-    try:
-        records = read_records(path.parent, src, q, batch_size=batch_size, max_record_bytes=max_record_bytes,
-                               ops=True)
-        for batch in batched(records, batch_size):
-            total.absorb(adder.commit(_Item(put if rec.op == "add" else rec.op, rec.id, rec.text,
-                                            _raw(rec)) for rec in batch))
-    finally:
-        q.commit()
-    total.quarantined += q.counts.records
-    total.seconds = round(total.seconds, 4)
-    return {"file": str(path), **{k: v for k, v in total.to_dict().items() if k not in ("segment", "ledger_seq")}}
-
-
-def _raw(rec) -> bytes:
-    # ensure_ascii: a lone surrogate (which check_record refuses) stays an escape, not an error
-    return json.dumps({"id": rec.id, "text": rec.text}).encode() + b"\n"
-
-
-COUNTS = ("added", "replaced", "deleted", "unchanged", "missing", "quarantined", "rows_updated")
-
-
-def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_bytes: int) -> dict:
-    """Apply every file waiting in <data>/inbox (oldest name first), then move it to inbox/.done/.
-
-    The drop protocol: write `name.jsonl.part` (or any name starting with a dot), then rename
-    it to `name.jsonl`; names ending in `.part` or starting with `.` are left alone. A symlink,
-    a file of an unknown format or one that cannot be read moves to quarantine/inbox/ with its
-    reason, and the other files are still applied. A file moves to .done only after all its
-    operations are acknowledged; a crash in between applies it again next time, which is a
-    no-op for what was already in.
-    """
-    from shardvec.tasks.corpus import FORMATS, BadInputError
-    where = Layout(data)
-    inbox, done, refused = where.inbox, where.inbox_done, where.quarantine_inbox
-    for folder in (inbox, done):
-        if folder.is_symlink():
-            raise BadInputError(f"{folder} is a symlink; make it a folder inside the data directory and move the "
-                                "files into it.")
-    waiting = sorted(p for p in inbox.iterdir() if not p.name.startswith(".") and not p.name.endswith(".part")
-                     ) if inbox.is_dir() else []
-    totals = {"files": 0, "refused": 0, **{f: 0 for f in COUNTS}}
-    adder = None
-    for path in waiting:
-        reason = _inbox_problem(path, FORMATS)
-        if reason:
-            _refuse(path, refused, reason)
-            totals["refused"] += 1
-            continue
-        adder = adder or Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
-        result = add_file(data, path, batch_size=batch_size, on_duplicate=on_duplicate,
-                          max_record_bytes=max_record_bytes, adder=adder)
-        done.mkdir(parents=True, exist_ok=True)
-        os.replace(path, done / path.name)
-        totals["files"] += 1
-        for f in COUNTS:
-            totals[f] += result[f]
-    return totals
-
-
-def _inbox_problem(path: Path, formats: dict) -> str | None:
-    if path.is_symlink():
-        return "a symlink: the inbox takes files, not links (copy the file in instead)"
-    if not path.is_file():
-        return "not a regular file"
-    if path.suffix.lower() not in formats:
-        return f"not {', '.join(formats)}: rename it to say its format"
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        return f"cannot be read: {exc.strerror}"
-    return None
-
-
-def _refuse(path: Path, folder: Path, reason: str) -> None:
-    """Move a refused inbox entry (the link itself, not its target) to quarantine/inbox/ with its reason."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = unique_stamp()
-    target = folder / f"{stamp}-{path.name[-200:]}"  # a name's limit is 255 bytes; keep its end (the format)
-    os.replace(path, target)
-    with open(str(target) + ".reason.json", "w") as f:
-        json.dump({"source": f"inbox/{path.name}", "reason": reason}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    fsync_dir(folder)

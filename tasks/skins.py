@@ -12,8 +12,8 @@ from collections.abc import Callable
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from shardvec.tasks import (additions, index, ledger, lsi, partitioned, quality, release, rows, similarity, statements,
-                            store, tokenize, vocab, word2vec)
+from shardvec.tasks import (additions, index, intake, ledger, lsi, partitioned, quality, release, rows, similarity,
+                            statements, store, tokenize, vocab, word2vec)
 from shardvec.tasks.corpus import discover
 from shardvec.tasks.report import MB, PeakRSS
 
@@ -90,4 +90,4 @@ drift_task = _skin(quality.drift, "drift")
 publish_task = _skin(release.publish_version, "publish", retries=0)
 add_task = _skin(additions.add_records, "add-records")
 delete_task = _skin(additions.delete_ids, "delete-statements")
-drain_task = _skin(additions.drain_inbox, "drain-inbox")
+drain_task = _skin(intake.drain_inbox, "drain-inbox")

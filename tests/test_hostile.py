@@ -18,7 +18,8 @@ import shardvec
 from shardvec.config.settings import SettingsError
 from shardvec.flows.params import run_settings
 from shardvec.cli import app
-from shardvec.tasks.additions import Adder, drain_inbox
+from shardvec.tasks.additions import Adder
+from shardvec.tasks.intake import drain_inbox
 from shardvec.tasks.publish import DamagedCurrentError, read_current
 from shardvec.tasks.release import verify
 from tests.conftest import run_nightly, small_settings

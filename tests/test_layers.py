@@ -16,7 +16,7 @@ LAYERS = [
      "tasks.runs"},                                                           # storage: spaces, ledger, CURRENT, runs
     {"tasks.topk", "tasks.similarity", "tasks.index", "tasks.embed", "tasks.rows",
      "tasks.partitioned", "tasks.repair", "tasks.segments"},                  # search: the top-k kernel and its users
-    {"tasks.additions", "tasks.release", "tasks.statements"},                 # release and additions
+    {"tasks.additions", "tasks.intake", "tasks.release", "tasks.statements"},  # release and additions
     {"tasks.vocab", "tasks.lsi", "tasks.word2vec", "tasks.quality", "tasks.vectors_io", "tasks.report",
      "tasks.trends"},                                                         # models and what reports on them
     {"tasks.skins", "flows"},                                                 # pipeline

@@ -1,0 +1,121 @@
+"""Statements that arrive as files: `shardvec add FILE` and the files dropped into DATA/inbox/.
+
+A file is streamed in batches, each committed by an `additions.Adder` (durable and visible
+when it returns); rejected records are quarantined beside the adds' own. `drain_inbox` applies
+every file waiting in the inbox and moves it to inbox/.done/, or moves what it cannot take to
+quarantine/inbox/ with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from shardvec.tasks.additions import AddResult, Adder, Item
+from shardvec.tasks.atomic import fsync_dir, unique_stamp
+from shardvec.tasks.corpus import FORMATS, BadInputError, Quarantine, SourceFile, batched, read_records
+from shardvec.tasks.layout import Layout
+
+
+def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_record_bytes: int,
+             replace: bool = False, adder: Adder | None = None) -> dict:
+    """Stream a JSON Lines, text or Parquet file into the published store, batch by batch.
+    JSON Lines records may say `"op": "replace"` or `"op": "delete"` (a delete needs only the id)."""
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise BadInputError(f"{path} is not .jsonl, .ndjson, .txt or .parquet; rename it to say its format.")
+    if not path.is_file():
+        raise BadInputError(f"No file at {path}; give the path of a .jsonl, .txt or .parquet file, or - for stdin.")
+    adder = adder or Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
+    put = "replace" if replace or on_duplicate == "update" else "add"
+    st = path.stat()
+    src = SourceFile("additions", path.name, fmt, st.st_size, st.st_mtime_ns, root=str(path.parent))
+    q = Quarantine(Layout(data).quarantine_additions / time.strftime("%Y%m%dT%H%M%S"), src)
+    total = AddResult()
+    try:
+        records = read_records(path.parent, src, q, batch_size=batch_size, max_record_bytes=max_record_bytes,
+                               ops=True)
+        for batch in batched(records, batch_size):
+            total.absorb(adder.commit(Item(put if rec.op == "add" else rec.op, rec.id, rec.text,
+                                           _raw(rec)) for rec in batch))
+    finally:
+        q.commit()
+    total.quarantined += q.counts.records
+    total.seconds = round(total.seconds, 4)
+    return {"file": str(path), **{k: v for k, v in total.to_dict().items() if k not in ("segment", "ledger_seq")}}
+
+
+def _raw(rec) -> bytes:
+    # ensure_ascii: a lone surrogate (which check_record refuses) stays an escape, not an error
+    return json.dumps({"id": rec.id, "text": rec.text}).encode() + b"\n"
+
+
+COUNTS = ("added", "replaced", "deleted", "unchanged", "missing", "quarantined", "rows_updated")
+
+
+def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_bytes: int) -> dict:
+    """Apply every file waiting in <data>/inbox (oldest name first), then move it to inbox/.done/.
+
+    The drop protocol: write `name.jsonl.part` (or any name starting with a dot), then rename
+    it to `name.jsonl`; names ending in `.part` or starting with `.` are left alone. A symlink,
+    a file of an unknown format or one that cannot be read moves to quarantine/inbox/ with its
+    reason, and the other files are still applied. A file moves to .done only after all its
+    operations are acknowledged; a crash in between applies it again next time, which is a
+    no-op for what was already in.
+    """
+    where = Layout(data)
+    inbox, done, refused = where.inbox, where.inbox_done, where.quarantine_inbox
+    for folder in (inbox, done):
+        if folder.is_symlink():
+            raise BadInputError(f"{folder} is a symlink; make it a folder inside the data directory and move the "
+                                "files into it.")
+    waiting = sorted(p for p in inbox.iterdir() if not p.name.startswith(".") and not p.name.endswith(".part")
+                     ) if inbox.is_dir() else []
+    totals = {"files": 0, "refused": 0, **{f: 0 for f in COUNTS}}
+    adder = None
+    for path in waiting:
+        reason = _inbox_problem(path, FORMATS)
+        if reason:
+            _refuse(path, refused, reason)
+            totals["refused"] += 1
+            continue
+        adder = adder or Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
+        result = add_file(data, path, batch_size=batch_size, on_duplicate=on_duplicate,
+                          max_record_bytes=max_record_bytes, adder=adder)
+        done.mkdir(parents=True, exist_ok=True)
+        os.replace(path, done / path.name)
+        totals["files"] += 1
+        for f in COUNTS:
+            totals[f] += result[f]
+    return totals
+
+
+def _inbox_problem(path: Path, formats: dict) -> str | None:
+    if path.is_symlink():
+        return "a symlink: the inbox takes files, not links (copy the file in instead)"
+    if not path.is_file():
+        return "not a regular file"
+    if path.suffix.lower() not in formats:
+        return f"not {', '.join(formats)}: rename it to say its format"
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    return None
+
+
+def _refuse(path: Path, folder: Path, reason: str) -> None:
+    """Move a refused inbox entry (the link itself, not its target) to quarantine/inbox/ with its reason."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = unique_stamp()
+    target = folder / f"{stamp}-{path.name[-200:]}"  # a name's limit is 255 bytes; keep its end (the format)
+    os.replace(path, target)
+    with open(str(target) + ".reason.json", "w") as f:
+        json.dump({"source": f"inbox/{path.name}", "reason": reason}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_dir(folder)
