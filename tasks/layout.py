@@ -1,12 +1,12 @@
 """Where everything lives in a data directory, named once.
 
     corpus/<partition>/*             input partitions, dropped in by the user (tasks/corpus.py)
-    inbox/, inbox/.done/             files waiting to be added, and those applied (tasks/additions.py)
+    inbox/, inbox/.done/             files waiting to be added, and those applied (tasks/intake.py)
     cache/tokens/                    each input file tokenized once (tasks/tokenize.py)
     versions/<id>/                   one immutable version: `VersionLayout` below
     CURRENT                          names the live version (tasks/publish.py owns the document)
     ledger/                          every acknowledged add, replace and delete (tasks/ledger.py)
-    additions/<version>/<seq>.*      segments of adds and deletes on top of a version
+    additions/<version>/<seq>.*      segments of adds and deletes on top of a version (tasks/segments.py)
     quarantine/                      every rejected input, byte for byte, and why
     vectors/<name>                   vectors brought in by `shardvec import` (tasks/vectors_io.py)
     reports/<run>/                   each run's report.json and Dask performance report

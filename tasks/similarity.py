@@ -58,7 +58,7 @@ class SimilarityRows:
 
     Each row stores `width` >= k neighbours, best first (-1 / -inf pad a row that holds fewer):
     always the exact best of the live statements, so its first k are what readers get, and a
-    delete can shift the rest up (tasks/additions.py)."""
+    delete can shift the rest up (tasks/repair.py)."""
 
     def __init__(self, rows_dir: Path):
         self.dir = Path(rows_dir)

@@ -3,9 +3,9 @@
 A search streams what it scans block by block (a memmapped space shard by shard, or rows held
 in RAM), keeps the best k per query of each block and merges: RAM is one block of scores, never
 the whole space. Everything that finds neighbours exactly goes through here: readers' queries,
-the similarity rows (tasks/rows.py, tasks/partitioned.py), additions (tasks/additions.py) and
-the recall checks. Results are (rows, scores) arrays, queries x k, best first (score
-descending, then row ascending), padded with row -1 / score -inf.
+the similarity rows (tasks/rows.py, tasks/partitioned.py), additions (tasks/segments.py,
+tasks/repair.py) and the recall checks. Results are (rows, scores) arrays, queries x k, best
+first (score descending, then row ascending), padded with row -1 / score -inf.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 class Scannable(Protocol):
     """What `exact_topk` and `score_blocks` scan (a `store.Space`, the live statements of
-    `additions.Statements`, rows held in RAM).
+    `segments.Statements`, rows held in RAM).
 
     - `blocks(columns)`: (first row, rows) pieces of at most `columns` rows, each row once, in
       row order; the rows may be memmapped and are read once.
