@@ -54,7 +54,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 # Modules that run whole, in order, on one pytest-xdist worker: their module-scoped fixtures are
 # servers, and their tests build on what the earlier ones left.
-ONE_WORKER = {"test_e2e.py"}
+ONE_WORKER = {"test_e2e.py", "test_e2e_pool.py"}
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -122,7 +122,7 @@ epochs = 3
 workers = 1
 sg = 0
 [store]
-rows_per_shard = 128
+rows_per_shard = 256
 [index]
 n_trees = 10
 search_k = 2000
@@ -138,7 +138,7 @@ def small_settings(data: Path, **more):
         data_dir=str(data),
         lsi={"num_topics": 40, "chunksize": 200},
         word2vec={"vector_size": 32, "min_count": 2, "epochs": 3, "workers": 1, "sg": 0},
-        store={"rows_per_shard": 128},
+        store={"rows_per_shard": 256},
         index={"n_trees": 10, "search_k": 2000, "recall_sample": 50},
         dask={"n_workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB"},
         # word-pair metrics on a 350-document corpus are noise; tests/test_quality.py gates for real
@@ -174,11 +174,15 @@ def run_nightly(settings, runner=None) -> dict:
 
 @pytest.fixture(scope="session")
 def published(tmp_path_factory, prefect_server):
-    """One nightly run on a LocalCluster, shared read-only by the tests that query it."""
+    """One nightly run, shared read-only by the tests that query it (and copied by those that
+    change it). On Prefect's thread pool: a Dask run of the same flow costs 3-4x the CPU here
+    (a task's start in a Dask worker, ~0.1-0.2 s, is most of a task on this corpus), and the
+    Dask runs have tests of their own (tests/test_dask.py compares theirs with this one)."""
+    from prefect.task_runners import ThreadPoolTaskRunner
     data = tmp_path_factory.mktemp("nightly") / "data"
     write_corpus(data / "corpus")
     settings = small_settings(data)
-    return data, settings, run_nightly(settings)
+    return data, settings, run_nightly(settings, ThreadPoolTaskRunner(max_workers=2))
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from tests.conftest import run_nightly, small_settings, write_corpus
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
 
 
-def test_tasks_run_on_both_workers_and_match_the_local_cluster(published, dask_cluster, tmp_path):
+def test_tasks_run_on_both_workers_and_match_the_in_process_run(published, dask_cluster, tmp_path):
     address, workers, _ = dask_cluster
     local_data, _, local = published
     data = tmp_path / "data"
@@ -26,11 +26,12 @@ def test_tasks_run_on_both_workers_and_match_the_local_cluster(published, dask_c
     assert set(report["workers"]) == set(workers)  # both worker processes ran tasks
     a = shardvec.open(local_data)
     b = shardvec.open(data)
-    # same statements, same vectors, same similarity rows as on the LocalCluster
+    # same statements, same vectors, same similarity rows as the run on Prefect's thread pool (up
+    # to float32 rounding: BLAS sums in another order with one thread per Dask worker)
     sa, sb = a.statements.base, b.statements.base
     assert list(sa.keys()) == list(sb.keys())
     for shard in range(sa.n_shards):
-        assert np.allclose(sa.shard(shard), sb.shard(shard), atol=1e-5)
+        assert np.allclose(sa.shard(shard), sb.shard(shard), atol=1e-4)
     for id_ in ("dup/a", "bg/200", "test/7", "2026-11-01/lee.txt:9"):
         assert [h.key for h in a.row(id_)] == [h.key for h in b.row(id_)]
     assert list(a.words.keys()) == list(b.words.keys())

@@ -66,6 +66,9 @@ def _phase(data: Path, live: str) -> str:
 
 PHASES = ["starting or tokenizing", "planning", "training", "word vectors", "shard writes", "index builds",
           "similarity rows", "publishing"]
+# A run is killed as soon as it is seen at or past each of these: six runs, each one phase
+# further, spread over the whole build (every run is a cold start, ~20 s of CPU here)
+KILL_AT = ["starting or tokenizing", "training", "shard writes", "index builds", "similarity rows", "publishing"]
 
 
 @pytest.mark.slow
@@ -76,7 +79,7 @@ def test_sigkill_at_many_points_leaves_the_published_version_whole(waiting, tmp_
     env = _env(tmp_path)
     cmd = [str(BIN / "shardvec"), "nightly", "--data", str(data)]
     phases = []
-    for target in PHASES:
+    for target in KILL_AT:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         seen = None

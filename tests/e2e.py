@@ -1,0 +1,226 @@
+"""What the end-to-end modules share: a real `prefect server` with a webhook receiver and the
+short-silence automations (`server`, a module-scoped fixture each module imports and so gets
+its own of), polls with deadlines, the Prefect API (retried on 503), triggering deployments
+as users do, reading artifacts, Chromium.
+
+Waits are polls with deadlines. So that they are short, the server, `shardvec serve` and the
+worker poll every second (Prefect's default is 10 s), and the automation that marks silent
+runs Crashed is installed from a copy of deploy/automations.yaml whose silence is SILENCE
+seconds instead of 90 (heartbeats still come every 30 s, Prefect's minimum).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import SMALL_TOML, free_port
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+SMALL = SMALL_TOML + "[schedule]\ninbox_interval_seconds = 0\n"
+CHROMIUM = shutil.which("chromium")
+HEARTBEAT = 30  # seconds between a run's heartbeats: what shardvec sets, and Prefect's minimum
+SILENCE = 60  # seconds without a heartbeat before a run is marked Crashed: two heartbeat periods (shipped: 90)
+CRASH_DEADLINE = SILENCE + HEARTBEAT + 90  # from SIGKILL to Crashed we accept: the silence, a heartbeat period, slack
+
+
+def call_api(method: str, url: str, **kw) -> httpx.Response:
+    """One call to the Prefect API. The server answers 503 when its SQLite database is busy (a
+    loaded machine, several processes writing) and Prefect's own client retries those: so do we."""
+    deadline = time.monotonic() + 60
+    while True:
+        r = httpx.request(method, url, timeout=30, **kw)
+        if r.status_code != 503 or time.monotonic() > deadline:
+            return r
+        time.sleep(0.5)
+
+
+def get(url: str, **kw) -> httpx.Response:
+    return call_api("GET", url, **kw)
+
+
+def post(url: str, **kw) -> httpx.Response:
+    return call_api("POST", url, **kw)
+
+
+def wait_for(check, seconds: float, what: str, every: float = 0.5):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (httpx.HTTPError, OSError, KeyError, IndexError, ValueError):
+            pass
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class _Hooks(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        self.server.calls.append(body)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def stop_groups(procs):
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+
+
+def install_alerts(env: dict, webhook: str, automations: Path) -> None:
+    out = subprocess.run([BIN / "shardvec", "alerts", "install", "--webhook", webhook, "--file", automations],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def automations_with_a_short_silence(tmp: Path) -> Path:
+    """deploy/automations.yaml as shipped, but a run is marked Crashed after SILENCE seconds
+    without a heartbeat instead of 90."""
+    from shardvec.alerts import AUTOMATIONS
+    spec = yaml.safe_load(AUTOMATIONS.read_text())
+    silent = next(a for a in spec["automations"] if a["name"] == "shardvec: mark silent runs Crashed")
+    assert silent["trigger"]["within"] == 90 and "for 90 s" in silent["actions"][0]["message"]
+    silent["trigger"]["within"] = SILENCE
+    silent["actions"][0]["message"] = silent["actions"][0]["message"].replace("for 90 s", f"for {SILENCE} s")
+    path = tmp / "automations.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`shardvec server`, a webhook receiver, and `shardvec alerts install --webhook` pointed at it."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    (tmp / "small.toml").write_text(SMALL)
+    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "SHARDVEC_CONFIG": str(tmp / "small.toml"), "SHARDVEC_SERVER_PORT": str(port),
+           # `shardvec serve` and the worker look for runs to start every second, not every 10 s
+           "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    env.pop("PREFECT_API_URL", None)
+    hooks = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
+    hooks.calls = []
+    threading.Thread(target=hooks.serve_forever, daemon=True).start()
+    t = time.monotonic()
+    proc = subprocess.Popen([BIN / "shardvec", "server"], env=env, stdout=open(tmp / "server.log", "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for(lambda: get(f"{api}/health").status_code == 200, 120, "the Prefect server")
+    print(f"\nprefect server up in {time.monotonic() - t:.1f} s")
+    env["PREFECT_API_URL"] = api
+    webhook = f"http://127.0.0.1:{hooks.server_port}/hook"
+    install_alerts(env, webhook, automations_with_a_short_silence(tmp))
+    yield {"api": api, "port": port, "env": env, "tmp": tmp, "hooks": hooks.calls, "server": proc,
+           "webhook": webhook}
+    hooks.shutdown()
+    stop_groups([proc])
+
+
+def trigger(dep, name: str, *params: str) -> dict:
+    """`prefect deployment run NAME --watch` as a user would; returns the finished flow run."""
+    args = [str(BIN / "prefect"), "deployment", "run", name, "--watch", "--watch-timeout", "600"]
+    for p in params:
+        args += ["--param", p]
+    out = subprocess.run(args, env=dep["env"], capture_output=True, text=True, timeout=700)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return flow_run(dep, run_id_in(out.stdout))
+
+
+def run_id_in(output: str) -> str:
+    """The flow run `prefect deployment run` created (it prints `UUID: ...`)."""
+    found = re.search(r"UUID: ([0-9a-f-]{36})", output)
+    assert found, output
+    return found.group(1)
+
+
+def artifacts(dep, run_id: str) -> dict[str, dict]:
+    found = post(f"{dep['api']}/artifacts/filter",
+                       json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
+    return {a["key"]: a for a in found}
+
+
+def table(artifact: dict) -> dict:
+    data = artifact["data"]
+    rows = json.loads(data) if isinstance(data, str) else data
+    return {r["item"]: r for r in rows}
+
+
+def chromium(tmp: Path, url: str, shot: Path | None = None, height: int = 1000) -> str:
+    """The page's DOM after its scripts ran; with `shot`, also a screenshot of it."""
+    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              f"--window-size=1400,{height}", "--virtual-time-budget=20000"]
+    n = len(list(tmp.glob("chromium-*")))
+    args = [f"--user-data-dir={tmp / f'chromium-{n}'}", "--dump-dom"]
+    if shot:  # one page load gives both
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        args.append(f"--screenshot={shot}")
+    return subprocess.run(common + args + [url], capture_output=True, text=True, timeout=120).stdout
+
+
+SERIES = [(31, 119, 180), (255, 127, 14), (44, 160, 44)]  # matplotlib's C0, C1, C2: the chart's series
+
+
+def chart_pixels(png: Path) -> list[int]:
+    """Pixels of each of the chart's series colours, which nothing else on a Prefect page is
+    drawn in (0 each on a page without the chart): the chart rendered if every one is there."""
+    from PIL import Image
+    img = Image.open(png).convert("RGB")
+    near = lambda p, c: all(abs(a - b) < 20 for a, b in zip(p, c))  # noqa: E731
+    return [sum(1 for y in range(img.height) for x in range(img.width) if near(img.getpixel((x, y)), c))
+            for c in SERIES]
+
+
+def api_run(dep, name: str, parameters: dict | None = None) -> str:
+    """Create a flow run of deployment NAME through the API, without waiting; its id."""
+    flow, deployment_name = name.split("/")
+    d = get(f"{dep['api']}/deployments/name/{flow}/{deployment_name}").json()
+    r = post(f"{dep['api']}/deployments/{d['id']}/create_flow_run", json={"parameters": parameters or {}})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def heartbeats(dep, run_id: str) -> list[dict]:
+    """The heartbeat events of a flow run the server has received."""
+    r = post(f"{dep['api']}/events/filter", json={"filter": {
+        "event": {"name": ["prefect.flow-run.heartbeat"]}, "resource": {"id": [f"prefect.flow-run.{run_id}"]}}})
+    r.raise_for_status()
+    return r.json()["events"]
+
+
+def flow_run(dep, run_id: str) -> dict:
+    return get(f"{dep['api']}/flow_runs/{run_id}").json()
+
+
+def registered_pid(data: Path, run_id: str, seconds: float = 180) -> int:
+    """The pid the run wrote under <data>/.runs once its flow started (flows/operate.py)."""
+    path = data / ".runs" / f"{run_id}.json"
+    return wait_for(lambda: json.loads(path.read_text())["pid"], seconds, f"{path}")
