@@ -169,7 +169,7 @@ class Adder:
         else:
             ledger.confirm_one(self.current["ledger"])
         if time.monotonic() - self._swept > 60:
-            sweep(self.layout, self.current["version"], self.current["additions"]["segments"])
+            sweep(self.layout, self.current["version"], (self.current.get("additions") or {}).get("segments", []))
             self._swept = time.monotonic()
 
     def replay(self, ops: list[Op]) -> AddResult:

@@ -310,6 +310,8 @@ def sweep(layout: Layout, version: str, segments: list[str], grace_seconds: floa
     """Delete the segment files of `version` that CURRENT's `segments` do not name (merged, or
     a crash's leftovers) once no reader can still be opening them."""
     folder = layout.segments_of(version)
+    if not folder.is_dir():  # no segment was ever written on top of this version
+        return
     named = {Path(s).name for s in segments}
     for p in folder.iterdir():
         if p.name.split(".")[0] not in named and time.time() - p.stat().st_mtime > grace_seconds:

@@ -213,6 +213,18 @@ def test_current_restored_from_an_older_copy_never_reuses_a_seq(data):
     assert all(i in store for i in ("k1", "k2", "k4")) and "bg/150" not in store
 
 
+def test_current_restored_from_before_any_add_with_ops_that_cancel_out(data):
+    """The ops CURRENT lacks net to nothing (an add and its delete): the next call, itself a
+    no-op, still acknowledges the ledger position and returns (it raised in the sweep: no
+    `additions` in a CURRENT that never had a segment)."""
+    backup = (data / "CURRENT").read_bytes()
+    shardvec.add([{"id": "gone", "text": SENTENCES[18]}], data=data)
+    shardvec.delete(["gone"], data=data)
+    (data / "CURRENT").write_bytes(backup)
+    assert Adder(data).delete(["not-there"]).missing == 1
+    assert json.loads((data / "CURRENT").read_text())["ledger"] == 2 and "gone" not in shardvec.open(data)
+
+
 def test_open_adders_see_each_others_ops_and_a_current_put_back_under_them(data):
     """A long-lived adder skips re-reading CURRENT while it is the one it wrote; any other
     writer, or an operator putting back an older copy, must still be seen."""
