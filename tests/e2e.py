@@ -27,7 +27,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import SMALL_TOML, free_port
+from tests.conftest import LEAN_PREFECT, SMALL_TOML, free_port
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -127,6 +127,8 @@ def server(tmp_path_factory):
            # `shardvec serve` and the worker look for runs to start every second, not every 10 s
            "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "1"}
     env.pop("PREFECT_API_URL", None)
+    for name in LEAN_PREFECT:  # as users run it: every service of the server, logs sent to it
+        env.pop(name, None)
     hooks = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
     hooks.calls = []
     threading.Thread(target=hooks.serve_forever, daemon=True).start()
