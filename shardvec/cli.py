@@ -104,7 +104,6 @@ def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet f
         replace: Annotated[bool, typer.Option("--replace", help="A live id gets the new text.")] = False) -> None:
     """Add statements now: searchable and related when the command returns. JSON Lines records
     may also say "op": "replace" or "op": "delete"."""
-    import os
     import shutil
     import tempfile
     import time
@@ -170,7 +169,7 @@ def rollback(version: Annotated[Optional[str], typer.Argument(help="A kept versi
 
 @app.command()
 def verify(data: DataOpt = None) -> None:
-    """Check every file of the published version against its checksum."""
+    """Check the live version's files against their checksums, and that its segments and the ledger can be read."""
     from shardvec.tasks.publish import require_current
     from shardvec.tasks.release import verify as verify_store
     s = _settings(data)
@@ -205,8 +204,7 @@ def history(data: DataOpt = None, last: Annotated[int, typer.Option(min=1, help=
 
 @app.command()
 def server(data: DataOpt = None) -> None:
-    """Start a Prefect server and its UI on [server] host:port (loopback by default)."""
-    import os
+    """Start a Prefect server and its UI on the configured server.host:port (127.0.0.1:4200 by default)."""
     s = _settings(data)
     if s.server.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
         typer.echo(f"warning: the Prefect API on {s.server.host} is open to anyone who can reach it, and a run "
@@ -267,7 +265,8 @@ def mark_crashed(data: DataOpt = None) -> None:
 # names of the first release, kept as hidden aliases.
 @query_app.command("neighbours")
 @query_app.command("word", hidden=True)
-def query_word(word: str, k: KOpt = 10, data: DataOpt = None) -> None:
+def query_word(word: Annotated[str, typer.Argument(help="A word of the published vocabulary.")],
+               k: KOpt = 10, data: DataOpt = None) -> None:
     """The words nearest to WORD."""
     store = _open(data)
     for hit in store.neighbours(word, k):
@@ -276,7 +275,8 @@ def query_word(word: str, k: KOpt = 10, data: DataOpt = None) -> None:
 
 @query_app.command("similar")
 @query_app.command("text", hidden=True)
-def query_text(text: str, k: KOpt = 10, data: DataOpt = None) -> None:
+def query_text(text: Annotated[str, typer.Argument(help="Any text; it is embedded with the published models.")],
+               k: KOpt = 10, data: DataOpt = None) -> None:
     """The published statements most similar to TEXT."""
     store = _open(data)
     hits = store.similar(text, k)
@@ -288,7 +288,8 @@ def query_text(text: str, k: KOpt = 10, data: DataOpt = None) -> None:
 
 @query_app.command("row")
 @query_app.command("id", hidden=True)
-def query_id(statement_id: str, data: DataOpt = None) -> None:
+def query_id(statement_id: Annotated[str, typer.Argument(metavar="ID", help="A live statement's id.")],
+             data: DataOpt = None) -> None:
     """The stored similarity row of statement ID."""
     store = _open(data)
     typer.echo(f"{statement_id}: {_short(store.text(statement_id))}")
