@@ -3,11 +3,12 @@
 A committed batch of adds, replaces and deletes is an immutable segment of two files:
 
   additions/<base version>/<seq>.arrow   the batch's ids, texts and vectors (Arrow IPC,
-                                         memory-mapped; the nightly run folds these records in)
-  additions/<base version>/<seq>.npz     the similarity rows the batch wrote (its own
-                                         statements' rows and the existing rows it entered,
-                                         by row id), rows it replaced (on_duplicate =
-                                         "update") and its key index
+                                         memory-mapped; a build takes the same records from
+                                         the ledger, never from here)
+  additions/<base version>/<seq>.npz     the similarity rows the batch wrote, by row id (its
+                                         own statements' rows, and the existing rows it
+                                         entered or repaired), the rows it killed (`dead`:
+                                         deleted or replaced) and its key index
 
 CURRENT names the live segments of its version, oldest first. `Statements` is what they make
 with the version: the live statements, its shards plus every segment less the dead rows, which
