@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 from shardvec.tasks.additions import AddResult, Adder, Item
@@ -33,7 +32,8 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
     put = "replace" if replace or on_duplicate == "update" else "add"
     st = path.stat()
     src = SourceFile("additions", path.name, fmt, st.st_size, st.st_mtime_ns, root=str(path.parent))
-    q = Quarantine(Layout(data).quarantine_additions / time.strftime("%Y%m%dT%H%M%S"), src)
+    # a folder of its own: two adds of files with one name in one second would replace each other's
+    q = Quarantine(Layout(data).quarantine_additions / unique_stamp(), src)
     total = AddResult()
     try:
         records = read_records(path.parent, src, q, batch_size=batch_size, max_record_bytes=max_record_bytes,
