@@ -1,6 +1,6 @@
 """The build every publishing flow shares, stage by stage:
 
-    inputs    what the version holds: the corpus partitions, and the ledger's live additions
+    inputs    what the version holds: the corpus partitions, and the ledger's puts
     tokenize  each input file into its token cache
     train     the statement plan, the vocabulary, LSI (parts, then a merge) and word2vec
     write     statement vectors projected with the new LSI, and the word vectors
@@ -38,7 +38,8 @@ from shardvec.tasks.similarity import tile_count
 from shardvec.tasks.statements import shard_count
 from shardvec.tasks.tokenize import Tokenizer
 
-# the ledger's live additions, read as two more input files after the corpus partitions
+# the ledger's puts (ids whose last op is an add or replace), read as two more input files after
+# the corpus partitions
 LEDGER_OLD, LEDGER_NEW = "~ledger/old", "~ledger/new"
 
 
@@ -85,11 +86,11 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
 # --- what each stage hands on --------------------------------------------------------------
 @dataclass(frozen=True)
 class Inputs:
-    """What the version holds: the files of its partitions, then the ledger's live additions."""
+    """What the version holds: the files of its partitions, then the ledger's puts."""
 
     selection: Selection
     corpus: list[SourceFile]
-    ledger: list[SourceFile]  # the additions the live version already holds, then the new ones
+    ledger: list[SourceFile]  # the puts the live version already holds, then the new ones
     replay: Replay
     built: int  # the last ledger op the live version's shards hold
     discovered: int  # input files found under corpus/, whichever partition

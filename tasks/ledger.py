@@ -134,7 +134,7 @@ class Ledger:
         return table.filter(pc.greater(table.column("seq"), after)) if after else table
 
     def puts(self, upto: int, lo: int, hi: int) -> Path:
-        """The live additions a build replays: the ids whose last op up to `upto` is an add or
+        """The puts a build replays: the ids whose last op up to `upto` is an add or
         replace acknowledged in (lo, hi], their texts in the order they were acknowledged."""
         path = self.dir / f"puts-{upto:012d}-{lo:012d}-{hi:012d}.arrow"
         if not path.exists():  # derived and deterministic: an existing one keeps its token cache
@@ -200,7 +200,7 @@ def ops_from(table: pa.Table) -> list[Op]:
 @dataclass(frozen=True)
 class Replay:
     """What a build takes from the ledger: the net ops file (for masking corpus records) and the
-    live additions as input files, split into those the published models saw and the new ones."""
+    puts as input files, split into those the published models saw and the new ones."""
 
     acknowledged: int  # the last op a build holds (CURRENT's ledger when it started)
     ops: Path | None  # the last op of each id, up to `acknowledged`

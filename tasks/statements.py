@@ -29,7 +29,7 @@ def _cache_table(path: str, columns: list[str]) -> pa.Table:
 def plan_statements(caches: list[dict], plan_path: Path, data_dir: Path, quarantine_dir: Path, *,
                     on_duplicate: str, ledger_ops: Path | None = None, ledger_caches: int = 0) -> dict:
     """`caches`: tokenize summaries in partition order (sources are relative to data_dir/root),
-    the last `ledger_caches` of them the ledger's live additions. Corpus records whose id the
+    the last `ledger_caches` of them the ledger's puts. Corpus records whose id the
     ledger decides (`ledger_ops`: the last op of each id) are left out first: an acknowledged
     operation always wins (tasks/ledger.py). Writes the plan; returns counts."""
     sizes = [c["records"] for c in caches]
