@@ -171,13 +171,16 @@ def rollback(version: Annotated[Optional[str], typer.Argument(help="A kept versi
 def verify(data: DataOpt = None) -> None:
     """Check the live version's files against their checksums, and that its segments and the ledger can be read."""
     from shardvec.tasks.publish import require_current
-    from shardvec.tasks.release import verify as verify_store
+    from shardvec.tasks.release import verify_parts
     s = _settings(data)
-    problems = verify_store(s.data)
-    if problems:
-        for p in problems:
-            typer.echo(f"damaged: {p}", err=True)
-        _fail(f"{len(problems)} problem(s) in {s.data}; run `shardvec backfill --mode rebuild` to publish a "
+    built, ledger = verify_parts(s.data)
+    for p in built + ledger:
+        typer.echo(f"damaged: {p}", err=True)
+    if ledger:  # a rebuild replays the ledger: it cannot mend it
+        _fail(f"{len(ledger)} ledger file(s) in {s.data} cannot be read; they are the only record of acknowledged "
+              "adds and deletes: restore them from a backup, then run `shardvec verify` again.", code=1)
+    if built:
+        _fail(f"{len(built)} problem(s) in {s.data}; run `shardvec backfill --mode rebuild` to publish a "
               "whole version again.", code=1)
     current = require_current(s.data)
     typer.echo(f"ok: version {current['version']} is whole")

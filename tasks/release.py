@@ -106,6 +106,13 @@ def verify(data: Path) -> list[str]:
     """Problems with what CURRENT names (empty: it is whole): every file of the live version
     against its checksum in the version manifest, every addition segment it names, and every
     ledger file up to CURRENT's position."""
+    built, ledger = verify_parts(data)
+    return built + ledger
+
+
+def verify_parts(data: Path) -> tuple[list[str], list[str]]:
+    """`verify`'s problems in two lists: (the version and its segments, which a rebuild makes
+    again; the ledger, which nothing can: it is the only record of acknowledged operations)."""
     data = Path(data)
     current = require_current(data)
     problems = verify_version(data, current["version"])
@@ -114,7 +121,7 @@ def verify(data: Path) -> list[str]:
             Segment(data / rel, 0)
         except Exception as exc:  # any failure to open is the finding
             problems.append(f"addition segment {rel} cannot be read: {exc}")
-    return problems + Ledger(data).check(current.get("ledger", 0))
+    return problems, Ledger(data).check(current.get("ledger", 0))
 
 
 def verify_version(data: Path, version: str) -> list[str]:

@@ -21,7 +21,7 @@ from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
 from shardvec.tasks.release import list_versions, rollback
 from shardvec.tasks.segments import Statements
-from tests.conftest import lee_lines, run_nightly, small_settings
+from tests.conftest import lee_lines, run_nightly, shardvec_cli, small_settings
 from tests.test_additions import SENTENCES, assert_rows_exact
 
 
@@ -274,6 +274,9 @@ def test_a_damaged_ledger_file_is_named_by_verify_and_stops_a_nightly(data):
     path = next((data / "ledger").glob("ops-*.arrow"))
     path.write_bytes(path.read_bytes()[:40])
     assert any(str(path) in p for p in verify(data))
+    out = shardvec_cli("verify", "--data", data)  # not "rebuild": a rebuild replays this very file
+    assert out.returncode == 1 and str(path) in out.stderr
+    assert "restore them from a backup" in out.stderr and "rebuild" not in out.stderr
     with pytest.raises(LedgerError, match="restore it from a backup"):
         build_and_publish(small_settings(data), flow="nightly")
 
