@@ -32,7 +32,7 @@ from shardvec.tasks.corpus import check_record
 from shardvec.tasks.embed import Embedder
 from shardvec.tasks.layout import Layout
 from shardvec.tasks.ledger import OPS, Ledger, Op, ops_from
-from shardvec.tasks.publish import PublishLock, require_current, swap
+from shardvec.tasks.publish import PublishLock, read_manifest, require_current, swap
 from shardvec.tasks.repair import refilled, repair_rows
 from shardvec.tasks.segments import Segment, Statements, compact, sweep, write_segment
 from shardvec.tasks.tokenize import Tokenizer
@@ -105,7 +105,7 @@ class Adder:
         self.valid, self.last = self.view.fill()
         models = self.data / current["components"]["models"]
         self.embedder = Embedder(models, vocab_in_ram=True)
-        cfg = json.loads(self.layout.version(current["version"]).manifest.read_text())["config"]
+        cfg = read_manifest(self.data, current["version"])["config"]
         t = cfg["tokenize"]
         self.tokenizer = Tokenizer(t["min_len"], t["max_len"], t["deaccent"])
 
@@ -262,10 +262,10 @@ def _screen(view: Statements, items: Iterable[Item], result: AddResult, *, repla
 def _check(item: Item, replay: bool, max_record_bytes: int) -> str | None:
     if replay:
         return None
-    if item.op == "delete":
+    if item.op == "delete":  # an id as an add's is (a lone surrogate: `shardvec delete $'\xff'`)
         if not isinstance(item.id, str) or not item.id.strip():
             return f"a delete needs a non-empty string id, got {item.id!r}"
-        return None
+        return check_record(item.id, "-", max_record_bytes, len(item.raw))
     if item.id is _NOT_AN_OBJECT:
         return f"not a JSON object: got {item.text}"
     return check_record(item.id, item.text, max_record_bytes, len(item.raw))

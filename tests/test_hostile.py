@@ -22,7 +22,7 @@ from shardvec.tasks.additions import Adder
 from shardvec.tasks.intake import drain_inbox
 from shardvec.tasks.publish import DamagedCurrentError, read_current
 from shardvec.tasks.release import verify
-from tests.conftest import run_nightly, small_settings
+from tests.conftest import run_nightly, shardvec_cli, small_settings
 from tests.test_additions import SENTENCES
 
 
@@ -186,3 +186,18 @@ def test_a_linked_done_folder_a_long_name_and_a_lone_surrogate_never_escape_or_b
     assert report["refused"] == 1 and report["quarantined"] == 1
     store = shardvec.open(data)
     assert "fine" in store and "v" in store and "bad" not in store
+
+
+def test_a_delete_of_an_id_utf8_cannot_encode_is_quarantined_not_a_traceback(data):
+    """`shardvec delete $'bad\\xff'` (argv and stdin decode bad bytes to lone surrogates), and
+    ids with NUL or of other types from Python: refused with a reason, the good delete applied."""
+    out = shardvec_cli("delete", "bad\udcff", "dup/a", "--data", data)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert "deleted=1" in out.stdout and "quarantined=1" in out.stdout
+    result = shardvec.delete(["a\x00b", 7, "bad\udc80"], data=data)
+    assert result["quarantined"] == 3 and result["missing"] == 0
+    store = shardvec.open(data)
+    assert "dup/a" not in store and "dup/b" in store
+    reasons = [json.loads(line)["reason"] for p in (data / "quarantine" / "additions").glob("*.reasons.jsonl")
+               for line in p.read_text().splitlines()]
+    assert any("lone surrogate" in r for r in reasons) and any("NUL" in r for r in reasons)
