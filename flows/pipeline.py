@@ -16,8 +16,8 @@ partitions only; `mode="rebuild"` trains from scratch on every selected partitio
 
 from __future__ import annotations
 
-import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +30,9 @@ from shardvec.tasks import quality, skins
 from shardvec.tasks.corpus import Selection, SourceFile, select_partitions
 from shardvec.tasks.layout import Layout, VersionLayout
 from shardvec.tasks.ledger import Replay
+from shardvec.tasks.lsi import part_ranges
 from shardvec.tasks.partitioned import clusters_for, score_tasks_for
-from shardvec.tasks.publish import RunLock, new_version_id, read_current
+from shardvec.tasks.publish import RunLock, new_version_id, read_current, read_manifest
 from shardvec.tasks.report import MEASURED, PeakRSS, render_text, step_rows
 from shardvec.tasks.rows import tile_pairs
 from shardvec.tasks.similarity import tile_count
@@ -249,10 +250,7 @@ class Build:
                                        batch_size=s.corpus.batch_size, max_record_bytes=s.corpus.max_record_bytes)
             for f in inputs.files])
         train = [t for t, f in zip(files, inputs.files) if inputs.trained_on(f)]
-        reasons: dict[str, int] = {}
-        for t in files:
-            for r, n in t["reasons"].items():
-                reasons[r] = reasons.get(r, 0) + n
+        reasons = dict(sum((Counter(t["reasons"]) for t in files), Counter()))
         return Tokenized(files, [t["cache"] for t in files], [t["cache"] for t in train],
                          train_records=sum(t["records"] for t in train),
                          records=sum(t["records"] + t["quarantined"] for t in files),
@@ -274,10 +272,8 @@ class Build:
         dictionary = self.vocabulary(tok)
         lsi_args = dict(num_topics=s.lsi.num_topics, chunksize=s.lsi.chunksize, power_iters=s.lsi.power_iters,
                         extra_samples=s.lsi.extra_samples, seed=s.index.seed)
-        n_parts = max(1, min(s.dask.n_workers, -(-tok.train_records // s.lsi.chunksize)))
-        bounds = [round(tok.train_records * i / n_parts) for i in range(n_parts + 1)]
-        parts = [skins.lsi_part_task.submit(tok.train_caches, dictionary, v.lsi_part(i),
-                                            docs=(bounds[i], bounds[i + 1]), **lsi_args) for i in range(n_parts)]
+        parts = [skins.lsi_part_task.submit(tok.train_caches, dictionary, v.lsi_part(i), docs=docs, **lsi_args)
+                 for i, docs in enumerate(part_ranges(tok.train_records, s.dask.n_workers, s.lsi.chunksize))]
         lsi = skins.lsi_merge_task.submit(parts, dictionary, v.models, **lsi_args,
                                           previous=prev / "lsi.gensim" if prev else None)
         words_quality = skins.evaluate_words_task.submit(v.models / "word2vec.gensim", wait_for=[w2v])
@@ -439,8 +435,9 @@ def _published(where: Layout, current: dict | None) -> dict:
     """The live version's manifest ({} before the first publish)."""
     if current is None:
         return {}
-    manifest = where.version(current["version"]).manifest
-    return json.loads(manifest.read_text()) if manifest.exists() else {}
+    if not where.version(current["version"]).manifest.exists():
+        return {}
+    return read_manifest(where.root, current["version"])
 
 
 def _ledger_source(data: Path, path: Path, partition: str) -> SourceFile:

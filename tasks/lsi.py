@@ -47,6 +47,14 @@ def train_lsi(caches: list[str], dictionary_path: Path, out_dir: Path, *, num_to
                      power_iters=power_iters, extra_samples=extra_samples, seed=seed, previous=previous)
 
 
+def part_ranges(records: int, workers: int, chunksize: int) -> list[tuple[int, int]]:
+    """The document ranges the LSI parts decompose: one part a worker, but no part smaller than
+    a chunk (and at least one part)."""
+    n = max(1, min(workers, -(-records // chunksize)))
+    bounds = [round(records * i / n) for i in range(n + 1)]
+    return list(zip(bounds, bounds[1:]))
+
+
 def lsi_part(caches: list[str], dictionary_path: Path, out_prefix: Path, *, docs: tuple[int, int | None],
              num_topics: int, chunksize: int, power_iters: int, extra_samples: int, seed: int) -> dict:
     """The stochastic-SVD projection of documents docs[0]..docs[1]-1 of the caches, chunk by

@@ -99,6 +99,11 @@ def require_current(data: Path) -> dict:
     return current
 
 
+def read_manifest(data: Path, version: str) -> dict:
+    """The manifest `prepare` wrote for `version` (counts, checksums, config, quality, ledger)."""
+    return json.loads(Layout(data).version(version).manifest.read_text())
+
+
 def prepare(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict) -> dict:
     """Write the version's manifest and fsync all of it; returns the CURRENT that would name it."""
     data = Path(data)

@@ -14,8 +14,8 @@ from shardvec.tasks.additions import Adder
 from shardvec.tasks.atomic import sha256_file
 from shardvec.tasks.layout import Layout
 from shardvec.tasks.ledger import Ledger, ops_from
-from shardvec.tasks.publish import (NotPublishedError, PublishLock, RunLock, prepare, read_current, require_current,
-                                    retain, swap)
+from shardvec.tasks.publish import (NotPublishedError, PublishLock, RunLock, prepare, read_current, read_manifest,
+                                    require_current, retain, swap)
 from shardvec.tasks.segments import Segment
 
 
@@ -52,7 +52,7 @@ def rollback(data: Path, version: str | None = None) -> dict:
         if damaged:
             raise NotPublishedError(f"Version {version} is damaged ({damaged[0]}); roll back to another kept "
                                     "version, or run `shardvec backfill --mode rebuild`.")
-        manifest = _manifest(data, version)
+        manifest = read_manifest(data, version)
         target = {"format": current["format"], "version": version, "components": manifest["components"],
                   "watermark": manifest["watermark"], "published_at": current.get("published_at"),
                   "rolled_back_from": current["version"]}
@@ -84,7 +84,7 @@ def list_versions(data: Path) -> list[dict]:
         if not where.version(p.name).manifest.exists():
             continue  # a run that never finished
         try:
-            m = _manifest(data, p.name)
+            m = read_manifest(data, p.name)
         except ValueError:
             out.append({"version": p.name, "live": False, "created_by": "damaged", "statements": None,
                         "ledger": None, "quality": {}})
@@ -96,10 +96,6 @@ def list_versions(data: Path) -> list[dict]:
                     "quality": {k: q[k] for k in ("rows_recall_at_10", "wordsim353_spearman", "analogy_accuracy")
                                 if k in q}})
     return out
-
-
-def _manifest(data: Path, version: str) -> dict:
-    return json.loads(Layout(data).version(version).manifest.read_text())
 
 
 def verify(data: Path) -> list[str]:

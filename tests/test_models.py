@@ -101,3 +101,11 @@ def test_word2vec_update_learns_new_words(built, tmp_path):
     new = set(Word2Vec.load(str(tmp_path / "b.gensim")).wv.index_to_key) - set(
         Word2Vec.load(str(tmp_path / "a.gensim")).wv.index_to_key)
     assert new and all(np.linalg.norm(model.wv[w]) > 0 for w in new)
+
+
+def test_lsi_parts_split_the_documents_one_a_worker_none_under_a_chunk():
+    from shardvec.tasks.lsi import part_ranges
+    assert part_ranges(1000, workers=2, chunksize=200) == [(0, 500), (500, 1000)]
+    assert part_ranges(150, workers=2, chunksize=200) == [(0, 150)]  # one chunk's worth: one part
+    assert part_ranges(1001, workers=3, chunksize=100) == [(0, 334), (334, 667), (667, 1001)]
+    assert part_ranges(0, workers=2, chunksize=200) == [(0, 0)]
