@@ -26,8 +26,13 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium is missing: the Prefect UI screenshot test will be skipped"
 
+# One pytest-xdist worker more than cores: the end-to-end modules spend much of their time
+# waiting (servers starting, heartbeats falling silent, task retries), and the third worker
+# fills those waits.
+WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
+
 test: install system-deps
-	$(BIN)/python -m pytest -q -n auto
+	$(BIN)/python -m pytest -q -n $(WORKERS)
 
 # The benchmarks of README.md (~25 min). Their corpus is Debian's GCIDE dictionary (dict-gcide).
 bench: install
