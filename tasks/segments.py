@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from shardvec.tasks.atomic import fsync_dir
 from shardvec.tasks.keys import key_hash, key_hashes
 from shardvec.tasks.layout import Layout
 from shardvec.tasks.partitioned import Clusters
+from shardvec.tasks.publish import DamagedCurrentError
 from shardvec.tasks.repair import Holders, fill
 from shardvec.tasks.similarity import SimilarityRows
 from shardvec.tasks.store import Space
@@ -104,7 +106,14 @@ class Statements:
         self._holders: Holders | None = None
         self._clusters: Clusters | None | bool = False  # opened on the first add that could use them
         for rel in (current.get("additions") or {}).get("segments", []):
-            self.append(Segment(data / rel, len(self)))
+            try:
+                self.append(Segment(data / rel, len(self)))
+            except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # pyarrow's ArrowInvalid too
+                # (a missing file stays an OSError: readers retry it when CURRENT moved on)
+                raise DamagedCurrentError(
+                    f"The addition segment {rel} is damaged ({' '.join(str(exc).split())}); run `shardvec "
+                    "backfill --mode rebuild`, which replays the ledger's copy of every acknowledged "
+                    "add, replace and delete.") from None
 
     def append(self, segment: Segment) -> None:
         self.segments.append(segment)

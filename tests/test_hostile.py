@@ -201,3 +201,22 @@ def test_a_delete_of_an_id_utf8_cannot_encode_is_quarantined_not_a_traceback(dat
     reasons = [json.loads(line)["reason"] for p in (data / "quarantine" / "additions").glob("*.reasons.jsonl")
                for line in p.read_text().splitlines()]
     assert any("lone surrogate" in r for r in reasons) and any("NUL" in r for r in reasons)
+
+
+@pytest.mark.parametrize("damage", ["truncate-arrow", "garble-npz"])
+def test_a_damaged_segment_is_a_one_line_error_that_says_how_to_recover(data, damage):
+    """A segment file CURRENT names, truncated or overwritten: add and query say which file and
+    how to recover (a rebuild replays the ledger), instead of pyarrow's or numpy's traceback."""
+    shardvec.add([{"id": "seg/1", "text": SENTENCES[1]}], data=data)
+    (seg,) = read_current(data)["additions"]["segments"]
+    if damage == "truncate-arrow":
+        path = data / f"{seg}.arrow"
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        path = data / f"{seg}.npz"
+        path.write_bytes(b"PK\x03\x04" + b"\x00" * 64)
+    for args in (["add", "-"], ["query", "similar", "bushfires"]):
+        out = shardvec_cli(*args, "--data", data, input=json.dumps({"id": "seg/2", "text": SENTENCES[2]}) + "\n")
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert seg in out.stderr and "backfill --mode rebuild" in out.stderr and len(out.stderr.splitlines()) == 1
+    assert any(seg in p for p in verify(data))
