@@ -79,6 +79,7 @@ class Item:
     id: object
     text: object = None
     raw: bytes = b""
+    at: object = None  # where the caller found it (intake: the file's record), for its `reject`
 
 
 class Adder:
@@ -119,13 +120,15 @@ class Adder:
         """Delete statements by id; the rows that held them are recomputed exactly."""
         return self.commit(Item("delete", i, None, (json.dumps(i, default=repr) + "\n").encode()) for i in ids)
 
-    def commit(self, items: Iterable[Item]) -> AddResult:
-        """Screen, apply and acknowledge a batch of operations: ledger, segment, then CURRENT."""
+    def commit(self, items: Iterable[Item], reject=None) -> AddResult:
+        """Screen, apply and acknowledge a batch of operations: ledger, segment, then CURRENT.
+        `reject(item, reason)`: where refused items go (a file's own quarantine, which keeps
+        their bytes and lines) instead of quarantine/additions/."""
         t = time.perf_counter()
         with PublishLock(self.data):
             ledger = Ledger(self.data)
             behind = self._catch_up(ledger)
-            result, ops = self._stage(items, replay=False)
+            result, ops = self._stage(items, replay=False, reject=reject)
             if ops:
                 seq = self.current.get("ledger", 0) + 1
                 ledger.append(seq, ops)
@@ -180,12 +183,16 @@ class Adder:
                                 replay=True)
         return result
 
-    def _stage(self, items: Iterable[Item], *, replay: bool) -> tuple[AddResult, list[Op]]:
+    def _stage(self, items: Iterable[Item], *, replay: bool, reject=None) -> tuple[AddResult, list[Op]]:
         result = AddResult()
         ops, dead, rejected = _screen(self.view, items, result, replay=replay, max_record_bytes=self.max_record_bytes)
         if rejected:
             result.quarantined = len(rejected)
-            _quarantine(self.layout.quarantine_additions, rejected)
+            if reject is not None:
+                for item, reason in rejected:
+                    reject(item, reason)
+            else:
+                _quarantine(self.layout.quarantine_additions, [(item.raw, reason) for item, reason in rejected])
         if ops:
             puts = [(o.id, o.text) for o in ops if o.is_put]
             self.current, result.segment, result.rows_updated = self.apply(puts, dead)
@@ -219,16 +226,16 @@ class Adder:
 
 
 def _screen(view: Statements, items: Iterable[Item], result: AddResult, *, replay: bool,
-            max_record_bytes: int) -> tuple[list[Op], list[int], list[tuple[bytes, str]]]:
+            max_record_bytes: int) -> tuple[list[Op], list[int], list[tuple[Item, str]]]:
     """The batch's net op per id (in order of last touch), the live rows it kills, and the
-    records it refuses (raw bytes, reason); counts what it does in `result`."""
+    items it refuses (with why); counts what it does in `result`."""
     batch: dict[str, Op] = {}
     dead: set[int] = set()
-    rejected: list[tuple[bytes, str]] = []
+    rejected: list[tuple[Item, str]] = []
     for item in items:
         reason = _check(item, replay, max_record_bytes)
         if reason:
-            rejected.append((item.raw, reason))
+            rejected.append((item, reason))
             continue
         id_, existing = item.id, view.find(item.id)
         if id_ in batch:
@@ -246,7 +253,7 @@ def _screen(view: Statements, items: Iterable[Item], result: AddResult, *, repla
             result.unchanged += 1  # re-adding the same record is a no-op
             continue
         elif live_text is not None and item.op == "add":
-            rejected.append((item.raw, f"duplicate id {id_!r}: already live with other text; use "
+            rejected.append((item, f"duplicate id {id_!r}: already live with other text; use "
                                        "`shardvec add --replace` (or corpus.on_duplicate = \"update\") to replace it"))
             continue
         if existing is not None:

@@ -35,15 +35,25 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
     # a folder of its own: two adds of files with one name in one second would replace each other's
     q = Quarantine(Layout(data).quarantine_additions / unique_stamp(), src)
     total = AddResult()
+
+    def refuse(item: Item, reason: str) -> None:  # a duplicate id: its own bytes, file and line
+        rec = item.at
+        if rec.offset < 0:  # Parquet: the row
+            q.reject(rec.line, reason, row={"id": rec.id, "text": rec.text})
+            return
+        with open(path, "rb") as f:
+            f.seek(rec.offset)
+            q.reject(rec.line, reason, raw=f.read(rec.length), offset=rec.offset, length=rec.length)
+
     try:
         records = read_records(path.parent, src, q, batch_size=batch_size, max_record_bytes=max_record_bytes,
                                ops=True)
         for batch in batched(records, batch_size):
-            total.absorb(adder.commit(Item(put if rec.op == "add" else rec.op, rec.id, rec.text,
-                                           _raw(rec)) for rec in batch))
+            total.absorb(adder.commit((Item(put if rec.op == "add" else rec.op, rec.id, rec.text, _raw(rec), rec)
+                                       for rec in batch), reject=refuse))
     finally:
         q.commit()
-    total.quarantined += q.counts.records
+    total.quarantined = q.counts.records  # what the reader refused and what the adder did
     total.seconds = round(total.seconds, 4)
     return {"file": str(path), **{k: v for k, v in total.to_dict().items() if k not in ("segment", "ledger_seq")}}
 

@@ -220,3 +220,30 @@ def test_a_damaged_segment_is_a_one_line_error_that_says_how_to_recover(data, da
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert seg in out.stderr and "backfill --mode rebuild" in out.stderr and len(out.stderr.splitlines()) == 1
     assert any(seg in p for p in verify(data))
+
+
+def test_a_file_records_refused_as_duplicates_are_quarantined_byte_for_byte_with_file_and_line(data, tmp_path):
+    """A duplicate id in a file given to `shardvec add` (live with other text, or twice in the
+    batch) is quarantined beside the file's other rejects: its own bytes, its file and line."""
+    lines = [b'{"id":"dup/a",  "text":"Cricket players in Sydney", "extra": 1}\r\n',
+             json.dumps({"id": "new/1", "text": SENTENCES[1]}).encode() + b"\n",
+             b'{"id": ""}\n',
+             b'{"id":"new/1","text":"other text for it in the same batch"}\n']
+    f = tmp_path / "mixed.jsonl"
+    f.write_bytes(b"".join(lines))
+    out = shardvec_cli("add", f, "--data", data)
+    assert out.returncode == 0 and "added=1" in out.stdout and "quarantined=3" in out.stdout, out
+    (reasons,) = (data / "quarantine" / "additions").rglob("mixed.jsonl.reasons.jsonl")
+    entries = sorted((json.loads(line) for line in reasons.read_text().splitlines()), key=lambda e: e["line"])
+    assert [(e["source"], e["line"]) for e in entries] == [("mixed.jsonl", 1), ("mixed.jsonl", 3), ("mixed.jsonl", 4)]
+    raw = reasons.with_name("mixed.jsonl.rejected").read_bytes()
+    assert [raw[e["offset_in_rejected"]:e["offset_in_rejected"] + e["bytes"]] for e in entries] == [
+        lines[0], lines[2], lines[3]]
+    assert "--replace" in entries[0]["reason"]
+    t = tmp_path / "notes.txt"  # a text file's line, added before with other text
+    t.write_text(SENTENCES[3] + "\n")
+    shardvec_cli("add", t, "--data", data)
+    t.write_bytes(b"An edited line about cricket\r\n")
+    assert "quarantined=1" in shardvec_cli("add", t, "--data", data).stdout
+    (rejected,) = (data / "quarantine" / "additions").rglob("notes.txt.rejected")
+    assert rejected.read_bytes() == b"An edited line about cricket\r\n"
