@@ -12,7 +12,7 @@ import shardvec
 from shardvec.tasks import skins
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.store import Space
-from tests.conftest import NEAR_DUPLICATES, lee_lines, run_nightly as _run, small_settings
+from tests.conftest import NEAR_DUPLICATES, lee_lines, run_nightly as _run, small_settings, write_corpus
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -141,3 +141,32 @@ def test_spaces_stored_small_still_answer(tmp_path):
     assert store.vector("fire").dtype == np.float32
     assert [h.key for h in store.neighbours("fire", 5)] and store.similar("bushfires near sydney", 3)
     assert shardvec.open(data).statements.base.verify() == []
+
+
+def test_two_nights_on_growing_input(tmp_path):
+    """The third partition arrives a day later: the second night trains on it alone and keeps
+    the LSI vocabulary; a third night has nothing to do."""
+    data = tmp_path / "data"
+    write_corpus(data / "corpus")
+    night3 = data / "corpus" / "2026-11-03"
+    held = tmp_path / "held"
+    shutil.move(night3, held)  # the third partition arrives a day later
+    s = small_settings(data)
+    runner = ThreadPoolTaskRunner(max_workers=2)
+    first = _run(s, runner)
+    assert first["partitions"] == ["2026-11-01", "2026-11-02"] and first["statements"] == 302
+    words_before = set(shardvec.open(data).words.keys())
+    shutil.move(held, night3)
+    second = _run(s, runner)
+    assert second["partitions"] == ["2026-11-03"]  # only the new partition is trained on
+    steps = {r["step"]: r for r in second["steps"]}
+    assert "vocabulary" not in steps  # the LSI vocabulary is kept, the models updated
+    assert second["statements"] == 352
+    store = shardvec.open(data)
+    new_words = set(store.words.keys()) - words_before
+    assert new_words and all(store.vector(w).any() for w in new_words)
+    assert "test/0" in store and store.version == second["version"]
+    manifest = json.loads((data / "versions" / second["version"] / "manifest.json").read_text())
+    assert manifest["mode"] == "update" and manifest["watermark"]["partitions"][-1] == "2026-11-03"
+    third = _run(s, runner)
+    assert third["status"] == "nothing new"
