@@ -50,18 +50,65 @@ def evaluate_words(word2vec_path: Path) -> dict:
     wv = Word2Vec.load(str(word2vec_path), mmap="r").wv
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on constant input for tiny vocabularies
-        score, sections = wv.evaluate_word_analogies(datapath(QUESTIONS))
+        correct, covered, asked = analogies(wv, datapath(QUESTIONS))
         ws = wv.evaluate_word_pairs(datapath(WORDSIM))
         sl = wv.evaluate_word_pairs(datapath(SIMLEX))
-    total = sections[-1]
-    asked = sum(1 for line in open(datapath(QUESTIONS)) if not line.startswith(":"))
-    covered = len(total["correct"]) + len(total["incorrect"])
     return {
-        "analogy_accuracy": _finite(score) if covered else None,
+        "analogy_accuracy": _finite(correct / covered) if covered else None,
         "analogy_coverage": round(covered / asked, 4),
         "wordsim353_spearman": _finite(ws[1].statistic), "wordsim353_oov": round(ws[2] / 100, 4),
         "simlex999_spearman": _finite(sl[1].statistic), "simlex999_oov": round(sl[2] / 100, 4),
     }
+
+
+def analogies(wv, path: str, restrict_vocab: int = 300_000, block: int = 512) -> tuple[int, int, int]:
+    """(correct, covered, asked) of the analogies in `path`, answered as gensim's
+    `evaluate_word_analogies` answers them (case-insensitive, the vocabulary's first
+    `restrict_vocab` words, 3CosAdd, its first top-5 candidate that is not a question word),
+    but a block of questions per matrix product instead of one `most_similar` each: 0.7 -> 0.1 s
+    on a 4k-word vocabulary, and a few seconds instead of minutes on 100k words."""
+    keys = wv.index_to_key[:restrict_vocab]
+    upper = [k.upper() for k in keys]
+    index = {u: i for i, u in reversed(list(enumerate(upper)))}  # a word's most frequent casing
+    questions, asked = [], 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith(":"):
+                continue
+            asked += 1
+            words = line.upper().split()
+            if len(words) == 4 and all(w in index for w in words):
+                questions.append([index[w] for w in words])
+    if not questions:
+        return 0, 0, asked
+    q = np.asarray(questions, dtype=np.int64)
+    vecs = np.asarray(wv.vectors[:len(keys)], dtype=np.float32)
+    unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    correct = 0
+    for at in range(0, len(q), block):
+        a, b, c, expected = q[at:at + block].T
+        scores = (unit[b] + unit[c] - unit[a]) @ unit.T
+        rows = np.arange(len(a))
+        for col in (a, b, c):  # most_similar leaves out the words it was given
+            scores[rows, col] = -np.inf
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :5] if scores.shape[1] <= 8 else \
+            _top(scores, 5)
+        for i, cand in enumerate(top):
+            ignore = {upper[a[i]], upper[b[i]], upper[c[i]]}
+            predicted = None
+            for j in cand:  # gensim's loop: the first candidate that is not a question word
+                predicted = upper[j]
+                if predicted not in ignore:
+                    break
+            correct += predicted == upper[expected[i]]
+    return correct, len(q), asked
+
+
+def _top(scores: np.ndarray, n: int) -> np.ndarray:
+    """The columns of each row's n highest scores, highest first."""
+    part = np.argpartition(-scores, n, axis=1)[:, :n]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
 
 
 def lsi_spectrum(lsi_path: Path) -> dict:

@@ -116,3 +116,23 @@ def test_history_table_shape():
                             "version": "v1", "statements": 10, "metrics": {"wordsim353_spearman": 0.41234}}])
     lines = table.splitlines()
     assert lines[0].startswith("| at | flow | status |") and "0.412" in lines[2]
+
+
+def test_analogies_are_answered_as_gensim_answers_them():
+    """The batched analogies give gensim's `evaluate_word_analogies` counts, on real vectors."""
+    import warnings
+
+    from gensim.models import Word2Vec
+    from gensim.test.utils import datapath
+
+    from shardvec.tasks.quality import QUESTIONS, analogies
+    from tests.conftest import lee_lines
+    docs = [line.lower().split() for line in lee_lines()] * 4
+    wv = Word2Vec(docs, vector_size=50, min_count=2, epochs=10, sg=1, seed=1, workers=1).wv
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, sections = wv.evaluate_word_analogies(datapath(QUESTIONS))
+    total = sections[-1]
+    correct, covered, asked = analogies(wv, datapath(QUESTIONS), block=100)  # several blocks
+    assert (correct, covered) == (len(total["correct"]), len(total["correct"]) + len(total["incorrect"]))
+    assert correct > 0 and asked == 19_544
