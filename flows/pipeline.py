@@ -435,9 +435,10 @@ def _published(where: Layout, current: dict | None) -> dict:
     """The live version's manifest ({} before the first publish)."""
     if current is None:
         return {}
-    if not where.version(current["version"]).manifest.exists():
+    try:
+        return read_manifest(where.root, current["version"])
+    except FileNotFoundError:
         return {}
-    return read_manifest(where.root, current["version"])
 
 
 def _ledger_source(data: Path, path: Path, partition: str) -> SourceFile:
