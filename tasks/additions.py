@@ -38,6 +38,10 @@ from shardvec.tasks.segments import Segment, Statements, compact, sweep, write_s
 from shardvec.tasks.tokenize import Tokenizer
 
 
+# what an AddResult counts, and what batches and files add up
+COUNTS = ("added", "replaced", "deleted", "unchanged", "missing", "quarantined", "rows_updated")
+
+
 @dataclass
 class AddResult:
     added: int = 0
@@ -55,7 +59,7 @@ class AddResult:
         return dict(self.__dict__)
 
     def absorb(self, other: "AddResult") -> None:
-        for f in ("added", "replaced", "deleted", "unchanged", "missing", "quarantined", "rows_updated", "seconds"):
+        for f in (*COUNTS, "seconds"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
 
 

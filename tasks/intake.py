@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from shardvec.tasks.additions import AddResult, Adder, Item
+from shardvec.tasks.additions import COUNTS, AddResult, Adder, Item
 from shardvec.tasks.atomic import fsync_dir, unique_stamp
 from shardvec.tasks.corpus import FORMATS, BadInputError, Quarantine, SourceFile, batched, read_records
 from shardvec.tasks.layout import Layout
@@ -61,9 +61,6 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
 def _raw(rec) -> bytes:
     # ensure_ascii: a lone surrogate (which check_record refuses) stays an escape, not an error
     return json.dumps({"id": rec.id, "text": rec.text}).encode() + b"\n"
-
-
-COUNTS = ("added", "replaced", "deleted", "unchanged", "missing", "quarantined", "rows_updated")
 
 
 def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_bytes: int) -> dict:
