@@ -201,8 +201,9 @@ def partitioned(space: Path, out: Path, n: int, pool, s) -> list[list[dict]]:
             _phase(pool, [(p.bounds, w, tasks, n, {})]),
             _phase(pool, [(p.score_task, space, w, t, tasks, dict(k=s.width, max_queries=s.tile_rows, **b))
                           for t in range(tasks)]),
-            _phase(pool, [(p.merge_tile, w, t, tasks, out / "rows", dict(k=s.width, tile_rows=s.tile_rows, statements=n))
-                          for t in range(-(-n // s.tile_rows))])]
+            _phase(pool, [(p.merge_tiles, w, first, end, tasks, out / "rows",
+                           dict(k=s.width, tile_rows=s.tile_rows, statements=n))
+                          for first, end in p.merge_groups(-(-n // s.tile_rows), 2)])]
 
 
 def annoy_plain(n: int, out: Path) -> dict:
@@ -271,7 +272,7 @@ def measure(n: int, method: str) -> dict:
     with workers() as pool:
         phases = exact(space, out, n, pool) if method == "exact" else partitioned(space, out, n, pool, s)
     seconds = time.perf_counter() - t
-    finish_rows(out / "rows", phases[-1], k=K, method=method, rows_per_shard=16_384,
+    finish_rows(out / "rows", [e for r in phases[-1] for e in r.get("shards", [r])], k=K, method=method, rows_per_shard=16_384,
                 width=s.width if method == "partitioned" else K)
     steps = [max(r["peak_rss_mb"] for r in ph) for ph in phases]
     result = {"seconds": round(seconds, 1), "peak_rss_mb": max(steps),

@@ -31,7 +31,7 @@ from shardvec.tasks.corpus import Selection, SourceFile, select_partitions
 from shardvec.tasks.layout import Layout, VersionLayout
 from shardvec.tasks.ledger import Replay
 from shardvec.tasks.lsi import part_ranges
-from shardvec.tasks.partitioned import clusters_for, score_tasks_for
+from shardvec.tasks.partitioned import clusters_for, merge_groups, score_tasks_for
 from shardvec.tasks.publish import RunLock, new_version_id, read_current, read_manifest
 from shardvec.tasks.report import MEASURED, PeakRSS, render_text, step_rows
 from shardvec.tasks.rows import tile_pairs
@@ -333,7 +333,8 @@ class Build:
                                            search_k=s.index.search_k).result()
         if method in ROWS_METHODS:
             self.wait("similarity-rows", scoring)
-            rows = self.wait("merge-rows", merges)
+            # a merge's result is one tile's shard entry (exact) or a group's {"shards": [...]}
+            rows = [e for r in self.wait("merge-rows", merges) for e in r.get("shards", [r])]
         else:  # annoy: each tile's rows asked of the statements' index
             rows = self.wait("similarity-rows", [
                 skins.rows_task.submit(v.statements, t, v.similarity, k=sim.width, tile_rows=sim.tile_rows,
@@ -393,7 +394,7 @@ def _exact_rows(space, work, rows_dir, tiles: int, statements: int, s: Settings)
 def _partitioned_rows(space, work, rows_dir, tiles: int, statements: int, s: Settings) -> tuple[list, list]:
     """Centroids, each shard's nearest clusters, the inverted lists (kept in the rows' folder for
     adds), each task's clusters within (the rows' bounds) and across, then each tile's rows
-    gathered (tasks/partitioned.py): scoring futures, and merge futures."""
+    gathered, a group of tiles a task (tasks/partitioned.py): scoring futures, and merge futures."""
     sim, budget = s.similarity, dict(memory_budget_mb=s.similarity.memory_budget_mb)
     shards = shard_count(statements, s.store.rows_per_shard)
     train = skins.centroids_task.submit(space, work, clusters=clusters_for(statements, sim.cluster_rows),
@@ -408,8 +409,9 @@ def _partitioned_rows(space, work, rows_dir, tiles: int, statements: int, s: Set
     own = [skins.cluster_own_task.submit(space, work, t, n, **unit, wait_for=[grouped]) for t in range(n)]
     bounded = skins.cluster_bounds_task.submit(work, n, statements, wait_for=own)
     scores = [skins.cluster_score_task.submit(space, work, t, n, **unit, wait_for=[bounded]) for t in range(n)]
-    merges = [skins.cluster_merge_task.submit(work, t, n, rows_dir, k=sim.width, tile_rows=sim.tile_rows,
-                                              statements=statements, wait_for=scores) for t in range(tiles)]
+    merges = [skins.cluster_merge_task.submit(work, first, end, n, rows_dir, k=sim.width, tile_rows=sim.tile_rows,
+                                              statements=statements, wait_for=scores)
+              for first, end in merge_groups(tiles, s.dask.n_workers)]
     return [train, *assign, grouped, kept, *own, bounded, *scores], merges
 
 

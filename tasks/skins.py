@@ -80,7 +80,7 @@ keep_clusters_task = _skin(partitioned.keep_clusters, "rows-keep-clusters")
 cluster_own_task = _skin(partitioned.own_task, "rows-own-clusters")
 cluster_bounds_task = _skin(partitioned.bounds, "rows-bounds")
 cluster_score_task = _skin(partitioned.score_task, "rows-clusters")
-cluster_merge_task = _skin(partitioned.merge_tile, "merge-rows")
+cluster_merge_task = _skin(partitioned.merge_tiles, "merge-rows")
 
 index_recall_task = _skin(index.index_recall, "index-recall")
 rows_recall_task = _skin(similarity.rows_recall, "rows-recall")

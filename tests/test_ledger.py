@@ -9,7 +9,6 @@ import json
 import shutil
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -21,7 +20,7 @@ from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
 from shardvec.tasks.release import list_versions, rollback
 from shardvec.tasks.segments import Statements
-from tests.conftest import lee_lines, run_nightly, shardvec_cli, small_settings
+from tests.conftest import run_nightly, shardvec_cli, small_settings
 from tests.test_additions import SENTENCES, assert_rows_exact
 
 

@@ -54,6 +54,20 @@ def _rows(space: Path, out: Path, **knobs) -> SimilarityRows:
     return SimilarityRows(out / "rows")
 
 
+def test_merges_in_groups_of_tiles_write_the_rows_of_one_merge(wiki_space, tmp_path):
+    """The nightly merges a group of tiles a task (`merge_groups`): the groups cover every tile
+    once, and the files they write are byte for byte those of one merge of all tiles."""
+    _rows(wiki_space, tmp_path)
+    whole = json.loads((tmp_path / "rows" / "manifest.json").read_text())["shards"]
+    assert partitioned.merge_groups(4, 1) == [(0, 2), (2, 4)]
+    assert partitioned.merge_groups(3, 2) == [(0, 1), (1, 2), (2, 3)]
+    assert partitioned.merge_groups(0, 2) == []
+    grouped = [e for first, end in partitioned.merge_groups(len(whole), 1)
+               for e in partitioned.merge_tiles(tmp_path / "work", first, end, 3, tmp_path / "grouped", k=10,
+                                                tile_rows=1024, statements=N)["shards"]]
+    assert [e["sha256"] for e in grouped] == [e["sha256"] for e in whole] and len(whole) == 4
+
+
 def test_the_kept_clusters_name_the_pairs_the_rows_scored(wiki_space, tmp_path):
     """`Clusters.candidates` of a statement's vector are exactly the statements its pairs join
     it with: i's nearest cluster among j's probes, or j's nearest among i's."""
