@@ -61,11 +61,16 @@ def evaluate_words(word2vec_path: Path) -> dict:
     }
 
 
-def analogies(wv, path: str, restrict_vocab: int = 300_000, block: int = 512) -> tuple[int, int, int]:
+# Score cells (questions x vocabulary) of one block of analogies: 16 MB of scores, whatever the vocabulary.
+ANALOGY_CELLS = 1 << 22
+
+
+def analogies(wv, path: str, restrict_vocab: int = 300_000, cells: int = ANALOGY_CELLS) -> tuple[int, int, int]:
     """(correct, covered, asked) of the analogies in `path`, answered as gensim's
     `evaluate_word_analogies` answers them (case-insensitive, the vocabulary's first
     `restrict_vocab` words, 3CosAdd, its first top-5 candidate that is not a question word),
-    but a block of questions per matrix product instead of one `most_similar` each (about half
+    but a block of questions per matrix product instead of one `most_similar` each, the block
+    sized so that its scores stay within `cells` however large the vocabulary (about half
     gensim's CPU time on the 4k-9k-word vocabularies of the tests; the counts equal gensim's,
     tests/test_quality.py)."""
     keys = wv.index_to_key[:restrict_vocab]
@@ -84,7 +89,7 @@ def analogies(wv, path: str, restrict_vocab: int = 300_000, block: int = 512) ->
         return 0, 0, asked
     q = np.asarray(questions, dtype=np.int64)
     unit = unit_rows(np.asarray(wv.vectors[:len(keys)], dtype=np.float32))
-    correct = 0
+    correct, block = 0, max(1, cells // len(keys))  # 512 questions a block on 8k words
     for at in range(0, len(q), block):
         a, b, c, expected = q[at:at + block].T
         scores = (unit[b] + unit[c] - unit[a]) @ unit.T

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import tracemalloc
 
 import pyarrow.parquet as pq
 import pytest
@@ -133,6 +134,10 @@ def test_analogies_are_answered_as_gensim_answers_them():
         warnings.simplefilter("ignore")
         _, sections = wv.evaluate_word_analogies(datapath(QUESTIONS))
     total = sections[-1]
-    correct, covered, asked = analogies(wv, datapath(QUESTIONS), block=100)  # several blocks
+    tracemalloc.start()
+    correct, covered, asked = analogies(wv, datapath(QUESTIONS), cells=100 * len(wv))  # blocks of 100
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 512 * len(wv) * 4  # below one score block of 512 questions: the block follows `cells`
     assert (correct, covered) == (len(total["correct"]), len(total["correct"]) + len(total["incorrect"]))
     assert correct > 0 and asked == 19_544
