@@ -260,7 +260,7 @@ def stored_rows(rows_dir: Path, picks: np.ndarray) -> np.ndarray:
 def measure(n: int, method: str) -> dict:
     import shutil
     from shardvec.config import load_settings
-    from shardvec.tasks.similarity import finish_rows
+    from shardvec.tasks.similarity import finish_rows, tile_entries
     out = HERE / f"run-{method}-{n}"
     shutil.rmtree(out, ignore_errors=True)
     space, picks = space_for(n), truth(n)[0]
@@ -272,7 +272,7 @@ def measure(n: int, method: str) -> dict:
     with workers() as pool:
         phases = exact(space, out, n, pool) if method == "exact" else partitioned(space, out, n, pool, s)
     seconds = time.perf_counter() - t
-    finish_rows(out / "rows", [e for r in phases[-1] for e in r.get("shards", [r])], k=K, method=method, rows_per_shard=16_384,
+    finish_rows(out / "rows", tile_entries(phases[-1]), k=K, method=method, rows_per_shard=16_384,
                 width=s.width if method == "partitioned" else K)
     steps = [max(r["peak_rss_mb"] for r in ph) for ph in phases]
     result = {"seconds": round(seconds, 1), "peak_rss_mb": max(steps),

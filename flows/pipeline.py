@@ -35,7 +35,7 @@ from shardvec.tasks.partitioned import clusters_for, merge_groups, score_tasks_f
 from shardvec.tasks.publish import RunLock, new_version_id, read_current, read_manifest
 from shardvec.tasks.report import MEASURED, PeakRSS, render_text, step_rows
 from shardvec.tasks.rows import tile_pairs
-from shardvec.tasks.similarity import tile_count
+from shardvec.tasks.similarity import tile_count, tile_entries
 from shardvec.tasks.statements import shard_count
 from shardvec.tasks.tokenize import Tokenizer
 
@@ -333,8 +333,7 @@ class Build:
                                            search_k=s.index.search_k).result()
         if method in ROWS_METHODS:
             self.wait("similarity-rows", scoring)
-            # a merge's result is one tile's shard entry (exact) or a group's {"shards": [...]}
-            rows = [e for r in self.wait("merge-rows", merges) for e in r.get("shards", [r])]
+            rows = tile_entries(self.wait("merge-rows", merges))
         else:  # annoy: each tile's rows asked of the statements' index
             rows = self.wait("similarity-rows", [
                 skins.rows_task.submit(v.statements, t, v.similarity, k=sim.width, tile_rows=sim.tile_rows,

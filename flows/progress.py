@@ -76,7 +76,7 @@ class RunProgress:
 
 # what one task of a step works on, for the log lines
 UNITS = {"tokenize": "files", "project-statements": "shards", "index-words": "shards",
-         "index-statements": "shards", "similarity-rows": "tiles", "merge-rows": "tiles",
+         "index-statements": "shards", "similarity-rows": "tasks", "merge-rows": "tasks",
          "recall": "checks", "evaluate": "checks"}
 SIZES = ("records", "tokens", "statements", "rows", "vectors", "words", "terms", "pairs")
 

@@ -32,6 +32,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -445,29 +446,40 @@ def _global(rows: np.ndarray, local: np.ndarray, scores: np.ndarray) -> np.ndarr
 
 
 class _Slices:
-    """One .npy file of a task's candidates, read a slice at a time: its header parsed once, the
-    slices read by offset (no mapping kept, so a merge's RAM is one tile's candidates)."""
+    """One .npy file of a task's candidates, read a slice at a time: its header parsed once, each
+    slice read by offset (no mapping kept, so a merge's RAM is one tile's candidates; no file
+    held open between slices, so a merge's descriptors do not grow with the score tasks)."""
 
     def __init__(self, path: Path):
-        self.file = open(path, "rb")
-        version = np.lib.format.read_magic(self.file)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        self.shape, _, self.dtype = read(self.file)
-        self.start, self.width = self.file.tell(), int(np.prod(self.shape[1:], dtype=np.int64))
+        self.path = path
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"{path}: .npy format {version} (shardvec writes 1.0 or 2.0)")
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            self.shape, fortran, self.dtype = read(f)
+            self.start = f.tell()
+        if fortran and len(self.shape) > 1:
+            raise ValueError(f"{path}: Fortran order (shardvec writes C order)")
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
     def read(self, a: int, b: int) -> np.ndarray:
-        size = self.width * self.dtype.itemsize
-        data = os.pread(self.file.fileno(), (b - a) * size, self.start + a * size)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            data = os.pread(fd, (b - a) * self.row_bytes, self.start + a * self.row_bytes)
+        finally:
+            os.close(fd)
+        if len(data) != (b - a) * self.row_bytes:
+            raise ValueError(f"{self.path}: rows {a}..{b} are past its end (a truncated file: rerun the nightly)")
         return np.frombuffer(data, dtype=self.dtype).reshape((b - a, *self.shape[1:]))
-
-    def close(self) -> None:
-        self.file.close()
 
 
 def merge_groups(tiles: int, workers: int) -> list[tuple[int, int]]:
-    """Tiles dealt into contiguous (first, end) groups, one merge task each, two per worker. A
-    merge opens every score task's files; one merge task per tile made that tiles x tasks
-    opens (0.1 ms each): at 1M statements, half of the merge's time."""
+    """The merge tasks' plan: tiles dealt into contiguous (first, end) groups, one merge task
+    each, at most two per worker. A merge reads every score task's files; one merge task per
+    tile parsed their headers tiles x tasks times (0.1 ms each): at 1M statements, a quarter of
+    the merge's time."""
+    assert workers >= 1
     edges = np.linspace(0, tiles, min(tiles, 2 * workers) + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
@@ -478,35 +490,41 @@ def merge_tiles(work_dir: Path, first: int, end: int, tasks: int, out_dir: Path,
     (`own_task`, `score_task`), each neighbour once, best k by score then row; written durably in
     the format of exact rows. Returns the tiles' shard entries."""
     work_dir = Path(work_dir)
-    edges = np.arange(first, end + 1, dtype=np.int64) * tile_rows
+    bounds = np.arange(first, end + 1, dtype=np.int64) * tile_rows  # the group's tiles' first statements
     parts = []
-    try:
-        for t in range(tasks):
-            for kind, width in (("own", k), ("cross", 1)):
-                stmt, rows, scores = (_Slices(work_dir / f"{kind}-{t:05d}-{name}.npy")
-                                      for name in ("stmt", "rows", "scores"))
-                at = np.searchsorted(np.load(work_dir / f"{kind}-{t:05d}-stmt.npy", mmap_mode="r"), edges)
-                parts.append((kind, width, at, stmt, rows, scores))
-        shards = [_merge_tile(parts, tile - first, tile, out_dir, k=k, tile_rows=tile_rows, statements=statements)
-                  for tile in range(first, end)]
-    finally:
-        for _, _, _, *files in parts:
-            for f in files:
-                f.close()
+    for t in range(tasks):
+        for kind, per_statement in (("own", k), ("cross", 1)):
+            stmt, rows, scores = (_Slices(work_dir / f"{kind}-{t:05d}-{name}.npy") for name in ("stmt", "rows", "scores"))
+            at = np.searchsorted(np.load(stmt.path, mmap_mode="r"), bounds)  # each tile's slice of them
+            parts.append(_Part(kind == "own", per_statement, at, stmt, rows, scores))
+    shards = [_merge_tile(parts, tile - first, tile, out_dir, k=k, tile_rows=tile_rows, statements=statements)
+              for tile in range(first, end)]
     return {"shards": shards, "rows": sum(s["rows"] for s in shards)}
 
 
-def _merge_tile(parts: list, i: int, tile: int, out_dir: Path, *, k: int, tile_rows: int, statements: int) -> dict:
+class _Part(NamedTuple):
+    """One task's candidates of one kind, for a merge: where each tile's statements start."""
+    own: bool
+    per_statement: int  # candidates per statement: k (own) or 1 (cross)
+    at: np.ndarray
+    stmt: _Slices
+    rows: _Slices
+    scores: _Slices
+
+
+def _merge_tile(parts: list[_Part], i: int, tile: int, out_dir: Path, *, k: int, tile_rows: int,
+                statements: int) -> dict:
+    """Tile `tile` (the group's i-th): its candidates from every part, best k, written."""
     lo = tile * tile_rows
     n = min(tile_rows, statements - lo)
     local, cand, score, scored = [], [], [], 0
-    for kind, width, at, stmt, rows, scores in parts:
-        a, b = int(at[i]), int(at[i + 1])
+    for part in parts:
+        a, b = int(part.at[i]), int(part.at[i + 1])
         if b > a:
-            local.append(np.repeat(stmt.read(a, b) - lo, width))
-            cand.append(rows.read(a, b).ravel())
-            score.append(scores.read(a, b).ravel())
-            scored += (b - a) * (kind == "own")
+            local.append(np.repeat(part.stmt.read(a, b) - lo, part.per_statement))
+            cand.append(part.rows.read(a, b).ravel())
+            score.append(part.scores.read(a, b).ravel())
+            scored += (b - a) * part.own
     if scored != n:
         raise RuntimeError(f"rows tile {tile}: {scored} of its {n} statements were scored")
     local, cand, score = (np.concatenate(x) for x in (local, cand, score))

@@ -31,6 +31,12 @@ def write_tile(out_dir: Path, tile: int, rows: np.ndarray, scores: np.ndarray) -
             "sha256": {p.name: sha256_file(p) for p in (r_path, s_path)}}
 
 
+def tile_entries(merged: list[dict]) -> list[dict]:
+    """The rows' shard entries from the merge tasks' results: one tile's entry each (exact rows)
+    or a group's {"shards": [...]} (`partitioned.merge_tiles`)."""
+    return [entry for result in merged for entry in result.get("shards", [result])]
+
+
 def finish_rows(out_dir: Path, shards: list[dict], *, k: int, method: str, rows_per_shard: int,
                 width: int | None = None) -> dict:
     """The rows' manifest: readers see `k` neighbours of the `width` stored per row."""
