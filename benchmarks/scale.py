@@ -176,6 +176,8 @@ def run_shardvec(work: Path, parts: int, toml: Path, workers: int = 2, source: s
             "rows_recall_at_10": report["recall"]["similarity rows"]["rows_recall_at_k"],
             "statements_index_recall_at_10": report["recall"]["statements"]["recall_at_k"],
             "stage_wall_seconds": {k: v["wall_s"] for k, v in stages.items()},
+            # the stage's tasks' own seconds, summed: its cost, whatever ran beside it on the workers
+            "stage_task_seconds": {k: v["seconds"] for k, v in stages.items()},
             "stage_peak_rss_mb": {k: v["peak_rss_mb"] for k, v in stages.items()},
             "stage_peak_anon_mb": {k: v.get("peak_anon_mb") for k, v in stages.items()},
             "stage_peak_pss_tree_mb": stage_pss, "rows_method": report.get("rows_method")}
