@@ -131,7 +131,7 @@ def test_summary_links_a_dask_performance_report_and_logs_say_what_happens(deplo
     lines = [entry["message"] for entry in logs]
     assert any(m.startswith("tokenize: started, 3 files") for m in lines), lines
     assert any(m.startswith("tokenize: finished in ") and "records 352 (" in m and "/s)" in m for m in lines)
-    assert any(m.startswith("similarity-rows: started, ") and "tile" in m for m in lines)
+    assert any(m.startswith("similarity-rows: started, ") and " task" in m for m in lines)
     assert any(m.startswith("publish: finished in ") for m in lines)
 
 
