@@ -451,16 +451,10 @@ class _Slices:
     held open between slices, so a merge's descriptors do not grow with the score tasks)."""
 
     def __init__(self, path: Path):
-        self.path = path
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version not in ((1, 0), (2, 0)):
-                raise ValueError(f"{path}: .npy format {version} (shardvec writes 1.0 or 2.0)")
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            self.shape, fortran, self.dtype = read(f)
-            self.start = f.tell()
-        if fortran and len(self.shape) > 1:
+        mapped = np.load(path, mmap_mode="r")  # numpy reads the header (any format version); the map is dropped
+        if mapped.ndim > 1 and not mapped.flags.c_contiguous:
             raise ValueError(f"{path}: Fortran order (shardvec writes C order)")
+        self.path, self.start, self.shape, self.dtype = path, mapped.offset, mapped.shape, mapped.dtype
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
     def read(self, a: int, b: int) -> np.ndarray:
