@@ -167,6 +167,9 @@ class Lifecycle(RuleBasedStateMachine):
             return
         out = rollback(self.data)
         assert out["version"] == older[-1]
+        # the kept version before the live one can be one a killed nightly finished (manifest
+        # written and fsynced) but never swapped in: whole, through the gate, never live before
+        self.published(None)
 
     @rule()
     def reader_reopens(self):
