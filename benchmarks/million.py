@@ -78,11 +78,12 @@ def growth_table(runs: dict) -> list[str]:
     lines.append("| **whole nightly** | " + " | ".join(
         f"{r['wall_seconds']:.0f} s, {r['peak_rss_mb']} MB, {r['peak_pss_tree_mb']} MB" for r in total)
         + f" | {total[-1]['wall_seconds'] / total[0]['wall_seconds']:.1f}x |")
-    if all("stage_task_seconds" in r for r in total):
-        rows = ("similarity-rows", "merge-rows")
-        cost = [sum(r["stage_task_seconds"].get(k, 0) for k in rows) for r in total]
-        lines.append("| rows: task-seconds of similarity-rows + merge-rows | " + " | ".join(f"{c:.0f} s" for c in cost)
-                     + (f" | {cost[-1] / cost[0]:.1f}x |" if cost[0] else " | |"))
+    rows = ("similarity-rows", "merge-rows")
+    for key, label in (("stage_task_seconds", "task-seconds"), ("stage_cpu_seconds", "CPU-seconds")):
+        if all(key in r for r in total):
+            cost = [sum(r[key].get(k) or 0 for k in rows) for r in total]
+            lines.append(f"| rows: {label} of similarity-rows + merge-rows | " + " | ".join(f"{c:.0f} s" for c in cost)
+                         + (f" | {cost[-1] / cost[0]:.1f}x |" if cost[0] else " | |"))
     lines.append("| rows recall@10 | " + " | ".join(f"{r['rows_recall_at_10']}" for r in total) + " | |")
     return lines
 

@@ -178,6 +178,9 @@ def run_shardvec(work: Path, parts: int, toml: Path, workers: int = 2, source: s
             "stage_wall_seconds": {k: v["wall_s"] for k, v in stages.items()},
             # the stage's tasks' own seconds, summed: its cost, whatever ran beside it on the workers
             "stage_task_seconds": {k: v["seconds"] for k, v in stages.items()},
+            # the CPU its tasks' processes used while they ran: a cost that waiting for a core
+            # does not inflate (task seconds do, when a stage shares the cores with another)
+            "stage_cpu_seconds": {k: v.get("cpu_seconds") for k, v in stages.items()},
             "stage_peak_rss_mb": {k: v["peak_rss_mb"] for k, v in stages.items()},
             "stage_peak_anon_mb": {k: v.get("peak_anon_mb") for k, v in stages.items()},
             "stage_peak_pss_tree_mb": stage_pss, "rows_method": report.get("rows_method")}

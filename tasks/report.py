@@ -18,7 +18,7 @@ MB = 1 << 20
 # What the run around the report adds to its summary (flows/operate.py): the data directory,
 # whose history is drawn as a chart, and the path of the run's Dask performance report.
 EXTRAS: ContextVar[dict] = ContextVar("shardvec_report_extras", default={})
-MEASURED = ("seconds", "peak_rss_mb", "peak_anon_mb", "rss_growth_mb", "worker", "began", "ended")
+MEASURED = ("seconds", "cpu_seconds", "peak_rss_mb", "peak_anon_mb", "rss_growth_mb", "worker", "began", "ended")
 
 
 class PeakRSS:
@@ -62,6 +62,7 @@ def step_rows(steps: dict[str, list[dict]]) -> list[dict]:
             continue
         rows.append({"step": name, "tasks": len(results),
                      "seconds": round(sum(r.get("seconds", 0) for r in results), 2),
+                     "cpu_seconds": round(sum(r.get("cpu_seconds", 0) for r in results), 2),
                      "longest_task_s": round(max(r.get("seconds", 0) for r in results), 2),
                      # first start to last end, over every worker: what parallelism shortens
                      "wall_s": round(max(r.get("ended", 0) for r in results) - min(r.get("began", 0) for r in results), 2),

@@ -21,10 +21,13 @@ from shardvec.tasks.report import MB, PeakRSS
 def measured(fn: Callable[..., dict]) -> Callable[..., dict]:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs) -> dict:
-        t, began = time.perf_counter(), time.time()
+        t, cpu, began = time.perf_counter(), time.process_time(), time.time()
         with PeakRSS() as mem:
             result = fn(*args, **kwargs)
-        return {**result, "seconds": round(time.perf_counter() - t, 3), "worker": _worker(),
+        # the process's CPU: the step's own where a worker runs one task at a time (the
+        # default), whatever else the machine runs; wall seconds count the waits for a core
+        return {**result, "seconds": round(time.perf_counter() - t, 3),
+                "cpu_seconds": round(time.process_time() - cpu, 3), "worker": _worker(),
                 "began": round(began, 3), "ended": round(time.time(), 3),
                 "peak_rss_mb": round(mem.peak / MB, 1), "peak_anon_mb": round(mem.peak_anon / MB, 1),
                 "rss_growth_mb": round((mem.peak - mem.start_rss) / MB, 1)}
