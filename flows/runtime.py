@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 
 from prefect_dask import DaskTaskRunner
 
@@ -52,7 +53,57 @@ class SettingsTaskRunner(DaskTaskRunner):
                 "n_workers": s.dask.n_workers, "threads_per_worker": s.dask.threads_per_worker,
                 "memory_limit": s.dask.memory_limit, "processes": True, "dashboard_address": None,
                 "silence_logs": logging.WARNING, "config": WORKER_CONFIG}
-        return super().__enter__()
+        self._tls = plain_http_settings()
+        self._tls.__enter__()
+        try:
+            return super().__enter__()
+        except BaseException:
+            self._tls.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self._tls.__exit__(*exc)
+
+
+def plain_http_settings() -> AbstractContextManager:
+    """Prefect settings for the tasks of a run whose API is plain http://.
+
+    A Prefect task in a Dask worker opens two API clients, and each builds a TLS context that
+    loads the whole CA store (~20-40 ms each: in py-spy, the largest part of a small nightly's
+    CPU after the settings Prefect rebuilds per task). Over http:// nothing is ever verified, so
+    the run's clients (a worker takes the settings of the run that submits to it) get a store
+    of one certificate, which no connection uses. An https API is left alone."""
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, get_current_settings, temporary_settings
+    url, current = api_url(), get_current_settings()
+    if not url or not url.startswith("http://"):
+        return nullcontext()
+    one = str(_one_certificate(Path(current.home)))
+    if current.api.ssl_cert_file == one:  # a task in a worker, which enters its run's runner again
+        return nullcontext()
+    return temporary_settings(updates={PREFECT_API_SSL_CERT_FILE: one})
+
+
+def _one_certificate(home: Path) -> Path:
+    """A PEM file holding the first certificate of certifi's bundle, written once."""
+    path = home / "shardvec-plain-http-ca.pem"
+    if not path.exists():
+        import certifi
+        pem, begun = [], False
+        with open(certifi.where(), encoding="ascii") as f:
+            for line in f:
+                begun = begun or line.startswith("-----BEGIN CERTIFICATE-----")
+                if begun:
+                    pem.append(line)
+                    if line.startswith("-----END CERTIFICATE-----"):
+                        break
+        home.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text("".join(pem), encoding="ascii")
+        tmp.replace(path)
+    return path
 
 
 def task_runner(settings: Settings) -> SettingsTaskRunner:
