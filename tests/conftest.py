@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -186,14 +187,23 @@ def run_nightly(settings, runner=None) -> dict:
 @pytest.fixture(scope="session")
 def published(tmp_path_factory, prefect_server):
     """One nightly run, shared read-only by the tests that query it (and copied by those that
-    change it). On Prefect's thread pool: a Dask run of the same flow costs 3-4x the CPU here
-    (a task's start in a Dask worker, ~0.1-0.2 s, is most of a task on this corpus), and the
-    Dask runs have tests of their own (tests/test_dask.py compares theirs with this one)."""
+    change it): built by whichever pytest-xdist worker asks first, while the others wait on a
+    lock (each built its own before: a nightly of CPU per worker). On Prefect's thread pool: a
+    Dask run of the same flow costs 3-4x the CPU here (a task's start in a Dask worker, ~0.1-0.2 s,
+    is most of a task on this corpus), and the Dask runs have tests of their own
+    (tests/test_dask.py compares theirs with this one)."""
     from prefect.task_runners import ThreadPoolTaskRunner
-    data = tmp_path_factory.mktemp("nightly") / "data"
-    write_corpus(data / "corpus")
-    settings = small_settings(data)
-    return data, settings, run_nightly(settings, ThreadPoolTaskRunner(max_workers=2))
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root  # the session's, over its workers
+    shared, data = root / "published", root / "published" / "data"
+    with open(root / "published.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "report.json").exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            write_corpus(data / "corpus")
+            report = run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))
+            (shared / "report.json").write_text(json.dumps(report))
+    return data, small_settings(data), json.loads((shared / "report.json").read_text())
 
 
 @pytest.fixture
