@@ -77,10 +77,14 @@ def test_sigkill_at_many_points_leaves_the_published_version_whole(waiting, tmp_
     a loaded machine shifts): the kill lands at every phase the run passes through."""
     data, before = waiting
     env = _env(tmp_path)
+    # one Dask worker: the kills land on the same phases, and each cold start spawns one
+    # process fewer (a fifth of its CPU here)
+    (tmp_path / "one-worker.toml").write_text(SMALL_TOML + "[dask]\nn_workers = 1\n")
+    env_killed = {**env, "SHARDVEC_CONFIG": str(tmp_path / "one-worker.toml")}
     cmd = [str(BIN / "shardvec"), "nightly", "--data", str(data)]
     phases = []
     for target in KILL_AT:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        proc = subprocess.Popen(cmd, env=env_killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         seen = None
         while proc.poll() is None and read_current(data) == before:
