@@ -78,7 +78,7 @@ def test_sigkill_at_many_points_leaves_the_published_version_whole(waiting, tmp_
     data, before = waiting
     env = _env(tmp_path)
     # one Dask worker: the kills land on the same phases, and each cold start spawns one
-    # process fewer (a fifth of its CPU here)
+    # process fewer
     (tmp_path / "one-worker.toml").write_text(SMALL_TOML + "[dask]\nn_workers = 1\n")
     env_killed = {**env, "SHARDVEC_CONFIG": str(tmp_path / "one-worker.toml")}
     cmd = [str(BIN / "shardvec"), "nightly", "--data", str(data)]
