@@ -10,19 +10,22 @@ reads to map token lists to statement vectors without gensim.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-from gensim.corpora import Dictionary, HashDictionary
-from gensim.models import LsiModel
-from gensim.models.tfidfmodel import df2idf
-from gensim.models.lsimodel import Projection
 
 from shardvec.tasks.atomic import save_npy
 from shardvec.tasks.embed import tfidf_matrix
 from shardvec.tasks.store import SpaceWriter
 from shardvec.tasks.tokenize import TokenStream
 from shardvec.tasks.vocab import load_dictionary, term_lookup
+
+# gensim is imported where it is used: the flow process imports this module to wire its
+# tasks and never trains, and gensim (with scipy.stats) is ~0.9 s of every run's start
+if TYPE_CHECKING:
+    from gensim.corpora import Dictionary
+    from gensim.models.lsimodel import Projection
 
 # float32 halves the memory and time of the SVD's dense products against gensim's float64,
 # at no loss that the evaluation sets can measure (benchmarks/quality.py).
@@ -31,6 +34,7 @@ DTYPE = np.float32
 
 def idf_vector(dct: Dictionary) -> np.ndarray:
     """gensim's default idf (log2(N/df)) as an array indexed by term id."""
+    from gensim.models.tfidfmodel import df2idf
     out = np.zeros(len(dct), dtype=np.float64)
     if dct.dfs:
         ids = np.fromiter(dct.dfs.keys(), dtype=np.int64, count=len(dct.dfs))
@@ -60,6 +64,7 @@ def lsi_part(caches: list[str], dictionary_path: Path, out_prefix: Path, *, docs
     """The stochastic-SVD projection of documents docs[0]..docs[1]-1 of the caches, chunk by
     chunk merged into one; saved as <out_prefix>.u.npy / .s.npy. Parts run on different
     workers and `merge_lsi` merges them, as gensim's distributed LSI does."""
+    from gensim.models.lsimodel import Projection
     dct = load_dictionary(dictionary_path)
     idf = idf_vector(dct)
     projection = Projection(len(dct), num_topics, dtype=DTYPE)
@@ -99,6 +104,9 @@ def lsi_part(caches: list[str], dictionary_path: Path, out_prefix: Path, *, docs
 def merge_lsi(parts: list[dict], dictionary_path: Path, out_dir: Path, *, num_topics: int, chunksize: int,
               power_iters: int, extra_samples: int, seed: int, previous: Path | None = None) -> dict:
     """Merge the parts' projections into the model (new, or `previous`); save it and its exports."""
+    from gensim.corpora import HashDictionary
+    from gensim.models import LsiModel
+    from gensim.models.lsimodel import Projection
     dct = load_dictionary(dictionary_path)
     if previous:
         model = LsiModel.load(str(previous))
@@ -138,6 +146,7 @@ def merge_lsi(parts: list[dict], dictionary_path: Path, out_dir: Path, *, num_to
 def _merge_chunk(projection: Projection, rows: sp.csr_matrix, num_topics: int, extra_samples: int,
                  power_iters: int, seed: int) -> int:
     """Fold one chunk of TF-IDF rows (docs x terms) into the projection."""
+    from gensim.models.lsimodel import Projection
     job = rows.T.tocsc()
     update = Projection(projection.m, num_topics, job, extra_dims=extra_samples, power_iters=power_iters,
                         dtype=DTYPE, random_seed=seed)

@@ -18,8 +18,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from gensim.models import LsiModel, Word2Vec
-from gensim.test.utils import datapath
 
 from shardvec.tasks.layout import Layout
 from shardvec.tasks.similarity import SimilarityRows
@@ -47,6 +45,10 @@ def evaluate_models(word2vec_path: Path, lsi_path: Path) -> dict:
 
 def evaluate_words(word2vec_path: Path) -> dict:
     """Analogy accuracy (with its coverage) and word-pair correlations of the word vectors."""
+    # gensim is imported here, not at the top: the flow process imports this module and never
+    # evaluates, and gensim (with scipy.stats) is ~0.9 s of every run's start
+    from gensim.models import Word2Vec
+    from gensim.test.utils import datapath
     wv = Word2Vec.load(str(word2vec_path), mmap="r").wv
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on constant input for tiny vocabularies
@@ -110,6 +112,7 @@ def analogies(wv, path: str, restrict_vocab: int = 300_000, cells: int = ANALOGY
 
 def lsi_spectrum(lsi_path: Path) -> dict:
     """How much of the corpus' energy the top LSI topics hold."""
+    from gensim.models import LsiModel
     s = LsiModel.load(str(lsi_path), mmap="r").projection.s
     energy = s ** 2 / (s ** 2).sum()
     return {

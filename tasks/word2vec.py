@@ -8,14 +8,18 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from gensim.corpora import Dictionary
-from gensim.models import Word2Vec
 
 from shardvec.tasks.store import SpaceWriter
 from shardvec.tasks.tokenize import TokenStream
 from shardvec.tasks.vocab import PRUNE_AT
+
+# gensim is imported where it is used: the flow process imports this module to wire its
+# tasks and never trains, and gensim (with scipy.stats) is ~0.9 s of every run's start
+if TYPE_CHECKING:
+    from gensim.corpora import Dictionary
 
 
 def stable_hash(text: str) -> int:
@@ -30,6 +34,7 @@ def counts_path(model_path: Path) -> Path:
 
 def _count(caches: list[str], into: Dictionary | None = None) -> Dictionary:
     """Word counts over the caches (capped like the LSI vocabulary, so RAM stays bounded)."""
+    from gensim.corpora import Dictionary
     counts = into or Dictionary(prune_at=PRUNE_AT)
     for batch in TokenStream(caches).batches():
         counts.add_documents(batch, prune_at=PRUNE_AT)
@@ -70,6 +75,8 @@ def _corpus_file(caches: list[str], folder: Path) -> Iterator[str]:
 
 def _train(caches, corpus_file, out_path, *, vector_size, window, min_count, max_final_vocab, epochs, sg, workers,
            seed, previous) -> dict:
+    from gensim.corpora import Dictionary
+    from gensim.models import Word2Vec
     if previous:
         model = Word2Vec.load(str(previous))
         before = len(model.wv)
@@ -102,6 +109,7 @@ def _train(caches, corpus_file, out_path, *, vector_size, window, min_count, max
 
 def write_word_space(model_path: Path, space_dir: Path, *, rows_per_shard: int, batch: int = 65536) -> dict:
     """The word vectors as a sharded space, keys in the model's order, with their counts."""
+    from gensim.models import Word2Vec
     wv = Word2Vec.load(str(model_path), mmap="r").wv
     writer = SpaceWriter(space_dir, wv.vector_size, rows_per_shard, extra_columns=["count"])
     for start in range(0, len(wv), batch):

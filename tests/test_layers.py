@@ -125,16 +125,20 @@ def test_nothing_imports_the_folders_by_their_bare_names():
     assert bare == []
 
 
-def test_nothing_is_configured_at_import():
+def test_nothing_is_configured_at_import_and_the_flow_process_loads_no_gensim():
     """Importing the flows (a deployment's entrypoint) and the CLI reads no settings and changes
-    no global configuration: a broken configuration fails the run that reads it, not the import."""
+    no global configuration: a broken configuration fails the run that reads it, not the import.
+    Nor does it import gensim: the flow process wires tasks and never trains, and gensim with
+    scipy.stats is ~0.9 s of CPU at the start of every run (the task modules import it where
+    they use it)."""
     import os
     import subprocess
     import sys
     code = ("import os, dask; before = dict(os.environ)\n"
             "import shardvec.cli, shardvec.flows.nightly, shardvec.flows.backfill, shardvec.flows.serve\n"
             "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n"
-            "assert dask.config.get('distributed.worker.profile.enabled') is True")
+            "assert dask.config.get('distributed.worker.profile.enabled') is True\n"
+            "import sys; assert 'gensim' not in sys.modules, 'a module the flows import imports gensim at its top'")
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "SHARDVEC_LSI_NUM_TOPICS": "0"},
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
