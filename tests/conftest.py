@@ -142,6 +142,9 @@ recall_sample = 50
 [quality]
 gate = false
 """
+# SMALL_TOML for runs in other processes that start their own Dask cluster: one worker, since each
+# worker process costs seconds of CPU to start; the runs over several workers are tests/test_dask.py's
+ONE_DASK_WORKER_TOML = SMALL_TOML + "[dask]\nn_workers = 1\n"
 
 
 def small_settings(data: Path, **more):
@@ -184,6 +187,14 @@ def run_nightly(settings, runner=None) -> dict:
     return flow(overrides=json.loads(settings.model_dump_json()))
 
 
+def nightly_in_process(data: Path) -> dict:
+    """The nightly on `data` with small_settings, in this process on Prefect's thread pool: for
+    the runs that are about what the data directory holds, not about Dask (a Dask run of the same
+    flow costs 3-4x the CPU on this corpus)."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+    return run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))
+
+
 @pytest.fixture(scope="session")
 def published(tmp_path_factory, prefect_server):
     """One nightly run, shared read-only by the tests that query it (and copied by those that
@@ -192,7 +203,6 @@ def published(tmp_path_factory, prefect_server):
     Dask run of the same flow costs 3-4x the CPU here (a task's start in a Dask worker, ~0.1-0.2 s,
     is most of a task on this corpus), and the Dask runs have tests of their own
     (tests/test_dask.py compares theirs with this one)."""
-    from prefect.task_runners import ThreadPoolTaskRunner
     root = tmp_path_factory.getbasetemp()
     root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root  # the session's, over its workers
     shared, data = root / "published", root / "published" / "data"
@@ -201,7 +211,7 @@ def published(tmp_path_factory, prefect_server):
         if not (shared / "report.json").exists():
             shutil.rmtree(shared, ignore_errors=True)
             write_corpus(data / "corpus")
-            report = run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))
+            report = nightly_in_process(data)
             (shared / "report.json").write_text(json.dumps(report))
     return data, small_settings(data), json.loads((shared / "report.json").read_text())
 

@@ -27,13 +27,11 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import LEAN_PREFECT, SMALL_TOML, free_port
+from tests.conftest import LEAN_PREFECT, ONE_DASK_WORKER_TOML, free_port
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
-# One Dask worker per run: each worker process costs seconds of CPU to start, the runs here are
-# about Prefect, and the runs over several workers are tests/test_dask.py's
-SMALL = SMALL_TOML + "[schedule]\ninbox_interval_seconds = 0\n[dask]\nn_workers = 1\n"
+SMALL = ONE_DASK_WORKER_TOML + "[schedule]\ninbox_interval_seconds = 0\n"
 CHROMIUM = shutil.which("chromium")
 HEARTBEAT = 30  # seconds between a run's heartbeats: what shardvec sets, and Prefect's minimum
 SILENCE = 60  # seconds without a heartbeat before a run is marked Crashed: two heartbeat periods (shipped: 90)

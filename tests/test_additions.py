@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-from prefect.task_runners import ThreadPoolTaskRunner
 
 import shardvec
 from shardvec.tasks import skins
@@ -20,7 +19,7 @@ from shardvec.tasks.additions import Adder
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.segments import Statements
 from shardvec.tasks.topk import exact_topk
-from tests.conftest import lee_lines, run_nightly, shardvec_cli, small_settings
+from tests.conftest import lee_lines, nightly_in_process, shardvec_cli
 
 SENTENCES = [s.strip() for line in lee_lines("lee.cor") for s in line.split(". ") if len(s.split()) > 5]
 
@@ -217,7 +216,7 @@ def test_readers_in_other_processes_while_adds_land_and_a_nightly_publishes(data
         for b in range(20):
             adder.add(recs(f"r{b}", SENTENCES[b * 3:b * 3 + 3]))
             reader_sees(352 + 3 * (b + 1))
-        report = run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))  # folds the adds
+        report = nightly_in_process(data)  # folds the adds
         assert report["status"] == "published" and report["version"] != first
         Adder(data).add(recs("after", SENTENCES[70:72]))
         reader_sees(352 + 62, report["version"])
@@ -245,7 +244,7 @@ def test_nightly_folds_additions_and_keeps_those_that_land_during_it(data, monke
         return result
 
     monkeypatch.setattr(skins, "merge_tile_task", skins.task(rows_then_a_concurrent_add, name="merge-rows"))
-    report = run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))
+    report = nightly_in_process(data)
     assert report["status"] == "published" and report["ledger_new_ops"] == 1
     current = read_current(data)
     assert current["version"] == report["version"] and current["ledger"] == 2

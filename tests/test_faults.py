@@ -22,8 +22,8 @@ import shardvec
 from shardvec.tasks.corpus import BadInputError
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
-from tests.conftest import (BIN, SMALL_TOML, kill_group_and_check_it_landed, lee_lines, run_nightly, shardvec_cli,
-                            small_settings)
+from tests.conftest import (BIN, ONE_DASK_WORKER_TOML, kill_group_and_check_it_landed, lee_lines, nightly_in_process,
+                            run_nightly, shardvec_cli, small_settings)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -34,8 +34,7 @@ def waiting(published_copy, tmp_path) -> tuple[Path, dict]:
     corpus, and small.toml (the published settings, one Dask worker) for runs in other processes;
     with what CURRENT says before any run."""
     data = published_copy
-    # one Dask worker: the faults land the same, and each cold start spawns one process fewer
-    (tmp_path / "small.toml").write_text(SMALL_TOML + "[dask]\nn_workers = 1\n")
+    (tmp_path / "small.toml").write_text(ONE_DASK_WORKER_TOML)
     night = data / "corpus" / "2026-11-04"
     night.mkdir()
     with open(night / "more.jsonl", "w") as f:
@@ -64,13 +63,6 @@ def _phase(data: Path, live: str) -> str:
         if (v / sub).exists():
             return phase
     return "starting or tokenizing"
-
-
-def rerun(data: Path) -> dict:
-    """The next nightly after a killed or failed one, in this process on Prefect's thread pool:
-    what it must get past is what the last run left in the data directory, whichever runner
-    ran it (a Dask run here would cost ~3x the CPU; the killed runs themselves are Dask runs)."""
-    return run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))
 
 
 PHASES = ["starting or tokenizing", "planning", "training", "word vectors", "shard writes", "index builds",
@@ -110,8 +102,10 @@ def test_sigkill_at_many_points_leaves_the_published_version_whole(waiting, tmp_
         phases.append(seen)
     print(f"\nkilled during: {phases}")
     assert len(set(phases)) >= 5, phases
-    if phases[-1] != "after publishing":  # the rerun, in this process: nothing is killed any more
-        assert rerun(data)["status"] == "published"
+    # the rerun, in this process (nothing is killed any more) on the thread pool: what it must get
+    # past is what the killed runs left in the data directory, whichever runner ran them
+    if phases[-1] != "after publishing":
+        assert nightly_in_process(data)["status"] == "published"
     after = read_current(data)
     assert after["version"] != before["version"] and after["watermark"]["partitions"][-1] == "2026-11-04"
     assert verify(data) == [] and "more/5" in shardvec.open(data)
@@ -165,7 +159,7 @@ def test_full_disk_is_a_clear_error_and_the_published_version_survives(waiting, 
     assert out.returncode == 1 and len(errors) == 1 and "File too large" in errors[0]
     assert "Nothing new was published; free space or fix the permissions" in errors[0]
     assert read_current(data) == before and verify(data) == []
-    assert rerun(data)["status"] == "published" and read_current(data)["version"] != before["version"]  # no limit
+    assert nightly_in_process(data)["status"] == "published" and read_current(data)["version"] != before["version"]
 
 
 def test_parameters_cannot_reach_outside_the_data_directory(waiting):

@@ -20,7 +20,8 @@ from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
 from shardvec.tasks.release import list_versions, rollback
 from shardvec.tasks.segments import Statements
-from tests.conftest import run_nightly, shardvec_cli, small_settings
+from tests.conftest import nightly_in_process as nightly
+from tests.conftest import shardvec_cli, small_settings
 from tests.test_additions import SENTENCES, assert_rows_exact
 
 
@@ -29,10 +30,6 @@ def data(published, tmp_path):
     copy = tmp_path / "data"
     shutil.copytree(published[0], copy)
     return copy
-
-
-def nightly(data):
-    return run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))
 
 
 def rebuild(data):

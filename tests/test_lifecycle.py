@@ -33,7 +33,7 @@ from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
 from shardvec.tasks.release import list_versions, rollback
 from shardvec.tasks.segments import Statements
-from tests.conftest import kill_group_and_check_it_landed, run_nightly, small_settings
+from tests.conftest import kill_group_and_check_it_landed, nightly_in_process, small_settings
 from tests.test_additions import SENTENCES, assert_rows_exact
 
 ROOT = Path(__file__).parents[1]
@@ -147,7 +147,7 @@ class Lifecycle(RuleBasedStateMachine):
         path.parent.mkdir(parents=True)
         path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in records))
         self.corpus[name] = records
-        report = run_nightly(small_settings(self.data), ThreadPoolTaskRunner(max_workers=2))
+        report = nightly_in_process(self.data)
         assert report["status"] == "published"
         self.published(report["version"])
 
