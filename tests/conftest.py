@@ -16,9 +16,15 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-import pytest
-from gensim.test.utils import datapath
+# One BLAS thread per process, as Dask's nannies give their workers: three pytest-xdist workers
+# on two cores, each with an OpenBLAS thread per core, spend a quarter of an in-process nightly's
+# CPU spinning on each other (set before numpy is imported; the processes tests start inherit it).
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+import psutil  # noqa: E402
+import pytest  # noqa: E402
+from gensim.test.utils import datapath  # noqa: E402
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
