@@ -156,6 +156,14 @@ def trigger(dep, name: str, *params: str) -> dict:
     return flow_run(dep, run_id_in(out.stdout))
 
 
+def run_to_the_end(dep, name: str, parameters: dict | None = None, seconds: float = 600) -> dict:
+    """A run of deployment NAME created through the API, as the UI's Run button does (no
+    `prefect` CLI process to start: trigger() is that path); returns the finished flow run."""
+    run_id = api_run(dep, name, parameters)
+    return wait_for(lambda: (r := flow_run(dep, run_id))["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+                    and r, seconds, f"the run of {name} to end")
+
+
 def run_id_in(output: str) -> str:
     """The flow run `prefect deployment run` created (it prints `UUID: ...`)."""
     found = re.search(r"UUID: ([0-9a-f-]{36})", output)

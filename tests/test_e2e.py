@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import group_members, kill_group_and_check_it_landed, write_corpus
-from tests.e2e import (BIN, CHROMIUM, CRASH_DEADLINE, SILENCE, stop_groups, api_run, artifacts, chart_pixels, chromium,
-                       flow_run, heartbeats, install_alerts, post, registered_pid, server, table, trigger, wait_for)
+from tests.e2e import (BIN, CHROMIUM, CRASH_DEADLINE, SILENCE, api_run, artifacts, chart_pixels, chromium, flow_run,
+                       heartbeats, install_alerts, post, registered_pid, run_to_the_end, server, stop_groups, table,
+                       trigger, wait_for)
 
 # One server for the module: under pytest-xdist (`make test`) all of it runs on one worker, in
 # order (tests/conftest.py, ONE_WORKER).
@@ -52,7 +53,7 @@ def deployment(server):
 
 
 def test_nightly_triggered_through_the_api_reports_in_artifacts(deployment):
-    run = trigger(deployment, "nightly/shardvec-nightly")
+    run = run_to_the_end(deployment, "nightly/shardvec-nightly")
     assert run["state_type"] == "COMPLETED"
     found = artifacts(deployment, run["id"])
     assert {"shardvec-nightly-report", "shardvec-nightly-summary", "shardvec-nightly-progress"} <= set(found)
@@ -94,7 +95,7 @@ def test_add_statements_deployment_drains_the_inbox(deployment):
     inbox = deployment["data"] / "inbox"
     inbox.mkdir(exist_ok=True)
     (inbox / "new.jsonl").write_text(json.dumps({"id": "inbox/1", "text": "smoke from the fires drifted over sydney"}) + "\n")
-    run = trigger(deployment, "add-statements/shardvec-add-statements")
+    run = run_to_the_end(deployment, "add-statements/shardvec-add-statements")
     assert run["state_type"] == "COMPLETED"
     import shardvec
     assert "inbox/1" in shardvec.open(deployment["data"])
@@ -102,7 +103,7 @@ def test_add_statements_deployment_drains_the_inbox(deployment):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is installed by `make test`")
 def test_ui_page_of_the_finished_run_shows_state_and_artifacts(deployment, screenshots):
-    run_id = deployment.get("nightly_run") or trigger(deployment, "nightly/shardvec-nightly")["id"]
+    run_id = deployment.get("nightly_run") or run_to_the_end(deployment, "nightly/shardvec-nightly")["id"]
     base = f"http://127.0.0.1:{deployment['port']}/v2"
     shot = screenshots / "flow-run-artifacts.png"
     dom = chromium(deployment["tmp"], f"{base}/runs/flow-run/{run_id}?tab=Artifacts", shot)

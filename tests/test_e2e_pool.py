@@ -13,8 +13,8 @@ import time
 import pytest
 
 from tests.conftest import group_members, kill_group_and_check_it_landed, write_corpus
-from tests.e2e import (BIN, REPO, stop_groups, artifacts, call_api, flow_run, post, run_id_in, server, table, trigger,
-                       wait_for)
+from tests.e2e import (BIN, REPO, artifacts, call_api, flow_run, get, post, run_id_in, run_to_the_end, server,
+                       stop_groups, table, wait_for)
 
 pytestmark = pytest.mark.slow  # whole on one pytest-xdist worker (tests/conftest.py, ONE_WORKER)
 __all__ = ["server"]  # the module's own instance of the fixture
@@ -37,8 +37,10 @@ def worker(server):
     t = time.monotonic()
     prefect("work-pool", "create", "shardvec", "--type", "process")
     prefect("deploy", "--all", "--prefect-file", "deploy/prefect.yaml")
-    for name in ("nightly/shardvec-nightly", "add-statements/shardvec-add-statements"):
-        prefect("deployment", "schedule", "clear", name, "-y")  # only the runs this test asks for
+    for name in ("nightly/shardvec-nightly", "add-statements/shardvec-add-statements"):  # only the runs asked for
+        d = get(f"{server['api']}/deployments/name/{name}").json()
+        for schedule in d["schedules"]:
+            assert call_api("DELETE", f"{server['api']}/deployments/{d['id']}/schedules/{schedule['id']}").is_success
     for run in post(f"{server['api']}/flow_runs/filter",
                           json={"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}).json():
         call_api("DELETE", f"{server['api']}/flow_runs/{run['id']}")
@@ -56,7 +58,7 @@ def test_work_pool_deployments_run_on_a_worker(worker):
     assert set(deployments) == {"shardvec-nightly", "shardvec-backfill", "shardvec-add-statements"}
     assert deployments["shardvec-nightly"]["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
     t = time.monotonic()
-    run = trigger(worker, "nightly/shardvec-nightly")
+    run = run_to_the_end(worker, "nightly/shardvec-nightly")
     print(f"\nnightly on the work pool: {time.monotonic() - t:.0f} s from trigger to Completed")
     assert run["state_type"] == "COMPLETED" and run["work_pool_name"] == "shardvec"
     report = table(artifacts(worker, run["id"])["shardvec-nightly-report"])
