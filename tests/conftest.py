@@ -177,11 +177,46 @@ def corpus_data(tmp_path: Path) -> Path:
     return data
 
 
+def session_root(tmp_path_factory) -> Path:
+    """The temporary folder of the whole session, shared by its pytest-xdist workers."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+def migrated_prefect_db(tmp_path_factory, dest: Path) -> Path:
+    """At `dest`, a copy of an empty Prefect database already migrated to this Prefect's schema.
+    A server started on no database runs every Alembic migration first: half of the ~14 CPU-s
+    its start costs here, paid by each of the session's six servers. The migrated database is
+    made once (`prefect server database upgrade`), by whichever worker asks first."""
+    root = session_root(tmp_path_factory)
+    template = root / "prefect-migrated.db"
+    with open(root / "prefect-migrated.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not template.exists():
+            partial = root / "prefect-migrating.db"
+            partial.unlink(missing_ok=True)
+            env = {**os.environ, "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{partial}"}
+            out = subprocess.run([str(BIN / "prefect"), "server", "database", "upgrade", "-y"], env=env,
+                                 capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+            assert out.returncode == 0, out.stdout + out.stderr
+            partial.rename(template)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, dest)
+    return dest
+
+
 @pytest.fixture(scope="session")
-def prefect_server():
-    """Prefect's test harness: a real temporary server and database for the session."""
+def prefect_server(tmp_path_factory):
+    """Prefect's test harness: a real temporary server and database for the session. The
+    harness puts its database in a folder of its own making (`mkdtemp`); it is given one that
+    already holds a migrated database."""
+    from unittest import mock
+
     from prefect.testing.utilities import prefect_test_harness
-    with prefect_test_harness(server_startup_timeout=120):
+    folder = tmp_path_factory.mktemp("prefect-harness")
+    migrated_prefect_db(tmp_path_factory, folder / "prefect-test.db")
+    with mock.patch("prefect.testing.utilities.mkdtemp", return_value=str(folder)), \
+            prefect_test_harness(server_startup_timeout=120):
         yield
 
 
@@ -209,8 +244,7 @@ def published(tmp_path_factory, prefect_server):
     Dask run of the same flow costs 3-4x the CPU here (a task's start in a Dask worker, ~0.1-0.2 s,
     is most of a task on this corpus), and the Dask runs have tests of their own
     (tests/test_dask.py compares theirs with this one)."""
-    root = tmp_path_factory.getbasetemp()
-    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root  # the session's, over its workers
+    root = session_root(tmp_path_factory)
     shared, data = root / "published", root / "published" / "data"
     with open(root / "published.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

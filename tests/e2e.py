@@ -27,7 +27,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import LEAN_PREFECT, ONE_DASK_WORKER_TOML, free_port
+from tests.conftest import LEAN_PREFECT, ONE_DASK_WORKER_TOML, free_port, migrated_prefect_db
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -129,6 +129,7 @@ def server(tmp_path_factory):
     env.pop("PREFECT_API_URL", None)
     for name in LEAN_PREFECT:  # as users run it: every service of the server, logs sent to it
         env.pop(name, None)
+    migrated_prefect_db(tmp_path_factory, tmp / "prefect" / "prefect.db")
     hooks = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
     hooks.calls = []
     threading.Thread(target=hooks.serve_forever, daemon=True).start()

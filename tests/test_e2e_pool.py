@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import group_members, kill_group_and_check_it_landed, write_corpus
+from tests.conftest import group_members, kill_group_and_check_it_landed, migrated_prefect_db, write_corpus
 from tests.e2e import (BIN, REPO, artifacts, call_api, flow_run, get, post, run_id_in, run_to_the_end, server,
                        stop_groups, table, wait_for)
 
@@ -81,13 +81,14 @@ def test_a_run_refused_by_the_quality_gate_calls_the_webhook(worker):
     assert body["alert"] == "shardvec quality gate refused a run" and "recall" in body["message"]
 
 
-def test_a_killed_cli_run_in_local_mode_is_marked_crashed(server):
+def test_a_killed_cli_run_in_local_mode_is_marked_crashed(server, tmp_path_factory):
     """`shardvec nightly` with no server configured runs beside a temporary one, which dies with
     it; `shardvec mark-crashed` (and the start of the next run) marks the dead run Crashed."""
     tmp = server["tmp"]
     data = tmp / "local-data"
     write_corpus(data / "corpus")
     env = {**server["env"], "PREFECT_HOME": str(tmp / "local-prefect")}
+    migrated_prefect_db(tmp_path_factory, tmp / "local-prefect" / "prefect.db")
     env.pop("PREFECT_API_URL")
     proc = subprocess.Popen([BIN / "shardvec", "nightly", "--data", str(data)], env=env, start_new_session=True,
                             stdout=open(tmp / "local.log", "w"), stderr=subprocess.STDOUT)
