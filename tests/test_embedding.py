@@ -6,14 +6,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="the PyTorch adapter needs `pip install torch==2.13.0`")
-
-import shardvec  # noqa: E402
-from shardvec.embedding import FrozenEmbedding  # noqa: E402
-from shardvec.sample import wiki_paragraphs  # noqa: E402
-from tests.conftest import lee_lines  # noqa: E402
+import shardvec
+from shardvec.sample import wiki_paragraphs
+from tests.conftest import lee_lines
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+@pytest.fixture(scope="module")
+def torch():
+    """PyTorch, imported by the tests that use it, not at collection: every pytest-xdist
+    worker collects this module, and importing torch costs each of them over a CPU-second."""
+    return pytest.importorskip("torch", reason="the PyTorch adapter needs `pip install torch==2.13.0`")
+
+
+@pytest.fixture(scope="module")
+def FrozenEmbedding(torch):  # noqa: N802 - the class under test
+    from shardvec.embedding import FrozenEmbedding
+    return FrozenEmbedding
 
 
 def _docs(store, n):
@@ -23,7 +33,7 @@ def _docs(store, n):
     return news, wiki
 
 
-def test_frozen_layer_feeds_a_classifier_that_learns(published):
+def test_frozen_layer_feeds_a_classifier_that_learns(published, torch, FrozenEmbedding):
     data, _, _ = published
     store = shardvec.open(data)
     layer = FrozenEmbedding(store.words)
@@ -56,7 +66,7 @@ def test_frozen_layer_feeds_a_classifier_that_learns(published):
     assert accuracy(train) > 0.8 and accuracy(test) > 0.75 and accuracy(test) > before + 0.15
 
 
-def test_padding_and_unknown_tokens_embed_to_zero(published):
+def test_padding_and_unknown_tokens_embed_to_zero(published, FrozenEmbedding):
     data, _, _ = published
     layer = FrozenEmbedding(shardvec.open(data).words)
     ids = layer.ids([["fire", "no-such-token-here"], []])
