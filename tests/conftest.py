@@ -34,9 +34,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 PREFECT_HOME = Path(tempfile.mkdtemp(prefix="shardvec-tests-prefect-"))
 os.environ["PREFECT_HOME"] = str(PREFECT_HOME)
 # What the unit tests need of a Prefect server is flow runs and their states. The services that
-# schedule, watch and record runs for the UI, and the log lines every task sends, cost the test
-# harness's server more CPU than a small nightly itself (1.7 of its 4.4 CPU-seconds). The
-# end-to-end tests start their servers with Prefect's defaults (tests/e2e.py drops these).
+# schedule, watch and record runs for the UI, and the log lines every task sends, were 1.7 of the
+# 4.4 CPU-seconds the test harness's server spent on one small nightly. The end-to-end tests
+# start their servers with Prefect's defaults (tests/e2e.py drops these).
 LEAN_PREFECT = {"PREFECT_LOGGING_TO_API_ENABLED": "false"} | {
     f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
     for name in ("CANCELLATION_CLEANUP", "DB_VACUUM", "EVENT_PERSISTER", "EVENT_LOGGER", "FOREMAN", "LATE_RUNS",
@@ -77,8 +77,9 @@ ONE_WORKER = {"test_e2e.py", "test_e2e_pool.py"}
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Under pytest-xdist (`make test` runs -n auto) every test is a unit of work of its own, but
-    the modules of ONE_WORKER are one unit each, sent first. (xdist's --dist loadgroup would do
+    """Under pytest-xdist (`make test` runs -n WORKERS) every test is a unit of work of its own,
+    but the modules of ONE_WORKER are one unit each (sent first: xdist orders units by size). It
+    replaces whatever --dist was asked for. (xdist's --dist loadgroup would do
     this with the xdist_group mark, but it silently stops grouping with pytest >= 9.2:
     pytest-dev/pytest-xdist#1386.)"""
     from xdist.scheduler import LoadScopeScheduling
@@ -186,7 +187,8 @@ def session_root(tmp_path_factory) -> Path:
 def migrated_prefect_db(tmp_path_factory, dest: Path) -> Path:
     """At `dest`, a copy of an empty Prefect database already migrated to this Prefect's schema.
     A server started on no database runs every Alembic migration first: half of the ~14 CPU-s
-    its start costs here, paid by each of the session's six servers. The migrated database is
+    its start costs here, paid by each of the session's servers (six under `make test` on 2
+    cores: a harness per xdist worker, two end-to-end servers, local mode's). The migrated database is
     made once (`prefect server database upgrade`), by whichever worker asks first."""
     root = session_root(tmp_path_factory)
     template = root / "prefect-migrated.db"

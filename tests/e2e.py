@@ -3,8 +3,8 @@ short-silence automations (`server`, a module-scoped fixture each module imports
 its own of), polls with deadlines, the Prefect API (retried on 503), triggering deployments
 as users do, reading artifacts, Chromium.
 
-Waits are polls with deadlines. So that they are short, the server, `shardvec serve` and the
-worker poll every second (Prefect's default is 10 s), and the automation that marks silent
+Waits are polls with deadlines. So that they are short, `shardvec serve` and the worker look
+for runs to start every second (Prefect's default is 10 s), and the automation that marks silent
 runs Crashed is installed from a copy of deploy/automations.yaml whose silence is SILENCE
 seconds instead of 90 (heartbeats still come every 30 s, Prefect's minimum).
 """

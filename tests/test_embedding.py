@@ -10,9 +10,6 @@ import shardvec
 from shardvec.sample import wiki_paragraphs
 from tests.conftest import lee_lines
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
 @pytest.fixture(scope="module")
 def torch():
     """PyTorch, imported by the tests that use it, not at collection: every pytest-xdist
