@@ -36,6 +36,7 @@ def _figure(entries: list[dict]):
     import matplotlib
     matplotlib.use("Agg")  # no screen here, nor on servers
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     x = list(range(1, len(entries) + 1))
     labels = [e["at"][5:16].replace("T", " ") for e in entries]
@@ -57,6 +58,8 @@ def _figure(entries: list[dict]):
         if twin is not None:
             ax.set_ylabel("seconds", fontsize=8)
             twin.set_ylabel("MB", fontsize=8)
+            for cost in (ax, twin):  # "12k", "1.5M": tick labels of bounded width fit the fixed margins
+                cost.yaxis.set_major_formatter(EngFormatter(sep=""))
         handles = ax.get_legend_handles_labels()
         if twin is not None:
             th = twin.get_legend_handles_labels()
