@@ -187,16 +187,18 @@ def session_root(tmp_path_factory) -> Path:
 def migrated_prefect_db(tmp_path_factory, dest: Path) -> Path:
     """At `dest`, a copy of an empty Prefect database already migrated to this Prefect's schema.
     A server started on no database runs every Alembic migration first: half of the ~14 CPU-s
-    its start costs here, paid by each of the session's servers (six under `make test` on 2
-    cores: a harness per xdist worker, two end-to-end servers, local mode's). The migrated database is
-    made once (`prefect server database upgrade`), by whichever worker asks first."""
+    its start costs here, paid by each of the session's servers (five under `make test` on 2
+    cores: a harness per xdist worker and the two end-to-end servers; the local-mode test starts
+    from nothing, as a new user's first run does). The migrated database is made once (`prefect
+    server database upgrade`), by whichever worker asks first."""
     root = session_root(tmp_path_factory)
     template = root / "prefect-migrated.db"
     with open(root / "prefect-migrated.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not template.exists():
             partial = root / "prefect-migrating.db"
-            partial.unlink(missing_ok=True)
+            for leftover in (partial, root / f"{partial.name}-wal", root / f"{partial.name}-shm"):
+                leftover.unlink(missing_ok=True)  # of an upgrade that timed out
             env = {**os.environ, "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{partial}"}
             out = subprocess.run([str(BIN / "prefect"), "server", "database", "upgrade", "-y"], env=env,
                                  capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
@@ -212,13 +214,18 @@ def prefect_server(tmp_path_factory):
     """Prefect's test harness: a real temporary server and database for the session. The
     harness puts its database in a folder of its own making (`mkdtemp`); it is given one that
     already holds a migrated database."""
+    from contextlib import ExitStack
     from unittest import mock
 
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
     from prefect.testing.utilities import prefect_test_harness
     folder = tmp_path_factory.mktemp("prefect-harness")
-    migrated_prefect_db(tmp_path_factory, folder / "prefect-test.db")
-    with mock.patch("prefect.testing.utilities.mkdtemp", return_value=str(folder)), \
-            prefect_test_harness(server_startup_timeout=120):
+    db = migrated_prefect_db(tmp_path_factory, folder / "prefect-test.db")
+    with ExitStack() as harness:
+        with mock.patch("prefect.testing.utilities.mkdtemp", return_value=str(folder)):
+            harness.enter_context(prefect_test_harness(server_startup_timeout=120))
+        # a harness that names its database otherwise would start from nothing, silently
+        assert PREFECT_SERVER_DATABASE_CONNECTION_URL.value().endswith(str(db)), "the harness moved its database"
         yield
 
 

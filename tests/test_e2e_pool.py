@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import group_members, kill_group_and_check_it_landed, migrated_prefect_db, write_corpus
+from tests.conftest import group_members, kill_group_and_check_it_landed, write_corpus
 from tests.e2e import (BIN, REPO, artifacts, call_api, flow_run, get, post, run_id_in, run_to_the_end, server,
                        stop_groups, table, wait_for)
 
@@ -38,7 +38,9 @@ def worker(server):
     prefect("work-pool", "create", "shardvec", "--type", "process")
     prefect("deploy", "--all", "--prefect-file", "deploy/prefect.yaml")
     for name in ("nightly/shardvec-nightly", "add-statements/shardvec-add-statements"):  # only the runs asked for
-        d = get(f"{server['api']}/deployments/name/{name}").json()
+        found = get(f"{server['api']}/deployments/name/{name}")
+        assert found.is_success, f"no deployment {name}: {found.text}"
+        d = found.json()
         for schedule in d["schedules"]:
             assert call_api("DELETE", f"{server['api']}/deployments/{d['id']}/schedules/{schedule['id']}").is_success
     for run in post(f"{server['api']}/flow_runs/filter",
@@ -81,14 +83,13 @@ def test_a_run_refused_by_the_quality_gate_calls_the_webhook(worker):
     assert body["alert"] == "shardvec quality gate refused a run" and "recall" in body["message"]
 
 
-def test_a_killed_cli_run_in_local_mode_is_marked_crashed(server, tmp_path_factory):
+def test_a_killed_cli_run_in_local_mode_is_marked_crashed(server):
     """`shardvec nightly` with no server configured runs beside a temporary one, which dies with
     it; `shardvec mark-crashed` (and the start of the next run) marks the dead run Crashed."""
     tmp = server["tmp"]
     data = tmp / "local-data"
     write_corpus(data / "corpus")
-    env = {**server["env"], "PREFECT_HOME": str(tmp / "local-prefect")}
-    migrated_prefect_db(tmp_path_factory, tmp / "local-prefect" / "prefect.db")
+    env = {**server["env"], "PREFECT_HOME": str(tmp / "local-prefect")}  # no database yet: a new user's first run
     env.pop("PREFECT_API_URL")
     proc = subprocess.Popen([BIN / "shardvec", "nightly", "--data", str(data)], env=env, start_new_session=True,
                             stdout=open(tmp / "local.log", "w"), stderr=subprocess.STDOUT)
