@@ -245,6 +245,16 @@ def nightly_in_process(data: Path) -> dict:
     return run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))
 
 
+def backfill_in_process(data: Path, **params) -> dict:
+    """The backfill flow on `data` with small_settings and `params` (mode, partitions, ...), in
+    this process on Prefect's thread pool, as nightly_in_process runs the nightly."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from shardvec.flows.backfill import backfill
+    flow = backfill.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
+    return flow(**params, overrides=json.loads(small_settings(data).model_dump_json()))
+
+
 @pytest.fixture(scope="session")
 def published(tmp_path_factory, prefect_server):
     """One nightly run, shared read-only by the tests that query it (and copied by those that

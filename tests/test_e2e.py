@@ -71,11 +71,10 @@ def test_nightly_triggered_through_the_api_reports_in_artifacts(deployment):
 def test_a_run_cannot_move_the_deployments_data_directory(deployment):
     elsewhere = deployment["tmp"] / "elsewhere"
     elsewhere.mkdir()
-    run_id = api_run(deployment, "add-statements/shardvec-add-statements",
-                     {"records": [{"id": "x", "text": "smoke over sydney"}], "overrides": {"data_dir": str(elsewhere)}})
-    state = wait_for(lambda: flow_run(deployment, run_id)["state_type"] in ("FAILED", "COMPLETED", "CRASHED")
-                     and flow_run(deployment, run_id)["state_type"], 180, "the run to end")
-    assert state == "FAILED" and list(elsewhere.iterdir()) == []
+    run = run_to_the_end(deployment, "add-statements/shardvec-add-statements",
+                         {"records": [{"id": "x", "text": "smoke over sydney"}],
+                          "overrides": {"data_dir": str(elsewhere)}}, seconds=180)
+    assert run["state_type"] == "FAILED" and list(elsewhere.iterdir()) == []
     import shardvec
     assert "x" not in shardvec.open(deployment["data"])
 

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from prefect.task_runners import ThreadPoolTaskRunner
 
 import shardvec
 from shardvec.tasks.corpus import BadInputError
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
-from tests.conftest import (BIN, ONE_DASK_WORKER_TOML, kill_group_and_check_it_landed, lee_lines, nightly_in_process,
-                            run_nightly, shardvec_cli, small_settings)
+from tests.conftest import (BIN, ONE_DASK_WORKER_TOML, backfill_in_process, kill_group_and_check_it_landed, lee_lines,
+                            nightly_in_process, run_nightly, shardvec_cli, small_settings)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -167,10 +166,8 @@ def test_parameters_cannot_reach_outside_the_data_directory(waiting):
     with pytest.raises(BadInputError, match="No partition named ../../etc"):
         select_partitions(["2026-11-01"], [], mode="update", partitions=["../../etc"])
     data, _ = waiting
-    from shardvec.flows.backfill import backfill
     with pytest.raises(BadInputError, match="No partition named ../corpus"):
-        backfill.with_options(task_runner=ThreadPoolTaskRunner(2))(
-            partitions=["../corpus"], overrides=json.loads(small_settings(data).model_dump_json()))
+        backfill_in_process(data, partitions=["../corpus"])
 
 
 def test_published_files_load_without_unpickling(published):

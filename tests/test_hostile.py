@@ -22,7 +22,7 @@ from shardvec.tasks.additions import Adder
 from shardvec.tasks.intake import drain_inbox
 from shardvec.tasks.publish import DamagedCurrentError, read_current
 from shardvec.tasks.release import verify
-from tests.conftest import run_nightly, shardvec_cli, small_settings
+from tests.conftest import backfill_in_process, run_nightly, shardvec_cli, small_settings
 from tests.test_additions import SENTENCES
 
 
@@ -69,9 +69,7 @@ def test_a_rebuild_with_current_moved_aside_keeps_every_acknowledged_op(data):
     shardvec.add([{"id": "kept", "text": SENTENCES[1]}], data=data)
     shardvec.delete(["dup/a"], data=data)
     os.replace(data / "CURRENT", data / "CURRENT.damaged")
-    from shardvec.flows.backfill import backfill
-    s = small_settings(data)
-    backfill.with_options(task_runner=ThreadPoolTaskRunner(2))(mode="rebuild", overrides=json.loads(s.model_dump_json()))
+    backfill_in_process(data, mode="rebuild")
     store = shardvec.open(data)
     assert "kept" in store and "dup/a" not in store and read_current(data)["ledger"] == 2
     assert shardvec.add([{"id": "next", "text": SENTENCES[2]}], data=data)["ledger_seq"] == 3  # never reuses a seq
@@ -82,10 +80,7 @@ def test_rebuild_publishes_over_a_damaged_live_version(data):
     rows = data / current["components"]["similarity"] / "rows-00000.npy"
     rows.write_bytes(rows.read_bytes()[:100])  # truncated
     assert verify(data)
-    from shardvec.flows.backfill import backfill
-    s = small_settings(data)
-    report = backfill.with_options(task_runner=ThreadPoolTaskRunner(2))(
-        mode="rebuild", overrides=json.loads(s.model_dump_json()))
+    report = backfill_in_process(data, mode="rebuild")
     assert report["status"] == "published" and verify(data) == []
     assert "drift_skipped" in report["quality"]
 

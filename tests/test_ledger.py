@@ -10,17 +10,15 @@ import shutil
 
 import pyarrow as pa
 import pytest
-from prefect.task_runners import ThreadPoolTaskRunner
 
 import shardvec
-from shardvec.flows.backfill import backfill
 from shardvec.tasks.additions import Adder
 from shardvec.tasks.ledger import Ledger, Op
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
 from shardvec.tasks.release import list_versions, rollback
 from shardvec.tasks.segments import Statements
-from tests.conftest import nightly_in_process as nightly
+from tests.conftest import backfill_in_process, nightly_in_process as nightly
 from tests.conftest import shardvec_cli, small_settings
 from tests.test_additions import SENTENCES, assert_rows_exact
 
@@ -33,9 +31,7 @@ def data(published, tmp_path):
 
 
 def rebuild(data):
-    s = small_settings(data)
-    return backfill.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(
-        mode="rebuild", overrides=json.loads(s.model_dump_json()))
+    return backfill_in_process(data, mode="rebuild")
 
 
 def new_partition(data, name, records):

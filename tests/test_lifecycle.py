@@ -24,16 +24,14 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from prefect.task_runners import ThreadPoolTaskRunner
 
 import shardvec
-from shardvec.flows.backfill import backfill
 from shardvec.tasks.additions import Adder
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
 from shardvec.tasks.release import list_versions, rollback
 from shardvec.tasks.segments import Statements
-from tests.conftest import kill_group_and_check_it_landed, nightly_in_process, small_settings
+from tests.conftest import backfill_in_process, kill_group_and_check_it_landed, nightly_in_process
 from tests.test_additions import SENTENCES, assert_rows_exact
 
 ROOT = Path(__file__).parents[1]
@@ -42,13 +40,10 @@ TEXT = st.integers(0, len(SENTENCES) - 1).map(lambda i: SENTENCES[i])
 STEPS: list[int] = []  # one entry per step checked, over all sequences of a test run
 
 NIGHTLY = """
-import json, sys
+import sys
 from pathlib import Path
-from prefect.task_runners import ThreadPoolTaskRunner
-from shardvec.flows.nightly import nightly
-from tests.conftest import small_settings
-s = small_settings(Path(sys.argv[1]))
-nightly.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(overrides=json.loads(s.model_dump_json()))
+from tests.conftest import nightly_in_process
+nightly_in_process(Path(sys.argv[1]))
 """
 
 ADD = """
@@ -153,9 +148,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     @rule(mode=st.sampled_from(["update", "rebuild"]))
     def backfill(self, mode):
-        s = small_settings(self.data)
-        report = backfill.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(
-            mode=mode, overrides=json.loads(s.model_dump_json()))
+        report = backfill_in_process(self.data, mode=mode)
         assert report["status"] == "published"
         self.published(report["version"])
 
