@@ -149,9 +149,14 @@ recall_sample = 50
 [quality]
 gate = false
 """
-# SMALL_TOML for runs in other processes that start their own Dask cluster: one worker, since each
-# worker process costs seconds of CPU to start; the runs over several workers are tests/test_dask.py's
-ONE_DASK_WORKER_TOML = SMALL_TOML + "[dask]\nn_workers = 1\n"
+# SMALL_TOML for runs in other processes that start their own Dask cluster (the killed and limited
+# runs of test_faults.py, every run of the end-to-end tests): one worker, since each worker process
+# costs seconds of CPU to start, and shards of 1,024 rows, since each Dask task costs ~0.4 CPU-s of
+# Prefect's own (the settings serialized at every submit and rebuilt in the worker): the words
+# space's 17 shards of 256 were a fifth of such a run. The runs over several workers and shards
+# on Dask are tests/test_dask.py's and the partitioned-rows nightly of tests/test_partitioned.py.
+ONE_DASK_WORKER_TOML = SMALL_TOML.replace("rows_per_shard = 256", "rows_per_shard = 1024") + "[dask]\nn_workers = 1\n"
+assert "rows_per_shard = 1024" in ONE_DASK_WORKER_TOML
 
 
 def small_settings(data: Path, **more):

@@ -30,8 +30,8 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 @pytest.fixture
 def waiting(published_copy, tmp_path) -> tuple[Path, dict]:
     """A copy of the session's published data directory, a fourth partition waiting in its
-    corpus, and small.toml (the published settings, one Dask worker) for runs in other processes;
-    with what CURRENT says before any run."""
+    corpus, and small.toml (the published settings, on one Dask worker and in fewer shards) for
+    runs in other processes; with what CURRENT says before any run."""
     data = published_copy
     (tmp_path / "small.toml").write_text(ONE_DASK_WORKER_TOML)
     night = data / "corpus" / "2026-11-04"
