@@ -1,6 +1,10 @@
 """How far a run is: progress bars in the terminal, a progress artifact in the Prefect UI, and
 log lines in the run's Logs tab: each step's start and size, its progress at least every
-`every` seconds while it runs, and on finishing its time and throughput."""
+`every` seconds while it runs, and on finishing its time and throughput.
+
+The artifact is updated at every step's end and, within a step, at most once every
+`artifact_every` seconds: each update is a call to the Prefect server, and a step of
+thousands of tasks would otherwise make one per task."""
 
 from __future__ import annotations
 
@@ -9,17 +13,22 @@ import threading
 import time
 
 from prefect.futures import as_completed
+from rich import get_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
 class RunProgress:
     """One bar per step (its tasks done of all), and the run's overall percentage in the UI."""
 
-    def __init__(self, flow: str, steps: int, every: float = 30.0):
+    def __init__(self, flow: str, steps: int, every: float = 30.0, artifact_every: float = 2.0):
         self.steps, self.done, self.every = steps, 0, every
+        self.artifact_every, self.reported_at = artifact_every, -float("inf")
+        self.updates = 0  # artifact updates sent
         self.log = _run_logger()
+        # off a terminal (a worker's log, a pipe) the bars draw only once, when they stop: no
+        # thread redrawing them ten times a second
         self.bars = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn())
+                             TimeElapsedColumn(), auto_refresh=get_console().is_terminal)
         self.bars.start()
         self.artifact = None
         try:
@@ -47,7 +56,8 @@ class RunProgress:
         try:
             for finished[0], _ in enumerate(as_completed(futures), 1):
                 self.bars.advance(bar)
-                self._report(finished[0] / max(len(futures), 1))
+                if time.monotonic() - self.reported_at >= self.artifact_every:
+                    self._report(finished[0] / max(len(futures), 1))
         finally:
             stop.set()
             ticker.join()
@@ -65,8 +75,10 @@ class RunProgress:
         if self.artifact is None:
             return
         from prefect.artifacts import update_progress_artifact
+        self.reported_at = time.monotonic()
         try:
             update_progress_artifact(self.artifact, min(100.0, 100.0 * (self.done + within) / self.steps))
+            self.updates += 1
         except Exception:
             pass
 

@@ -110,3 +110,28 @@ def test_steps_log_start_progress_and_throughput(prefect_server):
     assert any(m.startswith("tokenize: 0 of 2 files done, ") for m in lines), lines
     done = [m for m in lines if m.startswith("tokenize: finished in ")]
     assert len(done) == 1 and "records 200 (" in done[0] and "tokens 2,001 (" in done[0]
+
+
+def test_the_progress_artifact_is_sent_at_step_ends_and_at_most_every_few_seconds(prefect_server):
+    """Each artifact update is a call to the server: a step of many tasks sends one per
+    `artifact_every` seconds and one at its end, not one per task."""
+    from prefect import flow, task
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from shardvec.flows.progress import RunProgress
+
+    @task
+    def quick(i: int) -> dict:
+        return {"records": i}
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
+    def one_step_of_30_tasks(artifact_every: float) -> int:
+        progress = RunProgress("throttle-test", steps=1, artifact_every=artifact_every)
+        try:
+            progress.wait("tokenize", [quick.submit(i) for i in range(30)])
+            return progress.updates
+        finally:
+            progress.close()
+
+    assert one_step_of_30_tasks(0.0) == 31  # unthrottled: every task, then the step's end
+    assert one_step_of_30_tasks(3600.0) == 2  # the first task's, then the step's end (100 %)
