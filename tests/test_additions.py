@@ -3,7 +3,6 @@
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,10 +24,8 @@ SENTENCES = [s.strip() for line in lee_lines("lee.cor") for s in line.split(". "
 
 
 @pytest.fixture
-def data(published, tmp_path):
-    copy = tmp_path / "data"
-    shutil.copytree(published[0], copy)
-    return copy
+def data(published_copy):
+    return published_copy
 
 
 def recs(prefix, texts):

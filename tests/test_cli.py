@@ -63,11 +63,9 @@ def test_query_verbs_are_the_readers_and_the_old_names_still_work(published):
         assert [line.split()[1] for line in lines] == keys
 
 
-def test_python_verbs_match_the_cli(published, tmp_path):
-    import shutil
+def test_python_verbs_match_the_cli(published_copy):
     import shardvec as api
-    data = tmp_path / "data"
-    shutil.copytree(published[0], data)
+    data = published_copy
     assert api.verify(data) == []
     assert [v["live"] for v in api.versions(data)][-1] is True
     api.delete(["dup/a"], data=data)
@@ -111,12 +109,10 @@ def test_import_and_export_vectors(tmp_path, published):
     assert r.returncode == 2 and "No space named 'nosuch'" in r.stderr
 
 
-def test_only_our_own_errors_become_one_line(published, tmp_path, monkeypatch, capsys):
+def test_only_our_own_errors_become_one_line(published_copy, monkeypatch, capsys):
     import json
-    import shutil
     from shardvec.cli import main
-    data = tmp_path / "data"
-    shutil.copytree(published[0], data)
+    data = published_copy
     monkeypatch.setattr(sys, "argv", ["shardvec", "query", "word", "zzzqqq", "--data", str(data)])
     with pytest.raises(SystemExit) as exit_:
         main()

@@ -27,10 +27,8 @@ from tests.test_additions import SENTENCES
 
 
 @pytest.fixture
-def data(published, tmp_path):
-    copy = tmp_path / "data"
-    shutil.copytree(published[0], copy)
-    return copy
+def data(published_copy):
+    return published_copy
 
 
 def _write_current(data, **change):

@@ -6,7 +6,6 @@ acknowledged add.
 """
 
 import json
-import shutil
 
 import pyarrow as pa
 import pytest
@@ -24,10 +23,8 @@ from tests.test_additions import SENTENCES, assert_rows_exact
 
 
 @pytest.fixture
-def data(published, tmp_path):
-    copy = tmp_path / "data"
-    shutil.copytree(published[0], copy)
-    return copy
+def data(published_copy):
+    return published_copy
 
 
 def rebuild(data):
