@@ -1,3 +1,6 @@
+"""Settings: defaults, environment variables, user TOML files and explicit overrides, validated once;
+a wrong knob or value is one sentence naming it."""
+
 from pathlib import Path
 
 import pytest

@@ -1,3 +1,6 @@
+"""Reading the corpus: partitions found and selected, the three input formats streamed in batches,
+and every bad record quarantined byte for byte with its file, line and reason while the good ones go on."""
+
 import json
 from pathlib import Path
 

@@ -1,3 +1,6 @@
+"""The publish protocol: CURRENT replaced atomically with relative paths, incomplete versions
+refused, retention, the run lock's refusal, and the fsyncs that make a new version durable."""
+
 import json
 import multiprocessing as mp
 

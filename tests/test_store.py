@@ -1,3 +1,6 @@
+"""Sharded vector spaces: rows and keys round-trip through plain .npy memmaps, readers in other
+processes see the same vectors, and `verify` finds a flipped byte."""
+
 import json
 import subprocess
 import sys

@@ -1,3 +1,6 @@
+"""Tokenizing: the per-file token cache in fixed-size batches, reused while its source is
+unchanged and rebuilt when damaged, with relative paths so a copied data directory reads its own."""
+
 import json
 import os
 import shutil
