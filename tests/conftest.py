@@ -30,8 +30,14 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 # Prefect writes into its home (a memo store; the results of failed runs under storage/): the
 # tests and the processes they start get a temporary one, not the checkout's .prefect or
-# ~/.prefect. Set before Prefect is imported, which reads its settings once.
-PREFECT_HOME = Path(tempfile.mkdtemp(prefix="shardvec-tests-prefect-"))
+# ~/.prefect. Set before Prefect is imported, which reads its settings once. Every process that
+# imports this module (pytest, its xdist workers, the scripts tests start, SIGKILLed ones
+# included) makes its home inside the one folder of the pytest process that started first, which
+# removes that folder when it ends: nothing is left in /tmp.
+OWNS_TEST_TMP = "SHARDVEC_TEST_TMP" not in os.environ
+if OWNS_TEST_TMP:
+    os.environ["SHARDVEC_TEST_TMP"] = tempfile.mkdtemp(prefix="shardvec-tests-")
+PREFECT_HOME = Path(tempfile.mkdtemp(prefix="prefect-", dir=os.environ["SHARDVEC_TEST_TMP"]))
 os.environ["PREFECT_HOME"] = str(PREFECT_HOME)
 # What the unit tests need of a Prefect server is flow runs and their states. The services that
 # schedule, watch and record runs for the UI, and the log lines every task sends, were 1.7 of the
@@ -47,7 +53,7 @@ for _name, _value in LEAN_PREFECT.items():
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(PREFECT_HOME, ignore_errors=True)
+    shutil.rmtree(os.environ["SHARDVEC_TEST_TMP"] if OWNS_TEST_TMP else PREFECT_HOME, ignore_errors=True)
 
 
 SLOW_SECONDS = 20
