@@ -146,15 +146,17 @@ def delete(ids: Annotated[list[str], typer.Argument(help="Statement ids, or - to
 
 @app.command()
 def versions(data: DataOpt = None) -> None:
-    """The kept versions, oldest first: when, statements, quality; * marks the live one."""
+    """The kept versions, oldest first: when, statements, quality; * marks the live one, and a version
+    a killed run finished but never made live says so."""
     from shardvec.tasks.release import list_versions
     found = list_versions(_settings(data).data)
     if not found:
         typer.echo("No version is published here yet; run `shardvec nightly` first.")
     for v in found:
         quality = " ".join(f"{k}={val}" for k, val in v["quality"].items())
+        never = "" if v["live"] or v["was_live"] else "  (never live)"
         typer.echo(f"{'*' if v['live'] else ' '} {v['version']}  {v['created_by'] or '':<8} "
-                   f"{v['statements'] or 0:>8} statements  {quality}")
+                   f"{v['statements'] or 0:>8} statements  {quality}{never}")
 
 
 @app.command()

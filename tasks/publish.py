@@ -76,6 +76,9 @@ def _current_problem(data: Path, current: dict) -> str | None:
     comps = current.get("components")
     if not isinstance(comps, dict) or set(comps) != set(COMPONENTS):
         return "does not name the components of a version"
+    earlier = current.get("earlier_live", [])
+    if not isinstance(earlier, list) or not all(isinstance(v, str) and VERSION_ID.match(v) for v in earlier):
+        return "does not name the versions live before it as a list of version ids"
     segments = (current.get("additions") or {}).get("segments", [])
     where = Layout(data)
     for rel, under in [(c, where.versions) for c in comps.values()] + [(s, where.additions) for s in segments]:
@@ -124,22 +127,55 @@ def prepare(data: Path, version: str, components: dict[str, str], watermark: dic
             "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
+EARLIER_LIVE = 100  # how many of the versions live before it CURRENT names
+
+
+def with_earlier_live(data: Path, new: dict, latest: dict | None) -> dict:
+    """`new` naming, newest first, the versions that were live before it (`earlier_live`): the
+    live one, then those it names. What rollback and retention call a published version is one
+    that was live, not every version with a manifest: a run killed between its manifest and
+    its swap leaves a whole version nobody ever served. A CURRENT from before this record
+    counts every version with a manifest older than it, as shardvec then did."""
+    if latest is None:
+        earlier = []
+    elif "earlier_live" in latest:
+        earlier = [latest["version"], *latest["earlier_live"]]
+    else:
+        where = Layout(data)
+        older = [p.name for p in where.versions.iterdir() if p.name < latest["version"]
+                 and where.version(p.name).manifest.exists()] if where.versions.is_dir() else []
+        earlier = [latest["version"], *sorted(older, reverse=True)]
+    earlier = [v for v in dict.fromkeys(earlier) if v != new["version"]]
+    return {**new, "earlier_live": earlier[:EARLIER_LIVE]}
+
+
+def were_live(data: Path, current: dict) -> set[str]:
+    """The versions with a manifest that have been live: CURRENT's and those it names (every
+    version with a manifest for a CURRENT from before `earlier_live`)."""
+    where = Layout(data)
+    manifested = {p.name for p in where.versions.iterdir() if where.version(p.name).manifest.exists()} \
+        if where.versions.is_dir() else set()
+    if "earlier_live" not in current:
+        return manifested
+    return manifested & {current["version"], *current["earlier_live"]}
+
+
 def swap(data: Path, current: dict) -> None:
     """The publish point: atomically replace CURRENT (readers see the old or the new, whole)."""
     write_json(Layout(data).current, current)
 
 
 def retain(data: Path, keep_versions: int) -> list[str]:
-    """Delete versions other than the newest `keep_versions` published ones (CURRENT's always kept),
-    and any unpublished leftovers of crashed runs older than the live version."""
+    """Delete versions other than the newest `keep_versions` that were live (CURRENT's always
+    kept), and the leftovers older than the live version of runs that never went live (killed
+    before or after writing their manifest)."""
     where = Layout(data)
     current = read_current(data)
     root = where.versions
     if current is None or not root.exists():
         return []
     live = current["version"]
-    published = sorted(p.name for p in root.iterdir() if where.version(p.name).manifest.exists())
-    keep = set(published[-keep_versions:]) | {live}
+    keep = set(sorted(were_live(data, current))[-keep_versions:]) | {live}
     keep |= {Path(c).parts[1] for c in current["components"].values() if Path(c).parts[0] == root.name}
     removed = []
     for p in sorted(root.iterdir()):

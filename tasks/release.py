@@ -15,7 +15,7 @@ from shardvec.tasks.atomic import sha256_file
 from shardvec.tasks.layout import Layout
 from shardvec.tasks.ledger import Ledger, ops_from
 from shardvec.tasks.publish import (NotPublishedError, PublishLock, RunLock, prepare, read_current, read_manifest,
-                                    require_current, retain, swap)
+                                    require_current, retain, swap, were_live, with_earlier_live)
 from shardvec.tasks.segments import Segment
 
 
@@ -29,8 +29,9 @@ def publish_version(data: Path, version: str, components: dict[str, str], waterm
 
 
 def rollback(data: Path, version: str | None = None) -> dict:
-    """Make an earlier kept version live again (the one before the live one by default), with
-    every operation acknowledged after it replayed on top."""
+    """Make an earlier kept version live again, with every operation acknowledged after it
+    replayed on top. By default the newest kept version older than the live one that was itself
+    live once (not one a killed run finished but never made live)."""
     data = Path(data)
     with RunLock(data):
         current = read_current(data)
@@ -38,10 +39,10 @@ def rollback(data: Path, version: str | None = None) -> dict:
             raise NotPublishedError(f"Nothing is published in {data} yet; there is nothing to roll back.")
         kept = [v["version"] for v in list_versions(data)]
         if version is None:
-            older = [v for v in kept if v < current["version"]]
+            older = sorted(v for v in were_live(data, current) if v < current["version"])
             if not older:
-                raise NotPublishedError(f"No kept version is older than the live {current['version']}; "
-                                        "`shardvec versions` lists what is kept.")
+                raise NotPublishedError(f"No kept version older than the live {current['version']} was ever live; "
+                                        "`shardvec versions` lists what is kept (name one to roll back to it).")
             version = older[-1]
         if version == current["version"]:
             raise NotPublishedError(f"Version {version} is already live; `shardvec versions` lists the older ones.")
@@ -71,7 +72,7 @@ def _go_live(data: Path, new: dict, built_upto: int) -> int:
         adder = Adder(data, on_duplicate="update", state={**new, "ledger": acknowledged})
         result = adder.replay(ops_from(Ledger(data).net(acknowledged, after=built_upto)))
         new, replayed = adder.current, result.added + result.replaced + result.deleted
-    swap(data, {**new, "ledger": acknowledged})
+    swap(data, with_earlier_live(data, {**new, "ledger": acknowledged}, latest))
     return replayed
 
 
@@ -79,6 +80,7 @@ def list_versions(data: Path) -> list[dict]:
     """The kept versions, oldest first: when, how many statements, the run's quality line."""
     where = Layout(data)
     current = read_current(data)
+    live_once = were_live(data, current) if current else set()
     out = []
     for p in sorted(where.versions.iterdir()) if where.versions.is_dir() else []:
         if not where.version(p.name).manifest.exists():
@@ -86,12 +88,12 @@ def list_versions(data: Path) -> list[dict]:
         try:
             m = read_manifest(data, p.name)
         except ValueError:
-            out.append({"version": p.name, "live": False, "created_by": "damaged", "statements": None,
-                        "ledger": None, "quality": {}})
+            out.append({"version": p.name, "live": False, "was_live": p.name in live_once, "created_by": "damaged",
+                        "statements": None, "ledger": None, "quality": {}})
             continue
         q = m.get("quality", {})
         out.append({"version": p.name, "live": bool(current) and current["version"] == p.name,
-                    "created_by": m.get("created_by"), "statements": m.get("counts", {}).get("statements"),
+                    "was_live": p.name in live_once, "created_by": m.get("created_by"), "statements": m.get("counts", {}).get("statements"),
                     "ledger": m.get("ledger", 0),
                     "quality": {k: q[k] for k in ("rows_recall_at_10", "wordsim353_spearman", "analogy_accuracy")
                                 if k in q}})

@@ -27,7 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import shardvec
 from shardvec.tasks.additions import Adder
-from shardvec.tasks.publish import read_current
+from shardvec.tasks.publish import NotPublishedError, read_current
 from shardvec.tasks.release import verify
 from shardvec.tasks.release import list_versions, rollback
 from shardvec.tasks.segments import Statements
@@ -155,13 +155,16 @@ class Lifecycle(RuleBasedStateMachine):
     @precondition(lambda self: len(self.partitions) > 1)
     @rule()
     def roll_back(self):
-        older = [v["version"] for v in list_versions(self.data) if v["version"] < read_current(self.data)["version"]]
+        # the newest kept version older than the live one that the model saw live (not one a
+        # killed nightly finished, manifest written and fsynced, but never swapped in)
+        live = read_current(self.data)["version"]
+        older = [v["version"] for v in list_versions(self.data) if v["version"] < live and v["version"] in self.partitions]
         if not older:
+            with pytest.raises(NotPublishedError, match="was ever live"):
+                rollback(self.data)
             return
         out = rollback(self.data)
         assert out["version"] == older[-1]
-        # the kept version before the live one can be one a killed nightly finished (manifest
-        # written and fsynced) but never swapped in: whole, through the gate, never live before
         self.published(None)
 
     @rule()

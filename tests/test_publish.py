@@ -45,6 +45,38 @@ def test_retention_keeps_newest_and_deletes_crashed_leftovers(tmp_path):
     assert V0 in removed
 
 
+def test_a_version_never_live_is_not_what_rollback_or_retention_take_for_published(tmp_path):
+    """A run killed after its manifest and before its swap leaves a whole version nobody served.
+    Rollback skips it by default, retention removes it once a later version is live."""
+    from shardvec.tasks.publish import prepare
+    from shardvec.tasks.release import list_versions, rollback
+    publish(tmp_path, V1, _version(tmp_path, V1), {"partitions": ["a"]}, {}, keep_versions=3)
+    prepare(tmp_path, V2, _version(tmp_path, V2), {"partitions": ["a", "b"]}, {})  # killed here
+    assert [(v["version"], v["live"], v["was_live"]) for v in list_versions(tmp_path)] == [
+        (V1, True, True), (V2, False, False)]
+    from tests.conftest import shardvec_cli
+    lines = shardvec_cli("versions", "--data", tmp_path).stdout.splitlines()
+    assert lines[0].startswith(f"* {V1}") and not lines[0].endswith("(never live)")
+    assert lines[1].startswith(f"  {V2}") and lines[1].endswith("(never live)")
+    out = publish(tmp_path, V3, _version(tmp_path, V3), {"partitions": ["a", "b"]}, {}, keep_versions=3)
+    assert out["removed_versions"] == [V2] and read_current(tmp_path)["earlier_live"] == [V1]
+    # killed between the swap and retention: the never-live version is still there
+    prepare(tmp_path, V2, _version(tmp_path, V2), {"partitions": ["a", "b"]}, {})
+    assert rollback(tmp_path)["version"] == V1
+    assert read_current(tmp_path)["earlier_live"] == [V3]
+    assert rollback(tmp_path, V2)["version"] == V2  # named, it can still go live
+    assert read_current(tmp_path)["earlier_live"] == [V1, V3]
+    assert rollback(tmp_path)["version"] == V1 and read_current(tmp_path)["earlier_live"] == [V2, V3]
+    prepare(tmp_path, V0, _version(tmp_path, V0), {"partitions": []}, {})  # older, never live
+    with pytest.raises(NotPublishedError, match="was ever live"):
+        rollback(tmp_path)
+    # a CURRENT written before `earlier_live` counts every version with a manifest, as then
+    current = read_current(tmp_path)
+    del current["earlier_live"]
+    (tmp_path / "CURRENT").write_text(json.dumps(current))
+    assert rollback(tmp_path)["version"] == V0 and read_current(tmp_path)["earlier_live"][0] == V1
+
+
 def test_publish_refuses_incomplete_components(tmp_path):
     comps = _version(tmp_path, V1)
     del comps["similarity"]
