@@ -5,6 +5,7 @@
     cache/tokens/                    each input file tokenized once (tasks/tokenize.py)
     versions/<id>/                   one immutable version: `VersionLayout` below
     CURRENT                          names the live version (tasks/publish.py owns the document)
+    versions.live                    every version made live, one id a line (tasks/publish.py)
     ledger/                          every acknowledged add, replace and delete (tasks/ledger.py)
     additions/<version>/<seq>.*      segments of adds and deletes on top of a version (tasks/segments.py)
     quarantine/                      every rejected input, byte for byte, and why
@@ -65,6 +66,7 @@ class Layout:
         object.__setattr__(self, "root", Path(self.root))
 
     current = _at("CURRENT")
+    live_log = _at("versions.live", doc="every version made live, appended just before its swap")
     corpus = _at("corpus")
     inbox = _at("inbox")
     inbox_done = _at("inbox", ".done")

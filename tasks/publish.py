@@ -76,9 +76,6 @@ def _current_problem(data: Path, current: dict) -> str | None:
     comps = current.get("components")
     if not isinstance(comps, dict) or set(comps) != set(COMPONENTS):
         return "does not name the components of a version"
-    earlier = current.get("earlier_live", [])
-    if not isinstance(earlier, list) or not all(isinstance(v, str) and VERSION_ID.match(v) for v in earlier):
-        return "does not name the versions live before it as a list of version ids"
     segments = (current.get("additions") or {}).get("segments", [])
     where = Layout(data)
     for rel, under in [(c, where.versions) for c in comps.values()] + [(s, where.additions) for s in segments]:
@@ -127,37 +124,49 @@ def prepare(data: Path, version: str, components: dict[str, str], watermark: dic
             "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-EARLIER_LIVE = 100  # how many of the versions live before it CURRENT names
+def record_live(data: Path, version: str) -> None:
+    """Append `version` to versions.live just before its swap (publish lock held), so that every
+    version ever live is in it: what rollback and retention count as published is a version that
+    was live, not every version with a manifest (a run killed between its manifest and its swap
+    leaves a whole version nobody served). The log is apart from CURRENT: a CURRENT moved aside
+    or restored from a backup does not forget it. Its first write (a new data directory, or one
+    from before the log) records every version with a manifest, as was counted then."""
+    path = Layout(data).live_log
+    first = not path.exists()
+    names = [v for v in sorted(_manifested(data)) if v != version] if first else []
+    with open(path, "ab") as f:
+        f.seek(0, os.SEEK_END)
+        # a line a kill cut short (no swap followed it) is left alone, never joined to this one
+        torn = f.tell() > 0 and _last_byte(path) != b"\n"
+        f.write(("\n" if torn else "").encode() + "".join(f"{v}\n" for v in [*names, version]).encode())
+        f.flush()
+        os.fsync(f.fileno())
+    if first:
+        fsync_dir(path.parent)
 
 
-def with_earlier_live(data: Path, new: dict, latest: dict | None) -> dict:
-    """`new` naming, newest first, the versions that were live before it (`earlier_live`): the
-    live one, then those it names. What rollback and retention call a published version is one
-    that was live, not every version with a manifest: a run killed between its manifest and
-    its swap leaves a whole version nobody ever served. A CURRENT from before this record
-    counts every version with a manifest older than it, as shardvec then did."""
-    if latest is None:
-        earlier = []
-    elif "earlier_live" in latest:
-        earlier = [latest["version"], *latest["earlier_live"]]
-    else:
-        where = Layout(data)
-        older = [p.name for p in where.versions.iterdir() if p.name < latest["version"]
-                 and where.version(p.name).manifest.exists()] if where.versions.is_dir() else []
-        earlier = [latest["version"], *sorted(older, reverse=True)]
-    earlier = [v for v in dict.fromkeys(earlier) if v != new["version"]]
-    return {**new, "earlier_live": earlier[:EARLIER_LIVE]}
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
+
+
+def _manifested(data: Path) -> set[str]:
+    where = Layout(data)
+    root = where.versions
+    return {p.name for p in root.iterdir() if where.version(p.name).manifest.exists()} if root.is_dir() else set()
 
 
 def were_live(data: Path, current: dict) -> set[str]:
-    """The versions with a manifest that have been live: CURRENT's and those it names (every
-    version with a manifest for a CURRENT from before `earlier_live`)."""
-    where = Layout(data)
-    manifested = {p.name for p in where.versions.iterdir() if where.version(p.name).manifest.exists()} \
-        if where.versions.is_dir() else set()
-    if "earlier_live" not in current:
+    """The kept versions (with a manifest) that have been live: CURRENT's and those versions.live
+    names; every version with a manifest where nothing has been recorded yet."""
+    path = Layout(data).live_log
+    manifested = _manifested(data)
+    if not path.exists():
         return manifested
-    return manifested & {current["version"], *current["earlier_live"]}
+    with open(path, encoding="ascii", errors="replace") as f:
+        logged = {line.strip() for line in f if VERSION_ID.match(line.strip())}
+    return manifested & (logged | {current["version"]})
 
 
 def swap(data: Path, current: dict) -> None:

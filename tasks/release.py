@@ -15,7 +15,7 @@ from shardvec.tasks.atomic import sha256_file
 from shardvec.tasks.layout import Layout
 from shardvec.tasks.ledger import Ledger, ops_from
 from shardvec.tasks.publish import (NotPublishedError, PublishLock, RunLock, prepare, read_current, read_manifest,
-                                    require_current, retain, swap, were_live, with_earlier_live)
+                                    record_live, require_current, retain, swap, were_live)
 from shardvec.tasks.segments import Segment
 
 
@@ -72,7 +72,8 @@ def _go_live(data: Path, new: dict, built_upto: int) -> int:
         adder = Adder(data, on_duplicate="update", state={**new, "ledger": acknowledged})
         result = adder.replay(ops_from(Ledger(data).net(acknowledged, after=built_upto)))
         new, replayed = adder.current, result.added + result.replaced + result.deleted
-    swap(data, with_earlier_live(data, {**new, "ledger": acknowledged}, latest))
+    record_live(data, new["version"])
+    swap(data, {**new, "ledger": acknowledged})
     return replayed
 
 

@@ -42,7 +42,6 @@ def _write_current(data, **change):
                     "statements_index": "x", "similarity": "x"}},
     {"additions": {"base": "x", "segments": ["../../victim/000001"], "next_seq": 2}},
     {"ledger": -3},
-    {"earlier_live": ["../../../victim"]},
 ])
 def test_a_current_that_points_outside_is_refused_before_anything_is_written(data, tmp_path, change):
     victim = tmp_path / "victim"

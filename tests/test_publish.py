@@ -50,31 +50,46 @@ def test_a_version_never_live_is_not_what_rollback_or_retention_take_for_publish
     Rollback skips it by default, retention removes it once a later version is live."""
     from shardvec.tasks.publish import prepare
     from shardvec.tasks.release import list_versions, rollback
+    from tests.conftest import shardvec_cli
     publish(tmp_path, V1, _version(tmp_path, V1), {"partitions": ["a"]}, {}, keep_versions=3)
     prepare(tmp_path, V2, _version(tmp_path, V2), {"partitions": ["a", "b"]}, {})  # killed here
     assert [(v["version"], v["live"], v["was_live"]) for v in list_versions(tmp_path)] == [
         (V1, True, True), (V2, False, False)]
-    from tests.conftest import shardvec_cli
     lines = shardvec_cli("versions", "--data", tmp_path).stdout.splitlines()
     assert lines[0].startswith(f"* {V1}") and not lines[0].endswith("(never live)")
     assert lines[1].startswith(f"  {V2}") and lines[1].endswith("(never live)")
     out = publish(tmp_path, V3, _version(tmp_path, V3), {"partitions": ["a", "b"]}, {}, keep_versions=3)
-    assert out["removed_versions"] == [V2] and read_current(tmp_path)["earlier_live"] == [V1]
+    assert out["removed_versions"] == [V2]
     # killed between the swap and retention: the never-live version is still there
     prepare(tmp_path, V2, _version(tmp_path, V2), {"partitions": ["a", "b"]}, {})
     assert rollback(tmp_path)["version"] == V1
-    assert read_current(tmp_path)["earlier_live"] == [V3]
     assert rollback(tmp_path, V2)["version"] == V2  # named, it can still go live
-    assert read_current(tmp_path)["earlier_live"] == [V1, V3]
-    assert rollback(tmp_path)["version"] == V1 and read_current(tmp_path)["earlier_live"] == [V2, V3]
+    assert rollback(tmp_path)["version"] == V1
     prepare(tmp_path, V0, _version(tmp_path, V0), {"partitions": []}, {})  # older, never live
     with pytest.raises(NotPublishedError, match="was ever live"):
         rollback(tmp_path)
-    # a CURRENT written before `earlier_live` counts every version with a manifest, as then
-    current = read_current(tmp_path)
-    del current["earlier_live"]
-    (tmp_path / "CURRENT").write_text(json.dumps(current))
-    assert rollback(tmp_path)["version"] == V0 and read_current(tmp_path)["earlier_live"][0] == V1
+    assert (tmp_path / "versions.live").read_text().split() == [V1, V3, V1, V2, V1]
+
+
+def test_what_was_live_survives_current_moved_aside_restored_or_from_before_the_record(tmp_path):
+    for v in (V1, V2):
+        publish(tmp_path, v, _version(tmp_path, v), {"partitions": []}, {}, keep_versions=3)
+    backup = (tmp_path / "CURRENT").read_bytes()  # names V2
+    publish(tmp_path, V3, _version(tmp_path, V3), {"partitions": []}, {}, keep_versions=3)
+    (tmp_path / "CURRENT").write_bytes(backup)  # restored from a backup: V3's publish is not in it
+    (tmp_path / "CURRENT").rename(tmp_path / "CURRENT.damaged")  # ... or moved aside
+    publish(tmp_path, V9, _version(tmp_path, V9), {"partitions": []}, {}, keep_versions=3)
+    assert sorted(p.name for p in (tmp_path / "versions").iterdir()) == [V2, V3, V9]
+    # a data directory from before versions.live: every version with a manifest counts as live once
+    (tmp_path / "versions.live").unlink()
+    from shardvec.tasks.release import rollback
+    assert rollback(tmp_path)["version"] == V3
+    assert (tmp_path / "versions.live").read_text().split() == [V2, V9, V3]
+    # a line a kill cut short is never joined to the next
+    with open(tmp_path / "versions.live", "a") as f:
+        f.write(V0[:9])
+    assert rollback(tmp_path)["version"] == V2 and (tmp_path / "versions.live").read_text().splitlines()[-2:] == [
+        V0[:9], V2]
 
 
 def test_publish_refuses_incomplete_components(tmp_path):
