@@ -56,9 +56,11 @@ def test_store_reads_what_was_published(published):
     assert store.text("2026-11-01/lee.txt:3") == bg[2]
 
 
-def test_second_night_with_nothing_new_is_a_quick_no_op(published):
-    data, settings, report = published
-    again = _run(settings, ThreadPoolTaskRunner(max_workers=2))
+def test_second_night_with_nothing_new_is_a_quick_no_op(published, published_copy):
+    """On a copy: even a run with nothing to do takes the run lock and registers under .runs/,
+    and the shared fixture is being copied by other workers meanwhile."""
+    data, report = published_copy, published[2]
+    again = _run(small_settings(data), ThreadPoolTaskRunner(max_workers=2))
     assert again["status"] == "nothing new" and "nothing to do" in again["message"]
     assert read_current(data)["version"] == report["version"]
 
