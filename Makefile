@@ -24,7 +24,7 @@ run: install
 system-deps:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
-		echo "chromium is missing: the Prefect UI screenshot test will be skipped"
+		echo "chromium is missing: the Prefect UI screenshot tests will be skipped"
 
 # One pytest-xdist worker more than cores: the end-to-end modules spend much of their time
 # waiting (servers starting, heartbeats falling silent, task retries), and the third worker

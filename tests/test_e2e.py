@@ -119,7 +119,7 @@ def test_ui_page_of_the_finished_run_shows_state_and_artifacts(deployment, scree
 
 
 def test_summary_links_a_dask_performance_report_and_logs_say_what_happens(deployment):
-    run_id = deployment["nightly_run"]
+    run_id = deployment.get("nightly_run") or run_to_the_end(deployment, "nightly/shardvec-nightly")["id"]
     summary = artifacts(deployment, run_id)["shardvec-nightly-summary"]["data"]
     assert "![shardvec trend chart](data:image/png;base64," in summary
     link = next(word for word in summary.split("(") if word.startswith("file://") and "dask-performance" in word)

@@ -51,8 +51,9 @@ def test_a_current_that_points_outside_is_refused_before_anything_is_written(dat
     with pytest.raises(DamagedCurrentError, match="move it aside and run `shardvec backfill --mode rebuild`"):
         Adder(data).add([{"id": "x", "text": SENTENCES[0]}])
     assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
-    out = CliRunner().invoke(app, ["verify", "--data", str(data)])
-    assert out.exit_code != 0
+    out = shardvec_cli("verify", "--data", data)  # one sentence with the fix, not a traceback
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and "move it aside" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_a_symlinked_versions_folder_is_outside(data, tmp_path):

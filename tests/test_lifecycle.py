@@ -255,8 +255,8 @@ def test_lifecycle_against_a_model(published, prefect_server):
 
 
 def test_the_scripts_tests_start_keep_their_prefect_home_in_the_sessions_folder():
-    """NIGHTLY and ADD import tests.conftest, which gives each process a Prefect home: inside the
-    folder the pytest run removes at its end, so SIGKILLed scripts leave nothing in /tmp."""
+    """NIGHTLY imports tests.conftest, which gives each process a Prefect home: inside the folder
+    the pytest run removes at its end, so SIGKILLed scripts leave nothing in /tmp."""
     out = subprocess.run([sys.executable, "-c", "import os, tests.conftest; print(os.environ['PREFECT_HOME'])"],
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                          timeout=120)
