@@ -64,7 +64,7 @@ def build(data: Path, n: int) -> dict:
 
 
 def new_texts(n: int) -> list[str]:
-    from tests.conftest import lee_lines  # real news text the store has not seen
+    from tests.corpora import lee_lines  # real news text the store has not seen
     out = [s.strip() for line in lee_lines("lee_background.cor") for s in line.split(". ") if len(s.split()) > 4]
     return (out * (n // len(out) + 1))[:n]
 

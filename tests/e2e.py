@@ -15,9 +15,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,9 +25,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import LEAN_PREFECT, ONE_DASK_WORKER_TOML, free_port, migrated_prefect_db
+from tests.environment import LEAN_PREFECT
+from tests.processes import BIN, free_port, stop_groups
+from tests.runs import ONE_DASK_WORKER_TOML, migrated_prefect_db
 
-BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ONE_DASK_WORKER_TOML + "[schedule]\ninbox_interval_seconds = 0\n"
 CHROMIUM = shutil.which("chromium")
@@ -79,20 +78,6 @@ class _Hooks(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def stop_groups(procs):
-    for p in procs:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-    for p in procs:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
 
 
 def install_alerts(env: dict, webhook: str, automations: Path) -> None:

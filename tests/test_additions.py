@@ -16,11 +16,10 @@ import shardvec
 from shardvec.tasks import skins
 from shardvec.tasks.additions import Adder
 from shardvec.tasks.publish import read_current
-from shardvec.tasks.segments import Statements
-from shardvec.tasks.topk import exact_topk
-from tests.conftest import lee_lines, nightly_in_process, shardvec_cli
+from tests.checks import assert_rows_exact
+from tests.corpora import SENTENCES
+from tests.runs import nightly_in_process, shardvec_cli
 
-SENTENCES = [s.strip() for line in lee_lines("lee.cor") for s in line.split(". ") if len(s.split()) > 5]
 
 
 @pytest.fixture
@@ -30,23 +29,6 @@ def data(published_copy):
 
 def recs(prefix, texts):
     return [{"id": f"{prefix}/{i}", "text": t} for i, t in enumerate(texts)]
-
-
-def assert_rows_exact(data):
-    """Every live statement's stored row, the reserve beyond k included, equals a fresh exact
-    top-k over all live statements, and holds at least k (or every other live statement)."""
-    view = Statements(data, read_current(data))
-    live = np.array([r for r in range(len(view)) if not view.is_dead(r)])
-    exact_r, exact_s = exact_topk(view, view.vectors_at(live), view.width, exclude=live)
-    for i, r in enumerate(live):
-        got_r, got_s = view.full_row(int(r))
-        held = int((got_r >= 0).sum())
-        assert held >= min(view.k, len(live) - 1), (r, held)
-        assert np.allclose(got_s[:held], exact_s[i][:held], atol=1e-5), r
-        differ = got_r[:held] != exact_r[i][:held]
-        # ids may only differ where two candidates tie to the last float bit
-        assert not differ.any() or np.allclose(got_s[:held][differ], exact_s[i][:held][differ], atol=1e-6), r
-    return len(live)
 
 
 def test_rows_after_adds_equal_an_exact_recompute(data):

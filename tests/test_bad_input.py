@@ -101,7 +101,7 @@ def adder(published, tmp_path_factory):
     import shutil
     from shardvec.tasks.additions import Adder
     copy = tmp_path_factory.mktemp("adds") / "data"
-    shutil.copytree(published[0], copy)
+    shutil.copytree(published.data, copy)
     return Adder(copy)
 
 

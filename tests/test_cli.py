@@ -1,5 +1,5 @@
 """The shardvec command: help everywhere, one-sentence errors, queries over a published store.
-Run in this process (tests/conftest.py's shardvec_cli: `shardvec.cli.main` under Typer's runner)."""
+Run in this process (tests/runs.py's shardvec_cli: `shardvec.cli.main` under Typer's runner)."""
 
 import sys
 
@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shardvec.cli import app, query_app
-from tests.conftest import shardvec_cli as shardvec
+from tests.runs import shardvec_cli as shardvec
 
 
 @pytest.mark.parametrize("typer_app,name", [(app, c.name or c.callback.__name__) for c in app.registered_commands]
@@ -38,7 +38,7 @@ def test_bad_flag_value_is_refused_by_the_parser():
 
 
 def test_queries_over_the_published_store(published):
-    data = published[0]
+    data = published.data
     r = shardvec("query", "word", "fire", "-k", "3", "--data", str(data))
     assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 3
     r = shardvec("query", "id", "dup/a", "--data", str(data))
@@ -50,7 +50,7 @@ def test_queries_over_the_published_store(published):
 
 
 def test_query_verbs_are_the_readers_and_the_old_names_still_work(published):
-    data = published[0]
+    data = published.data
     store = __import__("shardvec").open(data)
     pairs = [(("neighbours", "fire", "-k", "3"), ("word", "fire", "-k", "3"), [h.key for h in store.neighbours("fire", 3)]),
              (("row", "dup/a"), ("id", "dup/a"), [h.key for h in store.row("dup/a")]),
@@ -99,7 +99,7 @@ def test_import_and_export_vectors(tmp_path, published):
     r = shardvec("import", str(tmp_path / "nope.vec"), "--name", "x", "--data", str(tmp_path))
     assert r.returncode == 2 and r.stderr.startswith("error: No vector file at")
 
-    data, _, _ = published
+    data = published.data
     r = shardvec("export", "words", "--to", "word2vec-binary", "--out", str(tmp_path / "w.bin"), "--data", str(data))
     assert r.returncode == 0, r.stderr
     kv = KeyedVectors.load_word2vec_format(tmp_path / "w.bin", binary=True)

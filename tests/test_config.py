@@ -7,6 +7,7 @@ import pytest
 
 from shardvec.config import load_settings
 from shardvec.config.settings import SettingsError
+from tests.runs import SMALL_TOML, small_settings
 
 
 def test_defaults_are_complete_and_valid():
@@ -122,3 +123,14 @@ def test_word2vec_sg_from_the_environment(monkeypatch, text, value):
 def test_environment_integers_may_use_toml_underscores(monkeypatch):
     monkeypatch.setenv("SHARDVEC_CORPUS_MAX_RECORD_BYTES", "2_000_000")
     assert load_settings().corpus.max_record_bytes == 2_000_000
+
+
+def test_the_small_toml_of_other_processes_is_small_settings(monkeypatch, tmp_path):
+    """Runs in other processes read SMALL_TOML (SHARDVEC_CONFIG) where those in this process call
+    small_settings: the same settings, apart from the Dask cluster each starts."""
+    (tmp_path / "small.toml").write_text(SMALL_TOML)
+    monkeypatch.setenv("SHARDVEC_CONFIG", str(tmp_path / "small.toml"))
+    from_file = load_settings(data_dir=str(tmp_path)).model_dump(exclude={"dask"})
+    monkeypatch.delenv("SHARDVEC_CONFIG")
+    assert from_file == small_settings(tmp_path).model_dump(exclude={"dask"})
+    assert from_file != load_settings(data_dir=str(tmp_path)).model_dump(exclude={"dask"})

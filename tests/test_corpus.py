@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shardvec.tasks.corpus import BadInputError, Quarantine, discover, read_records, select_partitions
-from tests.conftest import write_corpus
+from tests.corpora import write_corpus
 
 
 def _read(corpus: Path, quarantine: Path, name: str, batch_size: int = 4, max_bytes: int = 10_000):

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 
 import shardvec
-from tests.conftest import run_nightly, small_settings, write_corpus
+from tests.corpora import write_corpus
+from tests.runs import run_nightly, small_settings
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
 
 
 def test_tasks_run_on_both_workers_and_match_the_in_process_run(published, dask_cluster, tmp_path):
     address, workers, _ = dask_cluster
-    local_data, _, local = published
+    local_data = published.data
     data = tmp_path / "data"
     write_corpus(data / "corpus")
     report = run_nightly(small_settings(data, dask={"address": address}))

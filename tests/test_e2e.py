@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import group_members, kill_group_and_check_it_landed, write_corpus
-from tests.e2e import (BIN, CHROMIUM, CRASH_DEADLINE, SILENCE, api_run, artifacts, chart_pixels, chromium, flow_run,
-                       heartbeats, install_alerts, post, registered_pid, run_to_the_end, server, stop_groups, table,
-                       trigger, wait_for)
+from tests.corpora import write_corpus
+from tests.e2e import (CHROMIUM, CRASH_DEADLINE, SILENCE, api_run, artifacts, chart_pixels, chromium, flow_run,
+                       heartbeats, install_alerts, post, registered_pid, run_to_the_end, server, table, trigger,
+                       wait_for)
+from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
 # One server for the module: under pytest-xdist (`make test`) all of it runs on one worker, in
 # order (tests/conftest.py, ONE_WORKER).

@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from tests.conftest import group_members, kill_group_and_check_it_landed, write_corpus
-from tests.e2e import (BIN, REPO, artifacts, call_api, flow_run, get, post, run_id_in, run_to_the_end, server,
-                       stop_groups, table, wait_for)
+from tests.corpora import write_corpus
+from tests.e2e import (REPO, artifacts, call_api, flow_run, get, post, run_id_in, run_to_the_end, server, table,
+                       wait_for)
+from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
 pytestmark = pytest.mark.slow  # whole on one pytest-xdist worker (tests/conftest.py, ONE_WORKER)
 __all__ = ["server"]  # the module's own instance of the fixture

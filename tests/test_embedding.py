@@ -10,7 +10,7 @@ import pytest
 
 import shardvec
 from shardvec.sample import wiki_paragraphs
-from tests.conftest import lee_lines
+from tests.corpora import lee_lines
 
 TORCH = "the PyTorch adapter needs `pip install torch==2.13.0`"
 # skipped before any fixture is set up (the published nightly), when there is no torch
@@ -39,7 +39,7 @@ def _docs(store, n):
 
 
 def test_frozen_layer_feeds_a_classifier_that_learns(published, torch, FrozenEmbedding):
-    data, _, _ = published
+    data = published.data
     store = shardvec.open(data)
     layer = FrozenEmbedding(store.words)
     assert list(layer.parameters()) == []
@@ -72,7 +72,7 @@ def test_frozen_layer_feeds_a_classifier_that_learns(published, torch, FrozenEmb
 
 
 def test_padding_and_unknown_tokens_embed_to_zero(published, FrozenEmbedding):
-    data, _, _ = published
+    data = published.data
     layer = FrozenEmbedding(shardvec.open(data).words)
     ids = layer.ids([["fire", "no-such-token-here"], []])
     out = layer(ids)

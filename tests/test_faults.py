@@ -21,8 +21,9 @@ import shardvec
 from shardvec.tasks.corpus import BadInputError
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
-from tests.conftest import (BIN, ONE_DASK_WORKER_TOML, backfill_in_process, kill_group_and_check_it_landed, lee_lines,
-                            nightly_in_process, run_nightly, shardvec_cli, small_settings)
+from tests.corpora import lee_lines
+from tests.processes import BIN, kill_group_and_check_it_landed
+from tests.runs import ONE_DASK_WORKER_TOML, backfill_in_process, nightly_in_process, run_nightly, shardvec_cli, small_settings
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -173,7 +174,7 @@ def test_parameters_cannot_reach_outside_the_data_directory(waiting):
 def test_published_files_load_without_unpickling(published):
     """What readers map (vectors, similarity rows and scores) is plain .npy: nothing a reader opens
     runs pickled code. (The gensim models under models/ are gensim's own pickles, for training.)"""
-    data = published[0]
+    data = published.data
     current = read_current(data)
     for name in ("words", "statements", "similarity"):
         found = sorted((data / current["components"][name]).rglob("*.npy"))

@@ -12,7 +12,8 @@ import shardvec
 from shardvec.tasks import skins
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.store import Space
-from tests.conftest import NEAR_DUPLICATES, lee_lines, run_nightly as _run, small_settings, write_corpus
+from tests.corpora import NEAR_DUPLICATES, lee_lines, write_corpus
+from tests.runs import run_nightly, small_settings
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -60,7 +61,7 @@ def test_second_night_with_nothing_new_is_a_quick_no_op(published, published_cop
     """On a copy: even a run with nothing to do takes the run lock and registers under .runs/,
     and the shared fixture is being copied by other workers meanwhile."""
     data, report = published_copy, published[2]
-    again = _run(small_settings(data), ThreadPoolTaskRunner(max_workers=2))
+    again = run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))
     assert again["status"] == "nothing new" and "nothing to do" in again["message"]
     assert read_current(data)["version"] == report["version"]
 
@@ -79,13 +80,13 @@ def test_failed_late_task_leaves_the_published_version_serving(published, monkey
 
     monkeypatch.setattr(skins, "merge_tile_task", skins._skin(boom, "merge-rows", retries=0))
     with pytest.raises(RuntimeError, match="disk on fire"):
-        _run(s, ThreadPoolTaskRunner(max_workers=2))
+        run_nightly(s, ThreadPoolTaskRunner(max_workers=2))
     assert read_current(copy) == before
     store = shardvec.open(copy)
     assert store.version == report["version"] and store.row(NEAR_DUPLICATES[0][0])[0].key == NEAR_DUPLICATES[1][0]
     assert Space(copy / before["components"]["statements"]).verify() == []
     monkeypatch.undo()
-    rerun = _run(s, ThreadPoolTaskRunner(max_workers=2))
+    rerun = run_nightly(s, ThreadPoolTaskRunner(max_workers=2))
     assert rerun["status"] == "published" and rerun["partitions"] == ["2026-11-04"]
     after = shardvec.open(copy)
     assert after.version != report["version"] and "volcanic" in after.words
@@ -107,14 +108,14 @@ def test_hashed_vocabulary_learns_a_word_that_arrives_later(tmp_path, hashing):
     first.write_text("\n".join(lee_lines()[:150]) + "\n", encoding="utf-8")
     settings = small_settings(data, vocab={"hashing": hashing, "hash_buckets": 4096})
     runner = ThreadPoolTaskRunner(max_workers=2)
-    _run(settings, runner)
+    run_nightly(settings, runner)
     word = "zyzzyvas"
     assert all(word not in line for line in lee_lines())
     second = data / "corpus" / "2026-11-02" / "lee.txt"
     second.parent.mkdir(parents=True)
     second.write_text("\n".join(f"{line} the {word} swarmed" for line in lee_lines("lee.cor")[:40]) + "\n",
                       encoding="utf-8")
-    report = _run(settings, runner)
+    report = run_nightly(settings, runner)
     assert report["status"] == "published"
     assert report["progress_steps"] == [11 + hashing] * 2  # a fixed vocabulary is not rebuilt
     models = data / read_current(data)["components"]["models"]
@@ -132,10 +133,10 @@ def test_spaces_stored_small_still_answer(tmp_path):
     """int8 word vectors and float16 statement vectors: a quarter and half the bytes; rows,
     neighbours and lookups still work, read back as float32."""
     data = tmp_path / "data"
-    from tests.conftest import write_corpus
+    from tests.corpora import write_corpus
     write_corpus(data / "corpus")
     settings = small_settings(data, store={"words_dtype": "int8", "statements_dtype": "float16"})
-    report = _run(settings, ThreadPoolTaskRunner(max_workers=2))
+    report = run_nightly(settings, ThreadPoolTaskRunner(max_workers=2))
     assert report["status"] == "published"
     assert report["recall"]["similarity rows"]["rows_recall_at_k"] == 1.0  # rows are exact over what is stored
     store = shardvec.open(data)
@@ -155,11 +156,11 @@ def test_two_nights_on_growing_input(tmp_path):
     shutil.move(night3, held)  # the third partition arrives a day later
     s = small_settings(data)
     runner = ThreadPoolTaskRunner(max_workers=2)
-    first = _run(s, runner)
+    first = run_nightly(s, runner)
     assert first["partitions"] == ["2026-11-01", "2026-11-02"] and first["statements"] == 302
     words_before = set(shardvec.open(data).words.keys())
     shutil.move(held, night3)
-    second = _run(s, runner)
+    second = run_nightly(s, runner)
     assert second["partitions"] == ["2026-11-03"]  # only the new partition is trained on
     steps = {r["step"]: r for r in second["steps"]}
     assert "vocabulary" not in steps  # the LSI vocabulary is kept, the models updated
@@ -170,5 +171,5 @@ def test_two_nights_on_growing_input(tmp_path):
     assert "test/0" in store and store.version == second["version"]
     manifest = json.loads((data / "versions" / second["version"] / "manifest.json").read_text())
     assert manifest["mode"] == "update" and manifest["watermark"]["partitions"][-1] == "2026-11-03"
-    third = _run(s, runner)
+    third = run_nightly(s, runner)
     assert third["status"] == "nothing new"

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from shardvec.reader import Store
-from tests.conftest import lee_lines, run_nightly, small_settings
+from tests.corpora import lee_lines
+from tests.runs import run_nightly, small_settings
 
 PART = "2026-11-02"
 words = st.text(st.characters(codec="utf-8"), min_size=1, max_size=60)

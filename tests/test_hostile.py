@@ -22,8 +22,8 @@ from shardvec.tasks.additions import Adder
 from shardvec.tasks.intake import drain_inbox
 from shardvec.tasks.publish import DamagedCurrentError, read_current
 from shardvec.tasks.release import verify
-from tests.conftest import backfill_in_process, run_nightly, shardvec_cli, small_settings
-from tests.test_additions import SENTENCES
+from tests.runs import backfill_in_process, run_nightly, shardvec_cli, small_settings
+from tests.corpora import SENTENCES
 
 
 @pytest.fixture

@@ -17,9 +17,10 @@ from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
 from shardvec.tasks.release import list_versions, rollback
 from shardvec.tasks.segments import Statements
-from tests.conftest import backfill_in_process, nightly_in_process as nightly
-from tests.conftest import shardvec_cli, small_settings
-from tests.test_additions import SENTENCES, assert_rows_exact
+from tests.runs import backfill_in_process, nightly_in_process as nightly
+from tests.runs import shardvec_cli, small_settings
+from tests.checks import assert_rows_exact
+from tests.corpora import SENTENCES
 
 
 @pytest.fixture

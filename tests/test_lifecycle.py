@@ -31,8 +31,10 @@ from shardvec.tasks.publish import NotPublishedError, read_current
 from shardvec.tasks.release import verify
 from shardvec.tasks.release import list_versions, rollback
 from shardvec.tasks.segments import Statements
-from tests.conftest import backfill_in_process, kill_group_and_check_it_landed, nightly_in_process
-from tests.test_additions import SENTENCES, assert_rows_exact
+from tests.processes import kill_group_and_check_it_landed
+from tests.runs import backfill_in_process, nightly_in_process
+from tests.checks import assert_rows_exact
+from tests.corpora import SENTENCES
 
 ROOT = Path(__file__).parents[1]
 IDS = [f"s{i}" for i in range(8)] + ["dup/a", "dup/b", "bg/150", "bg/151", "2026-11-01/lee.txt:3"]
@@ -42,7 +44,7 @@ STEPS: list[int] = []  # one entry per step checked, over all sequences of a tes
 NIGHTLY = """
 import sys
 from pathlib import Path
-from tests.conftest import nightly_in_process
+from tests.runs import nightly_in_process
 nightly_in_process(Path(sys.argv[1]))
 """
 
@@ -243,7 +245,7 @@ class Lifecycle(RuleBasedStateMachine):
 @pytest.mark.slow
 def test_lifecycle_against_a_model(published, prefect_server):
     from prefect.settings import PREFECT_API_URL
-    Lifecycle.source = published[0]
+    Lifecycle.source = published.data
     Lifecycle.api_url = PREFECT_API_URL.value()
     examples = int(os.environ.get("SHARDVEC_LIFECYCLE_EXAMPLES", "5"))
     Lifecycle.TestCase.settings = settings(max_examples=examples, stateful_step_count=12, deadline=None,
@@ -255,9 +257,9 @@ def test_lifecycle_against_a_model(published, prefect_server):
 
 
 def test_the_scripts_tests_start_keep_their_prefect_home_in_the_sessions_folder():
-    """NIGHTLY imports tests.conftest, which gives each process a Prefect home: inside the folder
-    the pytest run removes at its end, so SIGKILLed scripts leave nothing in /tmp."""
-    out = subprocess.run([sys.executable, "-c", "import os, tests.conftest; print(os.environ['PREFECT_HOME'])"],
+    """NIGHTLY imports tests.runs, which gives each process a Prefect home (tests/environment.py):
+    inside the folder the pytest run removes at its end, so SIGKILLed scripts leave nothing in /tmp."""
+    out = subprocess.run([sys.executable, "-c", "import os, tests.runs; print(os.environ['PREFECT_HOME'])"],
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr

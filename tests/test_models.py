@@ -13,7 +13,7 @@ from shardvec.tasks.store import Space
 from shardvec.tasks.tokenize import TokenStream, Tokenizer, tokenize_file
 from shardvec.tasks.vocab import build_dictionary
 from shardvec.tasks.word2vec import train_word2vec, write_word_space
-from tests.conftest import write_corpus
+from tests.corpora import write_corpus
 
 
 @pytest.fixture(scope="module")

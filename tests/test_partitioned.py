@@ -18,7 +18,8 @@ from shardvec.tasks import partitioned
 from shardvec.tasks.similarity import SimilarityRows, finish_rows, rows_recall
 from shardvec.tasks.topk import best_per_row, exact_topk, recall_at_k
 from shardvec.tasks.store import Space, write_shard, finish_space
-from tests.conftest import lee_lines, small_settings
+from tests.corpora import lee_lines
+from tests.runs import small_settings
 
 N = 4000
 
@@ -210,7 +211,7 @@ def test_a_large_cluster_scores_within_the_memory_budget(tmp_path):
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_nightly_above_the_exact_threshold_publishes_partitioned_rows(corpus_data):
-    from tests.conftest import run_nightly
+    from tests.runs import run_nightly
     settings = small_settings(corpus_data, similarity={"method": "auto", "exact_max_statements": 100,
                                                        "cluster_rows": 64, "tile_rows": 100},
                               quality={"gate": True, "rows_recall_floor": 0.95})
@@ -234,7 +235,7 @@ def test_a_small_add_into_partitioned_rows_scores_the_pairs_its_clusters_name(co
     those, and every one of those whose row it beats holds it. A batch over PROBED_MAX scans all."""
     import shardvec
     from shardvec.tasks.segments import PROBED_MAX, Statements
-    from tests.conftest import run_nightly
+    from tests.runs import run_nightly
     settings = small_settings(corpus_data, similarity={"method": "auto", "exact_max_statements": 100,
                                                        "cluster_rows": 32, "probes": 2, "tile_rows": 100})
     from prefect.task_runners import ThreadPoolTaskRunner  # the Dask run of partitioned rows is the test above

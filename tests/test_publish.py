@@ -50,7 +50,7 @@ def test_a_version_never_live_is_not_what_rollback_or_retention_take_for_publish
     Rollback skips it by default, retention removes it once a later version is live."""
     from shardvec.tasks.publish import prepare
     from shardvec.tasks.release import list_versions, rollback
-    from tests.conftest import shardvec_cli
+    from tests.runs import shardvec_cli
     publish(tmp_path, V1, _version(tmp_path, V1), {"partitions": ["a"]}, {}, keep_versions=3)
     prepare(tmp_path, V2, _version(tmp_path, V2), {"partitions": ["a", "b"]}, {})  # killed here
     assert [(v["version"], v["live"], v["was_live"]) for v in list_versions(tmp_path)] == [

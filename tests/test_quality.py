@@ -15,7 +15,7 @@ from shardvec.flows.pipeline import QualityGateError
 from shardvec.sample import build_sample
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.quality import gate, history_table, read_history
-from tests.conftest import shardvec_cli, small_settings
+from tests.runs import shardvec_cli, small_settings
 
 TOL = {"analogy_drop": 0.05, "wordsim353_drop": 0.1, "simlex999_drop": 0.1, "rows_recall_drop": 0.02,
        "index_recall_drop": 0.05}
@@ -64,7 +64,7 @@ def _degrade(partition_dir, rng):
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_degraded_corpus_trips_the_gate_a_normal_night_passes(tmp_path):
-    from tests.conftest import run_nightly
+    from tests.runs import run_nightly
     from shardvec.flows.backfill import backfill
 
     data = tmp_path / "data"
@@ -129,7 +129,7 @@ def test_analogies_are_answered_as_gensim_answers_them():
     from gensim.test.utils import datapath
 
     from shardvec.tasks.quality import QUESTIONS, analogies
-    from tests.conftest import lee_lines
+    from tests.corpora import lee_lines
     # the Lee corpus twice, 5 epochs: 1,523 of the questions covered and 5 right (4 times, 10
     # epochs: 4 right, at four times the training, most of this test's 19 CPU-s)
     docs = [line.lower().split() for line in lee_lines()] * 2

@@ -8,7 +8,8 @@ import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from shardvec.reader import Store
-from tests.conftest import lee_lines, run_nightly, small_settings, write_corpus
+from tests.corpora import lee_lines, write_corpus
+from tests.runs import run_nightly, small_settings
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import pytest
 
 from shardvec.tasks.corpus import discover
 from shardvec.tasks.tokenize import TokenStream, Tokenizer, open_cache, tokenize_file
-from tests.conftest import write_corpus
+from tests.corpora import write_corpus
 
 
 def _tokenize_all(tmp_path):

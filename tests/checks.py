@@ -1,0 +1,29 @@
+"""What several test modules check of a data directory after statements were added."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from shardvec.tasks.publish import read_current
+from shardvec.tasks.segments import Statements
+from shardvec.tasks.topk import exact_topk
+
+
+def assert_rows_exact(data: Path) -> int:
+    """Every live statement's stored row, the reserve beyond k included, equals a fresh exact
+    top-k over all live statements, and holds at least k (or every other live statement).
+    Returns the number of live statements."""
+    view = Statements(data, read_current(data))
+    live = np.array([r for r in range(len(view)) if not view.is_dead(r)])
+    exact_r, exact_s = exact_topk(view, view.vectors_at(live), view.width, exclude=live)
+    for i, r in enumerate(live):
+        got_r, got_s = view.full_row(int(r))
+        held = int((got_r >= 0).sum())
+        assert held >= min(view.k, len(live) - 1), (r, held)
+        assert np.allclose(got_s[:held], exact_s[i][:held], atol=1e-5), r
+        differ = got_r[:held] != exact_r[i][:held]
+        # ids may only differ where two candidates tie to the last float bit
+        assert not differ.any() or np.allclose(got_s[:held][differ], exact_s[i][:held][differ], atol=1e-6), r
+    return len(live)
