@@ -64,8 +64,8 @@ def build(data: Path, n: int) -> dict:
 
 
 def new_texts(n: int) -> list[str]:
-    from tests.corpora import lee_lines  # real news text the store has not seen
-    out = [s.strip() for line in lee_lines("lee_background.cor") for s in line.split(". ") if len(s.split()) > 4]
+    from tests.corpora import lee_sentences  # real news text the store has not seen
+    out = lee_sentences("lee_background.cor", min_words=5)
     return (out * (n // len(out) + 1))[:n]
 
 

@@ -1,15 +1,13 @@
 """pytest's hooks and the shared fixtures: a Prefect test server, the session's published data
 directory (and copies of it to change), a corpus of real text, a real Dask scheduler and workers.
 
-The helpers tests import live beside it: tests/corpora.py (text), tests/runs.py (settings, the
-flows and the CLI in process), tests/processes.py (process groups), tests/checks.py."""
+The helpers tests import live beside it (tests/__init__.py lists them)."""
 
 from __future__ import annotations
 
 # First: it sets what numpy and Prefect read when they are imported.
 from tests.environment import OWNS_TEST_TMP, PREFECT_HOME  # noqa: I001
 
-import fcntl
 import json
 import os
 import shutil
@@ -22,7 +20,8 @@ import pytest
 
 from tests.corpora import write_corpus
 from tests.processes import BIN, free_port, stop_groups
-from tests.runs import migrated_prefect_db, nightly_in_process, session_root, small_settings
+from tests.runs import nightly_in_process, small_settings
+from tests.shared import migrated_prefect_db, once_per_session
 
 
 def pytest_unconfigure(config):
@@ -111,15 +110,12 @@ def published(tmp_path_factory, prefect_server):
     Dask run of the same flow costs 3-4x the CPU here (a task's start in a Dask worker, ~0.1-0.2 s,
     is most of a task on this corpus), and the Dask runs have tests of their own
     (tests/test_dask.py compares theirs with this one)."""
-    root = session_root(tmp_path_factory)
-    shared, data = root / "published", root / "published" / "data"
-    with open(root / "published.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (shared / "report.json").exists():
-            shutil.rmtree(shared, ignore_errors=True)
-            write_corpus(data / "corpus")
-            report = nightly_in_process(data)
-            (shared / "report.json").write_text(json.dumps(report))
+    def build(shared: Path) -> None:
+        write_corpus(shared / "data" / "corpus")
+        (shared / "report.json").write_text(json.dumps(nightly_in_process(shared / "data")))
+
+    shared = once_per_session(tmp_path_factory, "published", build)
+    data = shared / "data"
     return Published(data, small_settings(data), json.loads((shared / "report.json").read_text()))
 
 

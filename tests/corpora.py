@@ -20,9 +20,14 @@ def lee_lines(name: str = "lee_background.cor") -> list[str]:
         return [line.strip() for line in f if line.strip()]
 
 
+def lee_sentences(name: str = "lee.cor", min_words: int = 6) -> list[str]:
+    """The sentences of a Lee corpus of `min_words` words or more."""
+    return [s.strip() for line in lee_lines(name) for s in line.split(". ") if len(s.split()) >= min_words]
+
+
 # Sentences of the Lee test corpus (which the published fixture holds as whole documents): the
 # statements that the addition tests add.
-SENTENCES = [s.strip() for line in lee_lines("lee.cor") for s in line.split(". ") if len(s.split()) > 5]
+SENTENCES = lee_sentences()
 
 
 def write_corpus(corpus: Path) -> dict[str, Path]:

@@ -27,10 +27,12 @@ import yaml
 
 from tests.environment import LEAN_PREFECT
 from tests.processes import BIN, free_port, stop_groups
-from tests.runs import ONE_DASK_WORKER_TOML, migrated_prefect_db
+from tests.runs import SUBPROCESS_TOML
+from tests.shared import migrated_prefect_db
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ONE_DASK_WORKER_TOML + "[schedule]\ninbox_interval_seconds = 0\n"
+# and no inbox drain on a schedule: the tests start each run they wait for
+E2E_TOML = SUBPROCESS_TOML + "[schedule]\ninbox_interval_seconds = 0\n"
 CHROMIUM = shutil.which("chromium")
 HEARTBEAT = 30  # seconds between a run's heartbeats: what shardvec sets, and Prefect's minimum
 SILENCE = 60  # seconds without a heartbeat before a run is marked Crashed: two heartbeat periods (shipped: 90)
@@ -106,7 +108,7 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    (tmp / "small.toml").write_text(SMALL)
+    (tmp / "small.toml").write_text(E2E_TOML)
     env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "SHARDVEC_CONFIG": str(tmp / "small.toml"), "SHARDVEC_SERVER_PORT": str(port),
            # `shardvec serve` and the worker look for runs to start every second, not every 10 s

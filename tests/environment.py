@@ -1,7 +1,8 @@
 """The environment of every test process: set on import, before numpy or Prefect is imported.
 
-tests/conftest.py imports it first, so pytest and its xdist workers have it; tests/runs.py
-imports it too, so the scripts tests start (which import tests.runs to run a flow) have it as well.
+tests/conftest.py imports it first, so pytest and its xdist workers have it; the Python scripts
+tests start import it first as well (tests/test_lifecycle.py's ENVIRONMENT). The helper modules
+do not import it: a benchmark or a shell that imports them gets no temporary folders.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import pytest
 
 from shardvec.config import load_settings
 from shardvec.config.settings import SettingsError
-from tests.runs import SMALL_TOML, small_settings
+from tests.runs import SUBPROCESS_TOML, small_settings
 
 
 def test_defaults_are_complete_and_valid():
@@ -125,12 +125,14 @@ def test_environment_integers_may_use_toml_underscores(monkeypatch):
     assert load_settings().corpus.max_record_bytes == 2_000_000
 
 
-def test_the_small_toml_of_other_processes_is_small_settings(monkeypatch, tmp_path):
-    """Runs in other processes read SMALL_TOML (SHARDVEC_CONFIG) where those in this process call
-    small_settings: the same settings, apart from the Dask cluster each starts."""
-    (tmp_path / "small.toml").write_text(SMALL_TOML)
+def test_the_processes_tests_start_run_small_settings_on_one_dask_worker(monkeypatch, tmp_path):
+    """The runs in processes tests start read SUBPROCESS_TOML (SHARDVEC_CONFIG) where those in
+    this process call small_settings: the same settings, but shards of 1,024 rows and one worker."""
+    (tmp_path / "small.toml").write_text(SUBPROCESS_TOML)
     monkeypatch.setenv("SHARDVEC_CONFIG", str(tmp_path / "small.toml"))
-    from_file = load_settings(data_dir=str(tmp_path)).model_dump(exclude={"dask"})
+    from_file = load_settings(data_dir=str(tmp_path))
+    assert from_file.store.rows_per_shard == 1024 and from_file.dask.n_workers == 1
+    in_process = small_settings(tmp_path, store={"rows_per_shard": 1024}, dask={"n_workers": 1})
+    assert from_file.model_dump(exclude={"dask"}) == in_process.model_dump(exclude={"dask"})
     monkeypatch.delenv("SHARDVEC_CONFIG")
-    assert from_file == small_settings(tmp_path).model_dump(exclude={"dask"})
-    assert from_file != load_settings(data_dir=str(tmp_path)).model_dump(exclude={"dask"})
+    assert from_file.model_dump() != load_settings(data_dir=str(tmp_path)).model_dump()

@@ -23,7 +23,7 @@ from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
 from tests.corpora import lee_lines
 from tests.processes import BIN, kill_group_and_check_it_landed
-from tests.runs import ONE_DASK_WORKER_TOML, backfill_in_process, nightly_in_process, run_nightly, shardvec_cli, small_settings
+from tests.runs import SUBPROCESS_TOML, backfill_in_process, nightly_in_process, run_nightly, shardvec_cli, small_settings
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -34,7 +34,7 @@ def waiting(published_copy, tmp_path) -> tuple[Path, dict]:
     corpus, and small.toml (the published settings, on one Dask worker and in fewer shards) for
     runs in other processes; with what CURRENT says before any run."""
     data = published_copy
-    (tmp_path / "small.toml").write_text(ONE_DASK_WORKER_TOML)
+    (tmp_path / "small.toml").write_text(SUBPROCESS_TOML)
     night = data / "corpus" / "2026-11-04"
     night.mkdir()
     with open(night / "more.jsonl", "w") as f:

@@ -6,20 +6,19 @@ import shutil
 import numpy as np
 import pytest
 from gensim.models import Word2Vec
-from prefect.task_runners import ThreadPoolTaskRunner
 
 import shardvec
 from shardvec.tasks import skins
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.store import Space
 from tests.corpora import NEAR_DUPLICATES, lee_lines, write_corpus
-from tests.runs import run_nightly, small_settings
+from tests.runs import nightly_in_process
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def test_nightly_publishes_every_part(published):
-    data, settings, report = published
+    data, report = published.data, published.report
     assert report["status"] == "published"
     assert report["records"] == 353 and report["quarantined"] == 1
     assert report["quarantine_reasons"] == {"broken JSON": 1}
@@ -41,7 +40,7 @@ def test_nightly_publishes_every_part(published):
 
 
 def test_store_reads_what_was_published(published):
-    data, settings, report = published
+    data, report = published.data, published.report
     store = shardvec.open(data)
     assert store.version == report["version"]
     model = Word2Vec.load(str(data / "versions" / report["version"] / "models" / "word2vec.gensim"))
@@ -60,19 +59,16 @@ def test_store_reads_what_was_published(published):
 def test_second_night_with_nothing_new_is_a_quick_no_op(published, published_copy):
     """On a copy: even a run with nothing to do takes the run lock and registers under .runs/,
     and the shared fixture is being copied by other workers meanwhile."""
-    data, report = published_copy, published[2]
-    again = run_nightly(small_settings(data), ThreadPoolTaskRunner(max_workers=2))
+    data, report = published_copy, published.report
+    again = nightly_in_process(data)
     assert again["status"] == "nothing new" and "nothing to do" in again["message"]
     assert read_current(data)["version"] == report["version"]
 
 
-def test_failed_late_task_leaves_the_published_version_serving(published, monkeypatch, tmp_path):
-    data, settings, report = published
-    copy = tmp_path / "data"
-    shutil.copytree(data, copy)
+def test_failed_late_task_leaves_the_published_version_serving(published, published_copy, monkeypatch):
+    copy, report = published_copy, published.report
     (copy / "corpus" / "2026-11-04").mkdir()
     (copy / "corpus" / "2026-11-04" / "new.txt").write_text("volcanic ash grounded flights over the ocean\n" * 3)
-    s = small_settings(copy)
     before = read_current(copy)
 
     def boom(*args, **kwargs):
@@ -80,13 +76,13 @@ def test_failed_late_task_leaves_the_published_version_serving(published, monkey
 
     monkeypatch.setattr(skins, "merge_tile_task", skins._skin(boom, "merge-rows", retries=0))
     with pytest.raises(RuntimeError, match="disk on fire"):
-        run_nightly(s, ThreadPoolTaskRunner(max_workers=2))
+        nightly_in_process(copy)
     assert read_current(copy) == before
     store = shardvec.open(copy)
     assert store.version == report["version"] and store.row(NEAR_DUPLICATES[0][0])[0].key == NEAR_DUPLICATES[1][0]
     assert Space(copy / before["components"]["statements"]).verify() == []
     monkeypatch.undo()
-    rerun = run_nightly(s, ThreadPoolTaskRunner(max_workers=2))
+    rerun = nightly_in_process(copy)
     assert rerun["status"] == "published" and rerun["partitions"] == ["2026-11-04"]
     after = shardvec.open(copy)
     assert after.version != report["version"] and "volcanic" in after.words
@@ -106,16 +102,15 @@ def test_hashed_vocabulary_learns_a_word_that_arrives_later(tmp_path, hashing):
     first = data / "corpus" / "2026-11-01" / "lee.txt"
     first.parent.mkdir(parents=True)
     first.write_text("\n".join(lee_lines()[:150]) + "\n", encoding="utf-8")
-    settings = small_settings(data, vocab={"hashing": hashing, "hash_buckets": 4096})
-    runner = ThreadPoolTaskRunner(max_workers=2)
-    run_nightly(settings, runner)
+    vocab = {"hashing": hashing, "hash_buckets": 4096}
+    nightly_in_process(data, vocab=vocab)
     word = "zyzzyvas"
     assert all(word not in line for line in lee_lines())
     second = data / "corpus" / "2026-11-02" / "lee.txt"
     second.parent.mkdir(parents=True)
     second.write_text("\n".join(f"{line} the {word} swarmed" for line in lee_lines("lee.cor")[:40]) + "\n",
                       encoding="utf-8")
-    report = run_nightly(settings, runner)
+    report = nightly_in_process(data, vocab=vocab)
     assert report["status"] == "published"
     assert report["progress_steps"] == [11 + hashing] * 2  # a fixed vocabulary is not rebuilt
     models = data / read_current(data)["components"]["models"]
@@ -133,10 +128,8 @@ def test_spaces_stored_small_still_answer(tmp_path):
     """int8 word vectors and float16 statement vectors: a quarter and half the bytes; rows,
     neighbours and lookups still work, read back as float32."""
     data = tmp_path / "data"
-    from tests.corpora import write_corpus
     write_corpus(data / "corpus")
-    settings = small_settings(data, store={"words_dtype": "int8", "statements_dtype": "float16"})
-    report = run_nightly(settings, ThreadPoolTaskRunner(max_workers=2))
+    report = nightly_in_process(data, store={"words_dtype": "int8", "statements_dtype": "float16"})
     assert report["status"] == "published"
     assert report["recall"]["similarity rows"]["rows_recall_at_k"] == 1.0  # rows are exact over what is stored
     store = shardvec.open(data)
@@ -154,13 +147,11 @@ def test_two_nights_on_growing_input(tmp_path):
     night3 = data / "corpus" / "2026-11-03"
     held = tmp_path / "held"
     shutil.move(night3, held)  # the third partition arrives a day later
-    s = small_settings(data)
-    runner = ThreadPoolTaskRunner(max_workers=2)
-    first = run_nightly(s, runner)
+    first = nightly_in_process(data)
     assert first["partitions"] == ["2026-11-01", "2026-11-02"] and first["statements"] == 302
     words_before = set(shardvec.open(data).words.keys())
     shutil.move(held, night3)
-    second = run_nightly(s, runner)
+    second = nightly_in_process(data)
     assert second["partitions"] == ["2026-11-03"]  # only the new partition is trained on
     steps = {r["step"]: r for r in second["steps"]}
     assert "vocabulary" not in steps  # the LSI vocabulary is kept, the models updated
@@ -171,5 +162,5 @@ def test_two_nights_on_growing_input(tmp_path):
     assert "test/0" in store and store.version == second["version"]
     manifest = json.loads((data / "versions" / second["version"] / "manifest.json").read_text())
     assert manifest["mode"] == "update" and manifest["watermark"]["partitions"][-1] == "2026-11-03"
-    third = run_nightly(s, runner)
+    third = nightly_in_process(data)
     assert third["status"] == "nothing new"

@@ -20,11 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from shardvec.reader import Store
 from tests.corpora import lee_lines
-from tests.runs import run_nightly, small_settings
+from tests.runs import nightly_in_process
 
 PART = "2026-11-02"
 words = st.text(st.characters(codec="utf-8"), min_size=1, max_size=60)
@@ -135,9 +134,8 @@ def test_nightly_on_fuzzed_partitions_publishes_the_good_and_quarantines_the_res
     (part / "f.txt").write_bytes(b"".join(t.replace(b"\n", b" ") + b"\n" for t in text))
     _parquet(part / "f.parquet", rows, shape)
 
-    settings_ = small_settings(data, store={"rows_per_shard": 64})
-    runner = ThreadPoolTaskRunner(max_workers=2)
-    report = run_nightly(settings_, runner)
+    shards_of_64 = {"rows_per_shard": 64}
+    report = nightly_in_process(data, store=shards_of_64)
     assert report["status"] == "published"
 
     live, seen = {}, set()
@@ -168,6 +166,6 @@ def test_nightly_on_fuzzed_partitions_publishes_the_good_and_quarantines_the_res
         assert id_ in store and store.text(id_) == text_
 
     current, before = (data / "CURRENT").read_bytes(), _tree(data / "quarantine")
-    again = run_nightly(settings_, runner)
+    again = nightly_in_process(data, store=shards_of_64)
     assert again["status"] == "nothing new"
     assert (data / "CURRENT").read_bytes() == current and _tree(data / "quarantine") == before

@@ -11,7 +11,6 @@ import sys
 import threading
 
 import pytest
-from prefect.task_runners import ThreadPoolTaskRunner
 from typer.testing import CliRunner
 
 import shardvec
@@ -22,7 +21,7 @@ from shardvec.tasks.additions import Adder
 from shardvec.tasks.intake import drain_inbox
 from shardvec.tasks.publish import DamagedCurrentError, read_current
 from shardvec.tasks.release import verify
-from tests.runs import backfill_in_process, run_nightly, shardvec_cli, small_settings
+from tests.runs import backfill_in_process, nightly_in_process, shardvec_cli
 from tests.corpora import SENTENCES
 
 
@@ -134,7 +133,7 @@ def test_replayed_operations_are_not_screened_again(data, prefect_server):
     big = " ".join(SENTENCES) [:3000]
     adder = Adder(data, max_record_bytes=10_000)
     assert adder.add([{"id": "big", "text": big}]).added == 1
-    report = run_nightly(small_settings(data, corpus={"max_record_bytes": 10_000}), ThreadPoolTaskRunner(2))
+    report = nightly_in_process(data, corpus={"max_record_bytes": 10_000})
     assert report["status"] == "published"
     assert shardvec.open(data).text("big") == big
 

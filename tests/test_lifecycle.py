@@ -41,7 +41,10 @@ IDS = [f"s{i}" for i in range(8)] + ["dup/a", "dup/b", "bg/150", "bg/151", "2026
 TEXT = st.integers(0, len(SENTENCES) - 1).map(lambda i: SENTENCES[i])
 STEPS: list[int] = []  # one entry per step checked, over all sequences of a test run
 
-NIGHTLY = """
+# A script's first import: a Prefect home of its own inside the pytest run's folder, which the run
+# removes at its end, so SIGKILLed scripts leave nothing in /tmp (and one BLAS thread).
+ENVIRONMENT = "import tests.environment\n"
+NIGHTLY = ENVIRONMENT + """
 import sys
 from pathlib import Path
 from tests.runs import nightly_in_process
@@ -257,15 +260,15 @@ def test_lifecycle_against_a_model(published, prefect_server):
 
 
 def test_the_scripts_tests_start_keep_their_prefect_home_in_the_sessions_folder():
-    """NIGHTLY imports tests.runs, which gives each process a Prefect home (tests/environment.py):
-    inside the folder the pytest run removes at its end, so SIGKILLed scripts leave nothing in /tmp."""
-    out = subprocess.run([sys.executable, "-c", "import os, tests.runs; print(os.environ['PREFECT_HOME'])"],
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                         timeout=120)
+    """What a script's ENVIRONMENT line sets, started without the Prefect home of this process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    del env["PREFECT_HOME"]
+    out = subprocess.run([sys.executable, "-c", ENVIRONMENT + "import os; print(os.environ['PREFECT_HOME'])"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     home = Path(out.stdout.strip())
     assert home.parent == Path(os.environ["SHARDVEC_TEST_TMP"]) and home.is_dir()
-
+    assert home != Path(os.environ["PREFECT_HOME"])
 
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__, "-q"])

@@ -235,11 +235,9 @@ def test_a_small_add_into_partitioned_rows_scores_the_pairs_its_clusters_name(co
     those, and every one of those whose row it beats holds it. A batch over PROBED_MAX scans all."""
     import shardvec
     from shardvec.tasks.segments import PROBED_MAX, Statements
-    from tests.runs import run_nightly
-    settings = small_settings(corpus_data, similarity={"method": "auto", "exact_max_statements": 100,
-                                                       "cluster_rows": 32, "probes": 2, "tile_rows": 100})
-    from prefect.task_runners import ThreadPoolTaskRunner  # the Dask run of partitioned rows is the test above
-    assert run_nightly(settings, ThreadPoolTaskRunner(max_workers=2))["rows_method"] == "partitioned"  # 11 clusters
+    from tests.runs import nightly_in_process  # the Dask run of partitioned rows is the test above
+    similarity = {"method": "auto", "exact_max_statements": 100, "cluster_rows": 32, "probes": 2, "tile_rows": 100}
+    assert nightly_in_process(corpus_data, similarity=similarity)["rows_method"] == "partitioned"  # 11 clusters
     texts = lee_lines()[-3:]
     for i, text in enumerate(texts):
         assert shardvec.add([{"id": f"new/{i}", "text": text}], data=corpus_data)["added"] == 1

@@ -9,13 +9,12 @@ import tracemalloc
 
 import pyarrow.parquet as pq
 import pytest
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from shardvec.flows.pipeline import QualityGateError
 from shardvec.sample import build_sample
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.quality import gate, history_table, read_history
-from tests.runs import shardvec_cli, small_settings
+from tests.runs import backfill_in_process, nightly_in_process, shardvec_cli
 
 TOL = {"analogy_drop": 0.05, "wordsim353_drop": 0.1, "simlex999_drop": 0.1, "rows_recall_drop": 0.02,
        "index_recall_drop": 0.05}
@@ -64,22 +63,18 @@ def _degrade(partition_dir, rng):
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_degraded_corpus_trips_the_gate_a_normal_night_passes(tmp_path):
-    from tests.runs import run_nightly
-    from shardvec.flows.backfill import backfill
-
     data = tmp_path / "data"
     build_sample(data / "corpus")
     later = tmp_path / "later"
     shutil.move(data / "corpus" / "2026-11-22", later)
-    s = small_settings(data, lsi={"num_topics": 50, "chunksize": 2000},
-                       # a window of 3 (default 5): a fifth less CPU, and the shuffled words cost WordSim more
-                       word2vec={"vector_size": 50, "min_count": 5, "epochs": 5, "sg": 1, "workers": 2, "window": 3},
-                       store={"rows_per_shard": 4096},
-                       # the shuffled corpus costs WordSim ~0.2 here (0.18-0.21 -> -0.04-0.01, seeds 1 and 2); a
-                       # normal night after the first moves it by 0.01-0.02 (word2vec threads)
-                       quality={"gate": True, "wordsim353_drop": 0.05, "drift_sample": 500, "drift_words": 300})
-    runner = ThreadPoolTaskRunner(max_workers=2)
-    first = run_nightly(s, runner)
+    gated = dict(lsi={"num_topics": 50, "chunksize": 2000},
+                 # a window of 3 (default 5): a fifth less CPU, and the shuffled words cost WordSim more
+                 word2vec={"vector_size": 50, "min_count": 5, "epochs": 5, "sg": 1, "workers": 2, "window": 3},
+                 store={"rows_per_shard": 4096},
+                 # the shuffled corpus costs WordSim ~0.2 here (0.18-0.21 -> -0.04-0.01, seeds 1 and 2); a
+                 # normal night after the first moves it by 0.01-0.02 (word2vec threads)
+                 quality={"gate": True, "wordsim353_drop": 0.05, "drift_sample": 500, "drift_words": 300})
+    first = nightly_in_process(data, **gated)
     q1 = first["quality"]
     assert first["status"] == "published"
     assert 0.1 < q1["analogy_coverage"] < 1 and q1["wordsim353_spearman"] > 0.15
@@ -90,15 +85,14 @@ def test_degraded_corpus_trips_the_gate_a_normal_night_passes(tmp_path):
     rng = random.Random(0)
     for part in ("2026-11-20", "2026-11-21"):
         _degrade(data / "corpus" / part, rng)
-    degraded = backfill.with_options(task_runner=runner)
     with pytest.raises(QualityGateError, match=r"Not published: .* fell from .* --force"):
-        degraded(mode="rebuild", overrides=json.loads(s.model_dump_json()))
+        backfill_in_process(data, mode="rebuild", **gated)
     assert read_current(data)["version"] == first["version"]  # the good version still serves
 
     shutil.rmtree(data / "corpus")
     shutil.copytree(saved, data / "corpus")
     shutil.move(later, data / "corpus" / "2026-11-22")
-    second = run_nightly(s, runner)
+    second = nightly_in_process(data, **gated)
     assert second["status"] == "published" and second["partitions"] == ["2026-11-22"]
     assert second["quality"]["wordsim353_spearman"] > q1["wordsim353_spearman"] - 0.1
     drift = second["quality"]

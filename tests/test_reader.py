@@ -5,11 +5,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from shardvec.reader import Store
 from tests.corpora import lee_lines, write_corpus
-from tests.runs import run_nightly, small_settings
+from tests.runs import nightly_in_process
 
 
 @pytest.mark.slow
@@ -20,15 +19,14 @@ def test_an_open_reader_survives_the_pruning_of_its_version(tmp_path, prefect_se
     write_corpus(data / "corpus")
     later = tmp_path / "later"
     shutil.move(data / "corpus" / "2026-11-03", later)
-    settings = small_settings(data, publish={"keep_versions": 1})
-    runner = ThreadPoolTaskRunner(max_workers=2)
-    first = run_nightly(settings, runner)["version"]
+    keep_one = {"keep_versions": 1}
+    first = nightly_in_process(data, publish=keep_one)["version"]
 
     store = Store(data)
     assert store.version == first and "bg/150" in store  # opens no shard yet
 
     shutil.move(later, data / "corpus" / "2026-11-03")
-    second = run_nightly(settings, runner)["version"]
+    second = nightly_in_process(data, publish=keep_one)["version"]
     assert second != first and not (data / "versions" / first).exists()
 
     assert [h.key for h in store.row("dup/a")][0] == "dup/b"
