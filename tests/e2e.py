@@ -181,7 +181,9 @@ def chromium(tmp: Path, url: str, shot: Path | None = None, height: int = 1000) 
     if shot:  # one page load gives both
         shot.parent.mkdir(parents=True, exist_ok=True)
         args.append(f"--screenshot={shot}")
-    return subprocess.run(common + args + [url], capture_output=True, text=True, timeout=120).stdout
+    home = tmp / "chromium-home"  # its crash reports and dconf cache: not in the user's home
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache")}
+    return subprocess.run(common + args + [url], capture_output=True, text=True, timeout=120, env=env).stdout
 
 
 SERIES = [(31, 119, 180), (255, 127, 14), (44, 160, 44)]  # matplotlib's C0, C1, C2: the chart's series

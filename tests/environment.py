@@ -30,6 +30,16 @@ if OWNS_TEST_TMP:
     os.environ["SHARDVEC_TEST_TMP"] = tempfile.mkdtemp(prefix="shardvec-tests-")
 PREFECT_HOME = Path(tempfile.mkdtemp(prefix="prefect-", dir=os.environ["SHARDVEC_TEST_TMP"]))
 os.environ["PREFECT_HOME"] = str(PREFECT_HOME)
+# The scratch the libraries write under the system temp folder or the home directory (Dask's
+# worker folders and locks, Prefect's runner storage, torch's kernel cache, matplotlib's font
+# cache) goes inside that folder too. pytest's own folders stay in the system temp folder, where
+# pytest keeps those of failed tests (pyproject.toml: tmp_path_retention_policy).
+SCRATCH = Path(os.environ["SHARDVEC_TEST_TMP"]) / "scratch"
+SCRATCH.mkdir(exist_ok=True)
+if OWNS_TEST_TMP:
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+os.environ["TMPDIR"] = tempfile.tempdir = str(SCRATCH)
+os.environ["MPLCONFIGDIR"] = str(SCRATCH / "matplotlib")
 # What the unit tests need of a Prefect server is flow runs and their states. The services that
 # schedule, watch and record runs for the UI, and the log lines every task sends, were 1.7 of the
 # 4.4 CPU-seconds the test harness's server spent on one small nightly. The end-to-end tests

@@ -1,5 +1,6 @@
 """The processes tests start and kill: this interpreter's scripts (BIN), free ports, process
-groups stopped (SIGTERM, then SIGKILL) or killed with a check that the kill landed."""
+groups stopped (SIGTERM, then SIGKILL) or killed with a check that the kill landed, and commands
+run in a group of their own."""
 
 from __future__ import annotations
 
@@ -22,19 +23,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stop_groups(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM the process group each of `procs` leads, then SIGKILL those still there after 30 s."""
+def stop_groups(procs: list[subprocess.Popen], seconds: float = 30) -> None:
+    """Stop the process group each of `procs` leads (started with start_new_session): SIGTERM,
+    then SIGKILL whatever of the groups is still alive after `seconds`, and return once every
+    process of them is gone. A group whose leader was reaped earlier is signalled only while it
+    has members: once it has none, its number may belong to someone else's new session."""
+    groups = [_own_group(p) for p in procs if p.returncode is None or group_members(p.pid)]
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + seconds
     for p in procs:
         try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-    for p in procs:
-        try:
-            p.wait(30)
+            p.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
+            pass
+    for pgid in groups:
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if group_members(pgid):
+            kill_group_and_check_it_landed(pgid)
+    for p in procs:
+        p.wait(10)  # reaped, so it is not left a zombie
+
+
+def run_in_a_group(args: list[str], *, timeout: float, **popen) -> subprocess.CompletedProcess:
+    """subprocess.run(args, capture_output=True, text=True, timeout=...) in a session of its own,
+    which is stopped whole when the command ends or times out: a timed-out nightly's Dask nanny
+    and workers do not outlive it, as they would when only the leader is killed."""
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True, **popen) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        finally:
+            stop_groups([p], seconds=5)
+    return subprocess.CompletedProcess(args, p.returncode, out, err)
 
 
 def kill_group_and_check_it_landed(pgid: int, proc: subprocess.Popen | None = None, *,
@@ -43,11 +65,10 @@ def kill_group_and_check_it_landed(pgid: int, proc: subprocess.Popen | None = No
     Prefect server: everything started in its session) and return only once every process of
     the group is gone, so that what the test checks next is what the kill left behind. `proc`
     (the group's leader, our child) is reaped. Returns the monotonic time of the kill."""
+    assert pgid > 1 and pgid != os.getpgrp(), f"{pgid} is not the group of a process the test started"
     killed_at = time.monotonic()
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:  # it ended on its own: its group may still have members
-        pass
+    if proc is None or proc.returncode is None or group_members(pgid):  # a reaped leader's empty group: not ours now
+        _signal_group(pgid, signal.SIGKILL)  # if it ended on its own, its group may still have members
     if proc is not None:
         proc.wait(seconds)
     deadline = time.monotonic() + seconds
@@ -55,6 +76,23 @@ def kill_group_and_check_it_landed(pgid: int, proc: subprocess.Popen | None = No
         assert time.monotonic() < deadline, f"processes {alive} of the killed group {pgid} are still alive"
         time.sleep(0.05)
     return killed_at
+
+
+def _own_group(p: subprocess.Popen) -> int:
+    """The group `p` leads; a child started without start_new_session would share pytest's."""
+    try:
+        leads = p.returncode is not None or os.getpgid(p.pid) == p.pid  # unreaped: its pid is still its own
+    except ProcessLookupError:
+        leads = True
+    assert leads and p.pid != os.getpgrp(), f"process {p.pid} was not started in a session of its own"
+    return p.pid
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def group_members(pgid: int) -> list[int]:

@@ -22,7 +22,7 @@ from shardvec.tasks.corpus import BadInputError
 from shardvec.tasks.publish import read_current
 from shardvec.tasks.release import verify
 from tests.corpora import lee_lines
-from tests.processes import BIN, kill_group_and_check_it_landed
+from tests.processes import BIN, kill_group_and_check_it_landed, run_in_a_group
 from tests.runs import SUBPROCESS_TOML, backfill_in_process, nightly_in_process, run_nightly, shardvec_cli, small_settings
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -152,8 +152,8 @@ def test_full_disk_is_a_clear_error_and_the_published_version_survives(waiting, 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, 256 << 10))
 
-    out = subprocess.run([str(BIN / "shardvec"), "nightly", "--data", str(data)], env=env, capture_output=True,
-                         text=True, preexec_fn=small_files, timeout=300)
+    out = run_in_a_group([str(BIN / "shardvec"), "nightly", "--data", str(data)], env=env, preexec_fn=small_files,
+                         timeout=300)
     # Prefect's log shows the failed task's traceback; the command ends with one clear sentence
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert out.returncode == 1 and len(errors) == 1 and "File too large" in errors[0]
@@ -212,8 +212,7 @@ def test_no_permission_is_a_clear_error(waiting, tmp_path):
     try:
         probe = subprocess.run([*prefix, "touch", str(data / "probe")], capture_output=True, text=True)
         assert probe.returncode != 0 and not (data / "probe").exists(), "the data directory is still writable"
-        out = subprocess.run([*prefix, str(BIN / "shardvec"), "nightly", "--data", str(data)],
-                             env=env, capture_output=True, text=True, timeout=300)
+        out = run_in_a_group([*prefix, str(BIN / "shardvec"), "nightly", "--data", str(data)], env=env, timeout=300)
     finally:
         _chmod_tree(data, 0o755, 0o644)
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
