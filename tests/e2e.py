@@ -31,7 +31,7 @@ from tests.runs import SUBPROCESS_TOML
 from tests.shared import migrated_prefect_db
 
 REPO = Path(__file__).resolve().parents[1]
-# and no inbox drain on a schedule: the tests start each run they wait for
+# SUBPROCESS_TOML with no inbox drain on a schedule: the tests start each run they wait for
 E2E_TOML = SUBPROCESS_TOML + "[schedule]\ninbox_interval_seconds = 0\n"
 CHROMIUM = shutil.which("chromium")
 HEARTBEAT = 30  # seconds between a run's heartbeats: what shardvec sets, and Prefect's minimum

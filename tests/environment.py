@@ -28,6 +28,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 OWNS_TEST_TMP = "SHARDVEC_TEST_TMP" not in os.environ
 if OWNS_TEST_TMP:
     os.environ["SHARDVEC_TEST_TMP"] = tempfile.mkdtemp(prefix="shardvec-tests-")
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())  # pytest's folders: see SCRATCH
 PREFECT_HOME = Path(tempfile.mkdtemp(prefix="prefect-", dir=os.environ["SHARDVEC_TEST_TMP"]))
 os.environ["PREFECT_HOME"] = str(PREFECT_HOME)
 # The scratch the libraries write under the system temp folder or the home directory (Dask's
@@ -36,8 +37,6 @@ os.environ["PREFECT_HOME"] = str(PREFECT_HOME)
 # pytest keeps those of failed tests (pyproject.toml: tmp_path_retention_policy).
 SCRATCH = Path(os.environ["SHARDVEC_TEST_TMP"]) / "scratch"
 SCRATCH.mkdir(exist_ok=True)
-if OWNS_TEST_TMP:
-    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
 os.environ["TMPDIR"] = tempfile.tempdir = str(SCRATCH)
 os.environ["MPLCONFIGDIR"] = str(SCRATCH / "matplotlib")
 # What the unit tests need of a Prefect server is flow runs and their states. The services that

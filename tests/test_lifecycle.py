@@ -270,5 +270,6 @@ def test_the_scripts_tests_start_keep_their_prefect_home_in_the_sessions_folder(
     assert home.parent == Path(os.environ["SHARDVEC_TEST_TMP"]) and home.is_dir()
     assert home != Path(os.environ["PREFECT_HOME"])
 
+
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__, "-q"])
