@@ -7,18 +7,30 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: run test install system-deps bench
+.PHONY: run test install system-deps bench lock
 
-$(BIN)/shardvec: pyproject.toml
+# requirements.lock pins the whole dependency tree to what the tests passed with: a fresh clone
+# installs those versions, not whatever the registry serves that day.
+$(BIN)/shardvec: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,torch]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,torch]'
 	touch $@
 
 install: $(BIN)/shardvec
 
 run: install
 	$(BIN)/shardvec demo --data $(DATA)
+
+# Re-resolve requirements.lock from pyproject.toml alone (the newest versions it allows), in a
+# venv of its own; then run `make test` and commit both. torch's local label (+cpu) is dropped,
+# so the pin also matches the CUDA build where the CPU wheel is not at hand.
+lock:
+	rm -rf .venv-lock && $(PY) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip
+	.venv-lock/bin/pip install --quiet -e '.[test,torch]'
+	{ sed -n '1,/^$$/p' requirements.lock; .venv-lock/bin/pip freeze --exclude-editable | sed 's/+cpu$$//'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .venv-lock
 
 # Debian's chromium renders the Prefect UI in the end-to-end test (installed when root, as in CI).
 system-deps:
