@@ -155,6 +155,7 @@ class QualitySettings(Section):
 
 class PublishSettings(Section):
     keep_versions: int = Field(ge=1)
+    wait_for_run_seconds: int = Field(ge=0)
 
 
 class Settings(BaseSettings):

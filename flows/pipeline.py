@@ -52,7 +52,8 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
                       start: str | None = None, end: str | None = None, skip_if_nothing_new: bool = True,
                       force: bool = False) -> dict:
     started = time.perf_counter()
-    with RunLock(s.data), PeakRSS() as flow_mem:
+    # log_prints: the line reaches the run's log in the UI and the terminal alike
+    with RunLock(s.data, s.publish.wait_for_run_seconds, say=print), PeakRSS() as flow_mem:
         current = read_current(s.data)
         inputs = read_inputs(s, current, mode=mode, partitions=partitions, start=start, end=end)
         report = {"flow": flow, "mode": mode, "partitions": inputs.selection.train, "skipped_files": inputs.skipped,

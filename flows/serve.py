@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
 from shardvec.config import Settings
@@ -15,6 +16,12 @@ NAMES = {"nightly": "nightly/shardvec-nightly", "backfill": "backfill/shardvec-b
          "add-statements": "add-statements/shardvec-add-statements"}
 
 
+# One run of a deployment at a time; a second one waits in the UI ("AwaitingConcurrencySlot")
+# instead of failing. Runs of different deployments on one data directory queue on its run lock
+# (`[publish] wait_for_run_seconds`).
+ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+
 def deployments(s: Settings) -> list:
     params = {"overrides": {"data_dir": str(s.data)}}
     sched = s.schedule
@@ -22,8 +29,9 @@ def deployments(s: Settings) -> list:
     return [
         nightly.to_deployment(name="shardvec-nightly", parameters=params,
                               schedules=[CronSchedule(cron=sched.nightly_cron, timezone=sched.timezone)],
+                              concurrency_limit=ONE_AT_A_TIME,
                               description="New partitions in, models updated, a new version published."),
-        backfill.to_deployment(name="shardvec-backfill", parameters=params,
+        backfill.to_deployment(name="shardvec-backfill", parameters=params, concurrency_limit=ONE_AT_A_TIME,
                                description="Reprocess a range of partitions (start, end) or rebuild all."),
         add_statements.to_deployment(name="shardvec-add-statements", parameters=params, schedules=inbox,
                                      description="Add statements given as parameters and drain the inbox."),

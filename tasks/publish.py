@@ -218,28 +218,42 @@ class PublishLock:
 
 
 class RunLock:
-    """One run at a time per data directory (an advisory flock the OS drops if the process dies)."""
+    """One run at a time per data directory (an advisory flock the OS drops if the process dies).
 
-    def __init__(self, data: Path, wait_seconds: float = 0.0):
+    A run that finds the lock held waits up to `wait_seconds` for it (a nightly that meets a long
+    backfill runs after it instead of failing), telling `say` who holds it when it starts waiting
+    and every `say_every` seconds after; then it gives up with LockedError."""
+
+    def __init__(self, data: Path, wait_seconds: float = 0.0, say=None, say_every: float = 60.0):
         self.path = Layout(data).run_lock
         self.wait_seconds = wait_seconds
+        self.say, self.say_every = say, say_every
         self._fd: int | None = None
 
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.wait_seconds
+        began = time.monotonic()
+        said = None
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another run"
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another run"
+                waited = time.monotonic() - began
+                if waited >= self.wait_seconds:
                     os.close(fd)
                     raise LockedError(f"Another shardvec run holds {self.path} ({holder}); "
-                                      "wait for it to finish, then run again.") from None
+                                      + (f"waited {waited:.0f} s for it; " if self.wait_seconds else "")
+                                      + "wait for it to finish, then run again.") from None
+                if self.say and (said is None or time.monotonic() - said >= self.say_every):
+                    self.say(f"waiting for the run that holds {self.path} ({holder}) to finish: "
+                             f"{waited:.0f} s so far, at most {self.wait_seconds:.0f} s")
+                    said = time.monotonic()
                 time.sleep(0.5)
+        if said is not None and self.say:
+            self.say(f"the run lock is free after {time.monotonic() - began:.0f} s; starting")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {datetime.now(timezone.utc).isoformat(timespec='seconds')}".encode(), 0)
         self._fd = fd

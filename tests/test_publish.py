@@ -3,6 +3,8 @@ refused, retention, the run lock's refusal, and the fsyncs that make a new versi
 
 import json
 import multiprocessing as mp
+import threading
+import time
 
 import pytest
 
@@ -121,6 +123,31 @@ def test_second_run_is_told_why_it_cannot_start(tmp_path):
         p.join(20)
     with RunLock(tmp_path):  # free again once the holder is gone
         pass
+
+
+def test_a_colliding_run_waits_for_the_lock_and_says_so(tmp_path):
+    """Issue 32: a nightly that meets a running backfill waits for it instead of failing."""
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold, args=(tmp_path, ready, release))
+    p.start()
+    try:
+        assert ready.wait(20)
+        said = []
+        with pytest.raises(LockedError, match=r"waited 1 s for it"):  # gives up when its wait is over
+            with RunLock(tmp_path, wait_seconds=1, say=said.append):
+                pass
+        assert said and said[0].startswith("waiting for the run that holds") and f"pid {p.pid}" in said[0]
+        said.clear()
+        threading.Timer(1.5, release.set).start()
+        began = time.monotonic()
+        with RunLock(tmp_path, wait_seconds=60, say=said.append, say_every=0.5):
+            waited = time.monotonic() - began
+        assert 1.0 < waited < 30, waited
+        assert len(said) >= 3 and said[-1].startswith("the run lock is free after")
+    finally:
+        release.set()
+        p.join(20)
 
 
 @pytest.fixture
