@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -213,6 +214,29 @@ def heartbeats(dep, run_id: str) -> list[dict]:
         "event": {"name": ["prefect.flow-run.heartbeat"]}, "resource": {"id": [f"prefect.flow-run.{run_id}"]}}})
     r.raise_for_status()
     return r.json()["events"]
+
+
+def cron_due_soon(seconds: float = 100) -> tuple[str, datetime]:
+    """A daily cron (UTC) whose next firing is the first whole minute at least `seconds` from
+    now: late enough for the server's scheduler service (a loop every 60 s, Prefect's default)
+    to have created the run before it is due, and it fires once in a test's life."""
+    due = (datetime.now(timezone.utc) + timedelta(seconds=seconds + 59)).replace(second=0, microsecond=0)
+    return f"{due.minute} {due.hour} * * *", due
+
+
+def scheduled_run(dep, deployment: str, due: datetime, seconds: float = 600) -> dict:
+    """The run the scheduler created for DEPLOYMENT at `due` (nobody triggered it), once it ended."""
+    flow, name = deployment.split("/")
+    d = get(f"{dep['api']}/deployments/name/{flow}/{name}").json()
+
+    def ended():
+        found = post(f"{dep['api']}/flow_runs/filter", json={"flow_runs": {
+            "deployment_id": {"any_": [d["id"]]}, "expected_start_time": {"after_": (due - timedelta(seconds=1)).isoformat()}}}).json()
+        run = next((r for r in found if r["auto_scheduled"] and datetime.fromisoformat(r["expected_start_time"]) == due),
+                   None)
+        return run and run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") and run
+    return wait_for(ended, (due - datetime.now(timezone.utc)).total_seconds() + seconds,
+                    f"the scheduled run of {deployment} due at {due:%H:%M} UTC to end", every=2)
 
 
 def flow_run(dep, run_id: str) -> dict:

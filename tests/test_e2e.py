@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from tests.corpora import write_corpus
-from tests.e2e import (CHROMIUM, CRASH_DEADLINE, SILENCE, api_run, artifacts, chart_pixels, chromium, flow_run,
-                       heartbeats, install_alerts, post, registered_pid, run_to_the_end, server, table, trigger,
-                       wait_for)
+from tests.e2e import (CHROMIUM, CRASH_DEADLINE, SILENCE, api_run, artifacts, chart_pixels, chromium, cron_due_soon,
+                       flow_run, heartbeats, install_alerts, post, registered_pid, run_to_the_end, scheduled_run, server,
+                       table, trigger, wait_for)
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
 # One server for the module: under pytest-xdist (`make test`) all of it runs on one worker, in
@@ -41,7 +41,9 @@ def deployment(server):
     tmp = server["tmp"]
     write_corpus(tmp / "data" / "corpus")
     t = time.monotonic()
-    proc = subprocess.Popen([BIN / "shardvec", "serve", "--data", str(tmp / "data")], env=server["env"],
+    cron, due = cron_due_soon()  # the nightly fires by itself a minute or two from now
+    proc = subprocess.Popen([BIN / "shardvec", "serve", "--data", str(tmp / "data")],
+                            env={**server["env"], "SHARDVEC_SCHEDULE_NIGHTLY_CRON": cron},
                             stdout=open(tmp / "serve.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     wait_for(lambda: len(post(f"{server['api']}/deployments/filter", json={}).json()) == 3, 120,
              "the deployments")
@@ -49,13 +51,15 @@ def deployment(server):
     # `shardvec serve` installed the shipped automations before it registered the deployments
     # (a silence of 90 s): the short one again
     install_alerts(server["env"], server["webhook"], server["tmp"] / "automations.yaml")
-    yield {**server, "data": tmp / "data", "serve": proc}
+    yield {**server, "data": tmp / "data", "serve": proc, "nightly_due": due}
     stop_groups([proc])
 
 
-def test_nightly_triggered_through_the_api_reports_in_artifacts(deployment):
-    run = run_to_the_end(deployment, "nightly/shardvec-nightly")
-    assert run["state_type"] == "COMPLETED"
+def test_the_scheduled_nightly_fires_by_itself_and_reports_in_artifacts(deployment):
+    """Issue 32: nobody triggers it; the server's scheduler creates the run from `shardvec serve`'s
+    cron, serve runs it, and it reports."""
+    run = scheduled_run(deployment, "nightly/shardvec-nightly", deployment["nightly_due"])
+    assert run["state_type"] == "COMPLETED" and run["auto_scheduled"]
     found = artifacts(deployment, run["id"])
     assert {"shardvec-nightly-report", "shardvec-nightly-summary", "shardvec-nightly-progress"} <= set(found)
     report = table(found["shardvec-nightly-report"])

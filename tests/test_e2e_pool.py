@@ -9,14 +9,16 @@ import json
 import sqlite3
 import subprocess
 import time
+from datetime import datetime
 
 import pytest
 
 from tests.corpora import write_corpus
-from tests.e2e import (REPO, artifacts, call_api, flow_run, get, post, run_id_in, run_to_the_end, server, table,
-                       wait_for)
+from tests.e2e import (REPO, api_run, artifacts, cron_due_soon, flow_run, get, post, run_id_in, scheduled_run, server,
+                       table, wait_for)
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 pytestmark = pytest.mark.slow  # whole on one pytest-xdist worker (tests/conftest.py, ONE_WORKER)
 __all__ = ["server"]  # the module's own instance of the fixture
 
@@ -24,11 +26,17 @@ __all__ = ["server"]  # the module's own instance of the fixture
 @pytest.fixture(scope="module")
 def worker(server):
     """deploy/prefect.yaml deployed on a process work pool, and `prefect worker start --pool shardvec`.
-    (On a server with no `shardvec serve`: its deployments have the same names, and a serve
-    still running would start their runs itself, on its own data directory.)"""
+    The file as shipped but for one line: the nightly's cron fires a minute or two from now
+    instead of at 02:00. Every schedule stays on. (On a server with no `shardvec serve`: its
+    deployments have the same names, and a serve still running would start their runs itself, on
+    its own data directory.)"""
     tmp, env = server["tmp"], {**server["env"]}
     data = tmp / "pool-data"
     write_corpus(data / "corpus")
+    cron, due = cron_due_soon()
+    shipped = (REPO / "deploy" / "prefect.yaml").read_text()
+    assert shipped.count('- cron: "0 2 * * *"') == 1
+    (tmp / "prefect.yaml").write_text(shipped.replace('- cron: "0 2 * * *"', f'- cron: "{cron}"'))
 
     def prefect(*args):
         out = subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], env=env, cwd=REPO, capture_output=True,
@@ -37,36 +45,56 @@ def worker(server):
         return out.stdout
     t = time.monotonic()
     prefect("work-pool", "create", "shardvec", "--type", "process")
-    prefect("deploy", "--all", "--prefect-file", "deploy/prefect.yaml")
-    for name in ("nightly/shardvec-nightly", "add-statements/shardvec-add-statements"):  # only the runs asked for
-        found = get(f"{server['api']}/deployments/name/{name}")
-        assert found.is_success, f"no deployment {name}: {found.text}"
-        d = found.json()
-        for schedule in d["schedules"]:
-            assert call_api("DELETE", f"{server['api']}/deployments/{d['id']}/schedules/{schedule['id']}").is_success
-    for run in post(f"{server['api']}/flow_runs/filter",
-                          json={"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}).json():
-        call_api("DELETE", f"{server['api']}/flow_runs/{run['id']}")
-    print(f"\nprefect deploy --all took {time.monotonic() - t:.1f} s")
+    prefect("deploy", "--all", "--prefect-file", str(tmp / "prefect.yaml"))
+    print(f"\nprefect deploy --all took {time.monotonic() - t:.1f} s; the nightly is due at {due:%H:%M:%S} UTC")
     proc = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "shardvec"], cwd=REPO,
                             env={**env, "SHARDVEC_DATA_DIR": str(data)}, stdout=open(tmp / "worker.log", "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
-    yield {**server, "data": data, "worker": proc}
+    yield {**server, "data": data, "worker": proc, "nightly_due": due}
     stop_groups([proc])
 
 
-def test_work_pool_deployments_run_on_a_worker(worker):
+def test_the_scheduled_nightly_fires_on_the_worker_by_itself(worker):
+    """Issue 32: nobody triggers it. The server's scheduler creates the run from the deployment's
+    cron (with SQLAlchemy 2.1 it never did: the scheduler service failed on every loop), the
+    worker picks it up, and it publishes."""
     deployments = {d["name"]: d for d in post(f"{worker['api']}/deployments/filter",
                                                     json={"work_pools": {"name": {"any_": ["shardvec"]}}}).json()}
     assert set(deployments) == {"shardvec-nightly", "shardvec-backfill", "shardvec-add-statements"}
     assert deployments["shardvec-nightly"]["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
-    t = time.monotonic()
-    run = run_to_the_end(worker, "nightly/shardvec-nightly")
-    print(f"\nnightly on the work pool: {time.monotonic() - t:.0f} s from trigger to Completed")
-    assert run["state_type"] == "COMPLETED" and run["work_pool_name"] == "shardvec"
+    assert all(s["active"] for d in deployments.values() for s in d["schedules"])
+    run = scheduled_run(worker, "nightly/shardvec-nightly", worker["nightly_due"])
+    started = datetime.fromisoformat(run["start_time"])
+    print(f"\nscheduled nightly on the work pool: due {worker['nightly_due']:%H:%M:%S}, started "
+          f"{(started - worker['nightly_due']).total_seconds():.0f} s after, {run['total_run_time']:.0f} s of run time")
+    assert run["state_type"] == "COMPLETED" and run["work_pool_name"] == "shardvec" and run["auto_scheduled"]
     report = table(artifacts(worker, run["id"])["shardvec-nightly-report"])
     assert report["statements"]["value"] == 352
     assert json.loads((worker["data"] / "CURRENT").read_text())["watermark"]["partitions"][-1] == "2026-11-03"
+
+
+def test_colliding_runs_wait_for_each_other_and_both_complete(worker):
+    """Issue 32: a backfill and two nightlies triggered together on one data directory. The second
+    nightly waits in the UI for the deployment's slot (AwaitingConcurrencySlot), the backfill and
+    the nightly wait for each other on the run lock; all end Completed, and no alert is sent."""
+    hooks_before = len(worker["hooks"])
+    t = time.monotonic()
+    ids = {"backfill": api_run(worker, "backfill/shardvec-backfill", {"mode": "update"}),
+           "nightly": api_run(worker, "nightly/shardvec-nightly"),
+           "nightly again": api_run(worker, "nightly/shardvec-nightly")}
+    ended = {name: wait_for(lambda: (r := flow_run(worker, run_id))["state_type"] in FINAL and r, 600,
+                            f"the {name} run to end", every=2) for name, run_id in ids.items()}
+    print(f"\nthree colliding runs ended in {time.monotonic() - t:.0f} s")
+    assert {name: r["state_name"] for name, r in ended.items()} == {name: "Completed" for name in ids}
+    states = {name: [s["name"] for s in get(f"{worker['api']}/flow_run_states/", params={"flow_run_id": run_id}).json()]
+              for name, run_id in ids.items()}
+    assert any("AwaitingConcurrencySlot" in states[n] for n in ("nightly", "nightly again")), states
+    logs = [e["message"] for e in post(f"{worker['api']}/logs/filter", json={
+        "logs": {"flow_run_id": {"any_": list(ids.values())}}, "limit": 200}).json()]
+    assert any(m.startswith("waiting for the run that holds") for m in logs), "no run waited on the run lock"
+    assert not any(m.startswith("Another shardvec run holds") for m in logs)
+    # (the alerts are for runs that end Failed or Crashed, or that the gate refused: none did)
+    assert not [c for c in worker["hooks"][hooks_before:] if any(i in c for i in ids.values())]
 
 
 def test_a_run_refused_by_the_quality_gate_calls_the_webhook(worker):
