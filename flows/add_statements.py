@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from prefect import flow
 
-from shardvec.flows.params import run_settings
+from shardvec.flows.params import Overrides, run_settings
 from shardvec.tasks import skins
 from shardvec.flows.artifacts import publish_add_report
 
 
 @flow(name="add-statements", log_prints=True)
 def add_statements(records: list[dict] | None = None, delete: list[str] | None = None, replace: bool = False,
-                   drain_inbox: bool = True, overrides: dict | None = None) -> dict:
-    """Add `records` ({"id", "text"} each; `replace`: live ids get the new text), delete the
-    ids in `delete`, then apply every file waiting in <data>/inbox."""
+                   drain_inbox: bool = True, overrides: Overrides | None = None) -> dict:
+    """Add statements, delete statements, then apply every file waiting in <data>/inbox: searchable
+    and related when the run ends, without a rebuild.
+
+    Args:
+        records: Statements to add, each {"id": ..., "text": ...}.
+        delete: Ids of live statements to delete, for good.
+        replace: A record whose id is live gets the new text (otherwise it is quarantined, unless
+            corpus.on_duplicate is "update").
+        drain_inbox: Also apply the files waiting in <data>/inbox.
+        overrides: Tuning knobs for this run only, by section of config/default.toml, e.g.
+            {"corpus": {"max_record_bytes": 10000}}; the rest as configured.
+    """
     s = run_settings(overrides)
     kw = dict(on_duplicate=s.corpus.on_duplicate, max_record_bytes=s.corpus.max_record_bytes)
     report = {"records": skins.add_task(s.data, records, replace=replace, **kw) if records else None,

@@ -23,24 +23,23 @@ ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLi
 
 
 def deployments(s: Settings) -> list:
-    params = {"overrides": {"data_dir": str(s.data)}}
     sched = s.schedule
     inbox = [IntervalSchedule(interval=sched.inbox_interval_seconds)] if sched.inbox_interval_seconds else []
     return [
-        nightly.to_deployment(name="shardvec-nightly", parameters=params,
+        nightly.to_deployment(name="shardvec-nightly",
                               schedules=[CronSchedule(cron=sched.nightly_cron, timezone=sched.timezone)],
                               concurrency_limit=ONE_AT_A_TIME,
                               description="New partitions in, models updated, a new version published."),
-        backfill.to_deployment(name="shardvec-backfill", parameters=params, concurrency_limit=ONE_AT_A_TIME,
+        backfill.to_deployment(name="shardvec-backfill", concurrency_limit=ONE_AT_A_TIME,
                                description="Reprocess a range of partitions (start, end) or rebuild all."),
-        add_statements.to_deployment(name="shardvec-add-statements", parameters=params, schedules=inbox,
+        add_statements.to_deployment(name="shardvec-add-statements", schedules=inbox,
                                      description="Add statements given as parameters and drain the inbox."),
     ]
 
 
 def serve_all(s: Settings) -> None:
     """Register the deployments with the Prefect server and run their flow runs until stopped.
-    Their runs are bound to this data directory (flows/params.py)."""
+    Their runs inherit SHARDVEC_DATA_DIR from this process and are bound to it (flows/params.py)."""
     import os
     os.environ["SHARDVEC_DATA_DIR"] = str(s.data)
     serve(*deployments(s), print_starting_message=True)
