@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -73,9 +74,13 @@ def nightly(data: DataOpt = None, force: ForceOpt = False,
         typer.echo(json.dumps(report, indent=1, default=str))
 
 
+def _day(help: str):
+    return typer.Option(formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help=help)
+
+
 @app.command()
-def backfill(start: Annotated[Optional[str], typer.Option(help="First partition of the range (inclusive).")] = None,
-             end: Annotated[Optional[str], typer.Option(help="Last partition of the range (inclusive).")] = None,
+def backfill(start: Annotated[Optional[datetime], _day("First partition of the range (inclusive).")] = None,
+             end: Annotated[Optional[datetime], _day("Last partition of the range (inclusive).")] = None,
              partition: Annotated[Optional[list[str]], typer.Option("--partition", "-p",
                                                                     help="A partition by name (repeatable).")] = None,
              mode: Annotated[str, typer.Option(help="update: train on what is not yet in; rebuild: from scratch.")] = "update",
@@ -91,8 +96,8 @@ def backfill(start: Annotated[Optional[str], typer.Option(help="First partition 
     s = _settings(data)
     with local_prefect():
         report = backfill_flow.with_options(task_runner=task_runner(s))(
-            start=start, end=end, partitions=partition or None, mode=mode, overrides={"data_dir": str(s.data)},
-            force=force)
+            start=start and start.date(), end=end and end.date(), partitions=partition or None, mode=mode,
+            overrides={"data_dir": str(s.data)}, force=force)
     if as_json:
         typer.echo(json.dumps(report, indent=1, default=str))
 
