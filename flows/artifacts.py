@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from shardvec.tasks.report import render_markdown, report_table
+from pathlib import Path
+
+from shardvec.tasks.report import quarantine_markdown, render_markdown, report_table
 
 
 def publish_artifacts(report: dict) -> None:
@@ -13,6 +15,13 @@ def publish_artifacts(report: dict) -> None:
                              key=f"shardvec-{report['flow']}-summary", description="Run summary")
     create_table_artifact(table=report_table(report), key=f"shardvec-{report['flow']}-report",
                           description="Run report: figures, recall@10, time and peak memory per step")
+
+
+def publish_quarantine_warning(flow: str, files: list[dict], folder: Path) -> None:
+    """The input records a run quarantined, as a markdown artifact of its own on the run's page."""
+    from prefect.artifacts import create_markdown_artifact
+    create_markdown_artifact(markdown=quarantine_markdown(files, folder), key=f"shardvec-{flow}-quarantine",
+                             description="Warning: input records quarantined")
 
 
 def publish_add_report(report: dict) -> None:

@@ -4,10 +4,13 @@
 - Runs of this data directory whose process is gone are marked Crashed before this one starts
   (`tasks.runs`); the heartbeat automation of deploy/automations.yaml does it within minutes
   when a server watches, this covers the local mode, whose temporary server died with the run.
+  Either way each such run gets a `crashed` line in history.jsonl when shardvec finds it.
 - A Dask performance report (its HTML) is written for the run under <data>/reports/, next to
   the run's report (report.json), and linked from the summary artifact.
 - A run the quality gate refused emits the event `shardvec.quality-gate.refused`, which the
   alert automation turns into a webhook call.
+- A run that completes with quarantined input (in the partitions it took in) gets a warning
+  artifact and emits `shardvec.input.quarantined`, which another automation turns into a call.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from shardvec.tasks import runs
 from shardvec.tasks.layout import Layout
 
 GATE_EVENT = "shardvec.quality-gate.refused"
+QUARANTINE_EVENT = "shardvec.input.quarantined"
 
 
 def _logger():
@@ -36,9 +40,13 @@ def _logger():
 
 
 def mark_dead_runs_crashed(data: Path) -> list[str]:
-    """Tell the Prefect API that the registered runs whose process is gone Crashed; returns their ids."""
+    """Tell the Prefect API that the registered runs whose process is gone Crashed; returns their ids.
+    Each of them, and each the heartbeat automation had marked Crashed already, gets a `crashed`
+    line in the data directory's history (its registration is then removed: one line a run)."""
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed
+
+    from shardvec.tasks.quality import append_history
 
     marked = []
     dead = runs.dead_runs(data)
@@ -47,12 +55,17 @@ def mark_dead_runs_crashed(data: Path) -> list[str]:
     with get_client(sync_client=True) as client:
         for r in dead:
             try:
-                state = client.read_flow_run(r.flow_run_id).state
+                flow_run = client.read_flow_run(r.flow_run_id)
+                state = flow_run.state
                 if state is not None and not state.is_final():
-                    client.set_flow_run_state(r.flow_run_id, Crashed(
-                        message=f"shardvec: the run's process (pid {r.pid}, running since {r.since}) is gone; "
-                                "it was killed or its machine stopped."), force=True)
+                    state = Crashed(message=f"shardvec: the run's process (pid {r.pid}, running since {r.since}) "
+                                            "is gone; it was killed or its machine stopped.")
+                    client.set_flow_run_state(r.flow_run_id, state, force=True)
                     marked.append(r.flow_run_id)
+                if state is not None and state.is_crashed():
+                    append_history(data, {"at": state.timestamp.astimezone(timezone.utc).isoformat(timespec="seconds"),
+                                          "flow": client.read_flow(flow_run.flow_id).name, "status": "crashed",
+                                          "flow_run_id": r.flow_run_id, "message": state.message})
             except Exception as exc:  # a run of another server, or deleted: nothing to mark there
                 _logger().debug("could not mark run %s crashed: %s", r.flow_run_id, exc)
             r.path.unlink(missing_ok=True)
@@ -60,16 +73,36 @@ def mark_dead_runs_crashed(data: Path) -> list[str]:
 
 
 class OperatedRun:
-    def __init__(self, s: Settings, flow: str, run_id: str | None):
+    def __init__(self, s: Settings, flow: str, run_id: str | None, ctx=None):
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         self.dir = Layout(s.data).reports / (f"{stamp}-{flow}" + (f"-{run_id[:8]}" if run_id else ""))
         self.dask_report = self.dir / "dask-performance.html"
+        self.data, self.flow, self.ctx = s.data, flow, ctx
 
     def keep(self, report: dict) -> dict:
-        """Save the run's report beside its Dask performance report; returns it unchanged."""
+        """Save the run's report beside its Dask performance report, and warn of the input it
+        quarantined; returns the report unchanged."""
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
+        if report.get("quarantined_input"):
+            self._warn_of_quarantine(report["quarantined_input"])
         return report
+
+    def _warn_of_quarantine(self, files: list[dict]) -> None:
+        """The run completes; the records it could not use are named in its log, in a warning
+        artifact, and in the event `shardvec.input.quarantined` (an automation's webhook call)."""
+        from shardvec.flows.artifacts import publish_quarantine_warning
+        folder = Layout(self.data).quarantine
+        message = run_report.quarantine_message(files, folder)
+        _logger().warning(message)
+        try:
+            publish_quarantine_warning(self.flow, files, folder)
+        except Exception as exc:  # artifacts are a view; a run never fails for them
+            _logger().warning(f"could not create the quarantine artifact: {exc!r}")
+        if self.ctx and self.ctx.flow_run:
+            _emit_run_event(self.ctx, QUARANTINE_EVENT, self.flow, {
+                "message": message, "records": sum(f["records"] for f in files),
+                "files": [f["source"] for f in files], "quarantine_dir": str(folder), "data_dir": str(self.data)})
 
 
 @contextmanager
@@ -83,7 +116,7 @@ def operated(s: Settings, flow: str) -> Iterator[OperatedRun]:
     for crashed in mark_dead_runs_crashed(s.data):
         log.warning(f"run {crashed} of {s.data} had died without a word; marked Crashed")
     registered = runs.register(s.data, run_id) if run_id else None
-    run = OperatedRun(s, flow, run_id)
+    run = OperatedRun(s, flow, run_id, ctx)
     run.dir.mkdir(parents=True, exist_ok=True)
     token = run_report.EXTRAS.set({"data": s.data, "dask_report": run.dask_report})
     try:
@@ -132,10 +165,15 @@ def _performance_report(ctx, path: Path, log) -> Iterator[None]:
 def _emit_gate_event(ctx, flow: str, message: str, data: Path) -> None:
     if not (ctx and ctx.flow_run):
         return
+    _emit_run_event(ctx, GATE_EVENT, flow, {"message": message, "data_dir": str(data)})
+
+
+def _emit_run_event(ctx, event: str, flow: str, payload: dict) -> None:
+    """An event about this flow run (its resource), related to its flow (by name, for the automations)."""
     from prefect.events import emit_event
-    emit_event(event=GATE_EVENT,
+    emit_event(event=event,
                resource={"prefect.resource.id": f"prefect.flow-run.{ctx.flow_run.id}",
                          "prefect.resource.name": ctx.flow_run.name},
                related=[{"prefect.resource.id": f"prefect.flow.{ctx.flow_run.flow_id}",
                          "prefect.resource.role": "flow", "prefect.resource.name": flow}],
-               payload={"message": message, "data_dir": str(data)})
+               payload=payload)

@@ -427,8 +427,11 @@ def _figures(tok: Tokenized, trained: Trained, written: Written) -> dict:
     reasons = dict(tok.reasons)
     if trained.duplicates_rejected:
         reasons["duplicate id"] = trained.duplicates_rejected
+    taken = set(tok.train_caches)  # the input this run takes in: its new partitions (all, rebuilding)
     return {"files": len(tok.files), "records": tok.records,
             "quarantined": tok.quarantined + trained.duplicates_rejected, "quarantine_reasons": reasons,
+            "quarantined_input": [{"source": t["source"], "records": t["quarantined"], "reasons": t["reasons"]}
+                                  for t in tok.files if t["quarantined"] and t["cache"] in taken],
             "statements": trained.statements, "terms": trained.terms, "topics": trained.topics,
             "words": trained.words, "similarity_rows": written.statement_rows, "tokens": tok.tokens}
 

@@ -1,10 +1,10 @@
 """Install the automations of deploy/automations.yaml on the Prefect server (PREFECT_API_URL):
-the one that marks silent runs Crashed, and the alerts that call a webhook when a nightly
-fails or crashes and when the quality gate refuses a run. Installing again replaces them."""
+the one that marks silent runs Crashed, and the alerts that call a webhook (once a run, with a
+link to the run's page in the UI) when a nightly fails or crashes, when the quality gate
+refuses a run, and when a run quarantined input records. Installing again replaces them."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -28,6 +28,19 @@ def _calls_webhook(spec: dict) -> bool:
     return any(a.get("type") == "call-webhook" for a in spec["actions"])
 
 
+def ui_url() -> str:
+    """The UI of the server PREFECT_API_URL names: Prefect's PREFECT_UI_URL setting, which is
+    PREFECT_API_URL without its /api unless set."""
+    from prefect.settings import get_current_settings
+    return (get_current_settings().ui_url or "").rstrip("/")
+
+
+def resolved(spec: dict, block_id: str | None, ui: str) -> dict:
+    """`spec` with its placeholders filled: {webhook} (the block's id) and {ui} (the UI's URL)."""
+    text = json.dumps(spec).replace('"{webhook}"', json.dumps(str(block_id))).replace("{ui}", json.dumps(ui)[1:-1])
+    return json.loads(text)
+
+
 def install(webhook: str | None = None, path: Path = AUTOMATIONS) -> list[str]:
     """Create (or replace, by name) the automations; returns the names installed."""
     from prefect.automations import Automation
@@ -41,12 +54,12 @@ def install(webhook: str | None = None, path: Path = AUTOMATIONS) -> list[str]:
             raise AlertsError(f"--webhook {webhook} is not an http(s) URL; give the full URL, e.g. https://hooks.example.com/x.")
         block_id = Webhook(url=webhook, method="POST", headers={"Content-Type": "application/json"}).save(
             BLOCK, overwrite=True)
-    installed = []
+    installed, ui = [], ui_url()
     with get_client(sync_client=True) as client:
         for spec in specs:
             if _calls_webhook(spec) and block_id is None:
                 continue
-            spec = json.loads(json.dumps(copy.deepcopy(spec)).replace('"{webhook}"', f'"{block_id}"'))
+            spec = resolved(spec, block_id, ui)
             for old in client.read_automations_by_name(spec["name"]):
                 client.delete_automation(old.id)
             Automation.model_validate(spec).create()

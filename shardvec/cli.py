@@ -246,7 +246,8 @@ def serve(data: DataOpt = None) -> None:
 
 @alerts_app.command("install")
 def alerts_install(webhook: Annotated[Optional[str], typer.Option(
-        help="POST a JSON alert here when a nightly fails or crashes, or the quality gate refuses a run.")] = None,
+        help="POST a JSON alert here when a nightly fails or crashes, the quality gate refuses a run, or a run "
+             "quarantines input records: one call a run, with a link to its page in the UI.")] = None,
         file: Annotated[Path, typer.Option(help="The automations to install.")] = None) -> None:
     """Install deploy/automations.yaml on the Prefect server: silent runs marked Crashed, and alerts."""
     from shardvec.flows.runtime import api_url

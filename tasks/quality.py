@@ -155,7 +155,8 @@ def _drift(old: dict, new: dict, data: Path, *, sample: int, words: int, seed: i
 
 
 def _words_moved(old: Space, new: Space, n: int, k: int = 10) -> list[dict]:
-    """Among the n most frequent words of both, those whose k nearest neighbours changed most."""
+    """Among the n most frequent words of both, the (at most 10) whose k nearest neighbours changed
+    most; a word whose neighbours are all the same (Jaccard 1.0) did not move and is not listed."""
     common, o_rows, n_rows = [], [], []
     for r, key in enumerate(new.keys()):
         o = old.find(key)
@@ -171,7 +172,7 @@ def _words_moved(old: Space, new: Space, n: int, k: int = 10) -> list[dict]:
     for word, a, b in zip(common, o_nb, n_nb):
         a_keys, b_keys = {old.key(int(x)) for x in a if x >= 0}, {new.key(int(x)) for x in b if x >= 0}
         out.append({"word": word, "jaccard": round(len(a_keys & b_keys) / max(len(a_keys | b_keys), 1), 3)})
-    return sorted(out, key=lambda d: (d["jaccard"], d["word"]))[:10]
+    return sorted((d for d in out if d["jaccard"] < 1), key=lambda d: (d["jaccard"], d["word"]))[:10]
 
 
 def gate(metrics: dict, previous: dict | None, tolerances: dict) -> list[str]:

@@ -96,7 +96,7 @@ def render_text(report: dict) -> str:
         value = report.get("quality", {}).get(key)
         if value is not None:
             lines.append(f"  {label:<30} {value}")
-    for word in report.get("quality", {}).get("words_moved_most", [])[:5]:
+    for word in [w for w in report.get("quality", {}).get("words_moved_most", []) if w["jaccard"] < 1][:5]:
         lines.append(f"    neighbours moved: {word['word']} (jaccard {word['jaccard']})")
     for reason in report.get("gate", []) + report.get("forced_past_gate", []):
         lines.append(f"  quality gate: {reason}")
@@ -120,23 +120,44 @@ def render_markdown(report: dict) -> str:
         url = Path(extras["dask_report"]).as_uri()
         text += f"\nDask performance report of this run: [{url}]({url})\n"
     if extras.get("data") is not None:
-        text += _trend_markdown(extras["data"])
-    if report.get("history"):
-        text += "\n## History (last 10 runs)\n\n" + report["history"] + "\n"
+        from shardvec.tasks.quality import read_history
+        entries = read_history(extras["data"], last=TREND_RUNS)
+        if entries:
+            text += _trend_markdown(entries)
+            last = entries[-HISTORY_RUNS:]
+            text += f"\n## History (last {len(last)} runs)\n\n" + history_markdown(last) + "\n"
     return text
 
 
 TREND_RUNS = 30
+HISTORY_RUNS = 10
 
 
-def _trend_markdown(data) -> str:
-    """The chart of the last runs, embedded as an image (empty when there is no history yet)."""
-    from shardvec.tasks.quality import read_history
+def _trend_markdown(entries: list[dict]) -> str:
+    """The chart of the last runs, embedded as an image."""
     from shardvec.tasks.trends import chart_data_uri
-    entries = read_history(data, last=TREND_RUNS)
-    if not entries:
-        return ""
     return f"\n## Trend (last {len(entries)} runs)\n\n![shardvec trend chart]({chart_data_uri(entries)})\n"
+
+
+# (metric, column) of the summary's history table: short columns, so that the table fits the
+# width of the run page's artifact pane (`shardvec history` prints every column)
+HISTORY_COLUMNS = [("rows_recall_at_10", "rows r@10"), ("statements_index_recall_at_10", "index r@10"),
+                   ("wordsim353_spearman", "ws353"), ("simlex999_spearman", "simlex"),
+                   ("analogy_accuracy", "analogy"), ("rows_mean_jaccard", "jaccard")]
+STATUS_WORDS = {"refused by the quality gate": "refused"}
+
+
+def history_markdown(entries: list[dict]) -> str:
+    """The last runs as a narrow markdown table: when (UTC), flow, status, statements and the
+    quality figures (the version and the gate's reasons are in `shardvec history`)."""
+    rows = [["UTC", "flow", "status", "statements"] + [label for _, label in HISTORY_COLUMNS],
+            ["---"] * (4 + len(HISTORY_COLUMNS))]
+    for e in entries:
+        m = e.get("metrics", {})
+        rows.append([e["at"][5:16].replace("T", " "), e.get("flow", ""),
+                     STATUS_WORDS.get(e.get("status", ""), e.get("status", "")), str(e.get("statements", ""))]
+                    + ["" if m.get(k) is None else f"{m[k]:.3f}" for k, _ in HISTORY_COLUMNS])
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
 FIGURES = [("records", "records read"), ("quarantined", "records quarantined"), ("statements", "statements"),
@@ -161,3 +182,31 @@ def report_table(report: dict) -> list[dict]:
         rows.append({"item": f"step {step['step']} ({step['tasks']} tasks)", "value": None,
                      "seconds": step["seconds"], "peak_rss_mb": step["peak_rss_mb"]})
     return rows
+
+
+def _why(reasons: dict[str, int]) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+
+
+def quarantine_message(files: list[dict], folder: Path) -> str:
+    """One sentence on the input records a run quarantined (`files`: the report's
+    `quarantined_input`, one {source, records, reasons} a file) and where they are."""
+    n = sum(f["records"] for f in files)
+    where = "; ".join(f"{f['source']}: {_why(f['reasons'])}" for f in files)
+    return (f"{n} input record{'s' * (n != 1)} quarantined ({where}), left out of the version; "
+            f"the records and the reasons are under {folder}.")
+
+
+def quarantine_markdown(files: list[dict], folder: Path) -> str:
+    """The warning artifact of a run that quarantined input: how many records, from which files,
+    why, and where the quarantine keeps them."""
+    n = sum(f["records"] for f in files)
+    rows = "\n".join(f"| `{f['source']}` | {f['records']} | {_why(f['reasons'])} |" for f in files)
+    first = files[0]["source"]
+    return (f"# Warning: {n} input record{'s' * (n != 1)} quarantined\n\n"
+            f"The run completed without them: they are not in the version it published.\n\n"
+            f"| file | records | why |\n| --- | --- | --- |\n{rows}\n\n"
+            f"The quarantine folder is `{folder}`: each file's rejected records, byte for byte, are in "
+            f"`<file>.rejected` (Parquet rows: `<file>.rejected.jsonl`) and why, one line each, in `<file>.reasons.jsonl` (e.g. "
+            f"`{Path(folder) / first}.reasons.jsonl`). Fix them in the source file, then backfill its "
+            "partition to take them in.\n")

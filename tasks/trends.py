@@ -2,7 +2,8 @@
 
 `plot_history` draws the entries of `<data>/history.jsonl` (tasks/quality.py) into a PNG or SVG
 file; `chart_data_uri` gives the same chart as a data: URI, which a Prefect markdown artifact
-shows as an image. Refused runs are drawn as red crosses on the quality panels.
+shows as an image. Refused runs are drawn as red crosses on the quality panels, crashed runs
+(which measured nothing) as a dotted vertical line across every panel.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ PANELS = {
     "cost": [("wall_seconds", "wall time (s)"), ("peak_rss_mb", "peak RSS (MB)")],
 }
 FORMATS = (".png", ".svg")
+# The recall axis always spans at least this much below 1.0: on an axis fitted to the data,
+# 0.9995 and 1.0 would be its bottom and top, a cliff where nothing happened.
+RECALL_SPAN = 0.1
 
 
 class PlotFormatError(ValueError):
@@ -41,6 +45,7 @@ def _figure(entries: list[dict]):
     x = list(range(1, len(entries) + 1))
     labels = [e["at"][5:16].replace("T", " ") for e in entries]
     refused = [e.get("status", "").startswith("refused") for e in entries]
+    crashed = [xi for xi, e in zip(x, entries) if e.get("status") == "crashed"]
     fig, axes = plt.subplots(2, 2, figsize=(11, 6.5), sharex=True)
     for ax, (title, series) in zip(axes.flat, PANELS.items()):
         twin = ax.twinx() if title == "cost" else None
@@ -54,7 +59,15 @@ def _figure(entries: list[dict]):
             bad = [(xi, v) for xi, v in pts if refused[xi - 1]]
             if bad:
                 target.plot([b[0] for b in bad], [b[1] for b in bad], "x", color="red", ms=9, mew=2)
+        for xi in crashed:
+            ax.axvline(xi, color="black", ls=":", lw=1.5,
+                       label="crashed" if (title, xi) == ("recall@10", crashed[0]) else None)
         ax.set_title(title, fontsize=10)
+        if title == "recall@10":
+            low = min([1.0] + [v for key, _ in series for e in entries if (v := _value(e, key)) is not None])
+            ax.set_ylim(min(1 - RECALL_SPAN, low - 0.02), 1 + RECALL_SPAN / 20)
+        if twin is None:  # plain values on the axis, never "+1" and offsets from it
+            ax.ticklabel_format(axis="y", style="plain", useOffset=False)
         if twin is not None:
             ax.set_ylabel("seconds", fontsize=8)
             twin.set_ylabel("MB", fontsize=8)
@@ -70,7 +83,8 @@ def _figure(entries: list[dict]):
     for ax in axes[1]:
         ax.set_xticks(x)
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
-    fig.suptitle(f"shardvec: the last {len(entries)} runs (red x: refused by the quality gate)", fontsize=11)
+    fig.suptitle(f"shardvec: the last {len(entries)} runs (red x: refused by the quality gate; "
+                 "dotted line: crashed)", fontsize=11)
     # fixed margins, the ones tight_layout finds for this figure: it measured every label again
     # on each run, a third of the chart's cost
     fig.subplots_adjust(left=0.065, right=0.93, top=0.9, bottom=0.115, hspace=0.18, wspace=0.16)

@@ -6,6 +6,7 @@ refuses calling the webhook, and a killed CLI run in local mode marked Crashed.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 import time
@@ -13,12 +14,14 @@ from datetime import datetime
 
 import pytest
 
-from tests.corpora import write_corpus
+from tests.corpora import SENTENCES, write_corpus
 from tests.e2e import (REPO, api_run, artifacts, cron_due_soon, flow_run, get, post, run_id_in, scheduled_run, server,
                        table, wait_for)
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+QUIET = 20  # seconds after a run's webhook call in which no second call about it may come
 pytestmark = pytest.mark.slow  # whole on one pytest-xdist worker (tests/conftest.py, ONE_WORKER)
 __all__ = ["server"]  # the module's own instance of the fixture
 
@@ -97,18 +100,58 @@ def test_colliding_runs_wait_for_each_other_and_both_complete(worker):
     assert not [c for c in worker["hooks"][hooks_before:] if any(i in c for i in ids.values())]
 
 
-def test_a_run_refused_by_the_quality_gate_calls_the_webhook(worker):
+def _calls_for(dep, run_id: str) -> list[dict]:
+    return [json.loads(c) for c in dep["hooks"] if run_id in c]
+
+
+def _the_alert(dep, run: dict) -> dict:
+    """The webhook call about `run`: one (none comes within QUIET seconds after it), with the run's
+    id as a plain UUID and the link to its page in the UI."""
+    first = wait_for(lambda: _calls_for(dep, run["id"]), 120, f"the webhook call for run {run['id']}")[0]
+    deadline = time.monotonic() + QUIET
+    while time.monotonic() < deadline:
+        assert len(_calls_for(dep, run["id"])) == 1, _calls_for(dep, run["id"])
+        time.sleep(0.5)
+    assert first["flow_run_id"] == run["id"] and first["flow_run"] == run["name"]
+    assert first["ui_url"] == f"http://127.0.0.1:{dep['port']}/runs/flow-run/{run['id']}"
+    return first
+
+
+def test_quarantined_input_raises_a_warning_and_calls_the_webhook_once(worker):
+    """Issue 32: the first nightly reads write_corpus's broken JSON line; it completes, with a
+    warning artifact (how many, which file, why, where) and one webhook call."""
+    api = worker["api"]
+    found = wait_for(lambda: post(f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": [
+        "shardvec-nightly-quarantine"]}}}).json(), 900, "a nightly's quarantine warning", every=2)
+    assert len(found) == 1, "only the run that took the file in warns"
+    run = wait_for(lambda: (r := flow_run(worker, found[0]["flow_run_id"]))["state_type"] in FINAL and r, 300,
+                   "the run that quarantined to end")
+    assert run["state_name"] == "Completed"
+    warning = found[0]["data"]
+    assert warning.startswith("# Warning: 1 input record quarantined") and "broken JSON" in warning
+    assert "`2026-11-02/lee.jsonl`" in warning and f"`{worker['data'] / 'quarantine'}`" in warning
+    body = _the_alert(worker, run)
+    assert body["alert"] == "shardvec: input records quarantined (1)" and body["state"] == "Completed"
+    assert body["files"] == ["2026-11-02/lee.jsonl"] and body["quarantine_dir"] == str(worker["data"] / "quarantine")
+
+
+def test_a_nightly_refused_by_the_quality_gate_calls_the_webhook_once(worker):
+    """Issue 32: the gate's alert only, not also the one for a failed nightly."""
+    partition = worker["data"] / "corpus" / "2026-11-04"  # something new for the nightly to take in
+    partition.mkdir()
+    (partition / "more.txt").write_text("\n".join(SENTENCES[:60]) + "\n", encoding="utf-8")
     # a far weaker index than the published one's: its recall@10 drops, and the gate refuses it
     overrides = json.dumps({"index": {"n_trees": 1, "search_k": 10}, "quality": {"gate": True}})
-    args = [str(BIN / "prefect"), "deployment", "run", "backfill/shardvec-backfill", "--watch",
-            "--watch-timeout", "600", "--param", "mode=rebuild", "--param", f"overrides={overrides}"]
-    out = subprocess.run(args, env=worker["env"], capture_output=True, text=True, timeout=700)
+    args = [str(BIN / "prefect"), "deployment", "run", "nightly/shardvec-nightly", "--watch",
+            "--watch-timeout", "600", "--param", f"overrides={overrides}"]
+    try:
+        out = subprocess.run(args, env=worker["env"], capture_output=True, text=True, timeout=700)
+    finally:
+        shutil.rmtree(partition)  # the data directory as the other tests expect it
     run = flow_run(worker, run_id_in(out.stdout))
     assert run["state_type"] == "FAILED" and run["state_name"] == "Failed"  # a plain failure in the UI
     assert "Not published" in run["state"]["message"]
-    alert = wait_for(lambda: [c for c in worker["hooks"] if run["id"] in c and "quality gate" in c], 60,
-                     "the webhook call for the refused run")
-    body = json.loads(alert[0])
+    body = _the_alert(worker, run)
     assert body["alert"] == "shardvec quality gate refused a run" and "recall" in body["message"]
 
 

@@ -72,7 +72,7 @@ def test_alerts_file_names_the_fix_when_missing(tmp_path):
         load(tmp_path / "nope.yaml")
     names = [a["name"] for a in load()]
     assert names == ["shardvec: mark silent runs Crashed", "shardvec: nightly failed or crashed",
-                     "shardvec: run refused by the quality gate"]
+                     "shardvec: run refused by the quality gate", "shardvec: input quarantined"]
 
 
 def test_steps_log_start_progress_and_throughput(prefect_server):

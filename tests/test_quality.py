@@ -97,7 +97,8 @@ def test_degraded_corpus_trips_the_gate_a_normal_night_passes(tmp_path):
     assert second["quality"]["wordsim353_spearman"] > q1["wordsim353_spearman"] - 0.1
     drift = second["quality"]
     assert drift["rows_compared"] > 0 and 0 <= drift["rows_changed_share"] <= 1
-    assert 0 < drift["rows_mean_jaccard"] <= 1 and len(drift["words_moved_most"]) == 10
+    assert 0 < drift["rows_mean_jaccard"] <= 1 and 0 < len(drift["words_moved_most"]) <= 10
+    assert all(w["jaccard"] < 1 for w in drift["words_moved_most"])  # listed: the words that moved
 
     history = read_history(data)
     assert [h["status"] for h in history] == ["published", "refused by the quality gate", "published"]
