@@ -84,6 +84,28 @@ def test_a_run_cannot_move_the_deployments_data_directory(deployment):
     assert "x" not in shardvec.open(deployment["data"])
 
 
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is installed by `make test`")
+def test_the_run_form_describes_every_parameter(deployment, screenshots):
+    """Issue 32: a deployment's Custom run page says what each parameter is (from the flow's
+    `Args:` docstring), and each knob `overrides` may change (from config/default.toml); here
+    opened as a link with [index] search_k filled in, as the UI's own "Custom run" links do."""
+    import html
+    from urllib.parse import quote
+    d = post(f"{deployment['api']}/deployments/filter",
+             json={"deployments": {"name": {"any_": ["shardvec-backfill"]}}}).json()[0]
+    schema = d["parameter_openapi_schema"]
+    assert list(schema["properties"]) == ["start", "end", "partitions", "mode", "overrides", "force"]
+    index = schema["definitions"]["IndexOverrides"]["properties"]
+    shot = screenshots / "backfill-run-form.png"
+    prefilled = quote(json.dumps({"overrides": {"index": {"search_k": 50000}}}))
+    url = f"http://127.0.0.1:{deployment['port']}/v2/deployments/deployment/{d['id']}/run?parameters={prefilled}"
+    dom = " ".join(html.unescape(chromium(deployment["tmp"], url, shot, height=3000)).split())
+    for name, spec in [*schema["properties"].items(), *index.items()]:
+        assert " ".join(spec["description"].split()) in dom, f"no description of {name}"
+    assert 'value="50000"' in dom and "data_dir" not in dom  # what a run may not change is not offered
+    assert shot.stat().st_size > 20_000
+
+
 def test_backfill_rebuild_with_parameters(deployment):
     run = trigger(deployment, "backfill/shardvec-backfill", "mode=rebuild", "start=2026-11-02")
     assert run["state_type"] == "COMPLETED"
