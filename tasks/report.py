@@ -139,25 +139,36 @@ def _trend_markdown(entries: list[dict]) -> str:
     return f"\n## Trend (last {len(entries)} runs)\n\n![shardvec trend chart]({chart_data_uri(entries)})\n"
 
 
-# (metric, column) of the summary's history table: short columns, so that the table fits the
-# width of the run page's artifact pane (`shardvec history` prints every column)
-HISTORY_COLUMNS = [("rows_recall_at_10", "rows r@10"), ("statements_index_recall_at_10", "index r@10"),
-                   ("wordsim353_spearman", "ws353"), ("simlex999_spearman", "simlex"),
-                   ("analogy_accuracy", "analogy"), ("rows_mean_jaccard", "jaccard")]
+# The summary's history as two narrow tables, (metric, column, decimals) each: Prefect's UI
+# neither wraps a table's cells nor scrolls it, so a table wider than the artifact pane loses its
+# right-hand columns (one table of everything did, even at 1400 px). `shardvec history` prints
+# every column in one.
+HISTORY_RUNS_COLUMNS = [("rows_recall_at_10", "rows r@10", 4), ("statements_index_recall_at_10", "index r@10", 4)]
+HISTORY_QUALITY_COLUMNS = [("wordsim353_spearman", "ws353", 3), ("simlex999_spearman", "simlex", 3),
+                           ("analogy_accuracy", "analogy", 3), ("rows_mean_jaccard", "rows jaccard", 3)]
 STATUS_WORDS = {"refused by the quality gate": "refused"}
 
 
+def _markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    return "\n".join("| " + " | ".join(r) + " |" for r in [head, ["---"] * len(head), *rows])
+
+
+def _metric_cells(entry: dict, columns) -> list[str]:
+    m = entry.get("metrics", {})
+    return ["" if m.get(key) is None else f"{m[key]:.{places}f}" for key, _, places in columns]
+
+
 def history_markdown(entries: list[dict]) -> str:
-    """The last runs as a narrow markdown table: when (UTC), flow, status, statements and the
-    quality figures (the version and the gate's reasons are in `shardvec history`)."""
-    rows = [["UTC", "flow", "status", "statements"] + [label for _, label in HISTORY_COLUMNS],
-            ["---"] * (4 + len(HISTORY_COLUMNS))]
-    for e in entries:
-        m = e.get("metrics", {})
-        rows.append([e["at"][5:16].replace("T", " "), e.get("flow", ""),
-                     STATUS_WORDS.get(e.get("status", ""), e.get("status", "")), str(e.get("statements", ""))]
-                    + ["" if m.get(k) is None else f"{m[k]:.3f}" for k, _ in HISTORY_COLUMNS])
-    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    """The last runs as two narrow markdown tables: when (UTC), flow, status, statements and
+    recall; then word quality and drift (the version and the gate's reasons: `shardvec history`)."""
+    when = [e["at"][5:16].replace("T", " ") for e in entries]
+    runs = _markdown_table(["UTC", "flow", "status", "statements"] + [c[1] for c in HISTORY_RUNS_COLUMNS],
+                           [[w, e.get("flow", ""), STATUS_WORDS.get(e.get("status", ""), e.get("status", "")),
+                             str(e.get("statements", ""))] + _metric_cells(e, HISTORY_RUNS_COLUMNS)
+                            for w, e in zip(when, entries)])
+    quality = _markdown_table(["UTC"] + [c[1] for c in HISTORY_QUALITY_COLUMNS],
+                              [[w] + _metric_cells(e, HISTORY_QUALITY_COLUMNS) for w, e in zip(when, entries)])
+    return f"{runs}\n\nWord quality and drift, the same runs:\n\n{quality}"
 
 
 FIGURES = [("records", "records read"), ("quarantined", "records quarantined"), ("statements", "statements"),
