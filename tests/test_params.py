@@ -78,6 +78,16 @@ def test_a_backfills_range_is_dates():
         backfill.validate_parameters({"start": "2026-11"})
 
 
+@pytest.mark.slow
+def test_a_backfill_of_a_date_range_builds_those_partitions(corpus_data, prefect_server):
+    """The dates reach the partitions' names (a date given, or text as a deployment run gets it)."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+    flow = backfill.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
+    report = flow(start=date(2026, 11, 2), end="2026-11-03",
+                  overrides=json.loads(small_settings(corpus_data).model_dump_json()))
+    assert report["status"] == "published" and report["partitions"] == ["2026-11-02", "2026-11-03"]
+
+
 def test_the_cli_reads_the_range_as_dates(tmp_path):
     out = shardvec_cli("backfill", "--start", "2026-13-01", "--data", tmp_path / "data")
     said = " ".join(re.sub(r"[│╭╮╰╯─]", " ", out.stderr).split())  # out of Typer's box
