@@ -55,6 +55,7 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
     # log_prints: the line reaches the run's log in the UI and the terminal alike
     with RunLock(s.data, s.publish.wait_for_run_seconds, say=print), PeakRSS() as flow_mem:
         current = read_current(s.data)
+        mode = _mode_for_tokenizer(s, current, mode)
         inputs = read_inputs(s, current, mode=mode, partitions=partitions, start=start, end=end)
         report = {"flow": flow, "mode": mode, "partitions": inputs.selection.train, "skipped_files": inputs.skipped,
                   "ledger_ops": inputs.replay.count, "ledger_new_ops": inputs.replay.acknowledged - inputs.built}
@@ -245,7 +246,7 @@ class Build:
 
     def tokenize(self, inputs: Inputs) -> Tokenized:
         s, where = self.s, self.where
-        tokenizer = Tokenizer(s.tokenize.min_len, s.tokenize.max_len, s.tokenize.deaccent)
+        tokenizer = _tokenizer(s)
         files = self.wait("tokenize", [
             skins.tokenize_task.submit(where.root / f.root, f, where.tokens, where.quarantine, tokenizer,
                                        batch_size=s.corpus.batch_size, max_record_bytes=s.corpus.max_record_bytes)
@@ -370,6 +371,8 @@ class Build:
         summary = {"created_by": self.flow, "mode": self.mode,
                    "counts": {k: out[k] for k in ("records", "quarantined", "statements", "terms", "words")},
                    "quality": out["quality"], "config": self.s.model_dump(mode="json"),
+                   # what every cache it was trained on was tokenized with (caches are keyed by it)
+                   "tokenizer": _tokenizer(self.s).settings(),
                    "code_version": _code_version(), "steps": step_rows(self.steps),
                    "ledger": inputs.replay.acknowledged}
         self.wait("publish", [skins.publish_task.submit(
@@ -434,6 +437,24 @@ def _figures(tok: Tokenized, trained: Trained, written: Written) -> dict:
                                   for t in tok.files if t["quarantined"] and t["cache"] in taken],
             "statements": trained.statements, "terms": trained.terms, "topics": trained.topics,
             "words": trained.words, "similarity_rows": written.statement_rows, "tokens": tok.tokens}
+
+
+def _mode_for_tokenizer(s: Settings, current: dict | None, mode: str) -> str:
+    """An update continues models trained on the live version's tokens: after a change of the
+    tokenizer's settings it would mix two tokenizers in one model, so the run rebuilds instead."""
+    if mode != "update" or current is None:
+        return mode
+    live = _published(Layout(s.data), current)
+    if not live or Tokenizer.of_manifest(live).settings() == _tokenizer(s).settings():
+        return mode
+    print(f"The tokenize settings changed since version {current['version']} was trained "
+          f"({Tokenizer.of_manifest(live).settings()} -> {_tokenizer(s).settings()}): this run rebuilds the models "
+          "from scratch.")
+    return "rebuild"
+
+
+def _tokenizer(s: Settings) -> Tokenizer:
+    return Tokenizer(s.tokenize.min_len, s.tokenize.max_len, s.tokenize.deaccent)
 
 
 def _published(where: Layout, current: dict | None) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 from shardvec.tasks.index import ShardedIndex
 from shardvec.tasks.embed import Embedder
 from shardvec.tasks.layout import Layout
+from shardvec.tasks.lookup import lookup
 from shardvec.tasks.publish import require_current
 from shardvec.tasks.segments import Statements
 from shardvec.tasks.store import Space, UnknownKeyError
@@ -71,24 +72,39 @@ class Store:
         self._paths = comp
         self._embedder: Embedder | None = None
         self._indexes: dict[str, ShardedIndex] = {}
-        cfg = _json(Layout(self.data).version(self.version).manifest).get("config", {})
-        tok = cfg.get("tokenize", {})
-        self.tokenizer = Tokenizer(tok.get("min_len", 2), tok.get("max_len", 20), tok.get("deaccent", False))
+        self.tokenizer = Tokenizer.of_manifest(_json(Layout(self.data).version(self.version).manifest))
         self.search_k = _json(comp["words_index"] / "manifest.json")["search_k"]
 
     # --- words -------------------------------------------------------------------------
+    def word(self, word: str) -> str:
+        """`word` as the build stored it: normalised as its tokenizer normalised the corpus
+        ("Datei" -> "datei"; "Café" -> "cafe" with tokenize.deaccent)."""
+        return self.tokenizer.normalise(word)
+
     @_reopens
     def vector(self, word: str) -> np.ndarray:
-        """The word2vec vector of `word` (a read-only view of the memmap)."""
-        return self.words.vector(word)
+        """The word2vec vector of `word` (normalised as the corpus was; a read-only view of the memmap)."""
+        return self.words.vector_at(self._word_row(word))
 
     @_reopens
     def neighbours(self, word: str, k: int = 10, exact: bool | None = None) -> list[Hit]:
-        """The k words nearest to `word` by cosine, best first."""
-        row = self.words.find(word)
-        if row is None:
-            raise UnknownKeyError(f"{word!r} has no vector (not in the word2vec vocabulary of version {self.version}).")
+        """The k words nearest to `word` (normalised as the corpus was) by cosine, best first."""
+        row = self._word_row(word)
         return self._search("words", self.words.vector_at(row), k, exclude=row, exact=exact)
+
+    def lookup(self, docs, pad: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """Token sequences -> (row ids, vectors) of the word space, padded, each token normalised as
+        the corpus was (tasks/lookup.py; `self.words.lookup` takes the keys as they are)."""
+        return lookup(self.words, docs, pad, normalise=self.word)
+
+    def _word_row(self, word: str) -> int:
+        key = self.word(word)
+        row = self.words.find(key)
+        if row is None:
+            as_stored = f" (looked up as {key!r}, as the corpus was tokenized)" if key != word else ""
+            raise UnknownKeyError(f"{word!r} has no vector{as_stored}: it is not in the word2vec vocabulary of "
+                                  f"version {self.version}.")
+        return row
 
     # --- statements ----------------------------------------------------------------------
     @_reopens

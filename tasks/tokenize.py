@@ -1,14 +1,18 @@
 """Tokenize each input file once into an Arrow cache that every later pass re-reads.
 
 The cache of a source file is an Arrow IPC file of record batches with columns
-id, text, tokens (list of strings), line, offset, length. It is named by the file's
-fingerprint (path, size, mtime), so an unchanged file is never tokenized twice. Beside it,
-`<cache>.json` holds its summary: counts, the cache's size and sha256, and paths relative to
-the data directory; a cache that does not match it is built again from its source.
+id, text, tokens (list of strings), line, offset, length. It is named by a key of everything
+its content derives from: the file's fingerprint (path, size, mtime), the tokenizer's settings
+and code version, and the record size limit that decides what is quarantined. An unchanged
+file read the same way is never tokenized twice; a change of any of these builds a new cache
+(and deletes the superseded one). Beside it, `<cache>.json` holds its summary: counts, the
+tokenizer it was made with, the cache's size and sha256, and paths relative to the data
+directory; a cache that does not match it is built again from its source.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -28,6 +32,9 @@ CACHE_SCHEMA = pa.schema([
 ])
 
 _WORD = re.compile(r"(?:(?!\d)\w)+", re.UNICODE)  # alphabetic runs, as gensim's simple_preprocess
+# Raise it whenever Tokenizer.__call__ or the cache's layout changes what a cache holds: every
+# cache made before is then built again instead of trained on.
+TOKENIZER_VERSION = 2
 
 
 def _deaccent(text: str) -> str:
@@ -43,14 +50,41 @@ class Tokenizer:
     deaccent: bool = False
 
     def __call__(self, text: str) -> list[str]:
-        if self.deaccent:
-            text = _deaccent(text)
-        lo, hi = self.min_len, self.max_len
-        return [t for t in _WORD.findall(text.lower()) if lo <= len(t) <= hi]
+        return [t for t in self.words(text) if self.min_len <= len(t) <= self.max_len]
+
+    def words(self, text: str) -> list[str]:
+        """The words of `text` normalised as tokens are (lowercased, deaccented if set), whatever their length."""
+        return _WORD.findall((_deaccent(text) if self.deaccent else text).lower())
+
+    def normalise(self, word: str) -> str:
+        """A word looked up as the build stored it: "Datei" -> "datei" (and "Café" -> "cafe" with deaccent)."""
+        word = word.strip()
+        return (_deaccent(word) if self.deaccent else word).lower()
+
+    def settings(self) -> dict:
+        """What a cache or a model made with this tokenizer records (and is keyed by)."""
+        return {"min_len": self.min_len, "max_len": self.max_len, "deaccent": self.deaccent,
+                "version": TOKENIZER_VERSION}
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> Tokenizer:
+        return cls(settings.get("min_len", 2), settings.get("max_len", 20), settings.get("deaccent", False))
+
+    @classmethod
+    def of_manifest(cls, manifest: dict) -> Tokenizer:
+        """The tokenizer a version's models were trained with: its own record, or the `tokenize`
+        settings of its config in versions made before the manifest kept one."""
+        return cls.from_settings(manifest.get("tokenizer") or manifest.get("config", {}).get("tokenize", {}))
 
 
-def cache_path(cache_dir: Path, src: SourceFile) -> Path:
-    return Path(cache_dir) / f"{src.name}.{src.fingerprint}.arrow"
+def cache_key(src: SourceFile, tokenizer: Tokenizer, max_record_bytes: int) -> str:
+    """What a cache's content derives from, as a short hash: the source file, the tokenizer, the size limit."""
+    what = json.dumps([src.fingerprint, tokenizer.settings(), max_record_bytes], sort_keys=True)
+    return hashlib.sha1(what.encode()).hexdigest()[:16]
+
+
+def cache_path(cache_dir: Path, src: SourceFile, tokenizer: Tokenizer, max_record_bytes: int) -> Path:
+    return Path(cache_dir) / f"{src.name}.{cache_key(src, tokenizer, max_record_bytes)}.arrow"
 
 
 def tokenize_file(corpus_dir: Path, src: SourceFile, cache_dir: Path, quarantine_dir: Path,
@@ -60,8 +94,8 @@ def tokenize_file(corpus_dir: Path, src: SourceFile, cache_dir: Path, quarantine
     Idempotent: a cache for this exact file content is reused when it matches its summary
     (size and checksum); a missing, truncated or altered one is built again from the source.
     """
-    out = cache_path(cache_dir, src)
-    if (summary := _valid_summary(out, src)) is not None:
+    out = cache_path(cache_dir, src, tokenizer, max_record_bytes)
+    if (summary := _valid_summary(out, src, tokenizer)) is not None:
         return {**summary, "cache": str(out), "cached": True}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -74,7 +108,8 @@ def tokenize_file(corpus_dir: Path, src: SourceFile, cache_dir: Path, quarantine
         # paths relative to the data directory, so a copied data directory reads its own caches
         data = os.path.commonpath([Path(cache_dir).resolve(), Path(quarantine_dir).resolve()])
         summary = {"source": src.name, "root": src.root, "partition": src.partition,
-                   "cache": os.path.relpath(out.resolve(), data), "size": tmp.stat().st_size,
+                   "cache": os.path.relpath(out.resolve(), data), "tokenizer": tokenizer.settings(),
+                   "max_record_bytes": max_record_bytes, "size": tmp.stat().st_size,
                    "sha256": sha256_file(tmp), "records": records, "tokens": tokens,
                    "quarantined": q.counts.records, "reasons": dict(q.counts.reasons)}
         q.commit()
@@ -86,7 +121,18 @@ def tokenize_file(corpus_dir: Path, src: SourceFile, cache_dir: Path, quarantine
         q.discard()
         tmp.unlink(missing_ok=True)
         raise
+    _delete_superseded(out, src)
     return {**summary, "cache": str(out), "cached": False}
+
+
+def _delete_superseded(cache: Path, src: SourceFile) -> None:
+    """The caches of this source made under another key (an older file, other settings): only a
+    build reads caches, under the run lock, and it reads the ones it has just made."""
+    mine = re.compile(re.escape(Path(src.name).name) + r"\.[0-9a-f]{12,16}\.arrow")
+    for old in cache.parent.iterdir():
+        if old != cache and mine.fullmatch(old.name):
+            _summary_path(old).unlink(missing_ok=True)
+            old.unlink(missing_ok=True)
 
 
 def _write_cache(path: Path, records, tokenizer: Tokenizer, batch_size: int) -> tuple[int, int]:
@@ -108,14 +154,16 @@ def _write_cache(path: Path, records, tokenizer: Tokenizer, batch_size: int) -> 
     return n, tokens
 
 
-def _valid_summary(cache: Path, src: SourceFile) -> dict | None:
-    """The summary of `cache` if the cache is there, of this source, and matches its size and checksum."""
+def _valid_summary(cache: Path, src: SourceFile, tokenizer: Tokenizer) -> dict | None:
+    """The summary of `cache` if the cache is there, of this source and tokenizer, and matches its
+    size and checksum."""
     try:
         summary = read_summary(cache)
         size = cache.stat().st_size
     except (OSError, ValueError):
         return None
-    if not isinstance(summary, dict) or summary.get("source") != src.name or summary.get("size") != size:
+    if not isinstance(summary, dict) or summary.get("source") != src.name or summary.get("size") != size \
+            or summary.get("tokenizer") != tokenizer.settings():
         return None
     return summary if summary.get("sha256") == sha256_file(cache) else None
 

@@ -115,3 +115,82 @@ def test_a_bad_parquet_partition_still_tokenizes(tmp_path):
     pq.write_table(pa.table({"id": ids, "text": texts}), corpus / "p" / "u.parquet")
     (summary,) = _tokenize_all(tmp_path)
     assert summary["records"] == 2 and summary["reasons"] == {"invalid UTF-8 in column text": 1}
+
+
+def _tokenize_with(tmp_path, tokenizer, max_record_bytes=100_000):
+    corpus = tmp_path / "corpus"
+    files, _ = discover(corpus)
+    return [tokenize_file(corpus, f, tmp_path / "cache", tmp_path / "q", tokenizer, batch_size=64,
+                          max_record_bytes=max_record_bytes) for f in files]
+
+
+@pytest.mark.parametrize("changed", [Tokenizer(min_len=5), Tokenizer(max_len=6), Tokenizer(deaccent=True)])
+def test_a_change_of_tokenizer_settings_builds_the_caches_again(tmp_path, changed):
+    """issue 33 item 3: the cache is keyed by what it derives from, the tokenizer included; the
+    superseded caches go."""
+    first = _tokenize_all(tmp_path)
+    again = _tokenize_with(tmp_path, changed)
+    assert not any(s["cached"] for s in again)
+    assert all(s["tokenizer"] == changed.settings() for s in again)
+    for s in again:
+        texts = open_cache(s["cache"]).read_all()
+        assert texts.column("tokens").to_pylist() == [changed(t) for t in texts.column("text").to_pylist()]
+    assert {s["source"] for s in again} == {s["source"] for s in first}
+    left = sorted(p.name for p in (tmp_path / "cache").rglob("*.arrow"))
+    assert left == sorted(Path(s["cache"]).name for s in again)  # the first caches are gone
+    assert all(s["cached"] for s in _tokenize_with(tmp_path, changed))
+    assert not any(s["cached"] for s in _tokenize_all(tmp_path))  # and back
+
+
+def test_a_change_of_the_record_size_limit_builds_the_caches_again(tmp_path):
+    """Which records a cache holds depends on corpus.max_record_bytes: a cache made under another
+    limit is not reused."""
+    first = _tokenize_all(tmp_path)
+    again = _tokenize_with(tmp_path, Tokenizer(), max_record_bytes=200)
+    assert not any(s["cached"] for s in again)
+    assert sum(s["records"] for s in again) < sum(s["records"] for s in first)
+    assert sum(s["quarantined"] for s in again) > sum(s["quarantined"] for s in first)
+
+
+def test_a_new_tokenizer_version_builds_the_caches_again(tmp_path, monkeypatch):
+    """A change of the tokenizer's code (TOKENIZER_VERSION) is a change of what the cache holds."""
+    from shardvec.tasks import tokenize
+    _tokenize_all(tmp_path)
+    monkeypatch.setattr(tokenize, "TOKENIZER_VERSION", tokenize.TOKENIZER_VERSION + 1)
+    assert not any(s["cached"] for s in _tokenize_all(tmp_path))
+
+
+def test_a_word_is_normalised_as_the_tokenizer_normalises_text():
+    """issue 33 item 5: lookups find what the build stored ("Datei" is stored as "datei")."""
+    assert Tokenizer().normalise(" Datei ") == "datei" == Tokenizer()("Datei")[0]
+    assert Tokenizer(deaccent=True).normalise("Café") == "cafe" and Tokenizer().normalise("Café") == "café"
+    assert Tokenizer(min_len=3).normalise("an") == "an"  # short words are looked up, not dropped
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_a_rebuild_with_other_tokenizer_settings_trains_on_new_tokens_and_says_so(tmp_path):
+    """issue 33 item 3 through the flows: a rebuild after a tokenizer change re-tokenizes, its
+    manifest names the tokenizer its caches were made with, and readers still find statements;
+    a nightly (an update) after a change rebuilds instead of mixing two tokenizers in one model."""
+    from shardvec.reader import Store
+    from shardvec.tasks.publish import read_current, read_manifest
+    from tests.runs import backfill_in_process, nightly_in_process
+    data = tmp_path / "data"
+    write_corpus(data / "corpus")
+    first = nightly_in_process(data)
+    rebuilt = backfill_in_process(data, mode="rebuild", tokenize={"min_len": 5})
+    assert rebuilt["tokens"] < first["tokens"] and rebuilt["terms"] < first["terms"]
+    manifest = read_manifest(data, read_current(data)["version"])
+    assert manifest["tokenizer"] == Tokenizer(min_len=5).settings()
+    store = Store(data)
+    assert store.tokenizer == Tokenizer(min_len=5)
+    assert store.similar("bushfires in New South Wales", k=3)
+    assert len(list((data / "cache" / "tokens").rglob("*.arrow"))) == rebuilt["files"]  # the first ones are gone
+
+    (data / "corpus" / "2026-11-09").mkdir()
+    (data / "corpus" / "2026-11-09" / "more.txt").write_text("Bushfires burned across the state again.\n" * 3)
+    night = nightly_in_process(data, tokenize={"deaccent": True})
+    assert night["mode"] == "rebuild" and night["status"] == "published"
+    assert read_manifest(data, night["version"])["tokenizer"] == Tokenizer(deaccent=True).settings()
+    assert nightly_in_process(data, tokenize={"deaccent": True})["status"] == "nothing new"
