@@ -79,25 +79,38 @@ def _words_dir(data: Path) -> Path:
     return data / read_current(data)["components"]["words"]
 
 
-def test_the_published_nightly_warns_of_its_quarantined_record(published):
-    """The session's nightly read write_corpus's broken JSON line: the run completed, with a
-    warning artifact naming the file, the reason and the quarantine folder."""
+def test_a_run_that_quarantined_input_warns_of_it(published, tmp_path):
+    """The session's nightly read write_corpus's broken JSON line and completed; what its report
+    says of it, kept by a run (OperatedRun.keep), is a warning artifact on the run's page naming
+    the file, the reason and the quarantine folder."""
+    from prefect import flow
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.context import FlowRunContext
+
+    from shardvec.flows.operate import OperatedRun
+    from tests.runs import small_settings
 
     assert published.report["status"] == "published"
-    assert published.report["quarantined_input"] == [
-        {"source": "2026-11-02/lee.jsonl", "records": 1, "reasons": {"broken JSON": 1}}]
-    folder = published.data / "quarantine"
+    files = published.report["quarantined_input"]
+    assert files == [{"source": "2026-11-02/lee.jsonl", "records": 1, "reasons": {"broken JSON": 1}}]
+    assert (published.data / "quarantine" / "2026-11-02" / "lee.jsonl.reasons.jsonl").is_file()
+
+    @flow(name="nightly")
+    def keeps_the_report() -> str:
+        ctx = FlowRunContext.get()
+        OperatedRun(small_settings(tmp_path), "nightly", str(ctx.flow_run.id), ctx).keep(dict(published.report))
+        return str(ctx.flow_run.id)
+
+    run_id = keeps_the_report()
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
-            "shardvec-nightly-quarantine"])))
-    ours = [a.data for a in found if str(folder) in a.data]
-    assert len(ours) == 1, [a.data[:200] for a in found]
-    assert ours[0].startswith("# Warning: 1 input record quarantined")
-    assert "| `2026-11-02/lee.jsonl` | 1 | 1 broken JSON |" in ours[0]
-    assert f"`{folder / '2026-11-02' / 'lee.jsonl'}.reasons.jsonl`" in ours[0]
-    assert (folder / "2026-11-02" / "lee.jsonl.reasons.jsonl").is_file()
+        found = {a.key: a.data for a in client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))}
+    warning, folder = found["shardvec-nightly-quarantine"], tmp_path / "quarantine"
+    assert warning.startswith("# Warning: 1 input record quarantined")
+    assert "| `2026-11-02/lee.jsonl` | 1 | 1 broken JSON |" in warning
+    assert f"The quarantine folder is `{folder}`" in warning
+    assert f"`{folder / '2026-11-02' / 'lee.jsonl'}.reasons.jsonl`" in warning
 
 
 @pytest.mark.usefixtures("prefect_server")
