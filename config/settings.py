@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -56,6 +57,13 @@ class TokenizeSettings(Section):
     min_len: int = Field(ge=1)
     max_len: int = Field(ge=1)
     deaccent: bool
+
+    @model_validator(mode="after")
+    def _lengths_in_order(self) -> TokenizeSettings:
+        if self.min_len > self.max_len:
+            raise ValueError(f"tokenize.min_len ({self.min_len}) is above tokenize.max_len ({self.max_len}), so "
+                             "no token would be kept; keep min_len <= max_len, e.g. min_len = 2 and max_len = 20")
+        return self
 
 
 class VocabSettings(Section):
@@ -129,11 +137,85 @@ class DaskSettings(Section):
     threads_per_worker: int = Field(ge=1)
     memory_limit: str
 
+    @field_validator("address")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        """Empty, or a scheduler's address with its port, as Dask's Client takes it."""
+        if not value:
+            return value
+        scheme, _, rest = value.rpartition("://")
+        try:
+            where = urlsplit("//" + rest)
+            port = where.port
+        except ValueError:
+            port = None
+        if scheme not in ("", "tcp", "tls", "ws", "wss", "ucx") or not where.hostname or port is None:
+            raise ValueError(f"dask.address {value!r} is not the address of a Dask scheduler; write its "
+                             'protocol, host and port, e.g. address = "tcp://10.0.0.5:8786", or leave it empty '
+                             "for a local cluster")
+        return value
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _a_memory_size(cls, value: str) -> str:
+        """What LocalCluster accepts (distributed.worker_memory.parse_memory_limit): "auto", a share
+        of the machine's memory (0-1], or a size in bytes with or without a unit."""
+        from dask.utils import parse_bytes
+        if value.strip() == "auto":
+            return value
+        try:
+            size = float(value)
+        except ValueError:
+            try:
+                size = parse_bytes(value)
+            except ValueError:
+                size = 0
+        if size <= 0:
+            raise ValueError(f"dask.memory_limit {value!r} is not a memory size; write one with a unit, e.g. "
+                             'memory_limit = "4GiB", a share of the machine\'s memory such as "0.5", or "auto"')
+        return value
+
+    def memory_limit_bytes(self) -> int | None:
+        """Each worker's limit in bytes when it is a size (None for "auto" or a share of the machine)."""
+        from dask.utils import parse_bytes
+        try:
+            return None if self.memory_limit.strip() == "auto" or float(self.memory_limit) <= 1 \
+                else int(float(self.memory_limit))
+        except ValueError:
+            return parse_bytes(self.memory_limit)
+
 
 class ScheduleSettings(Section):
     nightly_cron: str
     timezone: str
     inbox_interval_seconds: int = Field(ge=0)
+
+    @field_validator("nightly_cron")
+    @classmethod
+    def _a_cron_expression(cls, value: str) -> str:
+        """Five fields (minute hour day month weekday), parsed by cronsim, which Prefect installs."""
+        from datetime import datetime
+
+        from cronsim import CronSim, CronSimError
+        try:
+            if len(value.split()) != 5:
+                raise CronSimError("not five fields")
+            CronSim(value, datetime(2026, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(f"schedule.nightly_cron {value!r} is not a cron expression ({exc}); write five "
+                             'fields, minute hour day month weekday, e.g. nightly_cron = "0 2 * * *" for 02:00 '
+                             "every day") from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _a_time_zone(cls, value: str) -> str:
+        """An IANA time zone name, as Prefect's schedules require."""
+        from zoneinfo import available_timezones
+        if value not in available_timezones():
+            raise ValueError(f"schedule.timezone {value!r} is not a time zone of the IANA database; write one "
+                             'such as timezone = "UTC" or "Europe/Berlin"')
+        return value
 
 
 class ServerSettings(Section):
@@ -197,6 +279,16 @@ class Settings(BaseSettings):
         # TomlConfigSettingsSource merges later files over earlier ones.
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=files, deep_merge=True))
 
+    @model_validator(mode="after")
+    def _rows_budget_fits_a_worker(self) -> Settings:
+        limit = None if self.dask.address else self.dask.memory_limit_bytes()
+        if limit and self.similarity.memory_budget_mb * (1 << 20) > limit:
+            raise ValueError(f"similarity.memory_budget_mb ({self.similarity.memory_budget_mb}) is more than a "
+                             f"worker may use (dask.memory_limit {self.dask.memory_limit!r}), so the rows stage "
+                             "would be killed; keep it under the limit, e.g. memory_budget_mb = 1024 with "
+                             'memory_limit = "4GiB"')
+        return self
+
     @property
     def data(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()
@@ -226,10 +318,17 @@ def load_settings(**overrides: Any) -> Settings:
                 merged[key] = value
         return Settings.model_validate(merged)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise SettingsError(
-            f"Invalid shardvec configuration ({problems}). Fix config/default.toml, "
+            f"Invalid shardvec configuration ({problems}): fix it in config/default.toml, "
             "your SHARDVEC_CONFIG file or the SHARDVEC_* environment variables."
         ) from None
+
+
+def _problem(err: dict) -> str:
+    """One validation error as "key: what is wrong" (a rule of ours names its keys itself)."""
+    where = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "value_error":
+        msg = str(err["ctx"]["error"])
+        return msg if not where or msg.startswith(where) else f"{where}: {msg}"
+    return f"{where}: {err['msg']}"

@@ -1,13 +1,14 @@
 """Settings: defaults, environment variables, user TOML files and explicit overrides, validated once;
 a wrong knob or value is one sentence naming it."""
 
+import re
 from pathlib import Path
 
 import pytest
 
 from shardvec.config import load_settings
 from shardvec.config.settings import SettingsError
-from tests.runs import SUBPROCESS_TOML, small_settings
+from tests.runs import SUBPROCESS_TOML, shardvec_cli, small_settings
 
 
 def test_defaults_are_complete_and_valid():
@@ -76,9 +77,16 @@ def _toml_literal(value) -> str:
     return str(value)
 
 
+# knobs whose text has a form of its own: another value of that form
+OTHER_TEXT = {"memory_limit": "3GiB", "nightly_cron": "30 4 * * 1-5", "timezone": "Europe/Berlin",
+              "address": "tcp://127.0.0.1:8786", "host": "::1"}
+
+
 def _another_valid_value(section, knob, value):
     """A value of the knob's type, different from the default, that the knob accepts."""
     from typing import Literal, get_args, get_origin
+    if knob in OTHER_TEXT:
+        return OTHER_TEXT[knob]
     field = type(section).model_fields[knob]
     if get_origin(field.annotation) is Literal:
         return next(v for v in get_args(field.annotation) if v != value)
@@ -136,3 +144,58 @@ def test_the_processes_tests_start_run_small_settings_on_one_dask_worker(monkeyp
     assert from_file.model_dump(exclude={"dask"}) == in_process.model_dump(exclude={"dask"})
     monkeypatch.delenv("SHARDVEC_CONFIG")
     assert from_file.model_dump() != load_settings(data_dir=str(tmp_path)).model_dump()
+
+
+# issue 33 item 4: values that used to pass validation and fail later (eight tracebacks from the
+# Dask workers, a schedule that never fires), each refused at start-up in one sentence that names
+# the knob and shows a valid value.
+REFUSED = [
+    ("DASK_MEMORY_LIMIT", "abc", r"dask\.memory_limit 'abc' is not a memory size.*memory_limit = \"4GiB\""),
+    ("DASK_MEMORY_LIMIT", "-1", r"dask\.memory_limit '-1' is not a memory size"),
+    ("DASK_MEMORY_LIMIT", "0", r"dask\.memory_limit '0' is not a memory size"),
+    ("SCHEDULE_NIGHTLY_CRON", "bad", r"schedule\.nightly_cron 'bad' is not a cron expression.*\"0 2 \* \* \*\""),
+    ("SCHEDULE_NIGHTLY_CRON", "0 25 * * *", r"schedule\.nightly_cron '0 25 \* \* \*' is not a cron expression \(Bad hour\)"),
+    ("SCHEDULE_NIGHTLY_CRON", "@daily", r"schedule\.nightly_cron '@daily' is not a cron expression"),
+    ("SCHEDULE_TIMEZONE", "Mars/Base", r"schedule\.timezone 'Mars/Base' is not a time zone.*\"Europe/Berlin\""),
+    ("SCHEDULE_TIMEZONE", "../../etc/passwd", r"schedule\.timezone '\.\./\.\./etc/passwd' is not a time zone"),
+    ("TOKENIZE_MIN_LEN", "30", r"tokenize\.min_len \(30\) is above tokenize\.max_len \(20\).*min_len = 2 and max_len = 20"),
+    ("DASK_ADDRESS", "abc", r"dask\.address 'abc' is not the address of a Dask scheduler.*tcp://10\.0\.0\.5:8786"),
+    ("DASK_ADDRESS", "tcp://host:port", r"dask\.address 'tcp://host:port' is not the address"),
+    ("SIMILARITY_MEMORY_BUDGET_MB", "8192", r"similarity\.memory_budget_mb \(8192\) is more than a worker may use"),
+]
+
+
+@pytest.mark.parametrize("knob, value, message", REFUSED, ids=[f"{k}={v}" for k, v, _ in REFUSED])
+def test_a_value_that_would_fail_later_is_refused_at_start_naming_the_knob(monkeypatch, knob, value, message):
+    monkeypatch.setenv(f"SHARDVEC_{knob}", value)
+    with pytest.raises(SettingsError, match=message) as raised:
+        load_settings()
+    text = str(raised.value)
+    assert not re.search(r"[.!?] [A-Z]", text) and text.endswith("environment variables.")  # one sentence
+    assert "Value error" not in text and "\n" not in text
+
+
+@pytest.mark.parametrize("knob, value", [
+    ("DASK_MEMORY_LIMIT", "auto"), ("DASK_MEMORY_LIMIT", "0.5"), ("DASK_MEMORY_LIMIT", "4 GB"),
+    ("DASK_MEMORY_LIMIT", "6000000000"), ("SCHEDULE_NIGHTLY_CRON", "*/15 1-5 * * MON-FRI"),
+    ("SCHEDULE_TIMEZONE", "America/New_York"), ("DASK_ADDRESS", "tls://scheduler.example:8786"),
+    ("DASK_ADDRESS", "127.0.0.1:8786"), ("TOKENIZE_MIN_LEN", "20"),
+])
+def test_the_valid_forms_of_those_knobs_pass(monkeypatch, knob, value):
+    monkeypatch.setenv(f"SHARDVEC_{knob}", value)
+    load_settings()
+
+
+def test_a_memory_budget_above_an_existing_clusters_limit_is_not_ours_to_judge(monkeypatch):
+    """With dask.address the workers are someone else's: their limit is not dask.memory_limit."""
+    monkeypatch.setenv("SHARDVEC_SIMILARITY_MEMORY_BUDGET_MB", "8192")
+    monkeypatch.setenv("SHARDVEC_DASK_ADDRESS", "tcp://127.0.0.1:8786")
+    assert load_settings().similarity.memory_budget_mb == 8192
+
+
+def test_the_cli_says_a_bad_value_in_one_line_before_starting_anything(tmp_path):
+    """`SHARDVEC_DASK_MEMORY_LIMIT=abc shardvec nightly` used to end in eight tracebacks."""
+    r = shardvec_cli("nightly", "--data", str(tmp_path), env={"SHARDVEC_DASK_MEMORY_LIMIT": "abc"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout
+    assert r.stderr.strip().count("\n") == 0 and "dask.memory_limit 'abc' is not a memory size" in r.stderr
+    assert not (tmp_path / "versions").exists()
