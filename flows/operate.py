@@ -5,8 +5,10 @@
   (`tasks.runs`); the heartbeat automation of deploy/automations.yaml does it within minutes
   when a server watches, this covers the local mode, whose temporary server died with the run.
   Either way each such run gets a `crashed` line in history.jsonl when shardvec finds it.
-- A Dask performance report (its HTML) is written for the run under <data>/reports/, next to
-  the run's report (report.json), and linked from the summary artifact.
+- A Dask performance report (its HTML, bokeh inlined: it renders offline) is written for the run
+  under <data>/reports/, next to the run's report (report.json). When the Prefect server is a
+  `shardvec server` of this data directory (shardvec/server.py), the summary artifact and a link
+  artifact point at it over http; otherwise the summary says where the file is.
 - A run the quality gate refused emits the event `shardvec.quality-gate.refused`, which the
   alert automation turns into a webhook call.
 - A run that completes with quarantined input (in the partitions it took in) gets a warning
@@ -72,12 +74,25 @@ def mark_dead_runs_crashed(data: Path) -> list[str]:
     return marked
 
 
+# What stands where the Dask performance report will be until the run ends and writes it
+PENDING = ("<!doctype html><meta charset=utf-8><title>Dask performance report</title><p>The Dask performance "
+           "report of run {name} replaces this page when the run ends. If the run has ended, it died before "
+           "writing it: see the run's logs.</p>\n")
+
+
 class OperatedRun:
     def __init__(self, s: Settings, flow: str, run_id: str | None, ctx=None):
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         self.dir = Layout(s.data).reports / (f"{stamp}-{flow}" + (f"-{run_id[:8]}" if run_id else ""))
         self.dask_report = self.dir / "dask-performance.html"
         self.data, self.flow, self.ctx = s.data, flow, ctx
+
+    def dask_report_url(self) -> str | None:
+        """Put a placeholder where the Dask performance report will be; the http URL at which the
+        Prefect server serves it, or None if it does not."""
+        from shardvec.server import served_url
+        self.dask_report.write_text(PENDING.format(name=self.dir.name))
+        return served_url(self.dask_report, Layout(self.data).reports)
 
     def keep(self, report: dict) -> dict:
         """Save the run's report beside its Dask performance report, and warn of the input it
@@ -118,46 +133,64 @@ def operated(s: Settings, flow: str) -> Iterator[OperatedRun]:
     registered = runs.register(s.data, run_id) if run_id else None
     run = OperatedRun(s, flow, run_id, ctx)
     run.dir.mkdir(parents=True, exist_ok=True)
-    token = run_report.EXTRAS.set({"data": s.data, "dask_report": run.dask_report})
     try:
-        with _performance_report(ctx, run.dask_report, log):
-            yield run
+        with _performance_report(ctx, run, log) as link:
+            token = run_report.EXTRAS.set({"data": s.data, "dask_report": link})
+            try:
+                yield run
+            finally:
+                run_report.EXTRAS.reset(token)
     except QualityGateError as exc:
         _emit_gate_event(ctx, flow, str(exc), s.data)
         raise
     finally:
-        run_report.EXTRAS.reset(token)
         if registered:
             registered.unlink(missing_ok=True)
 
 
 @contextmanager
-def _performance_report(ctx, path: Path, log) -> Iterator[None]:
-    """distributed.performance_report over the run's Dask client (none: a run without Dask).
-    The report is a view: failing to write it is logged and never fails the run."""
+def _performance_report(ctx, run: OperatedRun, log) -> Iterator[str | None]:
+    """distributed.performance_report over the run's Dask client (none: a run without Dask), into
+    run.dask_report; yields the summary's markdown line about it (None: no report). The report
+    is a view: failing to write it is logged and never fails the run."""
     try:
         client = ctx.task_runner.client
     except Exception:  # not a DaskTaskRunner, or outside a run
         client = None
     if client is None:
-        yield
+        yield None
         return
     from distributed import performance_report
-    report = performance_report(filename=str(path))
+    path = run.dask_report
+    # "inline": bokeh's scripts and styles in the file; by default they come from a CDN, and offline
+    # (or where the CDN is blocked) the page stays blank
+    report = performance_report(filename=str(path), mode="inline")
     try:
         with client.as_current():
             report.__enter__()
     except Exception as exc:
         log.warning(f"no Dask performance report for this run: {exc!r}")
-        yield
+        yield None
         return
     try:
-        yield
+        url = run.dask_report_url()
+    except OSError as exc:
+        log.warning(f"could not link the Dask performance report: {exc!r}")
+        url = None
+    what = "Dask performance report of this run (task stream, worker profiles, bandwidth)"
+    try:
+        yield (f"{what}: [{url}]({url})" if url else
+               f"{what}: `{path}`, on the machine that ran it. No server serves the reports of {run.data} here: "
+               f"`shardvec server --data {run.data}` does, and the runs it watches link their report here.")
     finally:
         try:
             with client.as_current():
                 report.__exit__(None, None, None)
-            log.info(f"Dask performance report of this run: {path}")
+            log.info(f"Dask performance report of this run: {url or path}")
+            if url:
+                from prefect.artifacts import create_link_artifact
+                create_link_artifact(url, link_text="Dask performance report", key=f"shardvec-{run.flow}-dask-report",
+                                     description=what)
         except Exception as exc:
             log.warning(f"could not write the Dask performance report {path}: {exc!r}")
 

@@ -213,20 +213,33 @@ def history(data: DataOpt = None, last: Annotated[int, typer.Option(min=1, help=
 
 
 @app.command()
-def server(data: DataOpt = None) -> None:
-    """Start a Prefect server and its UI on the configured server.host:port (127.0.0.1:4200 by default)."""
+def server(data: DataOpt = None,
+           host: Annotated[Optional[str], typer.Option(help="Address to bind (default: [server] host).")] = None,
+           port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default: [server] port).")] = None
+           ) -> None:
+    """Start the Prefect server and UI (127.0.0.1:4200 by default), serving DATA/reports/ beside them."""
+    import socket
+    from shardvec.server import REPORTS_PATH, run
+    from shardvec.tasks.layout import Layout
     s = _settings(data)
-    if s.server.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
-        typer.echo(f"warning: the Prefect API on {s.server.host} is open to anyone who can reach it, and a run "
+    host, port = host or s.server.host, port or s.server.port
+    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
+        typer.echo(f"warning: the Prefect API on {host} is open to anyone who can reach it, and a run "
                    "can execute code as this user; set PREFECT_SERVER_API_AUTH_STRING (and PREFECT_API_AUTH_STRING "
                    "in every client) first.", err=True)
-    typer.echo(f"Prefect UI and API at http://{s.server.host}:{s.server.port}; in other shells: "
-               f"export PREFECT_API_URL=http://{s.server.host}:{s.server.port}/api")
-    # the UI asks its API at this URL; Prefect's default names port 4200 whatever --port says
-    os.environ["PREFECT_UI_API_URL"] = f"http://{s.server.host}:{s.server.port}/api"
-    # the prefect beside this Python, so it works from an unactivated virtualenv too
-    prefect = Path(sys.executable).with_name("prefect")
-    os.execv(prefect, [str(prefect), "server", "start", "--host", s.server.host, "--port", str(s.server.port)])
+    try:
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
+            pass
+    except OSError as exc:
+        _fail(f"Cannot listen on {host}:{port} ({os.strerror(exc.errno)}): stop what uses it, or pick another "
+              "with --port (or --host).")
+    reports = Layout(s.data).reports
+    typer.echo(f"Prefect UI and API at http://{host}:{port}, runs' reports of {reports} at "
+               f"http://{host}:{port}{REPORTS_PATH}/; in other shells: export PREFECT_API_URL=http://{host}:{port}/api")
+    # the UI asks its API at this URL; Prefect's default names port 4200 whatever the port is
+    os.environ["PREFECT_UI_API_URL"] = f"http://{host}:{port}/api"
+    os.environ["PREFECT_SERVER_API_HOST"], os.environ["PREFECT_SERVER_API_PORT"] = host, str(port)
+    run(host, port, reports)
 
 
 @app.command()

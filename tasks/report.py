@@ -16,8 +16,11 @@ import psutil
 MB = 1 << 20
 # What `measured` adds to a step's summary.
 # What the run around the report adds to its summary (flows/operate.py): the data directory,
-# whose history is drawn as a chart, and the path of the run's Dask performance report.
+# whose history is drawn as a chart, and a markdown line on the run's Dask performance report.
 EXTRAS: ContextVar[dict] = ContextVar("shardvec_report_extras", default={})
+# What a report's wall_seconds covers (flows/pipeline.py build_and_publish): deploy/README.md
+# explains it beside the UI's and the CLI's durations.
+WALL_COVERS = "from asking for the run lock, waiting included, to this report; not the Dask cluster's start or stop"
 MEASURED = ("seconds", "cpu_seconds", "peak_rss_mb", "peak_anon_mb", "rss_growth_mb", "worker", "began", "ended")
 
 
@@ -87,6 +90,8 @@ def render_text(report: dict) -> str:
         if key in report:
             value = report[key]
             lines.append(f"  {label:<30} {', '.join(value) if isinstance(value, list) else value}")
+    if "wall_seconds" in report:
+        lines.append(f"    (wall time: {WALL_COVERS})")
     for reason, n in sorted(report.get("quarantine_reasons", {}).items()):
         lines.append(f"    quarantined: {reason}: {n}")
     for name, r in report.get("recall", {}).items():
@@ -96,6 +101,8 @@ def render_text(report: dict) -> str:
         value = report.get("quality", {}).get(key)
         if value is not None:
             lines.append(f"  {label:<30} {value}")
+    for e in report.get("quality", {}).get("evaluation", []):  # which sets scored the words, and their coverage
+        lines.append(f"  evaluation set {e['set'] + ' (' + e['kind'] + ')':<30} {e['summary']}")
     for word in [w for w in report.get("quality", {}).get("words_moved_most", []) if w["jaccard"] < 1][:5]:
         lines.append(f"    neighbours moved: {word['word']} (jaccard {word['jaccard']})")
     for reason in report.get("gate", []) + report.get("forced_past_gate", []):
@@ -116,9 +123,8 @@ QUALITY = [("analogy_accuracy", "analogy accuracy"), ("analogy_coverage", "analo
 def render_markdown(report: dict) -> str:
     text = "```\n" + render_text(report) + "\n```\n"
     extras = EXTRAS.get()
-    if extras.get("dask_report"):
-        url = Path(extras["dask_report"]).as_uri()
-        text += f"\nDask performance report of this run: [{url}]({url})\n"
+    if extras.get("dask_report"):  # a markdown line: a link, or where the file is
+        text += f"\n{extras['dask_report']}\n"
     if extras.get("data") is not None:
         from shardvec.tasks.quality import read_history
         entries = read_history(extras["data"], last=TREND_RUNS)
@@ -173,7 +179,8 @@ def history_markdown(entries: list[dict]) -> str:
 
 FIGURES = [("records", "records read"), ("quarantined", "records quarantined"), ("statements", "statements"),
            ("terms", "LSI vocabulary"), ("words", "word vectors"), ("similarity_rows", "similarity rows"),
-           ("rows_method", "similarity rows method"), ("wall_seconds", "wall time (s)"), ("peak_rss_mb", "peak RSS (MB)")]
+           ("rows_method", "similarity rows method"), ("wall_seconds", "wall time (s), run lock to report"),
+           ("peak_rss_mb", "peak RSS (MB)")]
 
 
 def report_table(report: dict) -> list[dict]:

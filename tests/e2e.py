@@ -11,13 +11,17 @@ seconds instead of 90 (heartbeats still come every 30 s, Prefect's minimum).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -105,7 +109,8 @@ def automations_with_a_short_silence(tmp: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`shardvec server`, a webhook receiver, and `shardvec alerts install --webhook` pointed at it."""
+    """`shardvec server` (serving the reports of <tmp>/data), a webhook receiver, and `shardvec
+    alerts install --webhook` pointed at it."""
     tmp = tmp_path_factory.mktemp("e2e")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -122,7 +127,8 @@ def server(tmp_path_factory):
     hooks.calls = []
     threading.Thread(target=hooks.serve_forever, daemon=True).start()
     t = time.monotonic()
-    proc = subprocess.Popen([BIN / "shardvec", "server"], env=env, stdout=open(tmp / "server.log", "w"),
+    proc = subprocess.Popen([BIN / "shardvec", "server", "--data", tmp / "data"], env=env,
+                            stdout=open(tmp / "server.log", "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     wait_for(lambda: get(f"{api}/health").status_code == 200, 120, "the Prefect server")
     print(f"\nprefect server up in {time.monotonic() - t:.1f} s")
@@ -185,6 +191,64 @@ def chromium(tmp: Path, url: str, shot: Path | None = None, height: int = 1000) 
     home = tmp / "chromium-home"  # its crash reports and dconf cache: not in the user's home
     env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache")}
     return subprocess.run(common + args + [url], capture_output=True, text=True, timeout=120, env=env).stdout
+
+
+class DevTools:
+    """One page of a headless Chromium, driven over the DevTools protocol: what --dump-dom cannot
+    do (act on the page, read canvases and shadow DOM). `requests` are the URLs it asked for."""
+
+    def __init__(self, ws):
+        self.ws, self.last_id, self.requests = ws, 0, []
+
+    def call(self, method: str, **params) -> dict:
+        self.last_id += 1
+        self.ws.send(json.dumps({"id": self.last_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=120))
+            if message.get("id") == self.last_id:
+                assert "error" not in message, message
+                return message["result"]
+            if message.get("method") == "Network.requestWillBeSent":
+                self.requests.append(message["params"]["request"]["url"])
+
+    def evaluate(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    def screenshot(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+        return path
+
+
+@contextmanager
+def offline_chromium(tmp: Path, height: int = 1000) -> Iterator[DevTools]:
+    """Headless Chromium with no network but this machine's loopback (every other host goes through
+    a proxy that refuses: a port bound and never listened on), network events recorded."""
+    from websockets.sync.client import connect
+    profile = tmp / f"chromium-{len(list(tmp.glob('chromium-*')))}"
+    home = tmp / "chromium-home"
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+             "--disable-background-networking", "--disable-component-update", f"--window-size=1400,{height}",
+             f"--user-data-dir={profile}", "--remote-debugging-port=0",
+             f"--proxy-server=http://127.0.0.1:{refusing.getsockname()[1]}", "about:blank"],
+            env={**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+                 "XDG_CACHE_HOME": str(home / ".cache")},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            port = wait_for(lambda: (profile / "DevToolsActivePort").read_text().split()[0], 60, "Chromium's DevTools")
+            page = wait_for(lambda: next((t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
+                                          if t["type"] == "page"), None), 60, "Chromium's page")
+            with connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
+                tools = DevTools(ws)
+                tools.call("Network.enable")
+                yield tools
+        finally:
+            stop_groups([proc])
 
 
 SERIES = [(31, 119, 180), (255, 127, 14), (44, 160, 44)]  # matplotlib's C0, C1, C2: the chart's series

@@ -10,8 +10,10 @@ folder; set SHARDVEC_SCREENSHOTS=DIR to keep them (anyone can regenerate them wi
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -21,8 +23,8 @@ import pytest
 
 from tests.corpora import write_corpus
 from tests.e2e import (CHROMIUM, CRASH_DEADLINE, SILENCE, api_run, artifacts, chart_pixels, chromium, cron_due_soon,
-                       flow_run, heartbeats, install_alerts, post, registered_pid, run_to_the_end, scheduled_run, server,
-                       table, trigger, wait_for)
+                       flow_run, get, heartbeats, install_alerts, offline_chromium, post, registered_pid, run_to_the_end,
+                       scheduled_run, server, table, trigger, wait_for)
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
 # One server for the module: under pytest-xdist (`make test`) all of it runs on one worker, in
@@ -145,14 +147,52 @@ def test_ui_page_of_the_finished_run_shows_state_and_artifacts(deployment, scree
     assert min(chart_pixels(chart)) > 30, f"the trend chart does not render in {chart}"
 
 
+def the_nightly(deployment) -> str:
+    """The module's nightly run that built a version (the scheduled one; one triggered now when
+    that test was not run): a later nightly finds nothing new and runs few tasks."""
+    if "nightly_run" not in deployment:
+        deployment["nightly_run"] = run_to_the_end(deployment, "nightly/shardvec-nightly")["id"]
+    return deployment["nightly_run"]
+
+
+def dask_report_of(deployment, run_id: str) -> tuple[str, Path]:
+    """The http link of the run's Dask performance report (its link artifact), and its file."""
+    base = f"http://127.0.0.1:{deployment['port']}/shardvec/reports/"
+    link = re.fullmatch(r"\[Dask performance report\]\((.+)\)",
+                        artifacts(deployment, run_id)["shardvec-nightly-dask-report"]["data"]).group(1)
+    assert link.startswith(base) and link.endswith("/dask-performance.html"), link
+    return link, deployment["data"] / "reports" / link.removeprefix(base)
+
+
+# The view of the report's "Task Stream" tab, found by walking bokeh's views; its task count and
+# how many pixels of its canvas bokeh painted in colour (tasks are coloured, axes and text grey)
+TASK_STREAM = """(() => {
+  const tabs = Bokeh.documents[0].roots()[0];
+  const panel = tabs.tabs.findIndex(t => t.title === "Task Stream");
+  tabs.active = panel;
+  const figure = tabs.tabs[panel].child;
+  const walk = function* (v) { yield v; for (const c of v.children()) yield* walk(c); };
+  const view = [...Bokeh.index.roots].flatMap(r => [...walk(r)]).find(v => v.model === figure);
+  const canvas = view.canvas_view.primary.canvas;
+  const px = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let coloured = 0;
+  for (let i = 0; i < px.length; i += 4)
+    if (px[i + 3] > 0 && Math.max(px[i], px[i + 1], px[i + 2]) - Math.min(px[i], px[i + 1], px[i + 2]) > 60) coloured++;
+  return {tasks: figure.renderers[0].data_source.get_length(), pixels: canvas.width * canvas.height, coloured};
+})()"""
+
+
 def test_summary_links_a_dask_performance_report_and_logs_say_what_happens(deployment):
-    run_id = deployment.get("nightly_run") or run_to_the_end(deployment, "nightly/shardvec-nightly")["id"]
-    summary = artifacts(deployment, run_id)["shardvec-nightly-summary"]["data"]
+    run_id = the_nightly(deployment)
+    found = artifacts(deployment, run_id)
+    summary = found["shardvec-nightly-summary"]["data"]
     assert "![shardvec trend chart](data:image/png;base64," in summary
-    link = next(word for word in summary.split("(") if word.startswith("file://") and "dask-performance" in word)
-    html = Path(link.split(")")[0].removeprefix("file://"))
+    link, html = dask_report_of(deployment, run_id)
     assert html.is_file() and html.parent.parent == deployment["data"] / "reports"
-    assert "bokeh" in html.read_text()[:20_000].lower() and (html.parent / "report.json").is_file()
+    assert f"]({link})" in summary and found["shardvec-nightly-dask-report"]["data"] == f"[Dask performance report]({link})"
+    served = get(link)  # over http from `shardvec server`, which a browser follows from the UI (file:// it refuses)
+    assert served.status_code == 200 and served.content == html.read_bytes()
+    assert "<title>Dask Performance Report</title>" in served.text and (html.parent / "report.json").is_file()
     logs = post(f"{deployment['api']}/logs/filter",
                       json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}).json()
     lines = [entry["message"] for entry in logs]
@@ -160,6 +200,72 @@ def test_summary_links_a_dask_performance_report_and_logs_say_what_happens(deplo
     assert any(m.startswith("tokenize: finished in ") and "records 352 (" in m and "/s)" in m for m in lines)
     assert any(m.startswith("similarity-rows: started, ") and " task" in m for m in lines)
     assert any(m.startswith("publish: finished in ") for m in lines)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is installed by `make test`")
+def test_the_dask_performance_report_renders_offline(deployment, screenshots):
+    """Issue 32: the report inlines bokeh, so it draws with no network; before, it loaded bokeh from
+    a CDN and stayed blank offline."""
+    run_id = the_nightly(deployment)
+    link, html = dask_report_of(deployment, run_id)
+    tags = re.findall(r"<(?:script|link)\b[^>]*>", html.read_text())
+    external = [t for t in tags if re.search(r"""(?:src|href)=["']?(?:https?:)?//""", t) and "icon" not in t]
+    assert len(tags) >= 3 and external == [], external  # distributed's favicon link is the one left: harmless offline
+    shot = screenshots / "dask-performance-task-stream.png"
+    with offline_chromium(deployment["tmp"]) as page:
+        page.call("Page.navigate", url=link)
+        wait_for(lambda: page.evaluate("typeof Bokeh !== 'undefined' && Bokeh.documents.length === 1 && "
+                                       "[...Bokeh.index.roots].length > 0"), 120, "bokeh to render the report")
+        drawn = wait_for(lambda: (d := page.evaluate(TASK_STREAM))["coloured"] > 0.05 * d["pixels"] and d, 60,
+                         "bokeh to draw the task stream")
+        page.screenshot(shot)
+        elsewhere = [u for u in page.requests if not u.startswith(("data:", "http://127.0.0.1:"))]
+    assert drawn["tasks"] >= 20, drawn  # the nightly's Prefect tasks, each a bar
+    assert all(u.endswith("favicon.ico") for u in elsewhere), elsewhere
+    print(f"\ntask stream: {drawn['tasks']} tasks, {drawn['coloured'] / drawn['pixels']:.0%} of the canvas coloured; {shot}")
+
+
+def test_the_run_says_what_its_wall_time_covers_and_the_three_spans_nest(deployment):
+    """Issue 32: the report's wall time (run lock to report) lies within the Dask performance
+    report's Duration, which lies within the UI's (the run's time in Running); deploy/README.md
+    says what each covers."""
+    from shardvec.tasks.report import WALL_COVERS
+    run_id = the_nightly(deployment)
+    found = artifacts(deployment, run_id)
+    assert f"(wall time: {WALL_COVERS})" in found["shardvec-nightly-summary"]["data"]
+    wall = table(found["shardvec-nightly-report"])["wall time (s), run lock to report"]["value"]
+    dask = float(re.search(r"Duration: ([0-9.]+) s", dask_report_of(deployment, run_id)[1].read_text()).group(1))
+    ui = flow_run(deployment, run_id)["total_run_time"]
+    print(f"\nnightly: report wall {wall:.1f} s <= Dask report {dask:.1f} s <= UI (Running) {ui:.1f} s")
+    assert 0 < wall <= dask <= ui
+
+
+def test_the_reports_route_serves_nothing_outside_reports(deployment):
+    """`shardvec server` answers files under DATA/reports and 404 for anything else: `..` (plain or
+    encoded), a symlink that leads out, the folder itself (no listing)."""
+    reports = deployment["data"] / "reports"
+    (deployment["data"] / "secret.txt").write_text("not for the web")
+    (reports / "leak").symlink_to(deployment["data"] / "secret.txt")
+    (reports / "mine.txt").write_text("a report")
+
+    def fetch(path: str) -> tuple[int, str]:  # the path sent as written (httpx would resolve the dots)
+        conn = http.client.HTTPConnection("127.0.0.1", deployment["port"], timeout=30)
+        try:
+            conn.request("GET", "/shardvec/reports" + path)
+            r = conn.getresponse()
+            return r.status, r.read().decode(errors="replace")
+        finally:
+            conn.close()
+    try:
+        assert fetch("/mine.txt") == (200, "a report")
+        for path in ("/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt", "/x/../../secret.txt", "/leak",
+                     "/", "/nothing.html"):
+            status, body = fetch(path)
+            assert status == 404 and "not for the web" not in body, (path, status)
+    finally:
+        for name in ("leak", "mine.txt"):
+            (reports / name).unlink()
+        (deployment["data"] / "secret.txt").unlink()
 
 
 def test_a_killed_served_nightly_is_marked_crashed_and_alerts(deployment):

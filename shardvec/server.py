@@ -1,0 +1,57 @@
+"""`shardvec server`: Prefect's API and UI, and beside them the runs' reports of one data
+directory (DATA/reports/, read-only, at REPORTS_PATH), so that a run's page in the UI links to
+its Dask performance report over http: a browser refuses file:// links from an http page.
+
+`served_url` is the run's side: the URL at which the server it reports to serves one of its
+report files, or None when that server does not (local mode, a plain `prefect server`, another
+data directory).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPORTS_PATH = "/shardvec/reports"
+
+
+def create_app(reports: Path):
+    """Prefect's server app (API, UI, services) with the files under `reports` at REPORTS_PATH.
+    Starlette's StaticFiles answers 404 for any path that resolves outside `reports` (`..`,
+    symlinks) and serves nothing but files."""
+    from prefect.server.api.server import create_app as prefect_app
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    reports.mkdir(parents=True, exist_ok=True)  # StaticFiles needs it; the first run would make it anyway
+    app = prefect_app(final=True)
+    # first: Prefect's UI is mounted at / and answers every other path with its own page
+    app.router.routes.insert(0, Mount(REPORTS_PATH, app=StaticFiles(directory=reports), name="shardvec-reports"))
+    return app
+
+
+def run(host: str, port: int, reports: Path) -> None:
+    """Serve until stopped, as `prefect server start` does in the foreground."""
+    import uvicorn
+    from prefect.settings import get_current_settings
+
+    s = get_current_settings().server
+    uvicorn.run(create_app(reports), host=host, port=port, timeout_keep_alive=s.api.keepalive_timeout,
+                ws_ping_interval=s.api.websocket_ping_interval, ws_ping_timeout=s.api.websocket_ping_timeout,
+                log_level=s.logging_level.lower())
+
+
+def served_url(path: Path, reports: Path) -> str | None:
+    """The http URL of `path` (a file under `reports`) on the Prefect server this process talks to,
+    if that server answers it with this very file; else None."""
+    import httpx
+    from prefect.settings import get_current_settings
+
+    ui = get_current_settings().ui_url
+    if not ui or not ui.startswith(("http://", "https://")):
+        return None
+    url = f"{ui.rstrip('/')}{REPORTS_PATH}/{path.relative_to(reports).as_posix()}"
+    try:  # Prefect's UI answers 200 with its own page for any path, so compare the bytes
+        ok = httpx.get(url, timeout=10).content == path.read_bytes()
+    except httpx.HTTPError:
+        ok = False
+    return url if ok else None
