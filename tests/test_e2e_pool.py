@@ -6,6 +6,7 @@ refuses calling the webhook, and a killed CLI run in local mode marked Crashed.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -15,11 +16,10 @@ from datetime import datetime
 import pytest
 
 from tests.corpora import SENTENCES, write_corpus
-from tests.e2e import (REPO, api_run, artifacts, cron_due_soon, flow_run, get, post, run_id_in, scheduled_run, server,
-                       table, wait_for)
+from tests.e2e import (CRASH_DEADLINE, REPO, api_run, artifacts, cron_due_soon, flow_run, get, post, registered_pid,
+                       run_id_in, run_to_the_end, scheduled_run, server, table, wait_for)
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
-FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 QUIET = 20  # seconds after a run's webhook call in which no second call about it may come
 pytestmark = pytest.mark.slow  # whole on one pytest-xdist worker (tests/conftest.py, ONE_WORKER)
@@ -153,6 +153,33 @@ def test_a_nightly_refused_by_the_quality_gate_calls_the_webhook_once(worker):
     assert "Not published" in run["state"]["message"]
     body = _the_alert(worker, run)
     assert body["alert"] == "shardvec quality gate refused a run" and "recall" in body["message"]
+
+
+def test_a_killed_nightly_calls_the_webhook_once_and_the_next_one_charts_it(worker):
+    """Issue 32: a nightly whose process is killed is Crashed, with one alert; the next nightly on
+    the data directory writes its `crashed` line into history.jsonl, and its summary shows it."""
+    partition = worker["data"] / "corpus" / "2026-11-05"  # something new: the nightly works a while
+    partition.mkdir()
+    (partition / "more.txt").write_text("\n".join(SENTENCES[60:140]) + "\n", encoding="utf-8")
+    run_id = api_run(worker, "nightly/shardvec-nightly")
+    pid = registered_pid(worker["data"], run_id)
+    assert os.getpgid(pid) == pid  # the run leads the group its Dask workers join
+    killed_at = kill_group_and_check_it_landed(pid)
+    run = wait_for(lambda: (r := flow_run(worker, run_id))["state_type"] in FINAL and r, CRASH_DEADLINE,
+                   "the killed run to be marked Crashed", every=1)
+    print(f"\nkilled nightly: {run['state_name']} {time.monotonic() - killed_at:.0f} s after SIGKILL: "
+          f"{run['state']['message']}")
+    assert run["state_type"] == "CRASHED"
+    body = _the_alert(worker, run)
+    assert body["alert"] == "shardvec nightly Crashed" and body["state"] == "Crashed"
+
+    after = run_to_the_end(worker, "nightly/shardvec-nightly")
+    assert after["state_type"] == "COMPLETED"
+    crashed = [e for e in map(json.loads, (worker["data"] / "history.jsonl").read_text().splitlines())
+               if e.get("flow_run_id") == run_id]
+    assert len(crashed) == 1 and crashed[0]["status"] == "crashed" and crashed[0]["flow"] == "nightly"
+    summary = artifacts(worker, after["id"])["shardvec-nightly-summary"]["data"]
+    assert "| nightly | crashed |" in summary
 
 
 def test_a_killed_cli_run_in_local_mode_is_marked_crashed(server):
