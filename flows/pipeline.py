@@ -32,7 +32,7 @@ from shardvec.tasks.layout import Layout, VersionLayout
 from shardvec.tasks.ledger import Replay
 from shardvec.tasks.lsi import part_ranges
 from shardvec.tasks.partitioned import clusters_for, merge_groups, score_tasks_for
-from shardvec.tasks.publish import RunLock, new_version_id, read_current, read_manifest
+from shardvec.tasks.publish import RunLock, new_version_id, read_current, read_manifest, sweep_leftovers
 from shardvec.tasks.report import MEASURED, PeakRSS, render_text, step_rows
 from shardvec.tasks.rows import tile_pairs
 from shardvec.tasks.similarity import tile_count, tile_entries
@@ -160,8 +160,10 @@ class Recall:
 
 def read_inputs(s: Settings, current: dict | None, *, mode: str, partitions: list[str] | None,
                 start: str | None, end: str | None) -> Inputs:
-    """The partitions to build (and train on), and the ledger compacted into input files."""
+    """The partitions to build (and train on), and the ledger compacted into input files; first,
+    what failed runs left (the caller holds the RunLock)."""
     where = Layout(s.data)
+    sweep_leftovers(s.data)
     found = skins.discover_task(where.corpus)
     files = [SourceFile(**f) for f in found["files"]]
     done = current["watermark"]["partitions"] if current else []

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from shardvec.config import load_settings
 from shardvec.tasks.atomic import unique_stamp
-from shardvec.tasks.corpus import check_record
+from shardvec.tasks.corpus import check_op, short_repr
 from shardvec.tasks.embed import Embedder
 from shardvec.tasks.layout import Layout
 from shardvec.tasks.ledger import OPS, Ledger, Op, ops_from
@@ -70,10 +71,19 @@ def _fields(rec) -> tuple:
     """(id, text, raw bytes) of one record given to `add`."""
     if isinstance(rec, bytes):
         return _NOT_AN_OBJECT, "bytes", rec
-    raw = json.dumps(rec, ensure_ascii=False, default=repr).encode() + b"\n"
+    raw = _json_line(rec)
     if not isinstance(rec, dict):
         return _NOT_AN_OBJECT, type(rec).__name__, raw
     return rec.get("id"), rec.get("text"), raw
+
+
+def _json_line(value) -> bytes:
+    """A value given to `add` or `delete` as the line kept in quarantine; one that cannot be
+    written as JSON (nested too deep, an int over Python's digit limit) is kept by its type."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=repr).encode() + b"\n"
+    except Exception:  # noqa: BLE001 - RecursionError, ValueError
+        return f"{short_repr(value)}\n".encode()
 
 
 @dataclass(frozen=True)
@@ -91,13 +101,18 @@ class Adder:
     many batches fast. Every acknowledged operation is appended to the ledger (tasks/ledger.py)
     in the same step that makes it visible, so every later night and rollback replays it."""
 
-    def __init__(self, data: Path, *, on_duplicate: str = "reject", max_record_bytes: int = 1_000_000,
+    def __init__(self, data: Path, *, on_duplicate: str | None = None, max_record_bytes: int | None = None,
                  state: dict | None = None):
-        """`state`: a CURRENT to build on instead of the live one (a new version being published)."""
+        """`on_duplicate`, `max_record_bytes`: as configured (corpus.*) unless given.
+        `state`: a CURRENT to build on instead of the live one (a new version being published)."""
         self.data = Path(data).resolve()
         self.layout = Layout(self.data)
+        if on_duplicate is None or max_record_bytes is None:
+            corpus = load_settings().corpus
+            on_duplicate = on_duplicate or corpus.on_duplicate
+            max_record_bytes = max_record_bytes or corpus.max_record_bytes
         self.on_duplicate = on_duplicate
-        self.max_record_bytes = max_record_bytes
+        self.max_record_bytes = max_record_bytes  # the screening of new ops only: replays are never screened
         self.current: dict | None = None
         self._seen: bytes | None = None  # CURRENT's bytes as this adder last wrote or checked them
         self._swept = -np.inf
@@ -122,7 +137,7 @@ class Adder:
 
     def delete(self, ids: Iterable[str]) -> AddResult:
         """Delete statements by id; the rows that held them are recomputed exactly."""
-        return self.commit(Item("delete", i, None, (json.dumps(i, default=repr) + "\n").encode()) for i in ids)
+        return self.commit(Item("delete", i, None, _json_line(i)) for i in ids)
 
     def commit(self, items: Iterable[Item], reject=None) -> AddResult:
         """Screen, apply and acknowledge a batch of operations: ledger, segment, then CURRENT.
@@ -257,7 +272,7 @@ def _screen(view: Statements, items: Iterable[Item], result: AddResult, *, repla
             result.unchanged += 1  # re-adding the same record is a no-op
             continue
         elif live_text is not None and item.op == "add":
-            rejected.append((item, f"duplicate id {id_!r}: already live with other text; use "
+            rejected.append((item, f"duplicate id {short_repr(id_)}: already live with other text; use "
                                        "`shardvec add --replace` (or corpus.on_duplicate = \"update\") to replace it"))
             continue
         if existing is not None:
@@ -271,15 +286,11 @@ def _screen(view: Statements, items: Iterable[Item], result: AddResult, *, repla
 
 
 def _check(item: Item, replay: bool, max_record_bytes: int) -> str | None:
-    if replay:
+    if replay:  # acknowledged: applied as it is, whatever today's settings
         return None
-    if item.op == "delete":  # an id as an add's is (a lone surrogate: `shardvec delete $'\xff'`)
-        if not isinstance(item.id, str) or not item.id.strip():
-            return f"a delete needs a non-empty string id, got {item.id!r}"
-        return check_record(item.id, "-", max_record_bytes, len(item.raw))
     if item.id is _NOT_AN_OBJECT:
         return f"not a JSON object: got {item.text}"
-    return check_record(item.id, item.text, max_record_bytes, len(item.raw))
+    return check_op(item.op, item.id, item.text, max_record_bytes, len(item.raw))
 
 
 def _quarantine(folder: Path, rejected: list[tuple[bytes, str]]) -> None:

@@ -174,7 +174,9 @@ class Quarantine:
 
 
 def check_record(id_, text, max_bytes: int, nbytes: int) -> str | None:
-    """The reason a record is unusable, or None."""
+    """The reason a record is unusable, or None: the one screening of what comes in (size,
+    types, blank, NUL, encoding), applied at intake only. What it let in and was acknowledged is
+    never screened again, whatever the settings of a later day (the ledger replays it as it is)."""
     if nbytes > max_bytes:
         return f"too large: {nbytes} bytes, over corpus.max_record_bytes={max_bytes}"
     if id_ is None:
@@ -196,6 +198,24 @@ def check_record(id_, text, max_bytes: int, nbytes: int) -> str | None:
     except UnicodeEncodeError:
         return "invalid Unicode: a lone surrogate (an escape like \\udc80) in id or text"
     return None
+
+
+def check_op(op, id_, text, max_bytes: int, nbytes: int) -> str | None:
+    """`check_record` for one operation: a delete needs only its id."""
+    if op == "delete":
+        if not isinstance(id_, str) or not id_.strip():
+            return f"a delete needs a non-empty string id, got {short_repr(id_)}"
+        return check_record(id_, "-", max_bytes, nbytes)
+    return check_record(id_, text, max_bytes, nbytes)
+
+
+def short_repr(value, limit: int = 80) -> str:
+    """repr() for a reason: cut short, and never raising (an int of 5,000 digits cannot be printed)."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - ValueError (int digits), RecursionError
+        return f"a {type(value).__name__} that cannot be printed"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _lines(path: Path, max_bytes: int, q: Quarantine) -> Iterator[tuple[int, int, bytes]]:
@@ -234,27 +254,36 @@ def _jsonl_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine, o
         body = raw.rstrip(b"\r\n")
         if not body.strip():
             continue
-        reason = None
-        try:
-            obj = json.loads(body.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            reason = f"invalid UTF-8: byte {exc.start}"
-        except json.JSONDecodeError as exc:
-            reason = f"broken JSON: {exc.msg} at column {exc.colno}"
-        else:
+        obj, reason = _decode_json(body)
+        op = "add"
+        if reason is None:
             op = obj.get("op", "add") if ops and isinstance(obj, dict) else "add"
             if not isinstance(obj, dict):
                 reason = f"not a JSON object: got {type(obj).__name__}"
             elif op not in ("add", "replace", "delete"):
-                reason = f"unknown op {op!r}: use add, replace or delete"
-            elif op == "delete":
-                reason = check_record(obj.get("id"), "-", max_bytes, len(raw))
+                reason = f"unknown op {short_repr(op)}: use add, replace or delete"
             else:
-                reason = check_record(obj.get("id"), obj.get("text"), max_bytes, len(raw))
+                reason = check_op(op, obj.get("id"), obj.get("text"), max_bytes, len(raw))
         if reason:
             q.reject(number, reason, raw=raw)
         else:
             yield Record(obj["id"], obj.get("text") if op != "delete" else None, number, offset, len(raw), op)
+
+
+def _decode_json(body: bytes) -> tuple[object, str | None]:
+    """(the line's JSON value, None), or (None, why it cannot be decoded). Every way decoding one
+    line can fail costs that line only: bad UTF-8, broken JSON, nesting too deep for the parser
+    (RecursionError), an integer over Python's digit limit (ValueError), or anything else."""
+    try:
+        return json.loads(body.decode("utf-8")), None
+    except UnicodeDecodeError as exc:
+        return None, f"invalid UTF-8: byte {exc.start}"
+    except json.JSONDecodeError as exc:
+        return None, f"broken JSON: {exc.msg} at column {exc.colno}"
+    except RecursionError:
+        return None, "JSON nested too deep to decode"
+    except Exception as exc:  # noqa: BLE001 - e.g. ValueError: Exceeds the limit (4300 digits)
+        return None, f"JSON that cannot be decoded: {_one_line(exc)[:200]}"
 
 
 def _text_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) -> Iterator[Record]:
@@ -378,24 +407,22 @@ def read_records(corpus_dir: Path, src: SourceFile, q: Quarantine, *, batch_size
     elif src.format == "text":
         yield from _text_records(path, src, max_record_bytes, q)
     elif src.format == "arrow":
-        yield from _arrow_records(path, src, max_record_bytes, q)
+        yield from _acknowledged_records(path)
     else:
         yield from _parquet_records(path, src, max_record_bytes, batch_size, q)
 
 
-def _arrow_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) -> Iterator[Record]:
-    """Statements shardvec itself wrote (an added batch): an Arrow IPC file with id and text."""
+def _acknowledged_records(path: Path) -> Iterator[Record]:
+    """Statements shardvec itself wrote (the ledger's puts): acknowledged, so taken as they are,
+    never screened again under today's settings (a lower corpus.max_record_bytes must not drop
+    what was acknowledged under a higher one)."""
     reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
     number = 0
     for i in range(reader.num_record_batches):
         batch = reader.get_batch(i)
         for id_, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
             number += 1
-            reason = check_record(id_, text, max_bytes, len(id_ or "") + len(text or ""))
-            if reason:
-                q.reject(number, reason, row={"id": id_, "text": text})
-            else:
-                yield Record(id_, text, number, -1, -1)
+            yield Record(id_, text, number, -1, -1)
 
 
 def batched(items, n: int):

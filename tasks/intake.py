@@ -48,14 +48,27 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
     try:
         records = read_records(path.parent, src, q, batch_size=batch_size, max_record_bytes=max_record_bytes,
                                ops=True)
-        for batch in batched(records, batch_size):
+        failed: list[str] = []
+        for batch in batched(_to_its_end(records, failed), batch_size):
             total.absorb(adder.commit((Item(put if rec.op == "add" else rec.op, rec.id, rec.text, _raw(rec), rec)
                                        for rec in batch), reject=refuse))
     finally:
         q.commit()
+    if failed:
+        raise BadInputError(f"{path} cannot be read to its end ({failed[0]}); the records before that point were "
+                            "applied: fix the file and add it again.")
     total.quarantined = q.counts.records  # what the reader refused and what the adder did
     total.seconds = round(total.seconds, 4)
     return {"file": str(path), **{k: v for k, v in total.to_dict().items() if k not in ("segment", "ledger_seq")}}
+
+
+def _to_its_end(records, failed: list[str]):
+    """The records of a file up to a failure to read on (the file itself, not one record: those
+    the reader quarantines), which goes into `failed`; the records before it are still applied."""
+    try:
+        yield from records
+    except Exception as exc:  # noqa: BLE001 - whatever the reader met, the file is unusable from here
+        failed.append(" ".join(str(exc).split())[:200] or type(exc).__name__)
 
 
 def _raw(rec) -> bytes:
@@ -68,8 +81,9 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
 
     The drop protocol: write `name.jsonl.part` (or any name starting with a dot), then rename
     it to `name.jsonl`; names ending in `.part` or starting with `.` are left alone. A symlink,
-    a file of an unknown format or one that cannot be read moves to quarantine/inbox/ with its
-    reason, and the other files are still applied. A file moves to .done only after all its
+    a file of an unknown format or one that cannot be read (at all, or to its end) moves to
+    quarantine/inbox/ with its reason, and the other files are still applied; a bad record costs
+    only itself (quarantined with the file's other rejects). A file moves to .done only after all its
     operations are acknowledged; a crash in between applies it again next time, which is a
     no-op for what was already in.
     """
@@ -90,8 +104,13 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
             totals["refused"] += 1
             continue
         adder = adder or Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
-        result = add_file(data, path, batch_size=batch_size, on_duplicate=on_duplicate,
-                          max_record_bytes=max_record_bytes, adder=adder)
+        try:
+            result = add_file(data, path, batch_size=batch_size, on_duplicate=on_duplicate,
+                              max_record_bytes=max_record_bytes, adder=adder)
+        except BadInputError as exc:  # this file cannot be used: the later ones still are
+            _refuse(path, refused, str(exc))
+            totals["refused"] += 1
+            continue
         done.mkdir(parents=True, exist_ok=True)
         os.replace(path, done / path.name)
         totals["files"] += 1

@@ -169,6 +169,27 @@ def were_live(data: Path, current: dict) -> set[str]:
     return manifested & (logged | {current["version"]})
 
 
+def sweep_leftovers(data: Path) -> list[str]:
+    """Delete the version folders of runs that failed or were killed (a full disk, SIGKILL): no
+    manifest, or a manifest but never live, and not CURRENT's. Call it holding the RunLock (no
+    other run is building one); `retain` would only remove them after a later publish, and a run
+    that keeps failing on a full disk must not keep the space its predecessors filled."""
+    root = Layout(data).versions
+    if not root.is_dir():
+        return []
+    current = read_current(data)
+    live = were_live(data, current) | {current["version"]} if current else set()
+    gone = []
+    for p in sorted(root.iterdir()):
+        if not VERSION_ID.match(p.name) or p.name in live:
+            continue
+        if current is None and Layout(data).version(p.name).manifest.exists():
+            continue  # CURRENT moved aside after damage: its versions are what a user restores from
+        shutil.rmtree(p, ignore_errors=True)
+        gone.append(p.name)
+    return gone
+
+
 def swap(data: Path, current: dict) -> None:
     """The publish point: atomically replace CURRENT (readers see the old or the new, whole)."""
     write_json(Layout(data).current, current)

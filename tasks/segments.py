@@ -345,18 +345,23 @@ def write_segment(layout: Layout, version: str, seq: int, ids, texts, vecs, row_
     npz = dict(row_ids=row_ids, rows=rows, scores=scores, dead=dead, key_hash=hashes[order],
                key_row=order.astype(np.int64))
     paths = []
-    for suffix in (".npz", ".arrow"):  # a crash's leftovers under this name were never acknowledged
-        final = Path(str(prefix) + suffix)
-        tmp = final.with_name(f".{final.name}.tmp")
-        with open(tmp, "wb") as f:
-            if suffix == ".arrow":
-                with pa.ipc.new_file(f, table.schema) as w:
-                    w.write_table(table)
-            else:
-                np.savez(f, **npz)
-            f.flush()
-            os.fsync(f.fileno())
-        paths.append((tmp, final))
+    try:
+        for suffix in (".npz", ".arrow"):  # a crash's leftovers under this name were never acknowledged
+            final = Path(str(prefix) + suffix)
+            tmp = final.with_name(f".{final.name}.tmp")
+            paths.append((tmp, final))
+            with open(tmp, "wb") as f:
+                if suffix == ".arrow":
+                    with pa.ipc.new_file(f, table.schema) as w:
+                        w.write_table(table)
+                else:
+                    np.savez(f, **npz)
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:  # a full disk, a signal: nothing half-written stays (a kill's leftovers: `sweep`)
+        for tmp, _ in paths:
+            tmp.unlink(missing_ok=True)
+        raise
     for tmp, final in paths:
         os.replace(tmp, final)
     fsync_dir(prefix.parent)
