@@ -182,7 +182,7 @@ TASK_STREAM = """(() => {
 })()"""
 
 
-def test_summary_links_a_dask_performance_report_and_logs_say_what_happens(deployment):
+def test_summary_links_a_dask_performance_report_and_logs_say_what_happens(deployment, screenshots):
     run_id = the_nightly(deployment)
     found = artifacts(deployment, run_id)
     summary = found["shardvec-nightly-summary"]["data"]
@@ -193,6 +193,14 @@ def test_summary_links_a_dask_performance_report_and_logs_say_what_happens(deplo
     served = get(link)  # over http from `shardvec server`, which a browser follows from the UI (file:// it refuses)
     assert served.status_code == 200 and served.content == html.read_bytes()
     assert "<title>Dask Performance Report</title>" in served.text and (html.parent / "report.json").is_file()
+    if CHROMIUM:  # in the UI: the run's Artifacts tab lists the link, whose page (a click away) holds it
+        ui = f"http://127.0.0.1:{deployment['port']}/v2"
+        dom = chromium(deployment["tmp"], f"{ui}/runs/flow-run/{run_id}?tab=Artifacts",
+                       screenshots / "flow-run-artifacts-dask-report.png")
+        assert "shardvec-nightly-dask-report" in dom
+        shot = screenshots / "dask-report-link-artifact.png"
+        dom = chromium(deployment["tmp"], f"{ui}/artifacts/artifact/{found['shardvec-nightly-dask-report']['id']}", shot)
+        assert f'href="{link}"' in dom, shot
     logs = post(f"{deployment['api']}/logs/filter",
                       json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}).json()
     lines = [entry["message"] for entry in logs]
