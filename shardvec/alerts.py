@@ -1,6 +1,7 @@
 """Install the automations of deploy/automations.yaml on the Prefect server (PREFECT_API_URL):
 the one that marks silent runs Crashed, and the alerts that call a webhook (once a run, with a
-link to the run's page in the UI) when a nightly fails or crashes, when the quality gate
+link to the run's page in the UI) when a nightly, backfill or add-statements run fails or
+crashes, when the quality gate
 refuses a run, and when a run quarantined input records. Installing again replaces them."""
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import yaml
 
 AUTOMATIONS = Path(__file__).resolve().parents[1] / "deploy" / "automations.yaml"
 BLOCK = "shardvec-alerts"
+# names shardvec once installed under, deleted by `install` so that no old copy alerts twice
+RETIRED = ["shardvec: nightly failed or crashed"]
 
 
 class AlertsError(RuntimeError):
@@ -56,6 +59,9 @@ def install(webhook: str | None = None, path: Path = AUTOMATIONS) -> list[str]:
             BLOCK, overwrite=True)
     installed, ui = [], ui_url()
     with get_client(sync_client=True) as client:
+        for name in RETIRED:
+            for old in client.read_automations_by_name(name):
+                client.delete_automation(old.id)
         for spec in specs:
             if _calls_webhook(spec) and block_id is None:
                 continue

@@ -52,9 +52,14 @@ def _alerts_for(*events) -> list[str]:
      ["shardvec: run refused by the quality gate"]),
     ("a failed nightly", [_event("prefect.flow-run.Failed", message="Flow run encountered an exception: "
                                  "OSError: [Errno 28] No space left on device")],
-     ["shardvec: nightly failed or crashed"]),
+     ["shardvec: run failed or crashed"]),
     ("a crashed nightly", [_event("prefect.flow-run.Crashed", message="No heartbeat for 90 s: ...")],
-     ["shardvec: nightly failed or crashed"]),
+     ["shardvec: run failed or crashed"]),
+    ("a failed backfill", [_event("prefect.flow-run.Failed", "backfill", "Flow run encountered an exception: ...")],
+     ["shardvec: run failed or crashed"]),
+    ("a crashed add-statements run", [_event("prefect.flow-run.Crashed", "add-statements", "Worker stopped")],
+     ["shardvec: run failed or crashed"]),
+    ("a failed run of a flow not shardvec's", [_event("prefect.flow-run.Failed", "etl", "boom")], []),
     ("a nightly that quarantined input", [_event(QUARANTINE_EVENT), _event("prefect.flow-run.Completed")],
      ["shardvec: input quarantined"]),
     ("a completed nightly", [_event("prefect.flow-run.Completed")], []),
@@ -65,6 +70,7 @@ def test_a_run_triggers_one_webhook_call(what, events, alerts):
 
 def _render(template: str, ui_url_setting: str | None) -> dict:
     from prefect.server.events.jinja_filters import all_filters
+    from prefect.server.schemas.core import Flow
     from prefect.server.schemas.responses import FlowRunResponse
     from prefect.server.schemas.states import State, StateType
     from prefect.server.utilities.user_templates import register_user_template_filters, render_user_template
@@ -75,7 +81,8 @@ def _render(template: str, ui_url_setting: str | None) -> dict:
     event = _event(QUARANTINE_EVENT, payload={"message": "1 input record quarantined", "records": 1,
                                               "files": ["2026-11-02/lee.jsonl"], "quarantine_dir": "/d/quarantine"})
     with temporary_settings({PREFECT_UI_URL: ui_url_setting}):
-        return json.loads(asyncio.run(render_user_template(template, {"flow_run": run, "event": event})))
+        return json.loads(asyncio.run(render_user_template(template, {"flow_run": run, "event": event,
+                                                                        "flow": Flow(id=FLOW, name="backfill")})))
 
 
 @pytest.mark.parametrize("server_ui", [None, "https://prefect.example.com"])
@@ -90,3 +97,5 @@ def test_every_payload_is_json_with_a_plain_run_id_and_its_ui_link(server_ui):
         assert body["flow_run_id"] == str(RUN) and body["flow_run"] == "clever-fox"
         assert body["ui_url"] == f"{server_ui or UI}/runs/flow-run/{RUN}"
         assert body["alert"].startswith("shardvec") and body["message"] and body["state"]
+    failed = next(s for s in load() if s["name"] == "shardvec: run failed or crashed")
+    assert _render(resolved(failed, "block-id", UI)["actions"][0]["payload"], None)["alert"] == "shardvec backfill Failed"

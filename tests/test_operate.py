@@ -71,8 +71,22 @@ def test_alerts_file_names_the_fix_when_missing(tmp_path):
     with pytest.raises(AlertsError, match="pass --file with the path of shardvec's deploy/automations.yaml"):
         load(tmp_path / "nope.yaml")
     names = [a["name"] for a in load()]
-    assert names == ["shardvec: mark silent runs Crashed", "shardvec: nightly failed or crashed",
+    assert names == ["shardvec: mark silent runs Crashed", "shardvec: run failed or crashed",
                      "shardvec: run refused by the quality gate", "shardvec: input quarantined"]
+
+
+def test_installing_the_alerts_replaces_them_and_removes_retired_names(prefect_server):
+    """An automation shardvec installed under an older name would alert a second time: gone."""
+    from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
+    from shardvec.alerts import RETIRED, install, load
+    old = dict(load()[1], name=RETIRED[0])
+    old["actions"] = [{"type": "do-nothing"}]
+    Automation.model_validate(old).create()
+    assert install() == install() == ["shardvec: mark silent runs Crashed"]  # no webhook: the rest need one
+    with get_client(sync_client=True) as client:
+        names = [a.name for a in client.read_automations()]
+    assert names.count("shardvec: mark silent runs Crashed") == 1 and RETIRED[0] not in names
 
 
 def test_steps_log_start_progress_and_throughput(prefect_server):
