@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -233,6 +234,16 @@ class QualitySettings(Section):
     rows_recall_floor: float = Field(ge=0, le=1)
     drift_sample: int = Field(ge=1)
     drift_words: int = Field(ge=1)
+    word_pairs: Annotated[list[str], NoDecode]  # from the environment as paths, not as JSON
+    analogies: Annotated[list[str], NoDecode]
+    word_pairs_drop: float = Field(ge=0)
+    min_coverage: float = Field(ge=0, le=1)
+
+    @field_validator("word_pairs", "analogies", mode="before")
+    @classmethod
+    def _paths_from_text(cls, value: Any) -> Any:
+        """From an environment variable: paths separated as in PATH (os.pathsep)."""
+        return [p for p in value.split(os.pathsep) if p] if isinstance(value, str) else value
 
 
 class PublishSettings(Section):
@@ -278,6 +289,16 @@ class Settings(BaseSettings):
             files.append(Path(os.environ["SHARDVEC_CONFIG"]))
         # TomlConfigSettingsSource merges later files over earlier ones.
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=files, deep_merge=True))
+
+    @model_validator(mode="after")
+    def _evaluation_sets_exist(self) -> Settings:
+        for knob in ("word_pairs", "analogies"):
+            for f in getattr(self.quality, knob):
+                if not (self.data / f).is_file():
+                    raise ValueError(f"quality.{knob} names {f}, which is not a file (a relative path is read in "
+                                     f"the data directory {self.data}); fix the path, e.g. {knob} = "
+                                     f"[\"/srv/eval/{knob}_de.txt\"], or leave it out")
+        return self
 
     @model_validator(mode="after")
     def _rows_budget_fits_a_worker(self) -> Settings:

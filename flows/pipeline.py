@@ -280,7 +280,8 @@ class Build:
                  for i, docs in enumerate(part_ranges(tok.train_records, s.dask.n_workers, s.lsi.chunksize))]
         lsi = skins.lsi_merge_task.submit(parts, dictionary, v.models, **lsi_args,
                                           previous=prev / "lsi.gensim" if prev else None)
-        words_quality = skins.evaluate_words_task.submit(v.models / "word2vec.gensim", wait_for=[w2v])
+        words_quality = skins.evaluate_words_task.submit(v.models / "word2vec.gensim", **quality.evaluation_sets(s),
+                                                         wait_for=[w2v])
         plan_r, lsi_r, w2v_r = self.progress.wait("train", [plan, lsi, w2v])
         self.record("plan-statements", [plan_r])
         self.record("train-lsi", [lsi_r])

@@ -1,9 +1,12 @@
 """Is what a run is about to publish any good? Evaluation, night-over-night drift, the gate.
 
-Word vectors are scored on the evaluation sets that ship with gensim's test data (analogies
-from questions-words.txt, restricted to the vocabulary, with the coverage stated; Spearman
-correlation with human judgements on WordSim-353 and SimLex-999); the LSI model by its
-singular-value spectrum. Drift compares the new version with the published one: how many
+Word vectors are scored on the English evaluation sets that ship with gensim's test data
+(analogies from questions-words.txt, restricted to the vocabulary; Spearman correlation with
+human judgements on WordSim-353 and SimLex-999) and on the sets a user names in [quality]
+word_pairs and analogies, in any language; each with its coverage of the vocabulary. A set
+covering too little of it (a corpus in another language, another domain) is reported as "not
+enough coverage" and left out of the gate: its score would be noise. The LSI model is scored by
+its singular-value spectrum. Drift compares the new version with the published one: how many
 similarity rows changed, their mean Jaccard overlap, and the words whose neighbours moved most.
 The gate refuses a run whose metrics dropped more than the configured tolerances.
 """
@@ -38,29 +41,110 @@ def _finite(x) -> float | None:
     return None if math.isnan(x) else round(x, 4)
 
 
-def evaluate_models(word2vec_path: Path, lsi_path: Path) -> dict:
+# Below this many covered pairs or questions a score is noise, whatever the share.
+MIN_ITEMS = 10
+# The built-in sets: (name, kind, file in gensim's test data, the metric the gate and history know it by)
+BUILT_IN = [("questions-words", "analogies", QUESTIONS, "analogy_accuracy"),
+            ("wordsim353", "word pairs", WORDSIM, "wordsim353_spearman"),
+            ("simlex999", "word pairs", SIMLEX, "simlex999_spearman")]
+
+
+def evaluate_models(word2vec_path: Path, lsi_path: Path, **sets) -> dict:
     """Analogy accuracy and word-pair correlations of the word vectors; the LSI spectrum."""
-    return {**evaluate_words(word2vec_path), **lsi_spectrum(lsi_path)}
+    return {**evaluate_words(word2vec_path, **sets), **lsi_spectrum(lsi_path)}
 
 
-def evaluate_words(word2vec_path: Path) -> dict:
-    """Analogy accuracy (with its coverage) and word-pair correlations of the word vectors."""
+def evaluation_sets(s) -> dict:
+    """The evaluate_words arguments of settings `s`: the user's sets as absolute paths (relative
+    ones are in the data directory), and the coverage a set needs to count."""
+    def where(files):
+        return [str(s.data / f) for f in files]  # an absolute f stays itself
+    return {"word_pairs": where(s.quality.word_pairs), "analogies": where(s.quality.analogies),
+            "min_coverage": s.quality.min_coverage}
+
+
+def evaluate_words(word2vec_path: Path, *, word_pairs: list[str] = (), analogies: list[str] = (),
+                   min_coverage: float = 0.0) -> dict:
+    """Each evaluation set's score and coverage of the vocabulary (`evaluation`, one entry a
+    set, saying whether it was used); the built-in ones also under their own metric names
+    (None when not used), as the gate and the history know them."""
     # gensim is imported here, not at the top: the flow process imports this module and never
     # evaluates, and gensim (with scipy.stats) is ~0.9 s of every run's start
     from gensim.models import Word2Vec
     from gensim.test.utils import datapath
     wv = Word2Vec.load(str(word2vec_path), mmap="r").wv
+    sets = [(name, kind, datapath(f), metric) for name, kind, f, metric in BUILT_IN]
+    sets += [(_set_name(f), "word pairs", f, None) for f in word_pairs]
+    sets += [(_set_name(f), "analogies", f, None) for f in analogies]
+    out, evaluation = {}, []
+    for name, kind, path, metric in sets:
+        entry = _evaluate_set(wv, name, kind, path, min_coverage) | {"built_in": metric is not None}
+        evaluation.append(entry)
+        if metric is not None:
+            out[metric] = entry["score"] if entry["used"] else None
+    questions, ws, sl = evaluation[:3]
+    return out | {"analogy_coverage": questions["coverage"], "wordsim353_oov": round(1 - ws["coverage"], 4),
+                  "simlex999_oov": round(1 - sl["coverage"], 4), "evaluation": evaluation}
+
+
+def _set_name(path: str) -> str:
+    return Path(path).stem
+
+
+def _evaluate_set(wv, name: str, kind: str, path: str, min_coverage: float) -> dict:
+    """One set's score (accuracy of analogies, Spearman of word pairs), its coverage (share of its
+    questions or pairs whose words all have vectors), and whether it counts."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on constant input for tiny vocabularies
-        correct, covered, asked = analogies(wv, datapath(QUESTIONS))
-        ws = wv.evaluate_word_pairs(datapath(WORDSIM))
-        sl = wv.evaluate_word_pairs(datapath(SIMLEX))
-    return {
-        "analogy_accuracy": _finite(correct / covered) if covered else None,
-        "analogy_coverage": round(covered / asked, 4),
-        "wordsim353_spearman": _finite(ws[1].statistic), "wordsim353_oov": round(ws[2] / 100, 4),
-        "simlex999_spearman": _finite(sl[1].statistic), "simlex999_oov": round(sl[2] / 100, 4),
-    }
+        if kind == "analogies":
+            correct, covered, asked = analogies(wv, path)
+            score = correct / covered if covered else None
+        else:
+            covered, asked, score = _word_pairs(wv, path)
+    coverage = round(covered / asked, 4) if asked else 0.0
+    entry = {"set": name, "kind": kind, "file": str(path), "items": asked, "covered": covered,
+             "coverage": coverage, "score": None if score is None else _finite(score)}
+    if not asked:
+        why = f"no {kind} read from {path}"
+    elif covered < MIN_ITEMS or coverage < min_coverage:
+        why = (f"not enough coverage ({covered} of {asked} {kind} have every word in the vocabulary, "
+               f"{coverage:.1%}; quality.min_coverage is {min_coverage:.0%})")
+    elif entry["score"] is None:
+        why = "no score (every covered pair scored alike)"
+    else:
+        why = None
+    metric = "accuracy" if kind == "analogies" else "Spearman"
+    entry["used"] = why is None
+    entry["summary"] = why + ": left out of the gate" if why else \
+        f"{metric} {entry['score']}, coverage {coverage:.1%} ({covered} of {asked} {kind})"
+    return entry
+
+
+def _word_pairs(wv, path: str) -> tuple[int, int, float | None]:
+    """(covered, read, Spearman) of a word-pair file, as gensim's evaluate_word_pairs reads it
+    (tab-separated word, word, score; case-insensitive), none covered being an answer too."""
+    try:
+        _, spearman, oov = wv.evaluate_word_pairs(path)
+    except ValueError:  # gensim: "No valid similarity judgements found" (none covered)
+        return 0, _pairs_in(path), None
+    read = _pairs_in(path)
+    return round(read * (1 - oov / 100)), read, spearman.statistic
+
+
+def _pairs_in(path: str) -> int:
+    """Lines of a word-pair file gensim reads as a pair with a score."""
+    n = 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.split("\t")
+            if line.startswith("#") or len(parts) != 3:
+                continue
+            try:
+                float(parts[2])
+            except ValueError:
+                continue
+            n += 1
+    return n
 
 
 # Score cells (questions x vocabulary) of one block of analogies: 16 MB of scores, whatever the vocabulary.
@@ -191,6 +275,16 @@ def gate(metrics: dict, previous: dict | None, tolerances: dict) -> list[str]:
             continue
         if before - now > tolerances[knob]:
             reasons.append(f"{metric} fell from {before} to {now}, more than quality.{knob}={tolerances[knob]}")
+    # the user's own sets, each against its score of the last run that used it (by file)
+    before_sets = {e["file"]: e for e in previous.get("evaluation", []) if e.get("used")}
+    for e in metrics.get("evaluation", []):
+        old = before_sets.get(e["file"])
+        if e.get("built_in") or not e.get("used") or old is None:
+            continue
+        knob = "analogy_drop" if e["kind"] == "analogies" else "word_pairs_drop"
+        if old["score"] - e["score"] > tolerances[knob]:
+            reasons.append(f"{e['set']} ({e['kind']}) fell from {old['score']} to {e['score']}, more than "
+                           f"quality.{knob}={tolerances[knob]}")
     return reasons
 
 

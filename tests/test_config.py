@@ -1,13 +1,14 @@
 """Settings: defaults, environment variables, user TOML files and explicit overrides, validated once;
 a wrong knob or value is one sentence naming it."""
 
+import os
 import re
 from pathlib import Path
 
 import pytest
 
 from shardvec.config import load_settings
-from shardvec.config.settings import SettingsError
+from shardvec.config.settings import DEFAULT_TOML, SettingsError
 from tests.runs import SUBPROCESS_TOML, shardvec_cli, small_settings
 
 
@@ -74,12 +75,15 @@ def _toml_literal(value) -> str:
     (strings bare, as a shell sets them)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):  # paths, separated as in PATH
+        return os.pathsep.join(value)
     return str(value)
 
 
 # knobs whose text has a form of its own: another value of that form
 OTHER_TEXT = {"memory_limit": "3GiB", "nightly_cron": "30 4 * * 1-5", "timezone": "Europe/Berlin",
-              "address": "tcp://127.0.0.1:8786", "host": "::1"}
+              "address": "tcp://127.0.0.1:8786", "host": "::1",
+              "word_pairs": [str(DEFAULT_TOML), str(DEFAULT_TOML)], "analogies": [str(DEFAULT_TOML)]}
 
 
 def _another_valid_value(section, knob, value):
@@ -199,3 +203,15 @@ def test_the_cli_says_a_bad_value_in_one_line_before_starting_anything(tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout
     assert r.stderr.strip().count("\n") == 0 and "dask.memory_limit 'abc' is not a memory size" in r.stderr
     assert not (tmp_path / "versions").exists()
+
+
+def test_own_evaluation_sets_must_be_files(monkeypatch, tmp_path):
+    """Named in [quality] word_pairs / analogies (SHARDVEC_QUALITY_WORD_PAIRS: paths as in PATH),
+    relative ones in the data directory."""
+    (tmp_path / "pairs.tsv").write_text("a\tb\t1\n")
+    monkeypatch.setenv("SHARDVEC_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SHARDVEC_QUALITY_WORD_PAIRS", f"pairs.tsv{os.pathsep}{tmp_path / 'pairs.tsv'}")
+    assert load_settings().quality.word_pairs == ["pairs.tsv", str(tmp_path / "pairs.tsv")]
+    monkeypatch.setenv("SHARDVEC_QUALITY_ANALOGIES", "missing.txt")
+    with pytest.raises(SettingsError, match=r"quality\.analogies names missing\.txt, which is not a file"):
+        load_settings()
