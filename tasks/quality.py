@@ -94,17 +94,23 @@ def _set_name(path: str) -> str:
 def _evaluate_set(wv, name: str, kind: str, path: str, min_coverage: float) -> dict:
     """One set's score (accuracy of analogies, Spearman of word pairs), its coverage (share of its
     questions or pairs whose words all have vectors), and whether it counts."""
+    unreadable = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on constant input for tiny vocabularies
-        if kind == "analogies":
-            correct, covered, asked = analogies(wv, path)
-            score = correct / covered if covered else None
-        else:
-            covered, asked, score = _word_pairs(wv, path)
+        try:
+            if kind == "analogies":
+                correct, covered, asked = analogies(wv, path)
+                score = correct / covered if covered else None
+            else:
+                covered, asked, score = _word_pairs(wv, path)
+        except (OSError, UnicodeDecodeError) as exc:  # a user's file, gone or not UTF-8: not a failed night
+            unreadable, covered, asked, score = f"{type(exc).__name__}: {exc}", 0, 0, None
     coverage = round(covered / asked, 4) if asked else 0.0
     entry = {"set": name, "kind": kind, "file": str(path), "items": asked, "covered": covered,
              "coverage": coverage, "score": None if score is None else _finite(score)}
-    if not asked:
+    if unreadable:
+        why = f"{path} could not be read as UTF-8 text ({unreadable})"
+    elif not asked:
         why = f"no {kind} read from {path}"
     elif covered < MIN_ITEMS or coverage < min_coverage:
         why = (f"not enough coverage ({covered} of {asked} {kind} have every word in the vocabulary, "

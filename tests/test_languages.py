@@ -116,6 +116,16 @@ def test_a_set_under_the_coverage_floor_is_reported_and_not_scored(bulgarian_wor
             if x["set"] == "mixed"][0]["used"]
 
 
+def test_an_unreadable_own_set_is_reported_not_a_failed_night(bulgarian_word2vec, tmp_path):
+    latin1 = tmp_path / "paires.tsv"
+    latin1.write_bytes("café\tthé\t5\n".encode("latin-1"))
+    q = evaluate_words(bulgarian_word2vec, word_pairs=[str(latin1), str(tmp_path / "gone.tsv")], min_coverage=0.1)
+    bad = [e for e in q["evaluation"] if not e["built_in"]]
+    assert [e["used"] for e in bad] == [False, False]
+    assert "could not be read as UTF-8 text (UnicodeDecodeError" in bad[0]["summary"]
+    assert "(FileNotFoundError" in bad[1]["summary"] and bad[1]["summary"].endswith("left out of the gate")
+
+
 TOL = {"analogy_drop": 0.05, "wordsim353_drop": 0.1, "simlex999_drop": 0.1, "rows_recall_drop": 0.02,
        "index_recall_drop": 0.05, "word_pairs_drop": 0.1}
 
