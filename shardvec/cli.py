@@ -230,8 +230,9 @@ def server(data: DataOpt = None,
     try:
         with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
             pass
-    except OSError as exc:
-        _fail(f"Cannot listen on {host}:{port} ({os.strerror(exc.errno)}): stop what uses it, or pick another "
+    except OSError as exc:  # create_server's own message for a taken port is long: the system's is enough
+        reason = os.strerror(exc.errno) if (exc.errno or 0) > 0 else "the host name does not resolve"
+        _fail(f"Cannot listen on {host}:{port} ({reason}): stop what uses it, or pick another "
               "with --port (or --host).")
     reports = Layout(s.data).reports
     typer.echo(f"Prefect UI and API at http://{host}:{port}, runs' reports of {reports} at "
