@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from shardvec.config import Settings
+from shardvec.flows.watchdog import watch_parent
 from shardvec.tasks import report as run_report
 from shardvec.tasks import runs
 from shardvec.tasks.layout import Layout
@@ -125,6 +126,7 @@ def operated(s: Settings, flow: str) -> Iterator[OperatedRun]:
     from prefect.context import FlowRunContext
     from shardvec.flows.pipeline import QualityGateError
 
+    watch_parent()  # a run whose worker is killed goes with it
     ctx = FlowRunContext.get()
     run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else None
     log = _logger()

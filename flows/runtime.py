@@ -8,20 +8,49 @@ file). `local_prefect()` starts one and points this process and every worker it 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
+import dask
+from distributed.diagnostics.plugin import WorkerPlugin
 from prefect_dask import DaskTaskRunner
 
 from shardvec.config import Settings, load_settings
+from shardvec.flows.watchdog import TaskWatch
 
 # Workers sample their own stacks every 10 ms by default: CPU the build needs, for a profile
 # nobody reads here. Given to each worker's nanny, which sets it in the worker it spawns; nothing
 # in this process's Dask configuration changes.
 WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+
+
+class QuickExit(WorkerPlugin):
+    """A LocalCluster worker process that has closed exits at once.
+
+    Once closed (its Prefect log and event queues drained as Python's threads shut down), a
+    worker process spent seconds more tearing down the interpreter (prefect, pydantic, gensim...,
+    no Python frame left to run), and the nanny, which waits 4 s for it, killed it with a warning
+    "Worker process still alive after 4.0 seconds, killing" at the end of every run. Nothing is
+    left to do in that teardown: the process ends as the first step of its exit instead."""
+
+    name = "shardvec-quick-exit"
+
+    def teardown(self, worker) -> None:
+        atexit.register(_exit_now)  # atexit runs after threading's shutdown, which drains Prefect's queues
+
+
+def _exit_now() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(0)
 
 
 class SettingsTaskRunner(DaskTaskRunner):
@@ -36,6 +65,7 @@ class SettingsTaskRunner(DaskTaskRunner):
     def __init__(self, settings: Settings | None = None):
         super().__init__()
         self.settings = settings
+        self.watch: TaskWatch | None = None
 
     def duplicate(self) -> SettingsTaskRunner:  # Prefect starts a duplicate for each run
         return type(self)(self.settings)
@@ -45,6 +75,7 @@ class SettingsTaskRunner(DaskTaskRunner):
 
     def __enter__(self) -> SettingsTaskRunner:
         s = self.settings or load_settings()
+        self.limits = s.dask
         logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's INFO lines drown the run's own
         if s.dask.address:
             self.address = s.dask.address
@@ -52,7 +83,10 @@ class SettingsTaskRunner(DaskTaskRunner):
             self.cluster_kwargs = {
                 "n_workers": s.dask.n_workers, "threads_per_worker": s.dask.threads_per_worker,
                 "memory_limit": s.dask.memory_limit, "processes": True, "dashboard_address": None,
-                "silence_logs": logging.WARNING, "config": WORKER_CONFIG}
+                # no dashboard, but the scheduler's HTTP server (health, metrics) still listens: on a
+                # free port, not 8787, which a second run's cluster found taken and warned about
+                "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+                "silence_logs": logging.WARNING, "config": WORKER_CONFIG, "plugins": (QuickExit(),)}
         self._tls = plain_http_settings()
         self._tls.__enter__()
         try:
@@ -61,8 +95,26 @@ class SettingsTaskRunner(DaskTaskRunner):
             self._tls.__exit__(None, None, None)
             raise
 
+    @property
+    def client(self):
+        if self._client is not None or self.address:
+            return super().client
+        # A LocalCluster's scheduler serves HTTP (health, metrics) even with dashboard_address=None,
+        # and prefect_dask announces a dashboard at its /status, which answers 404: no link, no line.
+        with dask.config.set({"distributed.dashboard.link": ""}):
+            return super().client
+
+    def submit(self, task, parameters, wait_for=None, dependencies=None):
+        future = super().submit(task, parameters, wait_for, dependencies)
+        if self.watch is None:
+            self.watch = TaskWatch(self.client, self.limits.no_worker_seconds, self.limits.no_progress_seconds)
+        self.watch.track(future.wrapped_future)
+        return future
+
     def __exit__(self, *exc) -> None:
         try:
+            if self.watch is not None:
+                self.watch.stop()
             super().__exit__(*exc)
         finally:
             self._tls.__exit__(*exc)
