@@ -155,7 +155,7 @@ def test_a_bulgarian_corpus_publishes_night_after_night_scored_on_its_own_sets(t
     from shardvec.reader import Store
     from shardvec.tasks.report import render_text
     from shardvec.tasks.store import UnknownKeyError
-    from tests.runs import nightly_in_process
+    from tests.runs import nightly_in_process, shardvec_cli
     data = tmp_path / "data"
     later = tmp_path / "later"
     first_part, second_part = write_bulgarian(later, parts=2)
@@ -188,3 +188,5 @@ def test_a_bulgarian_corpus_publishes_night_after_night_scored_on_its_own_sets(t
     assert (ids >= 0).all()
     with pytest.raises(UnknownKeyError, match="looked up as 'несъществуваща'"):
         store.neighbours("Несъществуваща")
+    r = shardvec_cli("query", "neighbours", "Уикипедия", "-k", "3", "--data", str(data))
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3 and "no vector" not in r.stderr
