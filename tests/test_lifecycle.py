@@ -7,6 +7,10 @@ acknowledged add, replace and delete in the order they were acknowledged. After 
 exactly the model's ids are live with the model's texts, every stored similarity row equals an
 exact recompute over the live statements, and `verify` finds the version whole.
 
+Between operations a rule changes a setting (corpus.max_record_bytes, the tokenizer, the rows
+method, the rows per shard): a limit screens what comes in after it, never what was acknowledged
+before it (issue 33), so the model applies each limit to the adds made under it.
+
 SHARDVEC_LIFECYCLE_EXAMPLES=20 runs more sequences than CI does.
 """
 
@@ -39,16 +43,28 @@ from tests.corpora import SENTENCES
 ROOT = Path(__file__).parents[1]
 IDS = [f"s{i}" for i in range(8)] + ["dup/a", "dup/b", "bg/150", "bg/151", "2026-11-01/lee.txt:3"]
 TEXT = st.integers(0, len(SENTENCES) - 1).map(lambda i: SENTENCES[i])
+# statements of 4-9 kB: over the low corpus.max_record_bytes below, under the configured one
+BIG_TEXT = st.integers(0, len(SENTENCES) - 30).map(lambda i: " ".join(SENTENCES[i:i + 30])[:9000])
+ADD_TEXT = st.one_of(TEXT, TEXT, BIG_TEXT)
+# (section, knob, value): what the settings rule may set. The low limit stays above every record of
+# the base corpus (3,887 bytes at most) and of the partitions the rules write, which are short.
+SETTINGS = [("corpus", "max_record_bytes", 4000), ("corpus", "max_record_bytes", 1_000_000),
+            ("tokenize", "min_len", 3), ("tokenize", "min_len", 2), ("tokenize", "max_len", 12),
+            ("tokenize", "max_len", 20), ("tokenize", "deaccent", True), ("tokenize", "deaccent", False),
+            ("similarity", "method", "exact"), ("similarity", "method", "partitioned"),
+            ("similarity", "method", "auto"), ("store", "rows_per_shard", 100), ("store", "rows_per_shard", 256)]
+ENV = ("SHARDVEC_CORPUS_MAX_RECORD_BYTES",)
 STEPS: list[int] = []  # one entry per step checked, over all sequences of a test run
+CHANGED: list[tuple] = []  # the settings changed, over all sequences
 
 # A script's first import: a Prefect home of its own inside the pytest run's folder, which the run
 # removes at its end, so SIGKILLed scripts leave nothing in /tmp (and one BLAS thread).
 ENVIRONMENT = "import tests.environment\n"
 NIGHTLY = ENVIRONMENT + """
-import sys
+import json, sys
 from pathlib import Path
 from tests.runs import nightly_in_process
-nightly_in_process(Path(sys.argv[1]))
+nightly_in_process(Path(sys.argv[1]), **json.loads(sys.argv[2]))
 """
 
 ADD = """
@@ -88,8 +104,13 @@ class Lifecycle(RuleBasedStateMachine):
         self.next_day = 4
         self.kills = 0
         self.reader = shardvec.open(self.data)
+        self.more: dict[str, dict] = {}  # the settings the rule changed, for the runs
+        self.limit = 1_000_000  # corpus.max_record_bytes as configured
+        self.environ = {k: os.environ.get(k) for k in ENV}  # the Adders read the configuration
 
     def teardown(self):
+        for key, value in getattr(self, "environ", {}).items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- the model ---------------------------------------------------------------------------
@@ -113,6 +134,8 @@ class Lifecycle(RuleBasedStateMachine):
                 if id_ in live:
                     live.pop(id_)
                     acked.append(("delete", id_, None))
+            elif len(json.dumps({"id": id_, "text": text}, ensure_ascii=False).encode()) + 1 > self.limit:
+                continue  # quarantined at intake
             elif live.get(id_) != text and (op == "replace" or id_ not in live):
                 live[id_] = text
                 acked.append(("put", id_, text))
@@ -126,8 +149,17 @@ class Lifecycle(RuleBasedStateMachine):
             self.partitions[current["version"]] = ["base"] + [p for p in names if p in self.corpus]
 
     # -- the rules ------------------------------------------------------------------------
+    @rule(setting=st.sampled_from(SETTINGS))
+    def change_a_setting(self, setting):
+        section, knob, value = setting
+        CHANGED.append(setting)
+        self.more.setdefault(section, {})[knob] = value
+        if section == "corpus":
+            os.environ[f"SHARDVEC_CORPUS_{knob.upper()}"] = str(value)
+            self.limit = value
+
     @rule(op=st.sampled_from(["add", "replace"]),
-          batch=st.lists(st.tuples(st.sampled_from(IDS), TEXT), min_size=1, max_size=4))
+          batch=st.lists(st.tuples(st.sampled_from(IDS), ADD_TEXT), min_size=1, max_size=4))
     def add(self, op, batch):
         expected = self.model_ops(op, batch)
         Adder(self.data).add([{"id": i, "text": t} for i, t in batch], replace=op == "replace")
@@ -147,13 +179,13 @@ class Lifecycle(RuleBasedStateMachine):
         path.parent.mkdir(parents=True)
         path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in records))
         self.corpus[name] = records
-        report = nightly_in_process(self.data)
+        report = nightly_in_process(self.data, **self.more)
         assert report["status"] == "published"
         self.published(report["version"])
 
     @rule(mode=st.sampled_from(["update", "rebuild"]))
     def backfill(self, mode):
-        report = backfill_in_process(self.data, mode=mode)
+        report = backfill_in_process(self.data, mode=mode, **self.more)
         assert report["status"] == "published"
         self.published(report["version"])
 
@@ -191,7 +223,8 @@ class Lifecycle(RuleBasedStateMachine):
             path.parent.mkdir(parents=True)
             path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in records))
             self.corpus[name] = records
-        proc = subprocess.Popen([sys.executable, "-c", NIGHTLY, str(self.data)], cwd=ROOT, env=self._env(),
+        proc = subprocess.Popen([sys.executable, "-c", NIGHTLY, str(self.data), json.dumps(self.more)], cwd=ROOT,
+                                env=self._env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             proc.wait(after)
@@ -201,7 +234,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     @precondition(lambda self: self.kills < 2)
     @rule(op=st.sampled_from(["add", "replace", "delete"]), ids=st.lists(st.sampled_from(IDS), min_size=1, max_size=3),
-          texts=st.lists(TEXT, min_size=3, max_size=3), after=st.floats(0.5, 4.0))
+          texts=st.lists(ADD_TEXT, min_size=3, max_size=3), after=st.floats(0.5, 4.0))
     def sigkill_an_add(self, op, ids, texts, after):
         self.kills += 1
         pairs = [(i, None if op == "delete" else t) for i, t in zip(ids, texts)]
@@ -254,8 +287,9 @@ def test_lifecycle_against_a_model(published, prefect_server):
     Lifecycle.TestCase.settings = settings(max_examples=examples, stateful_step_count=12, deadline=None,
                                            suppress_health_check=list(HealthCheck), derandomize=False)
     STEPS.clear()
+    CHANGED.clear()
     Lifecycle.TestCase().runTest()
-    print(f"{len(STEPS)} steps checked against the model")
+    print(f"{len(STEPS)} steps checked against the model, {len(CHANGED)} of them changing a setting")
     assert len(STEPS) >= examples * 3  # the net is only as good as the sequences it walks
 
 
