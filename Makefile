@@ -37,6 +37,9 @@ system-deps:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium is missing: the Prefect UI screenshot tests will be skipped"
+	@[ -d /usr/share/man/de/man1 ] || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq manpages-de >/dev/null; } || \
+		echo "manpages-de is missing: the German corpus tests will be skipped"
 
 # One pytest-xdist worker more than cores: the end-to-end modules spend much of their time
 # waiting (servers starting, heartbeats falling silent, task retries), and the third worker

@@ -239,7 +239,8 @@ class QualitySettings(Section):
     word_pairs: Annotated[list[str], NoDecode]  # from the environment as paths, not as JSON
     analogies: Annotated[list[str], NoDecode]
     word_pairs_drop: float = Field(ge=0)
-    min_coverage: float = Field(ge=0, le=1)
+    word_pairs_min_coverage: float = Field(ge=0, le=1)
+    analogies_min_coverage: float = Field(ge=0, le=1)
 
     @field_validator("word_pairs", "analogies", mode="before")
     @classmethod

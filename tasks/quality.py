@@ -43,6 +43,7 @@ def _finite(x) -> float | None:
 
 # Below this many covered pairs or questions a score is noise, whatever the share.
 MIN_ITEMS = 10
+KNOBS = {"word pairs": "word_pairs", "analogies": "analogies"}  # the [quality] knobs of each kind
 # The built-in sets: (name, kind, file in gensim's test data, the metric the gate and history know it by)
 BUILT_IN = [("questions-words", "analogies", QUESTIONS, "analogy_accuracy"),
             ("wordsim353", "word pairs", WORDSIM, "wordsim353_spearman"),
@@ -60,14 +61,16 @@ def evaluation_sets(s) -> dict:
     def where(files):
         return [str(s.data / f) for f in files]  # an absolute f stays itself
     return {"word_pairs": where(s.quality.word_pairs), "analogies": where(s.quality.analogies),
-            "min_coverage": s.quality.min_coverage}
+            "min_coverage": {"word pairs": s.quality.word_pairs_min_coverage,
+                             "analogies": s.quality.analogies_min_coverage}}
 
 
 def evaluate_words(word2vec_path: Path, *, word_pairs: list[str] = (), analogies: list[str] = (),
-                   min_coverage: float = 0.0) -> dict:
+                   min_coverage: dict[str, float] | None = None) -> dict:
     """Each evaluation set's score and coverage of the vocabulary (`evaluation`, one entry a
     set, saying whether it was used); the built-in ones also under their own metric names
-    (None when not used), as the gate and the history know them."""
+    (None when not used), as the gate and the history know them. `min_coverage`: the coverage a
+    set needs to count, by kind ("word pairs", "analogies")."""
     # gensim is imported here, not at the top: the flow process imports this module and never
     # evaluates, and gensim (with scipy.stats) is ~0.9 s of every run's start
     from gensim.models import Word2Vec
@@ -78,7 +81,8 @@ def evaluate_words(word2vec_path: Path, *, word_pairs: list[str] = (), analogies
     sets += [(_set_name(f), "analogies", f, None) for f in analogies]
     out, evaluation = {}, []
     for name, kind, path, metric in sets:
-        entry = _evaluate_set(wv, name, kind, path, min_coverage) | {"built_in": metric is not None}
+        floor = (min_coverage or {}).get(kind, 0.0)
+        entry = _evaluate_set(wv, name, kind, path, floor) | {"built_in": metric is not None}
         evaluation.append(entry)
         if metric is not None:
             out[metric] = entry["score"] if entry["used"] else None
@@ -114,7 +118,7 @@ def _evaluate_set(wv, name: str, kind: str, path: str, min_coverage: float) -> d
         why = f"no {kind} read from {path}"
     elif covered < MIN_ITEMS or coverage < min_coverage:
         why = (f"not enough coverage ({covered} of {asked} {kind} have every word in the vocabulary, "
-               f"{coverage:.1%}; quality.min_coverage is {min_coverage:.0%})")
+               f"{coverage:.1%}; quality.{KNOBS[kind]}_min_coverage is {min_coverage:.0%})")
     elif entry["score"] is None:
         why = "no score (every covered pair scored alike)"
     else:
