@@ -118,7 +118,9 @@ class Quarantine:
         self.base.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.base.with_name(f".{self.base.name}{suffix}.tmp")
         self._tmp.append(tmp)
-        return open(tmp, mode)
+        # a file name with bytes that are not UTF-8 (a lone surrogate in `source`) is written as
+        # its JSON escape, \udcff, instead of failing the file
+        return open(tmp, mode) if "b" in mode else open(tmp, mode, encoding="utf-8", errors="backslashreplace")
 
     def reject(self, line: int, reason: str, raw: bytes | None = None, row: dict | None = None, **where) -> None:
         """One rejected record; `where` adds what locates it in its source (offset, length, rows)."""

@@ -170,23 +170,21 @@ def were_live(data: Path, current: dict) -> set[str]:
 
 
 def sweep_leftovers(data: Path) -> list[str]:
-    """Delete the version folders of runs that failed or were killed (a full disk, SIGKILL): no
-    manifest, or a manifest but never live, and not CURRENT's. Call it holding the RunLock (no
-    other run is building one); `retain` would only remove them after a later publish, and a run
-    that keeps failing on a full disk must not keep the space its predecessors filled."""
-    root = Layout(data).versions
-    if not root.is_dir():
+    """Delete the version folders that runs which failed or were killed (a full disk, SIGKILL) left
+    without a manifest: nothing can read or roll back to them. Call it holding the RunLock (no other
+    run is building one). `retain` would only remove them after a later publish, and a run that
+    keeps failing on a full disk must not keep the space its predecessors filled. A whole version
+    that never went live (killed between its manifest and its swap) stays: rollback can name it."""
+    where = Layout(data)
+    if not where.versions.is_dir():
         return []
     current = read_current(data)
-    live = were_live(data, current) | {current["version"]} if current else set()
     gone = []
-    for p in sorted(root.iterdir()):
-        if not VERSION_ID.match(p.name) or p.name in live:
-            continue
-        if current is None and Layout(data).version(p.name).manifest.exists():
-            continue  # CURRENT moved aside after damage: its versions are what a user restores from
-        shutil.rmtree(p, ignore_errors=True)
-        gone.append(p.name)
+    for p in sorted(where.versions.iterdir()):
+        if VERSION_ID.match(p.name) and not where.version(p.name).manifest.exists() \
+                and not (current and p.name == current["version"]):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p.name)
     return gone
 
 

@@ -128,12 +128,19 @@ def test_add_and_the_inbox_quarantine_what_cannot_be_decoded_and_go_on(data, tmp
     assert "added=1" in out.stdout and f"quarantined={len(HOSTILE_LINES)}" in out.stdout, out.stdout
     inbox = data / "inbox"
     _jsonl(inbox / "a.jsonl", [DEEP, _good("inbox/a", SENTENCES[2]), HUGE_INT])
-    _jsonl(inbox / "b.jsonl", [_good("inbox/b", SENTENCES[4])])
+    # a name with a byte that is not UTF-8: its reasons used to fail to be written
+    odd = os.fsdecode(b"b\xff.jsonl")
+    _jsonl(inbox / odd, [b'{"id": 1, "text": "x"}', _good("inbox/odd", SENTENCES[6])])
+    _jsonl(inbox / "c.jsonl", [_good("inbox/c", SENTENCES[4])])
     totals = drain_inbox(data, batch_size=100, on_duplicate="reject", max_record_bytes=1_000_000)
-    assert totals["files"] == 2 and totals["added"] == 2 and totals["quarantined"] == 2
+    assert totals["files"] == 3 and totals["added"] == 3 and totals["quarantined"] == 3
     store = shardvec.open(data)
-    assert store.text("cli/1") == SENTENCES[1] and store.text("inbox/b") == SENTENCES[4]
-    assert sorted(p.name for p in (inbox / ".done").iterdir()) == ["a.jsonl", "b.jsonl"]
+    assert [store.text(i) for i in ("cli/1", "inbox/a", "inbox/odd", "inbox/c")] == [SENTENCES[i] for i in (1, 2, 6, 4)]
+    assert sorted(p.name for p in (inbox / ".done").iterdir()) == sorted(["a.jsonl", odd, "c.jsonl"])
+    reasons = [json.loads(line) for p in (data / "quarantine" / "additions").rglob("*.reasons.jsonl")
+               for line in p.read_text().splitlines()]
+    assert {"source": odd, "line": 1, "reason": "id must be a string, got int"}.items() <= next(
+        r for r in reasons if r["source"] == odd).items()
 
 
 def test_the_python_api_quarantines_values_that_cannot_even_be_printed(data):
