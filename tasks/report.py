@@ -7,6 +7,7 @@ markdown artifacts that flows/artifacts.py publishes.
 
 from __future__ import annotations
 
+import textwrap
 import threading
 from contextvars import ContextVar
 from pathlib import Path
@@ -90,8 +91,8 @@ def render_text(report: dict) -> str:
         if key in report:
             value = report[key]
             lines.append(f"  {label:<30} {', '.join(value) if isinstance(value, list) else value}")
-    if "wall_seconds" in report:
-        lines.append(f"    (wall time: {WALL_COVERS})")
+    if "wall_seconds" in report:  # wrapped: the UI's artifact pane shows about 75 columns
+        lines += textwrap.wrap(f"(wall time: {WALL_COVERS})", 72, initial_indent="    ", subsequent_indent="     ")
     for reason, n in sorted(report.get("quarantine_reasons", {}).items()):
         lines.append(f"    quarantined: {reason}: {n}")
     for name, r in report.get("recall", {}).items():

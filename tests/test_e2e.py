@@ -240,7 +240,7 @@ def test_the_run_says_what_its_wall_time_covers_and_the_three_spans_nest(deploym
     from shardvec.tasks.report import WALL_COVERS
     run_id = the_nightly(deployment)
     found = artifacts(deployment, run_id)
-    assert f"(wall time: {WALL_COVERS})" in found["shardvec-nightly-summary"]["data"]
+    assert f"(wall time: {WALL_COVERS})" in " ".join(found["shardvec-nightly-summary"]["data"].split())
     wall = table(found["shardvec-nightly-report"])["wall time (s), run lock to report"]["value"]
     dask = float(re.search(r"Duration: ([0-9.]+) s", dask_report_of(deployment, run_id)[1].read_text()).group(1))
     ui = flow_run(deployment, run_id)["total_run_time"]
