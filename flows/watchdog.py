@@ -184,12 +184,12 @@ class TaskWatch:
         while not self._stop.wait(self.every):
             try:
                 why = self.stuck()
+                if why:
+                    with self._lock:
+                        waiting, self.waiting = list(self.waiting), set()
+                    self.client.cancel(waiting, reason=why, force=True)
             except Exception:  # the scheduler is closing, or briefly unreachable: look again
                 continue
-            if why:
-                with self._lock:
-                    waiting, self.waiting = list(self.waiting), set()
-                self.client.cancel(waiting, reason=why, force=True)
 
     def stuck(self) -> str | None:
         """Why the run's waiting tasks will never finish, or None while they may."""

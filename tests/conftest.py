@@ -50,7 +50,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 # Modules that run whole, in order, on one pytest-xdist worker: their module-scoped fixtures are
 # servers, and their tests build on what the earlier ones left.
-ONE_WORKER = {"test_e2e.py", "test_e2e_pool.py"}
+ONE_WORKER = {"test_e2e.py", "test_e2e_pool.py", "test_e2e_worker_kill.py"}
 
 
 @pytest.hookimpl(optionalhook=True)
