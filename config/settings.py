@@ -22,6 +22,8 @@ from pydantic_settings import (
 )
 
 DEFAULT_TOML = Path(__file__).with_name("default.toml")
+# Seeds and search_k reach Annoy and NumPy as a C int (a negative seed or a larger one fails there)
+C_INT_MAX = 2**31 - 1
 
 
 class Section(BaseModel):
@@ -90,7 +92,7 @@ class Word2VecSettings(Section):
     epochs: int = Field(ge=1)
     sg: Literal[0, 1]
     workers: int = Field(ge=1)
-    seed: int
+    seed: int = Field(ge=0, le=C_INT_MAX)
 
 
 class StoreSettings(Section):
@@ -101,9 +103,9 @@ class StoreSettings(Section):
 
 class IndexSettings(Section):
     n_trees: int = Field(ge=1)
-    search_k: int = Field(ge=1)
+    search_k: int = Field(ge=1, le=C_INT_MAX)
     recall_sample: int = Field(ge=1)
-    seed: int
+    seed: int = Field(ge=0, le=C_INT_MAX)
 
 
 class SimilaritySettings(Section):

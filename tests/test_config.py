@@ -166,6 +166,9 @@ REFUSED = [
     ("DASK_ADDRESS", "abc", r"dask\.address 'abc' is not the address of a Dask scheduler.*tcp://10\.0\.0\.5:8786"),
     ("DASK_ADDRESS", "tcp://host:port", r"dask\.address 'tcp://host:port' is not the address"),
     ("SIMILARITY_MEMORY_BUDGET_MB", "8192", r"similarity\.memory_budget_mb \(8192\) is more than a worker may use"),
+    ("WORD2VEC_SEED", "-1", r"word2vec\.seed: Input should be greater than or equal to 0"),
+    ("INDEX_SEED", str(2**40), r"index\.seed: Input should be less than or equal to 2147483647"),
+    ("INDEX_SEARCH_K", str(2**40), r"index\.search_k: Input should be less than or equal to 2147483647"),
 ]
 
 
