@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -272,10 +273,30 @@ def _jsonl_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine, o
             yield Record(obj["id"], obj.get("text") if op != "delete" else None, number, offset, len(raw), op)
 
 
+# Python's parser fails at its recursion limit less the caller's depth, which differs from a CLI to
+# a Dask worker: a line is refused at a fixed depth instead, the same one wherever it is read.
+MAX_JSON_DEPTH = 500
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def _too_deep(body: bytes) -> bool:
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return False
+    depth = 0
+    for m in _BRACKETS.finditer(_STRINGS.sub(b'""', body)):
+        depth += 1 if m.group() in (b"[", b"{") else -1
+        if depth > MAX_JSON_DEPTH:
+            return True
+    return False
+
+
 def _decode_json(body: bytes) -> tuple[object, str | None]:
     """(the line's JSON value, None), or (None, why it cannot be decoded). Every way decoding one
     line can fail costs that line only: bad UTF-8, broken JSON, nesting too deep for the parser
     (RecursionError), an integer over Python's digit limit (ValueError), or anything else."""
+    if _too_deep(body):
+        return None, f"JSON nested more than {MAX_JSON_DEPTH} deep"
     try:
         return json.loads(body.decode("utf-8")), None
     except UnicodeDecodeError as exc:
