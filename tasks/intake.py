@@ -8,6 +8,7 @@ quarantine/inbox/ with its reason.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -62,11 +63,18 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
     return {"file": str(path), **{k: v for k, v in total.to_dict().items() if k not in ("segment", "ledger_seq")}}
 
 
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
 def _to_its_end(records, failed: list[str]):
     """The records of a file up to a failure to read on (the file itself, not one record: those
     the reader quarantines), which goes into `failed`; the records before it are still applied."""
     try:
         yield from records
+    except OSError as exc:
+        if exc.errno in _NO_ROOM:  # writing its quarantine failed: not the file's fault, it stays for a retry
+            raise
+        failed.append(" ".join(str(exc).split())[:200])
     except Exception as exc:  # noqa: BLE001 - whatever the reader met, the file is unusable from here
         failed.append(" ".join(str(exc).split())[:200] or type(exc).__name__)
 

@@ -162,6 +162,12 @@ import tests.environment
 from shardvec.tasks.additions import Adder
 Adder(sys.argv[1]).add([{"id": "full/1", "text": sys.argv[2]}])
 """
+DRAIN = """
+import sys
+import tests.environment
+from shardvec.tasks.intake import drain_inbox
+drain_inbox(sys.argv[1], batch_size=100, on_duplicate="reject", max_record_bytes=1_000_000)
+"""
 NIGHTLY = """
 import sys
 import tests.environment
@@ -191,6 +197,17 @@ def test_an_add_that_meets_a_full_disk_leaves_no_temporary_files(data, prefect_s
     assert read_current(data) == before
     assert [p.name for p in (data / "additions").rglob("*.tmp")] == []
     assert "full/1" not in shardvec.open(data)
+
+
+def test_an_inbox_file_whose_quarantine_meets_a_full_disk_stays_in_the_inbox_for_a_retry(data, prefect_server):
+    """A full disk is not the file's fault: the file is not refused, the drain stops, and the next
+    drain (with room) applies it."""
+    path = _jsonl(data / "inbox" / "a.jsonl", [b"{broken " + b"x" * 20_000, _good("inbox/a", SENTENCES[2])])
+    out = _on_a_full_disk(DRAIN, str(data), limit=8192)
+    assert out.returncode != 0 and "File too large" in out.stderr, out.stderr[-2000:]
+    assert path.exists() and not (data / "quarantine" / "inbox").exists()
+    totals = drain_inbox(data, batch_size=100, on_duplicate="reject", max_record_bytes=1_000_000)
+    assert totals["files"] == 1 and totals["added"] == 1 and totals["quarantined"] == 1
 
 
 @pytest.mark.slow
