@@ -136,18 +136,19 @@ def test_a_run_whose_worker_is_killed_leaves_running_at_every_phase(pool):
     print(f"five kills and a published run on the pool in {time.monotonic() - t:.0f} s")
 
 
-def test_the_watchdog_ends_a_run_whose_parent_is_killed(tmp_path):
-    """A parent (as a worker) starts a child (as the flow-run process, in a session of its own, its
-    output read by the parent) that starts the watch and a grandchild (as a Dask worker), then
-    writes a line every 50 ms through rich, as Prefect's console logging does. SIGKILL of the parent
-    alone: the child is not killed by the broken pipe (SystemExit from rich) but by its watch, which
-    takes the grandchild with it. (Marking the run Crashed fails here, with no server: the run
-    still ends.)"""
+@pytest.mark.parametrize("own_session", [True, False], ids=["as-a-worker's-run", "as-shardvec-serve's-run"])
+def test_the_watchdog_ends_a_run_whose_parent_is_killed(tmp_path, own_session):
+    """A parent (as a worker, or `shardvec serve`) starts a child (as the flow-run process, in a
+    session of its own as a worker's are, or in the parent's group as serve's are; its output read
+    by the parent) that starts the watch and a grandchild (as a Dask worker), then writes a line
+    every 50 ms through rich, as Prefect's console logging does. SIGKILL of the parent alone: the
+    child is not killed by the broken pipe (SystemExit from rich) but by its watch, which takes the
+    grandchild with it. (Marking the run Crashed fails here, with no server: the run still ends.)"""
     script = tmp_path / "parent.py"
     script.write_text(f"""
 import subprocess, sys
-child = subprocess.Popen([sys.executable, "-c", {CHILD!r}, {str(tmp_path / "watching")!r}], start_new_session=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+child = subprocess.Popen([sys.executable, "-c", {CHILD!r}, {str(tmp_path / "watching")!r}],
+                         start_new_session={own_session}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 print(child.pid, flush=True)
 for line in child.stdout:
     pass
@@ -159,7 +160,12 @@ for line in child.stdout:
     child = psutil.Process(int(parent.stdout.readline()))
     wait_for(lambda: (tmp_path / "watching").exists(), 60, "the watch to start")
     grandchild = child.children()[0]
-    killed_at = kill_group_and_check_it_landed(parent.pid, parent)
+    if own_session:
+        killed_at = kill_group_and_check_it_landed(parent.pid, parent)
+    else:  # the parent alone: its group is also the child's
+        killed_at = time.monotonic()
+        parent.kill()
+        parent.wait(30)
     alive = psutil.wait_procs([child, grandchild], timeout=60)[1]
     assert not alive, alive
     print(f"\nthe watched child and its own child gone {time.monotonic() - killed_at:.1f} s after the parent's kill")
