@@ -46,10 +46,10 @@ TEXT = st.integers(0, len(SENTENCES) - 1).map(lambda i: SENTENCES[i])
 # statements of 4-9 kB: over the low corpus.max_record_bytes below, under the configured one
 BIG_TEXT = st.integers(0, len(SENTENCES) - 30).map(lambda i: " ".join(SENTENCES[i:i + 30])[:9000])
 ADD_TEXT = st.one_of(TEXT, TEXT, BIG_TEXT)
-# (section, knob, value): what the settings rule may set. The low limit stays above every record of
+# (section, knob, value): what the settings rules may set. The low limit stays above every record of
 # the base corpus (3,887 bytes at most) and of the partitions the rules write, which are short.
-SETTINGS = [("corpus", "max_record_bytes", 4000), ("corpus", "max_record_bytes", 1_000_000),
-            ("tokenize", "min_len", 3), ("tokenize", "min_len", 2), ("tokenize", "max_len", 12),
+LIMITS = [("corpus", "max_record_bytes", 4000), ("corpus", "max_record_bytes", 1_000_000)]
+SETTINGS = [("tokenize", "min_len", 3), ("tokenize", "min_len", 2), ("tokenize", "max_len", 12),
             ("tokenize", "max_len", 20), ("tokenize", "deaccent", True), ("tokenize", "deaccent", False),
             ("similarity", "method", "exact"), ("similarity", "method", "partitioned"),
             ("similarity", "method", "auto"), ("store", "rows_per_shard", 100), ("store", "rows_per_shard", 256)]
@@ -149,14 +149,20 @@ class Lifecycle(RuleBasedStateMachine):
             self.partitions[current["version"]] = ["base"] + [p for p in names if p in self.corpus]
 
     # -- the rules ------------------------------------------------------------------------
+    @rule(setting=st.sampled_from(LIMITS))
+    def change_the_record_limit(self, setting):
+        self.change_a_setting(setting)
+        os.environ["SHARDVEC_CORPUS_MAX_RECORD_BYTES"] = str(setting[2])  # what an Adder reads
+        self.limit = setting[2]
+
     @rule(setting=st.sampled_from(SETTINGS))
+    def change_a_build_setting(self, setting):
+        self.change_a_setting(setting)
+
     def change_a_setting(self, setting):
         section, knob, value = setting
         CHANGED.append(setting)
         self.more.setdefault(section, {})[knob] = value
-        if section == "corpus":
-            os.environ[f"SHARDVEC_CORPUS_{knob.upper()}"] = str(value)
-            self.limit = value
 
     @rule(op=st.sampled_from(["add", "replace"]),
           batch=st.lists(st.tuples(st.sampled_from(IDS), ADD_TEXT), min_size=1, max_size=4))
