@@ -183,6 +183,10 @@ def local_prefect() -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     server = SubprocessASGIServer()
+    # The temporary server's telemetry heartbeat writes to its SQLite database at start-up while
+    # the run writes there too, and prints a "database is locked" traceback when they collide: a
+    # throwaway server has no use for it (a user's own setting wins).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect's default (20 s) is too short on a busy 2-core machine, where a cold start of its
     # database and API took longer and `mark-crashed` / `nightly` failed before doing anything.
     server.start(timeout=STARTUP_TIMEOUT)

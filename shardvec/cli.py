@@ -374,9 +374,6 @@ def _space_dir(data: Path, space: str) -> Path:
 @app.command()
 def demo(data: DataOpt = None) -> None:
     """Sample corpus + nightly run + a few example queries: the one-command tour."""
-    # The temporary server's telemetry heartbeat writes to its SQLite database at start-up, while
-    # the run writes there too, and prints a "database is locked" traceback when they collide.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     s = _settings(data)
     sample(s.data)
     nightly(s.data)
