@@ -246,12 +246,24 @@ class Build:
         out["workers"] = sorted({r.get("worker") for rs in self.steps.values() for r in rs if r.get("worker")})
         return out
 
+    def intake_limits(self, inputs: Inputs) -> dict[str, int]:
+        """The record size limit each partition of the version is read with: today's for those this
+        run takes in (again), the one it was taken in with for those already in. Screening is
+        intake's: lowering corpus.max_record_bytes must not drop records a version already holds."""
+        published = _published(self.where, self.current)
+        before = published.get("config", {}).get("corpus", {}).get("max_record_bytes", self.s.corpus.max_record_bytes)
+        kept = published.get("intake", {}).get("max_record_bytes", {})
+        return {p: self.s.corpus.max_record_bytes if p in inputs.selection.train else kept.get(p, before)
+                for p in inputs.selection.in_version}
+
     def tokenize(self, inputs: Inputs) -> Tokenized:
         s, where = self.s, self.where
         tokenizer = _tokenizer(s)
+        limits = self.intake_limits(inputs)
         files = self.wait("tokenize", [
             skins.tokenize_task.submit(where.root / f.root, f, where.tokens, where.quarantine, tokenizer,
-                                       batch_size=s.corpus.batch_size, max_record_bytes=s.corpus.max_record_bytes)
+                                       batch_size=s.corpus.batch_size,
+                                       max_record_bytes=limits.get(f.partition, s.corpus.max_record_bytes))
             for f in inputs.files])
         train = [t for t, f in zip(files, inputs.files) if inputs.trained_on(f)]
         reasons = dict(sum((Counter(t["reasons"]) for t in files), Counter()))
@@ -376,6 +388,7 @@ class Build:
                    "quality": out["quality"], "config": self.s.model_dump(mode="json"),
                    # what every cache it was trained on was tokenized with (caches are keyed by it)
                    "tokenizer": _tokenizer(self.s).settings(),
+                   "intake": {"max_record_bytes": self.intake_limits(inputs)},
                    "code_version": _code_version(), "steps": step_rows(self.steps),
                    "ledger": inputs.replay.acknowledged}
         self.wait("publish", [skins.publish_task.submit(

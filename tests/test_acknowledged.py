@@ -96,6 +96,30 @@ def test_acknowledged_statements_outlive_a_lower_limit_in_nightly_rebuild_and_ro
     assert_rows_exact(data)
 
 
+@pytest.mark.slow
+def test_a_lower_limit_screens_what_comes_in_not_what_a_version_holds(data):
+    """Lowering corpus.max_record_bytes applies to partitions taken in from then on: a nightly
+    re-reads the partitions already in (their token caches are keyed by the limit), and must read
+    them with the limit they came in with, or their long records silently leave the live set. A
+    rebuild takes everything in again, under today's limit."""
+    lines = [json.loads(line) for line in (data / "corpus" / "2026-11-02" / "lee.jsonl").read_text().splitlines()
+             if line.startswith('{"id": "bg/')]
+    longest = max(lines, key=lambda r: len(r["text"].encode()))
+    low = {"max_record_bytes": len(longest["text"].encode()) - 1}
+    _jsonl(data / "corpus" / "2026-11-04" / "new.jsonl", [_good("new/1", SENTENCES[2]), _good("new/long", longest["text"])])
+    report = nightly_in_process(data, corpus=low)
+    assert report["status"] == "published"
+    store = shardvec.open(data)
+    assert store.text(longest["id"]) == longest["text"]  # in before the limit changed: stays
+    assert "new/long" not in store and store.text("new/1") == SENTENCES[2]  # came in under it: refused
+    manifest = json.loads((data / "versions" / read_current(data)["version"] / "manifest.json").read_text())
+    limits = manifest["intake"]["max_record_bytes"]
+    assert limits["2026-11-04"] == low["max_record_bytes"] and limits["2026-11-02"] > low["max_record_bytes"]
+    assert backfill_in_process(data, mode="rebuild", corpus=low)["status"] == "published"
+    assert longest["id"] not in shardvec.open(data)  # a rebuild screens everything with today's settings
+    assert verify(data) == []
+
+
 def test_an_adder_screens_with_the_configured_settings(data, monkeypatch):
     """`Adder(data)` used to screen at 1,000,000 bytes and refuse duplicates whatever the configuration said."""
     monkeypatch.setenv("SHARDVEC_CORPUS_MAX_RECORD_BYTES", "500")
