@@ -120,4 +120,9 @@ def run_settings(overrides: BaseModel | dict | None, *, deployed: bool | None = 
                 raise SettingsError(f"A deployment run may not change {name}: it is bound to what the serving "
                                     "process was started with; serve another deployment for another data "
                                     "directory, and change only tuning knobs in a run's overrides.")
+        for section, when in (("dask", "its Dask cluster is made before the run reads its overrides"),
+                              ("schedule", "the schedules are read when the deployments are served")):
+            if getattr(asked, section) != getattr(bound, section):
+                raise SettingsError(f"A deployment run may not change [{section}]: {when}; set it in the "
+                                    "configuration of the serving process or worker and restart it.")
     return asked

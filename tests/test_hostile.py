@@ -21,6 +21,7 @@ from shardvec.tasks.additions import Adder
 from shardvec.tasks.intake import drain_inbox
 from shardvec.tasks.publish import DamagedCurrentError, read_current
 from shardvec.tasks.release import verify
+from tests.processes import free_port
 from tests.runs import backfill_in_process, nightly_in_process, shardvec_cli
 from tests.corpora import SENTENCES
 
@@ -142,7 +143,10 @@ def test_a_deployment_run_cannot_move_the_data_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("SHARDVEC_DATA_DIR", str(tmp_path / "bound"))
     assert run_settings({"data_dir": str(tmp_path / "other")}, deployed=False).data == tmp_path / "other"
     assert run_settings({"lsi": {"num_topics": 12}}, deployed=True).lsi.num_topics == 12
-    for overrides in ({"data_dir": str(tmp_path / "evil")}, {"dask": {"address": "tcp://evil:8786"}}):
+    # [dask] and [schedule] too: the run's cluster and the schedules are made before its overrides are read
+    for overrides in ({"data_dir": str(tmp_path / "evil")}, {"dask": {"address": "tcp://evil:8786"}},
+                      {"dask": {"n_workers": 8}}, {"dask": {"no_progress_seconds": 5}},
+                      {"schedule": {"nightly_cron": "0 3 * * *"}}):
         with pytest.raises(SettingsError, match="A deployment run may not change"):
             run_settings(overrides, deployed=True)
 
@@ -150,7 +154,11 @@ def test_a_deployment_run_cannot_move_the_data_directory(tmp_path, monkeypatch):
 def test_server_beyond_loopback_without_auth_warns(monkeypatch, tmp_path):
     monkeypatch.setenv("SHARDVEC_SERVER_HOST", "0.0.0.0")
     monkeypatch.delenv("PREFECT_SERVER_API_AUTH_STRING", raising=False)
-    monkeypatch.setattr(os, "execv", lambda *a: None)  # do not start it: the warning is the point
+    import shardvec.server
+    monkeypatch.setattr(shardvec.server, "run", lambda *a: None)  # do not start it: the warning is the point
+    for name in ("PREFECT_UI_API_URL", "PREFECT_SERVER_API_HOST", "PREFECT_SERVER_API_PORT"):
+        monkeypatch.delenv(name, raising=False)  # what the command sets for the server: restored after
+    monkeypatch.setenv("SHARDVEC_SERVER_PORT", str(free_port()))
     out = CliRunner().invoke(app, ["server", "--data", str(tmp_path)])
     assert "set PREFECT_SERVER_API_AUTH_STRING" in out.output
     monkeypatch.setenv("PREFECT_SERVER_API_AUTH_STRING", "admin:pass")
