@@ -79,14 +79,15 @@ def evaluate_words(word2vec_path: Path, *, word_pairs: list[str] = (), analogies
     sets = [(name, kind, datapath(f), metric) for name, kind, f, metric in BUILT_IN]
     sets += [(_set_name(f), "word pairs", f, None) for f in word_pairs]
     sets += [(_set_name(f), "analogies", f, None) for f in analogies]
-    out, evaluation = {}, []
+    out, evaluation, built_in = {}, [], {}
     for name, kind, path, metric in sets:
         floor = (min_coverage or {}).get(kind, 0.0)
         entry = _evaluate_set(wv, name, kind, path, floor) | {"built_in": metric is not None}
         evaluation.append(entry)
         if metric is not None:
             out[metric] = entry["score"] if entry["used"] else None
-    questions, ws, sl = evaluation[:3]
+            built_in[metric] = entry
+    questions, ws, sl = (built_in[m] for m in ("analogy_accuracy", "wordsim353_spearman", "simlex999_spearman"))
     return out | {"analogy_coverage": questions["coverage"], "wordsim353_oov": round(1 - ws["coverage"], 4),
                   "simlex999_oov": round(1 - sl["coverage"], 4), "evaluation": evaluation}
 
