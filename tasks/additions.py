@@ -125,9 +125,7 @@ class Adder:
         self.valid, self.last = self.view.fill()
         models = self.data / current["components"]["models"]
         self.embedder = Embedder(models, vocab_in_ram=True)
-        cfg = read_manifest(self.data, current["version"])["config"]
-        t = cfg["tokenize"]
-        self.tokenizer = Tokenizer(t["min_len"], t["max_len"], t["deaccent"])
+        self.tokenizer = Tokenizer.of_manifest(read_manifest(self.data, current["version"]))
 
     def add(self, records: Iterable[dict], *, replace: bool = False) -> AddResult:
         """Validate, embed and commit one batch; returns once it is durable and visible.
