@@ -18,13 +18,13 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 from shardvec.config import Settings
+from shardvec.flows.progress import run_logger
 from shardvec.flows.watchdog import watch_parent
 from shardvec.tasks import report as run_report
 from shardvec.tasks import runs
@@ -32,14 +32,6 @@ from shardvec.tasks.layout import Layout
 
 GATE_EVENT = "shardvec.quality-gate.refused"
 QUARANTINE_EVENT = "shardvec.input.quarantined"
-
-
-def _logger():
-    from prefect.logging import get_run_logger
-    try:
-        return get_run_logger()
-    except Exception:  # outside a run
-        return logging.getLogger("shardvec")
 
 
 def mark_dead_runs_crashed(data: Path) -> list[str]:
@@ -70,7 +62,7 @@ def mark_dead_runs_crashed(data: Path) -> list[str]:
                                           "flow": client.read_flow(flow_run.flow_id).name, "status": "crashed",
                                           "flow_run_id": r.flow_run_id, "message": state.message})
             except Exception as exc:  # a run of another server, or deleted: nothing to mark there
-                _logger().debug("could not mark run %s crashed: %s", r.flow_run_id, exc)
+                run_logger().debug("could not mark run %s crashed: %s", r.flow_run_id, exc)
             r.path.unlink(missing_ok=True)
     return marked
 
@@ -110,11 +102,11 @@ class OperatedRun:
         from shardvec.flows.artifacts import publish_quarantine_warning
         folder = Layout(self.data).quarantine
         message = run_report.quarantine_message(files, folder)
-        _logger().warning(message)
+        run_logger().warning(message)
         try:
             publish_quarantine_warning(self.flow, files, folder)
         except Exception as exc:  # artifacts are a view; a run never fails for them
-            _logger().warning(f"could not create the quarantine artifact: {exc!r}")
+            run_logger().warning(f"could not create the quarantine artifact: {exc!r}")
         if self.ctx and self.ctx.flow_run:
             _emit_run_event(self.ctx, QUARANTINE_EVENT, self.flow, {
                 "message": message, "records": sum(f["records"] for f in files),
@@ -129,7 +121,7 @@ def operated(s: Settings, flow: str) -> Iterator[OperatedRun]:
     watch_parent()  # a run whose worker is killed goes with it
     ctx = FlowRunContext.get()
     run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else None
-    log = _logger()
+    log = run_logger()
     for crashed in mark_dead_runs_crashed(s.data):
         log.warning(f"run {crashed} of {s.data} had died without a word; marked Crashed")
     registered = runs.register(s.data, run_id) if run_id else None

@@ -24,7 +24,7 @@ class RunProgress:
         self.steps, self.done, self.every = steps, 0, every
         self.artifact_every, self.reported_at = artifact_every, -float("inf")
         self.updates = 0  # artifact updates sent
-        self.log = _run_logger()
+        self.log = run_logger()
         # off a terminal (a worker's log, a pipe) the bars draw only once, when they stop: no
         # thread redrawing them ten times a second
         self.bars = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
@@ -105,7 +105,8 @@ def throughput(results: list[dict], seconds: float) -> str:
     return ", ".join(parts) or f"{len(results)} tasks"
 
 
-def _run_logger():
+def run_logger():
+    """The run's logger (its lines go to the run's Logs tab); shardvec's own outside a run."""
     try:
         from prefect.logging import get_run_logger
         return get_run_logger()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -21,7 +20,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from prefect_dask import DaskTaskRunner
 
 from shardvec.config import Settings, load_settings
-from shardvec.flows.watchdog import TaskWatch
+from shardvec.flows.watchdog import TaskWatch, flush_std
 
 # Workers sample their own stacks every 10 ms by default: CPU the build needs, for a profile
 # nobody reads here. Given to each worker's nanny, which sets it in the worker it spawns; nothing
@@ -45,11 +44,7 @@ class QuickExit(WorkerPlugin):
 
 
 def _exit_now() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
+    flush_std()
     os._exit(0)
 
 
@@ -65,6 +60,7 @@ class SettingsTaskRunner(DaskTaskRunner):
     def __init__(self, settings: Settings | None = None):
         super().__init__()
         self.settings = settings
+        self.dask = None  # the [dask] settings, read when a run starts
         self.watch: TaskWatch | None = None
 
     def duplicate(self) -> SettingsTaskRunner:  # Prefect starts a duplicate for each run
@@ -75,7 +71,7 @@ class SettingsTaskRunner(DaskTaskRunner):
 
     def __enter__(self) -> SettingsTaskRunner:
         s = self.settings or load_settings()
-        self.limits = s.dask
+        self.dask = s.dask
         logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's INFO lines drown the run's own
         if s.dask.address:
             self.address = s.dask.address
@@ -107,7 +103,7 @@ class SettingsTaskRunner(DaskTaskRunner):
     def submit(self, task, parameters, wait_for=None, dependencies=None):
         future = super().submit(task, parameters, wait_for, dependencies)
         if self.watch is None:
-            self.watch = TaskWatch(self.client, self.limits.no_worker_seconds, self.limits.no_progress_seconds)
+            self.watch = TaskWatch(self.client, self.dask.no_worker_seconds, self.dask.no_progress_seconds)
         self.watch.track(future.wrapped_future)
         return future
 

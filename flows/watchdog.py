@@ -26,6 +26,8 @@ import time
 
 import psutil
 
+from shardvec.flows.progress import run_logger
+
 # The process that started this one, taken when the flows are imported (the first thing a
 # flow-run process does after Prefect's own imports): a worker killed after this is noticed
 # even if the run's watch starts later.
@@ -43,7 +45,7 @@ def watch_parent(every: float = EVERY) -> threading.Thread | None:
         return None
     _started.set()
     relay_output()
-    thread = threading.Thread(target=_watch, args=(run_id, PARENT, every, _run_logger()), name="shardvec-watchdog",
+    thread = threading.Thread(target=_watch, args=(run_id, PARENT, every, run_logger()), name="shardvec-watchdog",
                               daemon=True)
     thread.start()
     return thread
@@ -55,20 +57,24 @@ def _watch(run_id: str, parent: int, every: float, log) -> None:
     end_run(run_id, parent, log)
 
 
-def end_run(run_id: str, parent: int, log) -> None:
-    """Mark the run Crashed, then kill the run's processes (its Dask workers, and this one)."""
+def end_run(run_id: str, parent: int, log, mark_seconds: float = 15) -> None:
+    """Kill the run's Dask workers (nothing more of the run is computed), mark the run Crashed
+    (waiting at most `mark_seconds` for the API: a slow one must not keep the run's lock), then
+    end this process and so free its locks."""
     message = (f"shardvec: the process that started this run (pid {parent}: a Prefect worker or `shardvec serve`) "
                "is gone, so the run stopped itself; start the worker again and rerun the flow.")
     try:
-        _mark_crashed(run_id, message)
-        log.error(message)
-    except BaseException as exc:  # the run still ends: the heartbeat automation marks it later
-        log.error(f"could not mark flow run {run_id} Crashed: {exc!r}")
+        kill_children()
+        marking = threading.Thread(target=_mark_crashed, args=(run_id, message, log), daemon=True)
+        marking.start()
+        marking.join(mark_seconds)
+        if marking.is_alive():
+            log.error(f"the API did not answer within {mark_seconds:.0f} s: flow run {run_id} is left for the "
+                      "heartbeat automation to mark Crashed")
     finally:
         _drain_logs()
-        if os.getpgrp() == os.getpid():  # a group of our own (a worker's run): it and all it started, at once
+        if os.getpgrp() == os.getpid():  # a group of our own (a worker's run): what is left of it, at once
             os.killpg(0, signal.SIGKILL)
-        kill_children()  # in the group of `shardvec serve`, which may hold other runs: ours only
         os._exit(EXIT_CODE)
 
 
@@ -99,11 +105,7 @@ def _copy(read: int, out: int) -> None:
 
 def _restore(fd: int, out: int, read: int, seconds: float = 1.0) -> None:
     """At exit: the parent's pipe written directly again, once the lines in ours are copied."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
+    flush_std()
     os.dup2(out, fd)
     deadline, waiting = time.monotonic() + seconds, array.array("i", [1])
     while waiting[0] and time.monotonic() < deadline:
@@ -111,11 +113,24 @@ def _restore(fd: int, out: int, read: int, seconds: float = 1.0) -> None:
         time.sleep(0.01)
 
 
-def _mark_crashed(run_id: str, message: str) -> None:
+def flush_std() -> None:
+    """Flush Python's stdout and stderr, whatever state they are in."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
+def _mark_crashed(run_id: str, message: str, log) -> None:
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+        log.error(message)
+    except BaseException as exc:  # the run still ends: the heartbeat automation marks it later
+        log.error(f"could not mark flow run {run_id} Crashed: {exc!r}")
 
 
 def kill_children(seconds: float = 10) -> None:
@@ -138,13 +153,6 @@ def _drain_logs() -> None:
         pass
 
 
-def _run_logger():
-    """The run's logger (its lines go to the run's Logs tab), taken where the run's context is."""
-    from prefect.logging import get_run_logger
-    try:
-        return get_run_logger()
-    except Exception:  # outside a run
-        return logging.getLogger("shardvec")
 
 
 class TaskWatch:
@@ -159,6 +167,7 @@ class TaskWatch:
         self.waiting: set = set()  # the run's Dask futures not finished yet
         self.progress_at = time.monotonic()  # the last time a task finished, or work arrived
         self.no_worker_since: float | None = None
+        self.failed = False
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="shardvec-task-watch", daemon=True)
         self._thread.start()
@@ -188,8 +197,10 @@ class TaskWatch:
                     with self._lock:
                         waiting, self.waiting = list(self.waiting), set()
                     self.client.cancel(waiting, reason=why, force=True)
-            except Exception:  # the scheduler is closing, or briefly unreachable: look again
-                continue
+            except Exception as exc:  # the scheduler is closing, or briefly unreachable: look again
+                if not self.failed:  # but say so once: a watch that cannot look guards nothing
+                    self.failed = True
+                    run_logger().warning(f"the run's task watch could not look at its Dask tasks: {exc!r}")
 
     def stuck(self) -> str | None:
         """Why the run's waiting tasks will never finish, or None while they may."""
