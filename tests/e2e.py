@@ -130,15 +130,17 @@ def server(tmp_path_factory):
     proc = subprocess.Popen([BIN / "shardvec", "server", "--data", tmp / "data"], env=env,
                             stdout=open(tmp / "server.log", "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
-    wait_for(lambda: get(f"{api}/health").status_code == 200, 120, "the Prefect server")
-    print(f"\nprefect server up in {time.monotonic() - t:.1f} s")
-    env["PREFECT_API_URL"] = api
-    webhook = f"http://127.0.0.1:{hooks.server_port}/hook"
-    install_alerts(env, webhook, automations_with_a_short_silence(tmp))
-    yield {"api": api, "port": port, "env": env, "tmp": tmp, "hooks": hooks.calls, "server": proc,
-           "webhook": webhook}
-    hooks.shutdown()
-    stop_groups([proc])
+    try:  # stopped even when what follows fails: pytest runs no teardown for a fixture that raised
+        wait_for(lambda: get(f"{api}/health").status_code == 200, 120, "the Prefect server")
+        print(f"\nprefect server up in {time.monotonic() - t:.1f} s")
+        env["PREFECT_API_URL"] = api
+        webhook = f"http://127.0.0.1:{hooks.server_port}/hook"
+        install_alerts(env, webhook, automations_with_a_short_silence(tmp))
+        yield {"api": api, "port": port, "env": env, "tmp": tmp, "hooks": hooks.calls, "server": proc,
+               "webhook": webhook}
+    finally:
+        hooks.shutdown()
+        stop_groups([proc])
 
 
 def trigger(dep, name: str, *params: str) -> dict:
