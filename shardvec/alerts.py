@@ -44,24 +44,37 @@ def resolved(spec: dict, block_id: str | None, ui: str) -> dict:
     return json.loads(text)
 
 
+def _saved_webhook():
+    """The id of the Webhook block an earlier install saved, or None."""
+    from prefect.blocks.webhook import Webhook
+    try:
+        return Webhook.load(BLOCK)._block_document_id
+    except ValueError:  # none saved
+        return None
+
+
 def install(webhook: str | None = None, path: Path = AUTOMATIONS) -> list[str]:
-    """Create (or replace, by name) the automations; returns the names installed."""
+    """Create (or replace, by name) the automations; returns the names installed. Without a
+    webhook, the one saved by an earlier install is used; with none, only the automations that
+    call no webhook are installed."""
     from prefect.automations import Automation
     from prefect.blocks.webhook import Webhook
     from prefect.client.orchestration import get_client
 
     specs = load(path)
-    block_id = None
     if webhook:
         if not webhook.startswith(("http://", "https://")):
             raise AlertsError(f"--webhook {webhook} is not an http(s) URL; give the full URL, e.g. https://hooks.example.com/x.")
         block_id = Webhook(url=webhook, method="POST", headers={"Content-Type": "application/json"}).save(
             BLOCK, overwrite=True)
+    else:  # the webhook saved by an earlier `alerts install --webhook`, if any: `shardvec serve`
+        block_id = _saved_webhook()  # installs again at every start and must not drop the alerts
     installed, ui = [], ui_url()
     with get_client(sync_client=True) as client:
-        for name in RETIRED:
-            for old in client.read_automations_by_name(name):
-                client.delete_automation(old.id)
+        if block_id is not None:  # their successors are installed below
+            for name in RETIRED:
+                for old in client.read_automations_by_name(name):
+                    client.delete_automation(old.id)
         for spec in specs:
             if _calls_webhook(spec) and block_id is None:
                 continue

@@ -76,17 +76,31 @@ def test_alerts_file_names_the_fix_when_missing(tmp_path):
 
 
 def test_installing_the_alerts_replaces_them_and_removes_retired_names(prefect_server):
-    """An automation shardvec installed under an older name would alert a second time: gone."""
+    """An automation shardvec installed under an older name would alert a second time: gone, once
+    its successor is installed. `shardvec serve` installs again at every start without a webhook:
+    it keeps the alerts of the webhook saved before, never leaves the server with none."""
     from prefect.automations import Automation
     from prefect.client.orchestration import get_client
-    from shardvec.alerts import RETIRED, install, load
+    from shardvec.alerts import BLOCK, RETIRED, install, load
+
+    def names():
+        with get_client(sync_client=True) as client:
+            return sorted(a.name for a in client.read_automations())
+    everything = sorted(a["name"] for a in load())
     old = dict(load()[1], name=RETIRED[0])
     old["actions"] = [{"type": "do-nothing"}]
     Automation.model_validate(old).create()
-    assert install() == install() == ["shardvec: mark silent runs Crashed"]  # no webhook: the rest need one
-    with get_client(sync_client=True) as client:
-        names = [a.name for a in client.read_automations()]
-    assert names.count("shardvec: mark silent runs Crashed") == 1 and RETIRED[0] not in names
+    assert install() == ["shardvec: mark silent runs Crashed"]  # no webhook saved yet: the rest need one
+    assert names() == sorted([RETIRED[0], "shardvec: mark silent runs Crashed"])  # the old alert still alerts
+    assert sorted(install(webhook="http://127.0.0.1:9/hook")) == everything
+    try:
+        assert sorted(install()) == everything  # as serve does: the saved webhook again
+        assert names() == everything  # each once, the retired name gone
+    finally:  # the harness is the session's: leave it as found
+        with get_client(sync_client=True) as client:
+            for automation in client.read_automations():
+                client.delete_automation(automation.id)
+            client.delete_block_document(client.read_block_document_by_name(BLOCK, "webhook").id)
 
 
 def test_steps_log_start_progress_and_throughput(prefect_server):
