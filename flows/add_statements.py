@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from shardvec.flows.params import Overrides, run_settings
-from shardvec.tasks import skins
 from shardvec.flows.artifacts import publish_add_report
+from shardvec.flows.params import Overrides, run_settings
+from shardvec.flows.watchdog import watch_parent
+from shardvec.tasks import skins
 
 
 @flow(name="add-statements", log_prints=True)
@@ -24,6 +25,7 @@ def add_statements(records: list[dict] | None = None, delete: list[str] | None =
         overrides: Tuning knobs for this run only, by section of config/default.toml, e.g.
             {"corpus": {"max_record_bytes": 10000}}; the rest as configured.
     """
+    watch_parent()  # a run whose worker is killed ends too (flows/watchdog.py)
     s = run_settings(overrides)
     kw = dict(on_duplicate=s.corpus.on_duplicate, max_record_bytes=s.corpus.max_record_bytes)
     report = {"records": skins.add_task(s.data, records, replace=replace, **kw) if records else None,

@@ -54,6 +54,7 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
     started = time.perf_counter()
     # log_prints: the line reaches the run's log in the UI and the terminal alike
     with RunLock(s.data, s.publish.wait_for_run_seconds, say=print), PeakRSS() as flow_mem:
+        sweep_leftovers(s.data)  # what failed runs left, now that none runs
         current = read_current(s.data)
         mode = _mode_for_tokenizer(s, current, mode)
         inputs = read_inputs(s, current, mode=mode, partitions=partitions, start=start, end=end)
@@ -77,7 +78,6 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
                                     "statements": report["statements"], "metrics": report["quality"],
                                     "gate": report.get("gate", []), "peak_rss_mb": report["peak_rss_mb"],
                                     "wall_seconds": round(time.perf_counter() - started, 2)})
-    report["history"] = quality.history_table(quality.read_history(s.data, last=10))
     _finish(report, status=status, started=started,
             message="Not published: " + "; ".join(report["gate"]) + ". Investigate the input, or rerun with "
             "--force to publish anyway." if report.get("gate") else None)
@@ -160,10 +160,9 @@ class Recall:
 
 def read_inputs(s: Settings, current: dict | None, *, mode: str, partitions: list[str] | None,
                 start: str | None, end: str | None) -> Inputs:
-    """The partitions to build (and train on), and the ledger compacted into input files; first,
-    what failed runs left (the caller holds the RunLock)."""
+    """The partitions to build (and train on), and the ledger compacted into input files (the
+    caller holds the RunLock)."""
     where = Layout(s.data)
-    sweep_leftovers(s.data)
     found = skins.discover_task(where.corpus)
     files = [SourceFile(**f) for f in found["files"]]
     done = current["watermark"]["partitions"] if current else []
