@@ -146,7 +146,7 @@ def run(data: Path, current: dict, singles: int, deletes: int = 100, recompute: 
     shutil.rmtree(out, ignore_errors=True)
 
     t = time.perf_counter()
-    adder = Adder(data)
+    adder = Adder(data, on_duplicate="reject", max_record_bytes=1_000_000)
     open_s = time.perf_counter() - t
     batch = [{"id": f"new/{i}", "text": x} for i, x in enumerate(texts[:1000])]
     t = time.perf_counter()

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from shardvec.config import load_settings
 from shardvec.tasks.atomic import unique_stamp
 from shardvec.tasks.corpus import check_op, short_repr
 from shardvec.tasks.embed import Embedder
@@ -103,14 +102,11 @@ class Adder:
 
     def __init__(self, data: Path, *, on_duplicate: str | None = None, max_record_bytes: int | None = None,
                  state: dict | None = None):
-        """`on_duplicate`, `max_record_bytes`: as configured (corpus.*) unless given.
-        `state`: a CURRENT to build on instead of the live one (a new version being published)."""
+        """`on_duplicate`, `max_record_bytes`: how new adds are screened (the caller's corpus.* settings);
+        an adder that only deletes or replays needs neither. `state`: a CURRENT to build on instead
+        of the live one (a new version being published)."""
         self.data = Path(data).resolve()
         self.layout = Layout(self.data)
-        if on_duplicate is None or max_record_bytes is None:
-            corpus = load_settings().corpus
-            on_duplicate = on_duplicate or corpus.on_duplicate
-            max_record_bytes = max_record_bytes or corpus.max_record_bytes
         self.on_duplicate = on_duplicate
         self.max_record_bytes = max_record_bytes  # the screening of new ops only: replays are never screened
         self.current: dict | None = None
@@ -130,6 +126,7 @@ class Adder:
     def add(self, records: Iterable[dict], *, replace: bool = False) -> AddResult:
         """Validate, embed and commit one batch; returns once it is durable and visible.
         `replace`: a live id gets the new text (else `on_duplicate` decides)."""
+        _require(self.on_duplicate, self.max_record_bytes)
         op = "replace" if replace or self.on_duplicate == "update" else "add"
         return self.commit(Item(op, *_fields(rec)) for rec in records)
 
@@ -288,7 +285,17 @@ def _check(item: Item, replay: bool, max_record_bytes: int) -> str | None:
         return None
     if item.id is _NOT_AN_OBJECT:
         return f"not a JSON object: got {item.text}"
+    if max_record_bytes is None:  # an adder made for deletes: an id is not screened for size
+        if item.op != "delete":
+            _require(None, None)
+        max_record_bytes = len(item.raw)
     return check_op(item.op, item.id, item.text, max_record_bytes, len(item.raw))
+
+
+def _require(on_duplicate, max_record_bytes) -> None:
+    if on_duplicate is None or max_record_bytes is None:
+        raise TypeError("an Adder that adds needs on_duplicate and max_record_bytes: pass the caller's "
+                        "settings.corpus ones (shardvec.add and shardvec add do)")
 
 
 def _quarantine(folder: Path, rejected: list[tuple[bytes, str]]) -> None:

@@ -69,7 +69,7 @@ def _go_live(data: Path, new: dict, built_upto: int) -> int:
     acknowledged = max(Ledger(data).settle((latest or {}).get("ledger", 0)), built_upto)
     replayed = 0
     if acknowledged > built_upto:
-        adder = Adder(data, on_duplicate="update", state={**new, "ledger": acknowledged})
+        adder = Adder(data, state={**new, "ledger": acknowledged})
         result = adder.replay(ops_from(Ledger(data).net(acknowledged, after=built_upto)))
         new, replayed = adder.current, result.added + result.replaced + result.deleted
     record_live(data, new["version"])

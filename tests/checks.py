@@ -10,6 +10,9 @@ from shardvec.tasks.publish import read_current
 from shardvec.tasks.segments import Statements
 from shardvec.tasks.topk import exact_topk
 
+# corpus.on_duplicate and corpus.max_record_bytes of config/default.toml, for an Adder made in a test
+ADDS = {"on_duplicate": "reject", "max_record_bytes": 1_000_000}
+
 
 def assert_rows_exact(data: Path) -> int:
     """Every live statement's stored row, the reserve beyond k included, equals a fresh exact

@@ -121,14 +121,22 @@ def test_a_lower_limit_screens_what_comes_in_not_what_a_version_holds(data):
 
 
 def test_an_adder_screens_with_the_configured_settings(data, monkeypatch):
-    """`Adder(data)` used to screen at 1,000,000 bytes and refuse duplicates whatever the configuration said."""
+    """The API's and the CLI's adds used to screen at 1,000,000 bytes and refuse duplicates whatever
+    the configuration said; an Adder itself takes them from its caller, and refuses to add without."""
+    long, other = {"id": "long", "text": "word " * 200}, {"id": "long", "text": "other " * 100}
     monkeypatch.setenv("SHARDVEC_CORPUS_MAX_RECORD_BYTES", "500")
-    assert Adder(data).add([{"id": "long", "text": "word " * 200}]).quarantined == 1
+    assert shardvec.add([long], data)["quarantined"] == 1
+    assert shardvec_cli("add", "-", "--data", data, input=json.dumps(long) + "\n").returncode == 0
+    assert "long" not in shardvec.open(data)
     monkeypatch.setenv("SHARDVEC_CORPUS_MAX_RECORD_BYTES", "2000")
     monkeypatch.setenv("SHARDVEC_CORPUS_ON_DUPLICATE", "update")
-    adder = Adder(data)
-    assert adder.add([{"id": "long", "text": "word " * 200}]).added == 1
-    assert adder.add([{"id": "long", "text": "other " * 100}]).replaced == 1
+    assert shardvec.add([long], data)["added"] == 1
+    assert shardvec.add([other], data)["replaced"] == 1
+    assert shardvec_cli("add", "-", "--data", data, input=json.dumps(long) + "\n").returncode == 0
+    assert shardvec.open(data).text("long") == long["text"]
+    with pytest.raises(TypeError, match="needs on_duplicate and max_record_bytes"):
+        Adder(data).add([long])
+    assert Adder(data).delete(["long"]).deleted == 1  # a delete needs neither
 
 
 # -- 2. a record that cannot be parsed is quarantined, never a traceback -----------------------
@@ -171,7 +179,7 @@ def test_the_python_api_quarantines_values_that_cannot_even_be_printed(data):
     deep: list = []
     for _ in range(5000):
         deep = [deep]
-    adder = Adder(data)
+    adder = Adder(data, on_duplicate="reject", max_record_bytes=1_000_000)
     result = adder.add([{"id": 10 ** 5000, "text": "x"}, {"id": "d", "text": deep}, deep,
                         {"id": "f", "text": float("inf")}, {"id": "ok", "text": SENTENCES[5]}])
     assert result.added == 1 and result.quarantined == 4
@@ -184,7 +192,7 @@ ADD = """
 import sys
 import tests.environment
 from shardvec.tasks.additions import Adder
-Adder(sys.argv[1]).add([{"id": "full/1", "text": sys.argv[2]}])
+Adder(sys.argv[1], on_duplicate="reject", max_record_bytes=1_000_000).add([{"id": "full/1", "text": sys.argv[2]}])
 """
 DRAIN = """
 import sys

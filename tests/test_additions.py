@@ -16,7 +16,7 @@ import shardvec
 from shardvec.tasks import skins
 from shardvec.tasks.additions import Adder
 from shardvec.tasks.publish import read_current
-from tests.checks import assert_rows_exact
+from tests.checks import ADDS, assert_rows_exact
 from tests.corpora import SENTENCES
 from tests.runs import nightly_in_process, shardvec_cli
 
@@ -32,7 +32,7 @@ def recs(prefix, texts):
 
 
 def test_rows_after_adds_equal_an_exact_recompute(data):
-    adder = Adder(data)
+    adder = Adder(data, **ADDS)
     adder.add(recs("a", SENTENCES[:40]))        # a batch
     adder.add(recs("b", SENTENCES[40:41]))      # a single statement
     adder.add(recs("c", SENTENCES[41:43] * 1))  # two
@@ -47,7 +47,7 @@ def test_new_statement_enters_the_rows_of_existing_ones(data):
     before = shardvec.open(data)
     old_row = before.row("dup/a")
     text = before.text("dup/a")
-    result = Adder(data).add([{"id": "twin", "text": text}])  # identical to dup/a
+    result = Adder(data, **ADDS).add([{"id": "twin", "text": text}])  # identical to dup/a
     assert result.added == 1 and result.rows_updated >= 2
     after = shardvec.open(data)
     # dup/b has the same words as dup/a: both tie at cosine 1, the older row first
@@ -57,7 +57,7 @@ def test_new_statement_enters_the_rows_of_existing_ones(data):
 
 
 def test_same_id_rejected_or_replaced_and_readding_is_a_no_op(data):
-    adder = Adder(data)
+    adder = Adder(data, **ADDS)
     first = adder.add([{"id": "s1", "text": SENTENCES[0]}])
     again = adder.add([{"id": "s1", "text": SENTENCES[0]}])
     other = adder.add([{"id": "s1", "text": SENTENCES[1]}])
@@ -66,7 +66,7 @@ def test_same_id_rejected_or_replaced_and_readding_is_a_no_op(data):
                for l in f.read_text().splitlines()]
     assert any("duplicate id 's1': already live with other text; use `shardvec add --replace`" in r["reason"]
                for r in reasons)
-    updater = Adder(data, on_duplicate="update")
+    updater = Adder(data, **ADDS | {"on_duplicate": "update"})
     replaced = updater.add([{"id": "s1", "text": SENTENCES[2]}, {"id": "dup/b", "text": SENTENCES[3]}])
     assert replaced.replaced == 2 and replaced.added == 0
     store = shardvec.open(data)
@@ -77,7 +77,7 @@ def test_same_id_rejected_or_replaced_and_readding_is_a_no_op(data):
 
 def test_bad_records_quarantined_good_ones_added(data):
     bad = [{"id": 3, "text": "numeric id"}, {"text": "no id"}, {"id": "e", "text": " "}, ["not", "a", "dict"]]
-    result = Adder(data).add(bad[:2] + recs("g", SENTENCES[5:7]) + bad[2:])
+    result = Adder(data, **ADDS).add(bad[:2] + recs("g", SENTENCES[5:7]) + bad[2:])
     assert (result.added, result.quarantined) == (2, 4)
     raw = b"".join(p.read_bytes() for p in (data / "quarantine" / "additions").glob("*.rejected"))
     assert raw == b"".join(json.dumps(r).encode() + b"\n" for r in bad)
@@ -110,7 +110,7 @@ ADD_LOOP = """
 import json, sys
 from shardvec.tasks.additions import Adder
 texts = json.loads(sys.stdin.read())
-adder = Adder(sys.argv[1])
+adder = Adder(sys.argv[1], on_duplicate="reject", max_record_bytes=1_000_000)
 for b in range(1000):
     batch = [{"id": f"k{b}/{i}", "text": t} for i, t in enumerate(texts[(b * 7) % 50:(b * 7) % 50 + 150])]
     adder.add(batch)
@@ -137,7 +137,7 @@ def test_kill_9_during_adds_loses_nothing_acknowledged(data):
     for seg in store.statements.segments:  # every named segment opened whole
         assert len(seg) == len(seg.vectors) and len(seg.keys()) == len(seg)
     assert_rows_exact(data)
-    Adder(data).add(recs("after", SENTENCES[60:61]))  # and adding goes on
+    Adder(data, **ADDS).add(recs("after", SENTENCES[60:61]))  # and adding goes on
     assert "after/0" in shardvec.open(data)
 
 
@@ -191,13 +191,13 @@ def test_readers_in_other_processes_while_adds_land_and_a_nightly_publishes(data
     try:
         reader_sees(352)
         first = seen["version"]
-        adder = Adder(data)
+        adder = Adder(data, **ADDS)
         for b in range(20):
             adder.add(recs(f"r{b}", SENTENCES[b * 3:b * 3 + 3]))
             reader_sees(352 + 3 * (b + 1))
         report = nightly_in_process(data)  # folds the adds
         assert report["status"] == "published" and report["version"] != first
-        Adder(data).add(recs("after", SENTENCES[70:72]))
+        Adder(data, **ADDS).add(recs("after", SENTENCES[70:72]))
         reader_sees(352 + 62, report["version"])
     finally:
         stop.touch()
@@ -213,13 +213,13 @@ def test_readers_in_other_processes_while_adds_land_and_a_nightly_publishes(data
 
 
 def test_nightly_folds_additions_and_keeps_those_that_land_during_it(data, monkeypatch, prefect_server):
-    Adder(data).add(recs("before", SENTENCES[:30]))
+    Adder(data, **ADDS).add(recs("before", SENTENCES[:30]))
     late = skins.merge_tile_task
 
     def rows_then_a_concurrent_add(*args, **kwargs):
         result = late.fn(*args, **kwargs)
         if args[1] == 0:  # while the run works, another client adds a statement
-            Adder(data).add([{"id": "during", "text": SENTENCES[31]}])
+            Adder(data, **ADDS).add([{"id": "during", "text": SENTENCES[31]}])
         return result
 
     monkeypatch.setattr(skins, "merge_tile_task", skins.task(rows_then_a_concurrent_add, name="merge-rows"))

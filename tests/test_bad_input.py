@@ -102,7 +102,7 @@ def adder(published, tmp_path_factory):
     from shardvec.tasks.additions import Adder
     copy = tmp_path_factory.mktemp("adds") / "data"
     shutil.copytree(published.data, copy)
-    return Adder(copy)
+    return Adder(copy, on_duplicate="reject", max_record_bytes=1_000_000)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

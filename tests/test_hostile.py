@@ -49,7 +49,7 @@ def test_a_current_that_points_outside_is_refused_before_anything_is_written(dat
     (victim / "keep.txt").write_text("mine")
     _write_current(data, **change)
     with pytest.raises(DamagedCurrentError, match="move it aside and run `shardvec backfill --mode rebuild`"):
-        Adder(data).add([{"id": "x", "text": SENTENCES[0]}])
+        Adder(data, on_duplicate="reject", max_record_bytes=1_000_000).add([{"id": "x", "text": SENTENCES[0]}])
     assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
     out = shardvec_cli("verify", "--data", data)  # one sentence with the fix, not a traceback
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "move it aside" in out.stderr
@@ -132,7 +132,7 @@ def test_two_stdin_adds_in_the_same_second_do_not_share_a_spool(data):
 def test_replayed_operations_are_not_screened_again(data, prefect_server):
     """An op acknowledged under a large configured max_record_bytes is replayed at publish as it is."""
     big = " ".join(SENTENCES) [:3000]
-    adder = Adder(data, max_record_bytes=10_000)
+    adder = Adder(data, on_duplicate="reject", max_record_bytes=10_000)
     assert adder.add([{"id": "big", "text": big}]).added == 1
     report = nightly_in_process(data, corpus={"max_record_bytes": 10_000})
     assert report["status"] == "published"

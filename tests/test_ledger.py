@@ -19,7 +19,7 @@ from shardvec.tasks.release import list_versions, rollback
 from shardvec.tasks.segments import Statements
 from tests.runs import backfill_in_process, nightly_in_process as nightly
 from tests.runs import shardvec_cli, small_settings
-from tests.checks import assert_rows_exact
+from tests.checks import ADDS, assert_rows_exact
 from tests.corpora import SENTENCES
 
 
@@ -112,7 +112,7 @@ def test_delete_is_exact_durable_and_stays_across_nights_until_added_again(data)
 
 def test_replace_gives_new_text_vector_and_rows(data):
     with pytest.raises(AssertionError):
-        assert Adder(data).add([{"id": "dup/a", "text": SENTENCES[6]}]).replaced  # rejected by default
+        assert Adder(data, **ADDS).add([{"id": "dup/a", "text": SENTENCES[6]}]).replaced  # rejected by default
     result = shardvec.add([{"id": "dup/a", "text": SENTENCES[6]}], data=data, replace=True)
     assert result["replaced"] == 1
     store = shardvec.open(data)
@@ -218,7 +218,7 @@ def test_current_restored_from_before_any_add_with_ops_that_cancel_out(data):
 def test_open_adders_see_each_others_ops_and_a_current_put_back_under_them(data):
     """A long-lived adder skips re-reading CURRENT while it is the one it wrote; any other
     writer, or an operator putting back an older copy, must still be seen."""
-    a, b = Adder(data), Adder(data)
+    a, b = Adder(data, **ADDS), Adder(data, **ADDS)
     a.add([{"id": "a1", "text": SENTENCES[20]}])
     b.add([{"id": "b1", "text": SENTENCES[21]}])
     assert a.delete(["b1"]).deleted == 1  # a sees b's add
@@ -234,7 +234,7 @@ def test_open_adders_see_each_others_ops_and_a_current_put_back_under_them(data)
 
 
 def test_single_deletes_keep_few_segments_and_exact_rows(data):
-    adder = Adder(data)
+    adder = Adder(data, **ADDS)
     view = Statements(data, read_current(data))
     victims = [view.key(r) for r in range(0, 96, 3)]
     for key in victims:

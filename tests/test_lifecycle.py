@@ -69,10 +69,9 @@ nightly_in_process(Path(sys.argv[1]), **json.loads(sys.argv[2]))
 
 ADD = """
 import json, sys
-from shardvec.tasks.additions import Adder
+import shardvec
 op, records = json.loads(sys.argv[2])
-adder = Adder(sys.argv[1])
-adder.delete(records) if op == "delete" else adder.add(records, replace=op == "replace")
+shardvec.delete(records, sys.argv[1]) if op == "delete" else shardvec.add(records, sys.argv[1], replace=op == "replace")
 print("acknowledged", flush=True)
 """
 
@@ -106,7 +105,7 @@ class Lifecycle(RuleBasedStateMachine):
         self.reader = shardvec.open(self.data)
         self.more: dict[str, dict] = {}  # the settings the rule changed, for the runs
         self.limit = 1_000_000  # corpus.max_record_bytes as configured
-        self.environ = {k: os.environ.get(k) for k in ENV}  # the Adders read the configuration
+        self.environ = {k: os.environ.get(k) for k in ENV}  # shardvec.add reads the configuration
 
     def teardown(self):
         for key, value in getattr(self, "environ", {}).items():
@@ -152,7 +151,7 @@ class Lifecycle(RuleBasedStateMachine):
     @rule(setting=st.sampled_from(LIMITS))
     def change_the_record_limit(self, setting):
         self.change_a_setting(setting)
-        os.environ["SHARDVEC_CORPUS_MAX_RECORD_BYTES"] = str(setting[2])  # what an Adder reads
+        os.environ["SHARDVEC_CORPUS_MAX_RECORD_BYTES"] = str(setting[2])  # what shardvec.add reads
         self.limit = setting[2]
 
     @rule(setting=st.sampled_from(SETTINGS))
@@ -168,7 +167,7 @@ class Lifecycle(RuleBasedStateMachine):
           batch=st.lists(st.tuples(st.sampled_from(IDS), ADD_TEXT), min_size=1, max_size=4))
     def add(self, op, batch):
         expected = self.model_ops(op, batch)
-        Adder(self.data).add([{"id": i, "text": t} for i, t in batch], replace=op == "replace")
+        shardvec.add([{"id": i, "text": t} for i, t in batch], self.data, replace=op == "replace")
         self.ops += expected
 
     @rule(ids=st.lists(st.sampled_from(IDS), min_size=1, max_size=3))

@@ -270,7 +270,7 @@ def test_a_small_add_into_partitioned_rows_scores_the_pairs_its_clusters_name(co
     from shardvec.tasks.additions import Adder
     from shardvec.tasks.topk import unit_rows
     text = lee_lines()[-4]
-    adder = Adder(corpus_data)
+    adder = Adder(corpus_data, on_duplicate="reject", max_record_bytes=1_000_000)
     probe = unit_rows(adder.embedder.embed([adder.tokenizer(text)]))
     doomed = adder.view.clusters.candidates(probe)
     assert shardvec.delete([adder.view.key(int(r)) for r in doomed], data=corpus_data)["deleted"] == len(doomed)
