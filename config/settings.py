@@ -7,6 +7,7 @@ Sources, strongest first: explicit overrides passed to `load_settings`, environm
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -163,31 +164,31 @@ class DaskSettings(Section):
     @field_validator("memory_limit")
     @classmethod
     def _a_memory_size(cls, value: str) -> str:
-        """What LocalCluster accepts (distributed.worker_memory.parse_memory_limit): "auto", a share
-        of the machine's memory (0-1], or a size in bytes with or without a unit."""
-        from dask.utils import parse_bytes
-        if value.strip() == "auto":
-            return value
-        try:
-            size = float(value)
-        except ValueError:
-            try:
-                size = parse_bytes(value)
-            except ValueError:
-                size = 0
-        if size <= 0:
-            raise ValueError(f"dask.memory_limit {value!r} is not a memory size; write one with a unit, e.g. "
-                             'memory_limit = "4GiB", a share of the machine\'s memory such as "0.5", or "auto"')
+        memory_size(value)
         return value
 
     def memory_limit_bytes(self) -> int | None:
         """Each worker's limit in bytes when it is a size (None for "auto" or a share of the machine)."""
-        from dask.utils import parse_bytes
+        return memory_size(self.memory_limit)
+
+
+def memory_size(value: str) -> int | None:
+    """dask.memory_limit as LocalCluster reads it (distributed.worker_memory.parse_memory_limit):
+    None for "auto" or a share of the machine's memory (0-1], else a size in bytes."""
+    from dask.utils import parse_bytes
+    if value.strip() == "auto":
+        return None
+    try:
+        size = float(value)
+    except ValueError:
         try:
-            return None if self.memory_limit.strip() == "auto" or float(self.memory_limit) <= 1 \
-                else int(float(self.memory_limit))
+            size = parse_bytes(value)
         except ValueError:
-            return parse_bytes(self.memory_limit)
+            size = 0
+    if not math.isfinite(size) or size <= 0:
+        raise ValueError(f"dask.memory_limit {value!r} is not a memory size; write one with a unit, e.g. "
+                         'memory_limit = "4GiB", a share of the machine\'s memory such as "0.5", or "auto"')
+    return None if size <= 1 else int(size)
 
 
 class ScheduleSettings(Section):
