@@ -107,8 +107,10 @@ def run_settings(overrides: BaseModel | dict | None, *, deployed: bool | None = 
             overrides = Overrides.model_validate(overrides)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise SettingsError(f"Invalid overrides ({problems}); name only knobs of config/default.toml, "
-                                "by section.") from None
+            fix = ("name only knobs of config/default.toml, by section"
+                   if any(e["type"] == "extra_forbidden" for e in exc.errors())
+                   else "give each a value within its range, or leave it empty to keep the configured one")
+            raise SettingsError(f"Invalid overrides ({problems}); {fix}.") from None
     asked = load_settings(**(overrides.model_dump(exclude_none=True) if overrides else {}))
     if deployed is None:
         from prefect.runtime import deployment

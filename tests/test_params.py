@@ -132,6 +132,9 @@ def test_unknown_keys_are_refused_by_the_server_and_by_the_run():
             add_statements.validate_parameters({"overrides": overrides})
     with pytest.raises(SettingsError, match=r"Invalid overrides \(indx: Extra inputs are not permitted\); name only"):
         run_settings({"indx": {"n_trees": 1}})
+    with pytest.raises(SettingsError, match=r"\(index\.n_trees: Input should be greater than or equal to 1\); "
+                                             r"give each a value within its range, or leave it empty"):
+        run_settings({"index": {"n_trees": 0}})
 
 
 def test_a_deployment_run_asking_to_move_its_data_passes_the_schema_and_is_refused_in_a_sentence(
