@@ -44,7 +44,7 @@ def resolved(spec: dict, block_id: str | None, ui: str) -> dict:
     return json.loads(text)
 
 
-def _saved_webhook():
+def saved_webhook():
     """The id of the Webhook block an earlier install saved, or None."""
     from prefect.blocks.webhook import Webhook
     try:
@@ -68,7 +68,7 @@ def install(webhook: str | None = None, path: Path = AUTOMATIONS) -> list[str]:
         block_id = Webhook(url=webhook, method="POST", headers={"Content-Type": "application/json"}).save(
             BLOCK, overwrite=True)
     else:  # the webhook saved by an earlier `alerts install --webhook`, if any: `shardvec serve`
-        block_id = _saved_webhook()  # installs again at every start and must not drop the alerts
+        block_id = saved_webhook()  # installs again at every start and must not drop the alerts
     installed, ui = [], ui_url()
     with get_client(sync_client=True) as client:
         if block_id is not None:  # their successors are installed below

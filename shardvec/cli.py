@@ -253,15 +253,16 @@ def serve(data: DataOpt = None) -> None:
               "export PREFECT_API_URL=http://127.0.0.1:4200/api and run `shardvec serve` again.")
     from shardvec.alerts import install
     s = _settings(data)
-    install()  # killed runs are marked Crashed; `shardvec alerts install --webhook URL` adds the alerts
+    install()  # silent runs marked Crashed, and the alerts of the webhook `alerts install --webhook` saved
     typer.echo("Trigger them with: " + "; ".join(f"prefect deployment run '{n}'" for n in NAMES.values()))
     serve_all(s)
 
 
 @alerts_app.command("install")
 def alerts_install(webhook: Annotated[Optional[str], typer.Option(
-        help="POST a JSON alert here when a nightly fails or crashes, the quality gate refuses a run, or a run "
-             "quarantines input records: one call a run, with a link to its page in the UI.")] = None,
+        help="POST a JSON alert here when a run fails or crashes, the quality gate refuses a run, or a run "
+             "quarantines input records: one call a run, with a link to its page in the UI. Saved: later "
+             "installs without it (and `shardvec serve`) keep using it.")] = None,
         file: Annotated[Path, typer.Option(help="The automations to install.")] = None) -> None:
     """Install deploy/automations.yaml on the Prefect server: silent runs marked Crashed, and alerts."""
     from shardvec.flows.runtime import api_url
@@ -272,7 +273,9 @@ def alerts_install(webhook: Annotated[Optional[str], typer.Option(
     for name in install(webhook, file or AUTOMATIONS):
         typer.echo(f"installed automation {name!r}")
     if not webhook:
-        typer.echo("(no --webhook given: only the automations that send nothing were installed)")
+        from shardvec.alerts import saved_webhook
+        if saved_webhook() is None:
+            typer.echo("(no --webhook given nor saved before: only the automations that send nothing were installed)")
 
 
 @app.command("mark-crashed")
