@@ -6,6 +6,7 @@ schemas are the ones `serve` and `prefect deploy` register, checked as the serve
 import inspect
 import json
 import re
+from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
@@ -54,11 +55,16 @@ def test_overrides_is_a_form_of_every_tuning_knob_each_described():
     form = definitions["Overrides"]
     assert "a knob left empty keeps its configured value" in form["description"]
     assert set(form["properties"]) == KNOB_SECTIONS and not HIDDEN & set(form["properties"])
+    sharing = defaultdict(list)
     for section in KNOB_SECTIONS:
         knobs = definitions[form["properties"][section]["anyOf"][0]["$ref"].rsplit("/", 1)[1]]["properties"]
         assert set(knobs) == set(Settings.model_fields[section].annotation.model_fields), section
         for knob, spec in knobs.items():
             assert len(spec.get("description") or "") > 10, f"{section}.{knob} has no description"
+            sharing[spec["description"]].append(f"{section}.{knob}")
+    # a comment may describe a pair of knobs together (min_len, max_len); a third knob under it
+    # has no comment of its own and shows its neighbours' (word_pairs_drop did)
+    assert not [knobs for knobs in sharing.values() if len(knobs) > 2]
     index = definitions["IndexOverrides"]["properties"]
     assert index["n_trees"]["anyOf"][0] == {"type": "integer", "minimum": 1}  # the settings' own bounds
     assert definitions["StoreOverrides"]["properties"]["words_dtype"]["anyOf"][0]["enum"] == [
