@@ -30,3 +30,15 @@ def assert_rows_exact(data: Path) -> int:
         # ids may only differ where two candidates tie to the last float bit
         assert not differ.any() or np.allclose(got_s[:held][differ], exact_s[i][:held][differ], atol=1e-6), r
     return len(live)
+
+
+def usable(id_, text) -> bool:
+    """The fuzzing oracle's rule for a record the store takes: a non-blank string id and text,
+    UTF-8 encodable (no lone surrogate, which JSON's \\ud800 can make) and without NUL."""
+    if not (isinstance(id_, str) and isinstance(text, str) and id_.strip() and text.strip()):
+        return False
+    try:
+        (id_ + text).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in id_ + text

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 import shardvec
 from shardvec.tasks.corpus import Quarantine, SourceFile, read_records
 from shardvec.tasks.intake import drain_inbox
+from tests.checks import usable
 from tests.runs import nightly_in_process, shardvec_cli
 
 EXAMPLES = int(os.environ.get("SHARDVEC_FUZZ_EXAMPLES", "300"))
@@ -82,16 +83,6 @@ lines = st.lists(st.one_of(a_record(), a_record(), deep, huge_numbers, floats, e
                            st.binary(max_size=60)), max_size=12)
 
 
-def _usable(id_, text) -> bool:
-    if not (isinstance(id_, str) and isinstance(text, str) and id_.strip() and text.strip()):
-        return False
-    try:
-        (id_ + text).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in id_ + text
-
-
 def _depth(value) -> int:
     """How deep lists and objects nest in `value` (without recursing: it may be 1,000 deep)."""
     deepest, stack = 0, [(value, 0)]
@@ -115,8 +106,8 @@ def expected(raw: bytes, ops: bool):
     if op not in ("add", "replace", "delete"):
         return None
     if op == "delete":
-        return ("delete", obj.get("id"), None) if _usable(obj.get("id"), "-") else None
-    return (op, obj["id"], obj["text"]) if _usable(obj.get("id"), obj.get("text")) else None
+        return ("delete", obj.get("id"), None) if usable(obj.get("id"), "-") else None
+    return (op, obj["id"], obj["text"]) if usable(obj.get("id"), obj.get("text")) else None
 
 
 def _file(lines_: list[bytes], prefix: str) -> tuple[bytes, list[bytes]]:

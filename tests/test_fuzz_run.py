@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shardvec.reader import Store
+from tests.checks import usable
 from tests.corpora import lee_lines
 from tests.runs import nightly_in_process
 
@@ -65,11 +66,6 @@ def _parquet(path: Path, rows: list, shape: str) -> None:
     pq.write_table(pa.table(cols), path, row_group_size=7)
 
 
-def _usable(id_, text) -> bool:
-    return (isinstance(id_, str) and isinstance(text, str) and bool(id_.strip()) and bool(text.strip())
-            and "\x00" not in id_ + text)
-
-
 def _decoded(raw):
     try:
         return raw.decode("utf-8") if isinstance(raw, bytes) else raw
@@ -87,7 +83,7 @@ def _expected(name: str, data: bytes) -> tuple[list[tuple[str, str]], list[bytes
             return [], [None]
         for a, b in zip(*(table.column(c).cast(pa.binary()).to_pylist() for c in ("id", "text"))):
             a, b = _decoded(a), _decoded(b)
-            (good.append((a, b)) if _usable(a, b) else bad.append(None))
+            (good.append((a, b)) if usable(a, b) else bad.append(None))
         return good, bad
     for number, raw in enumerate(_lines(data), 1):
         body = raw.rstrip(b"\r\n")
@@ -102,7 +98,7 @@ def _expected(name: str, data: bytes) -> tuple[list[tuple[str, str]], list[bytes
             except ValueError:
                 obj = None
             record = (obj.get("id"), obj.get("text")) if isinstance(obj, dict) else (None, None)
-        (good.append(record) if _usable(*record) else bad.append(raw))
+        (good.append(record) if usable(*record) else bad.append(raw))
     return good, bad
 
 
