@@ -42,6 +42,7 @@ from shardvec.tasks.tokenize import Tokenizer
 # the ledger's puts (ids whose last op is an add or replace), read as two more input files after
 # the corpus partitions
 LEDGER_OLD, LEDGER_NEW = "~ledger/old", "~ledger/new"
+GATE_REFUSED = "Not published: "  # starts a gate refusal's message; deploy/automations.yaml matches it
 
 
 class QualityGateError(RuntimeError):
@@ -79,7 +80,7 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
                                     "gate": report.get("gate", []), "peak_rss_mb": report["peak_rss_mb"],
                                     "wall_seconds": round(time.perf_counter() - started, 2)})
     _finish(report, status=status, started=started,
-            message="Not published: " + "; ".join(report["gate"]) + ". Investigate the input, or rerun with "
+            message=GATE_REFUSED + "; ".join(report["gate"]) + ". Investigate the input, or rerun with "
             "--force to publish anyway." if report.get("gate") else None)
     if report.get("gate"):
         raise QualityGateError(report["message"])

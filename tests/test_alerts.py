@@ -14,11 +14,12 @@ import pytest
 
 from shardvec.alerts import load, resolved
 from shardvec.flows.operate import GATE_EVENT, QUARANTINE_EVENT
+from shardvec.flows.pipeline import GATE_REFUSED
 
 RUN, FLOW = uuid.uuid4(), uuid.uuid4()
 UI = "http://127.0.0.1:4200"
 # what Prefect's flow engine makes of the QualityGateError flows/pipeline.py raises
-REFUSED = ("Flow run encountered an exception: QualityGateError: Not published: statements_index_recall_at_10 fell "
+REFUSED = (f"Flow run encountered an exception: QualityGateError: {GATE_REFUSED}statements_index_recall_at_10 fell "
            "from 0.98 to 0.41, more than quality.index_recall_drop=0.05. Investigate the input, or rerun with "
            "--force to publish anyway.")
 
@@ -41,6 +42,13 @@ def _alerts_for(*events) -> list[str]:
     from prefect.server.events.schemas.automations import EventTrigger
     specs = [s for s in load() if any(a["type"] == "call-webhook" for a in s["actions"])]
     return [s["name"] for e in events for s in specs if EventTrigger.model_validate(s["trigger"]).covers(e)]
+
+
+def test_the_failure_alert_leaves_out_exactly_the_gates_refusals():
+    """The failure automation matches the gate's message by its start, so the two must agree."""
+    excluded = [spec["trigger"]["match"]["prefect.state-message"] for spec in load()
+                if "prefect.state-message" in spec["trigger"].get("match", {})]
+    assert excluded == [f"!*{GATE_REFUSED}*"]
 
 
 @pytest.mark.parametrize("what, events, alerts", [
