@@ -5,6 +5,7 @@ import json
 import multiprocessing as mp
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -108,31 +109,33 @@ def _hold(path, ready, release):
         release.wait(20)
 
 
-def test_second_run_is_told_why_it_cannot_start(tmp_path):
+@contextmanager
+def lock_held_elsewhere(path):
+    """Another process holding the run lock of `path` until the block ends (or `release` is set)."""
     ctx = mp.get_context("spawn")
     ready, release = ctx.Event(), ctx.Event()
-    p = ctx.Process(target=_hold, args=(tmp_path, ready, release))
+    p = ctx.Process(target=_hold, args=(path, ready, release))
     p.start()
     try:
         assert ready.wait(20)
-        with pytest.raises(LockedError, match=r"Another shardvec run holds .*\(pid \d+ since .*\); wait for it"):
-            with RunLock(tmp_path):
-                pass
+        yield p, release
     finally:
         release.set()
         p.join(20)
+
+
+def test_second_run_is_told_why_it_cannot_start(tmp_path):
+    with lock_held_elsewhere(tmp_path):
+        with pytest.raises(LockedError, match=r"Another shardvec run holds .*\(pid \d+ since .*\); wait for it"):
+            with RunLock(tmp_path):
+                pass
     with RunLock(tmp_path):  # free again once the holder is gone
         pass
 
 
 def test_a_colliding_run_waits_for_the_lock_and_says_so(tmp_path):
     """Issue 32: a nightly that meets a running backfill waits for it instead of failing."""
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    p = ctx.Process(target=_hold, args=(tmp_path, ready, release))
-    p.start()
-    try:
-        assert ready.wait(20)
+    with lock_held_elsewhere(tmp_path) as (p, release):
         said = []
         with pytest.raises(LockedError, match=r"waited 1 s for it"):  # gives up when its wait is over
             with RunLock(tmp_path, wait_seconds=1, say=said.append):
@@ -145,9 +148,6 @@ def test_a_colliding_run_waits_for_the_lock_and_says_so(tmp_path):
             waited = time.monotonic() - began
         assert 1.0 < waited < 30, waited
         assert len(said) >= 3 and said[-1].startswith("the run lock is free after")
-    finally:
-        release.set()
-        p.join(20)
 
 
 @pytest.fixture
