@@ -276,7 +276,9 @@ def _jsonl_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine, o
 # Python's parser fails at its recursion limit less the caller's depth, which differs from a CLI to
 # a Dask worker: a line is refused at a fixed depth instead, the same one wherever it is read.
 MAX_JSON_DEPTH = 500
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+# a JSON string, or an unclosed one to the end of the line; possessive (no backtracking), so a
+# line of a million escaped quotes is one linear pass, not one pass per quote (a blocked night)
+_STRINGS = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.S)
 _BRACKETS = re.compile(rb"[\[\]{}]")
 
 

@@ -118,3 +118,19 @@ def test_statement_batches_every_record_added_or_quarantined(adder, records):
         if isinstance(rec, dict) and isinstance(rec.get("id"), str) and rec["id"].strip() \
                 and isinstance(rec.get("text"), str) and rec["text"].strip() and "\x00" not in rec["text"] + rec["id"]:
             assert adder.view.find(rec["id"]) is not None
+
+
+def test_a_line_of_a_million_escaped_quotes_costs_a_moment_not_a_night(tmp_path):
+    """The depth check scanned a never-closed string once per quote in it: a 1 MB line (under the
+    size limit) took over 10 minutes, failing the nightly's tokenize every night. Now one pass."""
+    import time
+    (tmp_path / "corpus" / "p").mkdir(parents=True)
+    slow = b"[" * 501 + b'"' + b'\\"' * 499_000
+    (tmp_path / "corpus" / "p" / "f.jsonl").write_bytes(b'{"id": "ok", "text": "fine"}\n' + slow + b"\n")
+    files, _ = discover(tmp_path / "corpus")
+    q = Quarantine(tmp_path / "q", files[0])
+    began = time.monotonic()
+    records = list(read_records(tmp_path / "corpus", files[0], q, batch_size=7, max_record_bytes=2_000_000))
+    assert time.monotonic() - began < 30  # was > 600 s; a few hundredths now
+    q.commit()
+    assert [r.id for r in records] == ["ok"] and q.counts.records == 1
