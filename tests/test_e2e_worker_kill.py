@@ -10,7 +10,6 @@ and those whose Dask workers are gone or whose task hangs, which fail saying so.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ import psutil
 import pytest
 from prefect import flow, task
 
+from shardvec.tasks.publish import LockedError, RunLock
 from tests.e2e import REPO, api_run, call_api, flow_run, post, run_to_the_end, server, wait_for
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
@@ -90,13 +90,11 @@ def live(data: Path) -> str:
 
 
 def run_lock_is_free(data: Path) -> bool:
-    with open(data / ".run.lock", "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        fcntl.flock(f, fcntl.LOCK_UN)
-        return True
+    try:
+        with RunLock(data):
+            return True
+    except LockedError:
+        return False
 
 
 def verify(dep) -> str:
