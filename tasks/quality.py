@@ -108,13 +108,14 @@ def _evaluate_set(wv, name: str, kind: str, path: str, min_coverage: float) -> d
                 score = correct / covered if covered else None
             else:
                 covered, asked, score = _word_pairs(wv, path)
-        except (OSError, UnicodeDecodeError) as exc:  # a user's file, gone or not UTF-8: not a failed night
+        except Exception as exc:  # a user's file that gensim cannot read (gone, not UTF-8, a broken
+            # .xz, a line it chokes on): the set is left out, never a failed night
             unreadable, covered, asked, score = f"{type(exc).__name__}: {exc}", 0, 0, None
     coverage = round(covered / asked, 4) if asked else 0.0
     entry = {"set": name, "kind": kind, "file": str(path), "items": asked, "covered": covered,
              "coverage": coverage, "score": None if score is None else _finite(score)}
     if unreadable:
-        why = f"{path} could not be read as UTF-8 text ({unreadable})"
+        why = f"{path} could not be read ({unreadable}): a UTF-8 text file, plain or .gz/.bz2/.xz, is expected"
     elif not asked:
         why = f"no {kind} read from {path}"
     elif covered < MIN_ITEMS or coverage < min_coverage:
@@ -144,8 +145,9 @@ def _word_pairs(wv, path: str) -> tuple[int, int, float | None]:
 
 def _pairs_in(path: str) -> int:
     """Lines of a word-pair file gensim reads as a pair with a score."""
+    from gensim import utils  # smart_open, as gensim reads the set: .gz, .bz2 and .xz too
     n = 0
-    with open(path, encoding="utf-8") as f:
+    with utils.open(path, "r", encoding="utf-8") as f:
         for line in f:
             parts = line.split("\t")
             if line.startswith("#") or len(parts) != 3:

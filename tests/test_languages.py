@@ -124,11 +124,19 @@ def test_a_set_under_the_coverage_floor_is_reported_and_not_scored(bulgarian_wor
 def test_an_unreadable_own_set_is_reported_not_a_failed_night(bulgarian_word2vec, tmp_path):
     latin1 = tmp_path / "paires.tsv"
     latin1.write_bytes("café\tthé\t5\n".encode("latin-1"))
-    q = evaluate_words(bulgarian_word2vec, word_pairs=[str(latin1), str(tmp_path / "gone.tsv")], min_coverage=COVERAGE)
+    not_xz = tmp_path / "pairs.xz"  # gensim decompresses by the name: LZMAError failed every night
+    not_xz.write_text("king\tqueen\t5\n")
+    gz = tmp_path / "pairs.gz"  # a real .gz is read (and counted) as gensim reads it
+    import gzip
+    gz.write_bytes(gzip.compress("".join(f"w{i}\tv{i}\t{i}\n" for i in range(30)).encode()))
+    q = evaluate_words(bulgarian_word2vec, word_pairs=[str(latin1), str(tmp_path / "gone.tsv"), str(not_xz), str(gz)],
+                       min_coverage=COVERAGE)
     bad = [e for e in q["evaluation"] if not e["built_in"]]
-    assert [e["used"] for e in bad] == [False, False]
-    assert "could not be read as UTF-8 text (UnicodeDecodeError" in bad[0]["summary"]
+    assert [e["used"] for e in bad] == [False, False, False, False]
+    assert "could not be read (UnicodeDecodeError" in bad[0]["summary"]
     assert "(FileNotFoundError" in bad[1]["summary"] and bad[1]["summary"].endswith("left out of the gate")
+    assert "could not be read (LZMAError" in bad[2]["summary"]
+    assert bad[3]["items"] == 30 and bad[3]["summary"].startswith("not enough coverage")
 
 
 TOL = {"analogy_drop": 0.05, "wordsim353_drop": 0.1, "simlex999_drop": 0.1, "rows_recall_drop": 0.02,
