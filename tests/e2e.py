@@ -153,6 +153,27 @@ def trigger(dep, name: str, *params: str) -> dict:
     return flow_run(dep, run_id_in(out.stdout))
 
 
+def prefect_cli(env: dict, *args) -> str:
+    """`prefect ARGS` against the test's server, answering no prompt; its stdout, or the test fails."""
+    out = subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], env=env, cwd=REPO, capture_output=True,
+                         text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def deploy_to_pool(env: dict, *deploy_args) -> None:
+    """The process work pool "shardvec" and `prefect deploy DEPLOY_ARGS` onto it."""
+    prefect_cli(env, "work-pool", "create", "shardvec", "--type", "process")
+    prefect_cli(env, "deploy", *deploy_args)
+
+
+def start_pool_worker(env: dict, data: Path, log: Path) -> subprocess.Popen:
+    """A process worker of the "shardvec" pool in a session of its own, its runs on `data`."""
+    return subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "shardvec"], cwd=REPO,
+                            env={**env, "SHARDVEC_DATA_DIR": str(data)}, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def run_to_the_end(dep, name: str, parameters: dict | None = None, seconds: float = 600) -> dict:
     """A run of deployment NAME created through the API, as the UI's Run button does (no
     `prefect` CLI process to start: trigger() is that path); returns the finished flow run."""

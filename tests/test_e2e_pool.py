@@ -16,7 +16,8 @@ from datetime import datetime
 import pytest
 
 from tests.corpora import SENTENCES, write_corpus
-from tests.e2e import (CRASH_DEADLINE, REPO, api_run, artifacts, cron_due_soon, flow_run, get, post, registered_pid,
+from tests.e2e import (CRASH_DEADLINE, REPO, api_run, artifacts, cron_due_soon, deploy_to_pool, flow_run, get, post,
+                       registered_pid, start_pool_worker,
                        run_id_in, run_to_the_end, scheduled_run, server, table, wait_for)
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
@@ -41,18 +42,10 @@ def worker(server):
     assert shipped.count('- cron: "0 2 * * *"') == 1
     (tmp / "prefect.yaml").write_text(shipped.replace('- cron: "0 2 * * *"', f'- cron: "{cron}"'))
 
-    def prefect(*args):
-        out = subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], env=env, cwd=REPO, capture_output=True,
-                             text=True, timeout=300, stdin=subprocess.DEVNULL)
-        assert out.returncode == 0, out.stdout + out.stderr
-        return out.stdout
     t = time.monotonic()
-    prefect("work-pool", "create", "shardvec", "--type", "process")
-    prefect("deploy", "--all", "--prefect-file", str(tmp / "prefect.yaml"))
+    deploy_to_pool(env, "--all", "--prefect-file", str(tmp / "prefect.yaml"))
     print(f"\nprefect deploy --all took {time.monotonic() - t:.1f} s; the nightly is due at {due:%H:%M:%S} UTC")
-    proc = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "shardvec"], cwd=REPO,
-                            env={**env, "SHARDVEC_DATA_DIR": str(data)}, stdout=open(tmp / "worker.log", "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_pool_worker(env, data, tmp / "worker.log")
     yield {**server, "data": data, "worker": proc, "nightly_due": due}
     stop_groups([proc])
 

@@ -24,7 +24,7 @@ import pytest
 from prefect import flow, task
 
 from shardvec.tasks.publish import LockedError, RunLock
-from tests.e2e import REPO, api_run, call_api, flow_run, post, run_to_the_end, server, wait_for
+from tests.e2e import REPO, api_run, deploy_to_pool, start_pool_worker, call_api, flow_run, post, run_to_the_end, server, wait_for
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
 pytestmark = pytest.mark.slow  # whole on one pytest-xdist worker (tests/conftest.py, ONE_WORKER)
@@ -49,21 +49,12 @@ def pool(server, published):
     data = tmp / "pool-data"
     shutil.copytree(published.data, data)
 
-    def prefect(*args):
-        out = subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], env=env, cwd=REPO, capture_output=True,
-                             text=True, timeout=300, stdin=subprocess.DEVNULL)
-        assert out.returncode == 0, out.stdout + out.stderr
-    prefect("work-pool", "create", "shardvec", "--type", "process")
-    prefect("deploy", "--name", "shardvec-backfill", "--prefect-file", "deploy/prefect.yaml")
+    deploy_to_pool(env, "--name", "shardvec-backfill", "--prefect-file", "deploy/prefect.yaml")
     workers = []
 
     def start_worker() -> subprocess.Popen:
-        log = open(tmp / f"worker-{len(workers)}.log", "w")
-        proc = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "shardvec"], cwd=REPO,
-                                env={**env, "SHARDVEC_DATA_DIR": str(data)}, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        workers.append(proc)
-        return proc
+        workers.append(start_pool_worker(env, data, tmp / f"worker-{len(workers)}.log"))
+        return workers[-1]
     yield {**server, "data": data, "start_worker": start_worker}
     stop_groups(workers)
 
