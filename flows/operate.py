@@ -26,6 +26,7 @@ from pathlib import Path
 from shardvec.config import Settings
 from shardvec.flows.progress import run_logger
 from shardvec.flows.watchdog import watch_parent
+from shardvec.server import checked_reports
 from shardvec.tasks import report as run_report
 from shardvec.tasks import runs
 from shardvec.tasks.layout import Layout
@@ -76,7 +77,7 @@ PENDING = ("<!doctype html><meta charset=utf-8><title>Dask performance report</t
 class OperatedRun:
     def __init__(self, s: Settings, flow: str, run_id: str | None, ctx=None):
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        self.dir = Layout(s.data).reports / (f"{stamp}-{flow}" + (f"-{run_id[:8]}" if run_id else ""))
+        self.dir = checked_reports(s.data) / (f"{stamp}-{flow}" + (f"-{run_id[:8]}" if run_id else ""))
         self.dask_report = self.dir / "dask-performance.html"
         self.data, self.flow, self.ctx = s.data, flow, ctx
 

@@ -219,8 +219,7 @@ def server(data: DataOpt = None,
            ) -> None:
     """Start the Prefect server and UI (127.0.0.1:4200 by default), serving DATA/reports/ beside them."""
     import socket
-    from shardvec.server import REPORTS_PATH, run
-    from shardvec.tasks.layout import Layout
+    from shardvec.server import REPORTS_PATH, checked_reports, run
     s = _settings(data)
     host, port = host or s.server.host, port or s.server.port
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
@@ -234,7 +233,7 @@ def server(data: DataOpt = None,
         reason = os.strerror(exc.errno) if (exc.errno or 0) > 0 else "the host name does not resolve"
         _fail(f"Cannot listen on {host}:{port} ({reason}): stop what uses it, or pick another "
               "with --port (or --host).")
-    reports = Layout(s.data).reports
+    reports = checked_reports(s.data)
     typer.echo(f"Prefect UI and API at http://{host}:{port}, runs' reports of {reports} at "
                f"http://{host}:{port}{REPORTS_PATH}/; in other shells: export PREFECT_API_URL=http://{host}:{port}/api")
     # the UI asks its API at this URL; Prefect's default names port 4200 whatever the port is

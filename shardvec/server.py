@@ -14,6 +14,19 @@ from pathlib import Path
 REPORTS_PATH = "/shardvec/reports"
 
 
+def checked_reports(data: Path) -> Path:
+    """DATA/reports, refused in a sentence if it is a link that leads outside the data directory:
+    runs would write there and the server serve what is there (a link to /etc served /etc/shadow)."""
+    from shardvec.config.settings import SettingsError
+    from shardvec.tasks.layout import Layout
+    from shardvec.tasks.publish import inside
+    reports = Layout(data).reports
+    if not inside(data, reports.name):
+        raise SettingsError(f"{reports} leads outside the data directory (to {reports.resolve()}); make it a "
+                            "folder of its own inside it, then run again.")
+    return reports
+
+
 def create_app(reports: Path):
     """Prefect's server app (API, UI, services) with the files under `reports` at REPORTS_PATH.
     Starlette's StaticFiles answers 404 for any path that resolves outside `reports` (`..`,

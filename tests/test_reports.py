@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e import get, wait_for
 from tests.processes import BIN, free_port, stop_groups
-from tests.runs import small_settings
+from tests.runs import shardvec_cli, small_settings
 from tests.shared import migrated_prefect_db
 
 
@@ -76,3 +76,22 @@ def test_a_run_no_server_serves_says_where_its_dask_report_is(prefect_server, tm
     external = [t for t in re.findall(r"<(?:script|link)\b[^>]*>", html)
                 if re.search(r"""(?:src|href)=["']?(?:https?:)?//""", t) and "icon" not in t]
     assert external == []
+
+
+def test_a_reports_folder_that_leads_outside_the_data_directory_is_refused(tmp_path):
+    """A `DATA/reports` link to elsewhere: runs wrote their reports there and the server served
+    whatever it led to (a link to /etc served /etc/shadow). Both refuse it in a sentence."""
+    from shardvec.config.settings import SettingsError
+    from shardvec.server import checked_reports
+    data = tmp_path / "data"
+    data.mkdir()
+    assert checked_reports(data) == data / "reports"  # not there yet: fine, a run makes it
+    (data / "reports").symlink_to("/etc")
+    with pytest.raises(SettingsError, match=r"reports leads outside the data directory \(to /etc\)"):
+        checked_reports(data)
+    out = shardvec_cli("server", "--data", data, "--port", free_port())
+    assert out.returncode == 2 and "leads outside the data directory" in out.stderr and "Traceback" not in out.stderr
+    (data / "reports").unlink()
+    (data / "elsewhere").mkdir()
+    (data / "reports").symlink_to(data / "elsewhere")  # a link that stays inside is the user's business
+    assert checked_reports(data) == data / "reports"
