@@ -297,16 +297,6 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=files, deep_merge=True))
 
     @model_validator(mode="after")
-    def _evaluation_sets_exist(self) -> Settings:
-        for knob in ("word_pairs", "analogies"):
-            for f in getattr(self.quality, knob):
-                if not (self.data / f).is_file():
-                    raise ValueError(f"quality.{knob} names {f}, which is not a file (a relative path is read in "
-                                     f"the data directory {self.data}); fix the path, e.g. {knob} = "
-                                     f"[\"/srv/eval/{knob}_de.txt\"], or leave it out")
-        return self
-
-    @model_validator(mode="after")
     def _rows_budget_fits_a_worker(self) -> Settings:
         limit = None if self.dask.address else self.dask.memory_limit_bytes()
         if limit and self.similarity.memory_budget_mb * (1 << 20) > limit:
