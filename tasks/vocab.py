@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shardvec.config.settings import SettingsError
 from shardvec.tasks.tokenize import TokenStream
 
 # gensim is imported where it is used: the flow process imports this module to wire its
@@ -33,7 +34,7 @@ def build_dictionary(caches: list[str], out_path: Path, *, max_terms: int, no_be
     seen = len(dct)
     dct.filter_extremes(no_below=no_below, no_above=no_above, keep_n=max_terms)
     if len(dct) == 0:
-        raise ValueError(f"No term is left after filtering ({seen} seen, vocab.no_below={no_below}, "
+        raise SettingsError(f"No term is left after filtering ({seen} seen, vocab.no_below={no_below}, "
                          f"vocab.no_above={no_above}); lower vocab.no_below or add documents.")
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     dct.save(str(out_path))
