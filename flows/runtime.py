@@ -103,7 +103,8 @@ class SettingsTaskRunner(DaskTaskRunner):
     def submit(self, task, parameters, wait_for=None, dependencies=None):
         future = super().submit(task, parameters, wait_for, dependencies)
         if self.watch is None:
-            self.watch = TaskWatch(self.client, self.dask.no_worker_seconds, self.dask.no_progress_seconds)
+            self.watch = TaskWatch(self.client, self.dask.no_worker_seconds, self.dask.no_progress_seconds,
+                                   restart=not self.dask.address)
         self.watch.track(future.wrapped_future)
         return future
 

@@ -159,10 +159,13 @@ class TaskWatch:
     """Fails a run's waiting tasks, with a sentence, instead of letting the run wait for ever:
     when its Dask cluster has had no worker for `no_worker_seconds` (they died and none came
     back), or no task of the run has finished for `no_progress_seconds` (a task hangs). Each
-    waiting future is cancelled with that sentence, which its `result()` raises in the flow."""
+    waiting future is cancelled with that sentence, which its `result()` raises in the flow; with
+    `restart` (the run's own LocalCluster, never a shared scheduler's workers) its workers are
+    restarted too, so that a task that ignores the cancel stops."""
 
-    def __init__(self, client, no_worker_seconds: float, no_progress_seconds: float, every: float = 2.0):
-        self.client, self.every = client, every
+    def __init__(self, client, no_worker_seconds: float, no_progress_seconds: float, every: float = 2.0,
+                 restart: bool = False):
+        self.client, self.every, self.restart = client, every, restart
         self.no_worker_seconds, self.no_progress_seconds = no_worker_seconds, no_progress_seconds
         self.waiting: set = set()  # the run's Dask futures not finished yet
         self.progress_at = time.monotonic()  # the last time a task finished, or work arrived
@@ -197,6 +200,8 @@ class TaskWatch:
                     with self._lock:
                         waiting, self.waiting = list(self.waiting), set()
                     self.client.cancel(waiting, reason=why, force=True)
+                    if self.restart:  # a task stuck in C code holding the GIL ignores the cancel: its
+                        self.client.restart(wait_for_workers=False)  # worker goes, and the run ends now
             except Exception as exc:  # the scheduler is closing, or briefly unreachable: look again
                 if not self.failed:  # but say so once: a watch that cannot look guards nothing
                     self.failed = True

@@ -235,5 +235,9 @@ def test_a_run_whose_dask_workers_are_gone_fails_saying_so(tmp_path):
 
 @pytest.mark.usefixtures("prefect_server")
 def test_a_run_whose_task_hangs_fails_saying_so(tmp_path):
-    state, _ = dask_run(tmp_path, lambda runner: nap.submit(10).result(), n_workers=1, no_progress_seconds=2)
+    """The task sleeps for 10 minutes, deaf to the cancel (as one stuck in C code holding the GIL
+    is): its worker is restarted, and the run ends soon after no_progress_seconds."""
+    began = time.monotonic()
+    state, _ = dask_run(tmp_path, lambda runner: nap.submit(600).result(), n_workers=1, no_progress_seconds=2)
     assert state.is_failed() and "no task of the run finished for" in state.message, state.message
+    assert time.monotonic() - began < 240  # the worker's sleep would have kept the run 10 minutes
