@@ -54,10 +54,10 @@ def _figure(entries: list[dict]):
             pts = [(xi, _value(e, key)) for xi, e in zip(x, entries) if _value(e, key) is not None]
             if not pts:
                 continue
-            # each later series thinner, so series that coincide (three recalls of 1.0) show as
-            # nested stripes of every colour instead of the last one alone
-            target.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=7 - 2 * i, lw=2.6 - 0.8 * i,
-                        label=label, color=f"C{i}")
+            # series that coincide (three recalls of 1.0) all show: each later line thinner (nested
+            # stripes), each later marker a larger hollow shape around the ones before
+            target.plot([p[0] for p in pts], [p[1] for p in pts], marker="osD"[i % 3], ms=6 + 3 * i, lw=3.0 - 0.8 * i,
+                        mfc=f"C{i}" if i == 0 else "none", mew=1.8, label=label, color=f"C{i}")
             bad = [(xi, v) for xi, v in pts if refused[xi - 1]]
             if bad:
                 target.plot([b[0] for b in bad], [b[1] for b in bad], "x", color="red", ms=9, mew=2)

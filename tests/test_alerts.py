@@ -82,13 +82,14 @@ def _render(template: str, ui_url_setting: str | None) -> dict:
     from prefect.server.schemas.responses import FlowRunResponse
     from prefect.server.schemas.states import State, StateType
     from prefect.server.utilities.user_templates import register_user_template_filters, render_user_template
-    from prefect.settings import PREFECT_UI_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
     register_user_template_filters(all_filters)  # what the server's webhook action does first
     run = FlowRunResponse(id=RUN, name="clever-fox", flow_id=FLOW,
                           state=State(type=StateType.FAILED, name="Failed", message='a "quoted"\nmessage'))
     event = _event(QUARANTINE_EVENT, payload={"message": "1 input record quarantined", "records": 1,
                                               "files": ["2026-11-02/lee.jsonl"], "quarantine_dir": "/d/quarantine"})
-    with temporary_settings({PREFECT_UI_URL: ui_url_setting}):
+    # no API URL either: a UI URL derived from this test process's own server is not the point
+    with temporary_settings({PREFECT_UI_URL: ui_url_setting, PREFECT_API_URL: None}):
         return json.loads(asyncio.run(render_user_template(template, {"flow_run": run, "event": event,
                                                                         "flow": Flow(id=FLOW, name="backfill")})))
 
