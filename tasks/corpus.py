@@ -38,7 +38,8 @@ class SourceFile:
 
     @property
     def fingerprint(self) -> str:
-        return hashlib.sha1(f"{self.name}|{self.size}|{self.mtime_ns}".encode()).hexdigest()[:12]
+        # a name that is not UTF-8 (a legacy exporter's Latin-1) keeps its bytes, as os gave them
+        return hashlib.sha1(f"{self.name}|{self.size}|{self.mtime_ns}".encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -349,11 +350,11 @@ def _open_parquet(path: Path, q: Quarantine) -> pq.ParquetFile | None:
         q.reject_file(path, f"unreadable Parquet file: {_one_line(exc)}")
         return None
     schema = pf.schema_arrow
-    missing = [c for c in ("id", "text") if c not in schema.names or not pa.types.is_string(schema.field(c).type)
-               and not pa.types.is_large_string(schema.field(c).type)]
+    missing = [c for c in ("id", "text") if schema.names.count(c) != 1  # absent, or twice (ambiguous)
+               or not pa.types.is_string(schema.field(c).type) and not pa.types.is_large_string(schema.field(c).type)]
     if missing:
         got = ", ".join(f"{f.name}: {f.type}" for f in schema)
-        q.reject_file(path, f"wrong Parquet schema: needs string columns id and text, got {got}")
+        q.reject_file(path, f"wrong Parquet schema: needs one string column id and one text, got {got}")
         return None
     return pf
 

@@ -2,6 +2,7 @@
 and every bad record quarantined byte for byte with its file, line and reason while the good ones go on."""
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -91,8 +92,38 @@ def test_parquet_with_wrong_schema_is_quarantined_whole(tmp_path):
     records, q = _read(corpus, tmp_path / "q", "p/w.parquet")
     assert records == []
     assert (tmp_path / "q" / "p/w.parquet.rejected").read_bytes() == (corpus / "p" / "w.parquet").read_bytes()
-    assert "wrong Parquet schema: needs string columns id and text, got id: int64, body: string" in \
+    assert "wrong Parquet schema: needs one string column id and one text, got id: int64, body: string" in \
         _reasons(tmp_path / "q", "p/w.parquet")[0]["reason"]
+
+
+def test_parquet_with_a_column_twice_is_quarantined_whole_not_a_failed_night(tmp_path):
+    """Two `id` columns raised a KeyError in the nightly's tokenize, every night (hostile review)."""
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    table = pa.Table.from_arrays([pa.array(["a", "b"]), pa.array(["x", "y"]), pa.array(["t1", "t2"])],
+                                 names=["id", "id", "text"])
+    pq.write_table(table, corpus / "p" / "dup.parquet")
+    records, _ = _read(corpus, tmp_path / "q", "p/dup.parquet")
+    assert records == []
+    assert "needs one string column id and one text, got id: string, id: string, text: string" in \
+        _reasons(tmp_path / "q", "p/dup.parquet")[0]["reason"]
+
+
+def test_a_file_whose_name_is_not_utf8_costs_its_records_not_the_night(tmp_path):
+    """Its token cache's fingerprint encoded the name strictly: a Latin-1 name failed every nightly.
+    Now the file is read; its lines' ids (name:line) cannot be Unicode, so they are quarantined
+    with that reason, and the night goes on."""
+    from shardvec.tasks.corpus import discover
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    name = b"notes-\xe9.txt"
+    (corpus / "p" / os.fsdecode(name)).write_text("hello world again\n")
+    files, _ = discover(corpus)
+    (src,) = files
+    assert len(src.fingerprint) == 12
+    records, q = _read(corpus, tmp_path / "q", src.name)
+    assert records == [] and q.counts.records == 1
+    assert "lone surrogate" in _reasons(tmp_path / "q", src.name)[0]["reason"]
 
 
 def test_parquet_rows_streamed_with_bad_rows_quarantined(tmp_path):
