@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from shardvec.tasks.atomic import fsync_dir, sha256_file, write_json
-from shardvec.tasks.corpus import Quarantine, SourceFile, batched, read_records
+from shardvec.tasks.corpus import Quarantine, SourceFile, read_records
 
 CACHE_SCHEMA = pa.schema([
     ("id", pa.string()), ("text", pa.string()), ("tokens", pa.list_(pa.string())),
@@ -135,11 +135,30 @@ def _delete_superseded(cache: Path, src: SourceFile) -> None:
             old.unlink(missing_ok=True)
 
 
+# Text per tokenized batch at most (besides `batch_size` records): a token list costs about 24x its
+# text in RAM, so 2,000 legal records of 1 MB each (48 GB) took a worker down, every night.
+BATCH_BYTES = 8 << 20
+
+
+def _batches(records, size: int, max_bytes: int):
+    """Lists of at most `size` records and, unless one record alone is larger, `max_bytes` of text."""
+    batch, nbytes = [], 0
+    for r in records:
+        length = len(r.text)  # characters: a bound on the bytes' order, without encoding each text
+        if batch and (len(batch) >= size or nbytes + length > max_bytes):
+            yield batch
+            batch, nbytes = [], 0
+        batch.append(r)
+        nbytes += length
+    if batch:
+        yield batch
+
+
 def _write_cache(path: Path, records, tokenizer: Tokenizer, batch_size: int) -> tuple[int, int]:
     """Tokenize `records` into an Arrow IPC file at `path`; (records, tokens) written."""
     n = tokens = 0
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, CACHE_SCHEMA) as writer:
-        for batch in batched(records, batch_size):
+        for batch in _batches(records, batch_size, BATCH_BYTES):
             toks = [tokenizer(r.text) for r in batch]
             n += len(batch)
             tokens += sum(map(len, toks))

@@ -194,3 +194,16 @@ def test_a_rebuild_with_other_tokenizer_settings_trains_on_new_tokens_and_says_s
     assert night["mode"] == "rebuild" and night["status"] == "published"
     assert read_manifest(data, night["version"])["tokenizer"] == Tokenizer(deaccent=True).settings()
     assert nightly_in_process(data, tokenize={"deaccent": True})["status"] == "nothing new"
+
+
+def test_a_cache_batch_holds_at_most_a_few_megabytes_of_text(tmp_path):
+    """2,000 records of 1 MB each, all legal, took the tokenizing worker down every night (a token
+    list costs ~24x its text): a batch now also stops at BATCH_BYTES of text."""
+    from shardvec.tasks.corpus import Record
+    from shardvec.tasks.tokenize import BATCH_BYTES, _batches
+    big = [Record(id=f"r{i}", text="ab " * 333_000, line=i, offset=0, length=1) for i in range(60)]
+    sizes = [len(b) for b in _batches(iter(big), 2000, BATCH_BYTES)]
+    assert sum(sizes) == 60 and max(sizes) <= BATCH_BYTES // 999_000 + 1 and len(sizes) > 1
+    assert [len(b) for b in _batches(iter(big[:3]), 2000, 10)] == [1, 1, 1]  # one record alone may exceed it
+    small = [Record(id=f"s{i}", text="a b", line=i, offset=0, length=1) for i in range(5000)]
+    assert [len(b) for b in _batches(iter(small), 2000, BATCH_BYTES)] == [2000, 2000, 1000]
