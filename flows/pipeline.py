@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from prefect.futures import PrefectFuture
@@ -198,6 +199,11 @@ class Build:
     def update(self) -> bool:
         return self.current is not None and self.mode == "update"
 
+    @cached_property
+    def live(self) -> dict:
+        """The live version's manifest ({} before the first publish), read once a run."""
+        return _published(self.where, self.current)
+
     @property
     def previous_models(self) -> Path | None:
         """The live version's models, which an update continues."""
@@ -234,7 +240,7 @@ class Build:
         out = _figures(tok, trained, written) | {"recall": recall.report(), "rows_method": rows_method}
         out["quality"] = metrics = self.evaluate(trained) | recall.metrics()
         out["version"] = self.version
-        refused = quality.gate(metrics, _published(self.where, self.current).get("quality"),
+        refused = quality.gate(metrics, self.live.get("quality"),
                                self.s.quality.model_dump()) if self.s.quality.gate else []
         out["steps"] = step_rows(self.steps)
         if refused and not force:
@@ -250,9 +256,8 @@ class Build:
         """The record size limit each partition of the version is read with: today's for those this
         run takes in (again), the one it was taken in with for those already in. Screening is
         intake's: lowering corpus.max_record_bytes must not drop records a version already holds."""
-        published = _published(self.where, self.current)
-        before = published.get("config", {}).get("corpus", {}).get("max_record_bytes", self.s.corpus.max_record_bytes)
-        kept = published.get("intake", {}).get("max_record_bytes", {})
+        before = self.live.get("config", {}).get("corpus", {}).get("max_record_bytes", self.s.corpus.max_record_bytes)
+        kept = self.live.get("intake", {}).get("max_record_bytes", {})
         return {p: self.s.corpus.max_record_bytes if p in inputs.selection.train else kept.get(p, before)
                 for p in inputs.selection.in_version}
 
@@ -461,16 +466,16 @@ def _mode_for_tokenizer(s: Settings, current: dict | None, mode: str) -> str:
     if mode != "update" or current is None:
         return mode
     live = _published(Layout(s.data), current)
-    if not live or Tokenizer.of_manifest(live).settings() == _tokenizer(s).settings():
+    trained, today = (Tokenizer.of_manifest(live).settings() if live else None), _tokenizer(s).settings()
+    if trained is None or trained == today:
         return mode
     print(f"The tokenize settings changed since version {current['version']} was trained "
-          f"({Tokenizer.of_manifest(live).settings()} -> {_tokenizer(s).settings()}): this run rebuilds the models "
-          "from scratch.")
+          f"({trained} -> {today}): this run rebuilds the models from scratch.")
     return "rebuild"
 
 
 def _tokenizer(s: Settings) -> Tokenizer:
-    return Tokenizer(s.tokenize.min_len, s.tokenize.max_len, s.tokenize.deaccent)
+    return Tokenizer.from_settings(s.tokenize.model_dump())
 
 
 def _published(where: Layout, current: dict | None) -> dict:
