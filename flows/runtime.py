@@ -20,7 +20,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from prefect_dask import DaskTaskRunner
 
 from shardvec.config import Settings, load_settings
-from shardvec.flows.watchdog import TaskWatch, flush_std
+from shardvec.flows.watchdog import TaskWatch, drain_prefect_workers, flush_std
 
 # Workers sample their own stacks every 10 ms by default: CPU the build needs, for a profile
 # nobody reads here. Given to each worker's nanny, which sets it in the worker it spawns; nothing
@@ -192,16 +192,6 @@ def local_prefect() -> Iterator[str]:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server.api_url
     finally:
-        _drain_prefect_workers()  # send queued logs and events while the server still listens
+        drain_prefect_workers()  # send queued logs and events while the server still listens
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
-
-
-def _drain_prefect_workers() -> None:
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-    for worker in (APILogWorker, EventsWorker):
-        try:
-            worker.drain_all(timeout=10)
-        except Exception:  # best effort: a lost log line must not fail a finished run
-            pass

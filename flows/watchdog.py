@@ -16,7 +16,6 @@ from __future__ import annotations
 import array
 import atexit
 import fcntl
-import logging
 import os
 import signal
 import sys
@@ -72,7 +71,7 @@ def end_run(run_id: str, parent: int, log, mark_seconds: float = 15) -> None:
             log.error(f"the API did not answer within {mark_seconds:.0f} s: flow run {run_id} is left for the "
                       "heartbeat automation to mark Crashed")
     finally:
-        _drain_logs()
+        drain_prefect_workers(timeout=5)
         if os.getpgrp() == os.getpid():  # a group of our own (a worker's run): what is left of it, at once
             os.killpg(0, signal.SIGKILL)
         os._exit(EXIT_CODE)
@@ -144,15 +143,16 @@ def kill_children(seconds: float = 10) -> None:
     psutil.wait_procs(children, timeout=seconds)
 
 
-def _drain_logs() -> None:
-    """Send the run's queued log lines (this one's too) to the API before the process exits."""
-    try:
-        from prefect.logging.handlers import APILogWorker
-        APILogWorker.drain_all(timeout=5)
-    except Exception:
-        pass
-
-
+def drain_prefect_workers(timeout: float = 10) -> None:
+    """Send Prefect's queued log lines and events to the API (best effort: a lost log line must
+    not fail a run, nor keep a dying one alive)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=timeout)
+        except Exception:
+            pass
 
 
 class TaskWatch:
