@@ -309,7 +309,7 @@ def _decode_json(body: bytes) -> tuple[object, str | None]:
     except RecursionError:
         return None, "JSON nested too deep to decode"
     except Exception as exc:  # noqa: BLE001 - e.g. ValueError: Exceeds the limit (4300 digits)
-        return None, f"JSON that cannot be decoded: {_one_line(exc)[:200]}"
+        return None, f"JSON that cannot be decoded: {one_line(exc)[:200]}"
 
 
 def _text_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) -> Iterator[Record]:
@@ -347,7 +347,7 @@ def _open_parquet(path: Path, q: Quarantine) -> pq.ParquetFile | None:
     try:
         pf = pq.ParquetFile(path, page_checksum_verification=True)
     except (pa.ArrowException, OSError) as exc:
-        q.reject_file(path, f"unreadable Parquet file: {_one_line(exc)}")
+        q.reject_file(path, f"unreadable Parquet file: {one_line(exc)}")
         return None
     schema = pf.schema_arrow
     missing = [c for c in ("id", "text") if schema.names.count(c) != 1  # absent, or twice (ambiguous)
@@ -369,7 +369,7 @@ def _row_group_records(pf: pq.ParquetFile, path: Path, rg: int, first: int, last
         except (pa.ArrowException, OSError) as exc:
             start, length = _row_group_span(pf.metadata.row_group(rg))
             q.reject_range(path, start, length, number, f"unreadable Parquet row group {rg} (rows {number}-{last}): "
-                           f"{_one_line(exc)}", rows=[number, last], offset=start, length=length)
+                           f"{one_line(exc)}", rows=[number, last], offset=start, length=length)
             return
         if batch is None:
             return
@@ -413,7 +413,7 @@ def _row_group_span(md) -> tuple[int, int]:
     return min(starts), end - min(starts)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 

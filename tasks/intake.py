@@ -15,7 +15,7 @@ from pathlib import Path
 
 from shardvec.tasks.additions import COUNTS, AddResult, Adder, Item
 from shardvec.tasks.atomic import fsync_dir, unique_stamp
-from shardvec.tasks.corpus import FORMATS, BadInputError, Quarantine, SourceFile, batched, read_records
+from shardvec.tasks.corpus import FORMATS, BadInputError, Quarantine, SourceFile, batched, one_line, read_records
 from shardvec.tasks.layout import Layout
 
 
@@ -74,9 +74,9 @@ def _to_its_end(records, failed: list[str]):
     except OSError as exc:
         if exc.errno in _NO_ROOM:  # writing its quarantine failed: not the file's fault, it stays for a retry
             raise
-        failed.append(" ".join(str(exc).split())[:200])
+        failed.append(one_line(exc)[:200])
     except Exception as exc:  # noqa: BLE001 - whatever the reader met, the file is unusable from here
-        failed.append(" ".join(str(exc).split())[:200] or type(exc).__name__)
+        failed.append(one_line(exc)[:200] or type(exc).__name__)
 
 
 def _raw(rec) -> bytes:
