@@ -20,6 +20,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -44,12 +45,20 @@ SILENCE = 60  # seconds without a heartbeat before a run is marked Crashed: two 
 CRASH_DEADLINE = SILENCE + HEARTBEAT + 90  # from SIGKILL to Crashed we accept: the silence, a heartbeat period, slack
 
 
-def call_api(method: str, url: str, **kw) -> httpx.Response:
+def call_api(method: str, url: str, retry: bool | None = None, **kw) -> httpx.Response:
     """One call to the Prefect API. The server answers 503 when its SQLite database is busy (a
-    loaded machine, several processes writing) and Prefect's own client retries those: so do we."""
-    deadline = time.monotonic() + 60
+    loaded machine, several processes writing) and Prefect's own client retries those: so do we.
+    On a loaded CI machine the server can also take longer than a read timeout to answer; a call
+    that is safe to repeat (a GET, or one the caller says is idempotent) is then tried again."""
+    retry = method == "GET" if retry is None else retry
+    deadline = time.monotonic() + 120
     while True:
-        r = httpx.request(method, url, timeout=30, **kw)
+        try:
+            r = httpx.request(method, url, timeout=30, **kw)
+        except httpx.TimeoutException:
+            if not retry or time.monotonic() > deadline:
+                raise
+            continue
         if r.status_code != 503 or time.monotonic() > deadline:
             return r
         time.sleep(0.5)
@@ -59,8 +68,8 @@ def get(url: str, **kw) -> httpx.Response:
     return call_api("GET", url, **kw)
 
 
-def post(url: str, **kw) -> httpx.Response:
-    return call_api("POST", url, **kw)
+def post(url: str, retry: bool = False, **kw) -> httpx.Response:
+    return call_api("POST", url, retry=retry, **kw)
 
 
 def wait_for(check, seconds: float, what: str, every: float = 0.5):
@@ -290,8 +299,10 @@ def api_run(dep, name: str, parameters: dict | None = None) -> str:
     """Create a flow run of deployment NAME through the API, without waiting; its id."""
     flow, deployment_name = name.split("/")
     d = get(f"{dep['api']}/deployments/name/{flow}/{deployment_name}").json()
-    r = post(f"{dep['api']}/deployments/{d['id']}/create_flow_run", json={"parameters": parameters or {}})
-    assert r.status_code == 201, r.text
+    # the idempotency key makes a retried create (the first timed out) return the same run
+    r = post(f"{dep['api']}/deployments/{d['id']}/create_flow_run", retry=True,
+             json={"parameters": parameters or {}, "idempotency_key": uuid.uuid4().hex})
+    assert r.status_code in (200, 201), r.text  # 200: the retried create found its run
     return r.json()["id"]
 
 

@@ -75,7 +75,8 @@ def test_colliding_runs_wait_for_each_other_and_both_complete(worker):
     the nightly wait for each other on the run lock; all end Completed, and no alert is sent."""
     hooks_before = len(worker["hooks"])
     t = time.monotonic()
-    ids = {"backfill": api_run(worker, "backfill/shardvec-backfill", {"mode": "update"}),
+    # a rebuild retrains everything: long enough, whatever ran before, that the nightlies meet it holding the lock
+    ids = {"backfill": api_run(worker, "backfill/shardvec-backfill", {"mode": "rebuild"}),
            "nightly": api_run(worker, "nightly/shardvec-nightly"),
            "nightly again": api_run(worker, "nightly/shardvec-nightly")}
     ended = {name: wait_for(lambda: (r := flow_run(worker, run_id))["state_type"] in FINAL and r, 600,
@@ -89,8 +90,10 @@ def test_colliding_runs_wait_for_each_other_and_both_complete(worker):
         "logs": {"flow_run_id": {"any_": list(ids.values())}}, "limit": 200}).json()]
     assert any(m.startswith("waiting for the run that holds") for m in logs), "no run waited on the run lock"
     assert not any(m.startswith("Another shardvec run holds") for m in logs)
-    # (the alerts are for runs that end Failed or Crashed, or that the gate refused: none did)
-    assert not [c for c in worker["hooks"][hooks_before:] if any(i in c for i in ids.values())]
+    # No run failed, crashed or was refused by the gate. (Run alone, the first run meets the
+    # sample's broken line and says so: that alert is about input, not about the collision.)
+    assert not [c for c in worker["hooks"][hooks_before:] if any(i in c for i in ids.values())
+                and "records quarantined" not in json.loads(c)["alert"]]
 
 
 def _calls_for(dep, run_id: str) -> list[dict]:
