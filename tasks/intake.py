@@ -2,13 +2,15 @@
 
 A file is streamed in batches, each committed by an `additions.Adder` (durable and visible
 when it returns); rejected records are quarantined beside the adds' own. `drain_inbox` applies
-every file waiting in the inbox and moves it to inbox/.done/, or moves what it cannot take to
-quarantine/inbox/ with its reason.
+every file waiting in the inbox and moves it to inbox/.done/ (never over an earlier one), or
+moves what it cannot take to quarantine/inbox/ with its reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -49,6 +51,8 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
     try:
         records = read_records(path.parent, src, q, batch_size=batch_size, max_record_bytes=max_record_bytes,
                                ops=True)
+        if fmt == "text":
+            records = (dataclasses.replace(rec, id=text_id(path.name, rec.text)) for rec in records)
         failed: list[str] = []
         for batch in batched(_to_its_end(records, failed), batch_size):
             total.absorb(adder.commit((Item(put if rec.op == "add" else rec.op, rec.id, rec.text, _raw(rec), rec)
@@ -61,6 +65,13 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
     total.quarantined = q.counts.records  # what the reader refused and what the adder did
     total.seconds = round(total.seconds, 4)
     return {"file": str(path), **{k: v for k, v in total.to_dict().items() if k not in ("segment", "ledger_seq")}}
+
+
+def text_id(name: str, text: str) -> str:
+    """The id of a line added from a text file: its file's name and a hash of the line, never its
+    line number, so a later file of the same name (another day's daily.txt) never meets its ids,
+    and adding a file again after an unknown outcome is a no-op."""
+    return f"{name}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
@@ -119,12 +130,20 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
             _refuse(path, refused, str(exc))
             totals["refused"] += 1
             continue
-        done.mkdir(parents=True, exist_ok=True)
-        os.replace(path, done / path.name)
+        _keep_done(path, done)
         totals["files"] += 1
         for f in COUNTS:
             totals[f] += result[f]
     return totals
+
+
+def _keep_done(path: Path, done: Path) -> None:
+    """Move an applied file to inbox/.done/, under a stamped name if one of its name is there."""
+    done.mkdir(parents=True, exist_ok=True)
+    target = done / path.name
+    if os.path.lexists(target):
+        target = done / f"{unique_stamp()}-{path.name[-200:]}"
+    os.replace(path, target)
 
 
 def _inbox_problem(path: Path, formats: dict) -> str | None:

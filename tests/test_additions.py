@@ -15,6 +15,7 @@ import pytest
 import shardvec
 from shardvec.tasks import skins
 from shardvec.tasks.additions import Adder
+from shardvec.tasks.intake import add_file, drain_inbox, text_id
 from shardvec.tasks.publish import read_current
 from tests.checks import ADDS, assert_rows_exact
 from tests.corpora import SENTENCES
@@ -93,7 +94,37 @@ def test_add_file_and_cli_with_stdin(data, tmp_path):
     out = shardvec_cli("add", "-", "--data", data, input=lines)
     assert out.returncode == 0 and "added=3" in out.stdout
     store = shardvec.open(data)
-    assert "new.txt:1" in store and "stdin/2" in store
+    assert text_id("new.txt", SENTENCES[10]) in store and "stdin/2" in store
+
+
+def test_text_files_of_one_name_never_meet(data, tmp_path):
+    """Another day's daily.txt: its lines are new statements, in reject and update mode, by
+    `shardvec add` and the inbox alike, and the inbox keeps both files in .done/."""
+    def daily(folder, texts):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "daily.txt").write_text("".join(t + "\n" for t in texts))
+        return tmp_path / folder / "daily.txt"
+
+    def add(path, mode="reject"):
+        return add_file(data, path, batch_size=100, on_duplicate=mode, max_record_bytes=1_000_000)
+
+    def counts(result):
+        return [result[k] for k in ("added", "replaced", "unchanged", "quarantined")]
+
+    assert counts(add(daily("mon", SENTENCES[50:53]))) == [3, 0, 0, 0]
+    assert counts(add(daily("tue", SENTENCES[53:56]))) == [3, 0, 0, 0]
+    assert counts(add(daily("wed", SENTENCES[56:59]), "update")) == [3, 0, 0, 0]
+    assert counts(add(tmp_path / "mon" / "daily.txt")) == [0, 0, 3, 0]  # again, after an unknown outcome
+    inbox = data / "inbox"
+    for texts in (SENTENCES[59:61], SENTENCES[61:63]):
+        inbox.mkdir(exist_ok=True)
+        (inbox / "daily.txt").write_text("".join(t + "\n" for t in texts))
+        assert drain_inbox(data, batch_size=100, on_duplicate="update", max_record_bytes=1_000_000)["added"] == 2
+    store = shardvec.open(data)
+    assert [store.text(text_id("daily.txt", t)) for t in SENTENCES[50:63]] == SENTENCES[50:63]
+    done = sorted((inbox / ".done").iterdir(), key=lambda p: len(p.name))
+    assert done[0].name == "daily.txt" and done[1].name.endswith("-daily.txt")
+    assert [p.read_text() for p in done] == ["".join(t + "\n" for t in ts) for ts in (SENTENCES[59:61], SENTENCES[61:63])]
 
 
 def test_inbox_drained_by_the_flow(data, prefect_server):
@@ -109,6 +140,7 @@ def test_inbox_drained_by_the_flow(data, prefect_server):
 ADD_LOOP = """
 import json, sys
 from shardvec.tasks.additions import Adder
+from shardvec.tasks.intake import add_file, drain_inbox, text_id
 texts = json.loads(sys.stdin.read())
 adder = Adder(sys.argv[1], on_duplicate="reject", max_record_bytes=1_000_000)
 for b in range(1000):

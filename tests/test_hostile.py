@@ -18,7 +18,7 @@ from shardvec.config.settings import SettingsError
 from shardvec.flows.params import run_settings
 from shardvec.cli import app
 from shardvec.tasks.additions import Adder
-from shardvec.tasks.intake import drain_inbox
+from shardvec.tasks.intake import drain_inbox, text_id
 from shardvec.tasks.publish import DamagedCurrentError, read_current
 from shardvec.tasks.release import verify
 from tests.processes import free_port
@@ -241,10 +241,10 @@ def test_a_file_records_refused_as_duplicates_are_quarantined_byte_for_byte_with
     assert [raw[e["offset_in_rejected"]:e["offset_in_rejected"] + e["bytes"]] for e in entries] == [
         lines[0], lines[2], lines[3]]
     assert "--replace" in entries[0]["reason"]
-    t = tmp_path / "notes.txt"  # a text file's line, added before with other text
-    t.write_text(SENTENCES[3] + "\n")
-    shardvec_cli("add", t, "--data", data)
+    t = tmp_path / "notes.txt"  # a text file's line whose id is live with other text
     t.write_bytes(b"An edited line about cricket\r\n")
+    Adder(data, on_duplicate="reject", max_record_bytes=1_000_000).add(
+        [{"id": text_id("notes.txt", "An edited line about cricket"), "text": SENTENCES[3]}])
     assert "quarantined=1" in shardvec_cli("add", t, "--data", data).stdout
     (rejected,) = (data / "quarantine" / "additions").rglob("notes.txt.rejected")
     assert rejected.read_bytes() == b"An edited line about cricket\r\n"
