@@ -105,6 +105,7 @@ class StoreSettings(Section):
 class IndexSettings(Section):
     n_trees: int = Field(ge=1)
     search_k: int = Field(ge=1, le=C_INT_MAX)
+    target_recall: float = Field(ge=0, le=1)
     recall_sample: int = Field(ge=1)
     seed: int = Field(ge=0, le=C_INT_MAX)
 

@@ -340,19 +340,16 @@ class Build:
     def search(self, trained: Trained, written: Written) -> str:
         """Annoy indexes of both spaces and the similarity rows, side by side; the rows' method."""
         s, v, sim = self.s, self.v, self.s.similarity
-        spaces = {"words": (v.words, v.words_index, written.word_shards),
-                  "statements": (v.statements, v.statements_index, written.statement_shards)}
-        indexes = {name: [skins.index_task.submit(space, i, index, n_trees=s.index.n_trees, seed=s.index.seed)
-                          for i in range(shards)] for name, (space, index, shards) in spaces.items()}
+        spaces = {"words": (v.words, v.words_index), "statements": (v.statements, v.statements_index)}
+        indexes = {name: [skins.index_task.submit(space, index, n_trees=s.index.n_trees, search_k=s.index.search_k,
+                                                  seed=s.index.seed)] for name, (space, index) in spaces.items()}
         tiles = tile_count(trained.statements, sim.tile_rows)
         method = sim.rows_method(trained.statements)
         if method in ROWS_METHODS:  # needs no index: queued beside the index builds
             scoring, merges = ROWS_METHODS[method](v.statements, v.rows_work, v.similarity, tiles,
                                                    trained.statements, s)
         for name, futures in indexes.items():
-            built = self.wait(f"index-{name}", futures)
-            skins.finish_index_task.submit(spaces[name][1], built, n_trees=s.index.n_trees,
-                                           search_k=s.index.search_k).result()
+            self.wait(f"index-{name}", futures)
         if method in ROWS_METHODS:
             self.wait("similarity-rows", scoring)
             rows = tile_entries(self.wait("merge-rows", merges))
@@ -369,7 +366,8 @@ class Build:
         s, v = self.s, self.v
         words, statements, rows = self.wait("recall", [
             *(skins.index_recall_task.submit(space, index, k=10, search_k=s.index.search_k,
-                                             sample=s.index.recall_sample, seed=s.index.seed)
+                                             sample=s.index.recall_sample, seed=s.index.seed,
+                                             target=s.index.target_recall)
               for space, index in ((v.words, v.words_index), (v.statements, v.statements_index))),
             skins.rows_recall_task.submit(v.statements, v.similarity, sample=s.index.recall_sample,
                                           seed=s.index.seed)])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shardvec.tasks.index import ShardedIndex
+from shardvec.tasks.index import SpaceIndex
 from shardvec.tasks.similarity import tile_count, write_tile
 from shardvec.tasks.store import Space
 from shardvec.tasks.topk import RowsInRam, best_per_row, columns_for, exact_topk, merge_topk, nonzero2d, unit_rows
@@ -104,7 +104,7 @@ def rows_for_tile(space_dir: Path, tile: int, out_dir: Path, *, k: int, tile_row
     vecs = space.range(start, min(start + tile_rows, len(space)))
     rows = np.empty((len(vecs), k), dtype=np.int64)
     scores = np.empty((len(vecs), k), dtype=np.float32)
-    index = ShardedIndex(index_dir, space) if method == "annoy" else None
+    index = SpaceIndex(index_dir, space.dim) if method == "annoy" else None
     for b in range(0, len(vecs), block_rows):
         block = np.asarray(vecs[b:b + block_rows])
         own = np.arange(start + b, start + b + len(block), dtype=np.int64)

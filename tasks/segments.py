@@ -96,9 +96,9 @@ class Statements:
 
     normalized = True
 
-    def __init__(self, data: Path, current: dict):
+    def __init__(self, data: Path, current: dict, keep_mapped: bool = False):
         data = Path(data)
-        self.base = Space(data / current["components"]["statements"])
+        self.base = Space(data / current["components"]["statements"], keep_mapped)
         self.base_rows = SimilarityRows(data / current["components"]["similarity"])
         self.k, self.width = self.base_rows.k, self.base_rows.width
         self.segments: list[Segment] = []
@@ -136,6 +136,12 @@ class Statements:
         for seg in self.segments:
             for start, block in seg.blocks(columns):
                 yield seg.start + start, block
+
+    @property
+    def additions(self) -> "_Additions":
+        """The segments' live statements alone, as a `topk.Scannable` (global rows): what a
+        search by the version's index misses."""
+        return _Additions(self)
 
     @property
     def clusters(self) -> "Clusters | None":
@@ -287,6 +293,20 @@ class _Alone:
 
     def blocks(self, columns: int):
         return self.seg.blocks(columns)
+
+
+class _Additions:
+    """Every segment's statements as one `topk.Scannable`, dead ones never returned."""
+    normalized = True
+
+    def __init__(self, statements: Statements):
+        self.segments = statements.segments
+        self.dead = statements.dead[statements.dead >= len(statements.base)]
+
+    def blocks(self, columns: int):
+        for seg in self.segments:
+            for start, block in seg.blocks(columns):
+                yield seg.start + start, block
 
 
 def compact(layout: Layout, version: str, view: Statements, additions: dict) -> dict:

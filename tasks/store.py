@@ -220,8 +220,10 @@ class Space:
 
     dead = np.empty(0, dtype=np.int64)  # rows a scan never returns (tasks/topk.Scannable): none here
 
-    def __init__(self, space_dir: Path):
-        self.dir = Path(space_dir)
+    def __init__(self, space_dir: Path, keep_mapped: bool = False):
+        """`keep_mapped`: scans leave the pages they read mapped (readers, which scan again and
+        again) instead of releasing each block (one-off scans of a big space: the nightly's)."""
+        self.dir, self.keep_mapped = Path(space_dir), keep_mapped
         manifest = self.dir / "manifest.json"
         if not manifest.exists():
             raise FileNotFoundError(f"No vector space at {self.dir} (manifest.json missing).")
@@ -348,7 +350,8 @@ class Space:
             shard = self.shard(s)
             for c in range(0, len(shard), columns):
                 yield self.shard_start(s) + c, self._get(s, slice(c, c + columns))
-                _release(shard, c, c + columns)
+                if not self.keep_mapped:
+                    _release(shard, c, c + columns)
 
     # --- keys ---------------------------------------------------------------------------
     def shard_keys(self, s: int) -> pa.Table:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from shardvec.tasks.index import ShardedIndex, build_shard_index, finish_index, index_recall
+from shardvec.tasks.index import SpaceIndex, build_index, index_recall, read_manifest
 from shardvec.tasks.rows import rows_for_tile
 from shardvec.tasks.similarity import SimilarityRows, finish_rows, rows_recall, tile_count
 from shardvec.tasks.topk import exact_topk
@@ -71,28 +71,41 @@ def test_rows_recall_notices_wrong_rows(tmp_path):
     assert rows_recall(tmp_path / "s", out, sample=700, seed=0)["rows_recall_at_k"] < 0.9
 
 
-def test_annoy_per_shard_recall_against_exact(tmp_path):
+def test_one_annoy_index_per_space_recall_against_exact(tmp_path):
     space, vecs = _random_space(tmp_path, n=2000, dim=20, rows_per_shard=500, normalized=True)
-    built = [build_shard_index(tmp_path / "s", s, tmp_path / "ix", n_trees=10, seed=1) for s in range(4)]
-    finish_index(tmp_path / "ix", built, n_trees=10, search_k=5000)
-    index = ShardedIndex(tmp_path / "ix", space)
-    rows, scores = index.search(vecs[1234], 10, search_k=5000, exclude=1234)
+    built = build_index(tmp_path / "s", tmp_path / "ix", n_trees=10, search_k=5000, seed=1)
+    assert built["items"] == 2000 and sorted(p.name for p in (tmp_path / "ix").iterdir()) == ["annoy.ann",
+                                                                                              "manifest.json"]
+    index = SpaceIndex(tmp_path / "ix", space.dim)
+    rows, scores = index.search(vecs[1234], 10, search_k=5000, drop=np.array([1234]))
     assert 1234 not in rows and np.all(np.diff(scores) <= 1e-6)
     assert np.allclose(scores, vecs[rows] @ vecs[1234], atol=1e-4)  # angular distance -> cosine
     high = index_recall(tmp_path / "s", tmp_path / "ix", k=10, search_k=20000, sample=100, seed=0)
     low = index_recall(tmp_path / "s", tmp_path / "ix", k=10, search_k=40, sample=100, seed=0)
     # 20-d Gaussian data is hard for trees; search_k is what buys recall
     assert high["recall_at_k"] >= 0.95 > low["recall_at_k"]
-    # many queries go shard by shard and unmap each shard's index; the answers are the same
     picks = np.array([3, 700, 1234, 1999])
-    many_rows, many_scores = ShardedIndex(tmp_path / "ix", space).search_many(vecs[picks], 10, search_k=5000,
-                                                                              exclude=picks)
-    one = [index.search(vecs[p], 10, search_k=5000, exclude=int(p)) for p in picks]
+    many_rows, many_scores = index.search_many(vecs[picks], 10, search_k=5000, exclude=picks)
+    one = [index.search(vecs[p], 10, search_k=5000, drop=np.array([p])) for p in picks]
     assert np.array_equal(many_rows, np.stack([r for r, _ in one]))
     assert np.allclose(many_scores, np.stack([s for _, s in one]), atol=1e-6)
-    fresh = ShardedIndex(tmp_path / "ix", space)
-    fresh.search_many(vecs[picks], 10, search_k=5000)
-    assert fresh._indexes == {}
+    # rows dropped (deleted statements) never come back, and k are still returned
+    near = many_rows[0]
+    rows, _ = index.search(vecs[3], 10, search_k=5000, drop=np.union1d(near[:8], [3]))
+    assert len(rows) == 10 and not set(rows.tolist()) & set(near[:8].tolist())
+
+
+def test_tuning_finds_the_smallest_search_k_at_the_target_and_records_it(tmp_path):
+    _random_space(tmp_path, n=2000, dim=20, rows_per_shard=500, normalized=True)
+    build_index(tmp_path / "s", tmp_path / "ix", n_trees=10, search_k=100, seed=1)
+    up = index_recall(tmp_path / "s", tmp_path / "ix", k=10, search_k=100, sample=100, seed=0, target=0.9)
+    assert up["recall_at_k"] >= 0.9 and up["search_k"] > 100 and up["tuned_from"] == 100
+    below = index_recall(tmp_path / "s", tmp_path / "ix", k=10, search_k=up["search_k"] // 2, sample=100, seed=0)
+    assert below["recall_at_k"] < 0.9  # the step before it misses the target
+    assert read_manifest(tmp_path / "ix")["search_k"] == up["search_k"]  # where readers take it from
+    down = index_recall(tmp_path / "s", tmp_path / "ix", k=10, search_k=up["search_k"] * 8, sample=100, seed=0,
+                        target=0.9)
+    assert down["search_k"] == up["search_k"]
 
 
 def _resident_kb(path) -> int:
