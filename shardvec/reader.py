@@ -1,7 +1,9 @@
 """Read what a deployment published, through CURRENT, without loading it into RAM.
 
 Everything is memmapped (vectors, keys, Annoy indexes, similarity rows), so many processes
-share one copy in the page cache. A Store stays on the version it opened (`refresh()` moves
+share one copy in the page cache, and a Store keeps what it mapped while open. `similar` and
+`neighbours` ask the space's Annoy index (at the search_k the nightly tuned to its target
+recall), scan the addition segments exactly and merge; `exact=True` scans everything. A Store stays on the version it opened (`refresh()` moves
 it on), with one exception: shards are opened lazily, so once later publishes have pruned
 its version (`publish.keep_versions`), a query that needs a file of it re-opens the version
 CURRENT names and is answered from there.
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shardvec.tasks.index import ShardedIndex
+from shardvec.tasks.index import SpaceIndex
 from shardvec.tasks.embed import Embedder
 from shardvec.tasks.layout import Layout
 from shardvec.tasks.lookup import lookup
@@ -23,11 +25,11 @@ from shardvec.tasks.publish import require_current
 from shardvec.tasks.segments import Statements
 from shardvec.tasks.store import Space, UnknownKeyError
 from shardvec.tasks.tokenize import Tokenizer
-from shardvec.tasks.topk import exact_topk
+from shardvec.tasks.topk import exact_topk, merge_topk
 
-# Up to this many rows a one-off query scans the memmap exactly (fast enough, recall 1.0);
-# above it, it asks the Annoy indexes.
-EXACT_MAX_ROWS = 2_000_000
+# A space this small (rows x dimensions: 4 MB of float32) is scanned exactly unless a query asks
+# for the index: a scan costs about what the index does, at recall 1.0.
+EXACT_MAX_CELLS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,14 @@ class Store:
         self.current = require_current(self.data)
         comp = {name: self.data / rel for name, rel in self.current["components"].items()}
         self.version: str = self.current["version"]
-        self.words = Space(comp["words"])
-        self.statements = Statements(self.data, self.current)
+        self.words = Space(comp["words"], keep_mapped=True)
+        self.statements = Statements(self.data, self.current, keep_mapped=True)
         self._paths = comp
         self._embedder: Embedder | None = None
-        self._indexes: dict[str, ShardedIndex] = {}
+        self._indexes: dict[str, SpaceIndex | None] = {}
         self.tokenizer = Tokenizer.of_manifest(_json(Layout(self.data).version(self.version).manifest))
-        self.search_k = _json(comp["words_index"] / "manifest.json")["search_k"]
+        self.search_k = {name: _json(comp[f"{name}_index"] / "manifest.json")["search_k"]
+                         for name in ("words", "statements")}
 
     # --- words -------------------------------------------------------------------------
     def word(self, word: str) -> str:
@@ -88,9 +91,15 @@ class Store:
 
     @_reopens
     def neighbours(self, word: str, k: int = 10, exact: bool | None = None) -> list[Hit]:
-        """The k words nearest to `word` (normalised as the corpus was) by cosine, best first."""
-        row = self._word_row(word)
-        return self._search("words", self.words.vector_at(row), k, exclude=row, exact=exact)
+        """The k words nearest to `word` (normalised as the corpus was) by cosine, best first:
+        from the words' index (`exact=True`: a scan of every word)."""
+        return self.neighbours_many([word], k, exact)[0]
+
+    @_reopens
+    def neighbours_many(self, words: list[str], k: int = 10, exact: bool | None = None) -> list[list[Hit]]:
+        """`neighbours` of each word, in one pass (exact: one matrix product per block)."""
+        rows = np.array([self._word_row(w) for w in words], dtype=np.int64)
+        return self._search("words", self.words.vectors_at(rows), k, exclude=rows, exact=exact)
 
     def lookup(self, docs, pad: int = -1) -> tuple[np.ndarray, np.ndarray]:
         """Token sequences -> (row ids, vectors) of the word space, padded, each token normalised as
@@ -116,11 +125,28 @@ class Store:
 
     @_reopens
     def similar(self, text: str, k: int = 10, exact: bool | None = None) -> list[Hit]:
-        """The k published statements most similar to a new text."""
-        vec = self.embed(text)
-        if not vec.any():
-            return []
-        return self._search("statements", vec, k, exclude=-1, exact=exact)
+        """The k live statements most similar to a new text, best first: from the statements'
+        index and an exact scan of the additions since it was built (`exact=True`: a scan of
+        every statement)."""
+        return self.similar_many([text], k, exact)[0]
+
+    @_reopens
+    def similar_many(self, texts: list[str], k: int = 10, exact: bool | None = None) -> list[list[Hit]]:
+        """`similar` of each text: one embedding of them all, one pass of the search."""
+        if self._embedder is None:
+            self._embedder = Embedder(self._paths["models"])
+        return self.similar_vectors(self._embedder.embed([self.tokenizer(t) for t in texts]), k, exact)
+
+    @_reopens
+    def similar_vectors(self, vectors: np.ndarray, k: int = 10, exact: bool | None = None) -> list[list[Hit]]:
+        """`similar` of each statement vector (rows of `vectors`, e.g. `embed`'s)."""
+        vecs = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        known = np.flatnonzero(vecs.any(axis=1))  # a text of no known word is similar to nothing
+        out: list[list[Hit]] = [[] for _ in vecs]
+        if len(known):
+            for i, hits in zip(known, self._search("statements", vecs[known], k, exclude=None, exact=exact)):
+                out[i] = hits
+        return out
 
     @_reopens
     def row(self, statement_id: str) -> list[Hit]:
@@ -155,20 +181,27 @@ class Store:
             raise UnknownKeyError(f"No statement with id {statement_id!r} in version {self.version}.")
         return r
 
-    def _search(self, name: str, vec: np.ndarray, k: int, *, exclude: int, exact: bool | None) -> list[Hit]:
+    def _search(self, name: str, vecs: np.ndarray, k: int, *, exclude: np.ndarray | None,
+                exact: bool | None) -> list[list[Hit]]:
+        """Hits of each query vector; `exclude[i]`: query i's own row, never returned."""
         space = self.words if name == "words" else self.statements
-        if exact is None:
-            exact = len(space) <= EXACT_MAX_ROWS
-        if name == "statements" and not exact and self.statements.segments:
-            exact = True  # the Annoy indexes do not cover additions; an exact scan does
-        if exact:
-            rows, scores = exact_topk(space, vec[None, :], k, exclude=np.array([exclude]))
-            rows, scores = rows[0], scores[0]
+        base = self.words if name == "words" else self.statements.base
+        index = None if exact or (exact is None and len(space) * base.dim <= EXACT_MAX_CELLS) else self._index(name)
+        if index is None:
+            rows, scores = exact_topk(space, vecs, k, exclude=exclude)
         else:
-            if name not in self._indexes:
-                self._indexes[name] = ShardedIndex(self._paths[f"{name}_index"], getattr(space, "base", space))
-            rows, scores = self._indexes[name].search(np.asarray(vec), k, search_k=self.search_k, exclude=exclude)
-        return [self._hit(space, int(r), float(s)) for r, s in zip(rows, scores) if r >= 0]
+            rows, scores = index.search_many(vecs, k, search_k=self.search_k[name], exclude=exclude, drop=space.dead)
+            if name == "statements" and self.statements.segments:  # added since the index was built
+                rows, scores = merge_topk(rows, scores, *exact_topk(self.statements.additions, vecs, k), k)
+        return [[self._hit(space, int(r), float(s)) for r, s in zip(rr, ss) if r >= 0] for rr, ss in zip(rows, scores)]
+
+    def _index(self, name: str) -> SpaceIndex | None:
+        """The space's index, mapped once; None for a version indexed per shard (scanned exactly)."""
+        if name not in self._indexes:
+            where = self._paths[f"{name}_index"]
+            dim = (self.words if name == "words" else self.statements.base).dim
+            self._indexes[name] = SpaceIndex(where, dim) if SpaceIndex.usable(where) else None
+        return self._indexes[name]
 
     def _hit(self, space, r: int, score: float) -> Hit:
         text = space.text(r) if space is self.statements else None
