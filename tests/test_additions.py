@@ -97,9 +97,10 @@ def test_add_file_and_cli_with_stdin(data, tmp_path):
     assert text_id("new.txt", SENTENCES[10]) in store and "stdin/2" in store
 
 
-def test_text_files_of_one_name_never_meet(data, tmp_path):
+def test_text_files_of_one_name_never_meet(data, tmp_path, prefect_server):
     """Another day's daily.txt: its lines are new statements, in reject and update mode, by
-    `shardvec add` and the inbox alike, and the inbox keeps both files in .done/."""
+    `shardvec add` and the inbox alike, beside a line added under the old `name:line` ids; the
+    inbox keeps both files in .done/, and a nightly folds them all."""
     def daily(folder, texts):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "daily.txt").write_text("".join(t + "\n" for t in texts))
@@ -111,6 +112,7 @@ def test_text_files_of_one_name_never_meet(data, tmp_path):
     def counts(result):
         return [result[k] for k in ("added", "replaced", "unchanged", "quarantined")]
 
+    Adder(data, **ADDS).add([{"id": "daily.txt:1", "text": SENTENCES[49]}])  # as a text add was keyed before
     assert counts(add(daily("mon", SENTENCES[50:53]))) == [3, 0, 0, 0]
     assert counts(add(daily("tue", SENTENCES[53:56]))) == [3, 0, 0, 0]
     assert counts(add(daily("wed", SENTENCES[56:59]), "update")) == [3, 0, 0, 0]
@@ -120,11 +122,19 @@ def test_text_files_of_one_name_never_meet(data, tmp_path):
         inbox.mkdir(exist_ok=True)
         (inbox / "daily.txt").write_text("".join(t + "\n" for t in texts))
         assert drain_inbox(data, batch_size=100, on_duplicate="update", max_record_bytes=1_000_000)["added"] == 2
-    store = shardvec.open(data)
-    assert [store.text(text_id("daily.txt", t)) for t in SENTENCES[50:63]] == SENTENCES[50:63]
     done = sorted((inbox / ".done").iterdir(), key=lambda p: len(p.name))
     assert done[0].name == "daily.txt" and done[1].name.endswith("-daily.txt")
     assert [p.read_text() for p in done] == ["".join(t + "\n" for t in ts) for ts in (SENTENCES[59:61], SENTENCES[61:63])]
+
+    def all_live():
+        store = shardvec.open(data)
+        assert store.text("daily.txt:1") == SENTENCES[49]
+        assert [store.text(text_id("daily.txt", t)) for t in SENTENCES[50:63]] == SENTENCES[50:63]
+        return store
+
+    all_live()
+    assert nightly_in_process(data)["status"] == "published"
+    assert text_id("daily.txt", SENTENCES[50]) in all_live().statements.base  # folded into the shards
 
 
 def test_inbox_drained_by_the_flow(data, prefect_server):
