@@ -49,7 +49,7 @@ WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
 test: install system-deps
 	$(BIN)/python -m pytest -q -n $(WORKERS)
 
-# The benchmarks of README.md (~25 min). Their corpus is Debian's GCIDE dictionary (dict-gcide).
+# The benchmarks of benchmarks/README.md (~25 min). Their corpus is Debian's GCIDE dictionary (dict-gcide).
 bench: install
 	@test -e /usr/share/dictd/gcide.dict.dz || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dict-gcide >/dev/null; } || \

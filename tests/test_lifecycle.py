@@ -1,7 +1,7 @@
 """The safety net: add, replace, delete, nightly, backfill, rollback, readers and SIGKILL in
 random orders, checked after every step against a plain model of what must be live.
 
-The model is the contract of README.md ("The live statements"): the records of the corpus
+The model is the contract of docs/operations.md ("The live statements"): the records of the corpus
 partitions in the live version's watermark (a repeated id keeps its first record), then every
 acknowledged add, replace and delete in the order they were acknowledged. After every step:
 exactly the model's ids are live with the model's texts, every stored similarity row equals an
