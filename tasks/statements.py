@@ -8,18 +8,21 @@ embeds the rows of one shard with the LSI model and writes them; shards run in p
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from shardvec.tasks.atomic import save_npy
 from shardvec.tasks.corpus import Quarantine, SourceFile
 from shardvec.tasks.embed import Embedder
 from shardvec.tasks.keys import key_hashes
 from shardvec.tasks.store import ShardWriter
-from shardvec.tasks.tokenize import open_cache
+from shardvec.tasks.tokenize import iter_batches, open_cache
 
 
 def _cache_table(path: str, columns: list[str]) -> pa.Table:
@@ -31,119 +34,154 @@ def plan_statements(caches: list[dict], plan_path: Path, data_dir: Path, quarant
     """`caches`: tokenize summaries in partition order (sources are relative to data_dir/root),
     the last `ledger_caches` of them the ledger's puts. Corpus records whose id the
     ledger decides (`ledger_ops`: the last op of each id) are left out first: an acknowledged
-    operation always wins (tasks/ledger.py). Writes the plan; returns counts."""
+    operation always wins (tasks/ledger.py). Writes the plan; returns counts.
+
+    Linear in the records, however many share an id: each cache is read a fixed number of times
+    (its ids once, the rows it needs a second look at once per pass), never once per duplicate."""
     sizes = [c["records"] for c in caches]
     where = np.empty((sum(sizes), 2), dtype=np.int64)
     hashes = np.empty(len(where), dtype=np.uint64)
     start = 0
     for ci, c in enumerate(caches):
-        ids = _cache_table(c["cache"], ["id"]).column("id").to_pylist()
-        hashes[start:start + len(ids)] = key_hashes(ids)
-        where[start:start + len(ids)] = np.column_stack([np.full(len(ids), ci), np.arange(len(ids))])
-        start += len(ids)
+        hashes[start:start + sizes[ci]] = key_hashes(i for b in iter_batches([c["cache"]], ["id"])
+                                                     for i in b.column(0).to_pylist())
+        where[start:start + sizes[ci], 0] = ci
+        where[start:start + sizes[ci], 1] = np.arange(sizes[ci])
+        start += sizes[ci]
     keep = np.ones(len(where), dtype=bool)
-    rejected = superseded = 0
-    q_by_source: dict[str, Quarantine] = {}
-
-    def quarantine(r: int, reason: str) -> None:
-        ci, local = where[r]
-        src = caches[ci]["source"]
-        if src not in q_by_source:
-            q_by_source[src] = Quarantine(Path(quarantine_dir), _dup_source(src))
-        _quarantine_duplicate(q_by_source[src], caches, ci, int(local), data_dir, reason)
-
+    rejects = _Rejects()
+    to_quarantine = rejects if on_duplicate == "reject" else None
     corpus_rows = sum(sizes[:len(caches) - ledger_caches])
-    overridden = _mask_ledger_ids(caches, where, hashes[:corpus_rows], ledger_ops, keep) if ledger_ops else []
-    for r, op, same_text in overridden:
-        if op == "add" and not same_text and on_duplicate == "reject":
-            rejected += 1
-            quarantine(r, f"duplicate id {_id_at(caches, where, r)!r}: added with other text by `shardvec add`, "
-                          "which wins; use `shardvec add --replace` to take this record's text instead")
-    live = np.flatnonzero(keep)
-    order = live[np.argsort(hashes[live], kind="stable")]  # equal hashes stay in corpus order
-    runs = _equal_runs(hashes[order])
-    for run in runs:
-        rows = order[run]  # corpus order within the run
-        by_id: dict[str, list[int]] = defaultdict(list)
-        for r in rows:  # verify the ids, a 64-bit hash collision must not merge two statements
-            ci, local = where[r]
-            by_id[_cache_table(caches[ci]["cache"], ["id"]).column("id")[int(local)].as_py()].append(int(r))
-        for id_, same in by_id.items():
-            if len(same) < 2:
-                continue
-            drop = same[1:] if on_duplicate == "reject" else same[:-1]
-            first = where[same[0]]
-            for r in drop:
-                keep[r] = False
-                if on_duplicate == "reject":
-                    rejected += 1
-                    quarantine(r, f"duplicate id {id_!r}: first seen in {caches[first[0]]['source']}")
-                else:
-                    superseded += 1
-    for q in q_by_source.values():
-        q.commit()
+    decided = _mask_ledger_ids(caches, where, hashes[:corpus_rows], ledger_ops, keep,
+                               to_quarantine) if ledger_ops else 0
+    dropped = _duplicates(caches, where, np.flatnonzero(keep), hashes, on_duplicate, to_quarantine)
+    keep[dropped] = False
+    rejects.write(caches, where, data_dir, quarantine_dir)
     save_npy(Path(plan_path), where[keep])
-    return {"plan": str(plan_path), "statements": int(keep.sum()), "duplicates_rejected": rejected,
-            "duplicates_superseded": superseded, "decided_by_ledger": len(overridden)}
-
-
-def _id_at(caches: list[dict], where: np.ndarray, r: int) -> str:
-    ci, local = where[r]
-    return _cache_table(caches[ci]["cache"], ["id"]).column("id")[int(local)].as_py()
+    return {"plan": str(plan_path), "statements": int(keep.sum()), "duplicates_rejected": len(rejects),
+            "duplicates_superseded": 0 if on_duplicate == "reject" else len(dropped), "decided_by_ledger": decided}
 
 
 def _mask_ledger_ids(caches: list[dict], where: np.ndarray, corpus_hashes: np.ndarray, ledger_ops: Path,
-                     keep: np.ndarray) -> list[tuple[int, str, bool]]:
-    """Drop the corpus rows whose id has an op in the ledger: (row, its op, same text?) each."""
+                     keep: np.ndarray, rejects: _Rejects | None) -> int:
+    """Drop the corpus rows whose id has an op in the ledger; a row whose id was added with other
+    text goes to `rejects` (when given). Returns how many rows the ledger decided."""
     ops = pa.ipc.open_file(pa.memory_map(str(ledger_ops), "r")).read_all()
     op_hashes = key_hashes(ops.column("id").to_pylist())
     cand = np.flatnonzero(np.isin(corpus_hashes, op_hashes))
     if not cand.size:
-        return []
+        return 0
     near = np.flatnonzero(np.isin(op_hashes, corpus_hashes[cand]))  # only these ids can match
     decided = {i: (o, t) for i, o, t in zip(*(ops.column(c).take(pa.array(near)).to_pylist()
                                              for c in ("id", "op", "text")))}
-    out = []
-    for r in cand.tolist():
-        ci, local = where[r]
-        rec = _cache_table(caches[ci]["cache"], ["id", "text"]).slice(int(local), 1).to_pylist()[0]
-        if rec["id"] in decided:  # not a 64-bit hash collision
-            op, text = decided[rec["id"]]
+    count = 0
+    for rows, batch in _take(caches, where, cand, ["id", "text"]):
+        clash, reasons = [], []
+        for r, id_, text in zip(rows.tolist(), batch.column("id").to_pylist(), batch.column("text").to_pylist()):
+            if id_ not in decided:  # a 64-bit hash collision
+                continue
             keep[r] = False
-            out.append((r, op, text == rec["text"]))
-    return out
+            count += 1
+            op, acknowledged = decided[id_]
+            if op == "add" and acknowledged != text:
+                clash.append(r)
+                reasons.append(f"duplicate id {id_!r}: added with other text by `shardvec add`, "
+                               "which wins; use `shardvec add --replace` to take this record's text instead")
+        if rejects is not None and clash:
+            rejects.add(clash, reasons)
+    return count
 
 
-def _equal_runs(sorted_hashes: np.ndarray) -> list[np.ndarray]:
-    """Index runs (length >= 2) of equal values in a sorted array."""
-    if len(sorted_hashes) < 2:
-        return []
-    same = sorted_hashes[1:] == sorted_hashes[:-1]
-    runs, i = [], 0
-    idx = np.flatnonzero(same)
-    while i < len(idx):
-        j = i
-        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
-            j += 1
-        runs.append(np.arange(idx[i], idx[j] + 2))
-        i = j + 1
-    return runs
+def _duplicates(caches: list[dict], where: np.ndarray, live: np.ndarray, hashes: np.ndarray, on_duplicate: str,
+                rejects: _Rejects | None) -> np.ndarray:
+    """The `live` rows a later (reject) or earlier (update) row with the same id leaves out; the
+    rejected ones go to `rejects` (when given) with the row their id was first seen in."""
+    order = live[np.argsort(hashes[live], kind="stable")]
+    twin = hashes[order[1:]] == hashes[order[:-1]]
+    cand = np.union1d(order[1:][twin], order[:-1][twin])  # the rows sharing a hash, in corpus order
+    if not cand.size:
+        return cand
+    # group on the ids themselves, not their hashes: a 64-bit collision must not merge two statements
+    ids = pc.dictionary_encode(pa.concat_arrays([b.column(0) for _, b in _take(caches, where, cand, ["id"])]))
+    codes = ids.indices.to_numpy()
+    by_id = np.argsort(codes, kind="stable")  # corpus order within each id
+    sorted_codes = codes[by_id]
+    head = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
+    drop = by_id[~head] if on_duplicate == "reject" else by_id[~np.r_[head[1:], True]]
+    if rejects is not None and drop.size:
+        first = np.empty(len(ids.dictionary), dtype=np.int64)
+        first[sorted_codes[head]] = cand[by_id[head]]
+        names = ids.dictionary.to_pylist()
+        reasons = {k: f"duplicate id {names[k]!r}: first seen in {caches[where[first[k], 0]]['source']}"
+                   for k in np.unique(codes[drop]).tolist()}
+        rejects.add(cand[drop], [reasons[k] for k in codes[drop].tolist()])
+    return cand[drop]
+
+
+def _take(caches: list[dict], where: np.ndarray, rows: np.ndarray, columns: list[str]
+          ) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+    """`columns` of the plan rows `rows` (ascending), one cache batch at a time: (those rows, their
+    values). Each cache is opened once and RAM holds one batch's worth (at most BATCH_BYTES of text)."""
+    cis = where[rows, 0]
+    for ci in np.unique(cis).tolist():
+        mine = rows[cis == ci]
+        reader = open_cache(Path(caches[ci]["cache"]))
+        bounds = np.cumsum([0] + [reader.get_batch(b).num_rows for b in range(reader.num_record_batches)])
+        local = where[mine, 1]
+        in_batch = np.searchsorted(bounds, local, side="right") - 1
+        for b in np.unique(in_batch).tolist():
+            sel = in_batch == b
+            batch = reader.get_batch(b).select(columns)
+            yield mine[sel], batch.take(pa.array(local[sel] - bounds[b]))
+
+
+class _Rejects:
+    """Plan rows to quarantine with their reasons, written at the end in one pass per cache, in
+    corpus order: each source file is opened once, however many of its records go."""
+
+    def __init__(self):
+        self.rows: list[np.ndarray] = []
+        self.why: list[np.ndarray] = []
+        self.reasons: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return sum(map(len, self.rows))
+
+    def add(self, rows, reasons: list[str]) -> None:
+        self.rows.append(np.asarray(rows, dtype=np.int64))
+        self.why.append(np.array([self.reasons.setdefault(r, len(self.reasons)) for r in reasons], dtype=np.int64))
+
+    def write(self, caches: list[dict], where: np.ndarray, data_dir: Path, quarantine_dir: Path) -> None:
+        if not self.rows:
+            return
+        rows, why = np.concatenate(self.rows), np.concatenate(self.why)
+        order = np.argsort(rows, kind="stable")
+        rows, why = rows[order], why[order]
+        text = list(self.reasons)
+        qs: dict[str, Quarantine] = {}
+        done = 0
+        with ExitStack() as stack:
+            sources: dict[int, BinaryIO] = {}
+            for part, batch in _take(caches, where, rows, ["id", "text", "line", "offset", "length"]):
+                ci = int(where[part[0], 0])
+                src = caches[ci]["source"]
+                q = qs.setdefault(src, Quarantine(Path(quarantine_dir), _dup_source(src)))
+                for rec, w in zip(batch.to_pylist(), why[done:done + len(part)].tolist()):
+                    if rec["offset"] >= 0:
+                        if ci not in sources:
+                            path = Path(data_dir) / caches[ci].get("root", "corpus") / src
+                            sources[ci] = stack.enter_context(open(path, "rb"))
+                        sources[ci].seek(rec["offset"])
+                        q.reject(rec["line"], text[w], raw=sources[ci].read(rec["length"]))
+                    else:
+                        q.reject(rec["line"], text[w], row={"id": rec["id"], "text": rec["text"]})
+                done += len(part)
+        for q in qs.values():
+            q.commit()
 
 
 def _dup_source(source: str) -> SourceFile:
     return SourceFile(partition="", name=f"{source}.duplicates", format="", size=0, mtime_ns=0)
-
-
-def _quarantine_duplicate(q: Quarantine, caches: list[dict], ci: int, local: int, data_dir: Path,
-                          reason: str) -> None:
-    row = _cache_table(caches[ci]["cache"], ["id", "text", "line", "offset", "length"]).slice(local, 1)
-    rec = row.to_pylist()[0]
-    if rec["offset"] >= 0:
-        with open(Path(data_dir) / caches[ci].get("root", "corpus") / caches[ci]["source"], "rb") as f:
-            f.seek(rec["offset"])
-            q.reject(rec["line"], reason, raw=f.read(rec["length"]))
-    else:
-        q.reject(rec["line"], reason, row={"id": rec["id"], "text": rec["text"]})
 
 
 def project_shard(plan_path: Path, caches: list[str], shard: int, rows_per_shard: int, models_dir: Path,
