@@ -131,7 +131,7 @@ def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet f
         with os.fdopen(fd, "wb") as out:  # streamed, never read whole
             shutil.copyfileobj(sys.stdin.buffer, out)
         try:
-            result = add_file(s.data, spool, **kw)
+            result = add_file(s.data, spool, name=f"stdin.{fmt}", **kw)  # not the spool's: adding it again is a no-op
         finally:
             spool.unlink(missing_ok=True)
     typer.echo(" ".join(f"{k}={v}" for k, v in result.items() if k != "segment"))

@@ -22,9 +22,10 @@ from shardvec.tasks.layout import Layout
 
 
 def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_record_bytes: int,
-             replace: bool = False, adder: Adder | None = None) -> dict:
+             replace: bool = False, adder: Adder | None = None, name: str | None = None) -> dict:
     """Stream a JSON Lines, text or Parquet file into the published store, batch by batch.
-    JSON Lines records may say `"op": "replace"` or `"op": "delete"` (a delete needs only the id)."""
+    JSON Lines records may say `"op": "replace"` or `"op": "delete"` (a delete needs only the id).
+    `name`: the file name the ids of a text file's lines carry (`text_id`), if not its own."""
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -52,7 +53,7 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
         records = read_records(path.parent, src, q, batch_size=batch_size, max_record_bytes=max_record_bytes,
                                ops=True)
         if fmt == "text":
-            records = (dataclasses.replace(rec, id=text_id(path.name, rec.text)) for rec in records)
+            records = (dataclasses.replace(rec, id=text_id(name or path.name, rec.text)) for rec in records)
         failed: list[str] = []
         for batch in batched(_to_its_end(records, failed), batch_size):
             total.absorb(adder.commit((Item(put if rec.op == "add" else rec.op, rec.id, rec.text, _raw(rec), rec)

@@ -93,8 +93,12 @@ def test_add_file_and_cli_with_stdin(data, tmp_path):
     lines = "".join(json.dumps(r) + "\n" for r in recs("stdin", SENTENCES[20:23]))
     out = shardvec_cli("add", "-", "--data", data, input=lines)
     assert out.returncode == 0 and "added=3" in out.stdout
+    for again in (False, True):  # text from stdin too: adding it again is a no-op
+        out = shardvec_cli("add", "-", "--format", "txt", "--data", data, input=SENTENCES[24] + "\n")
+        assert out.returncode == 0 and ("unchanged=1" if again else "added=1") in out.stdout
     store = shardvec.open(data)
     assert text_id("new.txt", SENTENCES[10]) in store and "stdin/2" in store
+    assert store.text(text_id("stdin.txt", SENTENCES[24])) == SENTENCES[24]
 
 
 def test_text_files_of_one_name_never_meet(data, tmp_path, prefect_server):
