@@ -32,7 +32,7 @@ def deployments(s: Settings) -> list:
                               description="New partitions in, models updated, a new version published."),
         backfill.to_deployment(name="shardvec-backfill", concurrency_limit=ONE_AT_A_TIME,
                                description="Reprocess a range of partitions (start, end) or rebuild all."),
-        add_statements.to_deployment(name="shardvec-add-statements", schedules=inbox,
+        add_statements.to_deployment(name="shardvec-add-statements", schedules=inbox, concurrency_limit=ONE_AT_A_TIME,
                                      description="Add statements given as parameters and drain the inbox."),
     ]
 

@@ -119,6 +119,8 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
     totals = {"files": 0, "refused": 0, **{f: 0 for f in COUNTS}}
     adder = None
     for path in waiting:
+        if not os.path.lexists(path):  # another drain took it (the deployment runs one at a time; a hand-run one may not)
+            continue
         reason = _inbox_problem(path, FORMATS)
         if reason:
             _refuse(path, refused, reason)

@@ -161,3 +161,18 @@ def test_the_deploy_readme_table_names_each_flows_parameters():
     for flow, cell in rows:
         named = re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", cell))  # values in parentheses are not names
         assert named == list(inspect.signature(FLOWS[flow].fn).parameters), flow
+
+
+def test_every_deployment_runs_one_at_a_time_and_queues_the_next(tmp_path):
+    """Issue 32/33: a second run of a deployment waits (ENQUEUE) rather than meeting the first's
+    files; the add-statements drain too, which on its 5-minute interval can outlast its period."""
+    import yaml
+
+    from shardvec.flows.serve import deployments
+    served = deployments(small_settings(tmp_path / "data"))
+    assert {d.name: (d.concurrency_limit, d.concurrency_options.collision_strategy.value) for d in served} == {
+        name: (1, "ENQUEUE") for name in ("shardvec-nightly", "shardvec-backfill", "shardvec-add-statements")}
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "prefect.yaml").read_text())
+    assert {d["name"]: d["concurrency_limit"] for d in shipped["deployments"]} == {
+        name: {"limit": 1, "collision_strategy": "ENQUEUE"}
+        for name in ("shardvec-nightly", "shardvec-backfill", "shardvec-add-statements")}
