@@ -19,10 +19,16 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "text", ".parquet": "parquet"}
+# Text turned into Python strings at once at most: Parquet rows and the ledger's puts are decoded
+# in slices of this many bytes, and a tokenized batch stops there too (a token list costs about 24x
+# its text in RAM: 2,000 legal records of 1 MB each, 48 GB, took a worker down every night).
+BATCH_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -335,11 +341,41 @@ def _parquet_records(path: Path, src: SourceFile, max_bytes: int, batch_size: in
     pf = _open_parquet(path, q)
     if pf is None:
         return
+    as_dictionary = None
     first = 1
     for rg in range(pf.num_row_groups):
-        rows = pf.metadata.row_group(rg).num_rows
-        yield from _row_group_records(pf, path, rg, first, first + rows - 1, max_bytes, batch_size, q)
-        first += rows
+        md = pf.metadata.row_group(rg)
+        dictionary, per_read = _read_plan(md, batch_size)
+        if dictionary and as_dictionary is None:
+            as_dictionary = pq.ParquetFile(path, page_checksum_verification=True, read_dictionary=["id", "text"])
+        reader = as_dictionary if dictionary else pf
+        yield from _row_group_records(reader, path, rg, first, first + md.num_rows - 1, max_bytes, batch_size,
+                                      per_read, q)
+        first += md.num_rows
+
+
+# Encodings Arrow can read into a dictionary array (it cannot from the DELTA ones).
+_DICTIONARY_READABLE = {"PLAIN", "RLE", "BIT_PACKED", "PLAIN_DICTIONARY", "RLE_DICTIONARY"}
+
+
+def _read_plan(md, batch_size: int) -> tuple[bool, int]:
+    """(read as dictionary arrays?, rows per read) of one row group, from the sizes its metadata
+    gives before anything is decoded. Arrow decodes a read whole, and a dictionary or delta-encoded
+    column decodes to far more than it stores: 250 copies of one 1 MB text store 1 MB and decode
+    to 250 MB. A small row group that may do that is read as dictionary arrays (each distinct
+    value decoded once, every row's length known from the dictionary's offsets), or, when Arrow
+    cannot, a few rows at a time (no value decodes to more than its row group stores); a large one
+    in reads of about BATCH_BYTES of what it stores."""
+    chunks = [c for c in (md.column(j) for j in range(md.num_columns)) if c.path_in_schema in ("id", "text")]
+    stored = max(1, sum(c.total_uncompressed_size for c in chunks))
+    if stored > BATCH_BYTES:
+        return False, max(1, min(batch_size, BATCH_BYTES * md.num_rows // stored))
+    expands = any(c.has_dictionary_page or "DELTA_BYTE_ARRAY" in c.encodings for c in chunks)
+    if not expands:
+        return False, batch_size
+    if all(set(c.encodings) <= _DICTIONARY_READABLE for c in chunks):
+        return True, batch_size
+    return False, max(1, min(batch_size, BATCH_BYTES // stored))
 
 
 def _open_parquet(path: Path, q: Quarantine) -> pq.ParquetFile | None:
@@ -360,12 +396,12 @@ def _open_parquet(path: Path, q: Quarantine) -> pq.ParquetFile | None:
 
 
 def _row_group_records(pf: pq.ParquetFile, path: Path, rg: int, first: int, last: int, max_bytes: int,
-                       batch_size: int, q: Quarantine) -> Iterator[Record]:
-    batches = pf.iter_batches(batch_size=batch_size, row_groups=[rg], columns=["id", "text"])
+                       batch_size: int, per_read: int, q: Quarantine) -> Iterator[Record]:
+    batches = pf.iter_batches(batch_size=per_read, row_groups=[rg], columns=["id", "text"])
     number = first
     while True:
         try:
-            batch = next(batches, None)
+            batch = _checked(next(batches, None))
         except (pa.ArrowException, OSError) as exc:
             start, length = _row_group_span(pf.metadata.row_group(rg))
             q.reject_range(path, start, length, number, f"unreadable Parquet row group {rg} (rows {number}-{last}): "
@@ -373,13 +409,92 @@ def _row_group_records(pf: pq.ParquetFile, path: Path, rg: int, first: int, last
             return
         if batch is None:
             return
-        for id_, text, bad, row in _decoded(batch):
-            reason = bad or check_record(id_, text, max_bytes, len((id_ or "").encode()) + len((text or "").encode()))
+        yield from _batch_records(batch, number, max_bytes, batch_size, q)
+        number += batch.num_rows
+
+
+def _checked(batch: pa.RecordBatch | None) -> pa.RecordBatch | None:
+    """`batch`, whose dictionary indices Arrow did not check: a corrupt page (without checksums)
+    reads as indices past the dictionary's end."""
+    for column in batch.columns if batch is not None else ():
+        if pa.types.is_dictionary(column.type) and len(column.indices.drop_null()):
+            low, high = pc.min_max(column.indices).values()
+            if low.as_py() < 0 or high.as_py() >= len(column.dictionary):
+                raise pa.ArrowInvalid(f"dictionary indices {low}-{high} for {len(column.dictionary)} values "
+                                      "(a corrupt page)")
+    return batch
+
+
+def _batch_records(batch: pa.RecordBatch, first: int, max_bytes: int, batch_size: int,
+                   q: Quarantine) -> Iterator[Record]:
+    """The rows of one Arrow batch as records, turned into Python strings BATCH_BYTES at a time;
+    a row over `max_bytes` is quarantined with the first `max_bytes` bytes of each column,
+    never decoded whole."""
+    ids, texts = batch.column("id"), batch.column("text")
+    sizes = _byte_lengths(ids) + _byte_lengths(texts)
+    for a, b in _byte_spans(sizes, batch_size, BATCH_BYTES, alone_over=max_bytes):
+        if sizes[a] > max_bytes:
+            q.reject(first + a, f"too large: {sizes[a]} bytes, over corpus.max_record_bytes={max_bytes}; "
+                                f"each column is kept up to its first {max_bytes} bytes",
+                     row={"id": _head(ids[a:a + 1], max_bytes), "text": _head(texts[a:a + 1], max_bytes)})
+            continue
+        part = pa.record_batch([_undictionary(ids[a:b]), _undictionary(texts[a:b])], names=["id", "text"])
+        for number, nbytes, (id_, text, bad, row) in zip(range(first + a, first + b), sizes[a:b].tolist(),
+                                                          _decoded(part)):
+            reason = bad or check_record(id_, text, max_bytes, nbytes)
             if reason:
                 q.reject(number, reason, row=row or {"id": id_, "text": text})
             else:
                 yield Record(id_, text, number, -1, -1)
-            number += 1
+
+
+def _byte_lengths(column: pa.Array) -> np.ndarray:
+    """The bytes of each string of `column` (0 for a null), from Arrow's offsets: nothing is decoded
+    (of a dictionary array, the lengths of its distinct values, taken by its indices)."""
+    if pa.types.is_dictionary(column.type):
+        lengths = pc.binary_length(column.dictionary).take(column.indices)
+    else:
+        lengths = pc.binary_length(column)
+    return lengths.fill_null(0).to_numpy().astype(np.int64)
+
+
+def _byte_spans(sizes: np.ndarray, max_rows: int, max_bytes: int,
+                alone_over: int | None = None) -> Iterator[tuple[int, int]]:
+    """(start, stop) ranges of rows, in order, of at most `max_rows` rows and `max_bytes` bytes
+    unless one row alone is larger; a row over `alone_over` is a range of its own."""
+    ends = np.cumsum(sizes)  # bytes up to each row, that row included
+    alone = np.flatnonzero(sizes > alone_over) if alone_over is not None else np.empty(0, np.int64)
+    start, n = 0, len(sizes)
+    while start < n:
+        at = int(np.searchsorted(alone, start))
+        if at < len(alone) and alone[at] == start:
+            stop = start + 1
+        else:
+            fits = int(np.searchsorted(ends, ends[start] - sizes[start] + max_bytes, side="right"))
+            stop = min(max(fits, start + 1), start + max_rows, int(alone[at]) if at < len(alone) else n)
+        yield start, stop
+        start = stop
+
+
+def _undictionary(column: pa.Array) -> pa.Array:
+    return column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
+
+
+def _head(value: pa.Array, limit: int):
+    """One string as the quarantine keeps it: itself if within `limit` bytes and UTF-8, else its
+    first `limit` bytes in base64 and its length."""
+    value = _undictionary(value)
+    binary = value.view(pa.large_binary() if pa.types.is_large_string(value.type) else pa.binary())
+    length = pc.binary_length(binary)[0].as_py()
+    if length is None:
+        return None
+    head = pc.binary_slice(binary, 0, limit)[0].as_py()
+    if length <= limit:
+        try:
+            return head.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return {"base64": base64.b64encode(head).decode(), "bytes": length}
 
 
 def _decoded(batch: pa.RecordBatch) -> Iterator[tuple]:
@@ -445,10 +560,12 @@ def _acknowledged_records(path: Path) -> Iterator[Record]:
     reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
     number = 0
     for i in range(reader.num_record_batches):
-        batch = reader.get_batch(i)
-        for id_, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
-            number += 1
-            yield Record(id_, text, number, -1, -1)
+        batch = reader.get_batch(i)  # mapped, not read: only the slice below becomes Python strings
+        sizes = _byte_lengths(batch.column("id")) + _byte_lengths(batch.column("text"))
+        for a, b in _byte_spans(sizes, len(sizes), BATCH_BYTES):
+            for id_, text in zip(batch.column("id")[a:b].to_pylist(), batch.column("text")[a:b].to_pylist()):
+                number += 1
+                yield Record(id_, text, number, -1, -1)
 
 
 def batched(items, n: int):

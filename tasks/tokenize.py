@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from shardvec.tasks.atomic import fsync_dir, sha256_file, write_json
-from shardvec.tasks.corpus import Quarantine, SourceFile, read_records
+from shardvec.tasks.corpus import BATCH_BYTES, Quarantine, SourceFile, read_records
 
 CACHE_SCHEMA = pa.schema([
     ("id", pa.string()), ("text", pa.string()), ("tokens", pa.list_(pa.string())),
@@ -133,11 +133,6 @@ def _delete_superseded(cache: Path, src: SourceFile) -> None:
         if old != cache and mine.fullmatch(old.name):
             _summary_path(old).unlink(missing_ok=True)
             old.unlink(missing_ok=True)
-
-
-# Text per tokenized batch at most (besides `batch_size` records): a token list costs about 24x its
-# text in RAM, so 2,000 legal records of 1 MB each (48 GB) took a worker down, every night.
-BATCH_BYTES = 8 << 20
 
 
 def _batches(records, size: int, max_bytes: int):

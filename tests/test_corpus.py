@@ -279,3 +279,79 @@ def test_parquet_corrupt_page_costs_its_row_group_only(tmp_path, checksums):
         start, end - start)
     assert reason["reason"].startswith("unreadable Parquet row group 1 (rows 101-200): ")
     assert (tmp_path / "q" / "p/c.parquet.rejected").read_bytes() == path.read_bytes()[start:end]
+
+
+def _read_held(corpus: Path, quarantine: Path, name: str, max_bytes: int, batch_size: int = 2000):
+    """(ids read, most Arrow memory held while a record was handed over, peak of Python's
+    allocations): records are dropped as they come, so what is measured is the reading."""
+    import tracemalloc
+    files, _ = discover(corpus)
+    src = next(f for f in files if f.name == name)
+    q = Quarantine(quarantine, src)
+    ids, base, arrow = [], pa.total_allocated_bytes(), 0
+    tracemalloc.start()
+    try:
+        for r in read_records(corpus, src, q, batch_size=batch_size, max_record_bytes=max_bytes):
+            ids.append(r.id)
+            arrow = max(arrow, pa.total_allocated_bytes() - base)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    q.commit()
+    return ids, arrow, peak
+
+
+def test_a_tiny_parquet_of_one_text_repeated_is_decoded_a_slice_at_a_time(tmp_path):
+    """#33 F3: 250 copies of one legal 990 kB text, dictionary-encoded and zstd-compressed, are a
+    2 kB file that decoded to 250 MB of Arrow strings and 250 MB of Python ones in one batch of
+    `batch_size` rows. Each row's length now comes from the dictionary's offsets before anything
+    is decoded, and the rows are decoded BATCH_BYTES at a time."""
+    import numpy as np
+    from shardvec.tasks.corpus import BATCH_BYTES
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    path = corpus / "p" / "t.parquet"
+    text = pa.DictionaryArray.from_arrays(pa.array(np.zeros(250, np.int32)), pa.array(["word " * 198_000]))
+    # written as any writer's string column (no Arrow schema in the file): it reads back as strings
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(250)], "text": text}), path, compression="zstd",
+                   store_schema=False)
+    assert path.stat().st_size < 4096 and pq.ParquetFile(path).schema_arrow.field("text").type == pa.string()
+    ids, arrow, peak = _read_held(corpus, tmp_path / "q", "p/t.parquet", max_bytes=1_000_000)
+    assert ids == [f"r{i}" for i in range(250)]
+    assert arrow < 3 * BATCH_BYTES and peak < 3 * BATCH_BYTES, f"held {arrow >> 20} MB of Arrow, {peak >> 20} MB"
+
+
+def test_a_parquet_row_group_of_large_texts_is_read_in_small_row_slices(tmp_path):
+    """#33 F3: a row group whose text is far larger than what a batch may hold (60 distinct 900 kB
+    texts, 54 MB, in a file of kilobytes) is read a few rows at a time, as its stored size says."""
+    from shardvec.tasks.corpus import BATCH_BYTES
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    texts = [f"{i:06d} " + "x" * 899_993 for i in range(60)]
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(60)], "text": texts}), corpus / "p" / "l.parquet",
+                   compression="zstd", use_dictionary=False, write_batch_size=1)  # a page per text
+    del texts
+    ids, arrow, peak = _read_held(corpus, tmp_path / "q", "p/l.parquet", max_bytes=1_000_000)
+    assert ids == [f"r{i}" for i in range(60)]
+    assert arrow < 3 * BATCH_BYTES and peak < 3 * BATCH_BYTES, f"held {arrow >> 20} MB of Arrow, {peak >> 20} MB"
+
+
+def test_a_parquet_record_over_the_limit_is_quarantined_without_being_decoded(tmp_path):
+    """#33 F3: a 6 MB text over corpus.max_record_bytes is quarantined with its first
+    max_record_bytes bytes (base64) and its length, never turned into a Python string whole; the
+    rows around it are read."""
+    import base64
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    big = ("é" + "x" * 999) * 6000  # 6,006,000 bytes; the cut at 1,000,000 splits an é: kept as bytes
+    pq.write_table(pa.table({"id": ["a", "big", "c"], "text": ["first", big, "third"]}), corpus / "p" / "b.parquet",
+                   compression="zstd")
+    ids, _, peak = _read_held(corpus, tmp_path / "q", "p/b.parquet", max_bytes=1_000_000)
+    assert ids == ["a", "c"]
+    assert peak < 6 << 20, f"{peak >> 20} MB of Python objects for a 6 MB record"
+    (reason,) = _reasons(tmp_path / "q", "p/b.parquet")
+    assert reason["line"] == 2 and reason["reason"].startswith("too large: 6006003 bytes, over "
+                                                                "corpus.max_record_bytes=1000000")
+    (row,) = [json.loads(l) for l in (tmp_path / "q" / "p/b.parquet.rejected.jsonl").read_text().splitlines()]
+    assert row["line"] == 2 and row["id"] == "big" and row["text"]["bytes"] == 6_006_000
+    assert base64.b64decode(row["text"]["base64"]) == big.encode()[:1_000_000]

@@ -281,3 +281,30 @@ def test_rollback_refuses_a_damaged_version(data):
     with pytest.raises(NotPublishedError, match=f"Version {first} is damaged"):
         rollback(data, first)
     assert read_current(data)["version"] != first
+
+
+def test_a_build_reads_the_ledgers_puts_a_slice_of_bytes_at_a_time_and_screens_none(tmp_path):
+    """#33 F3: a build read the ledger's puts (one Arrow batch of every put) into Python strings
+    all at once: 40 acknowledged 1 MB statements were 40 MB at once, and a ledger of big adds
+    grew with it. They are read BATCH_BYTES at a time now, and still taken as they were
+    acknowledged, whatever today's corpus.max_record_bytes."""
+    import tracemalloc
+    from shardvec.tasks.corpus import BATCH_BYTES, Quarantine, SourceFile, read_records
+    text = "acknowledged " * 80_000  # 1,040,000 bytes
+    ledger = Ledger(tmp_path)
+    ledger.append(1, [Op("add", f"big{i}", text) for i in range(40)])
+    puts = ledger.puts(1, 0, 1)
+    assert pa.ipc.open_file(puts).num_record_batches == 1
+    src = SourceFile("ledger", puts.relative_to(tmp_path).as_posix(), "arrow", puts.stat().st_size, 0, root=".")
+    q = Quarantine(tmp_path / "quarantine", src)
+    ids, same = [], True
+    tracemalloc.start()
+    try:
+        for r in read_records(tmp_path, src, q, batch_size=2000, max_record_bytes=1000):
+            ids.append(r.id)
+            same = same and r.text == text
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert ids == [f"big{i}" for i in range(40)] and same and q.counts.records == 0
+    assert peak < 3 * BATCH_BYTES, f"{peak >> 20} MB of Python strings at once"
