@@ -88,7 +88,7 @@ def _mask_ledger_ids(caches: list[dict], where: np.ndarray, corpus_hashes: np.nd
                 reasons.append(f"duplicate id {id_!r}: added with other text by `shardvec add`, "
                                "which wins; use `shardvec add --replace` to take this record's text instead")
         if rejects is not None and clash:
-            rejects.add(clash, reasons)
+            rejects.add(clash, np.arange(len(clash)), reasons)
     return count
 
 
@@ -112,9 +112,9 @@ def _duplicates(caches: list[dict], where: np.ndarray, live: np.ndarray, hashes:
         first = np.empty(len(ids.dictionary), dtype=np.int64)
         first[sorted_codes[head]] = cand[by_id[head]]
         names = ids.dictionary.to_pylist()
-        reasons = {k: f"duplicate id {names[k]!r}: first seen in {caches[where[first[k], 0]]['source']}"
-                   for k in np.unique(codes[drop]).tolist()}
-        rejects.add(cand[drop], [reasons[k] for k in codes[drop].tolist()])
+        dropped_ids, which = np.unique(codes[drop], return_inverse=True)
+        rejects.add(cand[drop], which, [f"duplicate id {names[k]!r}: first seen in "
+                                        f"{caches[where[first[k], 0]]['source']}" for k in dropped_ids.tolist()])
     return cand[drop]
 
 
@@ -147,9 +147,11 @@ class _Rejects:
     def __len__(self) -> int:
         return sum(map(len, self.rows))
 
-    def add(self, rows, reasons: list[str]) -> None:
+    def add(self, rows, which: np.ndarray, reasons: list[str]) -> None:
+        """Quarantine `rows`, row i for the reason `reasons[which[i]]`."""
+        index = np.array([self.reasons.setdefault(r, len(self.reasons)) for r in reasons], dtype=np.int64)
         self.rows.append(np.asarray(rows, dtype=np.int64))
-        self.why.append(np.array([self.reasons.setdefault(r, len(self.reasons)) for r in reasons], dtype=np.int64))
+        self.why.append(index[which])
 
     def write(self, caches: list[dict], where: np.ndarray, data_dir: Path, quarantine_dir: Path) -> None:
         if not self.rows:
