@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -96,14 +97,35 @@ def _set_name(path: str) -> str:
     return Path(path).stem
 
 
+# An evaluation set is read to its end, line by line: a larger file is no evaluation set.
+MAX_SET_BYTES = 64 << 20
+
+
+def _refused(path: str) -> str | None:
+    """Why the file at `path` is not read as an evaluation set, in a sentence, or None: a FIFO
+    would block the worker reading it for good, and /dev/zero fill its memory."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # gone or unreadable: reported as opening it fails
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file (a FIFO, a device or a folder), so it was not read; name a text file"
+    if st.st_size > MAX_SET_BYTES:
+        return (f"{path} is {st.st_size:,} bytes, over the {MAX_SET_BYTES >> 20} MB an evaluation set may have, "
+                "so it was not read; name a smaller file")
+    return None
+
+
 def _evaluate_set(wv, name: str, kind: str, path: str, min_coverage: float) -> dict:
     """One set's score (accuracy of analogies, Spearman of word pairs), its coverage (share of its
     questions or pairs whose words all have vectors), and whether it counts."""
-    unreadable = None
+    unreadable, refused = None, _refused(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on constant input for tiny vocabularies
         try:
-            if kind == "analogies":
+            if refused:
+                covered, asked, score = 0, 0, None
+            elif kind == "analogies":
                 correct, covered, asked = analogies(wv, path)
                 score = correct / covered if covered else None
             else:
@@ -114,7 +136,9 @@ def _evaluate_set(wv, name: str, kind: str, path: str, min_coverage: float) -> d
     coverage = round(covered / asked, 4) if asked else 0.0
     entry = {"set": name, "kind": kind, "file": str(path), "items": asked, "covered": covered,
              "coverage": coverage, "score": None if score is None else _finite(score)}
-    if unreadable:
+    if refused:
+        why = refused
+    elif unreadable:
         why = f"{path} could not be read ({unreadable}): a UTF-8 text file, plain or .gz/.bz2/.xz, is expected"
     elif not asked:
         why = f"no {kind} read from {path}"

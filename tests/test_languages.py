@@ -272,3 +272,32 @@ def test_a_german_corpus_publishes_and_datei_is_found(tmp_path):
     assert not any(e["used"] for e in report["quality"]["evaluation"])
     r = shardvec_cli("query", "neighbours", "Datei", "-k", "5", "--data", str(data))
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 5, r.stderr
+
+
+def test_a_set_that_is_a_fifo_a_device_or_too_large_is_refused_unread(bulgarian_word2vec, tmp_path):
+    """#33: a user's set that is a FIFO blocked the worker reading it for good, /dev/zero filled its
+    memory. Evaluated in a child process (4 GB of address space, 5 minutes), so that reading them
+    fails this test instead of hanging it or the machine."""
+    import os
+    import resource
+    import subprocess
+    import sys
+    fifo = tmp_path / "pairs.fifo"
+    os.mkfifo(fifo)
+    huge = tmp_path / "pairs.tsv"
+    with open(huge, "wb") as f:
+        f.truncate(65 << 20)  # sparse: no disk used
+    sets = [str(fifo), "/dev/zero", str(huge), str(tmp_path)]
+    code = ("import json, sys; from shardvec.tasks.quality import evaluate_words; "
+            "print(json.dumps(evaluate_words(sys.argv[1], word_pairs=sys.argv[2:])['evaluation']))")
+    limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # noqa: E731
+    done = subprocess.run([sys.executable, "-c", code, str(bulgarian_word2vec), *sets], capture_output=True,
+                          text=True, timeout=300, preexec_fn=limit)
+    assert done.returncode == 0, done.stderr[-2000:]
+    own = [e for e in json.loads(done.stdout.splitlines()[-1]) if not e["built_in"]]
+    assert [e["file"] for e in own] == sets and not any(e["used"] for e in own)
+    for e in own[:2] + own[3:]:
+        assert e["summary"] == (f"{e['file']} is not a regular file (a FIFO, a device or a folder), so it was not "
+                                "read; name a text file: left out of the gate")
+    assert own[2]["summary"] == (f"{huge} is 68,157,440 bytes, over the 64 MB an evaluation set may have, so it "
+                                 "was not read; name a smaller file: left out of the gate")
