@@ -288,25 +288,29 @@ def mark_crashed(data: DataOpt = None) -> None:
     typer.echo("\n".join(f"marked flow run {m} Crashed" for m in marked) or "no dead runs found")
 
 
+ExactOpt = Annotated[bool, typer.Option("--exact", help="Scan every vector (recall 1.0, slower) instead of "
+                                                      "asking the index.")]
+
+
 # The verbs are the reader's (`Store.neighbours`, `.similar`, `.row`); word, text and id are the
 # names of the first release, kept as hidden aliases.
 @query_app.command("neighbours")
 @query_app.command("word", hidden=True)
 def query_word(word: Annotated[str, typer.Argument(help="A word of the published vocabulary.")],
-               k: KOpt = 10, data: DataOpt = None) -> None:
+               k: KOpt = 10, data: DataOpt = None, exact: ExactOpt = False) -> None:
     """The words nearest to WORD."""
     store = _open(data)
-    for hit in store.neighbours(word, k):
+    for hit in store.neighbours(word, k, exact=exact or None):
         typer.echo(f"{hit.score:8.4f}  {hit.key}")
 
 
 @query_app.command("similar")
 @query_app.command("text", hidden=True)
 def query_text(text: Annotated[str, typer.Argument(help="Any text; it is embedded with the published models.")],
-               k: KOpt = 10, data: DataOpt = None) -> None:
+               k: KOpt = 10, data: DataOpt = None, exact: ExactOpt = False) -> None:
     """The published statements most similar to TEXT."""
     store = _open(data)
-    hits = store.similar(text, k)
+    hits = store.similar(text, k, exact=exact or None)
     if not hits:
         typer.echo("(no known term in that text; nothing is similar)")
     for hit in hits:

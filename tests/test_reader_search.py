@@ -88,3 +88,11 @@ def _resident_kb(path) -> int:
         elif mine and line.startswith("Rss:"):
             total += int(line.split()[1])
     return total
+
+
+def test_the_cli_asks_the_index_or_scans_with_exact(published):
+    from tests.runs import shardvec_cli
+    store = shardvec.open(published.data)
+    for flag, exact in (((), None), (("--exact",), True)):
+        out = shardvec_cli("query", "similar", TEXTS[0], "-k", "3", "--data", str(published.data), *flag)
+        assert [line.split()[1] for line in out.stdout.splitlines()] == [h.key for h in store.similar(TEXTS[0], 3, exact=exact)]
