@@ -7,7 +7,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: run test install system-deps bench lock docs
+.PHONY: run test install system-deps bench bench-search lock docs
 
 # requirements.lock pins the whole dependency tree to what the tests passed with: a fresh clone
 # installs those versions, not whatever the registry serves that day.
@@ -62,3 +62,16 @@ bench: install
 	$(BIN)/python -m benchmarks.scale
 	$(BIN)/python -m benchmarks.stages
 	$(BIN)/python -m benchmarks.dtypes
+
+# Readers' searches beside hnswlib and faiss (benchmarks/search.py, ~20 min). Those two go into a
+# venv of their own that also sees .venv's packages: the project's venv stays as the lock says.
+BENCH_VENV := benchmarks/.venv
+$(BENCH_VENV)/installed: $(BIN)/shardvec
+	$(PY) -m venv $(BENCH_VENV)
+	echo "import site; site.addsitedir('$(CURDIR)/$(VENV)/lib/python$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')/site-packages')" \
+		> $$($(BENCH_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/shardvec-main.pth
+	$(BENCH_VENV)/bin/pip install --quiet hnswlib faiss-cpu
+	touch $@
+
+bench-search: $(BENCH_VENV)/installed
+	$(BENCH_VENV)/bin/python -m benchmarks.search
