@@ -345,10 +345,12 @@ def _parquet_records(path: Path, src: SourceFile, max_bytes: int, batch_size: in
     first = 1
     for rg in range(pf.num_row_groups):
         md = pf.metadata.row_group(rg)
-        dictionary, per_read = _read_plan(md, batch_size)
-        if dictionary and as_dictionary is None:
+        how, per_read = _read_plan(md, batch_size)
+        if how != "plain" and as_dictionary is None:
             as_dictionary = pq.ParquetFile(path, page_checksum_verification=True, read_dictionary=["id", "text"])
-        reader = as_dictionary if dictionary else pf
+        if how == "probe":
+            per_read = max(1, min(per_read, BATCH_BYTES // max(1, _longest_dictionary_value(as_dictionary, rg))))
+        reader = as_dictionary if how == "dictionary" else pf
         yield from _row_group_records(reader, path, rg, first, first + md.num_rows - 1, max_bytes, batch_size,
                                       per_read, q)
         first += md.num_rows
@@ -358,24 +360,38 @@ def _parquet_records(path: Path, src: SourceFile, max_bytes: int, batch_size: in
 _DICTIONARY_READABLE = {"PLAIN", "RLE", "BIT_PACKED", "PLAIN_DICTIONARY", "RLE_DICTIONARY"}
 
 
-def _read_plan(md, batch_size: int) -> tuple[bool, int]:
-    """(read as dictionary arrays?, rows per read) of one row group, from the sizes its metadata
-    gives before anything is decoded. Arrow decodes a read whole, and a dictionary or delta-encoded
-    column decodes to far more than it stores: 250 copies of one 1 MB text store 1 MB and decode
-    to 250 MB. A small row group that may do that is read as dictionary arrays (each distinct
-    value decoded once, every row's length known from the dictionary's offsets), or, when Arrow
-    cannot, a few rows at a time (no value decodes to more than its row group stores); a large one
-    in reads of about BATCH_BYTES of what it stores."""
+def _read_plan(md, batch_size: int) -> tuple[str, int]:
+    """How to read one row group ("plain", "dictionary" or "probe"), and how many rows a read,
+    from the sizes its metadata gives before anything is decoded. Arrow decodes a read whole,
+    and a dictionary or delta-encoded column decodes to far more than it stores: 250 copies of
+    one 1 MB text store 1 MB and decode to 250 MB. A small row group that may do that is read as
+    dictionary arrays (each distinct value decoded once, every row's length known from the
+    dictionary's offsets), or, when Arrow cannot, a few rows at a time (no value decodes to more
+    than its row group stores). A large one is read about BATCH_BYTES of what it stores at a
+    time, and fewer rows if its dictionaries hold long values ("probe": `_longest_dictionary_value`)."""
     chunks = [c for c in (md.column(j) for j in range(md.num_columns)) if c.path_in_schema in ("id", "text")]
     stored = max(1, sum(c.total_uncompressed_size for c in chunks))
+    dictionary = any(c.has_dictionary_page for c in chunks)
     if stored > BATCH_BYTES:
-        return False, max(1, min(batch_size, BATCH_BYTES * md.num_rows // stored))
-    expands = any(c.has_dictionary_page or "DELTA_BYTE_ARRAY" in c.encodings for c in chunks)
-    if not expands:
-        return False, batch_size
+        per_read = max(1, min(batch_size, BATCH_BYTES * md.num_rows // stored))
+        return ("probe" if dictionary else "plain"), per_read
+    if not dictionary and not any("DELTA_BYTE_ARRAY" in c.encodings for c in chunks):
+        return "plain", batch_size
     if all(set(c.encodings) <= _DICTIONARY_READABLE for c in chunks):
-        return True, batch_size
-    return False, max(1, min(batch_size, BATCH_BYTES // stored))
+        return "dictionary", batch_size
+    return "plain", max(1, min(batch_size, BATCH_BYTES // stored))
+
+
+def _longest_dictionary_value(reader: pq.ParquetFile, rg: int) -> int:
+    """Bytes of the longest value in the dictionary pages of row group `rg` (`reader` reads
+    dictionary arrays: its first row brings each whole dictionary page and its first data page)."""
+    try:
+        batch = next(reader.iter_batches(batch_size=1, row_groups=[rg], columns=["id", "text"]), None)
+    except (pa.ArrowException, OSError):
+        return 0  # corrupt (the read quarantines it), or pages Arrow cannot read as dictionary arrays
+    lengths = [pc.max(pc.binary_length(c.dictionary)).as_py() for c in (batch.columns if batch else ())
+               if pa.types.is_dictionary(c.type)]
+    return max([n for n in lengths if n is not None], default=0)
 
 
 def _open_parquet(path: Path, q: Quarantine) -> pq.ParquetFile | None:

@@ -355,3 +355,26 @@ def test_a_parquet_record_over_the_limit_is_quarantined_without_being_decoded(tm
     (row,) = [json.loads(l) for l in (tmp_path / "q" / "p/b.parquet.rejected.jsonl").read_text().splitlines()]
     assert row["line"] == 2 and row["id"] == "big" and row["text"]["bytes"] == 6_006_000
     assert base64.b64decode(row["text"]["base64"]) == big.encode()[:1_000_000]
+
+
+def test_a_large_parquet_row_group_whose_dictionary_holds_long_texts_is_read_a_few_rows_at_a_time(tmp_path):
+    """#33 F3: a row group storing more than a batch may hold (9 distinct 1 MB texts) is read in
+    reads of 8 MB of what it stores; but 600 more rows each naming the first text in its
+    dictionary store nothing and decoded to 560 MB in one read. Its dictionaries' longest value
+    bounds the rows a read takes too."""
+    import numpy as np
+    from shardvec.tasks.corpus import BATCH_BYTES
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    path = corpus / "p" / "d.parquet"
+    values = pa.array([f"{i} " + "w" * 999_000 for i in range(9)])
+    text = pa.DictionaryArray.from_arrays(pa.array(np.r_[np.zeros(600), np.arange(9)].astype(np.int32)), values)
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(609)], "text": text}), path, compression="zstd",
+                   store_schema=False)
+    stored = pq.ParquetFile(path).metadata.row_group(0).column(1)
+    assert stored.has_dictionary_page and BATCH_BYTES < stored.total_uncompressed_size < 10 << 20
+    ids, arrow, peak = _read_held(corpus, tmp_path / "q", "p/d.parquet", max_bytes=1_000_000)
+    assert ids == [f"r{i}" for i in range(609)]
+    # the dictionary page itself (what it stores) is held while its rows are read
+    assert arrow < stored.total_uncompressed_size + 3 * BATCH_BYTES and peak < 3 * BATCH_BYTES, \
+        f"held {arrow >> 20} MB of Arrow, {peak >> 20} MB"
