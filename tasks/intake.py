@@ -37,7 +37,7 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
     st = path.stat()
     src = SourceFile("additions", path.name, fmt, st.st_size, st.st_mtime_ns, root=str(path.parent))
     # a folder of its own: two adds of files with one name in one second would replace each other's
-    q = Quarantine(Layout(data).quarantine_additions / unique_stamp(), src)
+    q = Quarantine(Layout(data).quarantine_additions / unique_stamp(), dataclasses.replace(src, name=tail(path.name)))
     total = AddResult()
 
     def refuse(item: Item, reason: str) -> None:  # a duplicate id: its own bytes, file and line
@@ -74,6 +74,16 @@ def text_id(name: str, text: str) -> str:
     and adding a file again after an unknown outcome is a no-op."""
     # 64 bits: 10^8 lines added under one file name collide with a chance of 3e-4 (48 bits: likely)
     return f"{name}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def tail(name: str, limit: int = 200) -> str:
+    """The end of a file name (its format's suffix) within `limit` bytes: a name may be 255 bytes,
+    and intake writes it with a stamp before it or a suffix after it (quarantine, .done/)."""
+    raw = os.fsencode(name)
+    if len(raw) <= limit:
+        return name
+    raw = raw[-limit:]
+    return os.fsdecode(raw.lstrip(bytes(range(0x80, 0xC0))))  # not from the middle of a character
 
 
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
@@ -146,7 +156,7 @@ def _keep_done(path: Path, done: Path) -> None:
     done.mkdir(parents=True, exist_ok=True)
     target = done / path.name
     if os.path.lexists(target):
-        target = done / f"{unique_stamp()}-{path.name[-200:]}"
+        target = done / f"{unique_stamp()}-{tail(path.name)}"
     os.replace(path, target)
 
 
@@ -169,7 +179,7 @@ def _refuse(path: Path, folder: Path, reason: str) -> None:
     """Move a refused inbox entry (the link itself, not its target) to quarantine/inbox/ with its reason."""
     folder.mkdir(parents=True, exist_ok=True)
     stamp = unique_stamp()
-    target = folder / f"{stamp}-{path.name[-200:]}"  # a name's limit is 255 bytes; keep its end (the format)
+    target = folder / f"{stamp}-{tail(path.name)}"
     os.replace(path, target)
     with open(str(target) + ".reason.json", "w") as f:
         json.dump({"source": f"inbox/{path.name}", "reason": reason}, f)

@@ -248,3 +248,33 @@ def test_a_file_records_refused_as_duplicates_are_quarantined_byte_for_byte_with
     assert "quarantined=1" in shardvec_cli("add", t, "--data", data).stdout
     (rejected,) = (data / "quarantine" / "additions").rglob("notes.txt.rejected")
     assert rejected.read_bytes() == b"An edited line about cricket\r\n"
+
+
+def test_long_file_names_in_the_inbox_and_add_are_applied_or_refused_never_a_blocked_drain(data, tmp_path):
+    """#33 hostile review: a name is up to 255 bytes, and what intake writes beside it must be too.
+    A long name with a bad record failed the drain at its quarantine's temp name (every drain after,
+    the files sorted after it never applied) and `shardvec add` with an error about disk space; a
+    long name of two-byte characters, refused or met again in .done/, failed under its stamp."""
+    inbox = data / "inbox"
+    inbox.mkdir()
+    long_bad = "1" + "n" * 240 + ".jsonl"
+    lines = [json.dumps({"id": "long/good", "text": SENTENCES[7]}), "{broken"]
+    (inbox / long_bad).write_text("".join(line + "\n" for line in lines))
+    (inbox / ("0" + "é" * 120 + ".xyz")).write_text("x")
+    accented = "3" + "é" * 120 + ".jsonl"
+    (inbox / accented).write_text(json.dumps({"id": "accented/1", "text": SENTENCES[8]}) + "\n")
+    (inbox / "9-after.jsonl").write_text(json.dumps({"id": "after", "text": SENTENCES[9]}) + "\n")
+    report = drain_inbox(data, batch_size=100, on_duplicate="reject", max_record_bytes=1_000_000)
+    assert (report["files"], report["refused"], report["added"], report["quarantined"]) == (3, 1, 3, 1)
+    (inbox / accented).write_text(json.dumps({"id": "accented/2", "text": SENTENCES[11]}) + "\n")  # its name again
+    assert drain_inbox(data, batch_size=100, on_duplicate="reject", max_record_bytes=1_000_000)["added"] == 1
+    assert not [p for p in inbox.iterdir() if p.name != ".done"] and len(list((inbox / ".done").iterdir())) == 4
+    (reason,) = [json.loads(line) for p in (data / "quarantine" / "additions").rglob("*.reasons.jsonl")
+                 for line in p.read_text().splitlines()]
+    assert reason["line"] == 2 and reason["reason"].startswith("broken JSON") and long_bad.endswith(reason["source"])
+    f = tmp_path / ("2" + "m" * 240 + ".txt")
+    f.write_bytes(SENTENCES[12].encode() + b"\n\xff not UTF-8\n")
+    out = shardvec_cli("add", f, "--data", data)
+    assert out.returncode == 0 and "added=1" in out.stdout and "quarantined=1" in out.stdout, out.stderr
+    store = shardvec.open(data)
+    assert all(i in store for i in ("long/good", "accented/1", "accented/2", "after", text_id(f.name, SENTENCES[12])))
