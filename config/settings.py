@@ -22,6 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from shardvec.tasks.errors import ShardvecError
+
 DEFAULT_TOML = Path(__file__).with_name("default.toml")
 # Seeds and search_k reach Annoy and NumPy as a C int (a negative seed or a larger one fails there)
 C_INT_MAX = 2**31 - 1
@@ -312,7 +314,7 @@ class Settings(BaseSettings):
         return Path(self.data_dir).expanduser().resolve()
 
 
-class SettingsError(ValueError):
+class SettingsError(ValueError, ShardvecError):
     """Configuration that does not validate, explained in sentences."""
 
 

@@ -29,6 +29,7 @@ from shardvec.flows.artifacts import publish_artifacts
 from shardvec.flows.progress import RunProgress
 from shardvec.tasks import quality, skins
 from shardvec.tasks.corpus import Selection, SourceFile, select_partitions
+from shardvec.tasks.errors import ShardvecError
 from shardvec.tasks.layout import Layout, VersionLayout
 from shardvec.tasks.ledger import Replay
 from shardvec.tasks.lsi import part_ranges
@@ -46,7 +47,7 @@ LEDGER_OLD, LEDGER_NEW = "~ledger/old", "~ledger/new"
 GATE_REFUSED = "Not published: "  # starts a gate refusal's message; deploy/automations.yaml matches it
 
 
-class QualityGateError(RuntimeError):
+class QualityGateError(RuntimeError, ShardvecError):
     """The run's models fell below the last published ones by more than the configured tolerance."""
 
 

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import yaml
 
+from shardvec.tasks.errors import ShardvecError
+
 AUTOMATIONS = Path(__file__).resolve().parents[1] / "deploy" / "automations.yaml"
 BLOCK = "shardvec-alerts"
 # names shardvec once installed under, deleted by `install` so that no old copy alerts twice
 RETIRED = ["shardvec: nightly failed or crashed"]
 
 
-class AlertsError(RuntimeError):
+class AlertsError(RuntimeError, ShardvecError):
     """The automations cannot be installed as asked."""
 
 

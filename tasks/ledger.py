@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shardvec.tasks.atomic import fsync_dir, write_with
+from shardvec.tasks.errors import ShardvecError
 from shardvec.tasks.layout import Layout
 
 SCHEMA = pa.schema([("seq", pa.int64()), ("op", pa.string()), ("id", pa.string()), ("text", pa.string())])
@@ -41,7 +42,7 @@ OPS = ("add", "replace", "delete")
 _NAME = re.compile(r"^(ops|upto|pending)-(\d{12,})\.arrow$")
 
 
-class LedgerError(RuntimeError):
+class LedgerError(RuntimeError, ShardvecError):
     """A ledger file that cannot be read: it holds acknowledged operations, so nothing goes on."""
 
 

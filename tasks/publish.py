@@ -20,16 +20,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from shardvec.tasks.atomic import fsync_dir, fsync_tree, sha256_file, write_json
+from shardvec.tasks.errors import ShardvecError
 from shardvec.tasks.layout import COMPONENTS, Layout
 
 FORMAT = 1
 
 
-class NotPublishedError(FileNotFoundError):
+class NotPublishedError(FileNotFoundError, ShardvecError):
     pass
 
 
-class LockedError(RuntimeError):
+class LockedError(RuntimeError, ShardvecError):
     pass
 
 
@@ -37,7 +38,7 @@ def new_version_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
-class DamagedCurrentError(ValueError):
+class DamagedCurrentError(ValueError, ShardvecError):
     """CURRENT cannot be trusted: nothing is read or written through it."""
 
 

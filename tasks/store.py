@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from shardvec.tasks.atomic import atomic_path, map_npy, save_npy, sha256_file, write_json
+from shardvec.tasks.errors import ShardvecError
 from shardvec.tasks.keys import KeyIndex, key_hashes, write_key_index
 from shardvec.tasks.lookup import lookup
 
@@ -42,7 +43,7 @@ def shard_name(kind: str, shard: int, ext: str) -> str:
 DTYPES = ("float32", "float16", "int8")
 
 
-class UnknownKeyError(KeyError):
+class UnknownKeyError(KeyError, ShardvecError):
     """A word or statement id that is not in the space asked: a user's mistake, said in a sentence."""
 
     def __str__(self) -> str:

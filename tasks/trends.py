@@ -12,6 +12,8 @@ import base64
 import io
 from pathlib import Path
 
+from shardvec.tasks.errors import ShardvecError
+
 # panel title -> (history metric key, legend label); "" keys are the run's own figures
 PANELS = {
     "recall@10": [("rows_recall_at_10", "similarity rows"), ("statements_index_recall_at_10", "statements index"),
@@ -27,7 +29,7 @@ FORMATS = (".png", ".svg")
 RECALL_SPAN = 0.1
 
 
-class PlotFormatError(ValueError):
+class PlotFormatError(ValueError, ShardvecError):
     """The chart file's name does not end in a format we draw."""
 
 

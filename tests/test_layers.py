@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 LAYERS = [
-    {"tasks.atomic", "tasks.layout", "tasks.corpus", "tasks.tokenize"},      # files, data dir layout, input
+    {"tasks.errors", "tasks.atomic", "tasks.layout", "tasks.corpus", "tasks.tokenize"},  # errors, files, data dir layout, input
     {"tasks.store", "tasks.keys", "tasks.lookup", "tasks.ledger", "tasks.publish",
      "tasks.runs"},                                                           # storage: spaces, ledger, CURRENT, runs
     {"tasks.topk", "tasks.similarity", "tasks.index", "tasks.embed", "tasks.rows",
