@@ -345,7 +345,7 @@ def _parquet_records(path: Path, src: SourceFile, max_bytes: int, batch_size: in
     first = 1
     for rg in range(pf.num_row_groups):
         md = pf.metadata.row_group(rg)
-        how, per_read = _read_plan(md, batch_size)
+        how, per_read = _read_plan(md, batch_size, max_bytes)
         if how != "plain" and as_dictionary is None:
             as_dictionary = pq.ParquetFile(path, page_checksum_verification=True, read_dictionary=["id", "text"])
         if how == "probe":
@@ -360,7 +360,7 @@ def _parquet_records(path: Path, src: SourceFile, max_bytes: int, batch_size: in
 _DICTIONARY_READABLE = {"PLAIN", "RLE", "BIT_PACKED", "PLAIN_DICTIONARY", "RLE_DICTIONARY"}
 
 
-def _read_plan(md, batch_size: int) -> tuple[str, int]:
+def _read_plan(md, batch_size: int, max_bytes: int) -> tuple[str, int]:
     """How to read one row group ("plain", "dictionary" or "probe"), and how many rows a read,
     from the sizes its metadata gives before anything is decoded. Arrow decodes a read whole,
     and a dictionary or delta-encoded column decodes to far more than it stores: 250 copies of
@@ -368,14 +368,18 @@ def _read_plan(md, batch_size: int) -> tuple[str, int]:
     dictionary arrays (each distinct value decoded once, every row's length known from the
     dictionary's offsets), or, when Arrow cannot, a few rows at a time (no value decodes to more
     than its row group stores). A large one is read about BATCH_BYTES of what it stores at a
-    time, and fewer rows if its dictionaries hold long values ("probe": `_longest_dictionary_value`)."""
+    time, and fewer rows if its dictionaries hold long values ("probe": `_longest_dictionary_value`)
+    or it shares prefixes (DELTA_BYTE_ARRAY: as many rows as BATCH_BYTES holds at `max_bytes`)."""
     chunks = [c for c in (md.column(j) for j in range(md.num_columns)) if c.path_in_schema in ("id", "text")]
     stored = max(1, sum(c.total_uncompressed_size for c in chunks))
     dictionary = any(c.has_dictionary_page for c in chunks)
+    prefixes = any("DELTA_BYTE_ARRAY" in c.encodings for c in chunks)
     if stored > BATCH_BYTES:
         per_read = max(1, min(batch_size, BATCH_BYTES * md.num_rows // stored))
+        if prefixes:
+            per_read = max(1, min(per_read, BATCH_BYTES // max_bytes))
         return ("probe" if dictionary else "plain"), per_read
-    if not dictionary and not any("DELTA_BYTE_ARRAY" in c.encodings for c in chunks):
+    if not dictionary and not prefixes:
         return "plain", batch_size
     if all(set(c.encodings) <= _DICTIONARY_READABLE for c in chunks):
         return "dictionary", batch_size

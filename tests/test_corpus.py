@@ -378,3 +378,24 @@ def test_a_large_parquet_row_group_whose_dictionary_holds_long_texts_is_read_a_f
     # the dictionary page itself (what it stores) is held while its rows are read
     assert arrow < stored.total_uncompressed_size + 3 * BATCH_BYTES and peak < 3 * BATCH_BYTES, \
         f"held {arrow >> 20} MB of Arrow, {peak >> 20} MB"
+
+
+def test_a_large_parquet_row_group_of_shared_prefixes_is_read_a_few_rows_at_a_time(tmp_path):
+    """#33 F3: DELTA_BYTE_ARRAY stores a text as the length of the prefix it shares with the one
+    before and the rest: 100 copies of a 1 MB text after 9 others store nothing more and decoded
+    to 100 MB in one read. Such a row group is read as many rows a time as BATCH_BYTES holds at
+    corpus.max_record_bytes."""
+    from shardvec.tasks.corpus import BATCH_BYTES
+    corpus = tmp_path / "corpus"
+    (corpus / "p").mkdir(parents=True)
+    path = corpus / "p" / "delta.parquet"
+    texts = [f"{i} " + "z" * 999_000 for i in range(9)] + ["w" * 999_000] * 100
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(109)], "text": texts}), path, compression="zstd",
+                   use_dictionary=False, column_encoding={"text": "DELTA_BYTE_ARRAY", "id": "PLAIN"})
+    del texts
+    stored = pq.ParquetFile(path).metadata.row_group(0).column(1)
+    assert "DELTA_BYTE_ARRAY" in stored.encodings and BATCH_BYTES < stored.total_uncompressed_size < 10 << 20
+    ids, arrow, peak = _read_held(corpus, tmp_path / "q", "p/delta.parquet", max_bytes=1_000_000)
+    assert ids == [f"r{i}" for i in range(109)]
+    assert arrow < stored.total_uncompressed_size + 3 * BATCH_BYTES and peak < 3 * BATCH_BYTES, \
+        f"held {arrow >> 20} MB of Arrow, {peak >> 20} MB"
