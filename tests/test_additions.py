@@ -187,6 +187,33 @@ def test_kill_9_during_adds_loses_nothing_acknowledged(data):
     assert "after/0" in shardvec.open(data)
 
 
+
+@pytest.mark.xfail(strict=True, reason="#33 hostile review: a drain killed inside a file applies the file again "
+                   "from its first line, over operations acknowledged since (tasks/intake.py drain_inbox)")
+def test_a_drain_killed_inside_a_file_does_not_undo_a_delete_acknowledged_after_it(data):
+    """#33 hostile review: the inbox applies a file batch by batch and moves it to .done/ at the end.
+    Killed in between, the next drain applies it again from the start, which is a no-op only if no
+    one touched its ids meanwhile: a `shardvec delete` of one of them, acknowledged after the kill,
+    was undone, the statement live again with no one asking."""
+    from shardvec.tasks.additions import delete_ids
+    from tests.e2e import wait_for
+    from tests.processes import kill_group_and_check_it_landed
+    inbox = data / "inbox"
+    inbox.mkdir()
+    (inbox / "big.jsonl").write_text("".join(json.dumps({"id": f"big/{i}", "text": SENTENCES[i % len(SENTENCES)]})
+                                             + "\n" for i in range(20_000)))
+    drain = f"from shardvec.tasks.intake import drain_inbox; drain_inbox({str(data)!r}, batch_size=20, " \
+            "on_duplicate='reject', max_record_bytes=1_000_000)"
+    proc = subprocess.Popen([sys.executable, "-c", drain], start_new_session=True)
+    wait_for(lambda: "big/0" in shardvec.open(data), 120, "the drain's first batch")
+    kill_group_and_check_it_landed(proc.pid, proc)
+    assert (inbox / "big.jsonl").exists() and "big/19999" not in shardvec.open(data)  # killed inside the file
+    assert delete_ids(data, ["big/0"])["deleted"] == 1  # acknowledged
+    drain_inbox(data, batch_size=500, on_duplicate="reject", max_record_bytes=1_000_000)
+    store = shardvec.open(data)
+    assert "big/19999" in store and "big/0" not in store
+
+
 READ_LOOP = """
 import os, sys, time, shardvec
 store = shardvec.open(sys.argv[1])
