@@ -133,31 +133,42 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
             continue
         reason = _inbox_problem(path, FORMATS)
         if reason:
-            _refuse(path, refused, reason)
-            totals["refused"] += 1
+            totals["refused"] += _refuse(path, refused, reason)
             continue
         adder = adder or Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
         try:
             result = add_file(data, path, batch_size=batch_size, on_duplicate=on_duplicate,
                               max_record_bytes=max_record_bytes, adder=adder)
         except BadInputError as exc:  # this file cannot be used: the later ones still are
-            _refuse(path, refused, str(exc))
-            totals["refused"] += 1
+            totals["refused"] += _refuse(path, refused, str(exc))
             continue
-        _keep_done(path, done)
+        if not _keep_done(path, done):
+            continue
         totals["files"] += 1
         for f in COUNTS:
             totals[f] += result[f]
     return totals
 
 
-def _keep_done(path: Path, done: Path) -> None:
-    """Move an applied file to inbox/.done/, under a stamped name if one of its name is there."""
+def _keep_done(path: Path, done: Path) -> bool:
+    """Move an applied file to inbox/.done/, under a stamped name if one of its name is there;
+    False if another drain, which applied it too, moved it first."""
     done.mkdir(parents=True, exist_ok=True)
     target = done / path.name
     if os.path.lexists(target):
         target = done / f"{unique_stamp()}-{tail(path.name)}"
-    os.replace(path, target)
+    return _move(path, target)
+
+
+def _move(path: Path, target: Path) -> bool:
+    """os.replace, or False if `path` is gone: a drain beside this one took it."""
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise
+        return False
+    return True
 
 
 def _inbox_problem(path: Path, formats: dict) -> str | None:
@@ -175,14 +186,17 @@ def _inbox_problem(path: Path, formats: dict) -> str | None:
     return None
 
 
-def _refuse(path: Path, folder: Path, reason: str) -> None:
-    """Move a refused inbox entry (the link itself, not its target) to quarantine/inbox/ with its reason."""
+def _refuse(path: Path, folder: Path, reason: str) -> bool:
+    """Move a refused inbox entry (the link itself, not its target) to quarantine/inbox/ with its
+    reason; False if another drain took it first."""
     folder.mkdir(parents=True, exist_ok=True)
     stamp = unique_stamp()
     target = folder / f"{stamp}-{tail(path.name)}"
-    os.replace(path, target)
+    if not _move(path, target):
+        return False
     with open(str(target) + ".reason.json", "w") as f:
         json.dump({"source": f"inbox/{path.name}", "reason": reason}, f)
         f.flush()
         os.fsync(f.fileno())
     fsync_dir(folder)
+    return True

@@ -280,8 +280,6 @@ def test_long_file_names_in_the_inbox_and_add_are_applied_or_refused_never_a_blo
     assert all(i in store for i in ("long/good", "accented/1", "accented/2", "after", text_id(f.name, SENTENCES[12])))
 
 
-@pytest.mark.xfail(strict=True, raises=OSError, reason="#33 hostile review: a corpus file's token cache and "
-                   "quarantine are named after it whole (tasks/tokenize.py cache_path, tasks/corpus.py Quarantine)")
 def test_a_corpus_file_with_a_long_name_does_not_fail_every_nightly(data, prefect_server):
     """#33 hostile review: a corpus file named with 221-255 bytes (legal on Linux) failed every
     nightly with 'File name too long' at its token cache's temp name `.NAME.KEY.arrow.PID.tmp`, and
@@ -289,7 +287,31 @@ def test_a_corpus_file_with_a_long_name_does_not_fail_every_nightly(data, prefec
     quarantined with a reason that says to rename it."""
     new = data / "corpus" / "2099-01-01"
     new.mkdir(parents=True)
-    (new / ("n" * 240 + ".jsonl")).write_text(json.dumps({"id": "long/1", "text": SENTENCES[13]}) + "\n")
+    (new / ("n" * 240 + ".jsonl")).write_text(json.dumps({"id": "long/1", "text": SENTENCES[13]}) + "\n{broken\n")
     (new / "short.jsonl").write_text(json.dumps({"id": "short/1", "text": SENTENCES[14]}) + "\n")
     assert nightly_in_process(data)["status"] == "published"
-    assert "short/1" in shardvec.open(data)
+    store = shardvec.open(data)
+    assert "short/1" in store and "long/1" in store
+    # its broken line is quarantined byte for byte under a name that fits, the reason naming the file
+    (rejected,) = (data / "quarantine" / "2099-01-01").glob("n*.rejected")
+    assert rejected.read_bytes() == b"{broken\n" and len(rejected.name.encode()) <= 255
+    reasons = [json.loads(x) for x in rejected.with_name(rejected.name.replace(".rejected", ".reasons.jsonl")).open()]
+    assert reasons[0]["source"] == "2099-01-01/" + "n" * 240 + ".jsonl" and reasons[0]["line"] == 2
+
+
+def test_two_drains_at_once_both_end_well_and_apply_every_file(data):
+    """#33 hostile review: two drains at once (a hand-run flow beside the deployment's) both took
+    the first file, and the one that came second to move it to .done/ failed with FileNotFoundError."""
+    inbox = data / "inbox"
+    inbox.mkdir()
+    for k in range(20):
+        (inbox / f"f{k:02d}.jsonl").write_text("".join(json.dumps({"id": f"f{k}/{i}", "text": SENTENCES[k + i]}) + "\n"
+                                                       for i in range(10)))
+    drain = f"from shardvec.tasks.intake import drain_inbox; drain_inbox({str(data)!r}, batch_size=5, " \
+            "on_duplicate='reject', max_record_bytes=1_000_000)"
+    procs = [subprocess.Popen([sys.executable, "-c", drain], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    store = shardvec.open(data)
+    assert all(f"f{k}/{i}" in store for k in range(20) for i in range(10))
+    assert [p.name for p in inbox.iterdir()] == [".done"] and len(list((inbox / ".done").iterdir())) == 20
