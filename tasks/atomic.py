@@ -15,6 +15,21 @@ from pathlib import Path
 import numpy as np
 
 
+NAME_MAX = 255  # bytes in a file name, on Linux and macOS file systems
+
+
+def fit_name(name: str, room: int = 64) -> str:
+    """`name`, or when it leaves less than `room` bytes of NAME_MAX for what is added to it (a
+    cache key, `.reasons.jsonl`, `.tmp`), its start and its end (the format) around a hash of it
+    whole: a legal 255-byte input file name must not make every file derived from it illegal."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) + room <= NAME_MAX:
+        return name
+    digest = hashlib.sha1(raw).hexdigest()[:16]
+    head = NAME_MAX - room - len(digest) - 2 - 16
+    return "~".join(part.decode("utf-8", "surrogateescape") for part in (raw[:head], digest.encode(), raw[-16:]))
+
+
 def unique_stamp() -> str:
     """A file-name prefix that sorts by time and never repeats: local time to the second, this
     process's id and a clock tick (two processes, or two calls in one second, differ)."""

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from shardvec.tasks.atomic import fit_name
+
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "text", ".parquet": "parquet"}
 # Text turned into Python strings at once at most: Parquet rows and the ledger's puts are decoded
 # in slices of this many bytes, and a tokenized batch stops there too (a token list costs about 24x
@@ -116,7 +118,8 @@ class Quarantine:
     """
 
     def __init__(self, quarantine_dir: Path, source: SourceFile):
-        self.base = Path(quarantine_dir) / source.name
+        where = Path(source.name)  # partition/file
+        self.base = Path(quarantine_dir) / where.parent / fit_name(where.name)
         self.source = source
         self.counts = QuarantineCounts()
         self._raw = self._reasons = self._rows = None

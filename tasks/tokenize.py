@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from shardvec.tasks.atomic import fsync_dir, sha256_file, write_json
+from shardvec.tasks.atomic import fit_name, fsync_dir, sha256_file, write_json
 from shardvec.tasks.corpus import BATCH_BYTES, Quarantine, SourceFile, read_records
 
 CACHE_SCHEMA = pa.schema([
@@ -84,7 +84,8 @@ def cache_key(src: SourceFile, tokenizer: Tokenizer, max_record_bytes: int) -> s
 
 
 def cache_path(cache_dir: Path, src: SourceFile, tokenizer: Tokenizer, max_record_bytes: int) -> Path:
-    return Path(cache_dir) / f"{src.name}.{cache_key(src, tokenizer, max_record_bytes)}.arrow"
+    where = Path(src.name)  # partition/file
+    return Path(cache_dir) / where.parent / f"{fit_name(where.name)}.{cache_key(src, tokenizer, max_record_bytes)}.arrow"
 
 
 def tokenize_file(corpus_dir: Path, src: SourceFile, cache_dir: Path, quarantine_dir: Path,
@@ -128,7 +129,7 @@ def tokenize_file(corpus_dir: Path, src: SourceFile, cache_dir: Path, quarantine
 def _delete_superseded(cache: Path, src: SourceFile) -> None:
     """The caches of this source made under another key (an older file, other settings): only a
     build reads caches, under the run lock, and it reads the ones it has just made."""
-    mine = re.compile(re.escape(Path(src.name).name) + r"\.[0-9a-f]{12,16}\.arrow")
+    mine = re.compile(re.escape(fit_name(Path(src.name).name)) + r"\.[0-9a-f]{12,16}\.arrow")
     for old in cache.parent.iterdir():
         if old != cache and mine.fullmatch(old.name):
             _summary_path(old).unlink(missing_ok=True)
