@@ -329,7 +329,7 @@ class Build:
         shards = self.wait("project-statements", [
             skins.project_task.submit(v.plan, tok.caches, i, R, v.models, v.statements)
             for i in range(shard_count(trained.statements, R))])
-        skins.finish_space_task.submit(v.statements, [_entry(p) for p in shards], dim=s.lsi.num_topics,
+        skins.finish_space_task.submit(v.statements, [_entry(p) for p in shards], dim=trained.topics,
                                        rows_per_shard=R, normalized=True,
                                        meta={"what": "LSI statement vectors"}).result()
         word_shards = self.wait("write-word-vectors", [words])[0]["shards"]

@@ -315,3 +315,27 @@ def test_two_drains_at_once_both_end_well_and_apply_every_file(data):
     store = shardvec.open(data)
     assert all(f"f{k}/{i}" in store for k in range(20) for i in range(10))
     assert [p.name for p in inbox.iterdir()] == [".done"] and len(list((inbox / ".done").iterdir())) == 20
+
+
+def test_a_night_of_one_text_repeated_publishes_though_lsi_keeps_fewer_topics(data):
+    """#33 hostile review: a partition of thousands of records with the same words (here one id
+    repeated, all but one quarantined as duplicates: LSI trains on every record) outweighs the
+    rest of an update's energy, and gensim's merge keeps fewer topics than lsi.num_topics (it
+    drops factors under 0.1% of the energy). The statement shards were written with the model's
+    width and the space's manifest with the setting's, so every nightly failed at build-index:
+    'Vector has wrong length (expected 40, got 37)'."""
+    from shardvec.tasks.store import Space
+    new = data / "corpus" / "2099-01-01"
+    new.mkdir(parents=True)
+    (new / "same.jsonl").write_text("".join(json.dumps({"id": "same", "text": f"bushfire smoke {i}"})
+                                            + "\n" for i in range(40_000)))
+    assert nightly_in_process(data)["status"] == "published"
+    store = shardvec.open(data)
+    assert store.text("same") == "bushfire smoke 0" and store.similar("bushfire smoke", 1)
+    space = Space(data / json.loads((data / "CURRENT").read_text())["components"]["statements"])
+    assert space.shard_vectors(0).shape[1] == space.dim < 40
+    later = data / "corpus" / "2099-01-02"  # and the night after, whatever width its merge keeps
+    later.mkdir()
+    (later / "more.jsonl").write_text("".join(json.dumps({"id": f"more/{i}", "text": t}) + "\n"
+                                              for i, t in enumerate(SENTENCES[:100])))
+    assert nightly_in_process(data)["status"] == "published" and "more/99" in shardvec.open(data)
