@@ -591,14 +591,20 @@ def _acknowledged_records(path: Path) -> Iterator[Record]:
                 yield Record(id_, text, number, -1, -1)
 
 
-def batched(items, n: int):
-    """Lists of up to n items from any iterable (the last may be shorter)."""
-    batch = []
+def batched(items, n: int, max_bytes: int | None = None, weigh=None):
+    """Lists of up to n items from any iterable (the last may be shorter) and, with `max_bytes`,
+    of at most that much `weigh(item)` in all, unless one item alone weighs more."""
+    batch, weight = [], 0
     for item in items:
+        w = weigh(item) if max_bytes else 0
+        if batch and max_bytes and weight + w > max_bytes:
+            yield batch
+            batch, weight = [], 0
         batch.append(item)
+        weight += w
         if len(batch) == n:
             yield batch
-            batch = []
+            batch, weight = [], 0
     if batch:
         yield batch
 

@@ -8,24 +8,31 @@ moves what it cannot take to quarantine/inbox/ with its reason.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
+import itertools
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from shardvec.tasks.additions import COUNTS, AddResult, Adder, Item
-from shardvec.tasks.atomic import fsync_dir, unique_stamp
-from shardvec.tasks.corpus import FORMATS, BadInputError, Quarantine, SourceFile, batched, one_line, read_records
+from shardvec.tasks.atomic import fsync_dir, unique_stamp, write_json
+from shardvec.tasks.corpus import (BATCH_BYTES, FORMATS, BadInputError, Quarantine, SourceFile, batched, one_line,
+                                   read_records)
 from shardvec.tasks.layout import Layout
 
 
 def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_record_bytes: int,
-             replace: bool = False, adder: Adder | None = None, name: str | None = None) -> dict:
-    """Stream a JSON Lines, text or Parquet file into the published store, batch by batch.
-    JSON Lines records may say `"op": "replace"` or `"op": "delete"` (a delete needs only the id).
-    `name`: the file name the ids of a text file's lines carry (`text_id`), if not its own."""
+             replace: bool = False, adder: Adder | None = None, name: str | None = None,
+             skip: int = 0, progress: Callable[[int], None] | None = None) -> dict:
+    """Stream a JSON Lines, text or Parquet file into the published store, batch by batch (of
+    `batch_size` records and at most BATCH_BYTES of text). JSON Lines records may say
+    `"op": "replace"` or `"op": "delete"` (a delete needs only the id). `name`: the file name the
+    ids of a text file's lines carry (`text_id`), if not its own. `skip`: records already
+    acknowledged by an earlier attempt; `progress(n)` is called once the first n are."""
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -55,9 +62,14 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
         if fmt == "text":
             records = (dataclasses.replace(rec, id=text_id(name or path.name, rec.text)) for rec in records)
         failed: list[str] = []
-        for batch in batched(_to_its_end(records, failed), batch_size):
+        applied = skip
+        for batch in batched(itertools.islice(_to_its_end(records, failed), skip, None), batch_size,
+                             max_bytes=BATCH_BYTES, weigh=lambda rec: len(rec.text or "")):
             total.absorb(adder.commit((Item(put if rec.op == "add" else rec.op, rec.id, rec.text, _raw(rec), rec)
                                        for rec in batch), reject=refuse))
+            applied += len(batch)
+            if progress:
+                progress(applied)
     finally:
         q.commit()
     if failed:
@@ -136,18 +148,49 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
             totals["refused"] += _refuse(path, refused, reason)
             continue
         adder = adder or Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
+        mark = _Progress(where.inbox_progress, path)
         try:
             result = add_file(data, path, batch_size=batch_size, on_duplicate=on_duplicate,
-                              max_record_bytes=max_record_bytes, adder=adder)
+                              max_record_bytes=max_record_bytes, adder=adder, skip=mark.applied, progress=mark.save)
         except BadInputError as exc:  # this file cannot be used: the later ones still are
             totals["refused"] += _refuse(path, refused, str(exc))
+            mark.clear()
             continue
-        if not _keep_done(path, done):
+        moved = _keep_done(path, done)
+        mark.clear()
+        if not moved:
             continue
         totals["files"] += 1
         for f in COUNTS:
             totals[f] += result[f]
+    with contextlib.suppress(OSError):  # empty once every file is through (kept while one is not)
+        where.inbox_progress.rmdir()
     return totals
+
+
+class _Progress:
+    """How many records of an inbox file are acknowledged, kept beside the inbox while it is
+    drained: a drain killed inside a file goes on after them next time instead of applying the
+    file again from its first line, over what was acknowledged since (a delete of one of its ids
+    would be undone). Saved after each batch's commit; a kill between the two applies that one
+    batch again. Bound to the file's size and mtime: another file of the name starts afresh."""
+
+    def __init__(self, folder: Path, path: Path):
+        st = path.stat()
+        self.file = folder / f"{tail(path.name)}.json"
+        self.identity = {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        try:
+            saved = json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        ok = isinstance(saved, dict) and all(saved.get(k) == v for k, v in self.identity.items())
+        self.applied = saved["applied"] if ok and isinstance(saved.get("applied"), int) else 0
+
+    def save(self, applied: int) -> None:
+        write_json(self.file, {**self.identity, "applied": applied})
+
+    def clear(self) -> None:
+        self.file.unlink(missing_ok=True)
 
 
 def _keep_done(path: Path, done: Path) -> bool:

@@ -70,6 +70,7 @@ class Layout:
     corpus = _at("corpus")
     inbox = _at("inbox")
     inbox_done = _at("inbox", ".done")
+    inbox_progress = _at("inbox", ".progress", doc="how many records of each inbox file are acknowledged, while it is drained")
     stdin_spool = _at("inbox", ".stdin", doc="what `shardvec add -` reads from stdin, until it is applied")
     tokens = _at("cache", "tokens")
     versions = _at("versions")

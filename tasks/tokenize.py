@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from shardvec.tasks.atomic import fit_name, fsync_dir, sha256_file, write_json
-from shardvec.tasks.corpus import BATCH_BYTES, Quarantine, SourceFile, read_records
+from shardvec.tasks.corpus import BATCH_BYTES, Quarantine, SourceFile, batched, read_records
 
 CACHE_SCHEMA = pa.schema([
     ("id", pa.string()), ("text", pa.string()), ("tokens", pa.list_(pa.string())),
@@ -136,25 +136,12 @@ def _delete_superseded(cache: Path, src: SourceFile) -> None:
             old.unlink(missing_ok=True)
 
 
-def _batches(records, size: int, max_bytes: int):
-    """Lists of at most `size` records and, unless one record alone is larger, `max_bytes` of text."""
-    batch, nbytes = [], 0
-    for r in records:
-        length = len(r.text)  # characters: a bound on the bytes' order, without encoding each text
-        if batch and (len(batch) >= size or nbytes + length > max_bytes):
-            yield batch
-            batch, nbytes = [], 0
-        batch.append(r)
-        nbytes += length
-    if batch:
-        yield batch
-
-
 def _write_cache(path: Path, records, tokenizer: Tokenizer, batch_size: int) -> tuple[int, int]:
     """Tokenize `records` into an Arrow IPC file at `path`; (records, tokens) written."""
     n = tokens = 0
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, CACHE_SCHEMA) as writer:
-        for batch in _batches(records, batch_size, BATCH_BYTES):
+        # characters: a bound on the bytes' order, without encoding each text
+        for batch in batched(records, batch_size, BATCH_BYTES, weigh=lambda r: len(r.text)):
             toks = [tokenizer(r.text) for r in batch]
             n += len(batch)
             tokens += sum(map(len, toks))

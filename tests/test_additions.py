@@ -188,8 +188,6 @@ def test_kill_9_during_adds_loses_nothing_acknowledged(data):
 
 
 
-@pytest.mark.xfail(strict=True, reason="#33 hostile review: a drain killed inside a file applies the file again "
-                   "from its first line, over operations acknowledged since (tasks/intake.py drain_inbox)")
 def test_a_drain_killed_inside_a_file_does_not_undo_a_delete_acknowledged_after_it(data):
     """#33 hostile review: the inbox applies a file batch by batch and moves it to .done/ at the end.
     Killed in between, the next drain applies it again from the start, which is a no-op only if no

@@ -198,9 +198,12 @@ def test_a_rebuild_with_other_tokenizer_settings_trains_on_new_tokens_and_says_s
 
 def test_a_cache_batch_holds_at_most_a_few_megabytes_of_text(tmp_path):
     """2,000 records of 1 MB each, all legal, took the tokenizing worker down every night (a token
-    list costs ~24x its text): a batch now also stops at BATCH_BYTES of text."""
-    from shardvec.tasks.corpus import Record
-    from shardvec.tasks.tokenize import BATCH_BYTES, _batches
+    list costs ~24x its text), and were 2 GB in one add's batch: a batch (of the token cache, of
+    `shardvec add` and the inbox) now also stops at BATCH_BYTES of text."""
+    from shardvec.tasks.corpus import BATCH_BYTES, Record, batched
+
+    def _batches(records, size, max_bytes):
+        return batched(records, size, max_bytes, weigh=lambda r: len(r.text))
     big = [Record(id=f"r{i}", text="ab " * 333_000, line=i, offset=0, length=1) for i in range(60)]
     sizes = [len(b) for b in _batches(iter(big), 2000, BATCH_BYTES)]
     assert sum(sizes) == 60 and max(sizes) <= BATCH_BYTES // 999_000 + 1 and len(sizes) > 1
