@@ -127,8 +127,8 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
     a file of an unknown format or one that cannot be read (at all, or to its end) moves to
     quarantine/inbox/ with its reason, and the other files are still applied; a bad record costs
     only itself (quarantined with the file's other rejects). A file moves to .done only after all its
-    operations are acknowledged; a crash in between applies it again next time, which is a
-    no-op for what was already in.
+    operations are acknowledged; a crash in between goes on next time after the records already
+    acknowledged (`_Progress`).
     """
     where = Layout(data)
     inbox, done, refused = where.inbox, where.inbox_done, where.quarantine_inbox
