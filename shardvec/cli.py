@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from shardvec.tasks.errors import ShardvecError
+
 app = typer.Typer(help="Keep the semantic vectors of a growing corpus up to date, and read them.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 query_app = typer.Typer(help="Read the published version: nearest words, similar statements, rows.",
@@ -32,19 +34,6 @@ def _settings(data: Path | None):
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
-
-
-def _user_errors():
-    from shardvec.config.settings import SettingsError
-    from shardvec.tasks.corpus import BadInputError
-    from shardvec.flows.pipeline import QualityGateError
-    from shardvec.tasks.publish import DamagedCurrentError, LockedError, NotPublishedError
-    from shardvec.tasks.store import UnknownKeyError
-    from shardvec.tasks.ledger import LedgerError
-    from shardvec.tasks.trends import PlotFormatError
-    from shardvec.alerts import AlertsError
-    return (SettingsError, BadInputError, LockedError, NotPublishedError, UnknownKeyError, QualityGateError,
-            DamagedCurrentError, LedgerError, PlotFormatError, AlertsError)
 
 
 @app.command()
@@ -412,7 +401,7 @@ def main() -> None:
     os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
     try:
         app()
-    except _user_errors() as exc:
+    except ShardvecError as exc:  # every error a user acts on: its message says how
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except OSError as exc:  # a full disk, a file too large, no permission: the system said no

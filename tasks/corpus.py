@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shardvec.tasks.atomic import fit_name
+from shardvec.tasks.errors import ShardvecError
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "text", ".parquet": "parquet"}
 # Text turned into Python strings at once at most: Parquet rows and the ledger's puts are decoded
@@ -69,7 +70,7 @@ class QuarantineCounts:
     reasons: Counter = field(default_factory=Counter)
 
 
-class BadInputError(ValueError):
+class BadInputError(ValueError, ShardvecError):
     """An input that cannot be used, explained in one sentence."""
 
 

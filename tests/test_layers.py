@@ -181,3 +181,22 @@ def test_the_reader_api_reaches_no_training_code():
             todo += graph.get(m, [])
     assert not seen & {"tasks.lsi", "tasks.word2vec", "tasks.vocab", "tasks.quality", "tasks.skins"}, seen
     assert not any(m.startswith("flows") for m in seen), seen
+
+
+def test_every_error_for_users_is_a_shardvec_error():
+    """The CLI turns ShardvecError, and only it, into one line (`error: ...`): an error class
+    of ours outside it would reach the user as a traceback."""
+    import importlib
+    import inspect
+
+    from shardvec.tasks.errors import ShardvecError
+    outside = []
+    for d in ("tasks", "flows", "shardvec", "config"):
+        for path in sorted((ROOT / d).glob("*.py")):
+            tree = ast.parse(path.read_text())
+            names = [n.name for n in tree.body if isinstance(n, ast.ClassDef) and n.name.endswith("Error")]
+            if names:
+                mod = importlib.import_module("shardvec." + _module(path) if d != "shardvec" else _module(path))
+                outside += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                            if inspect.isclass(getattr(mod, n)) and not issubclass(getattr(mod, n), ShardvecError)]
+    assert outside == [], f"make these subclass ShardvecError (tasks/errors.py): {outside}"
