@@ -8,6 +8,7 @@ from shardvec.tasks.rows import rows_for_tile
 from shardvec.tasks.similarity import SimilarityRows, finish_rows, rows_recall, tile_count
 from shardvec.tasks.topk import exact_topk
 from shardvec.tasks.store import Space, SpaceWriter
+from tests.checks import resident_kb
 
 
 def _random_space(tmp_path, n=700, dim=12, rows_per_shard=100, normalized=False):
@@ -108,30 +109,19 @@ def test_tuning_finds_the_smallest_search_k_at_the_target_and_records_it(tmp_pat
     assert down["search_k"] == up["search_k"]
 
 
-def _resident_kb(path) -> int:
-    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
-    total, mine = 0, False
-    for line in open("/proc/self/smaps"):
-        if "-" in line.split(" ", 1)[0]:
-            mine = line.rstrip().endswith(str(path))
-        elif mine and line.startswith("Rss:"):
-            total += int(line.split()[1])
-    return total
-
-
 def test_a_scan_leaves_the_space_unmapped_but_readable(tmp_path):
     space, vecs = _random_space(tmp_path, n=200_000, dim=64, rows_per_shard=200_000)  # 51 MB
     shard0 = tmp_path / "s" / space.manifest["shards"][0]["vectors"]
     seen, resident = 0.0, []
     for start, block in space.blocks(4096):
         seen += float(block.sum(dtype=np.float64))
-        resident.append(_resident_kb(shard0))
+        resident.append(resident_kb(shard0))
     assert np.isclose(seen, float(vecs.sum(dtype=np.float64)), rtol=1e-5)
     # the block in hand (1 MB) and the page-cache folios the kernel maps around a fault
     # (up to 2 MB each), not the 51 MB of the shard a scan without releasing keeps mapped
     assert max(resident) <= 8 * 1024
     assert np.array_equal(space.range(0, 200_000), vecs)  # released pages read back from the page cache
-    assert _resident_kb(shard0) > 40 * 1024
+    assert resident_kb(shard0) > 40 * 1024
 
 
 @pytest.mark.parametrize("n, tile_rows, normalized", [(700, 130, False), (700, 700, True), (25, 7, True)])
@@ -151,3 +141,25 @@ def test_rows_from_tile_pairs_equal_brute_force(tmp_path, n, tile_rows, normaliz
     sim = SimilarityRows(out)
     ref_rows, _ = _brute(vecs, vecs, 10, np.arange(n))
     assert np.array_equal(np.stack([sim.row(r)[0] for r in range(n)]), ref_rows)
+
+
+def test_a_tile_pair_of_one_vector_repeated_holds_k_candidates_a_row(tmp_path):
+    """#33 hostile review: rows of one text repeated (20,000 records of boilerplate) all tie with
+    their bounds, and a tile pair held every tie: 16,384 x 16,384 candidates, a worker past its
+    memory limit every night. It holds at most k a row a block now."""
+    from shardvec.tasks import rows as R
+    n, tile_rows, k = 2048, 1024, 10
+    w = SpaceWriter(tmp_path / "s", 8, 1024)
+    w.append([str(i) for i in range(n)], np.tile(np.eye(8, dtype=np.float32)[0], (n, 1)))
+    w.close(normalized=True)
+    work, out = tmp_path / "work", tmp_path / "rows"
+    for t in range(2):
+        R.own_tile(tmp_path / "s", t, work, k=k, tile_rows=tile_rows, block_rows=256)
+    found = R.tile_pair(tmp_path / "s", 0, 1, work, k=k, tile_rows=tile_rows, block_rows=256)
+    assert found["candidates"] <= k * tile_rows * (1 + tile_rows // 256), found  # k a row a block (all 2 x 1024^2 before)
+    shards = [R.merge_tile(work, t, 2, out, k=k) for t in range(2)]
+    finish_rows(out, shards, k=k, method="exact", rows_per_shard=tile_rows)
+    sim = SimilarityRows(out)
+    for r in range(n):  # any k others: they all tie at 1.0
+        rows, scores = sim.row(r)
+        assert len(set(rows.tolist()) - {r}) == k and np.allclose(scores, 1.0)
