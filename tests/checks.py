@@ -1,4 +1,5 @@
-"""What several test modules check of a data directory after statements were added."""
+"""What several test modules check: a data directory after statements were added, the pages a
+process holds of a file."""
 
 from __future__ import annotations
 
@@ -42,3 +43,14 @@ def usable(id_, text) -> bool:
     except UnicodeEncodeError:
         return False
     return "\x00" not in id_ + text
+
+
+def resident_kb(path) -> int:
+    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, mine = 0, False
+    for line in open("/proc/self/smaps"):
+        if "-" in line.split(" ", 1)[0]:
+            mine = line.rstrip().endswith(str(path))
+        elif mine and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total

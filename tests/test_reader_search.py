@@ -6,7 +6,7 @@ import pytest
 
 import shardvec
 from shardvec.tasks.additions import Adder
-from tests.checks import ADDS
+from tests.checks import ADDS, resident_kb
 from tests.corpora import SENTENCES
 
 # More nodes than every tree holds: Annoy then inspects every item, so its answer is exact.
@@ -76,18 +76,7 @@ def test_a_reader_keeps_the_pages_it_scanned_mapped(published):
     space = store.statements.base
     files = [space.dir / s["vectors"] for s in space.manifest["shards"]]
     store.similar(TEXTS[0], 10, exact=True)
-    assert all(_resident_kb(f) > 0 for f in files)  # the nightly's scans release them; a reader's do not
-
-
-def _resident_kb(path) -> int:
-    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
-    total, mine = 0, False
-    for line in open("/proc/self/smaps"):
-        if "-" in line.split(" ", 1)[0]:
-            mine = line.rstrip().endswith(str(path))
-        elif mine and line.startswith("Rss:"):
-            total += int(line.split()[1])
-    return total
+    assert all(resident_kb(f) > 0 for f in files)  # the nightly's scans release them; a reader's do not
 
 
 def test_the_cli_asks_the_index_or_scans_with_exact(published):
