@@ -132,7 +132,7 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
     """
     where = Layout(data)
     inbox, done, refused = where.inbox, where.inbox_done, where.quarantine_inbox
-    for folder in (inbox, done):
+    for folder in (inbox, done, where.inbox_progress):
         if folder.is_symlink():
             raise BadInputError(f"{folder} is a symlink; make it a folder inside the data directory and move the "
                                 "files into it.")
@@ -148,14 +148,18 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
             totals["refused"] += _refuse(path, refused, reason)
             continue
         adder = adder or Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
-        mark = _Progress(where.inbox_progress, path)
         try:
+            mark = _Progress(where.inbox_progress, path)
             result = add_file(data, path, batch_size=batch_size, on_duplicate=on_duplicate,
                               max_record_bytes=max_record_bytes, adder=adder, skip=mark.applied, progress=mark.save)
         except BadInputError as exc:  # this file cannot be used: the later ones still are
             totals["refused"] += _refuse(path, refused, str(exc))
             mark.clear()
             continue
+        except FileNotFoundError:
+            if os.path.lexists(path):
+                raise
+            continue  # another drain took it while this one looked at it
         moved = _keep_done(path, done)
         mark.clear()
         if not moved:

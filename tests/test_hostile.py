@@ -339,3 +339,19 @@ def test_a_night_of_one_text_repeated_publishes_though_lsi_keeps_fewer_topics(da
     (later / "more.jsonl").write_text("".join(json.dumps({"id": f"more/{i}", "text": t}) + "\n"
                                               for i, t in enumerate(SENTENCES[:100])))
     assert nightly_in_process(data)["status"] == "published" and "more/99" in shardvec.open(data)
+
+
+def test_a_linked_progress_folder_is_refused_before_anything_is_written_through_it(data, tmp_path):
+    """#33 hostile review: inbox/.progress (where a drain counts a file's acknowledged records) as
+    a link to a folder outside: the drain wrote its counts there and deleted them after, like the
+    .done link refused before it."""
+    from shardvec.tasks.corpus import BadInputError
+    inbox, outside = data / "inbox", tmp_path / "outside"
+    inbox.mkdir()
+    outside.mkdir()
+    (outside / "a.jsonl.json").write_text("precious\n")
+    (inbox / ".progress").symlink_to(outside)
+    (inbox / "a.jsonl").write_text(json.dumps({"id": "a", "text": SENTENCES[3]}) + "\n")
+    with pytest.raises(BadInputError, match="is a symlink"):
+        drain_inbox(data, batch_size=100, on_duplicate="reject", max_record_bytes=1_000_000)
+    assert [p.name for p in outside.iterdir()] == ["a.jsonl.json"] and (outside / "a.jsonl.json").read_text() == "precious\n"
