@@ -232,6 +232,10 @@ def short_repr(value, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+# A UTF-8 byte order mark, which editors on Windows write at a file's start: not part of its first record.
+BOM = b"\xef\xbb\xbf"
+
+
 def _lines(path: Path, max_bytes: int, q: Quarantine) -> Iterator[tuple[int, int, bytes]]:
     """(1-based line number, byte offset, raw line with its newline), streamed.
 
@@ -265,7 +269,7 @@ def _skip_line(f, chunk: int) -> int:
 
 def _jsonl_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine, ops: bool = False) -> Iterator[Record]:
     for number, offset, raw in _lines(path, max_bytes, q):
-        body = raw.rstrip(b"\r\n")
+        body = raw.rstrip(b"\r\n").removeprefix(BOM if number == 1 else b"")
         if not body.strip():
             continue
         obj, reason = _decode_json(body)
@@ -324,7 +328,7 @@ def _decode_json(body: bytes) -> tuple[object, str | None]:
 
 def _text_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) -> Iterator[Record]:
     for number, offset, raw in _lines(path, max_bytes, q):
-        body = raw.rstrip(b"\r\n")
+        body = raw.rstrip(b"\r\n").removeprefix(BOM if number == 1 else b"")
         if not body.strip():
             continue
         try:

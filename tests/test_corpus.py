@@ -399,3 +399,19 @@ def test_a_large_parquet_row_group_of_shared_prefixes_is_read_a_few_rows_at_a_ti
     assert ids == [f"r{i}" for i in range(109)]
     assert arrow < stored.total_uncompressed_size + 3 * BATCH_BYTES and peak < 3 * BATCH_BYTES, \
         f"held {arrow >> 20} MB of Arrow, {peak >> 20} MB"
+
+
+def test_a_byte_order_mark_at_a_files_start_is_not_part_of_its_first_record(tmp_path):
+    """#33 hostile review: a JSON Lines file saved with a BOM (Windows editors do) lost its first
+    line to quarantine as broken JSON, and a text file's BOM became part of its first statement."""
+    corpus = tmp_path / "corpus"
+    (corpus / "p1").mkdir(parents=True)
+    (corpus / "p1" / "a.jsonl").write_bytes(b'\xef\xbb\xbf{"id": "a1", "text": "first"}\n{"id": "a2", "text": "second"}\n')
+    (corpus / "p1" / "b.txt").write_bytes(b"\xef\xbb\xbffirst line\r\nsecond line\r\n")
+    (corpus / "p1" / "c.txt").write_bytes(b"\xef\xbb\xbf\nonly line\n")  # a BOM alone is no statement
+    records, q = _read(corpus, tmp_path / "q", "p1/a.jsonl")
+    assert [(r.id, r.text) for r in records] == [("a1", "first"), ("a2", "second")] and q.counts.records == 0
+    records, _ = _read(corpus, tmp_path / "q", "p1/b.txt")
+    assert [r.text for r in records] == ["first line", "second line"]
+    records, _ = _read(corpus, tmp_path / "q", "p1/c.txt")
+    assert [r.text for r in records] == ["only line"]
