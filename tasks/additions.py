@@ -134,10 +134,12 @@ class Adder:
         """Delete statements by id; the rows that held them are recomputed exactly."""
         return self.commit(Item("delete", i, None, _json_line(i)) for i in ids)
 
-    def commit(self, items: Iterable[Item], reject=None) -> AddResult:
+    def commit(self, items: Iterable[Item], reject=None, then=None) -> AddResult:
         """Screen, apply and acknowledge a batch of operations: ledger, segment, then CURRENT.
         `reject(item, reason)`: where refused items go (a file's own quarantine, which keeps
-        their bytes and lines) instead of quarantine/additions/."""
+        their bytes and lines) instead of quarantine/additions/. `then()` runs once the batch is
+        acknowledged, still under the publish lock: no other operation is acknowledged between
+        the two (the inbox records its progress there)."""
         t = time.perf_counter()
         with PublishLock(self.data):
             ledger = Ledger(self.data)
@@ -150,6 +152,8 @@ class Adder:
                 result.ledger_seq = seq
             if ops or behind:
                 self._acknowledge(ledger, behind)
+            if then:
+                then()
         result.seconds = round(time.perf_counter() - t, 4)
         return result
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import hashlib
 import itertools
 import json
@@ -32,7 +33,8 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
     `batch_size` records and at most BATCH_BYTES of text). JSON Lines records may say
     `"op": "replace"` or `"op": "delete"` (a delete needs only the id). `name`: the file name the
     ids of a text file's lines carry (`text_id`), if not its own. `skip`: records already
-    acknowledged by an earlier attempt; `progress(n)` is called once the first n are."""
+    acknowledged by an earlier attempt; `progress(n)` is called once the first n are, under the
+    same publish lock as their commit."""
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -65,11 +67,10 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
         applied = skip
         for batch in batched(itertools.islice(_to_its_end(records, failed), skip, None), batch_size,
                              max_bytes=BATCH_BYTES, weigh=lambda rec: len(rec.text or "")):
-            total.absorb(adder.commit((Item(put if rec.op == "add" else rec.op, rec.id, rec.text, _raw(rec), rec)
-                                       for rec in batch), reject=refuse))
             applied += len(batch)
-            if progress:
-                progress(applied)
+            total.absorb(adder.commit((Item(put if rec.op == "add" else rec.op, rec.id, rec.text, _raw(rec), rec)
+                                       for rec in batch), reject=refuse,
+                                      then=progress and functools.partial(progress, applied)))
     finally:
         q.commit()
     if failed:
@@ -176,8 +177,9 @@ class _Progress:
     """How many records of an inbox file are acknowledged, kept beside the inbox while it is
     drained: a drain killed inside a file goes on after them next time instead of applying the
     file again from its first line, over what was acknowledged since (a delete of one of its ids
-    would be undone). Saved after each batch's commit; a kill between the two applies that one
-    batch again. Bound to the file's size and mtime: another file of the name starts afresh."""
+    would be undone). Saved after each batch's commit under the same publish lock, so a kill
+    between the two applies that batch again with nothing acknowledged in between (a no-op).
+    Bound to the file's size and mtime: another file of the name starts afresh."""
 
     def __init__(self, folder: Path, path: Path):
         st = path.stat()
