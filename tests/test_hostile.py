@@ -169,16 +169,8 @@ def test_a_linked_done_folder_a_long_name_and_a_lone_surrogate_never_escape_or_b
     """inbox/.done as a link to a folder outside: refused before anything moves there. A name
     too long to prefix with a stamp, and a record with a lone surrogate escape (json accepts it,
     UTF-8 cannot encode it): quarantined, and the files after them still applied."""
-    from shardvec.tasks.corpus import BadInputError
-    inbox, outside = data / "inbox", tmp_path / "outside"
-    inbox.mkdir()
-    outside.mkdir()
-    (outside / "victim.jsonl").write_text("precious\n")
-    (inbox / ".done").symlink_to(outside)
-    (inbox / "victim.jsonl").write_text(json.dumps({"id": "v", "text": SENTENCES[3]}) + "\n")
-    with pytest.raises(BadInputError, match="is a symlink"):
-        drain_inbox(data, batch_size=100, on_duplicate="reject", max_record_bytes=1_000_000)
-    assert (outside / "victim.jsonl").read_text() == "precious\n"
+    inbox = data / "inbox"
+    _refuses_a_linked(data, tmp_path, ".done", "victim.jsonl")
     (inbox / ".done").unlink()
     (inbox / ("0" + "a" * 240 + ".xyz")).write_text("x")
     (inbox / "1-surrogate.jsonl").write_bytes(b'{"id": "bad", "text": "bad \\udc80 record"}\n'
@@ -186,7 +178,7 @@ def test_a_linked_done_folder_a_long_name_and_a_lone_surrogate_never_escape_or_b
     report = drain_inbox(data, batch_size=100, on_duplicate="reject", max_record_bytes=1_000_000)
     assert report["refused"] == 1 and report["quarantined"] == 1
     store = shardvec.open(data)
-    assert "fine" in store and "v" in store and "bad" not in store
+    assert "fine" in store and "a" in store and "bad" not in store
 
 
 def test_a_delete_of_an_id_utf8_cannot_encode_is_quarantined_not_a_traceback(data):
@@ -345,13 +337,19 @@ def test_a_linked_progress_folder_is_refused_before_anything_is_written_through_
     """#33 hostile review: inbox/.progress (where a drain counts a file's acknowledged records) as
     a link to a folder outside: the drain wrote its counts there and deleted them after, like the
     .done link refused before it."""
+    _refuses_a_linked(data, tmp_path, ".progress", "a.jsonl.json")
+
+
+def _refuses_a_linked(data, tmp_path, folder: str, victim: str) -> None:
+    """inbox/FOLDER as a link to a folder outside holding VICTIM: the drain refuses it before it
+    writes, moves or deletes anything there."""
     from shardvec.tasks.corpus import BadInputError
     inbox, outside = data / "inbox", tmp_path / "outside"
     inbox.mkdir()
     outside.mkdir()
-    (outside / "a.jsonl.json").write_text("precious\n")
-    (inbox / ".progress").symlink_to(outside)
+    (outside / victim).write_text("precious\n")
+    (inbox / folder).symlink_to(outside)
     (inbox / "a.jsonl").write_text(json.dumps({"id": "a", "text": SENTENCES[3]}) + "\n")
     with pytest.raises(BadInputError, match="is a symlink"):
         drain_inbox(data, batch_size=100, on_duplicate="reject", max_record_bytes=1_000_000)
-    assert [p.name for p in outside.iterdir()] == ["a.jsonl.json"] and (outside / "a.jsonl.json").read_text() == "precious\n"
+    assert [p.name for p in outside.iterdir()] == [victim] and (outside / victim).read_text() == "precious\n"
