@@ -309,6 +309,7 @@ def test_two_drains_at_once_both_end_well_and_apply_every_file(data):
     assert [p.name for p in inbox.iterdir()] == [".done"] and len(list((inbox / ".done").iterdir())) == 20
 
 
+@pytest.mark.slow
 def test_a_night_of_one_text_repeated_publishes_though_lsi_keeps_fewer_topics(data):
     """#33 hostile review: a partition of thousands of records with the same words (here one id
     repeated, all but one quarantined as duplicates: LSI trains on every record) outweighs the
