@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shardvec.tasks.additions import COUNTS, AddResult, Adder, Item
-from shardvec.tasks.atomic import fsync_dir, unique_stamp, write_json
+from shardvec.tasks.atomic import fit_name, fsync_dir, unique_stamp, write_json
 from shardvec.tasks.corpus import (BATCH_BYTES, FORMATS, BadInputError, Quarantine, SourceFile, batched, one_line,
                                    read_records)
 from shardvec.tasks.layout import Layout
@@ -46,7 +46,7 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
     st = path.stat()
     src = SourceFile("additions", path.name, fmt, st.st_size, st.st_mtime_ns, root=str(path.parent))
     # a folder of its own: two adds of files with one name in one second would replace each other's
-    q = Quarantine(Layout(data).quarantine_additions / unique_stamp(), dataclasses.replace(src, name=tail(path.name)))
+    q = Quarantine(Layout(data).quarantine_additions / unique_stamp(), src)
     total = AddResult()
 
     def refuse(item: Item, reason: str) -> None:  # a duplicate id: its own bytes, file and line
@@ -87,16 +87,6 @@ def text_id(name: str, text: str) -> str:
     and adding a file again after an unknown outcome is a no-op."""
     # 64 bits: 10^8 lines added under one file name collide with a chance of 3e-4 (48 bits: likely)
     return f"{name}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
-
-
-def tail(name: str, limit: int = 200) -> str:
-    """The end of a file name (its format's suffix) within `limit` bytes: a name may be 255 bytes,
-    and intake writes it with a stamp before it or a suffix after it (quarantine, .done/)."""
-    raw = os.fsencode(name)
-    if len(raw) <= limit:
-        return name
-    raw = raw[-limit:]
-    return os.fsdecode(raw.lstrip(bytes(range(0x80, 0xC0))))  # not from the middle of a character
 
 
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
@@ -183,7 +173,7 @@ class _Progress:
 
     def __init__(self, folder: Path, path: Path):
         st = path.stat()
-        self.file = folder / f"{tail(path.name)}.json"
+        self.file = folder / f"{fit_name(path.name)}.json"
         self.identity = {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
         try:
             saved = json.loads(self.file.read_text())
@@ -205,7 +195,7 @@ def _keep_done(path: Path, done: Path) -> bool:
     done.mkdir(parents=True, exist_ok=True)
     target = done / path.name
     if os.path.lexists(target):
-        target = done / f"{unique_stamp()}-{tail(path.name)}"
+        target = done / f"{unique_stamp()}-{fit_name(path.name)}"
     return _move(path, target)
 
 
@@ -240,7 +230,7 @@ def _refuse(path: Path, folder: Path, reason: str) -> bool:
     reason; False if another drain took it first."""
     folder.mkdir(parents=True, exist_ok=True)
     stamp = unique_stamp()
-    target = folder / f"{stamp}-{tail(path.name)}"
+    target = folder / f"{stamp}-{fit_name(path.name)}"
     if not _move(path, target):
         return False
     with open(str(target) + ".reason.json", "w") as f:
