@@ -119,9 +119,12 @@ class Store:
     @_reopens
     def embed(self, text: str) -> np.ndarray:
         """The LSI vector (unit length) a new text gets from the published models."""
+        return self._embed([text])[0]
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
         if self._embedder is None:
             self._embedder = Embedder(self._paths["models"])
-        return self._embedder.embed([self.tokenizer(text)])[0]
+        return self._embedder.embed([self.tokenizer(t) for t in texts])
 
     @_reopens
     def similar(self, text: str, k: int = 10, exact: bool | None = None) -> list[Hit]:
@@ -133,9 +136,7 @@ class Store:
     @_reopens
     def similar_many(self, texts: list[str], k: int = 10, exact: bool | None = None) -> list[list[Hit]]:
         """`similar` of each text: one embedding of them all, one pass of the search."""
-        if self._embedder is None:
-            self._embedder = Embedder(self._paths["models"])
-        return self.similar_vectors(self._embedder.embed([self.tokenizer(t) for t in texts]), k, exact)
+        return self.similar_vectors(self._embed(texts), k, exact)
 
     @_reopens
     def similar_vectors(self, vectors: np.ndarray, k: int = 10, exact: bool | None = None) -> list[list[Hit]]:
@@ -185,8 +186,8 @@ class Store:
                 exact: bool | None) -> list[list[Hit]]:
         """Hits of each query vector; `exclude[i]`: query i's own row, never returned."""
         space = self.words if name == "words" else self.statements
-        base = self.words if name == "words" else self.statements.base
-        index = None if exact or (exact is None and len(space) * base.dim <= EXACT_MAX_CELLS) else self._index(name)
+        small = len(space) * self._base(name).dim <= EXACT_MAX_CELLS
+        index = None if exact or (exact is None and small) else self._index(name)
         if index is None:
             rows, scores = exact_topk(space, vecs, k, exclude=exclude)
         else:
@@ -199,9 +200,12 @@ class Store:
         """The space's index, mapped once; None for a version indexed per shard (scanned exactly)."""
         if name not in self._indexes:
             where = self._paths[f"{name}_index"]
-            dim = (self.words if name == "words" else self.statements.base).dim
-            self._indexes[name] = SpaceIndex(where, dim) if SpaceIndex.usable(where) else None
+            self._indexes[name] = SpaceIndex(where, self._base(name).dim) if SpaceIndex.usable(where) else None
         return self._indexes[name]
+
+    def _base(self, name: str) -> Space:
+        """The space a version's index covers: the words, or the statements without additions."""
+        return self.words if name == "words" else self.statements.base
 
     def _hit(self, space, r: int, score: float) -> Hit:
         text = space.text(r) if space is self.statements else None
