@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import WORK, blas_gflops, save, statements  # noqa: E402
 from shardvec.config import load_settings  # noqa: E402
-from shardvec.tasks.additions import Adder  # noqa: E402
-from shardvec.tasks.publish import read_current  # noqa: E402
-from shardvec.tasks.rows import rows_for_tile  # noqa: E402
-from shardvec.tasks.segments import Statements  # noqa: E402
-from shardvec.tasks.similarity import tile_count  # noqa: E402
-from shardvec.tasks.topk import exact_topk, recall_at_k  # noqa: E402
+from shardvec.tasks.changes.additions import Adder  # noqa: E402
+from shardvec.tasks.storage.versions import read_current  # noqa: E402
+from shardvec.tasks.search.rows import rows_for_tile  # noqa: E402
+from shardvec.tasks.changes.segments import Statements  # noqa: E402
+from shardvec.tasks.search.similarity import tile_count  # noqa: E402
+from shardvec.tasks.search.topk import exact_topk, recall_at_k  # noqa: E402
 
 SIZES = (25_000, 50_000, 100_000)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import WORK, save
-from shardvec.tasks.topk import exact_topk, recall_at_k
-from shardvec.tasks.store import DTYPES, Space, convert_space
+from shardvec.tasks.search.topk import exact_topk, recall_at_k
+from shardvec.tasks.storage.spaces import DTYPES, Space, convert_space
 
 
 def _latency(ns: list[int]) -> dict:
@@ -35,7 +35,7 @@ def oov(vectors_dir: Path, model: str) -> dict:
     """Words the fastText model never saw (from the Lee corpus): our vectors vs gensim's."""
     from gensim.models.fasttext import load_facebook_vectors
     from gensim.test.utils import datapath
-    from shardvec.tasks.vectors_io import Vectors
+    from shardvec.tasks.models.vectors_io import Vectors
     ref, ours = load_facebook_vectors(datapath(model)), Vectors(vectors_dir)
     words = sorted({w for line in open(datapath("lee.cor"), encoding="utf-8", errors="replace")
                     for w in line.lower().split() if w not in ref.key_to_index})[:2000]
@@ -88,7 +88,7 @@ def main() -> None:
         figures[name] = measure(data / current["components"][name])
         print(name, json.dumps(figures[name]), flush=True)
     from gensim.test.utils import datapath
-    from shardvec.tasks.vectors_io import import_vectors
+    from shardvec.tasks.models.vectors_io import import_vectors
     tmp = Path(tempfile.mkdtemp(dir=WORK))
     try:
         import_vectors(datapath("lee_fasttext_new.bin"), tmp, "ft")

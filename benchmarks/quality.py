@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import WORK, save  # noqa: E402
 from shardvec.config import load_settings  # noqa: E402
 from shardvec.sample import PARTITIONS, build_sample  # noqa: E402
-from shardvec.tasks.quality import evaluate_models  # noqa: E402
-from shardvec.tasks.tokenize import TokenStream  # noqa: E402
+from shardvec.tasks.quality.evaluation import evaluate_models  # noqa: E402
+from shardvec.tasks.inputs.tokenize import TokenStream  # noqa: E402
 
 
 def pipeline(data: Path, nights: list[list[str]]) -> dict:

@@ -94,7 +94,7 @@ def build_vectors(n: int) -> Path:
         return path
     from gensim.corpora import Dictionary
     from gensim.models import LsiModel, TfidfModel
-    from shardvec.tasks.embed import tfidf_matrix
+    from shardvec.tasks.search.embed import tfidf_matrix
     HERE.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     train = [_tokens(text) for text in bench_statements(TRAIN)]
@@ -135,7 +135,7 @@ def vectors(n: int) -> np.ndarray:
 
 def space_for(n: int) -> Path:
     """The first n vectors as a statement space (50k rows a shard), cached."""
-    from shardvec.tasks.store import finish_space, write_shard
+    from shardvec.tasks.storage.spaces import finish_space, write_shard
     path = HERE / f"space-{n}"
     if (path / "manifest.json").exists():
         return path
@@ -168,7 +168,7 @@ def workers() -> Iterator[ProcessPoolExecutor]:
 
 
 def _run(fn, *args, **kwargs) -> dict:
-    from shardvec.tasks.skins import measured
+    from shardvec.flows.skins import measured
     cpu = time.process_time()
     return {**measured(fn)(*args, **kwargs), "cpu_seconds": time.process_time() - cpu}
 
@@ -178,8 +178,8 @@ def _phase(pool, calls) -> list[dict]:
 
 
 def exact(space: Path, out: Path, n: int, pool) -> list[list[dict]]:
-    from shardvec.tasks import rows
-    from shardvec.tasks.similarity import tile_count
+    from shardvec.tasks.search import rows
+    from shardvec.tasks.search.similarity import tile_count
     args, tiles = dict(k=K, tile_rows=16_384, block_rows=1024), tile_count(n, 16_384)
     return [_phase(pool, [(rows.own_tile, space, t, out / "work", args) for t in range(tiles)]),
             _phase(pool, [(rows.tile_pair, space, i, j, out / "work", args) for i, j in rows.tile_pairs(n, 16_384)]),
@@ -187,8 +187,8 @@ def exact(space: Path, out: Path, n: int, pool) -> list[list[dict]]:
 
 
 def partitioned(space: Path, out: Path, n: int, pool, s) -> list[list[dict]]:
-    from shardvec.tasks import partitioned as p
-    from shardvec.tasks.store import Space
+    from shardvec.tasks.search import partitioned as p
+    from shardvec.tasks.storage.spaces import Space
     w, b = out / "work", dict(memory_budget_mb=s.memory_budget_mb)
     tasks = p.score_tasks_for(n, s.tile_rows, 2)
     return [_phase(pool, [(p.train_centroids, space, w, dict(clusters=p.clusters_for(n, s.cluster_rows),
@@ -209,7 +209,7 @@ def partitioned(space: Path, out: Path, n: int, pool, s) -> list[list[dict]]:
 def annoy_plain(n: int, out: Path) -> dict:
     """benchmarks/plain.py's rows: one Annoy index, n_trees = ln(N), default search_k."""
     from annoy import AnnoyIndex
-    from shardvec.tasks.report import PeakRSS
+    from shardvec.tasks.quality.report import PeakRSS
     x = vectors(n)
     t = time.perf_counter()
     with PeakRSS() as mem:
@@ -230,8 +230,8 @@ def annoy_plain(n: int, out: Path) -> dict:
 
 def truth(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SAMPLE statements and their exact top-k (cached)."""
-    from shardvec.tasks.topk import exact_topk
-    from shardvec.tasks.store import Space
+    from shardvec.tasks.search.topk import exact_topk
+    from shardvec.tasks.storage.spaces import Space
     path = HERE / f"truth-{n}.npz"
     if not path.exists():
         picks = np.sort(np.random.default_rng(SEED).choice(n, SAMPLE, replace=False))
@@ -244,7 +244,7 @@ def truth(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def recall(n: int, rows: np.ndarray) -> float:
     """recall@10 against exact on the sample; rows are (SAMPLE, K) neighbour rows."""
-    from shardvec.tasks.topk import recall_at_k
+    from shardvec.tasks.search.topk import recall_at_k
     picks, t_rows, t_scores = truth(n)
     x = vectors(n)
     found_s = np.einsum("ij,ikj->ik", np.asarray(x[picks]), np.asarray(x[np.maximum(rows, 0).ravel()]).reshape(len(picks), K, -1))
@@ -252,7 +252,7 @@ def recall(n: int, rows: np.ndarray) -> float:
 
 
 def stored_rows(rows_dir: Path, picks: np.ndarray) -> np.ndarray:
-    from shardvec.tasks.similarity import SimilarityRows
+    from shardvec.tasks.search.similarity import SimilarityRows
     sim = SimilarityRows(rows_dir)
     return np.stack([sim.row(int(p))[0] for p in picks])
 
@@ -260,7 +260,7 @@ def stored_rows(rows_dir: Path, picks: np.ndarray) -> np.ndarray:
 def measure(n: int, method: str) -> dict:
     import shutil
     from shardvec.config import load_settings
-    from shardvec.tasks.similarity import finish_rows, tile_entries
+    from shardvec.tasks.search.similarity import finish_rows, tile_entries
     out = HERE / f"run-{method}-{n}"
     shutil.rmtree(out, ignore_errors=True)
     space, picks = space_for(n), truth(n)[0]

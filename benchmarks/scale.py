@@ -193,7 +193,7 @@ def _report(log: Path) -> dict:
 
 def plain_recall(work: Path, sample: int = 1000) -> float:
     """recall@10 of the plain script's Annoy rows against exact search over its own vectors."""
-    from shardvec.tasks.topk import RowsInRam, exact_topk, recall_at_k
+    from shardvec.tasks.search.topk import RowsInRam, exact_topk, recall_at_k
 
     vecs = np.load(work / "plain" / "statements.npy", mmap_mode="r")
     rows = np.load(work / "plain" / "rows.npy", mmap_mode="r")

@@ -3,7 +3,7 @@
 Vectors: random but structured like the 1M benchmark's (LSI statements: 200 dimensions, a
 decaying spectrum, 4,096 clusters; words: 100 dimensions, 200,000 of them), unit length. The
 sizes grow: each is the first n statement rows. At each size one data directory publishes a
-version through tasks/publish.py (spaces, the Annoy index built and tuned to
+version through tasks/storage/versions.py (spaces, the Annoy index built and tuned to
 index.target_recall as the nightly does; its similarity rows are left empty, searches never read
 them) with 10,000 added statements in 2 segments and 1,000 deleted ones live.
 
@@ -65,13 +65,13 @@ def structured(n: int, dim: int, seed: int, clusters: int = 4096) -> np.ndarray:
 def publish(data: Path, vecs: np.ndarray, words: Path | None, adds: np.ndarray, dead: np.ndarray) -> dict:
     """A data directory whose CURRENT names a version of `vecs` (and `words`, built here when None)
     plus one segment of `adds` and one of the deletes; the seconds its indexes took."""
-    from shardvec.tasks.index import build_index, index_recall
-    from shardvec.tasks.layout import Layout
-    from shardvec.tasks.publish import prepare, swap
-    from shardvec.tasks.segments import write_segment
-    from shardvec.tasks.similarity import finish_rows
-    from shardvec.tasks.store import SpaceWriter
-    from shardvec.tasks.tokenize import Tokenizer
+    from shardvec.tasks.search.index import build_index, index_recall
+    from shardvec.tasks.storage.layout import Layout
+    from shardvec.tasks.storage.versions import prepare, swap
+    from shardvec.tasks.changes.segments import write_segment
+    from shardvec.tasks.search.similarity import finish_rows
+    from shardvec.tasks.storage.spaces import SpaceWriter
+    from shardvec.tasks.inputs.tokenize import Tokenizer
     where = Layout(data)
     vid = time.strftime("%Y%m%dT%H%M%S-") + f"{len(vecs) % 0xffffff:06x}"
     v = where.version(vid)
@@ -171,7 +171,7 @@ class Libraries:
 def size(n: int, x: np.ndarray, adds: np.ndarray, queries: np.ndarray, libs: Libraries, work: Path, words: Path | None):
     import shardvec
     from annoy import AnnoyIndex
-    from shardvec.tasks.topk import RowsInRam, exact_topk
+    from shardvec.tasks.search.topk import RowsInRam, exact_topk
     data = work / "data"  # one directory: each size's version reuses the first one's words
     dead = np.sort(np.random.default_rng(n).choice(n, DELETES, replace=False))
     out = {"statements": n, "additions": ADDS, "deletes": DELETES}

@@ -24,9 +24,9 @@ from pathlib import Path
 from distributed import Client, LocalCluster
 
 from benchmarks.common import WORK, save
-from shardvec.tasks.corpus import discover
-from shardvec.tasks.statements import plan_statements, project_shard, shard_count
-from shardvec.tasks.tokenize import Tokenizer, tokenize_file
+from shardvec.tasks.inputs.corpus import discover
+from shardvec.tasks.models.statements import plan_statements, project_shard, shard_count
+from shardvec.tasks.inputs.tokenize import Tokenizer, tokenize_file
 
 
 def _spin(n: int) -> int:

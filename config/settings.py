@@ -22,7 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from shardvec.tasks.errors import ShardvecError
+from shardvec.errors import ShardvecError
 
 DEFAULT_TOML = Path(__file__).with_name("default.toml")
 # Seeds and search_k reach Annoy and NumPy as a C int (a negative seed or a larger one fails there)

@@ -7,7 +7,7 @@ from prefect import flow
 from shardvec.flows.artifacts import publish_add_report
 from shardvec.flows.params import Overrides, run_settings
 from shardvec.flows.watchdog import watch_parent
-from shardvec.tasks import skins
+from shardvec.flows import skins
 
 
 @flow(name="add-statements", log_prints=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shardvec.tasks.report import quarantine_markdown, render_markdown, report_table
+from shardvec.tasks.quality.report import quarantine_markdown, render_markdown, report_table
 
 
 def publish_artifacts(report: dict) -> None:

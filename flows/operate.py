@@ -27,9 +27,9 @@ from shardvec.config import Settings
 from shardvec.flows.progress import run_logger
 from shardvec.flows.watchdog import watch_parent
 from shardvec.server import checked_reports
-from shardvec.tasks import report as run_report
-from shardvec.tasks import runs
-from shardvec.tasks.layout import Layout
+from shardvec.tasks.quality import report as run_report
+from shardvec.tasks.storage import runs
+from shardvec.tasks.storage.layout import Layout
 
 GATE_EVENT = "shardvec.quality-gate.refused"
 QUARANTINE_EVENT = "shardvec.input.quarantined"
@@ -42,7 +42,7 @@ def mark_dead_runs_crashed(data: Path) -> list[str]:
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed
 
-    from shardvec.tasks.quality import append_history
+    from shardvec.tasks.quality.evaluation import append_history
 
     marked = []
     dead = runs.dead_runs(data)

@@ -27,19 +27,20 @@ from prefect.futures import PrefectFuture
 from shardvec.config import Settings
 from shardvec.flows.artifacts import publish_artifacts
 from shardvec.flows.progress import RunProgress
-from shardvec.tasks import quality, skins
-from shardvec.tasks.corpus import Selection, SourceFile, select_partitions
-from shardvec.tasks.errors import ShardvecError
-from shardvec.tasks.layout import Layout, VersionLayout
-from shardvec.tasks.ledger import Replay
-from shardvec.tasks.lsi import part_ranges
-from shardvec.tasks.partitioned import clusters_for, merge_groups, score_tasks_for
-from shardvec.tasks.publish import RunLock, new_version_id, read_current, read_manifest, sweep_leftovers
-from shardvec.tasks.report import MEASURED, PeakRSS, render_text, step_rows
-from shardvec.tasks.rows import tile_pairs
-from shardvec.tasks.similarity import tile_count, tile_entries
-from shardvec.tasks.statements import shard_count
-from shardvec.tasks.tokenize import Tokenizer
+from shardvec.flows import skins
+from shardvec.tasks.quality import evaluation
+from shardvec.tasks.inputs.corpus import Selection, SourceFile, select_partitions
+from shardvec.errors import ShardvecError
+from shardvec.tasks.storage.layout import Layout, VersionLayout
+from shardvec.tasks.storage.ledger import Replay
+from shardvec.tasks.models.lsi import part_ranges
+from shardvec.tasks.search.partitioned import clusters_for, merge_groups, score_tasks_for
+from shardvec.tasks.storage.versions import RunLock, new_version_id, read_current, read_manifest, sweep_leftovers
+from shardvec.tasks.quality.report import MEASURED, PeakRSS, render_text, step_rows
+from shardvec.tasks.search.rows import tile_pairs
+from shardvec.tasks.search.similarity import tile_count, tile_entries
+from shardvec.tasks.models.statements import shard_count
+from shardvec.tasks.inputs.tokenize import Tokenizer
 
 # the ledger's puts (ids whose last op is an add or replace), read as two more input files after
 # the corpus partitions
@@ -77,7 +78,7 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
         report["progress_steps"] = [build.progress.done, build.progress.steps]
     report["peak_rss_mb"] = round(max([flow_mem.peak / (1 << 20)] + [r["peak_rss_mb"] for r in report["steps"]]), 1)
     status = "refused by the quality gate" if report.get("gate") else "published"
-    quality.append_history(s.data, {"flow": flow, "status": status, "version": report["version"],
+    evaluation.append_history(s.data, {"flow": flow, "status": status, "version": report["version"],
                                     "statements": report["statements"], "metrics": report["quality"],
                                     "gate": report.get("gate", []), "peak_rss_mb": report["peak_rss_mb"],
                                     "wall_seconds": round(time.perf_counter() - started, 2)})
@@ -241,8 +242,8 @@ class Build:
         out = _figures(tok, trained, written) | {"recall": recall.report(), "rows_method": rows_method}
         out["quality"] = metrics = self.evaluate(trained) | recall.metrics()
         out["version"] = self.version
-        refused = quality.gate(metrics, self.live.get("quality"),
-                               self.s.quality.model_dump()) if self.s.quality.gate else []
+        refused = evaluation.gate(metrics, self.live.get("quality"),
+                                  self.s.quality.model_dump()) if self.s.quality.gate else []
         out["steps"] = step_rows(self.steps)
         if refused and not force:
             return out | {"gate": refused}
@@ -298,7 +299,7 @@ class Build:
                  for i, docs in enumerate(part_ranges(tok.train_records, s.dask.n_workers, s.lsi.chunksize))]
         lsi = skins.lsi_merge_task.submit(parts, dictionary, v.models, **lsi_args,
                                           previous=prev / "lsi.gensim" if prev else None)
-        words_quality = skins.evaluate_words_task.submit(v.models / "word2vec.gensim", **quality.evaluation_sets(s),
+        words_quality = skins.evaluate_words_task.submit(v.models / "word2vec.gensim", **evaluation.evaluation_sets(s),
                                                          wait_for=[w2v])
         plan_r, lsi_r, w2v_r = self.progress.wait("train", [plan, lsi, w2v])
         self.record("plan-statements", [plan_r])
@@ -402,7 +403,7 @@ class Build:
 
 def _exact_rows(space, work, rows_dir, tiles: int, statements: int, s: Settings) -> tuple[list, list]:
     """Each tile against itself, each pair of tiles once, then each tile's rows merged
-    (tasks/rows.py): the scoring futures, and the merge futures whose results are the rows' shards."""
+    (tasks/search/rows.py): the scoring futures, and the merge futures whose results are the rows' shards."""
     sim = s.similarity
     args = dict(k=sim.width, tile_rows=sim.tile_rows, block_rows=sim.block_rows)
     own = [skins.own_tile_task.submit(space, t, work, **args) for t in range(tiles)]
@@ -417,7 +418,7 @@ def _exact_rows(space, work, rows_dir, tiles: int, statements: int, s: Settings)
 def _partitioned_rows(space, work, rows_dir, tiles: int, statements: int, s: Settings) -> tuple[list, list]:
     """Centroids, each shard's nearest clusters, the inverted lists (kept in the rows' folder for
     adds), each task's clusters within (the rows' bounds) and across, then each tile's rows
-    gathered, a group of tiles a task (tasks/partitioned.py): scoring futures, and merge futures."""
+    gathered, a group of tiles a task (tasks/search/partitioned.py): scoring futures, and merge futures."""
     sim, budget = s.similarity, dict(memory_budget_mb=s.similarity.memory_budget_mb)
     shards = shard_count(statements, s.store.rows_per_shard)
     train = skins.centroids_task.submit(space, work, clusters=clusters_for(statements, sim.cluster_rows),

@@ -15,7 +15,7 @@ Each function here is the CLI verb of the same name (`shardvec add`, `delete`, `
 from pathlib import Path
 
 from shardvec.reader import Store, open_store
-from shardvec.tasks.additions import Adder
+from shardvec.tasks.changes.additions import Adder
 
 open = open_store  # noqa: A001 - `shardvec.open(path)` reads like `annoy`/`sqlite3` openers
 
@@ -25,8 +25,8 @@ def open_vectors(path: str | Path, name: str | None = None):
 
     >>> v = shardvec.open_vectors("data", "crawl"); v.vector("cat"); v.vectors(["a", "b"])
     """
-    from shardvec.tasks.layout import Layout
-    from shardvec.tasks.vectors_io import Vectors
+    from shardvec.tasks.storage.layout import Layout
+    from shardvec.tasks.models.vectors_io import Vectors
     return Vectors(Layout(path).vectors / name if name else Path(path))
 
 
@@ -50,20 +50,20 @@ def delete(ids, data: str | Path | None = None) -> dict:
 
 def versions(data: str | Path | None = None) -> list[dict]:
     """The kept versions, oldest first: when, statements, the run's quality line, which is live."""
-    from shardvec.tasks.release import list_versions
+    from shardvec.tasks.changes.release import list_versions
     return list_versions(_data(data))
 
 
 def rollback(version: str | None = None, data: str | Path | None = None) -> dict:
     """Make an earlier kept version live (the one before the live one by default), in one atomic
     step; adds, replaces and deletes acknowledged since are replayed on top."""
-    from shardvec.tasks.release import rollback as roll_back
+    from shardvec.tasks.changes.release import rollback as roll_back
     return roll_back(_data(data), version)
 
 
 def verify(data: str | Path | None = None) -> list[str]:
     """Problems with the published version, its additions and its ledger (empty: it is whole)."""
-    from shardvec.tasks.release import verify as verify_store
+    from shardvec.tasks.changes.release import verify as verify_store
     return verify_store(_data(data))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from shardvec.tasks.errors import ShardvecError
+from shardvec.errors import ShardvecError
 
 AUTOMATIONS = Path(__file__).resolve().parents[1] / "deploy" / "automations.yaml"
 BLOCK = "shardvec-alerts"

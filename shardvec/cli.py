@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from shardvec.tasks.errors import ShardvecError
+from shardvec.errors import ShardvecError
 
 app = typer.Typer(help="Keep the semantic vectors of a growing corpus up to date, and read them.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -40,7 +40,7 @@ def _fail(message: str, code: int = 2) -> None:
 def sample(data: DataOpt = None) -> None:
     """Write the bundled sample corpus (real text shipped with gensim) into DATA/corpus."""
     from shardvec.sample import build_sample
-    from shardvec.tasks.layout import Layout
+    from shardvec.tasks.storage.layout import Layout
     s = _settings(data)
     for path, n in build_sample(Layout(s.data).corpus).items():
         typer.echo(f"wrote {n:>6} records  {path}")
@@ -101,8 +101,8 @@ def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet f
     import shutil
     import tempfile
     import time
-    from shardvec.tasks.intake import add_file
-    from shardvec.tasks.layout import Layout
+    from shardvec.tasks.changes.intake import add_file
+    from shardvec.tasks.storage.layout import Layout
     s = _settings(data)
     kw = dict(batch_size=s.corpus.batch_size, on_duplicate=s.corpus.on_duplicate,
               max_record_bytes=s.corpus.max_record_bytes, replace=replace)
@@ -130,7 +130,7 @@ def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet f
 def delete(ids: Annotated[list[str], typer.Argument(help="Statement ids, or - to read them from stdin, one a line.")],
            data: DataOpt = None) -> None:
     """Delete statements now: gone from searches and rows when the command returns, for good."""
-    from shardvec.tasks.additions import delete_ids
+    from shardvec.tasks.changes.additions import delete_ids
     s = _settings(data)
     if ids == ["-"]:
         ids = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
@@ -142,7 +142,7 @@ def delete(ids: Annotated[list[str], typer.Argument(help="Statement ids, or - to
 def versions(data: DataOpt = None) -> None:
     """The kept versions, oldest first: when, statements, quality; * marks the live one, and a version
     a killed run finished but never made live says so."""
-    from shardvec.tasks.release import list_versions
+    from shardvec.tasks.changes.release import list_versions
     found = list_versions(_settings(data).data)
     if not found:
         typer.echo("No version is published here yet; run `shardvec nightly` first.")
@@ -157,7 +157,7 @@ def versions(data: DataOpt = None) -> None:
 def rollback(version: Annotated[Optional[str], typer.Argument(help="A kept version (default: the one before the live one).")] = None,
              data: DataOpt = None) -> None:
     """Make an earlier kept version live again; adds, replaces and deletes made since are kept."""
-    from shardvec.tasks.release import rollback as roll_back
+    from shardvec.tasks.changes.release import rollback as roll_back
     out = roll_back(_settings(data).data, version)
     typer.echo(f"live: version {out['version']} (was {out['from']}); {out['ops_replayed']} acknowledged "
                "operations made since it replayed on top")
@@ -166,8 +166,8 @@ def rollback(version: Annotated[Optional[str], typer.Argument(help="A kept versi
 @app.command()
 def verify(data: DataOpt = None) -> None:
     """Check the live version's files against their checksums, and that its segments and the ledger can be read."""
-    from shardvec.tasks.publish import require_current
-    from shardvec.tasks.release import verify_parts
+    from shardvec.tasks.storage.versions import require_current
+    from shardvec.tasks.changes.release import verify_parts
     s = _settings(data)
     built, ledger = verify_parts(s.data)
     for p in built + ledger:
@@ -187,14 +187,14 @@ def history(data: DataOpt = None, last: Annotated[int, typer.Option(min=1, help=
             plot: Annotated[Optional[Path], typer.Option(help="Also draw the trend into this .png or .svg file.")] = None,
             ) -> None:
     """The quality of every run, night by night: published or refused, metrics and drift."""
-    from shardvec.tasks.quality import history_table, read_history
+    from shardvec.tasks.quality.evaluation import history_table, read_history
     entries = read_history(_settings(data).data, last=last)
     if not entries:
         typer.echo("No run has been evaluated here yet; run `shardvec nightly` first.")
         return
     typer.echo(history_table(entries))
     if plot:
-        from shardvec.tasks.trends import plot_history
+        from shardvec.tasks.quality.trends import plot_history
         typer.echo(f"drew the last {len(entries)} runs into {plot_history(entries, plot)}")
     for e in entries:
         for reason in e.get("gate", []):
@@ -324,8 +324,8 @@ def import_(source: Annotated[Path, typer.Argument(help="A word2vec (.txt/.bin),
             dtype: Annotated[str, typer.Option(help="Stored as float32, float16 or int8.")] = "float32",
             data: DataOpt = None) -> None:
     """Import existing word vectors into an on-disk space that needs almost no RAM to read."""
-    from shardvec.tasks.layout import Layout
-    from shardvec.tasks.vectors_io import import_vectors
+    from shardvec.tasks.storage.layout import Layout
+    from shardvec.tasks.models.vectors_io import import_vectors
     s = _settings(data)
     out = import_vectors(source, s.data, name, fmt=fmt, dtype=dtype)
     typer.echo(f"imported {out['words']} {out['format']} vectors of dimension {out['dim']} as {out['dtype']} "
@@ -342,7 +342,7 @@ def export(space: Annotated[str, typer.Argument(help="words, statements, or the 
            keys: Annotated[Optional[Path], typer.Option(help="Projector: a file of keys to show, one a line.")] = None,
            data: DataOpt = None) -> None:
     """Export a published space as word2vec, or as TensorBoard projector files for a subset."""
-    from shardvec.tasks.vectors_io import export_projector, export_word2vec
+    from shardvec.tasks.models.vectors_io import export_projector, export_word2vec
     path = _space_dir(_settings(data).data, space)
     if to == "projector":
         chosen = [k.rstrip("\n") for k in open(keys, encoding="utf-8") if k.strip()] if keys else None
@@ -357,9 +357,9 @@ def export(space: Annotated[str, typer.Argument(help="words, statements, or the 
 
 def _space_dir(data: Path, space: str) -> Path:
     if space in ("words", "statements"):
-        from shardvec.tasks.publish import require_current
+        from shardvec.tasks.storage.versions import require_current
         return data / require_current(data)["components"][space]
-    from shardvec.tasks.layout import Layout
+    from shardvec.tasks.storage.layout import Layout
     path = Layout(data).vectors / space
     if not path.exists():
         _fail(f"No space named {space!r}: use words, statements, or a name given to `shardvec import`.")

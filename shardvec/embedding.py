@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shardvec.tasks.lookup import lookup
-from shardvec.tasks.store import Space
+from shardvec.tasks.storage.lookup import lookup
+from shardvec.tasks.storage.spaces import Space
 
 
 class FrozenEmbedding(torch.nn.Module):

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from shardvec.tasks.index import SpaceIndex
-from shardvec.tasks.embed import Embedder
-from shardvec.tasks.layout import Layout
-from shardvec.tasks.lookup import lookup
-from shardvec.tasks.publish import require_current
-from shardvec.tasks.segments import Statements
-from shardvec.tasks.store import Space, UnknownKeyError
-from shardvec.tasks.tokenize import Tokenizer
-from shardvec.tasks.topk import exact_topk, merge_topk
+from shardvec.tasks.search.index import SpaceIndex
+from shardvec.tasks.search.embed import Embedder
+from shardvec.tasks.storage.layout import Layout
+from shardvec.tasks.storage.lookup import lookup
+from shardvec.tasks.storage.versions import require_current
+from shardvec.tasks.changes.segments import Statements
+from shardvec.tasks.storage.spaces import Space, UnknownKeyError
+from shardvec.tasks.inputs.tokenize import Tokenizer
+from shardvec.tasks.search.topk import exact_topk, merge_topk
 
 # A space this small (rows x dimensions: 4 MB of float32) is scanned exactly unless a query asks
 # for the index: a scan costs about what the index does, at recall 1.0.
@@ -103,7 +103,7 @@ class Store:
 
     def lookup(self, docs, pad: int = -1) -> tuple[np.ndarray, np.ndarray]:
         """Token sequences -> (row ids, vectors) of the word space, padded, each token normalised as
-        the corpus was (tasks/lookup.py; `self.words.lookup` takes the keys as they are)."""
+        the corpus was (tasks/storage/lookup.py; `self.words.lookup` takes the keys as they are)."""
         return lookup(self.words, docs, pad, normalise=self.word)
 
     def _word_row(self, word: str) -> int:

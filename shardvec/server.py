@@ -18,8 +18,8 @@ def checked_reports(data: Path) -> Path:
     """DATA/reports, refused in a sentence if it is a link that leads outside the data directory:
     runs would write there and the server serve what is there (a link to /etc served /etc/shadow)."""
     from shardvec.config.settings import SettingsError
-    from shardvec.tasks.layout import Layout
-    from shardvec.tasks.publish import inside
+    from shardvec.tasks.storage.layout import Layout
+    from shardvec.tasks.storage.versions import inside
     reports = Layout(data).reports
     if not inside(data, reports.name):
         raise SettingsError(f"{reports} leads outside the data directory (to {reports.resolve()}); make it a "

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shardvec.tasks.publish import read_current
-from shardvec.tasks.segments import Statements
-from shardvec.tasks.topk import exact_topk
+from shardvec.tasks.storage.versions import read_current
+from shardvec.tasks.changes.segments import Statements
+from shardvec.tasks.search.topk import exact_topk
 
 # corpus.on_duplicate and corpus.max_record_bytes of config/default.toml, for an Adder made in a test
 ADDS = {"on_duplicate": "reject", "max_record_bytes": 1_000_000}

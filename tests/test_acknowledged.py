@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 
 import shardvec
-from shardvec.tasks.additions import Adder
-from shardvec.tasks.corpus import Quarantine, SourceFile, read_records
-from shardvec.tasks.intake import add_file, drain_inbox
-from shardvec.tasks.publish import read_current
-from shardvec.tasks.release import rollback, verify
+from shardvec.tasks.changes.additions import Adder
+from shardvec.tasks.inputs.corpus import Quarantine, SourceFile, read_records
+from shardvec.tasks.changes.intake import add_file, drain_inbox
+from shardvec.tasks.storage.versions import read_current
+from shardvec.tasks.changes.release import rollback, verify
 from tests.checks import assert_rows_exact
 from tests.corpora import SENTENCES
 from tests.runs import backfill_in_process, nightly_in_process, shardvec_cli
@@ -191,13 +191,13 @@ def test_the_python_api_quarantines_values_that_cannot_even_be_printed(data):
 ADD = """
 import sys
 import tests.environment
-from shardvec.tasks.additions import Adder
+from shardvec.tasks.changes.additions import Adder
 Adder(sys.argv[1], on_duplicate="reject", max_record_bytes=1_000_000).add([{"id": "full/1", "text": sys.argv[2]}])
 """
 DRAIN = """
 import sys
 import tests.environment
-from shardvec.tasks.intake import drain_inbox
+from shardvec.tasks.changes.intake import drain_inbox
 drain_inbox(sys.argv[1], batch_size=100, on_duplicate="reject", max_record_bytes=1_000_000)
 """
 NIGHTLY = """

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import shardvec
-from shardvec.tasks import skins
-from shardvec.tasks.additions import Adder
-from shardvec.tasks.intake import add_file, drain_inbox, text_id
-from shardvec.tasks.publish import read_current
+from shardvec.flows import skins
+from shardvec.tasks.changes.additions import Adder
+from shardvec.tasks.changes.intake import add_file, drain_inbox, text_id
+from shardvec.tasks.storage.versions import read_current
 from tests.checks import ADDS, assert_rows_exact
 from tests.corpora import SENTENCES
 from tests.runs import nightly_in_process, shardvec_cli
@@ -153,8 +153,8 @@ def test_inbox_drained_by_the_flow(data, prefect_server):
 
 ADD_LOOP = """
 import json, sys
-from shardvec.tasks.additions import Adder
-from shardvec.tasks.intake import add_file, drain_inbox, text_id
+from shardvec.tasks.changes.additions import Adder
+from shardvec.tasks.changes.intake import add_file, drain_inbox, text_id
 texts = json.loads(sys.stdin.read())
 adder = Adder(sys.argv[1], on_duplicate="reject", max_record_bytes=1_000_000)
 for b in range(1000):
@@ -193,14 +193,14 @@ def test_a_drain_killed_inside_a_file_does_not_undo_a_delete_acknowledged_after_
     Killed in between, the next drain applies it again from the start, which is a no-op only if no
     one touched its ids meanwhile: a `shardvec delete` of one of them, acknowledged after the kill,
     was undone, the statement live again with no one asking."""
-    from shardvec.tasks.additions import delete_ids
+    from shardvec.tasks.changes.additions import delete_ids
     from tests.e2e import wait_for
     from tests.processes import kill_group_and_check_it_landed
     inbox = data / "inbox"
     inbox.mkdir()
     (inbox / "big.jsonl").write_text("".join(json.dumps({"id": f"big/{i}", "text": SENTENCES[i % len(SENTENCES)]})
                                              + "\n" for i in range(20_000)))
-    drain = f"from shardvec.tasks.intake import drain_inbox; drain_inbox({str(data)!r}, batch_size=20, " \
+    drain = f"from shardvec.tasks.changes.intake import drain_inbox; drain_inbox({str(data)!r}, batch_size=20, " \
             "on_duplicate='reject', max_record_bytes=1_000_000)"
     proc = subprocess.Popen([sys.executable, "-c", drain], start_new_session=True)
     wait_for(lambda: "big/0" in shardvec.open(data), 120, "the drain's first batch")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shardvec.tasks.corpus import Quarantine, discover, read_records
+from shardvec.tasks.inputs.corpus import Quarantine, discover, read_records
 
 good = st.builds(lambda i, t: json.dumps({"id": i, "text": t}, ensure_ascii=False).encode(),
                  st.text(min_size=1, max_size=20).filter(lambda s: s.strip() and "\x00" not in s),
@@ -101,7 +101,7 @@ record_values = st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), 
 @pytest.fixture(scope="module")
 def adder(published, tmp_path_factory):
     import shutil
-    from shardvec.tasks.additions import Adder
+    from shardvec.tasks.changes.additions import Adder
     copy = tmp_path_factory.mktemp("adds") / "data"
     shutil.copytree(published.data, copy)
     return Adder(copy, on_duplicate="reject", max_record_bytes=1_000_000)

@@ -67,7 +67,7 @@ def test_python_verbs_match_the_cli(published_copy):
     """verify, versions, delete and rollback: the Python function and the CLI verb of one name
     say the same about the same data directory."""
     import shardvec as api
-    from shardvec.tasks.publish import NotPublishedError
+    from shardvec.tasks.storage.versions import NotPublishedError
     data = published_copy
     assert api.verify(data) == [] and shardvec("verify", "--data", data).returncode == 0
     found = api.versions(data)

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shardvec.tasks.corpus import BadInputError, Quarantine, discover, read_records, select_partitions
+from shardvec.tasks.inputs.corpus import BadInputError, Quarantine, discover, read_records, select_partitions
 from tests.corpora import write_corpus
 
 
@@ -113,7 +113,7 @@ def test_a_file_whose_name_is_not_utf8_costs_its_records_not_the_night(tmp_path)
     """Its token cache's fingerprint encoded the name strictly: a Latin-1 name failed every nightly.
     Now the file is read; its lines' ids (name:line) cannot be Unicode, so they are quarantined
     with that reason, and the night goes on."""
-    from shardvec.tasks.corpus import discover
+    from shardvec.tasks.inputs.corpus import discover
     corpus = tmp_path / "corpus"
     (corpus / "p").mkdir(parents=True)
     name = b"notes-\xe9.txt"
@@ -307,7 +307,7 @@ def test_a_tiny_parquet_of_one_text_repeated_is_decoded_a_slice_at_a_time(tmp_pa
     `batch_size` rows. Each row's length now comes from the dictionary's offsets before anything
     is decoded, and the rows are decoded BATCH_BYTES at a time."""
     import numpy as np
-    from shardvec.tasks.corpus import BATCH_BYTES
+    from shardvec.tasks.inputs.corpus import BATCH_BYTES
     corpus = tmp_path / "corpus"
     (corpus / "p").mkdir(parents=True)
     path = corpus / "p" / "t.parquet"
@@ -324,7 +324,7 @@ def test_a_tiny_parquet_of_one_text_repeated_is_decoded_a_slice_at_a_time(tmp_pa
 def test_a_parquet_row_group_of_large_texts_is_read_in_small_row_slices(tmp_path):
     """#33 F3: a row group whose text is far larger than what a batch may hold (60 distinct 900 kB
     texts, 54 MB, in a file of kilobytes) is read a few rows at a time, as its stored size says."""
-    from shardvec.tasks.corpus import BATCH_BYTES
+    from shardvec.tasks.inputs.corpus import BATCH_BYTES
     corpus = tmp_path / "corpus"
     (corpus / "p").mkdir(parents=True)
     texts = [f"{i:06d} " + "x" * 899_993 for i in range(60)]
@@ -363,7 +363,7 @@ def test_a_large_parquet_row_group_whose_dictionary_holds_long_texts_is_read_a_f
     dictionary store nothing and decoded to 560 MB in one read. Its dictionaries' longest value
     bounds the rows a read takes too."""
     import numpy as np
-    from shardvec.tasks.corpus import BATCH_BYTES
+    from shardvec.tasks.inputs.corpus import BATCH_BYTES
     corpus = tmp_path / "corpus"
     (corpus / "p").mkdir(parents=True)
     path = corpus / "p" / "d.parquet"
@@ -385,7 +385,7 @@ def test_a_large_parquet_row_group_of_shared_prefixes_is_read_a_few_rows_at_a_ti
     before and the rest: 100 copies of a 1 MB text after 9 others store nothing more and decoded
     to 100 MB in one read. Such a row group is read as many rows a time as BATCH_BYTES holds at
     corpus.max_record_bytes."""
-    from shardvec.tasks.corpus import BATCH_BYTES
+    from shardvec.tasks.inputs.corpus import BATCH_BYTES
     corpus = tmp_path / "corpus"
     (corpus / "p").mkdir(parents=True)
     path = corpus / "p" / "delta.parquet"

@@ -237,7 +237,7 @@ def test_the_run_says_what_its_wall_time_covers_and_the_three_spans_nest(deploym
     """Issue 32: the report's wall time (run lock to report) lies within the Dask performance
     report's Duration, which lies within the UI's (the run's time in Running); deploy/README.md
     says what each covers."""
-    from shardvec.tasks.report import WALL_COVERS
+    from shardvec.tasks.quality.report import WALL_COVERS
     run_id = the_nightly(deployment)
     found = artifacts(deployment, run_id)
     assert f"(wall time: {WALL_COVERS})" in " ".join(found["shardvec-nightly-summary"]["data"].split())

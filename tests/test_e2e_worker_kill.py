@@ -23,7 +23,7 @@ import psutil
 import pytest
 from prefect import flow, task
 
-from shardvec.tasks.publish import LockedError, RunLock
+from shardvec.tasks.storage.versions import LockedError, RunLock
 from tests.e2e import REPO, api_run, deploy_to_pool, start_pool_worker, call_api, flow_run, post, run_to_the_end, server, wait_for
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
@@ -177,7 +177,7 @@ while True:
 # --- the run's own Dask cluster, in this process (Prefect's test harness, a LocalCluster) ---------
 @task
 def nap(seconds: float) -> float:
-    import shardvec.tasks.skins  # noqa: F401 - what a run's Dask worker holds (gensim, scipy, pyarrow...)
+    import shardvec.flows.skins  # noqa: F401 - what a run's Dask worker holds (gensim, scipy, pyarrow...)
     time.sleep(seconds)
     return seconds
 

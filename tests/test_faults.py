@@ -18,9 +18,9 @@ import psutil
 import pytest
 
 import shardvec
-from shardvec.tasks.corpus import BadInputError
-from shardvec.tasks.publish import read_current
-from shardvec.tasks.release import verify
+from shardvec.tasks.inputs.corpus import BadInputError
+from shardvec.tasks.storage.versions import read_current
+from shardvec.tasks.changes.release import verify
 from tests.corpora import lee_lines
 from tests.processes import BIN, kill_group_and_check_it_landed, run_in_a_group
 from tests.runs import SUBPROCESS_TOML, backfill_in_process, nightly_in_process, run_nightly, shardvec_cli, small_settings
@@ -163,7 +163,7 @@ def test_full_disk_is_a_clear_error_and_the_published_version_survives(waiting, 
 
 
 def test_parameters_cannot_reach_outside_the_data_directory(waiting):
-    from shardvec.tasks.corpus import select_partitions
+    from shardvec.tasks.inputs.corpus import select_partitions
     with pytest.raises(BadInputError, match="No partition named ../../etc"):
         select_partitions(["2026-11-01"], [], mode="update", partitions=["../../etc"])
     data, _ = waiting

@@ -8,9 +8,9 @@ import pytest
 from gensim.models import Word2Vec
 
 import shardvec
-from shardvec.tasks import skins
-from shardvec.tasks.publish import read_current
-from shardvec.tasks.store import Space
+from shardvec.flows import skins
+from shardvec.tasks.storage.versions import read_current
+from shardvec.tasks.storage.spaces import Space
 from tests.corpora import NEAR_DUPLICATES, lee_lines, write_corpus
 from tests.runs import nightly_in_process
 
@@ -95,8 +95,8 @@ def test_hashed_vocabulary_learns_a_word_that_arrives_later(tmp_path, hashing):
     """With hashing, LSI counts a word first seen on the second night; with a fixed vocabulary
     (fixed by the first night) it is ignored."""
     from gensim.corpora import HashDictionary
-    from shardvec.tasks.embed import Embedder
-    from shardvec.tasks.vocab import load_dictionary
+    from shardvec.tasks.search.embed import Embedder
+    from shardvec.tasks.models.vocab import load_dictionary
 
     data = tmp_path / "data"
     first = data / "corpus" / "2026-11-01" / "lee.txt"

@@ -6,7 +6,7 @@ nothing raises (issue 33).
 
 What is well-formed is decided here by the standard library and the input format (design.md):
 a line that decodes as UTF-8 and parses with `json.loads` (whatever it raises, the line is bad),
-nested at most 500 deep (tasks/corpus.py MAX_JSON_DEPTH: Python's own limit depends on the
+nested at most 500 deep (tasks/inputs/corpus.py MAX_JSON_DEPTH: Python's own limit depends on the
 caller), into an object whose id and text are non-blank strings without NUL or lone surrogates;
 given to `add`, its "op", when present, is add, replace or delete (a delete needs only its id).
 
@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shardvec
-from shardvec.tasks.corpus import Quarantine, SourceFile, read_records
-from shardvec.tasks.intake import drain_inbox
+from shardvec.tasks.inputs.corpus import Quarantine, SourceFile, read_records
+from shardvec.tasks.changes.intake import drain_inbox
 from tests.checks import usable
 from tests.runs import nightly_in_process, shardvec_cli
 

@@ -3,7 +3,7 @@ nightly runs on it, and afterwards every well-formed record is live, every other
 quarantine/ with its reason, and a second run changes nothing.
 
 What is well-formed is stated here from the input formats (design.md), independently of
-tasks/corpus.py: a JSON Lines line is a UTF-8 JSON object with non-blank string id and text; a
+tasks/inputs/corpus.py: a JSON Lines line is a UTF-8 JSON object with non-blank string id and text; a
 text line is non-blank UTF-8; a Parquet row has non-null, non-blank UTF-8 id and text in string
 columns (a file whose id or text column is not a string column is quarantined whole). No NUL
 in id or text. A later record with an id already seen is a duplicate.

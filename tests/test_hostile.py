@@ -17,10 +17,10 @@ import shardvec
 from shardvec.config.settings import SettingsError
 from shardvec.flows.params import run_settings
 from shardvec.cli import app
-from shardvec.tasks.additions import Adder
-from shardvec.tasks.intake import drain_inbox, text_id
-from shardvec.tasks.publish import DamagedCurrentError, read_current
-from shardvec.tasks.release import verify
+from shardvec.tasks.changes.additions import Adder
+from shardvec.tasks.changes.intake import drain_inbox, text_id
+from shardvec.tasks.storage.versions import DamagedCurrentError, read_current
+from shardvec.tasks.changes.release import verify
 from tests.processes import free_port
 from tests.runs import backfill_in_process, nightly_in_process, shardvec_cli
 from tests.corpora import SENTENCES
@@ -299,7 +299,7 @@ def test_two_drains_at_once_both_end_well_and_apply_every_file(data):
     for k in range(20):
         (inbox / f"f{k:02d}.jsonl").write_text("".join(json.dumps({"id": f"f{k}/{i}", "text": SENTENCES[k + i]}) + "\n"
                                                        for i in range(10)))
-    drain = f"from shardvec.tasks.intake import drain_inbox; drain_inbox({str(data)!r}, batch_size=5, " \
+    drain = f"from shardvec.tasks.changes.intake import drain_inbox; drain_inbox({str(data)!r}, batch_size=5, " \
             "on_duplicate='reject', max_record_bytes=1_000_000)"
     procs = [subprocess.Popen([sys.executable, "-c", drain], stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errors = [p.communicate(timeout=600)[1] for p in procs]
@@ -317,7 +317,7 @@ def test_a_night_of_one_text_repeated_publishes_though_lsi_keeps_fewer_topics(da
     drops factors under 0.1% of the energy). The statement shards were written with the model's
     width and the space's manifest with the setting's, so every nightly failed at build-index:
     'Vector has wrong length (expected 40, got 37)'."""
-    from shardvec.tasks.store import Space
+    from shardvec.tasks.storage.spaces import Space
     new = data / "corpus" / "2099-01-01"
     new.mkdir(parents=True)
     (new / "same.jsonl").write_text("".join(json.dumps({"id": "same", "text": f"bushfire smoke {i}"})
@@ -344,7 +344,7 @@ def test_a_linked_progress_folder_is_refused_before_anything_is_written_through_
 def _refuses_a_linked(data, tmp_path, folder: str, victim: str) -> None:
     """inbox/FOLDER as a link to a folder outside holding VICTIM: the drain refuses it before it
     writes, moves or deletes anything there."""
-    from shardvec.tasks.corpus import BadInputError
+    from shardvec.tasks.inputs.corpus import BadInputError
     inbox, outside = data / "inbox", tmp_path / "outside"
     inbox.mkdir()
     outside.mkdir()

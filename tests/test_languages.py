@@ -18,8 +18,8 @@ import pytest
 from gensim.corpora.wikicorpus import extract_pages, filter_wiki
 from gensim.test.utils import datapath
 
-from shardvec.tasks.quality import evaluate_words, gate
-from shardvec.tasks.tokenize import Tokenizer
+from shardvec.tasks.quality.evaluation import evaluate_words, gate
+from shardvec.tasks.inputs.tokenize import Tokenizer
 
 BG_WIKI = "bgwiki-latest-pages-articles-shortened.xml.bz2"
 COVERAGE = {"word pairs": 0.25, "analogies": 0.05}  # config/default.toml's
@@ -166,8 +166,8 @@ def test_a_bulgarian_corpus_publishes_night_after_night_scored_on_its_own_sets(t
     compared; the user's Bulgarian sets are scored, reported with their coverage, and gated; a
     word is found however it is capitalised."""
     from shardvec.reader import Store
-    from shardvec.tasks.report import render_text
-    from shardvec.tasks.store import UnknownKeyError
+    from shardvec.tasks.quality.report import render_text
+    from shardvec.tasks.storage.spaces import UnknownKeyError
     from tests.runs import nightly_in_process, shardvec_cli
     data = tmp_path / "data"
     later = tmp_path / "later"
@@ -288,7 +288,7 @@ def test_a_set_that_is_a_fifo_a_device_or_too_large_is_refused_unread(bulgarian_
     with open(huge, "wb") as f:
         f.truncate(65 << 20)  # sparse: no disk used
     sets = [str(fifo), "/dev/zero", str(huge), str(tmp_path)]
-    code = ("import json, sys; from shardvec.tasks.quality import evaluate_words; "
+    code = ("import json, sys; from shardvec.tasks.quality.evaluation import evaluate_words; "
             "print(json.dumps(evaluate_words(sys.argv[1], word_pairs=sys.argv[2:])['evaluation']))")
     limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # noqa: E731
     done = subprocess.run([sys.executable, "-c", code, str(bulgarian_word2vec), *sets], capture_output=True,

@@ -1,34 +1,53 @@
-"""Imports go one way: storage <- search <- release/additions <- models <- pipeline.
+r"""The packages and what each may import: the real graph, checked on every import.
 
-Only the pipeline (tasks/skins.py, flows/) and the operating commands (shardvec/cli.py,
-shardvec/alerts.py, shardvec/server.py) import Prefect and Dask; the reader API imports
-neither them nor gensim. Every import counts, those inside functions too: a lazy import is
-still a dependency, and a cycle through one is still a missing owner.
+    flows/ (the pipeline: Prefect and Dask)          shardvec/ (CLI, reader API, server)
+        |            |            |                           |
+  tasks.models  tasks.changes  tasks.quality     building a version | changing a published one | judging it
+        \____________|____________/
+        tasks.search   tasks.inputs                the top-k kernel, indexes, rows | corpus, tokens
+              \_________/
+            tasks.storage                          files, spaces, keys, the ledger, CURRENT
+
+Only the pipeline (flows/) and the operating commands (shardvec/cli.py, shardvec/alerts.py,
+shardvec/server.py) import Prefect and Dask; the reader API imports neither them nor gensim.
+Every import counts, those inside functions too: a lazy import is still a dependency, and a
+cycle through one is still a missing owner.
 """
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
-LAYERS = [
-    {"tasks.errors", "tasks.atomic", "tasks.layout", "tasks.corpus", "tasks.tokenize"},  # errors, files, data dir layout, input
-    {"tasks.store", "tasks.keys", "tasks.lookup", "tasks.ledger", "tasks.publish",
-     "tasks.runs"},                                                           # storage: spaces, ledger, CURRENT, runs
-    {"tasks.topk", "tasks.similarity", "tasks.index", "tasks.embed", "tasks.rows",
-     "tasks.partitioned", "tasks.repair", "tasks.segments"},                  # search: the top-k kernel and its users
-    {"tasks.additions", "tasks.intake", "tasks.release", "tasks.statements"},  # release and additions
-    {"tasks.vocab", "tasks.lsi", "tasks.word2vec", "tasks.quality", "tasks.vectors_io", "tasks.report",
-     "tasks.trends"},                                                         # models and what reports on them
-    {"tasks.skins", "flows"},                                                 # pipeline
-]
+FOLDERS = ("tasks", "flows", "shardvec", "config")
+# package -> the packages its modules may import (shardvec.errors and config anywhere)
+MAY_IMPORT = {
+    "tasks.storage": set(),
+    "tasks.inputs": {"tasks.storage"},
+    "tasks.search": {"tasks.storage"},
+    "tasks.models": {"tasks.storage", "tasks.inputs", "tasks.search"},
+    "tasks.changes": {"tasks.storage", "tasks.inputs", "tasks.search"},
+    "tasks.quality": {"tasks.storage", "tasks.search"},
+}
 READER = {"shardvec.reader", "shardvec.embedding"}
 ORCHESTRATION = ("prefect", "prefect_dask", "dask", "distributed")
 
 
+def _files(folders=FOLDERS) -> list[Path]:
+    return sorted(p for d in folders for p in (ROOT / d).rglob("*.py")
+                  if not {".venv", "work", "golden"} & set(p.relative_to(ROOT).parts))
+
+
 def _module(path: Path) -> str:
-    """The module's name, without the `shardvec.` its folder installs under (tasks/x.py: tasks.x)."""
+    """The module's name, without the `shardvec.` its folder installs under (tasks/search/topk.py:
+    tasks.search.topk; a package's __init__: the package)."""
     rel = path.relative_to(ROOT).with_suffix("")
     return ".".join(p for p in rel.parts if p != "__init__")
+
+
+def _package(module: str) -> str | None:
+    """tasks.search.topk -> tasks.search; None outside tasks/."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "tasks" and len(parts) > 1 else None
 
 
 def _raw_imports(path: Path, members: bool = False) -> set[str]:
@@ -47,39 +66,51 @@ def _imports(path: Path) -> set[str]:
             for n in _raw_imports(path, members=True)}
 
 
-def _layer(name: str) -> int | None:
-    for i, layer in enumerate(LAYERS):
-        if name in layer or name.split(".")[0] in layer:
-            return i
-    return None
-
-
 def _own_modules() -> dict[str, set[str]]:
-    files = [p for d in ("tasks", "flows", "shardvec", "config") for p in (ROOT / d).glob("*.py")]
-    mods = {_module(p): _imports(p) for p in files}
+    mods = {_module(p): _imports(p) for p in _files()}
     return {m: {i for i in imps if i in mods} for m, imps in mods.items()} | {"_all": set().union(*mods.values())}
 
 
-def test_every_task_module_has_a_layer():
-    mods = _own_modules()
-    missing = [m for m in mods if m.startswith("tasks.") and _layer(m) is None]
-    assert missing == [], f"give these a layer in tests/test_layers.py: {missing}"
+def test_every_task_module_lives_in_a_package_of_the_graph():
+    loose = [str(p.relative_to(ROOT)) for p in _files(("tasks",))
+             if _module(p) != "tasks" and _package(_module(p)) not in MAY_IMPORT]
+    assert loose == [], f"move these into a package of MAY_IMPORT in tests/test_layers.py: {loose}"
 
 
-def test_imports_point_down_the_layers():
+def test_imports_follow_the_graph():
     wrong = []
     for mod, deps in _own_modules().items():
-        here = _layer(mod)
+        here = _package(mod)
         if here is None:
             continue
-        wrong += [f"{mod} (layer {here}) imports {d} (layer {_layer(d)})" for d in deps
-                  if _layer(d) is not None and _layer(d) > here]
+        wrong += [f"{mod} imports {d}" for d in deps
+                  if d.startswith("flows") or (_package(d) not in (None, here) and _package(d) not in MAY_IMPORT[here])]
     assert wrong == []
 
 
+def test_each_package_says_what_it_owns_and_exports_what_others_use():
+    """Its __init__ has a docstring and an __all__ holding every name another package imports
+    from it (that is its public interface)."""
+    import importlib
+    used: dict[str, set[str]] = {}
+    for path in _files(FOLDERS + ("tests", "benchmarks")):
+        here = _package(_module(path)) if path.is_relative_to(ROOT / "tasks") else None
+        for name in _raw_imports(path, members=True):
+            parts = name.split(".")
+            if parts[:2] == ["shardvec", "tasks"] and len(parts) == 5 and ".".join(parts[1:3]) != here:
+                if not parts[4].startswith("_"):
+                    used.setdefault(".".join(parts[:3]), set()).add(parts[4])
+    missing = []
+    for package in MAY_IMPORT:
+        mod = importlib.import_module(f"shardvec.{package}")
+        assert (mod.__doc__ or "").strip(), f"{package}/__init__.py needs a docstring saying what it owns"
+        missing += [f"{package}: {n}" for n in sorted(used.get(f"shardvec.{package}", set()) - set(mod.__all__))]
+    assert missing == [], f"export these in the package's __all__: {missing}"
+
+
 def test_no_module_imports_another_ones_private_names():
-    """A name another module needs is part of its public interface (tasks/topk.py's kernel)."""
-    private = [f"{_module(p)}: {n}" for d in ("tasks", "flows", "shardvec", "config") for p in (ROOT / d).glob("*.py")
+    """A name another module needs is part of its public interface (tasks/search/topk.py's kernel)."""
+    private = [f"{_module(p)}: {n}" for p in _files()
                for n in _raw_imports(p, members=True)
                if n.startswith("shardvec.") and n.rsplit(".", 1)[1].startswith("_") and not n.endswith("__")]
     assert private == []
@@ -106,9 +137,9 @@ def test_no_import_cycles():
 
 def test_only_the_pipeline_imports_prefect_and_dask_and_readers_not_gensim():
     bad = []
-    for path in [p for d in ("tasks", "shardvec", "config") for p in (ROOT / d).glob("*.py")]:
+    for path in _files(("tasks", "shardvec", "config")):
         mod = _module(path)
-        if mod in ("tasks.skins", "shardvec.cli", "shardvec.alerts", "shardvec.server"):  # the pipeline's skin; operating commands
+        if mod in ("shardvec.cli", "shardvec.alerts", "shardvec.server"):  # operating commands
             continue
         for imp in _imports(path):
             # the settings check [dask] memory_limit with the parser Dask itself will use (no
@@ -124,8 +155,8 @@ def test_only_the_pipeline_imports_prefect_and_dask_and_readers_not_gensim():
 
 def test_nothing_imports_the_folders_by_their_bare_names():
     """They install as shardvec.tasks etc.: a bare `import tasks` works in the checkout only."""
-    bare = [f"{_module(p)}: {n}" for d in ("tasks", "flows", "shardvec", "config", "tests", "benchmarks")
-            for p in (ROOT / d).glob("*.py") for n in _raw_imports(p) if n.split(".")[0] in ("tasks", "flows", "config")]
+    bare = [f"{_module(p)}: {n}" for p in _files(FOLDERS + ("tests", "benchmarks")) for n in _raw_imports(p)
+            if n.split(".")[0] in ("tasks", "flows", "config")]
     assert bare == []
 
 
@@ -158,11 +189,14 @@ def test_the_wheel_installs_only_the_shardvec_namespace(tmp_path):
     top = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
     assert {t for t in top if not t.endswith(".dist-info")} == {"shardvec"}
     names = zipfile.ZipFile(wheel).namelist()
-    assert "shardvec/tasks/ledger.py" in names and "shardvec/config/default.toml" in names
+    ours = {f"shardvec/{p.relative_to(ROOT)}" if not p.is_relative_to(ROOT / "shardvec") else str(p.relative_to(ROOT))
+            for p in _files()}
+    assert ours - set(names) == set(), "list the missing packages in pyproject.toml's [tool.setuptools] packages"
+    assert "shardvec/config/default.toml" in names
     site = tmp_path / "site"  # installed alone; its dependencies come from this environment
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
                    check=True)
-    out = subprocess.run([sys.executable, "-c", "import shardvec.tasks.ledger as l, shardvec.config as c; "
+    out = subprocess.run([sys.executable, "-c", "import shardvec.tasks.storage.ledger as l, shardvec.config as c; "
                           "print(l.__file__); print(c.load_settings().lsi.num_topics)"], cwd=tmp_path,
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -179,7 +213,7 @@ def test_the_reader_api_reaches_no_training_code():
         if m not in seen:
             seen.add(m)
             todo += graph.get(m, [])
-    assert not seen & {"tasks.lsi", "tasks.word2vec", "tasks.vocab", "tasks.quality", "tasks.skins"}, seen
+    assert not {m for m in seen if m.startswith(("tasks.models", "tasks.quality"))}, seen
     assert not any(m.startswith("flows") for m in seen), seen
 
 
@@ -189,14 +223,14 @@ def test_every_error_for_users_is_a_shardvec_error():
     import importlib
     import inspect
 
-    from shardvec.tasks.errors import ShardvecError
+    from shardvec.errors import ShardvecError
     outside = []
-    for d in ("tasks", "flows", "shardvec", "config"):
-        for path in sorted((ROOT / d).glob("*.py")):
-            tree = ast.parse(path.read_text())
-            names = [n.name for n in tree.body if isinstance(n, ast.ClassDef) and n.name.endswith("Error")]
-            if names:
-                mod = importlib.import_module("shardvec." + _module(path) if d != "shardvec" else _module(path))
-                outside += [f"{path.relative_to(ROOT)}: {n}" for n in names
-                            if inspect.isclass(getattr(mod, n)) and not issubclass(getattr(mod, n), ShardvecError)]
-    assert outside == [], f"make these subclass ShardvecError (tasks/errors.py): {outside}"
+    for path in _files():
+        tree = ast.parse(path.read_text())
+        names = [n.name for n in tree.body if isinstance(n, ast.ClassDef) and n.name.endswith("Error")]
+        if names:
+            module = _module(path)
+            mod = importlib.import_module(module if module.startswith("shardvec") else f"shardvec.{module}")
+            outside += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                        if inspect.isclass(getattr(mod, n)) and not issubclass(getattr(mod, n), ShardvecError)]
+    assert outside == [], f"make these subclass ShardvecError (shardvec/errors.py): {outside}"

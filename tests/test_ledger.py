@@ -11,12 +11,12 @@ import pyarrow as pa
 import pytest
 
 import shardvec
-from shardvec.tasks.additions import Adder
-from shardvec.tasks.ledger import Ledger, Op
-from shardvec.tasks.publish import read_current
-from shardvec.tasks.release import verify
-from shardvec.tasks.release import list_versions, rollback
-from shardvec.tasks.segments import Statements
+from shardvec.tasks.changes.additions import Adder
+from shardvec.tasks.storage.ledger import Ledger, Op
+from shardvec.tasks.storage.versions import read_current
+from shardvec.tasks.changes.release import verify
+from shardvec.tasks.changes.release import list_versions, rollback
+from shardvec.tasks.changes.segments import Statements
 from tests.runs import backfill_in_process, nightly_in_process as nightly
 from tests.runs import shardvec_cli, small_settings
 from tests.checks import ADDS, assert_rows_exact
@@ -174,7 +174,7 @@ def test_rollback_replays_an_add_of_a_corpus_id_over_the_versions_text(data):
 
 
 def test_an_add_acknowledged_while_a_run_works_wins_over_its_new_partition(data, monkeypatch):
-    from shardvec.tasks import skins
+    from shardvec.flows import skins
     new_partition(data, "2026-11-04", [{"id": "late/x", "text": SENTENCES[13]}])
     merge = skins.merge_tile_task
 
@@ -259,7 +259,7 @@ def test_a_batch_never_acknowledged_is_never_replayed(data):
 
 def test_a_damaged_ledger_file_is_named_by_verify_and_stops_a_nightly(data):
     from shardvec.flows.pipeline import build_and_publish
-    from shardvec.tasks.ledger import LedgerError
+    from shardvec.tasks.storage.ledger import LedgerError
     shardvec.add([{"id": "k1", "text": SENTENCES[15]}], data=data)
     path = next((data / "ledger").glob("ops-*.arrow"))
     path.write_bytes(path.read_bytes()[:40])
@@ -277,7 +277,7 @@ def test_rollback_refuses_a_damaged_version(data):
     nightly(data)
     rows = data / "versions" / first / "similarity" / "rows-00000.npy"
     rows.unlink()
-    from shardvec.tasks.publish import NotPublishedError
+    from shardvec.tasks.storage.versions import NotPublishedError
     with pytest.raises(NotPublishedError, match=f"Version {first} is damaged"):
         rollback(data, first)
     assert read_current(data)["version"] != first
@@ -289,7 +289,7 @@ def test_a_build_reads_the_ledgers_puts_a_slice_of_bytes_at_a_time_and_screens_n
     grew with it. They are read BATCH_BYTES at a time now, and still taken as they were
     acknowledged, whatever today's corpus.max_record_bytes."""
     import tracemalloc
-    from shardvec.tasks.corpus import BATCH_BYTES, Quarantine, SourceFile, read_records
+    from shardvec.tasks.inputs.corpus import BATCH_BYTES, Quarantine, SourceFile, read_records
     text = "acknowledged " * 80_000  # 1,040,000 bytes
     ledger = Ledger(tmp_path)
     ledger.append(1, [Op("add", f"big{i}", text) for i in range(40)])

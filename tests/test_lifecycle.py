@@ -30,11 +30,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import shardvec
-from shardvec.tasks.additions import Adder
-from shardvec.tasks.publish import NotPublishedError, read_current
-from shardvec.tasks.release import verify
-from shardvec.tasks.release import list_versions, rollback
-from shardvec.tasks.segments import Statements
+from shardvec.tasks.changes.additions import Adder
+from shardvec.tasks.storage.versions import NotPublishedError, read_current
+from shardvec.tasks.changes.release import verify
+from shardvec.tasks.changes.release import list_versions, rollback
+from shardvec.tasks.changes.segments import Statements
 from tests.processes import kill_group_and_check_it_landed
 from tests.runs import backfill_in_process, nightly_in_process
 from tests.checks import assert_rows_exact

@@ -6,13 +6,13 @@ from gensim.corpora import Dictionary
 from gensim.matutils import sparse2full
 from gensim.models import LsiModel, TfidfModel, Word2Vec
 
-from shardvec.tasks.corpus import discover
-from shardvec.tasks.embed import Embedder, tfidf_matrix
-from shardvec.tasks.lsi import idf_vector, train_lsi
-from shardvec.tasks.store import Space
-from shardvec.tasks.tokenize import TokenStream, Tokenizer, tokenize_file
-from shardvec.tasks.vocab import build_dictionary
-from shardvec.tasks.word2vec import train_word2vec, write_word_space
+from shardvec.tasks.inputs.corpus import discover
+from shardvec.tasks.search.embed import Embedder, tfidf_matrix
+from shardvec.tasks.models.lsi import idf_vector, train_lsi
+from shardvec.tasks.storage.spaces import Space
+from shardvec.tasks.inputs.tokenize import TokenStream, Tokenizer, tokenize_file
+from shardvec.tasks.models.vocab import build_dictionary
+from shardvec.tasks.models.word2vec import train_word2vec, write_word_space
 from tests.corpora import write_corpus
 
 
@@ -104,7 +104,7 @@ def test_word2vec_update_learns_new_words(built, tmp_path):
 
 
 def test_lsi_parts_split_the_documents_one_a_worker_none_under_a_chunk():
-    from shardvec.tasks.lsi import part_ranges
+    from shardvec.tasks.models.lsi import part_ranges
     assert part_ranges(1000, workers=2, chunksize=200) == [(0, 500), (500, 1000)]
     assert part_ranges(150, workers=2, chunksize=200) == [(0, 150)]  # one chunk's worth: one part
     assert part_ranges(1001, workers=3, chunksize=100) == [(0, 334), (334, 667), (667, 1001)]

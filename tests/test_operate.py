@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from shardvec.cli import app
-from shardvec.tasks import runs
-from shardvec.tasks.trends import PANELS, plot_history
+from shardvec.tasks.storage import runs
+from shardvec.tasks.quality.trends import PANELS, plot_history
 
 ENTRIES = [{"at": f"2026-11-{d:02d}T02:00:00+00:00", "flow": "nightly",
             "status": "refused by the quality gate" if d == 3 else "published",
@@ -47,21 +47,21 @@ def test_a_reused_pid_is_not_the_run(tmp_path):
 def test_history_plot_draws_every_panel(tmp_path, suffix, magic):
     out = plot_history(ENTRIES, tmp_path / f"trend{suffix}")
     assert out.read_bytes().startswith(magic) and out.stat().st_size > 10_000
-    from shardvec.tasks.trends import _figure
+    from shardvec.tasks.quality.trends import _figure
     fig = _figure(ENTRIES)
     assert [ax.get_title() for ax in fig.axes[:4]] == list(PANELS)
     assert sum(len(ax.get_lines()) for ax in fig.axes) >= 8  # every metric given has its line
 
 
 def test_cli_history_plot_and_its_bad_suffix(tmp_path):
-    from shardvec.tasks.quality import append_history
+    from shardvec.tasks.quality.evaluation import append_history
     for e in ENTRIES:
         append_history(tmp_path, {k: v for k, v in e.items() if k != "at"})
     result = CliRunner().invoke(app, ["history", "--data", str(tmp_path), "--plot", str(tmp_path / "t.png")])
     assert result.exit_code == 0, result.output
     assert f"drew the last 5 runs into {tmp_path / 't.png'}" in result.output
     assert (tmp_path / "t.png").stat().st_size > 10_000
-    from shardvec.tasks.trends import PlotFormatError
+    from shardvec.tasks.quality.trends import PlotFormatError
     with pytest.raises(PlotFormatError, match=r"^t.gif is neither .png nor .svg; name the chart file FILE.png or FILE.svg.$"):
         plot_history(ENTRIES, tmp_path / "t.gif")
 

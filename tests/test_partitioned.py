@@ -14,10 +14,10 @@ from gensim.corpora import Dictionary
 from gensim.models import LsiModel, TfidfModel
 from gensim.utils import simple_preprocess
 
-from shardvec.tasks import partitioned
-from shardvec.tasks.similarity import SimilarityRows, finish_rows, rows_recall
-from shardvec.tasks.topk import best_per_row, exact_topk, recall_at_k
-from shardvec.tasks.store import Space, write_shard, finish_space
+from shardvec.tasks.search import partitioned
+from shardvec.tasks.search.similarity import SimilarityRows, finish_rows, rows_recall
+from shardvec.tasks.search.topk import best_per_row, exact_topk, recall_at_k
+from shardvec.tasks.storage.spaces import Space, write_shard, finish_space
 from tests.corpora import lee_lines
 from tests.runs import small_settings
 
@@ -166,7 +166,7 @@ def test_gathers_read_the_space_without_mapping_it(tmp_path):
     a folio of neighbours, and a process ends up holding most of the space (1,094 MB at 1M
     statements); `Space.read` reads the rows alone. Same values as `rows` in every dtype."""
     import psutil
-    from shardvec.tasks.store import convert_space
+    from shardvec.tasks.storage.spaces import convert_space
     rng = np.random.default_rng(0)
     n, dim = 80_000, 200  # 64 MB of vectors
     space = tmp_path / "space"
@@ -234,7 +234,7 @@ def test_a_small_add_into_partitioned_rows_scores_the_pairs_its_clusters_name(co
     clusters pair it with (and every added one), not every row: its row is the exact best of
     those, and every one of those whose row it beats holds it. A batch over PROBED_MAX scans all."""
     import shardvec
-    from shardvec.tasks.segments import PROBED_MAX, Statements
+    from shardvec.tasks.changes.segments import PROBED_MAX, Statements
     from tests.runs import nightly_in_process  # the Dask run of partitioned rows is the test above
     similarity = {"method": "auto", "exact_max_statements": 100, "cluster_rows": 32, "probes": 2, "tile_rows": 100}
     assert nightly_in_process(corpus_data, similarity=similarity)["rows_method"] == "partitioned"  # 11 clusters
@@ -267,8 +267,8 @@ def test_a_small_add_into_partitioned_rows_scores_the_pairs_its_clusters_name(co
     assert recall_at_k(np.stack([r for r, _ in got]), truth, np.stack([s for _, s in got]), truth_s) >= 0.9
     # deletes that thin its clusters: a small add scans every row instead (else its row held
     # only the few candidates left, or none)
-    from shardvec.tasks.additions import Adder
-    from shardvec.tasks.topk import unit_rows
+    from shardvec.tasks.changes.additions import Adder
+    from shardvec.tasks.search.topk import unit_rows
     text = lee_lines()[-4]
     adder = Adder(corpus_data, on_duplicate="reject", max_record_bytes=1_000_000)
     probe = unit_rows(adder.embedder.embed([adder.tokenizer(text)]))

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from shardvec.tasks.publish import LockedError, RunLock, read_current, require_current, retain, NotPublishedError
-from shardvec.tasks.release import publish_version as publish
+from shardvec.tasks.storage.versions import LockedError, RunLock, read_current, require_current, retain, NotPublishedError
+from shardvec.tasks.changes.release import publish_version as publish
 
 V0, V1, V2, V3, V9 = (f"20261101T00000{i}-00000{i}" for i in (0, 1, 2, 3, 9))
 
@@ -51,8 +51,8 @@ def test_retention_keeps_newest_and_deletes_crashed_leftovers(tmp_path):
 def test_a_version_never_live_is_not_what_rollback_or_retention_take_for_published(tmp_path):
     """A run killed after its manifest and before its swap leaves a whole version nobody served.
     Rollback skips it by default, retention removes it once a later version is live."""
-    from shardvec.tasks.publish import prepare
-    from shardvec.tasks.release import list_versions, rollback
+    from shardvec.tasks.storage.versions import prepare
+    from shardvec.tasks.changes.release import list_versions, rollback
     from tests.runs import shardvec_cli
     publish(tmp_path, V1, _version(tmp_path, V1), {"partitions": ["a"]}, {}, keep_versions=3)
     prepare(tmp_path, V2, _version(tmp_path, V2), {"partitions": ["a", "b"]}, {})  # killed here
@@ -85,7 +85,7 @@ def test_what_was_live_survives_current_moved_aside_restored_or_from_before_the_
     assert sorted(p.name for p in (tmp_path / "versions").iterdir()) == [V2, V3, V9]
     # a data directory from before versions.live: every version with a manifest counts as live once
     (tmp_path / "versions.live").unlink()
-    from shardvec.tasks.release import rollback
+    from shardvec.tasks.changes.release import rollback
     assert rollback(tmp_path)["version"] == V3
     assert (tmp_path / "versions.live").read_text().split() == [V2, V9, V3]
     # a line a kill cut short is never joined to the next
@@ -167,7 +167,7 @@ def test_publish_fsyncs_the_folders_that_name_a_new_version(tmp_path, fsynced):
     """issue 14: a new folder under versions/ is durable only once the folders holding its
     entry (versions/, and the data directory that got versions/) are fsynced before CURRENT moves."""
     import os
-    from shardvec.tasks.publish import new_version_id
+    from shardvec.tasks.storage.versions import new_version_id
     data, vid = tmp_path / "data", new_version_id()
     data.mkdir()
     publish(data, vid, _version(data, vid), {"partitions": ["a"]}, {}, keep_versions=2)

@@ -12,8 +12,8 @@ import pytest
 
 from shardvec.flows.pipeline import QualityGateError
 from shardvec.sample import build_sample
-from shardvec.tasks.publish import read_current
-from shardvec.tasks.quality import gate, history_table, read_history
+from shardvec.tasks.storage.versions import read_current
+from shardvec.tasks.quality.evaluation import gate, history_table, read_history
 from tests.runs import backfill_in_process, nightly_in_process, shardvec_cli
 
 TOL = {"analogy_drop": 0.05, "wordsim353_drop": 0.1, "simlex999_drop": 0.1, "rows_recall_drop": 0.02,
@@ -123,7 +123,7 @@ def test_analogies_are_answered_as_gensim_answers_them():
     from gensim.models import Word2Vec
     from gensim.test.utils import datapath
 
-    from shardvec.tasks.quality import QUESTIONS, analogies
+    from shardvec.tasks.quality.evaluation import QUESTIONS, analogies
     from tests.corpora import lee_lines
     # the Lee corpus twice, 5 epochs: 1,523 of the questions covered and 5 right (4 times, 10
     # epochs: 4 right, at four times the training, most of this test's 19 CPU-s)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import shardvec
-from shardvec.tasks.additions import Adder
+from shardvec.tasks.changes.additions import Adder
 from tests.checks import ADDS, resident_kb
 from tests.corpora import SENTENCES
 

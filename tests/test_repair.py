@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from shardvec.tasks.repair import Holders, fill, refilled, repair_rows
-from shardvec.tasks.topk import exact_topk, score_blocks, unit_rows
+from shardvec.tasks.search.repair import Holders, fill, refilled, repair_rows
+from shardvec.tasks.search.topk import exact_topk, score_blocks, unit_rows
 
 
 class InRam:

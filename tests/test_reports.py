@@ -54,7 +54,7 @@ def test_a_run_no_server_serves_says_where_its_dask_report_is(prefect_server, tm
 
     from shardvec.flows.operate import operated
     from shardvec.flows.runtime import task_runner
-    from shardvec.tasks import report
+    from shardvec.tasks.quality import report
 
     s = small_settings(tmp_path / "data", dask={"n_workers": 1})
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from shardvec.tasks import report as run_report
-from shardvec.tasks import runs
-from shardvec.tasks.quality import _words_moved, append_history, read_history
-from shardvec.tasks.store import Space
-from shardvec.tasks.trends import _figure
+from shardvec.tasks.quality import report as run_report
+from shardvec.tasks.storage import runs
+from shardvec.tasks.quality.evaluation import _words_moved, append_history, read_history
+from shardvec.tasks.storage.spaces import Space
+from shardvec.tasks.quality.trends import _figure
 
 
 def _entry(day: int, recall: float, status: str = "published") -> dict:
@@ -75,7 +75,7 @@ def test_no_word_is_said_to_have_moved_when_its_neighbours_are_the_same(publishe
 
 
 def _words_dir(data: Path) -> Path:
-    from shardvec.tasks.publish import read_current
+    from shardvec.tasks.storage.versions import read_current
     return data / read_current(data)["components"]["words"]
 
 

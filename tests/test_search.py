@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from shardvec.tasks.index import SpaceIndex, build_index, index_recall, read_manifest
-from shardvec.tasks.rows import rows_for_tile
-from shardvec.tasks.similarity import SimilarityRows, finish_rows, rows_recall, tile_count
-from shardvec.tasks.topk import exact_topk
-from shardvec.tasks.store import Space, SpaceWriter
+from shardvec.tasks.search.index import SpaceIndex, build_index, index_recall, read_manifest
+from shardvec.tasks.search.rows import rows_for_tile
+from shardvec.tasks.search.similarity import SimilarityRows, finish_rows, rows_recall, tile_count
+from shardvec.tasks.search.topk import exact_topk
+from shardvec.tasks.storage.spaces import Space, SpaceWriter
 from tests.checks import resident_kb
 
 
@@ -128,7 +128,7 @@ def test_a_scan_leaves_the_space_unmapped_but_readable(tmp_path):
 def test_rows_from_tile_pairs_equal_brute_force(tmp_path, n, tile_rows, normalized):
     """Each pair of tiles scored once serves both tiles' rows; the bounds from a tile's own
     rows never drop a true neighbour (7-row tiles: fewer than k others in a tile)."""
-    from shardvec.tasks import rows as R
+    from shardvec.tasks.search import rows as R
     space, vecs = _random_space(tmp_path, n=n, normalized=normalized)
     work, out = tmp_path / "work", tmp_path / "rows"
     tiles = R.tile_count(n, tile_rows)
@@ -147,7 +147,7 @@ def test_a_tile_pair_of_one_vector_repeated_holds_k_candidates_a_row(tmp_path):
     """#33 hostile review: rows of one text repeated (20,000 records of boilerplate) all tie with
     their bounds, and a tile pair held every tie: 16,384 x 16,384 candidates, a worker past its
     memory limit every night. It holds at most k a row a block now."""
-    from shardvec.tasks import rows as R
+    from shardvec.tasks.search import rows as R
     n, tile_rows, k = 2048, 1024, 10
     w = SpaceWriter(tmp_path / "s", 8, 1024)
     w.append([str(i) for i in range(n)], np.tile(np.eye(8, dtype=np.float32)[0], (n, 1)))

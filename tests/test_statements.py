@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from shardvec.tasks import statements
-from shardvec.tasks.corpus import discover
-from shardvec.tasks.ledger import Ledger, Op, replay_for_build
-from shardvec.tasks.statements import plan_statements, project_shard
-from shardvec.tasks.store import Space, _open_keys
-from shardvec.tasks.tokenize import Tokenizer, tokenize_file
+from shardvec.tasks.models import statements
+from shardvec.tasks.inputs.corpus import discover
+from shardvec.tasks.storage.ledger import Ledger, Op, replay_for_build
+from shardvec.tasks.models.statements import plan_statements, project_shard
+from shardvec.tasks.storage.spaces import Space, _open_keys
+from shardvec.tasks.inputs.tokenize import Tokenizer, tokenize_file
 
 
 @pytest.fixture
@@ -82,7 +82,8 @@ def _tokenized(data, tmp_path):
 def _cache_opens_at_most(monkeypatch, limit: int) -> None:
     """Fail as soon as the caches are opened more than `limit` times: a plan that reads a cache
     again per duplicate row (quadratic) fails at once, whatever the machine's speed."""
-    from shardvec.tasks import statements, tokenize
+    from shardvec.tasks.inputs import tokenize
+    from shardvec.tasks.models import statements
     opened = 0
 
     def counted(path):

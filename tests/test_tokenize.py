@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shardvec.tasks.corpus import discover
-from shardvec.tasks.tokenize import TokenStream, Tokenizer, open_cache, tokenize_file
+from shardvec.tasks.inputs.corpus import discover
+from shardvec.tasks.inputs.tokenize import TokenStream, Tokenizer, open_cache, tokenize_file
 from tests.corpora import write_corpus
 
 
@@ -154,7 +154,7 @@ def test_a_change_of_the_record_size_limit_builds_the_caches_again(tmp_path):
 
 def test_a_new_tokenizer_version_builds_the_caches_again(tmp_path, monkeypatch):
     """A change of the tokenizer's code (TOKENIZER_VERSION) is a change of what the cache holds."""
-    from shardvec.tasks import tokenize
+    from shardvec.tasks.inputs import tokenize
     _tokenize_all(tmp_path)
     monkeypatch.setattr(tokenize, "TOKENIZER_VERSION", tokenize.TOKENIZER_VERSION + 1)
     assert not any(s["cached"] for s in _tokenize_all(tmp_path))
@@ -174,7 +174,7 @@ def test_a_rebuild_with_other_tokenizer_settings_trains_on_new_tokens_and_says_s
     manifest names the tokenizer its caches were made with, and readers still find statements;
     a nightly (an update) after a change rebuilds instead of mixing two tokenizers in one model."""
     from shardvec.reader import Store
-    from shardvec.tasks.publish import read_current, read_manifest
+    from shardvec.tasks.storage.versions import read_current, read_manifest
     from tests.runs import backfill_in_process, nightly_in_process
     data = tmp_path / "data"
     write_corpus(data / "corpus")
@@ -200,7 +200,7 @@ def test_a_cache_batch_holds_at_most_a_few_megabytes_of_text(tmp_path):
     """2,000 records of 1 MB each, all legal, took the tokenizing worker down every night (a token
     list costs ~24x its text), and were 2 GB in one add's batch: a batch (of the token cache, of
     `shardvec add` and the inbox) now also stops at BATCH_BYTES of text."""
-    from shardvec.tasks.corpus import BATCH_BYTES, Record, batched
+    from shardvec.tasks.inputs.corpus import BATCH_BYTES, Record, batched
 
     def _batches(records, size, max_bytes):
         return batched(records, size, max_bytes, weigh=lambda r: len(r.text))

@@ -9,10 +9,10 @@ from gensim.models import KeyedVectors
 from gensim.models.fasttext import load_facebook_vectors
 from gensim.test.utils import datapath
 
-from shardvec.tasks.corpus import BadInputError
-from shardvec.tasks.store import Space, SpaceWriter, convert_space
-from shardvec.tasks.topk import exact_topk, recall_at_k
-from shardvec.tasks.vectors_io import (Vectors, detect_format, export_projector, export_word2vec, import_vectors,
+from shardvec.tasks.inputs.corpus import BadInputError
+from shardvec.tasks.storage.spaces import Space, SpaceWriter, convert_space
+from shardvec.tasks.search.topk import exact_topk, recall_at_k
+from shardvec.tasks.models.vectors_io import (Vectors, detect_format, export_projector, export_word2vec, import_vectors,
                               to_keyed_vectors)
 
 

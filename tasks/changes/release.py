@@ -1,0 +1,140 @@
+"""Making a version live: publish a run's version, roll back to a kept one, list them.
+
+Both end the same way: under the publish lock, the ledger's operations acknowledged after the
+version was built are replayed on top of it (tasks/changes/additions.py), then CURRENT is replaced
+atomically. So a publish or a rollback never drops an acknowledged add, replace or delete.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from shardvec.tasks.changes.additions import Adder
+from shardvec.tasks.storage.atomic import sha256_file
+from shardvec.tasks.storage.layout import Layout
+from shardvec.tasks.storage.ledger import Ledger, ops_from
+from shardvec.tasks.storage.versions import (NotPublishedError, PublishLock, RunLock, prepare, read_current, read_manifest,
+                                    record_live, require_current, retain, swap, were_live)
+from shardvec.tasks.changes.segments import Segment
+
+
+def publish_version(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict,
+                    keep_versions: int) -> dict:
+    """Publish a run's version; `summary["ledger"]` is the last ledger op its shards hold."""
+    new = prepare(data, version, components, watermark, summary)
+    with PublishLock(data):
+        replayed = _go_live(data, new, summary.get("ledger", 0))
+    return {"version": version, "removed_versions": retain(data, keep_versions), "ops_replayed": replayed}
+
+
+def rollback(data: Path, version: str | None = None) -> dict:
+    """Make an earlier kept version live again, with every operation acknowledged after it
+    replayed on top. By default the newest kept version older than the live one that was itself
+    live once (not one a killed run finished but never made live)."""
+    data = Path(data)
+    with RunLock(data):
+        current = read_current(data)
+        if current is None:
+            raise NotPublishedError(f"Nothing is published in {data} yet; there is nothing to roll back.")
+        kept = [v["version"] for v in list_versions(data)]
+        if version is None:
+            older = sorted(v for v in were_live(data, current) if v < current["version"])
+            if not older:
+                raise NotPublishedError(f"No kept version older than the live {current['version']} was ever live; "
+                                        "`shardvec versions` lists what is kept (name one to roll back to it).")
+            version = older[-1]
+        if version == current["version"]:
+            raise NotPublishedError(f"Version {version} is already live; `shardvec versions` lists the older ones.")
+        if version not in kept:
+            raise NotPublishedError(f"Version {version!r} is not kept in {data}; `shardvec versions` lists "
+                                    "the ones you can roll back to.")
+        damaged = verify_version(data, version)
+        if damaged:
+            raise NotPublishedError(f"Version {version} is damaged ({damaged[0]}); roll back to another kept "
+                                    "version, or run `shardvec backfill --mode rebuild`.")
+        manifest = read_manifest(data, version)
+        target = {"format": current["format"], "version": version, "components": manifest["components"],
+                  "watermark": manifest["watermark"], "published_at": current.get("published_at"),
+                  "rolled_back_from": current["version"]}
+        with PublishLock(data):
+            replayed = _go_live(data, target, manifest.get("ledger", 0))
+    return {"version": version, "from": current["version"], "ops_replayed": replayed}
+
+
+def _go_live(data: Path, new: dict, built_upto: int) -> int:
+    """Replay the ops acknowledged after `built_upto` onto `new` and swap it in (publish lock held)."""
+    latest = read_current(data)
+    # never behind the ledger: not the version's own position, nor batches a restored CURRENT lacks
+    acknowledged = max(Ledger(data).settle((latest or {}).get("ledger", 0)), built_upto)
+    replayed = 0
+    if acknowledged > built_upto:
+        adder = Adder(data, state={**new, "ledger": acknowledged})
+        result = adder.replay(ops_from(Ledger(data).net(acknowledged, after=built_upto)))
+        new, replayed = adder.current, result.added + result.replaced + result.deleted
+    record_live(data, new["version"])
+    swap(data, {**new, "ledger": acknowledged})
+    return replayed
+
+
+def list_versions(data: Path) -> list[dict]:
+    """The kept versions, oldest first: when, how many statements, the run's quality line."""
+    where = Layout(data)
+    current = read_current(data)
+    live_once = were_live(data, current) if current else set()
+    out = []
+    for p in sorted(where.versions.iterdir()) if where.versions.is_dir() else []:
+        if not where.version(p.name).manifest.exists():
+            continue  # a run that never finished
+        try:
+            m = read_manifest(data, p.name)
+        except ValueError:
+            out.append({"version": p.name, "live": False, "was_live": p.name in live_once, "created_by": "damaged",
+                        "statements": None, "ledger": None, "quality": {}})
+            continue
+        q = m.get("quality", {})
+        out.append({"version": p.name, "live": bool(current) and current["version"] == p.name,
+                    "was_live": p.name in live_once, "created_by": m.get("created_by"), "statements": m.get("counts", {}).get("statements"),
+                    "ledger": m.get("ledger", 0),
+                    "quality": {k: q[k] for k in ("rows_recall_at_10", "wordsim353_spearman", "analogy_accuracy")
+                                if k in q}})
+    return out
+
+
+def verify(data: Path) -> list[str]:
+    """Problems with what CURRENT names (empty: it is whole): every file of the live version
+    against its checksum in the version manifest, every addition segment it names, and every
+    ledger file up to CURRENT's position."""
+    built, ledger = verify_parts(data)
+    return built + ledger
+
+
+def verify_parts(data: Path) -> tuple[list[str], list[str]]:
+    """`verify`'s problems in two lists: (the version and its segments, which a rebuild makes
+    again; the ledger, which nothing can: it is the only record of acknowledged operations)."""
+    data = Path(data)
+    current = require_current(data)
+    problems = verify_version(data, current["version"])
+    for rel in (current.get("additions") or {}).get("segments", []):
+        try:
+            Segment(data / rel, 0)
+        except Exception as exc:  # any failure to open is the finding
+            problems.append(f"addition segment {rel} cannot be read: {exc}")
+    return problems, Ledger(data).check(current.get("ledger", 0))
+
+
+def verify_version(data: Path, version: str) -> list[str]:
+    """Every file of one version against the checksums in its manifest."""
+    v = Layout(data).version(version)
+    try:
+        manifest = json.loads(v.manifest.read_text())
+    except (OSError, ValueError) as exc:
+        return [f"{v.manifest} cannot be read ({exc})"]
+    problems = []
+    for rel, digest in manifest.get("files", {}).items():
+        path = v.root / rel
+        if not path.exists():
+            problems.append(f"{path} is missing")
+        elif sha256_file(path) != digest:
+            problems.append(f"{path} does not match its checksum")
+    return problems

@@ -1,0 +1,100 @@
+"""Where things live and how they are written: durable files, the data directory's layout, vector
+spaces (sharded memmaps and their key index), the ledger of acknowledged changes, the versions
+and CURRENT (the publish protocol), and the runs working on a data directory.
+
+Everything else stands on it; it imports no other package of shardvec.
+"""
+
+from shardvec.tasks.storage.atomic import (
+    atomic_path,
+    fit_name,
+    fsync_dir,
+    fsync_tree,
+    map_npy,
+    save_npy,
+    sha256_file,
+    unique_stamp,
+    write_json,
+)
+from shardvec.tasks.storage.layout import Layout, VersionLayout
+from shardvec.tasks.storage.keys import key_hash, key_hashes
+from shardvec.tasks.storage.lookup import lookup
+from shardvec.tasks.storage.spaces import (
+    DTYPES,
+    ShardWriter,
+    Space,
+    SpaceWriter,
+    UnknownKeyError,
+    convert_space,
+    finish_space,
+    shard_name,
+    write_shard,
+)
+from shardvec.tasks.storage.ledger import Ledger, LedgerError, OPS, Op, Replay, ops_from, replay_for_build
+from shardvec.tasks.storage.versions import (
+    DamagedCurrentError,
+    LockedError,
+    NotPublishedError,
+    PublishLock,
+    RunLock,
+    inside,
+    new_version_id,
+    prepare,
+    read_current,
+    read_manifest,
+    record_live,
+    require_current,
+    retain,
+    swap,
+    sweep_leftovers,
+    were_live,
+)
+
+__all__ = [
+    "atomic_path",
+    "fit_name",
+    "fsync_dir",
+    "fsync_tree",
+    "map_npy",
+    "save_npy",
+    "sha256_file",
+    "unique_stamp",
+    "write_json",
+    "Layout",
+    "VersionLayout",
+    "key_hash",
+    "key_hashes",
+    "lookup",
+    "DTYPES",
+    "ShardWriter",
+    "Space",
+    "SpaceWriter",
+    "UnknownKeyError",
+    "convert_space",
+    "finish_space",
+    "shard_name",
+    "write_shard",
+    "Ledger",
+    "LedgerError",
+    "OPS",
+    "Op",
+    "Replay",
+    "ops_from",
+    "replay_for_build",
+    "DamagedCurrentError",
+    "LockedError",
+    "NotPublishedError",
+    "PublishLock",
+    "RunLock",
+    "inside",
+    "new_version_id",
+    "prepare",
+    "read_current",
+    "read_manifest",
+    "record_live",
+    "require_current",
+    "retain",
+    "swap",
+    "sweep_leftovers",
+    "were_live",
+]
