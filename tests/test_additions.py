@@ -212,6 +212,41 @@ def test_a_drain_killed_inside_a_file_does_not_undo_a_delete_acknowledged_after_
     assert "big/19999" in store and "big/0" not in store
 
 
+@pytest.mark.parametrize("dies_in", ["save", "intend"])
+def test_a_drain_killed_between_a_batch_and_its_progress_does_not_undo_a_later_delete(data, dies_in):
+    """The random kill above lands, now and then, after a batch is acknowledged and before the
+    inbox records its progress (the fresh-clone run of session 5 caught it): killed exactly
+    there, the drain's first batch is live, a delete of one of its ids is acknowledged, and the
+    next drain must not add it back. Killed before the ledger write instead (`intend`), nothing of
+    the batch was acknowledged and the next drain applies all of it."""
+    from shardvec.tasks.changes.additions import delete_ids
+    from shardvec.tasks.changes.intake import drain_inbox
+    before = len(shardvec.open(data))
+    inbox = data / "inbox"
+    inbox.mkdir()
+    (inbox / "big.jsonl").write_text("".join(json.dumps({"id": f"big/{i}", "text": SENTENCES[i % len(SENTENCES)]})
+                                             + "\n" for i in range(100)))
+    drain = ("import os, signal\nfrom shardvec.tasks.changes import intake\n"
+             f"orig = intake._Progress.{dies_in}\n"
+             "def dies(self, *a):\n"
+             "    if a[-1] > 20 if len(a) == 1 else a[0] >= 20:\n"  # on the second batch's save / intent
+             "        os.kill(os.getpid(), signal.SIGKILL)\n"
+             "    orig(self, *a)\n"
+             f"intake._Progress.{dies_in} = dies\n"
+             f"intake.drain_inbox({str(data)!r}, batch_size=20, on_duplicate='reject', max_record_bytes=1_000_000)")
+    proc = subprocess.run([sys.executable, "-c", drain], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr  # the kill landed where it was put
+    store = shardvec.open(data)
+    assert "big/0" in store and "big/99" not in store
+    assert ("big/20" in store) == (dies_in == "save")  # the second batch: acknowledged, or not yet
+    assert delete_ids(data, ["big/20", "big/0"])["deleted"] == 1 + (dies_in == "save")
+    drain_inbox(data, batch_size=20, on_duplicate="reject", max_record_bytes=1_000_000)
+    store = shardvec.open(data)
+    assert "big/99" in store and "big/0" not in store
+    assert ("big/20" in store) == (dies_in == "intend")  # deleted after it was acknowledged: stays deleted
+    assert len(store) == before + 100 - 1 - (dies_in == "save")
+
+
 READ_LOOP = """
 import os, sys, time, shardvec
 store = shardvec.open(sys.argv[1])

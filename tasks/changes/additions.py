@@ -134,12 +134,12 @@ class Adder:
         """Delete statements by id; the rows that held them are recomputed exactly."""
         return self.commit(Item("delete", i, None, _json_line(i)) for i in ids)
 
-    def commit(self, items: Iterable[Item], reject=None, then=None) -> AddResult:
+    def commit(self, items: Iterable[Item], reject=None, then=None, before=None) -> AddResult:
         """Screen, apply and acknowledge a batch of operations: ledger, segment, then CURRENT.
         `reject(item, reason)`: where refused items go (a file's own quarantine, which keeps
-        their bytes and lines) instead of quarantine/additions/. `then()` runs once the batch is
-        acknowledged, still under the publish lock: no other operation is acknowledged between
-        the two (the inbox records its progress there)."""
+        their bytes and lines) instead of quarantine/additions/. Under the publish lock,
+        `before(seq)` runs just before the batch is written to the ledger as `seq`, and `then()`
+        once it is acknowledged (the inbox records its progress with them)."""
         t = time.perf_counter()
         with PublishLock(self.data):
             ledger = Ledger(self.data)
@@ -147,6 +147,8 @@ class Adder:
             result, ops = self._stage(items, replay=False, reject=reject)
             if ops:
                 seq = self.current.get("ledger", 0) + 1
+                if before:
+                    before(seq)
                 ledger.append(seq, ops)
                 self.current = {**self.current, "ledger": seq}
                 result.ledger_seq = seq

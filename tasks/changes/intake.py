@@ -16,7 +16,6 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from shardvec.tasks.changes.additions import COUNTS, AddResult, Adder, Item
@@ -24,17 +23,22 @@ from shardvec.tasks.storage.atomic import fit_name, fsync_dir, unique_stamp, wri
 from shardvec.tasks.inputs.corpus import (BATCH_BYTES, FORMATS, BadInputError, Quarantine, SourceFile, batched, one_line,
                                    read_records)
 from shardvec.tasks.storage.layout import Layout
+from shardvec.tasks.storage.ledger import Ledger
+from shardvec.tasks.storage.versions import require_current
 
 
 def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_record_bytes: int,
              replace: bool = False, adder: Adder | None = None, name: str | None = None,
-             skip: int = 0, progress: Callable[[int], None] | None = None) -> dict:
+             skip: int = 0, progress: _Progress | None = None, pending: tuple[int, int] | None = None) -> dict:
     """Stream a JSON Lines, text or Parquet file into the published store, batch by batch (of
     `batch_size` records and at most BATCH_BYTES of text). JSON Lines records may say
     `"op": "replace"` or `"op": "delete"` (a delete needs only the id). `name`: the file name the
     ids of a text file's lines carry (`text_id`), if not its own. `skip`: records already
-    acknowledged by an earlier attempt; `progress(n)` is called once the first n are, under the
-    same publish lock as their commit."""
+    acknowledged by an earlier attempt; `progress` records how far the file is acknowledged, under
+    the same publish lock as each commit. `pending` (upto, seq): an earlier attempt was killed
+    while it committed records skip..upto as ledger batch `seq`; of those, the ids with an op
+    acknowledged at `seq` or later are left alone (that batch itself, or something acknowledged
+    after it, which wins: re-applying the file must not undo a delete made since)."""
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -64,13 +68,16 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
         if fmt == "text":
             records = (dataclasses.replace(rec, id=text_id(name or path.name, rec.text)) for rec in records)
         failed: list[str] = []
+        upto, settled = (pending[0], _acknowledged_since(data, pending[1])) if pending else (0, frozenset())
         applied = skip
         for batch in batched(itertools.islice(_to_its_end(records, failed), skip, None), batch_size,
                              max_bytes=BATCH_BYTES, weigh=lambda rec: len(rec.text or "")):
-            applied += len(batch)
-            total.absorb(adder.commit((Item(put if rec.op == "add" else rec.op, rec.id, rec.text, _raw(rec), rec)
-                                       for rec in batch), reject=refuse,
-                                      then=progress and functools.partial(progress, applied)))
+            start, applied = applied, applied + len(batch)
+            items = [Item(put if rec.op == "add" else rec.op, rec.id, rec.text, _raw(rec), rec)
+                     for i, rec in enumerate(batch, start) if i >= upto or rec.id not in settled]
+            total.absorb(adder.commit(items, reject=refuse,
+                                      before=progress and functools.partial(progress.intend, start, applied),
+                                      then=progress and functools.partial(progress.save, applied)))
     finally:
         q.commit()
     if failed:
@@ -142,7 +149,8 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
         try:
             mark = _Progress(where.inbox_progress, path)
             result = add_file(data, path, batch_size=batch_size, on_duplicate=on_duplicate,
-                              max_record_bytes=max_record_bytes, adder=adder, skip=mark.applied, progress=mark.save)
+                              max_record_bytes=max_record_bytes, adder=adder, skip=mark.applied, progress=mark,
+                              pending=mark.pending)
         except BadInputError as exc:  # this file cannot be used: the later ones still are
             totals["refused"] += _refuse(path, refused, str(exc))
             mark.clear()
@@ -163,13 +171,22 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
     return totals
 
 
+def _acknowledged_since(data: Path, seq: int) -> frozenset[str]:
+    """The ids with an op acknowledged at ledger batch `seq` or later."""
+    ledger = Ledger(data)
+    upto = max(require_current(data).get("ledger", 0), ledger.last_confirmed())
+    return frozenset(ledger.net(upto, after=seq - 1).column("id").to_pylist()) if upto >= seq else frozenset()
+
+
 class _Progress:
     """How many records of an inbox file are acknowledged, kept beside the inbox while it is
     drained: a drain killed inside a file goes on after them next time instead of applying the
     file again from its first line, over what was acknowledged since (a delete of one of its ids
-    would be undone). Saved after each batch's commit under the same publish lock, so a kill
-    between the two applies that batch again with nothing acknowledged in between (a no-op).
-    Bound to the file's size and mtime: another file of the name starts afresh."""
+    would be undone). Under each batch's publish lock it is saved twice: before the batch goes to
+    the ledger (`intend`: the records and the ledger seq in flight) and once it is acknowledged
+    (`save`). A kill in between leaves `pending`, and the next drain re-applies those records
+    except the ids acknowledged at that seq or later (`add_file`). Bound to the file's size and
+    mtime: another file of the name starts afresh."""
 
     def __init__(self, folder: Path, path: Path):
         st = path.stat()
@@ -181,6 +198,12 @@ class _Progress:
             saved = {}
         ok = isinstance(saved, dict) and all(saved.get(k) == v for k, v in self.identity.items())
         self.applied = saved["applied"] if ok and isinstance(saved.get("applied"), int) else 0
+        pending = saved.get("pending") if ok else None
+        self.pending = ((pending["upto"], pending["seq"]) if isinstance(pending, dict)
+                        and all(isinstance(pending.get(k), int) for k in ("upto", "seq")) else None)
+
+    def intend(self, applied: int, upto: int, seq: int) -> None:
+        write_json(self.file, {**self.identity, "applied": applied, "pending": {"upto": upto, "seq": seq}})
 
     def save(self, applied: int) -> None:
         write_json(self.file, {**self.identity, "applied": applied})
