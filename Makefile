@@ -7,7 +7,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: run test install system-deps bench bench-search lock docs
+.PHONY: run test lint install system-deps bench bench-search lock docs
 
 # requirements.lock pins the whole dependency tree to what the tests passed with: a fresh clone
 # installs those versions, not whatever the registry serves that day.
@@ -51,8 +51,18 @@ system-deps:
 # fills those waits.
 WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
 
-test: install system-deps
+# ruff's rules are in pyproject.toml ([tool.ruff]); under a second, so `make test` runs it first
+lint: install
+	$(BIN)/ruff check .
+
+test: install system-deps lint
 	$(BIN)/python -m pytest -q -n $(WORKERS)
+
+# The unit tier: pure functions over small real data, no Prefect server and no Dask cluster
+# (tests/unit/conftest.py fails a run that starts either), in under a minute on 2 cores.
+.PHONY: unit
+unit: install
+	$(BIN)/python -m pytest -q tests/unit
 
 # The benchmarks of benchmarks/README.md (~25 min). Their corpus is Debian's GCIDE dictionary (dict-gcide).
 bench: install

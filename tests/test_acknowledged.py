@@ -25,7 +25,7 @@ import pytest
 import shardvec
 from shardvec.tasks.changes.additions import Adder
 from shardvec.tasks.inputs.corpus import Quarantine, SourceFile, read_records
-from shardvec.tasks.changes.intake import add_file, drain_inbox
+from shardvec.tasks.changes.intake import drain_inbox
 from shardvec.tasks.storage.versions import read_current
 from shardvec.tasks.changes.release import rollback, verify
 from tests.checks import assert_rows_exact

@@ -113,7 +113,7 @@ def test_a_scan_leaves_the_space_unmapped_but_readable(tmp_path):
     space, vecs = _random_space(tmp_path, n=200_000, dim=64, rows_per_shard=200_000)  # 51 MB
     shard0 = tmp_path / "s" / space.manifest["shards"][0]["vectors"]
     seen, resident = 0.0, []
-    for start, block in space.blocks(4096):
+    for _start, block in space.blocks(4096):
         seen += float(block.sum(dtype=np.float64))
         resident.append(resident_kb(shard0))
     assert np.isclose(seen, float(vecs.sum(dtype=np.float64)), rtol=1e-5)

@@ -15,10 +15,9 @@ from pathlib import Path
 import psutil
 
 MB = 1 << 20
-# What `measured` adds to a step's summary.
 # What the run around the report adds to its summary (flows/operate.py): the data directory,
 # whose history is drawn as a chart, and a markdown line on the run's Dask performance report.
-EXTRAS: ContextVar[dict] = ContextVar("shardvec_report_extras", default={})
+EXTRAS: ContextVar[dict] = ContextVar("shardvec_report_extras")
 # What a report's wall_seconds covers (flows/pipeline.py build_and_publish): deploy/README.md
 # explains it beside the UI's and the CLI's durations.
 WALL_COVERS = "from asking for the run lock, waiting included, to this report; not the Dask cluster's start or stop"
@@ -123,7 +122,7 @@ QUALITY = [("analogy_accuracy", "analogy accuracy"), ("analogy_coverage", "analo
 
 def render_markdown(report: dict) -> str:
     text = "```\n" + render_text(report) + "\n```\n"
-    extras = EXTRAS.get()
+    extras = EXTRAS.get({})
     if extras.get("dask_report"):  # a markdown line: a link, or where the file is
         text += f"\n{extras['dask_report']}\n"
     if extras.get("data") is not None:

@@ -94,7 +94,7 @@ def exact_topk(space: Scannable, queries: np.ndarray, k: int, exclude: np.ndarra
     `space.dead` are never returned. `cells` bounds the scores held at once (queries x columns).
     """
     best_rows = best_scores = None
-    for start, block, scores in score_blocks(space, queries, exclude, cells):
+    for start, _block, scores in score_blocks(space, queries, exclude, cells):
         if best_rows is None:
             best_rows, best_scores = empty_topk(len(scores), k)
         best_rows, best_scores = fold_block(best_rows, best_scores, start, scores, k)
