@@ -1,4 +1,6 @@
-"""The backfill flow: reprocess a range of partitions, or rebuild everything from scratch."""
+"""The backfill flow: reprocess a range of partitions, or rebuild everything from scratch.
+
+What it trains, and whether it rebuilds instead, is its plan's (tasks/models/plan.py)."""
 
 from __future__ import annotations
 

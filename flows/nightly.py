@@ -1,4 +1,6 @@
-"""The nightly flow: take the partitions after the watermark, update the models, publish."""
+"""The nightly flow: take the partitions after the watermark, update the models, publish.
+
+What it trains, and whether it rebuilds instead, is its plan's (tasks/models/plan.py)."""
 
 from __future__ import annotations
 
@@ -21,4 +23,5 @@ def nightly(overrides: Overrides | None = None, force: bool = False) -> dict:
     """
     s = run_settings(overrides)
     with operated(s, "nightly") as run:
-        return run.keep(build_and_publish(s, flow="nightly", mode="update", force=force))
+        return run.keep(build_and_publish(s, flow="nightly", mode="update", skip_if_nothing_new=True,
+                                          force=force))

@@ -10,8 +10,8 @@
 
 Only wiring: every step is a task from `tasks.skins` (the Prefect UI shows each one); what
 passes between them is paths and small summaries, which each stage gathers into the typed
-result the next stages read. `mode="update"` continues the published models on the new
-partitions only; `mode="rebuild"` trains from scratch on every selected partition.
+result the next stages read. What a build trains, on what, continuing which models, is decided
+once, before it starts, by `tasks/models/plan.py` (`plan_build`); the stages carry the plan out.
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ from shardvec.flows.artifacts import publish_artifacts
 from shardvec.flows.progress import RunProgress
 from shardvec.flows import skins
 from shardvec.tasks.quality import evaluation
-from shardvec.tasks.inputs.corpus import Selection, SourceFile, select_partitions
+from shardvec.tasks.inputs.corpus import SourceFile
 from shardvec.errors import ShardvecError
 from shardvec.tasks.storage.layout import Layout, VersionLayout
+from shardvec.tasks.storage import ledger
 from shardvec.tasks.storage.ledger import Replay
 from shardvec.tasks.models.lsi import part_ranges
+from shardvec.tasks.models.plan import LEDGER_NEW, LEDGER_OLD, BuildPlan, plan_build
 from shardvec.tasks.search.partitioned import clusters_for, merge_groups, score_tasks_for
 from shardvec.tasks.storage.versions import RunLock, new_version_id, read_current, read_manifest, sweep_leftovers
 from shardvec.tasks.quality.report import MEASURED, PeakRSS, render_text, step_rows
@@ -42,9 +44,6 @@ from shardvec.tasks.search.similarity import tile_count, tile_entries
 from shardvec.tasks.models.statements import shard_count
 from shardvec.tasks.inputs.tokenize import Tokenizer
 
-# the ledger's puts (ids whose last op is an add or replace), read as two more input files after
-# the corpus partitions
-LEDGER_OLD, LEDGER_NEW = "~ledger/old", "~ledger/new"
 GATE_REFUSED = "Not published: "  # starts a gate refusal's message; deploy/automations.yaml matches it
 
 
@@ -60,17 +59,22 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
     with RunLock(s.data, s.publish.wait_for_run_seconds, say=print), PeakRSS() as flow_mem:
         sweep_leftovers(s.data)  # what failed runs left, now that none runs
         current = read_current(s.data)
-        mode = _mode_for_tokenizer(s, current, mode)
-        inputs = read_inputs(s, current, mode=mode, partitions=partitions, start=start, end=end)
-        report = {"flow": flow, "mode": mode, "partitions": inputs.selection.train, "skipped_files": inputs.skipped,
-                  "ledger_ops": inputs.replay.count, "ledger_new_ops": inputs.replay.acknowledged - inputs.built}
-        if skip_if_nothing_new and current is not None and inputs.nothing_new:
-            return _finish(report, status="nothing new", started=started,
-                           message=f"All partitions are in version {current['version']}; nothing to do.")
-        if not inputs.discovered:
+        found = skins.discover_task(Layout(s.data).corpus)
+        files = [SourceFile(**f) for f in found["files"]]
+        plan = plan_build(s, current, _published(Layout(s.data), current), available=sorted({f.partition for f in files}),
+                          acknowledged=ledger.acknowledged(s.data, current), mode=mode, partitions=partitions,
+                          start=start, end=end, skip_if_nothing_new=skip_if_nothing_new)
+        if plan.changed:
+            print(plan.why)
+        inputs = read_inputs(s, plan, files, skipped=found["skipped"])
+        report = {"flow": flow, "mode": plan.mode, "why": plan.why, "partitions": list(plan.train),
+                  "skipped_files": inputs.skipped, "ledger_ops": inputs.replay.count, "ledger_new_ops": plan.new_ops}
+        if plan.skip:
+            return _finish(report, status="nothing new", started=started, message=plan.skip)
+        if not files:
             return _finish(report, status="nothing to do", started=started,
                            message=f"No input files under {Layout(s.data).corpus}; drop partitions there first.")
-        build = Build(s, current, mode, flow)
+        build = Build(s, current, plan, flow)
         try:
             report.update(build.run(inputs, force))
         finally:
@@ -93,26 +97,17 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
 # --- what each stage hands on --------------------------------------------------------------
 @dataclass(frozen=True)
 class Inputs:
-    """What the version holds: the files of its partitions, then the ledger's puts."""
+    """What the version holds, as its plan says: the files of its partitions, then the ledger's puts."""
 
-    selection: Selection
+    plan: BuildPlan
     corpus: list[SourceFile]
     ledger: list[SourceFile]  # the puts the live version already holds, then the new ones
     replay: Replay
-    built: int  # the last ledger op the live version's shards hold
-    discovered: int  # input files found under corpus/, whichever partition
     skipped: list
 
     @property
     def files(self) -> list[SourceFile]:
         return self.corpus + self.ledger
-
-    @property
-    def nothing_new(self) -> bool:
-        return not self.selection.train and self.replay.acknowledged == self.built
-
-    def trained_on(self, f: SourceFile) -> bool:
-        return f.partition in self.selection.train or f.partition == LEDGER_NEW
 
 
 @dataclass(frozen=True)
@@ -162,22 +157,15 @@ class Recall:
                 "words_index_recall_at_10": self.words["recall_at_k"]}
 
 
-def read_inputs(s: Settings, current: dict | None, *, mode: str, partitions: list[str] | None,
-                start: str | None, end: str | None) -> Inputs:
-    """The partitions to build (and train on), and the ledger compacted into input files (the
-    caller holds the RunLock)."""
+def read_inputs(s: Settings, plan: BuildPlan, files: list[SourceFile], skipped: list) -> Inputs:
+    """The corpus files of the plan's partitions, and the ledger's ops as input files: compacted
+    first (its own step), then replayed as the plan splits them (the caller holds the RunLock)."""
     where = Layout(s.data)
-    found = skins.discover_task(where.corpus)
-    files = [SourceFile(**f) for f in found["files"]]
-    done = current["watermark"]["partitions"] if current else []
-    sel = select_partitions(sorted({f.partition for f in files}), done, mode=mode, partitions=partitions,
-                            start=start, end=end)
-    built = _published(where, current).get("ledger", 0)
-    replay = skins.replay_task(s.data, current, built, rebuild=mode == "rebuild" or current is None)
-    ledger = [_ledger_source(where.root, path, part) for path, part in
-              ((replay.old, LEDGER_OLD), (replay.new, LEDGER_NEW)) if path]
-    return Inputs(sel, [f for f in files if f.partition in set(sel.in_version)], ledger, replay, built,
-                  discovered=len(files), skipped=found["skipped"])
+    skins.compact_ledger_task(s.data, plan.acknowledged)
+    replay = skins.replay_task(s.data, None, plan.ops_trained_after, rebuild=not plan.update, upto=plan.acknowledged)
+    puts = [_ledger_source(where.root, path, part) for path, part in
+            ((replay.old, LEDGER_OLD), (replay.new, LEDGER_NEW)) if path]
+    return Inputs(plan, [f for f in files if f.partition in set(plan.in_version)], puts, replay, skipped)
 
 
 # --- the stages ------------------------------------------------------------------------------
@@ -187,7 +175,7 @@ class Build:
 
     s: Settings
     current: dict | None
-    mode: str
+    plan: BuildPlan
     flow: str
     version: str = field(default_factory=new_version_id)
     steps: dict[str, list[dict]] = field(default_factory=dict)
@@ -198,8 +186,12 @@ class Build:
         self.progress = RunProgress(self.flow, steps=len(self.planned_steps()))
 
     @property
+    def mode(self) -> str:
+        return self.plan.mode
+
+    @property
     def update(self) -> bool:
-        return self.current is not None and self.mode == "update"
+        return self.plan.update
 
     @cached_property
     def live(self) -> dict:
@@ -209,13 +201,11 @@ class Build:
     @property
     def previous_models(self) -> Path | None:
         """The live version's models, which an update continues."""
-        return self.where.root / self.current["components"]["models"] if self.update else None
+        return self.where.root / self.plan.previous_models if self.plan.previous_models else None
 
     @property
     def builds_vocabulary(self) -> bool:
-        """A fixed vocabulary is the first build's (LSI cannot grow its terms); hashed buckets
-        count each night's words too."""
-        return not self.update or self.s.vocab.hashing
+        return self.plan.builds_vocabulary
 
     def planned_steps(self) -> list[str]:
         """The steps the build waits on, in order: one progress bar each."""
@@ -260,8 +250,8 @@ class Build:
         intake's: lowering corpus.max_record_bytes must not drop records a version already holds."""
         before = self.live.get("config", {}).get("corpus", {}).get("max_record_bytes", self.s.corpus.max_record_bytes)
         kept = self.live.get("intake", {}).get("max_record_bytes", {})
-        return {p: self.s.corpus.max_record_bytes if p in inputs.selection.train else kept.get(p, before)
-                for p in inputs.selection.in_version}
+        return {p: self.s.corpus.max_record_bytes if p in inputs.plan.train else kept.get(p, before)
+                for p in inputs.plan.in_version}
 
     def tokenize(self, inputs: Inputs) -> Tokenized:
         s, where = self.s, self.where
@@ -272,7 +262,7 @@ class Build:
                                        batch_size=s.corpus.batch_size,
                                        max_record_bytes=limits.get(f.partition, s.corpus.max_record_bytes))
             for f in inputs.files])
-        train = [t for t, f in zip(files, inputs.files) if inputs.trained_on(f)]
+        train = [t for t, f in zip(files, inputs.files) if inputs.plan.trains(f.partition)]
         reasons = dict(sum((Counter(t["reasons"]) for t in files), Counter()))
         return Tokenized(files, [t["cache"] for t in files], [t["cache"] for t in train],
                          train_records=sum(t["records"] for t in train),
@@ -398,7 +388,7 @@ class Build:
                    "ledger": inputs.replay.acknowledged}
         self.wait("publish", [skins.publish_task.submit(
             self.where.root, self.version, {k: str(p) for k, p in self.v.components().items()},
-            {"partitions": inputs.selection.in_version}, summary, self.s.publish.keep_versions)])
+            {"partitions": list(inputs.plan.in_version)}, summary, self.s.publish.keep_versions)])
 
 
 def _exact_rows(space, work, rows_dir, tiles: int, statements: int, s: Settings) -> tuple[list, list]:
@@ -458,20 +448,6 @@ def _figures(tok: Tokenized, trained: Trained, written: Written) -> dict:
                                   for t in tok.files if t["quarantined"] and t["cache"] in taken],
             "statements": trained.statements, "terms": trained.terms, "topics": trained.topics,
             "words": trained.words, "similarity_rows": written.statement_rows, "tokens": tok.tokens}
-
-
-def _mode_for_tokenizer(s: Settings, current: dict | None, mode: str) -> str:
-    """An update continues models trained on the live version's tokens: after a change of the
-    tokenizer's settings it would mix two tokenizers in one model, so the run rebuilds instead."""
-    if mode != "update" or current is None:
-        return mode
-    live = _published(Layout(s.data), current)
-    trained, today = (Tokenizer.of_manifest(live).settings() if live else None), _tokenizer(s).settings()
-    if trained is None or trained == today:
-        return mode
-    print(f"The tokenize settings changed since version {current['version']} was trained "
-          f"({trained} -> {today}): this run rebuilds the models from scratch.")
-    return "rebuild"
 
 
 def _tokenizer(s: Settings) -> Tokenizer:

@@ -62,6 +62,7 @@ def _discover(corpus_dir, partitions=None, after=None, until=None) -> dict:
 
 
 discover_task = _skin(_discover, "discover")
+compact_ledger_task = _skin(ledger.compact_ledger, "compact-ledger", retries=0, measure=False)
 replay_task = _skin(ledger.replay_for_build, "replay-ledger", retries=0, measure=False)  # a ledger.Replay
 tokenize_task = _skin(tokenize.tokenize_file, "tokenize")
 plan_task = _skin(statements.plan_statements, "plan-statements")

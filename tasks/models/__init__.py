@@ -1,10 +1,12 @@
 """Building a version's models: the vocabulary, TF-IDF + LSI, word2vec, the projection of the
-statements into the LSI space, and vectors imported and exported in other tools' formats.
+statements into the LSI space, and vectors imported and exported in other tools' formats; and
+the plan of a build (which partitions and ledger ops train, from which models it continues).
 """
 
 from shardvec.tasks.models.vocab import build_dictionary, load_dictionary
 from shardvec.tasks.models.lsi import idf_vector, part_ranges, train_lsi
 from shardvec.tasks.models.word2vec import train_word2vec, write_word_space
+from shardvec.tasks.models.plan import LEDGER_NEW, LEDGER_OLD, BuildPlan, plan_build
 from shardvec.tasks.models.statements import plan_statements, project_shard, shard_count
 from shardvec.tasks.models.vectors_io import (
     Vectors,
@@ -23,6 +25,10 @@ __all__ = [
     "train_lsi",
     "train_word2vec",
     "write_word_space",
+    "LEDGER_NEW",
+    "LEDGER_OLD",
+    "BuildPlan",
+    "plan_build",
     "plan_statements",
     "project_shard",
     "shard_count",

@@ -30,7 +30,8 @@ from shardvec.tasks.storage.spaces import (
     shard_name,
     write_shard,
 )
-from shardvec.tasks.storage.ledger import Ledger, LedgerError, OPS, Op, Replay, ops_from, replay_for_build
+from shardvec.tasks.storage.ledger import (Ledger, LedgerError, OPS, Op, Replay, acknowledged, compact_ledger,
+                                            ops_from, replay_for_build)
 from shardvec.tasks.storage.versions import (
     DamagedCurrentError,
     LockedError,
@@ -81,6 +82,8 @@ __all__ = [
     "Replay",
     "ops_from",
     "replay_for_build",
+    "acknowledged",
+    "compact_ledger",
     "DamagedCurrentError",
     "LockedError",
     "NotPublishedError",

@@ -210,19 +210,41 @@ class Replay:
     count: int  # ids the ledger decides
 
 
-def replay_for_build(data: Path, current: dict | None, built: int, rebuild: bool) -> Replay:
-    """Compact the ledger up to CURRENT's last op and derive a build's inputs from it. `built`:
-    the last op the live version's shards hold (everything is new on a rebuild)."""
+def acknowledged(data: Path, current: dict | None) -> int:
+    """The last acknowledged seq a build holds: CURRENT's `ledger`, or beyond it the ops files
+    confirmed (CURRENT restored from an older copy); without CURRENT (a first build, or one moved
+    aside after damage) every confirmed op."""
+    last = Ledger(data).last_confirmed()
+    return max(current.get("ledger", 0), last) if current else last
+
+
+def compact_ledger(data: Path, upto: int) -> dict:
+    """Fold every op up to `upto` into one file (the last op of each id) and remove the derived
+    puts of earlier builds. A build calls it under the run lock before `replay_for_build`: it
+    discards no operation, only the files a replay no longer needs."""
     ledger = Ledger(data)
-    # without CURRENT (a first build, or one moved aside after damage) every acknowledged op is replayed
-    upto = max(current.get("ledger", 0), ledger.last_confirmed()) if current else ledger.last_confirmed()
     if not upto:
-        return Replay(0, None, None, None, 0)
+        return {"upto": 0, "files": 0}
+    files = len(ledger._files(upto))
     ledger.compact(upto)
     for stale in ledger.dir.glob("puts-*.arrow"):  # derived for an earlier night
         if not stale.name.startswith(f"puts-{upto:012d}-"):
             stale.unlink(missing_ok=True)
+    return {"upto": upto, "files": files}
+
+
+def replay_for_build(data: Path, current: dict | None, built: int, rebuild: bool, *, upto: int | None = None) -> Replay:
+    """A build's inputs from the ledger, compacted up to `upto` (default: `acknowledged`) by
+    `compact_ledger`: the net ops file, and the puts split at `built` (the last op the live
+    version's shards hold; everything is new on a rebuild). It discards nothing: the puts are
+    derived files, written once per (upto, split)."""
+    ledger = Ledger(data)
+    upto = acknowledged(data, current) if upto is None else upto
+    if not upto:
+        return Replay(0, None, None, None, 0)
     files = ledger._files(upto)
+    if len(files) > 1:
+        raise RuntimeError(f"The ledger holds {len(files)} files up to op {upto}: compact_ledger first.")
     ops = files[0][2] if files else None
     count = _rows(ops) if ops else 0
     split = 0 if rebuild else built

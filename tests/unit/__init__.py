@@ -1,0 +1,1 @@
+"""The unit tier: no Prefect, no Dask (tests/unit/conftest.py)."""
