@@ -7,7 +7,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: run test lint install system-deps bench bench-search lock docs
+.PHONY: run test lint typecheck install system-deps bench bench-search lock docs
 
 # requirements.lock pins the whole dependency tree to what the tests passed with: a fresh clone
 # installs those versions, not whatever the registry serves that day.
@@ -55,7 +55,15 @@ WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
 lint: install
 	$(BIN)/ruff check .
 
-test: install system-deps lint
+# mypy over the package as it installs (shardvec.tasks is tasks/ ...): a tree of links for it
+typecheck: install
+	rm -rf build/typecheck && mkdir -p build/typecheck/shardvec
+	ln -s $(CURDIR)/shardvec/*.py build/typecheck/shardvec/
+	for d in tasks flows config; do ln -s $(CURDIR)/$$d build/typecheck/shardvec/$$d; done
+	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml \
+		--cache-dir $(CURDIR)/build/mypy-cache -p shardvec
+
+test: install system-deps lint typecheck
 	$(BIN)/python -m pytest -q -n $(WORKERS)
 
 # The unit tier: pure functions over small real data, no Prefect server and no Dask cluster
