@@ -93,13 +93,12 @@ def exact_topk(space: Scannable, queries: np.ndarray, k: int, exclude: np.ndarra
     few). `exclude[i]` is a row never returned for query i (its own row), or -1; rows in
     `space.dead` are never returned. `cells` bounds the scores held at once (queries x columns).
     """
-    best_rows = best_scores = None
+    best: tuple[np.ndarray, np.ndarray] | None = None
     for start, _block, scores in score_blocks(space, queries, exclude, cells):
-        if best_rows is None:
-            best_rows, best_scores = empty_topk(len(scores), k)
-        best_rows, best_scores = fold_block(best_rows, best_scores, start, scores, k)
-    if best_rows is None:
+        best = fold_block(*(best or empty_topk(len(scores), k)), start, scores, k)
+    if best is None:
         return empty_topk(len(np.atleast_2d(queries)), k)
+    best_rows, best_scores = best
     best_rows[~np.isfinite(best_scores)] = -1
     return best_rows, best_scores.astype(np.float32)
 

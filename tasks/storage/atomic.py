@@ -77,7 +77,7 @@ def atomic_path(final: Path):
         tmp.unlink(missing_ok=True)
 
 
-def write_with(final: Path, write: Callable[[Path], None]) -> Path:
+def write_with(final: Path, write: Callable[[Path], object]) -> Path:
     with atomic_path(final) as tmp:
         write(tmp)
     return Path(final)
