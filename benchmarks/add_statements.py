@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import WORK, blas_gflops, save, statements  # noqa: E402
 from shardvec.config import load_settings  # noqa: E402
 from shardvec.tasks.changes.additions import Adder  # noqa: E402
-from shardvec.tasks.storage.versions import read_current  # noqa: E402
+from shardvec.tasks.storage.datadir import DataDir  # noqa: E402
+from shardvec.tasks.storage.documents import Current  # noqa: E402
 from shardvec.tasks.search.rows import rows_for_tile  # noqa: E402
 from shardvec.tasks.changes.segments import Statements  # noqa: E402
 from shardvec.tasks.search.similarity import tile_count  # noqa: E402
@@ -79,7 +80,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.data:
         data = args.data.resolve()
-        snapshot, current = (data / "CURRENT").read_bytes(), read_current(data)
+        snapshot, current = (data / "CURRENT").read_bytes(), DataDir(data).current()
         try:
             figures = run(data, current, args.singles, recompute=not args.no_recompute)
         finally:
@@ -92,13 +93,13 @@ def main() -> None:
     by_size = {}
     for n in sizes:
         data = store_dir(n)
-        if args.rebuild or read_current(data) is None:
+        if args.rebuild or DataDir(data).current() is None:
             shutil.rmtree(data, ignore_errors=True)
             print(f"building the {n:,}-statement store with the nightly flow ...", flush=True)
             built = build(data, n)
             print(f"  built in {built['nightly_seconds']} s")
         snapshot = (data / "CURRENT").read_bytes()
-        current = read_current(data)
+        current = DataDir(data).current()
         try:
             by_size[n] = run(data, current, args.singles)
         finally:
@@ -132,7 +133,7 @@ def growth(by_size: dict, lo: int, hi: int) -> dict:
             "recompute_all_rows": ratio(lambda f: f["recompute_all_rows_seconds"])}
 
 
-def run(data: Path, current: dict, singles: int, deletes: int = 100, recompute: bool = True) -> dict:
+def run(data: Path, current: Current, singles: int, deletes: int = 100, recompute: bool = True) -> dict:
     view = Statements(data, current)
     n, d, k = len(view), view.base.dim, view.k
     texts = new_texts(1000 + singles)
@@ -141,7 +142,7 @@ def run(data: Path, current: dict, singles: int, deletes: int = 100, recompute: 
     t = time.perf_counter()
     out = WORK / "add-recompute"
     for tile in range(tile_count(n, 16_384)) if recompute else ():
-        rows_for_tile(data / current["components"]["statements"], tile, out, k=k, tile_rows=16_384, block_rows=1024)
+        rows_for_tile(data / current.components["statements"], tile, out, k=k, tile_rows=16_384, block_rows=1024)
     recompute_s = time.perf_counter() - t if recompute else None
     shutil.rmtree(out, ignore_errors=True)
 
@@ -176,7 +177,7 @@ def run(data: Path, current: dict, singles: int, deletes: int = 100, recompute: 
     del_ms = np.array(del_lat) * 1000
 
     # correctness: rows after the adds and deletes vs an exact recompute, on every added row + a sample
-    view = Statements(data, read_current(data))
+    view = Statements(data, DataDir(data).current())
     check = np.unique(np.concatenate([np.arange(n, len(view)), rng.choice(n, 2000, replace=False)]))
     check = check[[not view.is_dead(int(r)) for r in check]]
     exact, exact_s = exact_topk(view, view.vectors_at(check), k, exclude=check)

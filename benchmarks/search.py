@@ -29,6 +29,7 @@ benchmarks/.venv (the project's own venv stays as requirements.lock says) and ru
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -67,7 +68,9 @@ def publish(data: Path, vecs: np.ndarray, words: Path | None, adds: np.ndarray, 
     plus one segment of `adds` and one of the deletes; the seconds its indexes took."""
     from shardvec.tasks.search.index import build_index, index_recall
     from shardvec.tasks.storage.layout import Layout
-    from shardvec.tasks.storage.versions import prepare, swap
+    from shardvec.tasks.storage.datadir import DataDir
+    from shardvec.tasks.storage.documents import Additions
+    from shardvec.tasks.storage.versions import prepare
     from shardvec.tasks.changes.segments import write_segment
     from shardvec.tasks.search.similarity import finish_rows
     from shardvec.tasks.storage.spaces import SpaceWriter
@@ -98,7 +101,7 @@ def publish(data: Path, vecs: np.ndarray, words: Path | None, adds: np.ndarray, 
     seg1, _ = write_segment(where, vid, 1, [f"a{i}" for i in range(len(adds))], [""] * len(adds), adds,
                             *_no_rows(), np.empty(0, np.int64))
     seg2, _ = write_segment(where, vid, 2, [], [], np.empty((0, DIM), np.float32), *_no_rows(), dead)
-    swap(data, current | {"additions": {"base": vid, "segments": [seg1, seg2], "next_seq": 3}})
+    DataDir(data).swap(dataclasses.replace(current, additions=Additions(vid, (seg1, seg2), 3)))
     assert n + len(adds) - len(dead) == len(__import__("shardvec").open(data))
     return figures
 
@@ -191,7 +194,7 @@ def size(n: int, x: np.ndarray, adds: np.ndarray, queries: np.ndarray, libs: Lib
                                **latencies(lambda q: store.similar_vectors(q, 10), queries)}
     truth = exact_topk(RowsInRam(x[:n]), queries, 10)[0]
     annoy = AnnoyIndex(DIM, "angular")
-    annoy.load(str(data / store.current["components"]["statements_index"] / "annoy.ann"))
+    annoy.load(str(data / store.current.components["statements_index"] / "annoy.ann"))
     sk = store.search_k["statements"]  # as the nightly tuned it (a ladder of its own costs minutes at 1M)
     r = recall([annoy.get_nns_by_vector(q, 10, search_k=sk) for q in queries], truth)
     out["annoy"] = {"search_k": sk, "recall": r, **latencies(lambda q: annoy.get_nns_by_vector(q, 10, search_k=sk), queries),

@@ -19,9 +19,8 @@ import numpy as np
 
 from shardvec.tasks.search.index import SpaceIndex
 from shardvec.tasks.search.embed import Embedder
-from shardvec.tasks.storage.layout import Layout
 from shardvec.tasks.storage.lookup import lookup
-from shardvec.tasks.storage.versions import require_current
+from shardvec.tasks.storage.datadir import DataDir
 from shardvec.tasks.changes.segments import Statements
 from shardvec.tasks.storage.spaces import Space, UnknownKeyError
 from shardvec.tasks.inputs.tokenize import Tokenizer
@@ -66,15 +65,15 @@ class Store:
                     raise
 
     def _open(self) -> None:
-        self.current = require_current(self.data)
-        comp = {name: self.data / rel for name, rel in self.current["components"].items()}
-        self.version: str = self.current["version"]
+        self.current = DataDir(self.data).require_current()
+        comp = {name: self.data / rel for name, rel in self.current.components.items()}
+        self.version: str = self.current.version
         self.words = Space(comp["words"], keep_mapped=True)
         self.statements = Statements(self.data, self.current, keep_mapped=True)
         self._paths = comp
         self._embedder: Embedder | None = None
         self._indexes: dict[str, SpaceIndex | None] = {}
-        self.tokenizer = Tokenizer.of_manifest(_json(Layout(self.data).version(self.version).manifest))
+        self.tokenizer = Tokenizer.from_settings(DataDir(self.data).manifest(self.version).tokenizer)
         self.search_k = {name: _json(comp[f"{name}_index"] / "manifest.json")["search_k"]
                          for name in ("words", "statements")}
 
@@ -169,7 +168,7 @@ class Store:
 
     def refresh(self) -> bool:
         """Move to what CURRENT names now (a newer version or more additions); True if it moved."""
-        latest = require_current(self.data)
+        latest = DataDir(self.data).require_current()
         if latest == self.current:
             return False
         self.__init__(self.data)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shardvec.tasks.storage.versions import read_current
+from shardvec.tasks.storage.datadir import DataDir
 from shardvec.tasks.changes.segments import Statements
 from shardvec.tasks.search.topk import exact_topk
 
@@ -19,7 +19,7 @@ def assert_rows_exact(data: Path) -> int:
     """Every live statement's stored row, the reserve beyond k included, equals a fresh exact
     top-k over all live statements, and holds at least k (or every other live statement).
     Returns the number of live statements."""
-    view = Statements(data, read_current(data))
+    view = Statements(data, DataDir(data).current())
     live = np.array([r for r in range(len(view)) if not view.is_dead(r)])
     exact_r, exact_s = exact_topk(view, view.vectors_at(live), view.width, exclude=live)
     for i, r in enumerate(live):

@@ -13,6 +13,7 @@ import pytest
 import shardvec
 from shardvec.tasks.changes.additions import Adder
 from shardvec.tasks.storage.ledger import Ledger, Op
+from shardvec.tasks.storage.datadir import DataDir
 from shardvec.tasks.storage.versions import read_current
 from shardvec.tasks.changes.release import verify
 from shardvec.tasks.changes.release import list_versions, rollback
@@ -235,7 +236,7 @@ def test_open_adders_see_each_others_ops_and_a_current_put_back_under_them(data)
 
 def test_single_deletes_keep_few_segments_and_exact_rows(data):
     adder = Adder(data, **ADDS)
-    view = Statements(data, read_current(data))
+    view = Statements(data, DataDir(data).current())
     victims = [view.key(r) for r in range(0, 96, 3)]
     for key in victims:
         assert adder.delete([key]).deleted == 1

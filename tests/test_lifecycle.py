@@ -31,6 +31,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import shardvec
 from shardvec.tasks.changes.additions import Adder
+from shardvec.tasks.storage.datadir import DataDir
 from shardvec.tasks.storage.versions import NotPublishedError, read_current
 from shardvec.tasks.changes.release import verify
 from shardvec.tasks.changes.release import list_versions, rollback
@@ -77,7 +78,7 @@ print("acknowledged", flush=True)
 
 
 def live_statements(data: Path) -> dict[str, str]:
-    view = Statements(data, read_current(data))
+    view = Statements(data, DataDir(data).current())
     out = {}
     for r in range(len(view)):
         if not view.is_dead(r):

@@ -17,6 +17,7 @@ from gensim.utils import simple_preprocess
 from shardvec.tasks.search import partitioned
 from shardvec.tasks.search.similarity import SimilarityRows, finish_rows, rows_recall
 from shardvec.tasks.search.topk import best_per_row, exact_topk, recall_at_k
+from shardvec.tasks.storage.datadir import DataDir
 from shardvec.tasks.storage.spaces import Space, write_shard, finish_space
 from tests.corpora import lee_lines
 from tests.runs import small_settings
@@ -241,7 +242,7 @@ def test_a_small_add_into_partitioned_rows_scores_the_pairs_its_clusters_name(co
     texts = lee_lines()[-3:]
     for i, text in enumerate(texts):
         assert shardvec.add([{"id": f"new/{i}", "text": text}], data=corpus_data)["added"] == 1
-    view = Statements(corpus_data, json.loads((corpus_data / "CURRENT").read_text()))
+    view = Statements(corpus_data, DataDir(corpus_data).current())
     assert view.clusters is not None and 3 < PROBED_MAX
     n = len(view)
     every = np.arange(n)
@@ -275,7 +276,7 @@ def test_a_small_add_into_partitioned_rows_scores_the_pairs_its_clusters_name(co
     doomed = adder.view.clusters.candidates(probe)
     assert shardvec.delete([adder.view.key(int(r)) for r in doomed], data=corpus_data)["deleted"] == len(doomed)
     assert shardvec.add([{"id": "after-deletes", "text": text}], data=corpus_data)["added"] == 1
-    view = Statements(corpus_data, json.loads((corpus_data / "CURRENT").read_text()))
+    view = Statements(corpus_data, DataDir(corpus_data).current())
     x = view.find("after-deletes")
     rows, _ = view.row(x)
     truth, _ = exact_topk(view, view.vectors_at([x]), view.k, exclude=np.array([x]))

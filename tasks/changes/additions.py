@@ -18,6 +18,7 @@ through tasks/changes/intake.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -30,9 +31,9 @@ import numpy as np
 from shardvec.tasks.storage.atomic import unique_stamp
 from shardvec.tasks.inputs.corpus import check_op, short_repr
 from shardvec.tasks.search.embed import Embedder
-from shardvec.tasks.storage.layout import Layout
+from shardvec.tasks.storage.datadir import DataDir
+from shardvec.tasks.storage.documents import Additions, Current
 from shardvec.tasks.storage.ledger import OPS, Ledger, Op, ops_from
-from shardvec.tasks.storage.versions import PublishLock, read_manifest, require_current, swap
 from shardvec.tasks.search.repair import refilled, repair_rows
 from shardvec.tasks.changes.segments import Segment, Statements, compact, sweep, write_segment
 from shardvec.tasks.inputs.tokenize import Tokenizer
@@ -101,27 +102,28 @@ class Adder:
     in the same step that makes it visible, so every later night and rollback replays it."""
 
     def __init__(self, data: Path, *, on_duplicate: str | None = None, max_record_bytes: int | None = None,
-                 state: dict | None = None):
+                 state: Current | None = None):
         """`on_duplicate`, `max_record_bytes`: how new adds are screened (the caller's corpus.* settings);
         an adder that only deletes or replays needs neither. `state`: a CURRENT to build on instead
         of the live one (a new version being published)."""
         self.data = Path(data).resolve()
-        self.layout = Layout(self.data)
+        self.dir = DataDir(self.data)
+        self.layout = self.dir.layout
         self.on_duplicate = on_duplicate
         self.max_record_bytes = max_record_bytes  # the screening of new ops only: replays are never screened
-        self.current: dict | None = None
+        self.current: Current | None = None
         self._seen: bytes | None = None  # CURRENT's bytes as this adder last wrote or checked them
         self._swept = -np.inf
-        self._load(state or require_current(self.data))
+        self._load(state or self.dir.require_current())
 
-    def _load(self, current: dict) -> None:
+    def _load(self, current: Current) -> None:
         self.current = current
         self.view = Statements(self.data, current)
         self.k, self.width = self.view.k, self.view.width
         self.valid, self.last = self.view.fill()
-        models = self.data / current["components"]["models"]
+        models = self.data / current.components["models"]
         self.embedder = Embedder(models, vocab_in_ram=True)
-        self.tokenizer = Tokenizer.of_manifest(read_manifest(self.data, current["version"]))
+        self.tokenizer = Tokenizer.from_settings(self.dir.manifest(current.version).tokenizer)
 
     def add(self, records: Iterable[dict], *, replace: bool = False) -> AddResult:
         """Validate, embed and commit one batch; returns once it is durable and visible.
@@ -141,16 +143,16 @@ class Adder:
         `before(seq)` runs just before the batch is written to the ledger as `seq`, and `then()`
         once it is acknowledged (the inbox records its progress with them)."""
         t = time.perf_counter()
-        with PublishLock(self.data):
+        with self.dir.publish_lock():
             ledger = Ledger(self.data)
             behind = self._catch_up(ledger)
             result, ops = self._stage(items, replay=False, reject=reject)
             if ops:
-                seq = self.current.get("ledger", 0) + 1
+                seq = self.current.ledger + 1
                 if before:
                     before(seq)
                 ledger.append(seq, ops)
-                self.current = {**self.current, "ledger": seq}
+                self.current = dataclasses.replace(self.current, ledger=seq)
                 result.ledger_seq = seq
             if ops or behind:
                 self._acknowledge(ledger, behind)
@@ -166,33 +168,33 @@ class Adder:
             seen = self.layout.current.read_bytes()
         except FileNotFoundError:
             seen = None
-        if seen is not None and seen == self._seen and not ledger.holds(self.current.get("ledger", 0) + 1):
+        if seen is not None and seen == self._seen and not ledger.holds(self.current.ledger + 1):
             # CURRENT is the one this adder wrote, so it is valid and its pending batch confirmed;
             # a crashed writer's pending batch above it was never acknowledged and is overwritten
             return False
         # CURRENT moved since this adder last wrote it (or was put back while others wrote)
-        latest = require_current(self.data)
+        latest = self.dir.require_current()
         if latest != self.current:  # a nightly, another adder, a rollback
             self._load(latest)
-        acknowledged = ledger.settle(self.current.get("ledger", 0))
-        behind = acknowledged > self.current.get("ledger", 0)
+        acknowledged = ledger.settle(self.current.ledger)
+        behind = acknowledged > self.current.ledger
         if behind:  # CURRENT was restored from an older copy: what it lacks is replayed first
-            self.replay(ops_from(ledger.net(acknowledged, after=self.current.get("ledger", 0))))
-            self.current = {**self.current, "ledger": acknowledged}
+            self.replay(ops_from(ledger.net(acknowledged, after=self.current.ledger)))
+            self.current = dataclasses.replace(self.current, ledger=acknowledged)
         self._seen = seen
         return behind
 
     def _acknowledge(self, ledger: Ledger, behind: bool) -> None:
         """Replace CURRENT with `self.current`, confirm the ledger up to it, and now and then
         sweep the segment files no CURRENT names."""
-        swap(self.data, self.current)  # the acknowledgement
+        self.dir.swap(self.current)  # the acknowledgement
         self._seen = self.layout.current.read_bytes()
         if behind:
-            ledger.confirm(self.current["ledger"])
+            ledger.confirm(self.current.ledger)
         else:
-            ledger.confirm_one(self.current["ledger"])
+            ledger.confirm_one(self.current.ledger)
         if time.monotonic() - self._swept > 60:
-            sweep(self.layout, self.current["version"], (self.current.get("additions") or {}).get("segments", []))
+            sweep(self.layout, self.current.version, self.current.segments)
             self._swept = time.monotonic()
 
     def replay(self, ops: list[Op]) -> AddResult:
@@ -218,7 +220,7 @@ class Adder:
             self.current, result.segment, result.rows_updated = self.apply(puts, dead)
         return result, ops
 
-    def apply(self, accepted: list[tuple[str, str]], dead: list[int]) -> tuple[dict, str, int]:
+    def apply(self, accepted: list[tuple[str, str]], dead: list[int]) -> tuple[Current, str, int]:
         """Write the segment for `accepted` and the deaths in `dead`; return (new CURRENT, its
         path, rows updated). `repair.repair_rows` works out the rows it writes: every stored row
         stays the exact best `width` (or fewer) of the live statements."""
@@ -230,19 +232,14 @@ class Adder:
         dead_a = np.asarray(dead, dtype=np.int64)
         changes = repair_rows(view, vecs, dead_a, self.valid, self.last)
         row_ids, rows, scores = changes.written()
-        adds = self._additions()
-        seg_rel, npz = write_segment(self.layout, self.current["version"], adds["next_seq"], ids, texts, vecs,
+        adds = self.current.additions or Additions(self.current.version)
+        seg_rel, npz = write_segment(self.layout, self.current.version, adds.next_seq, ids, texts, vecs,
                                      row_ids, rows, scores.astype(np.float32), dead_a)
         view.append(Segment(self.data / seg_rel, n0, npz))
         self.valid, self.last = refilled(self.valid, self.last, len(accepted), row_ids, rows, scores)
-        adds = {**adds, "segments": adds["segments"] + [seg_rel], "next_seq": adds["next_seq"] + 1,
-                "statements": view.live}
-        return ({**self.current, "additions": compact(self.layout, self.current["version"], view, adds)},
+        adds = Additions(adds.base, (*adds.segments, seg_rel), adds.next_seq + 1, view.live)
+        return (dataclasses.replace(self.current, additions=compact(self.layout, self.current.version, view, adds)),
                 seg_rel, len(changes.row_ids))
-
-    def _additions(self) -> dict:
-        adds = self.current.get("additions") or {"base": self.current["version"], "segments": []}
-        return {"next_seq": len(adds["segments"]) + 1, **adds}
 
 
 def _screen(view: Statements, items: Iterable[Item], result: AddResult, *, replay: bool,

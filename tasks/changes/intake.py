@@ -24,7 +24,7 @@ from shardvec.tasks.inputs.corpus import (BATCH_BYTES, FORMATS, BadInputError, Q
                                    read_records)
 from shardvec.tasks.storage.layout import Layout
 from shardvec.tasks.storage.ledger import Ledger
-from shardvec.tasks.storage.versions import require_current
+from shardvec.tasks.storage.datadir import DataDir
 
 
 def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_record_bytes: int,
@@ -174,7 +174,7 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
 def _acknowledged_since(data: Path, seq: int) -> frozenset[str]:
     """The ids with an op acknowledged at ledger batch `seq` or later."""
     ledger = Ledger(data)
-    upto = max(require_current(data).get("ledger", 0), ledger.last_confirmed())
+    upto = max(DataDir(data).require_current().ledger, ledger.last_confirmed())
     return frozenset(ledger.net(upto, after=seq - 1).column("id").to_pylist()) if upto >= seq else frozenset()
 
 

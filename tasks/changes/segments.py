@@ -20,10 +20,11 @@ names any more.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from shardvec.tasks.storage.atomic import fsync_dir
 from shardvec.tasks.storage.keys import key_hash, key_hashes
 from shardvec.tasks.storage.layout import Layout
 from shardvec.tasks.search.partitioned import Clusters
-from shardvec.tasks.storage.versions import DamagedCurrentError
+from shardvec.tasks.storage.documents import Additions, Current, DamagedCurrentError
 from shardvec.tasks.search.repair import Holders, fill
 from shardvec.tasks.search.similarity import SimilarityRows
 from shardvec.tasks.storage.spaces import Space
@@ -96,16 +97,16 @@ class Statements:
 
     normalized = True
 
-    def __init__(self, data: Path, current: dict, keep_mapped: bool = False):
+    def __init__(self, data: Path, current: Current, keep_mapped: bool = False):
         data = Path(data)
-        self.base = Space(data / current["components"]["statements"], keep_mapped)
-        self.base_rows = SimilarityRows(data / current["components"]["similarity"])
+        self.base = Space(data / current.components["statements"], keep_mapped)
+        self.base_rows = SimilarityRows(data / current.components["similarity"])
         self.k, self.width = self.base_rows.k, self.base_rows.width
         self.segments: list[Segment] = []
         self.dead = np.empty(0, dtype=np.int64)
         self._holders: Holders | None = None
         self._clusters: Clusters | None | bool = False  # opened on the first add that could use them
-        for rel in (current.get("additions") or {}).get("segments", []):
+        for rel in current.segments:
             try:
                 self.append(Segment(data / rel, len(self)))
             except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # pyarrow's ArrowInvalid too
@@ -309,14 +310,13 @@ class _Additions:
                 yield seg.start + start, block
 
 
-def compact(layout: Layout, version: str, view: Statements, additions: dict) -> dict:
+def compact(layout: Layout, version: str, view: Statements, additions: Additions) -> Additions:
     """Merge the newest segments like a binary counter (while the last is at least as big as
     the one before): about log2(adds) segments stay, so searches touch few blocks.
 
     `additions`: CURRENT's entry naming `view`'s segments (`next_seq` the next free number);
     returns it naming the merged ones. `view.segments` is merged in step."""
-    adds = dict(additions)
-    segs = list(adds["segments"])
+    segs, next_seq = list(additions.segments), additions.next_seq
     while len(view.segments) >= 2 and view.segments[-1].weight >= view.segments[-2].weight:
         a, b = view.segments[-2], view.segments[-1]
         ids, texts = a.keys() + b.keys(), a.texts.to_pylist() + b.texts.to_pylist()
@@ -327,16 +327,15 @@ def compact(layout: Layout, version: str, view: Statements, additions: dict) -> 
         for seg in (a, b):  # the newer segment's row wins
             at = np.searchsorted(row_ids, seg.row_ids)
             rows[at], scores[at] = seg.rows, seg.scores
-        rel, npz = write_segment(layout, version, adds["next_seq"], ids, texts, vecs, row_ids, rows, scores,
+        rel, npz = write_segment(layout, version, next_seq, ids, texts, vecs, row_ids, rows, scores,
                                  np.union1d(a.dead, b.dead))
-        adds["next_seq"] += 1
+        next_seq += 1
         view.segments[-2:] = [Segment(layout.root / rel, a.start, npz)]
         segs[-2:] = [rel]
-    adds["segments"] = segs
-    return adds
+    return dataclasses.replace(additions, segments=tuple(segs), next_seq=next_seq)
 
 
-def sweep(layout: Layout, version: str, segments: list[str], grace_seconds: float = 300) -> None:
+def sweep(layout: Layout, version: str, segments: Iterable[str], grace_seconds: float = 300) -> None:
     """Delete the segment files of `version` that CURRENT's `segments` do not name (merged, or
     a crash's leftovers) once no reader can still be opening them."""
     folder = layout.segments_of(version)

@@ -1,6 +1,7 @@
 """Where things live and how they are written: durable files, the data directory's layout, vector
 spaces (sharded memmaps and their key index), the ledger of acknowledged changes, the versions
-and CURRENT (the publish protocol), and the runs working on a data directory.
+and CURRENT (the publish protocol), and the runs working on a data directory. `DataDir` is the
+way in: its layout, its locks, and CURRENT and the manifests as typed documents (documents.py).
 
 Everything else stands on it; it imports no other package of shardvec.
 """
@@ -32,13 +33,18 @@ from shardvec.tasks.storage.spaces import (
 )
 from shardvec.tasks.storage.ledger import (Ledger, LedgerError, OPS, Op, Replay, acknowledged, compact_ledger,
                                             ops_from, replay_for_build)
-from shardvec.tasks.storage.versions import (
+from shardvec.tasks.storage.documents import (
+    Additions,
+    Current,
     DamagedCurrentError,
-    LockedError,
+    DamagedManifestError,
+    Manifest,
     NotPublishedError,
-    PublishLock,
-    RunLock,
     inside,
+)
+from shardvec.tasks.storage.locks import LockedError, PublishLock, RunLock
+from shardvec.tasks.storage.datadir import DataDir
+from shardvec.tasks.storage.versions import (
     new_version_id,
     prepare,
     read_current,
@@ -46,7 +52,6 @@ from shardvec.tasks.storage.versions import (
     record_live,
     require_current,
     retain,
-    swap,
     sweep_leftovers,
     were_live,
 )
@@ -84,7 +89,12 @@ __all__ = [
     "replay_for_build",
     "acknowledged",
     "compact_ledger",
+    "Additions",
+    "Current",
     "DamagedCurrentError",
+    "DamagedManifestError",
+    "DataDir",
+    "Manifest",
     "LockedError",
     "NotPublishedError",
     "PublishLock",
@@ -97,7 +107,6 @@ __all__ = [
     "record_live",
     "require_current",
     "retain",
-    "swap",
     "sweep_leftovers",
     "were_live",
 ]

@@ -4,7 +4,7 @@
     inbox/, inbox/.done/             files waiting to be added, and those applied (tasks/changes/intake.py)
     cache/tokens/                    each input file tokenized once (tasks/inputs/tokenize.py)
     versions/<id>/                   one immutable version: `VersionLayout` below
-    CURRENT                          names the live version (tasks/storage/versions.py owns the document)
+    CURRENT                          names the live version (tasks/storage/documents.py owns the document)
     versions.live                    every version made live, one id a line (tasks/storage/versions.py)
     ledger/                          every acknowledged add, replace and delete (tasks/storage/ledger.py)
     additions/<version>/<seq>.*      segments of adds and deletes on top of a version (tasks/changes/segments.py)
