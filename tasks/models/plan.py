@@ -59,7 +59,8 @@ class BuildPlan:
         return not self.train and self.acknowledged == self.built
 
     def trains(self, partition: str) -> bool:
-        """Whether the models learn from an input file of `partition` (or of the ledger's puts)."""
+        """Whether the models learn from the input files of `partition` (LEDGER_NEW: the ledger's
+        puts after `ops_trained_after`)."""
         return partition in self.train or partition == LEDGER_NEW
 
 
@@ -73,7 +74,7 @@ def plan_build(s: Settings, current: dict | None, live: dict, *, available: list
         current: CURRENT (None before the first publish).
         live: The manifest of the version CURRENT names ({} if there is none).
         available: The partitions under corpus/ (folder names).
-        acknowledged: The last acknowledged ledger seq (`Ledger.acknowledged`).
+        acknowledged: The last acknowledged ledger seq (tasks/storage/ledger.py `acknowledged`).
         mode: What was asked for: "update" or "rebuild".
         partitions, start, end: Which partitions to bring in (none of them: all).
         skip_if_nothing_new: A nightly: build nothing when no partition and no ledger op is new.
