@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from shardvec import api
 from shardvec.errors import ShardvecError
 
 app = typer.Typer(help="Keep the semantic vectors of a growing corpus up to date, and read them.",
@@ -39,10 +40,7 @@ def _fail(message: str, code: int = 2) -> None:
 @app.command()
 def sample(data: DataOpt = None) -> None:
     """Write the bundled sample corpus (real text shipped with gensim) into DATA/corpus."""
-    from shardvec.sample import build_sample
-    from shardvec.tasks.storage.layout import Layout
-    s = _settings(data)
-    for path, n in build_sample(Layout(s.data).corpus).items():
+    for path, n in api.sample(data).items():
         typer.echo(f"wrote {n:>6} records  {path}")
 
 
@@ -53,12 +51,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Publish even if the qua
 def nightly(data: DataOpt = None, force: ForceOpt = False,
             as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
     """Run the nightly flow now: new partitions in, models updated, a new version published."""
-    from shardvec.flows.nightly import nightly as nightly_flow
-    from shardvec.flows.runtime import local_prefect, task_runner
-    s = _settings(data)
-    with local_prefect():
-        report = nightly_flow.with_options(task_runner=task_runner(s))(overrides={"data_dir": str(s.data)},
-                                                                        force=force)
+    report = api.nightly(data, force=force)
     if as_json:
         typer.echo(json.dumps(report, indent=1, default=str))
 
@@ -70,23 +63,13 @@ def _day(help: str):
 @app.command()
 def backfill(start: Annotated[Optional[datetime], _day("First partition of the range (inclusive).")] = None,
              end: Annotated[Optional[datetime], _day("Last partition of the range (inclusive).")] = None,
-             partition: Annotated[Optional[list[str]], typer.Option("--partition", "-p",
-                                                                    help="A partition by name (repeatable).")] = None,
+             partitions: Annotated[Optional[list[str]], typer.Option("--partition", "-p",
+                                                                     help="A partition by name (repeatable).")] = None,
              mode: Annotated[str, typer.Option(help="update: train on what is not yet in; rebuild: from scratch.")] = "update",
              data: DataOpt = None, force: ForceOpt = False,
              as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
     """Reprocess a range of partitions (or all) and publish: --mode update or rebuild."""
-    from shardvec.flows.backfill import backfill as backfill_flow
-    from shardvec.flows.runtime import local_prefect, task_runner
-    if mode not in ("update", "rebuild"):
-        _fail(f"--mode {mode} is not a mode; use --mode update or --mode rebuild.")
-    if partition and (start or end):
-        _fail("Give either --partition names or a --start/--end range, not both.")
-    s = _settings(data)
-    with local_prefect():
-        report = backfill_flow.with_options(task_runner=task_runner(s))(
-            start=start and start.date(), end=end and end.date(), partitions=partition or None, mode=mode,
-            overrides={"data_dir": str(s.data)}, force=force)
+    report = api.backfill(start, end, partitions, mode=mode, data=data, force=force)
     if as_json:
         typer.echo(json.dumps(report, indent=1, default=str))
 
@@ -98,31 +81,7 @@ def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet f
         replace: Annotated[bool, typer.Option("--replace", help="A live id gets the new text.")] = False) -> None:
     """Add statements now: searchable and related when the command returns. JSON Lines records
     may also say "op": "replace" or "op": "delete"."""
-    import shutil
-    import tempfile
-    import time
-    from shardvec.tasks.changes.intake import add_file
-    from shardvec.tasks.storage.layout import Layout
-    s = _settings(data)
-    kw = dict(batch_size=s.corpus.batch_size, on_duplicate=s.corpus.on_duplicate,
-              max_record_bytes=s.corpus.max_record_bytes, replace=replace)
-    if source != "-":
-        result = add_file(s.data, Path(source), **kw)
-    else:
-        if fmt not in ("jsonl", "txt"):
-            _fail(f"--format {fmt} is not supported for stdin; use --format jsonl or --format txt.")
-        spool_dir = Layout(s.data).stdin_spool
-        if spool_dir.is_symlink() or spool_dir.parent.is_symlink():
-            _fail(f"{spool_dir} or its inbox is a symlink; make them folders inside the data directory.")
-        spool_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f"stdin-{time.strftime('%Y%m%dT%H%M%S')}-", suffix=f".{fmt}", dir=spool_dir)
-        spool = Path(name)  # a name of its own: two adds in one second never share a spool
-        with os.fdopen(fd, "wb") as out:  # streamed, never read whole
-            shutil.copyfileobj(sys.stdin.buffer, out)
-        try:
-            result = add_file(s.data, spool, name=f"stdin.{fmt}", **kw)  # not the spool's: adding it again is a no-op
-        finally:
-            spool.unlink(missing_ok=True)
+    result = api.add(source, data, fmt=fmt, replace=replace)
     typer.echo(" ".join(f"{k}={v}" for k, v in result.items() if k != "segment"))
 
 
@@ -130,11 +89,7 @@ def add(source: Annotated[str, typer.Argument(help="A .jsonl, .txt or .parquet f
 def delete(ids: Annotated[list[str], typer.Argument(help="Statement ids, or - to read them from stdin, one a line.")],
            data: DataOpt = None) -> None:
     """Delete statements now: gone from searches and rows when the command returns, for good."""
-    from shardvec.tasks.changes.additions import delete_ids
-    s = _settings(data)
-    if ids == ["-"]:
-        ids = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
-    result = delete_ids(s.data, ids)
+    result = api.delete(ids, data)
     typer.echo(" ".join(f"{k}={result[k]}" for k in ("deleted", "missing", "quarantined", "rows_updated", "seconds")))
 
 
@@ -142,8 +97,7 @@ def delete(ids: Annotated[list[str], typer.Argument(help="Statement ids, or - to
 def versions(data: DataOpt = None) -> None:
     """The kept versions, oldest first: when, statements, quality; * marks the live one, and a version
     a killed run finished but never made live says so."""
-    from shardvec.tasks.changes.release import list_versions
-    found = list_versions(_settings(data).data)
+    found = api.versions(data)
     if not found:
         typer.echo("No version is published here yet; run `shardvec nightly` first.")
     for v in found:
@@ -157,8 +111,7 @@ def versions(data: DataOpt = None) -> None:
 def rollback(version: Annotated[Optional[str], typer.Argument(help="A kept version (default: the one before the live one).")] = None,
              data: DataOpt = None) -> None:
     """Make an earlier kept version live again; adds, replaces and deletes made since are kept."""
-    from shardvec.tasks.changes.release import rollback as roll_back
-    out = roll_back(_settings(data).data, version)
+    out = api.rollback(version, data)
     typer.echo(f"live: version {out['version']} (was {out['from']}); {out['ops_replayed']} acknowledged "
                "operations made since it replayed on top")
 
@@ -166,20 +119,17 @@ def rollback(version: Annotated[Optional[str], typer.Argument(help="A kept versi
 @app.command()
 def verify(data: DataOpt = None) -> None:
     """Check the live version's files against their checksums, and that its segments and the ledger can be read."""
-    from shardvec.tasks.storage.versions import require_current
-    from shardvec.tasks.changes.release import verify_parts
-    s = _settings(data)
-    built, ledger = verify_parts(s.data)
-    for p in built + ledger:
+    found = api.verify(data)
+    for p in found.problems:
         typer.echo(f"damaged: {p}", err=True)
-    if ledger:  # a rebuild replays the ledger: it cannot mend it
-        _fail(f"{len(ledger)} ledger file(s) in {s.data} cannot be read; they are the only record of acknowledged "
-              "adds and deletes: restore them from a backup, then run `shardvec verify` again.", code=1)
-    if built:
-        _fail(f"{len(built)} problem(s) in {s.data}; run `shardvec backfill --mode rebuild` to publish a "
+    where = _settings(data).data
+    if found.ledger:  # a rebuild replays the ledger: it cannot mend it
+        _fail(f"{len(found.ledger)} ledger file(s) in {where} cannot be read; they are the only record of "
+              "acknowledged adds and deletes: restore them from a backup, then run `shardvec verify` again.", code=1)
+    if found.damaged:
+        _fail(f"{len(found.damaged)} problem(s) in {where}; run `shardvec backfill --mode rebuild` to publish a "
               "whole version again.", code=1)
-    current = require_current(s.data)
-    typer.echo(f"ok: version {current['version']} is whole")
+    typer.echo(f"ok: version {found.version} is whole")
 
 
 @app.command()
@@ -187,16 +137,15 @@ def history(data: DataOpt = None, last: Annotated[int, typer.Option(min=1, help=
             plot: Annotated[Optional[Path], typer.Option(help="Also draw the trend into this .png or .svg file.")] = None,
             ) -> None:
     """The quality of every run, night by night: published or refused, metrics and drift."""
-    from shardvec.tasks.quality.evaluation import history_table, read_history
-    entries = read_history(_settings(data).data, last=last)
-    if not entries:
+    from shardvec.tasks.quality import history_table
+    found = api.history(data, last=last, plot=plot)
+    if not found.runs:
         typer.echo("No run has been evaluated here yet; run `shardvec nightly` first.")
         return
-    typer.echo(history_table(entries))
-    if plot:
-        from shardvec.tasks.quality.trends import plot_history
-        typer.echo(f"drew the last {len(entries)} runs into {plot_history(entries, plot)}")
-    for e in entries:
+    typer.echo(history_table(found.runs))
+    if found.plot:
+        typer.echo(f"drew the last {len(found.runs)} runs into {found.plot}")
+    for e in found.runs:
         for reason in e.get("gate", []):
             typer.echo(f"{e['at'][:16]} refused: {reason}")
 
@@ -269,11 +218,7 @@ def alerts_install(webhook: Annotated[Optional[str], typer.Option(
 @app.command("mark-crashed")
 def mark_crashed(data: DataOpt = None) -> None:
     """Mark the runs of DATA whose process is gone (killed, rebooted) as Crashed in Prefect."""
-    from shardvec.flows.operate import mark_dead_runs_crashed
-    from shardvec.flows.runtime import local_prefect
-    s = _settings(data)
-    with local_prefect():
-        marked = mark_dead_runs_crashed(s.data)
+    marked = api.mark_crashed(data)
     typer.echo("\n".join(f"marked flow run {m} Crashed" for m in marked) or "no dead runs found")
 
 
@@ -318,20 +263,17 @@ def query_id(statement_id: Annotated[str, typer.Argument(metavar="ID", help="A l
 
 
 @app.command("import")
-def import_(source: Annotated[Path, typer.Argument(help="A word2vec (.txt/.bin), GloVe (.txt) or fastText (.bin) file.")],
-            name: Annotated[str, typer.Option("--name", "-n", help="Publish as DATA/vectors/NAME.")],
-            fmt: Annotated[str, typer.Option("--format", help="auto, word2vec, word2vec-binary, glove or fasttext.")] = "auto",
-            dtype: Annotated[str, typer.Option(help="Stored as float32, float16 or int8.")] = "float32",
-            data: DataOpt = None) -> None:
+def import_vectors(source: Annotated[Path, typer.Argument(help="A word2vec (.txt/.bin), GloVe (.txt) or fastText (.bin) file.")],
+                   name: Annotated[str, typer.Option("--name", "-n", help="Publish as DATA/vectors/NAME.")],
+                   fmt: Annotated[str, typer.Option("--format", help="auto, word2vec, word2vec-binary, glove or fasttext.")] = "auto",
+                   dtype: Annotated[str, typer.Option(help="Stored as float32, float16 or int8.")] = "float32",
+                   data: DataOpt = None) -> None:
     """Import existing word vectors into an on-disk space that needs almost no RAM to read."""
-    from shardvec.tasks.storage.layout import Layout
-    from shardvec.tasks.models.vectors_io import import_vectors
-    s = _settings(data)
-    out = import_vectors(source, s.data, name, fmt=fmt, dtype=dtype)
+    out = api.import_vectors(source, name, fmt=fmt, dtype=dtype, data=data)
     typer.echo(f"imported {out['words']} {out['format']} vectors of dimension {out['dim']} as {out['dtype']} "
                f"into {out['vectors']}" + (" (with fastText n-grams for new words)" if out["subwords"] else ""))
     if out["quarantined"]:
-        typer.echo(f"{out['quarantined']} bad lines quarantined under {Layout(s.data).quarantine}", err=True)
+        typer.echo(f"{out['quarantined']} bad lines quarantined under {out['quarantine']}", err=True)
 
 
 @app.command("export")
@@ -342,51 +284,32 @@ def export(space: Annotated[str, typer.Argument(help="words, statements, or the 
            keys: Annotated[Optional[Path], typer.Option(help="Projector: a file of keys to show, one a line.")] = None,
            data: DataOpt = None) -> None:
     """Export a published space as word2vec, or as TensorBoard projector files for a subset."""
-    from shardvec.tasks.models.vectors_io import export_projector, export_word2vec
-    path = _space_dir(_settings(data).data, space)
+    done = api.export(space, out, to=to, limit=limit, keys=keys, data=data)
     if to == "projector":
-        chosen = [k.rstrip("\n") for k in open(keys, encoding="utf-8") if k.strip()] if keys else None
-        done = export_projector(path, out, keys=chosen, limit=limit or 10_000)
         typer.echo(f"wrote {done['rows']} rows to {out}/tensors.tsv, metadata.tsv, projector_config.pbtxt")
-    elif to in ("word2vec", "word2vec-binary"):
-        done = export_word2vec(path, out, binary=to == "word2vec-binary", limit=limit)
-        typer.echo(f"wrote {done['rows']} vectors of dimension {done['dim']} to {out}")
     else:
-        _fail(f"--to {to} is not a format; use word2vec, word2vec-binary or projector.")
-
-
-def _space_dir(data: Path, space: str) -> Path:
-    if space in ("words", "statements"):
-        from shardvec.tasks.storage.versions import require_current
-        return data / require_current(data)["components"][space]
-    from shardvec.tasks.storage.layout import Layout
-    path = Layout(data).vectors / space
-    if not path.exists():
-        _fail(f"No space named {space!r}: use words, statements, or a name given to `shardvec import`.")
-    return path
+        typer.echo(f"wrote {done['rows']} vectors of dimension {done['dim']} to {out}")
 
 
 @app.command()
 def demo(data: DataOpt = None) -> None:
     """Sample corpus + nightly run + a few example queries: the one-command tour."""
-    s = _settings(data)
-    sample(s.data)
-    nightly(s.data)
-    store = _open(s.data)
+    for path, n in api.demo(data)["sample"].items():
+        typer.echo(f"wrote {n:>6} records  {path}")
+    store = api.open(data)
     for word in ("government", "music", "computer"):
         if word in store.words:
             typer.echo(f"\n$ shardvec query neighbours {word} -k 5")
-            query_word(word, 5, s.data)
+            query_word(word, 5, data)
     typer.echo('\n$ shardvec query similar "firefighters battle bushfires in new south wales" -k 3')
-    query_text("firefighters battle bushfires in new south wales", 3, s.data)
+    query_text("firefighters battle bushfires in new south wales", 3, data)
     first = store.statements.key(0)
     typer.echo(f"\n$ shardvec query row {first}")
-    query_id(first, s.data)
+    query_id(first, data)
 
 
 def _open(data: Path | None):
-    import shardvec
-    return shardvec.open(_settings(data).data)
+    return api.open(data)
 
 
 def _short(text: str | None, n: int = 90) -> str:

@@ -314,9 +314,23 @@ def _quarantine(folder: Path, rejected: list[tuple[bytes, str]]) -> None:
             os.fsync(f.fileno())
 
 
+def add_options(settings) -> dict:
+    """How a deployment screens and batches its adds (settings.corpus): the keyword arguments of
+    every add path, `add_records`, intake's add_file and drain_inbox, and `adder_of`. shardvec.add,
+    `shardvec add FILE|-` and the add-statements flow with its inbox drain all take them from here."""
+    c = settings.corpus
+    return {"batch_size": c.batch_size, "on_duplicate": c.on_duplicate, "max_record_bytes": c.max_record_bytes}
+
+
+def adder_of(data: Path, *, batch_size: int | None = None, on_duplicate: str, max_record_bytes: int) -> Adder:
+    """The Adder that screens by `add_options` (batch_size is for files: an Adder commits what it is given)."""
+    return Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
+
+
 def add_records(data: Path, records: list[dict], *, on_duplicate: str, max_record_bytes: int,
-                replace: bool = False) -> dict:
-    adder = Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
+                batch_size: int | None = None, replace: bool = False) -> dict:
+    """Records given in Python, committed as one batch (`add_options`' batch_size is for files)."""
+    adder = adder_of(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
     return adder.add(records, replace=replace).to_dict()
 
 

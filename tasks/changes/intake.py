@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from shardvec.tasks.changes.additions import COUNTS, AddResult, Adder, Item
+from shardvec.tasks.changes.additions import COUNTS, AddResult, Adder, Item, adder_of
 from shardvec.tasks.storage.atomic import fit_name, fsync_dir, unique_stamp, write_json
 from shardvec.tasks.inputs.corpus import (BATCH_BYTES, FORMATS, BadInputError, Quarantine, SourceFile, batched, one_line,
                                    read_records)
@@ -45,7 +45,7 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
         raise BadInputError(f"{path} is not .jsonl, .ndjson, .txt or .parquet; rename it to say its format.")
     if not path.is_file():
         raise BadInputError(f"No file at {path}; give the path of a .jsonl, .txt or .parquet file, or - for stdin.")
-    adder = adder or Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
+    adder = adder or adder_of(data, batch_size=batch_size, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
     put = "replace" if replace or on_duplicate == "update" else "add"
     st = path.stat()
     src = SourceFile("additions", path.name, fmt, st.st_size, st.st_mtime_ns, root=str(path.parent))
@@ -145,7 +145,8 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
         if reason:
             totals["refused"] += _refuse(path, refused, reason)
             continue
-        adder = adder or Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
+        adder = adder or adder_of(data, batch_size=batch_size, on_duplicate=on_duplicate,
+                                  max_record_bytes=max_record_bytes)
         try:
             mark = _Progress(where.inbox_progress, path)
             result = add_file(data, path, batch_size=batch_size, on_duplicate=on_duplicate,

@@ -1,0 +1,169 @@
+"""The Python API (shardvec/api.py) is the CLI's: every verb has a function of its name taking its
+parameters, the CLI prints what the function returns, and every add path screens by the same
+settings."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+import typer.core
+import typer.main
+
+import shardvec
+from shardvec import api
+from shardvec.cli import app
+from shardvec.errors import ShardvecError
+from shardvec.reader import Store
+from tests.corpora import SENTENCES
+from tests.runs import nightly_in_process, shardvec_cli
+
+# Verbs with no function, and why: they run a process until it is stopped (Prefect's server and
+# `serve`), or talk to the Prefect server's automations (shardvec/alerts.py is their API).
+NO_FUNCTION = {("server",): "runs the Prefect server until stopped: `prefect server start`",
+               ("serve",): "serves the deployments until stopped: shardvec.flows.serve.serve_all",
+               ("alerts", "install"): "installs automations on the server: shardvec.alerts.install"}
+FUNCTION = {("import",): "import_vectors"}  # `import` is a keyword
+FORMATTING = {"as_json"}  # --json: how the result is printed, not what is done
+
+
+def _verbs(group: typer.core.TyperGroup, prefix: tuple[str, ...] = ()):
+    for name, command in group.commands.items():
+        if isinstance(command, typer.core.TyperGroup):
+            yield from _verbs(command, (*prefix, name))
+        elif not command.hidden:  # the first release's query names, aliases of the same callback
+            yield (*prefix, name), command
+
+
+def _api_of(verb: tuple[str, ...]):
+    """The function a verb is, and the parameters it takes besides `data` for the query verbs."""
+    if verb[0] == "query":
+        return getattr(Store, verb[1])
+    return getattr(api, FUNCTION.get(verb, verb[-1].replace("-", "_")), None)
+
+
+def test_every_cli_verb_is_an_api_function_with_its_parameters():
+    verbs = dict(_verbs(typer.main.get_command(app)))
+    assert {("add",), ("delete",), ("query", "similar"), ("import",), ("mark-crashed",)} <= set(verbs)
+    wrong = []
+    for verb, command in verbs.items():
+        if verb in NO_FUNCTION:
+            continue
+        function = _api_of(verb)
+        if function is None:
+            wrong.append(f"{' '.join(verb)}: no shardvec.api function")
+            continue
+        takes = inspect.signature(function).parameters
+        names = {p.name for p in command.params} - FORMATTING - ({"data"} if verb[0] == "query" else set())
+        wrong += [f"{' '.join(verb)}: {function.__qualname__} has no parameter {n!r}" for n in sorted(names - set(takes))]
+        for p in command.params:  # a default the CLI states is the function's too
+            if p.name in takes and p.default not in (None, False) and takes[p.name].default != p.default:
+                wrong.append(f"{' '.join(verb)}: {p.name} defaults to {p.default!r}, "
+                             f"{function.__qualname__} to {takes[p.name].default!r}")
+    assert wrong == []
+    assert "data" in inspect.signature(api.open).parameters  # where the query verbs' --data goes
+    assert shardvec.add is api.add and shardvec.open is api.open and shardvec.import_vectors is api.import_vectors
+
+
+def test_the_api_refuses_what_the_cli_refuses_with_a_shardvec_error(tmp_path):
+    with pytest.raises(ShardvecError, match="--mode sideways is not a mode"):
+        api.backfill(mode="sideways", data=tmp_path)
+    with pytest.raises(ShardvecError, match="not both"):
+        api.backfill("2026-11-20", partitions=["2026-11-21"], data=tmp_path)
+    with pytest.raises(ShardvecError, match="--to csv is not a format"):
+        api.export("words", tmp_path / "out", to="csv", data=tmp_path)
+    with pytest.raises(ShardvecError, match="Nothing is published"):
+        api.verify(tmp_path)
+    r = shardvec_cli("backfill", "--mode", "sideways", "--data", tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error: --mode sideways is not a mode")
+
+
+def _fields(line: str) -> dict:
+    return dict(part.split("=", 1) for part in line.split())
+
+
+def test_the_cli_prints_what_the_api_returns(published_copy, tmp_path):
+    """add, delete, versions, verify, history and rollback on a real store: the function's result
+    is what the verb of its name prints."""
+    data = published_copy
+    found = api.verify(data)
+    assert found.whole and shardvec_cli("verify", "--data", data).stdout == f"ok: version {found.version} is whole\n"
+
+    runs = api.history(data).runs
+    from shardvec.tasks.quality import history_table
+    assert runs and shardvec_cli("history", "--data", data).stdout.startswith(history_table(runs) + "\n")
+    drawn = api.history(data, last=1, plot=tmp_path / "trend.svg")
+    assert drawn.plot.stat().st_size > 0 and len(drawn.runs) == 1
+
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    for path, i in ((one, 1), (two, 2)):
+        path.write_text(json.dumps({"id": f"api/{i}", "text": SENTENCES[30 + i]}) + "\n")
+    by_api = api.add(one, data)
+    printed = _fields(shardvec_cli("add", two, "--data", data).stdout)
+    assert set(printed) == set(by_api) - {"segment"} and by_api["added"] == int(printed["added"]) == 1
+    piped = _fields(shardvec_cli("add", "-", "--data", data, input=json.dumps({"id": "api/3", "text": SENTENCES[33]})
+                                 + "\n").stdout)
+    assert set(piped) == set(printed) and piped["added"] == "1"
+    assert api.add([{"id": "api/4", "text": SENTENCES[34]}], data)["added"] == 1
+
+    by_api = api.delete(["api/1"], data)
+    printed = _fields(shardvec_cli("delete", "api/2", "--data", data).stdout)
+    assert by_api["deleted"] == int(printed["deleted"]) == 1 and set(printed) <= set(by_api)
+    assert "api/1" not in api.open(data) and "api/2" not in api.open(data) and "api/3" in api.open(data)
+
+    first = api.versions(data)[-1]["version"]
+    (data / "corpus" / "2026-11-05").mkdir()
+    (data / "corpus" / "2026-11-05" / "part.jsonl").write_text(json.dumps({"id": "night/1", "text": SENTENCES[40]}))
+    second = nightly_in_process(data)["version"]
+    listed = shardvec_cli("versions", "--data", data).stdout.splitlines()
+    kept = api.versions(data)
+    assert [line[2:].split()[0] for line in listed] == [v["version"] for v in kept]
+    assert [line[0] == "*" for line in listed] == [v["live"] for v in kept] and kept[-1]["version"] == second
+
+    printed = shardvec_cli("rollback", "--data", data).stdout  # second -> first
+    assert api.rollback(second, data)["version"] == second  # and forward again, by name
+    back = api.rollback(data=data)  # second -> first, over the same ledger
+    assert (back["version"], back["from"]) == (first, second)
+    assert printed == (f"live: version {first} (was {second}); {back['ops_replayed']} acknowledged operations made "
+                       "since it replayed on top\n")
+    assert api.open(data).version == first and "api/3" in api.open(data) and "api/1" not in api.open(data)
+
+
+def test_every_add_path_screens_by_the_settings(published_copy, tmp_path, monkeypatch):
+    """shardvec.add of records and of a file, `shardvec add -` and the add-statements flow with
+    its inbox all take corpus.max_record_bytes and corpus.on_duplicate from the settings (each
+    built its Adder's arguments its own way before: one path screened at 1,000,000 bytes)."""
+    from shardvec.flows.add_statements import add_statements
+    data = published_copy
+    monkeypatch.setenv("SHARDVEC_DATA_DIR", str(data))
+    monkeypatch.setenv("SHARDVEC_CORPUS_MAX_RECORD_BYTES", "500")
+    long = {f"long/{i}": ("word%d " % i) * 150 for i in range(5)}  # about 1,000 bytes each
+
+    def line(i):
+        return json.dumps({"id": f"long/{i}", "text": long[f"long/{i}"]}) + "\n"
+
+    (data / "inbox").mkdir(exist_ok=True)
+
+    def every_path() -> list:
+        (tmp_path / "one.jsonl").write_text(line(1))
+        (data / "inbox" / "four.jsonl").write_text(line(4))
+        out = [api.add([{"id": "long/0", "text": long["long/0"]}]), api.add(tmp_path / "one.jsonl")]
+        r = shardvec_cli("add", "-", input=line(2))
+        assert r.returncode == 0, r.stderr
+        out.append({k: int(v) for k, v in _fields(r.stdout).items() if k not in ("file", "seconds")})
+        report = add_statements(records=[{"id": "long/3", "text": long["long/3"]}])
+        return [*out, report["records"], report["inbox"]]
+
+    assert [r["quarantined"] for r in every_path()] == [1] * 5
+    store = api.open()
+    assert not any(key in store for key in long)
+    monkeypatch.setenv("SHARDVEC_CORPUS_MAX_RECORD_BYTES", "2000")
+    assert [r["added"] for r in every_path()] == [1] * 5
+    store = api.open()
+    assert all(key in store for key in long)
+    monkeypatch.setenv("SHARDVEC_CORPUS_ON_DUPLICATE", "update")  # an id added again is a replace now
+    long = {k: v.replace("word", "other") for k, v in long.items()}
+    assert [r["replaced"] for r in every_path()] == [1] * 5
+    store = api.open()
+    assert all(store.text(k) == v for k, v in long.items())
