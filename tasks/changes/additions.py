@@ -101,6 +101,8 @@ class Adder:
     many batches fast. Every acknowledged operation is appended to the ledger (tasks/storage/ledger.py)
     in the same step that makes it visible, so every later night and rollback replays it."""
 
+    current: Current  # what it builds on: the CURRENT it last wrote or read (`_load`)
+
     def __init__(self, data: Path, *, on_duplicate: str | None = None, max_record_bytes: int | None = None,
                  state: Current | None = None):
         """`on_duplicate`, `max_record_bytes`: how new adds are screened (the caller's corpus.* settings);
@@ -111,7 +113,6 @@ class Adder:
         self.layout = self.dir.layout
         self.on_duplicate = on_duplicate
         self.max_record_bytes = max_record_bytes  # the screening of new ops only: replays are never screened
-        self.current: Current | None = None
         self._seen: bytes | None = None  # CURRENT's bytes as this adder last wrote or checked them
         self._swept = -np.inf
         self._load(state or self.dir.require_current())

@@ -95,7 +95,7 @@ def list_versions(data: Path) -> list[dict]:
                         "statements": None, "ledger": None, "quality": {}})
             continue
         q = m.quality
-        out.append({"version": p.name, "live": bool(current) and current.version == p.name,
+        out.append({"version": p.name, "live": current is not None and current.version == p.name,
                     "was_live": p.name in live_once, "created_by": m.created_by, "statements": m.counts.get("statements"),
                     "ledger": m.ledger,
                     "quality": {k: q[k] for k in ("rows_recall_at_10", "wordsim353_spearman", "analogy_accuracy")
