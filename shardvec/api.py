@@ -176,10 +176,10 @@ def verify(data: Data = None) -> Verified:
     """Check the live version's files against their checksums, and that its addition segments
     and the ledger can be read (`.whole`, or `.problems` to mend)."""
     from shardvec.tasks.changes import verify_parts
-    from shardvec.tasks.storage import require_current
+    from shardvec.tasks.storage import DataDir
     path = _data(data)
     built, ledger = verify_parts(path)
-    return Verified(require_current(path)["version"], tuple(built), tuple(ledger))
+    return Verified(DataDir(path).require_current().version, tuple(built), tuple(ledger))
 
 
 @dataclass(frozen=True)
@@ -230,10 +230,11 @@ def export(space: str, out: str | Path, to: str = "word2vec", limit: int | None 
 
 
 def _space_dir(data: Path, space: str) -> Path:
-    from shardvec.tasks.storage import Layout, require_current
+    from shardvec.tasks.storage import DataDir
+    where = DataDir(data)
     if space in ("words", "statements"):
-        return data / require_current(data)["components"][space]
-    path = Layout(data).vectors / space
+        return data / where.require_current().components[space]
+    path = where.layout.vectors / space
     if not path.exists():
         raise UsageError(f"No space named {space!r}: use words, statements, or a name given to `shardvec import`.")
     return path
