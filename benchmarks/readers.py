@@ -30,7 +30,7 @@ def latency(data: Path, n: int = 20_000, rounds: int = 5) -> dict:
     import shardvec
     store = shardvec.open(data)
     out = {}
-    for name, space in (("word", store.words), ("statement", store.statements.base)):
+    for name, space in (("word", store.words), ("statement", store._statements.base)):  # the base space, as measured before
         rng = np.random.default_rng(0)
         keys = [space.key(int(r)) for r in rng.integers(0, len(space), size=n)]
         for k in keys:  # warm: pages and per-shard state loaded
@@ -64,7 +64,7 @@ def latency(data: Path, n: int = 20_000, rounds: int = 5) -> dict:
 def gather(data: Path, n: int = 10_000, repeat: int = 5) -> dict:
     """Space.rows of n random rows vs numpy fancy indexing of the same array held in RAM."""
     import shardvec
-    space = shardvec.open(data).statements.base
+    space = shardvec.open(data)._statements.base  # the space itself: its shards
     ram = np.concatenate([np.asarray(space.shard(s)) for s in range(space.n_shards)])
     rng = np.random.default_rng(1)
     rows = rng.integers(0, len(space), size=n)
@@ -85,7 +85,7 @@ READER = """
 import sys, time, numpy as np, shardvec
 store = shardvec.open(sys.argv[1])
 total = 0.0
-for space in (store.words, store.statements.base):  # touch every vector page
+for space in (store._words, store._statements.base):  # touch every vector page
     for s in range(space.n_shards):
         total += float(np.asarray(space.shard(s), dtype=np.float64).sum())
     for r in range(0, len(space), 97):

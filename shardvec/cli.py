@@ -1,4 +1,4 @@
-"""The `shardvec` command: a few lines per command over the library and the flows."""
+"""The `shardvec` command: each verb one call to the function of its name in shardvec/api.py, then its output."""
 
 from __future__ import annotations
 

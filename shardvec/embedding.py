@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,11 +21,15 @@ import torch
 from shardvec.tasks.storage.lookup import lookup
 from shardvec.tasks.storage.spaces import Space
 
+if TYPE_CHECKING:
+    from shardvec.reader import WordVectors
+
 
 class FrozenEmbedding(torch.nn.Module):
-    def __init__(self, space: Space | str | Path):
+    def __init__(self, space: WordVectors | Space | str | Path):
+        """`space`: a store's words (`shardvec.open(data).words`), or a space's folder."""
         super().__init__()
-        self.space = space if isinstance(space, Space) else Space(Path(space))
+        self.space = Space(Path(space)) if isinstance(space, (str, Path)) else space
         self.embedding_dim = self.space.dim
 
     def ids(self, docs: Sequence[Sequence[str]]) -> torch.Tensor:

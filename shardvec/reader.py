@@ -53,6 +53,104 @@ def _reopens(method):
     return query
 
 
+class WordVectors:
+    """The word space as a reader sees it (`Store.words`): vectors by word or row, the words, and
+    token lookup; read-only views of the memmap. Words are taken as stored (`Store.word`
+    normalises them as the corpus was)."""
+
+    def __init__(self, space: Space):
+        self._space = space
+
+    @property
+    def dim(self) -> int:
+        return self._space.dim
+
+    @property
+    def dtype(self) -> str:
+        """As stored (float32, float16 or int8); vectors come out as float32."""
+        return self._space.dtype
+
+    @property
+    def dir(self) -> Path:
+        return self._space.dir
+
+    def __len__(self) -> int:
+        return len(self._space)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self._space
+
+    def keys(self):
+        """The words in row order, streamed."""
+        return self._space.keys()
+
+    def key(self, row: int) -> str:
+        return self._space.key(row)
+
+    def find(self, word: str) -> int | None:
+        return self._space.find(word)
+
+    def find_many(self, words) -> np.ndarray:
+        """Rows of `words`, -1 for a word not in the space."""
+        return self._space.find_many(words)
+
+    def vector(self, word: str) -> np.ndarray:
+        return self._space.vector(word)
+
+    def vector_at(self, row: int) -> np.ndarray:
+        return self._space.vector_at(row)
+
+    def vectors_at(self, rows) -> np.ndarray:
+        return self._space.vectors_at(rows)
+
+    def lookup(self, docs, pad: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """Token sequences -> (row ids, vectors), padded (tasks/storage/lookup.py)."""
+        return lookup(self._space, docs, pad)
+
+
+class StatementVectors:
+    """The live statements as a reader sees them (`Store.statements`), additions included: ids,
+    texts and vectors by id or row; the searches and stored rows are the Store's."""
+
+    def __init__(self, statements: Statements):
+        self._statements = statements
+
+    @property
+    def dim(self) -> int:
+        return self._statements.base.dim
+
+    @property
+    def dtype(self) -> str:
+        """As the build stored them (float32, float16 or int8); vectors come out as float32."""
+        return self._statements.base.dtype
+
+    def __len__(self) -> int:
+        """Live statements."""
+        return self._statements.live
+
+    def __contains__(self, statement_id: str) -> bool:
+        return self._statements.find(statement_id) is not None
+
+    def find(self, statement_id: str) -> int | None:
+        """The row of a live statement (None: not live)."""
+        return self._statements.find(statement_id)
+
+    def key(self, row: int) -> str:
+        return self._statements.key(row)
+
+    def text(self, statement_id: str) -> str:
+        return self._statements.text(self._row(statement_id))
+
+    def vector(self, statement_id: str) -> np.ndarray:
+        return self._statements.vectors_at(np.array([self._row(statement_id)]))[0]
+
+    def _row(self, statement_id: str) -> int:
+        r = self._statements.find(statement_id)
+        if r is None:
+            raise UnknownKeyError(f"No live statement with id {statement_id!r}.")
+        return r
+
+
 class Store:
     def __init__(self, data_dir: str | Path):
         self.data = Path(data_dir).resolve()
@@ -68,8 +166,10 @@ class Store:
         self.current = DataDir(self.data).require_current()
         comp = {name: self.data / rel for name, rel in self.current.components.items()}
         self.version: str = self.current.version
-        self.words = Space(comp["words"], keep_mapped=True)
-        self.statements = Statements(self.data, self.current, keep_mapped=True)
+        self._words = Space(comp["words"], keep_mapped=True)
+        self._statements = Statements(self.data, self.current, keep_mapped=True)
+        self.words = WordVectors(self._words)
+        self.statements = StatementVectors(self._statements)
         self._paths = comp
         self._embedder: Embedder | None = None
         self._indexes: dict[str, SpaceIndex | None] = {}
@@ -86,7 +186,7 @@ class Store:
     @_reopens
     def vector(self, word: str) -> np.ndarray:
         """The word2vec vector of `word` (normalised as the corpus was; a read-only view of the memmap)."""
-        return self.words.vector_at(self._word_row(word))
+        return self._words.vector_at(self._word_row(word))
 
     @_reopens
     def neighbours(self, word: str, k: int = 10, exact: bool | None = None) -> list[Hit]:
@@ -98,16 +198,16 @@ class Store:
     def neighbours_many(self, words: list[str], k: int = 10, exact: bool | None = None) -> list[list[Hit]]:
         """`neighbours` of each word, in one pass (exact: one matrix product per block)."""
         rows = np.array([self._word_row(w) for w in words], dtype=np.int64)
-        return self._search("words", self.words.vectors_at(rows), k, exclude=rows, exact=exact)
+        return self._search("words", self._words.vectors_at(rows), k, exclude=rows, exact=exact)
 
     def lookup(self, docs, pad: int = -1) -> tuple[np.ndarray, np.ndarray]:
         """Token sequences -> (row ids, vectors) of the word space, padded, each token normalised as
-        the corpus was (tasks/storage/lookup.py; `self.words.lookup` takes the keys as they are)."""
-        return lookup(self.words, docs, pad, normalise=self.word)
+        the corpus was (tasks/storage/lookup.py; `self.words.lookup` takes the words as they are)."""
+        return lookup(self._words, docs, pad, normalise=self.word)
 
     def _word_row(self, word: str) -> int:
         key = self.word(word)
-        row = self.words.find(key)
+        row = self._words.find(key)
         if row is None:
             as_stored = f" (looked up as {key!r}, as the corpus was tokenized)" if key != word else ""
             raise UnknownKeyError(f"{word!r} has no vector{as_stored}: it is not in the word2vec vocabulary of "
@@ -151,20 +251,20 @@ class Store:
     @_reopens
     def row(self, statement_id: str) -> list[Hit]:
         """The stored similarity row of a published statement: its top-k, self excluded."""
-        rows, scores = self.statements.row(self._statement(statement_id))
-        return [self._hit(self.statements, int(n), float(s)) for n, s in zip(rows, scores) if n >= 0]
+        rows, scores = self._statements.row(self._statement(statement_id))
+        return [self._hit(self._statements, int(n), float(s)) for n, s in zip(rows, scores) if n >= 0]
 
     @_reopens
     def text(self, statement_id: str) -> str:
-        return self.statements.text(self._statement(statement_id))
+        return self._statements.text(self._statement(statement_id))
 
     @_reopens
     def __contains__(self, statement_id: str) -> bool:
-        return self.statements.find(statement_id) is not None
+        return self._statements.find(statement_id) is not None
 
     def __len__(self) -> int:
         """Live statements, additions included."""
-        return self.statements.live
+        return self._statements.live
 
     def refresh(self) -> bool:
         """Move to what CURRENT names now (a newer version or more additions); True if it moved."""
@@ -176,7 +276,7 @@ class Store:
 
     # --- internals -------------------------------------------------------------------------
     def _statement(self, statement_id: str) -> int:
-        r = self.statements.find(statement_id)
+        r = self._statements.find(statement_id)
         if r is None:
             raise UnknownKeyError(f"No statement with id {statement_id!r} in version {self.version}.")
         return r
@@ -184,15 +284,15 @@ class Store:
     def _search(self, name: str, vecs: np.ndarray, k: int, *, exclude: np.ndarray | None,
                 exact: bool | None) -> list[list[Hit]]:
         """Hits of each query vector; `exclude[i]`: query i's own row, never returned."""
-        space = self.words if name == "words" else self.statements
+        space = self._words if name == "words" else self._statements
         small = len(space) * self._base(name).dim <= EXACT_MAX_CELLS
         index = None if exact or (exact is None and small) else self._index(name)
         if index is None:
             rows, scores = exact_topk(space, vecs, k, exclude=exclude)
         else:
             rows, scores = index.search_many(vecs, k, search_k=self.search_k[name], exclude=exclude, drop=space.dead)
-            if name == "statements" and self.statements.segments:  # added since the index was built
-                rows, scores = merge_topk(rows, scores, *exact_topk(self.statements.additions, vecs, k), k)
+            if name == "statements" and self._statements.segments:  # added since the index was built
+                rows, scores = merge_topk(rows, scores, *exact_topk(self._statements.additions, vecs, k), k)
         return [[self._hit(space, int(r), float(s)) for r, s in zip(rr, ss) if r >= 0] for rr, ss in zip(rows, scores)]
 
     def _index(self, name: str) -> SpaceIndex | None:
@@ -204,10 +304,10 @@ class Store:
 
     def _base(self, name: str) -> Space:
         """The space a version's index covers: the words, or the statements without additions."""
-        return self.words if name == "words" else self.statements.base
+        return self._words if name == "words" else self._statements.base
 
     def _hit(self, space, r: int, score: float) -> Hit:
-        text = space.text(r) if space is self.statements else None
+        text = space.text(r) if space is self._statements else None
         return Hit(space.key(r), round(score, 6), text)
 
 

@@ -138,7 +138,7 @@ def test_text_files_of_one_name_never_meet(data, tmp_path, prefect_server):
 
     all_live()
     assert nightly_in_process(data)["status"] == "published"
-    assert text_id("daily.txt", SENTENCES[50]) in all_live().statements.base  # folded into the shards
+    assert text_id("daily.txt", SENTENCES[50]) in all_live()._statements.base  # folded into the shards
 
 
 def test_inbox_drained_by_the_flow(data, prefect_server):
@@ -180,7 +180,7 @@ def test_kill_9_during_adds_loses_nothing_acknowledged(data):
     store = shardvec.open(data)
     missing = [i for batch in acked for i in batch if i not in store]
     assert len(acked) >= 4 and missing == []
-    for seg in store.statements.segments:  # every named segment opened whole
+    for seg in store._statements.segments:  # every named segment opened whole
         assert len(seg) == len(seg.vectors) and len(seg.keys()) == len(seg)
     assert_rows_exact(data)
     Adder(data, **ADDS).add(recs("after", SENTENCES[60:61]))  # and adding goes on
@@ -335,6 +335,6 @@ def test_nightly_folds_additions_and_keeps_those_that_land_during_it(data, monke
     assert current["version"] == report["version"] and current["ledger"] == 2
     assert len(current["additions"]["segments"]) == 1  # only the one that landed during the run
     store = shardvec.open(data)
-    assert "before/29" in store.statements.base and "during" in store
+    assert "before/29" in store._statements.base and "during" in store
     assert report["statements"] == 352 + 30
     assert_rows_exact(data)

@@ -167,3 +167,27 @@ def test_every_add_path_screens_by_the_settings(published_copy, tmp_path, monkey
     assert [r["replaced"] for r in every_path()] == [1] * 5
     store = api.open()
     assert all(store.text(k) == v for k, v in long.items())
+
+
+def test_a_reader_gets_small_read_only_views(published):
+    """`Store.words` and `Store.statements` hand out what a reader needs, not the spaces that
+    the pipeline writes, scans and repairs (20 and 15 public methods before)."""
+    import numpy as np
+    store = api.open(published.data)
+    words, statements = store.words, store.statements
+    public = {type(words): {n for n in dir(words) if not n.startswith("_")},
+              type(statements): {n for n in dir(statements) if not n.startswith("_")}}
+    assert public[type(words)] == {"dim", "dtype", "dir", "keys", "key", "find", "find_many", "vector",
+                                   "vector_at", "vectors_at", "lookup"}
+    assert public[type(statements)] == {"dim", "dtype", "find", "key", "text", "vector"}
+    assert "fire" in words and "qqxzv" not in words and len(words) == len(list(words.keys()))
+    assert np.array_equal(words.vector("fire"), store.vector("fire"))
+    assert words.key(words.find("fire")) == "fire" and list(words.find_many(["fire", "qqxzv"]))[1] == -1
+    ids, vecs = words.lookup([["fire", "qqxzv"]])
+    assert ids.tolist() == [[words.find("fire"), -1]] and np.array_equal(vecs[0, 0], words.vector("fire"))
+    assert "dup/a" in statements and len(statements) == len(store)
+    assert statements.text("dup/a") == store.text("dup/a") and statements.key(statements.find("dup/a")) == "dup/a"
+    assert statements.vector("dup/a").shape == (statements.dim,)
+    assert np.allclose(statements.vector("dup/a") @ statements.vector("dup/b"), store.row("dup/a")[0].score, atol=1e-4)
+    with pytest.raises(ShardvecError, match="No live statement"):
+        statements.vector("no-such-id")

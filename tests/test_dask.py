@@ -26,7 +26,7 @@ def test_tasks_run_on_both_workers_and_match_the_in_process_run(published, dask_
     b = shardvec.open(data)
     # same statements, same vectors, same similarity rows as the run on Prefect's thread pool (up
     # to float32 rounding: BLAS sums in another order with one thread per Dask worker)
-    sa, sb = a.statements.base, b.statements.base
+    sa, sb = a._statements.base, b._statements.base  # the spaces themselves: their shards
     assert list(sa.keys()) == list(sb.keys())
     for shard in range(sa.n_shards):
         assert np.allclose(sa.shard(shard), sb.shard(shard), atol=1e-4)

@@ -133,10 +133,10 @@ def test_spaces_stored_small_still_answer(tmp_path):
     assert report["status"] == "published"
     assert report["recall"]["similarity rows"]["rows_recall_at_k"] == 1.0  # rows are exact over what is stored
     store = shardvec.open(data)
-    assert store.words.dtype == "int8" and store.statements.base.dtype == "float16"
+    assert store.words.dtype == "int8" and store.statements.dtype == "float16"
     assert store.vector("fire").dtype == np.float32
     assert [h.key for h in store.neighbours("fire", 5)] and store.similar("bushfires near sydney", 3)
-    assert shardvec.open(data).statements.base.verify() == []
+    assert shardvec.open(data)._statements.base.verify() == []  # the space's own checksums
 
 
 def test_two_nights_on_growing_input(tmp_path):

@@ -50,7 +50,7 @@ def test_additions_and_deletes_are_in_approximate_answers(published_copy):
     adder.add([{"id": f"new/{i}", "text": t} for i, t in enumerate(SENTENCES[40:43])])
     adder.delete([gone])
     store = _exhaustive(shardvec.open(data))
-    assert store.statements.segments and len(store.statements.dead)
+    assert store._statements.segments and len(store._statements.dead)
     for i, text in enumerate(SENTENCES[40:43]):
         hits = store.similar(text, 10, exact=False)
         assert hits[0].key == f"new/{i}"
@@ -73,7 +73,7 @@ def test_batch_queries_equal_a_loop_of_single_ones(published, exact):
 
 def test_a_reader_keeps_the_pages_it_scanned_mapped(published):
     store = shardvec.open(published.data)
-    space = store.statements.base
+    space = store._statements.base
     files = [space.dir / s["vectors"] for s in space.manifest["shards"]]
     store.similar(TEXTS[0], 10, exact=True)
     assert all(resident_kb(f) > 0 for f in files)  # the nightly's scans release them; a reader's do not
