@@ -37,7 +37,9 @@ from shardvec.tasks.storage.ledger import Replay
 from shardvec.tasks.models.lsi import part_ranges
 from shardvec.tasks.models.plan import LEDGER_NEW, LEDGER_OLD, BuildPlan, plan_build
 from shardvec.tasks.search.partitioned import clusters_for, merge_groups, score_tasks_for
-from shardvec.tasks.storage.versions import RunLock, new_version_id, read_current, read_manifest, sweep_leftovers
+from shardvec.tasks.storage.datadir import DataDir
+from shardvec.tasks.storage.documents import Current, Manifest
+from shardvec.tasks.storage.versions import RunLock, new_version_id, sweep_leftovers
 from shardvec.tasks.quality.report import MEASURED, PeakRSS, render_text, step_rows
 from shardvec.tasks.search.rows import tile_pairs
 from shardvec.tasks.search.similarity import tile_count, tile_entries
@@ -58,10 +60,10 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
     # log_prints: the line reaches the run's log in the UI and the terminal alike
     with RunLock(s.data, s.publish.wait_for_run_seconds, say=print), PeakRSS() as flow_mem:
         sweep_leftovers(s.data)  # what failed runs left, now that none runs
-        current = read_current(s.data)
+        current = DataDir(s.data).current()
         found = skins.discover_task(Layout(s.data).corpus)
         files = [SourceFile(**f) for f in found["files"]]
-        plan = plan_build(s, current, _published(Layout(s.data), current), available=sorted({f.partition for f in files}),
+        plan = plan_build(s, current, _live(s.data, current), available=sorted({f.partition for f in files}),
                           acknowledged=ledger.acknowledged(s.data, current), mode=mode, partitions=partitions,
                           start=start, end=end, skip_if_nothing_new=skip_if_nothing_new)
         if plan.changed:
@@ -174,7 +176,7 @@ class Build:
     """One build: what its stages share, and each step's task results for the report."""
 
     s: Settings
-    current: dict | None
+    current: Current | None
     plan: BuildPlan
     flow: str
     version: str = field(default_factory=new_version_id)
@@ -194,9 +196,14 @@ class Build:
         return self.plan.update
 
     @cached_property
-    def live(self) -> dict:
-        """The live version's manifest ({} before the first publish), read once a run."""
-        return _published(self.where, self.current)
+    def live(self) -> Manifest | None:
+        """The live version's manifest (None before the first publish), read once a run."""
+        return _live(self.s.data, self.current)
+
+    @property
+    def live_summary(self) -> dict:
+        """What the live version's build recorded (quality, config, intake): {} before the first."""
+        return self.live.summary if self.live else {}
 
     @property
     def previous_models(self) -> Path | None:
@@ -232,7 +239,7 @@ class Build:
         out = _figures(tok, trained, written) | {"recall": recall.report(), "rows_method": rows_method}
         out["quality"] = metrics = self.evaluate(trained) | recall.metrics()
         out["version"] = self.version
-        refused = evaluation.gate(metrics, self.live.get("quality"),
+        refused = evaluation.gate(metrics, self.live.quality if self.live else None,
                                   self.s.quality.model_dump()) if self.s.quality.gate else []
         out["steps"] = step_rows(self.steps)
         if refused and not force:
@@ -248,8 +255,8 @@ class Build:
         """The record size limit each partition of the version is read with: today's for those this
         run takes in (again), the one it was taken in with for those already in. Screening is
         intake's: lowering corpus.max_record_bytes must not drop records a version already holds."""
-        before = self.live.get("config", {}).get("corpus", {}).get("max_record_bytes", self.s.corpus.max_record_bytes)
-        kept = self.live.get("intake", {}).get("max_record_bytes", {})
+        before = self.live_summary.get("config", {}).get("corpus", {}).get("max_record_bytes", self.s.corpus.max_record_bytes)
+        kept = self.live_summary.get("intake", {}).get("max_record_bytes", {})
         return {p: self.s.corpus.max_record_bytes if p in inputs.plan.train else kept.get(p, before)
                 for p in inputs.plan.in_version}
 
@@ -369,7 +376,7 @@ class Build:
         """The word vectors on the standard benchmarks, LSI's spectrum, and the drift from the
         live version."""
         s, v = self.s, self.v
-        old = {name: self.where.root / rel for name, rel in self.current["components"].items()} \
+        old = {name: self.where.root / rel for name, rel in self.current.components.items()} \
             if self.current else None
         results = self.wait("evaluate", [
             trained.words_quality, skins.lsi_spectrum_task.submit(v.models / "lsi.gensim"),
@@ -454,14 +461,14 @@ def _tokenizer(s: Settings) -> Tokenizer:
     return Tokenizer.from_settings(s.tokenize.model_dump())
 
 
-def _published(where: Layout, current: dict | None) -> dict:
-    """The live version's manifest ({} before the first publish)."""
+def _live(data: Path, current: Current | None) -> Manifest | None:
+    """The live version's manifest (None before the first publish, or if it has none)."""
     if current is None:
-        return {}
+        return None
     try:
-        return read_manifest(where.root, current["version"])
+        return DataDir(data).manifest(current.version)
     except FileNotFoundError:
-        return {}
+        return None
 
 
 def _ledger_source(data: Path, path: Path, partition: str) -> SourceFile:

@@ -5,8 +5,9 @@ are continued ("update") or new ones trained from scratch ("rebuild"), and why; 
 partitions the version holds and which of them the models learn from; which acknowledged
 ledger ops the version holds and which of them are new to the models; and whether the
 vocabulary is built. The pipeline (flows/pipeline.py) carries the plan out and decides nothing
-of this itself. Plain Python over small values: the caller reads CURRENT, the live manifest,
-the corpus folder names and the ledger's last acknowledged seq, and hands them in.
+of this itself. Plain Python over small values: the caller reads CURRENT and the live manifest
+(typed: tasks/storage/documents.py), the corpus folder names and the ledger's last acknowledged
+seq, and hands them in.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, replace
 from shardvec.config import Settings
 from shardvec.tasks.inputs.corpus import select_partitions
 from shardvec.tasks.inputs.tokenize import Tokenizer
+from shardvec.tasks.storage.documents import Current, Manifest
 
 # The settings a model is made with for good: an update continues the live models as they are,
 # so a change of one of these is only honoured by training new models. (section, knob)
@@ -64,7 +66,7 @@ class BuildPlan:
         return partition in self.train or partition == LEDGER_NEW
 
 
-def plan_build(s: Settings, current: dict | None, live: dict, *, available: list[str], acknowledged: int,
+def plan_build(s: Settings, current: Current | None, live: Manifest | None, *, available: list[str], acknowledged: int,
                mode: str = "update", partitions: list[str] | None = None, start: str | None = None,
                end: str | None = None, skip_if_nothing_new: bool = False) -> BuildPlan:
     """The plan of one build.
@@ -72,7 +74,7 @@ def plan_build(s: Settings, current: dict | None, live: dict, *, available: list
     Args:
         s: The run's settings.
         current: CURRENT (None before the first publish).
-        live: The manifest of the version CURRENT names ({} if there is none).
+        live: The manifest of the version CURRENT names (None if there is none).
         available: The partitions under corpus/ (folder names).
         acknowledged: The last acknowledged ledger seq (tasks/storage/ledger.py `acknowledged`).
         mode: What was asked for: "update" or "rebuild".
@@ -85,38 +87,39 @@ def plan_build(s: Settings, current: dict | None, live: dict, *, available: list
     if current is None:
         mode, why = "rebuild", "No version is published yet: the first build trains its models from scratch."
     elif changed:
-        mode, why = "rebuild", (f"Settings that shape the models changed since version {current['version']} was "
+        mode, why = "rebuild", (f"Settings that shape the models changed since version {current.version} was "
                                 f"trained ({'; '.join(changed)}): this run rebuilds the models from scratch.")
     elif mode == "rebuild":
         why = "A rebuild was asked for: new models are trained from scratch on every partition."
     else:
-        why = f"An update continues the models of version {current['version']} on what is new."
-    done = current["watermark"]["partitions"] if current else []
+        why = f"An update continues the models of version {current.version} on what is new."
+    done = current.partitions if current else []
     selection = select_partitions(available, done, mode=mode, partitions=partitions, start=start, end=end)
     update = mode == "update"
     plan = BuildPlan(
         mode=mode, why=why, in_version=tuple(selection.in_version), train=tuple(selection.train),
-        acknowledged=acknowledged, built=live.get("ledger", 0), continues=current["version"] if update else None,
-        previous_models=current["components"]["models"] if update else None,
+        acknowledged=acknowledged, built=live.ledger if live else 0, continues=current.version if update else None,
+        previous_models=current.components["models"] if update else None,
         # LSI cannot grow a fixed vocabulary's terms, so an update keeps the live one; hashed
         # buckets count each night's words too
         builds_vocabulary=not update or s.vocab.hashing, changed=tuple(changed))
     if skip_if_nothing_new and current is not None and plan.nothing_new:
-        return replace(plan, skip=f"All partitions are in version {current['version']}; nothing to do.")
+        return replace(plan, skip=f"All partitions are in version {current.version}; nothing to do.")
     return plan
 
 
-def _shaping_changes(s: Settings, live: dict) -> list[str]:
+def _shaping_changes(s: Settings, live: Manifest | None) -> list[str]:
     """What changed since the live models were trained, of what shapes them: the tokenizer (the
     manifest's record of it) and the SHAPING knobs of its config. Unknown (an older manifest
     without them): no change."""
     if not live:
         return []
     changes = []
-    trained, today = Tokenizer.of_manifest(live).settings(), Tokenizer.from_settings(s.tokenize.model_dump()).settings()
+    trained = Tokenizer.from_settings(live.tokenizer).settings()
+    today = Tokenizer.from_settings(s.tokenize.model_dump()).settings()
     if trained != today:
         changes.append(f"tokenize {trained} -> {today}")
-    config = live.get("config", {})
+    config = live.summary.get("config", {})
     for section, knob in SHAPING:
         before, now = config.get(section, {}).get(knob), getattr(getattr(s, section), knob)
         if knob == "hash_buckets" and not (s.vocab.hashing and config.get("vocab", {}).get("hashing")):

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 
 from shardvec.tasks.storage.atomic import fsync_dir, write_with
 from shardvec.errors import ShardvecError
+from shardvec.tasks.storage.documents import Current
 from shardvec.tasks.storage.layout import Layout
 
 SCHEMA = pa.schema([("seq", pa.int64()), ("op", pa.string()), ("id", pa.string()), ("text", pa.string())])
@@ -210,12 +211,12 @@ class Replay:
     count: int  # ids the ledger decides
 
 
-def acknowledged(data: Path, current: dict | None) -> int:
+def acknowledged(data: Path, current: Current | None) -> int:
     """The last acknowledged seq a build holds: CURRENT's `ledger`, or beyond it the ops files
     confirmed (CURRENT restored from an older copy); without CURRENT (a first build, or one moved
     aside after damage) every confirmed op."""
     last = Ledger(data).last_confirmed()
-    return max(current.get("ledger", 0), last) if current else last
+    return max(current.ledger, last) if current else last
 
 
 def compact_ledger(data: Path, upto: int) -> dict:
@@ -233,7 +234,8 @@ def compact_ledger(data: Path, upto: int) -> dict:
     return {"upto": upto, "files": files}
 
 
-def replay_for_build(data: Path, current: dict | None, built: int, rebuild: bool, *, upto: int | None = None) -> Replay:
+def replay_for_build(data: Path, current: Current | None, built: int, rebuild: bool, *,
+                     upto: int | None = None) -> Replay:
     """A build's inputs from the ledger, compacted up to `upto` (default: `acknowledged`) by
     `compact_ledger`: the net ops file, and the puts split at `built` (the last op the live
     version's shards hold; everything is new on a rebuild). It discards nothing: the puts are

@@ -5,8 +5,10 @@ steps a build runs on its plan: compaction, then a replay that discards nothing.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,7 +19,8 @@ from shardvec.errors import ShardvecError
 from shardvec.tasks.inputs.corpus import discover
 from shardvec.tasks.models.plan import LEDGER_NEW, LEDGER_OLD, plan_build
 from shardvec.tasks.storage.ledger import Ledger, Op, acknowledged, compact_ledger, replay_for_build
-from shardvec.tasks.storage.versions import read_current, read_manifest
+from shardvec.tasks.storage.datadir import DataDir
+from shardvec.tasks.storage.documents import Manifest
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "format-1"
 LIVE = "20261207T163412-371f20"  # the golden directory's live version: partitions 2026-11-01 and -02
@@ -39,15 +42,21 @@ def settings(data: Path, **more):
     return load_settings(data_dir=str(data), **base)
 
 
-def plan(data: Path, s=None, *, live: dict | None = None, **request):
+def plan(data: Path, s=None, *, live: Manifest | None = None, **request):
     """The plan of a build of `data` as the pipeline makes it: CURRENT, the live manifest, the
     corpus's partitions and the ledger's last acknowledged op, read from disk."""
-    current = read_current(data)
-    if live is None:
-        live = read_manifest(data, current["version"]) if current else {}
+    current = DataDir(data).current()
+    if live is None and current:
+        live = DataDir(data).manifest(current.version)
     files, _ = discover(data / "corpus")
     return plan_build(s or settings(data), current, live, available=sorted({f.partition for f in files}),
                       acknowledged=acknowledged(data, current), **request)
+
+
+def live_with(data: Path, **summary) -> Manifest:
+    """The golden live version's manifest, as if its build had recorded `summary` too."""
+    live = DataDir(data).manifest(LIVE)
+    return replace(live, summary={**copy.deepcopy(live.summary), **summary})
 
 
 def partition(data: Path, name: str) -> None:
@@ -70,7 +79,7 @@ def test_a_nightly_with_a_new_partition_continues_the_live_models_on_it_alone(da
     partition(data, "2026-11-03")
     p = plan(data, skip_if_nothing_new=True)
     assert (p.mode, p.continues, p.skip) == ("update", LIVE, None)
-    assert p.previous_models == read_current(data)["components"]["models"]
+    assert p.previous_models == DataDir(data).current().components["models"]
     assert p.train == ("2026-11-03",) and p.in_version == ("2026-11-01", "2026-11-02", "2026-11-03")
     assert not p.builds_vocabulary  # a fixed vocabulary (LSI cannot grow its terms) is kept
     assert p.trains("2026-11-03") and not p.trains("2026-11-01")
@@ -79,8 +88,8 @@ def test_a_nightly_with_a_new_partition_continues_the_live_models_on_it_alone(da
 
 def test_a_hashed_vocabulary_is_built_on_every_update(data):
     partition(data, "2026-11-03")
-    live = read_manifest(data, LIVE)
-    live["config"]["vocab"]["hashing"] = True  # as if the live version had been made with hashing
+    live = live_with(data)
+    live.summary["config"]["vocab"]["hashing"] = True  # as if the live version had been made with hashing
     p = plan(data, settings(data, vocab={"hashing": True}), live=live)
     assert p.mode == "update" and p.builds_vocabulary
 
@@ -93,7 +102,7 @@ def test_acknowledged_ops_make_a_nightly_build_even_with_no_new_partition(data):
 
 
 def test_a_nightly_with_nothing_new_builds_nothing_and_a_backfill_builds_all_the_same(data):
-    live = read_manifest(data, LIVE) | {"ledger": ACKED}  # a live version that holds every op
+    live = live_with(data, ledger=ACKED)  # a live version that holds every op
     nightly = plan(data, live=live, skip_if_nothing_new=True)
     assert nightly.nothing_new and nightly.skip == f"All partitions are in version {LIVE}; nothing to do."
     backfill = plan(data, live=live)
@@ -121,7 +130,7 @@ def test_a_request_the_corpus_cannot_meet_is_refused_in_one_sentence(data, reque
 
 def test_a_rebuild_trains_new_models_on_everything_and_every_acknowledged_op(data):
     partition(data, "2026-11-03")
-    live = read_manifest(data, LIVE) | {"ledger": 1}
+    live = live_with(data, ledger=1)
     p = plan(data, live=live, mode="rebuild")
     assert (p.mode, p.continues, p.previous_models) == ("rebuild", None, None)
     assert p.train == p.in_version == ("2026-11-01", "2026-11-02", "2026-11-03")
@@ -140,7 +149,7 @@ def test_a_setting_that_shapes_the_models_changed_since_the_live_ones_forces_a_r
     """An update would continue models made with the old setting (LSI keeps its topics, word2vec
     its width, the tokens would mix two tokenizers): the plan rebuilds and says why, even when
     nothing else is new."""
-    p = plan(data, settings(data, **more), live=read_manifest(data, LIVE) | {"ledger": ACKED},
+    p = plan(data, settings(data, **more), live=live_with(data, ledger=ACKED),
              skip_if_nothing_new=True)
     assert (p.mode, p.continues, p.skip) == ("rebuild", None, None)
     assert p.train == p.in_version and p.builds_vocabulary and p.ops_trained_after == 0
@@ -158,7 +167,8 @@ def test_other_settings_changed_keep_the_update(data, more):
 
 
 def test_an_older_manifest_without_the_settings_it_was_made_with_is_continued(data):
-    live = {k: v for k, v in read_manifest(data, LIVE).items() if k not in ("config", "tokenizer")}
+    live = DataDir(data).manifest(LIVE)
+    live = replace(live, summary={k: v for k, v in live.summary.items() if k not in ("config", "tokenizer")})
     p = plan(data, settings(data, lsi={"num_topics": 32}), live=live)
     assert p.mode == "update" and not p.changed
 
@@ -199,7 +209,7 @@ def test_the_plans_ops_are_replayed_split_where_the_live_models_stopped(data):
     ledger = Ledger(data)
     ledger.append(3, [Op("add", "late", "Acknowledged after CURRENT was backed up.")])
     ledger.confirm_one(3)
-    live = read_manifest(data, LIVE) | {"ledger": 1}  # its models learned the first batch
+    live = live_with(data, ledger=1)  # its models learned the first batch
     p = plan(data, live=live)
     assert (p.acknowledged, p.built, p.ops_trained_after) == (3, 1, 1)
     compact_ledger(data, p.acknowledged)
