@@ -116,6 +116,23 @@ def automations_with_a_short_silence(tmp: Path) -> Path:
     return path
 
 
+def users_env(tmp: Path, port: int | None = None) -> dict:
+    """The environment of the end-to-end modules' processes, as users run them (no server named
+    yet): Prefect's home and <tmp>/small.toml (E2E_TOML) in `tmp`, every service of a server they
+    start, logs sent to it; `port` is the one `shardvec server` listens on."""
+    (tmp / "small.toml").write_text(E2E_TOML)
+    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "SHARDVEC_CONFIG": str(tmp / "small.toml"),
+           # `shardvec serve` and the worker look for runs to start every second, not every 10 s
+           "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    if port is not None:
+        env["SHARDVEC_SERVER_PORT"] = str(port)
+    env.pop("PREFECT_API_URL", None)
+    for name in LEAN_PREFECT:  # as users run it: every service of the server, logs sent to it
+        env.pop(name, None)
+    return env
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`shardvec server` (serving the reports of <tmp>/data), a webhook receiver, and `shardvec
@@ -123,14 +140,7 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    (tmp / "small.toml").write_text(E2E_TOML)
-    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "SHARDVEC_CONFIG": str(tmp / "small.toml"), "SHARDVEC_SERVER_PORT": str(port),
-           # `shardvec serve` and the worker look for runs to start every second, not every 10 s
-           "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "1"}
-    env.pop("PREFECT_API_URL", None)
-    for name in LEAN_PREFECT:  # as users run it: every service of the server, logs sent to it
-        env.pop(name, None)
+    env = users_env(tmp, port)
     migrated_prefect_db(tmp_path_factory, tmp / "prefect" / "prefect.db")
     hooks = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
     hooks.calls = []

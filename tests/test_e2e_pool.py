@@ -18,7 +18,7 @@ import pytest
 from tests.corpora import SENTENCES, write_corpus
 from tests.e2e import (CRASH_DEADLINE, REPO, api_run, artifacts, cron_due_soon, deploy_to_pool, flow_run, get, post,
                        registered_pid, start_pool_worker,
-                       run_id_in, run_to_the_end, scheduled_run, server, table, wait_for)
+                       run_id_in, run_to_the_end, scheduled_run, server, table, users_env, wait_for)
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -181,14 +181,15 @@ def test_a_killed_nightly_calls_the_webhook_once_and_the_next_one_charts_it(work
     assert "| nightly | crashed |" in summary
 
 
-def test_a_killed_cli_run_in_local_mode_is_marked_crashed(server):
+def test_a_killed_cli_run_in_local_mode_is_marked_crashed(tmp_path):
     """`shardvec nightly` with no server configured runs beside a temporary one, which dies with
-    it; `shardvec mark-crashed` (and the start of the next run) marks the dead run Crashed."""
-    tmp = server["tmp"]
+    it; `shardvec mark-crashed` (and the start of the next run) marks the dead run Crashed. It
+    needs no server of the module: under pytest-xdist it runs beside the module (tests/conftest.py,
+    APART)."""
+    tmp = tmp_path
     data = tmp / "local-data"
     write_corpus(data / "corpus")
-    env = {**server["env"], "PREFECT_HOME": str(tmp / "local-prefect")}  # no database yet: a new user's first run
-    env.pop("PREFECT_API_URL")
+    env = {**users_env(tmp), "PREFECT_HOME": str(tmp / "local-prefect")}  # no database yet: a new user's first run
     proc = subprocess.Popen([BIN / "shardvec", "nightly", "--data", str(data)], env=env, start_new_session=True,
                             stdout=open(tmp / "local.log", "w"), stderr=subprocess.STDOUT)
     path = wait_for(lambda: next((data / ".runs").glob("*.json"), None), 180, "the local run to register")
