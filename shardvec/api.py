@@ -95,7 +95,7 @@ def delete(ids: Iterable[str], data: Data = None) -> dict:
     from every row (recomputed exactly) when it returns, and across every later night, until the
     id is added again."""
     from shardvec.tasks.changes import delete_ids
-    ids = list(ids)
+    ids = [ids] if isinstance(ids, str) else list(ids)  # one id, not its characters
     if ids == ["-"]:
         ids = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
     return delete_ids(_data(data), ids)

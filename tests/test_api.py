@@ -107,7 +107,7 @@ def test_the_cli_prints_what_the_api_returns(published_copy, tmp_path):
     assert set(piped) == set(printed) and piped["added"] == "1"
     assert api.add([{"id": "api/4", "text": SENTENCES[34]}], data)["added"] == 1
 
-    by_api = api.delete(["api/1"], data)
+    by_api = api.delete("api/1", data)  # one id as a str: that id, not its characters
     printed = _fields(shardvec_cli("delete", "api/2", "--data", data).stdout)
     assert by_api["deleted"] == int(printed["deleted"]) == 1 and set(printed) <= set(by_api)
     assert "api/1" not in api.open(data) and "api/2" not in api.open(data) and "api/3" in api.open(data)
