@@ -95,14 +95,15 @@ def plan_build(s: Settings, current: Current | None, live: Manifest | None, *, a
         why = f"An update continues the models of version {current.version} on what is new."
     done = current.partitions if current else []
     selection = select_partitions(available, done, mode=mode, partitions=partitions, start=start, end=end)
-    update = mode == "update"
+    continued = current if mode == "update" else None  # an update always has a live version
     plan = BuildPlan(
         mode=mode, why=why, in_version=tuple(selection.in_version), train=tuple(selection.train),
-        acknowledged=acknowledged, built=live.ledger if live else 0, continues=current.version if update else None,
-        previous_models=current.components["models"] if update else None,
+        acknowledged=acknowledged, built=live.ledger if live else 0,
+        continues=continued.version if continued else None,
+        previous_models=continued.components["models"] if continued else None,
         # LSI cannot grow a fixed vocabulary's terms, so an update keeps the live one; hashed
         # buckets count each night's words too
-        builds_vocabulary=not update or s.vocab.hashing, changed=tuple(changed))
+        builds_vocabulary=continued is None or s.vocab.hashing, changed=tuple(changed))
     if skip_if_nothing_new and current is not None and plan.nothing_new:
         return replace(plan, skip=f"All partitions are in version {current.version}; nothing to do.")
     return plan
