@@ -17,7 +17,7 @@ from shardvec.tasks.storage.atomic import (
     unique_stamp,
     write_json,
 )
-from shardvec.tasks.storage.layout import Layout, VersionLayout
+from shardvec.tasks.storage.layout import COMPONENTS, Layout, VersionLayout
 from shardvec.tasks.storage.keys import key_hash, key_hashes
 from shardvec.tasks.storage.lookup import lookup
 from shardvec.tasks.storage.spaces import (
@@ -66,6 +66,7 @@ __all__ = [
     "sha256_file",
     "unique_stamp",
     "write_json",
+    "COMPONENTS",
     "Layout",
     "VersionLayout",
     "key_hash",
