@@ -2,8 +2,8 @@
 
 Since index format 3 it is a faiss IVF-flat index on inner product of unit rows (cosine; word
 vectors are made unit as they are written in): `nlist` lists, each a k-means centroid and the
-rows nearest it, stored whole (float32, no compression); a query scores the centroids, then every row of its `nprobe` best
-lists. `nprobe` is the recall/speed trade-off: the nightly measures recall@k at it and, given a
+rows nearest it, stored whole (float32, no compression); a query scores the centroids, then
+every row of its `nprobe` best lists. `nprobe` is the recall/speed trade-off: the nightly measures recall@k at it and, given a
 target recall, tunes it (`index_recall`) and records it in the manifest, where readers take it
 from; at nprobe = nlist a search is exact.
 
@@ -170,26 +170,38 @@ class _Index:
         for k plus what may be dropped, and again, for more, by a query that still lacks k."""
         vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
         effort = effort or self.effort
+        n = k + min(len(drop), k) + (exclude is not None)
+        rows, scores = self._ask(vectors, n, effort)
+        bad = (rows < 0) | _isin_sorted(rows, drop)
+        if exclude is not None:
+            bad |= rows == np.asarray(exclude)[:, None]
+        if not bad[:, :k].any():  # the common case: the index's first k, as it sorted them
+            rows, scores = rows[:, :k], scores[:, :k]
+        else:
+            rows, scores = self._kept(vectors, rows, scores, bad, k, n, effort, exclude, drop)
+        if (scores[:, 1:] == scores[:, :-1]).any():  # ties: by row, as exact answers are
+            order = np.lexsort((rows, -scores), axis=1)
+            rows, scores = np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        return rows, scores
+
+    def _kept(self, vectors, rows, scores, bad, k, n, effort, exclude, drop):
+        """The first k rows of each answer that are not `bad`; a query left with fewer, whose
+        answer was full (the index may hold more), asks again for twice as many."""
         out_rows, out_scores = empty_topk(len(vectors), k)
         todo = np.arange(len(vectors))
-        n = k + min(len(drop), k) + (exclude is not None)
-        while len(todo):
+        while True:
+            order = np.argsort(bad, axis=1, kind="stable")[:, :k]  # kept ones first, in the index's order
+            kept = np.take_along_axis(~bad, order, axis=1)
+            out_rows[todo] = np.where(kept, np.take_along_axis(rows, order, axis=1), -1)
+            out_scores[todo] = np.where(kept, np.take_along_axis(scores, order, axis=1), -np.inf)
+            short = (kept.sum(axis=1) < k) & (rows[:, -1] >= 0)
+            if not short.any() or n >= self.items:
+                return out_rows, out_scores
+            todo, n = todo[short], min(n * 2, self.items)
             rows, scores = self._ask(vectors[todo], n, effort)
             bad = (rows < 0) | _isin_sorted(rows, drop)
             if exclude is not None:
-                bad |= rows == exclude[todo, None]
-            order = np.argsort(bad, axis=1, kind="stable")[:, :k]  # kept ones first, in the index's order
-            kept = np.take_along_axis(~bad, order, axis=1)
-            got_rows = np.where(kept, np.take_along_axis(rows, order, axis=1), -1)
-            out_rows[todo] = got_rows
-            out_scores[todo] = np.where(kept, np.take_along_axis(scores, order, axis=1), -np.inf)
-            # a query with fewer than k kept, whose answer was full (the index may hold more), asks again
-            short = (kept.sum(axis=1) < k) & (rows[:, -1] >= 0)
-            if not short.any() or n >= self.items:
-                break
-            todo, n = todo[short], min(n * 2, self.items)
-        order = np.lexsort((out_rows, -out_scores), axis=1)  # as exact answers are: score, then row
-        return np.take_along_axis(out_rows, order, axis=1), np.take_along_axis(out_scores, order, axis=1)
+                bad |= rows == np.asarray(exclude)[todo, None]
 
     @property
     def items(self) -> int:
