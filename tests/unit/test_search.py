@@ -206,3 +206,18 @@ def test_a_tile_pair_of_one_vector_repeated_holds_k_candidates_a_row(tmp_path):
     for r in range(n):  # any k others: they all tie at 1.0
         rows, scores = sim.row(r)
         assert len(set(rows.tolist()) - {r}) == k and np.allclose(scores, 1.0)
+
+
+def test_similarity_rows_asked_of_the_index_equal_exact_ones_at_every_list(tmp_path):
+    """similarity.method = "index": each tile's rows from the statements' index."""
+    _random_space(tmp_path, n=2000, dim=20, rows_per_shard=700, normalized=True)  # Gaussian: hard for lists
+    built = build_index(tmp_path / "s", tmp_path / "ix", nlist=0, nprobe=4, seed=1)
+    out = tmp_path / "rows"
+    tiles = [rows_for_tile(tmp_path / "s", t, out, k=10, tile_rows=900, block_rows=256, method="index",
+                           index_dir=tmp_path / "ix", nprobe=built["nlist"]) for t in range(tile_count(2000, 900))]
+    finish_rows(out, tiles, k=10, method="index", rows_per_shard=900)
+    assert rows_recall(tmp_path / "s", out, sample=200, seed=0)["rows_recall_at_k"] == 1.0
+    tiles = [rows_for_tile(tmp_path / "s", t, out, k=10, tile_rows=900, block_rows=256, method="index",
+                           index_dir=tmp_path / "ix", nprobe=1) for t in range(tile_count(2000, 900))]
+    finish_rows(out, tiles, k=10, method="index", rows_per_shard=900)
+    assert rows_recall(tmp_path / "s", out, sample=200, seed=0)["rows_recall_at_k"] < 0.95  # the index answered
