@@ -172,7 +172,9 @@ def dot_one(q: np.ndarray, block: np.ndarray) -> np.ndarray:
     q = np.ascontiguousarray(q, dtype=np.float32)
     out = np.empty(len(block), np.float32)
     if len(block):
-        faiss.fvec_inner_products_ny(faiss.swig_ptr(out), faiss.swig_ptr(q), faiss.swig_ptr(block), len(q), len(block))
+        # faiss's own stubs (faiss/__init__.pyi) leave out this SWIG function
+        ny = faiss.fvec_inner_products_ny  # type: ignore[attr-defined]
+        ny(faiss.swig_ptr(out), faiss.swig_ptr(q), faiss.swig_ptr(block), len(q), len(block))
     return out
 
 
