@@ -81,14 +81,14 @@ bench: install
 	$(BIN)/python -m benchmarks.stages
 	$(BIN)/python -m benchmarks.dtypes
 
-# Readers' searches beside hnswlib and faiss (benchmarks/search.py, ~20 min). Those two go into a
-# venv of their own that also sees .venv's packages: the project's venv stays as the lock says.
+# Readers' searches beside Annoy, faiss and hnswlib (benchmarks/search.py, ~20 min). hnswlib goes
+# into a venv of its own that also sees .venv's packages: the project's venv stays as the lock says.
 BENCH_VENV := benchmarks/.venv
 $(BENCH_VENV)/installed: $(BIN)/shardvec
 	$(PY) -m venv $(BENCH_VENV)
 	echo "import site; site.addsitedir('$(CURDIR)/$(VENV)/lib/python$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')/site-packages')" \
 		> $$($(BENCH_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/shardvec-main.pth
-	$(BENCH_VENV)/bin/pip install --quiet hnswlib faiss-cpu
+	$(BENCH_VENV)/bin/pip install --quiet hnswlib
 	touch $@
 
 bench-search: $(BENCH_VENV)/installed

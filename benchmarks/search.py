@@ -3,24 +3,24 @@
 Vectors: random but structured like the 1M benchmark's (LSI statements: 200 dimensions, a
 decaying spectrum, 4,096 clusters; words: 100 dimensions, 200,000 of them), unit length. The
 sizes grow: each is the first n statement rows. At each size one data directory publishes a
-version through tasks/storage/versions.py (spaces, the Annoy index built and tuned to
+version through tasks/storage/versions.py (spaces, the faiss IVF index built and its nprobe tuned to
 index.target_recall as the nightly does; its similarity rows are left empty, searches never read
 them) with 10,000 added statements in 2 segments and 1,000 deleted ones live.
 
 - shardvec default / exact: `Store.similar_vectors` (what `similar` runs after `embed`), one
   query at a time (p50 / p99, one core) and all queries in one call (batch q/s); recall@10
   against the exact answer over the live statements (additions in, deletes out).
-- Annoy directly (the version's own index file, at the search_k the nightly's tuning chose),
-  hnswlib (HNSW, M 16, ef_construction 40), faiss (IVF-flat, 2,048 lists, read with mmap): the
-  version's statements only, recall against exact over them; hnswlib's ef and faiss's nprobe
-  the smallest of a ladder that reaches recall 0.95 on these queries (so a little optimistic);
-  hnswlib and faiss grow their index in place from size to size.
+- faiss directly (the version's own index file, read with IO_FLAG_MMAP), Annoy (20 trees, built
+  here on disk), hnswlib (HNSW, M 16, ef_construction 40): the version's statements only, recall
+  against exact over them; faiss's nprobe, Annoy's search_k and hnswlib's ef the smallest of a
+  ladder that reaches recall 0.95 on these queries (so a little optimistic); hnswlib grows its
+  index in place from size to size.
 - Readers: 4 processes at once at the largest size, each with the index open and the queries
   run twice: RSS of one and the summed PSS of all (whole process; the store's files alone), and
   the q/s of the 4 together on all cores.
 
-Needs hnswlib and faiss-cpu, which shardvec itself does not: `make bench-search` puts them in
-benchmarks/.venv (the project's own venv stays as requirements.lock says) and runs this.
+Needs hnswlib, which shardvec itself does not: `make bench-search` puts it in benchmarks/.venv
+(the project's own venv stays as requirements.lock says) and runs this.
 
     benchmarks/.venv/bin/python -m benchmarks.search                     # 250k, 500k, 1M
     benchmarks/.venv/bin/python -m benchmarks.search --sizes 100000      # one quick size
@@ -46,9 +46,9 @@ DIM, WORD_DIM, WORDS = 200, 100, 200_000
 ADDS, DELETES, QUERIES, EXACT_SINGLE = 10_000, 1_000, 300, 50
 TARGET = 0.95
 LADDERS = {"hnswlib": [10, 16, 24, 32, 48, 64, 96, 128, 256],
-           "faiss": [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128]}
+           "faiss": [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128],
+           "annoy": [5_000, 10_000, 20_000, 40_000, 80_000]}
 MB = 1 << 20
-LISTS = 2048
 
 
 def structured(n: int, dim: int, seed: int, clusters: int = 4096) -> np.ndarray:
@@ -88,10 +88,11 @@ def publish(data: Path, vecs: np.ndarray, words: Path | None, adds: np.ndarray, 
         w.append(keys, x, **({"text": [f"statement {k}" for k in keys]} if name == "statements" else {}))
         w.close(normalized=True)
         t = time.perf_counter()
-        built = build_index(space, index, n_trees=20, search_k=20_000, seed=1)
-        tuned = index_recall(space, index, k=10, search_k=20_000, sample=100, seed=1, target=TARGET)
-        figures[name] = {"build_s": built["build_seconds"], "tune_s": round(time.perf_counter() - t - built["build_seconds"], 1),
-                         "index_mb": round(built["bytes"] / MB), "search_k": tuned["search_k"],
+        built = build_index(space, index, nlist=0, nprobe=16, seed=1)
+        tuned = index_recall(space, index, k=10, nprobe=16, sample=200, seed=1, target=TARGET)
+        figures[name] = {"build_s": built["build_seconds"], "train_s": built["train_seconds"],
+                         "tune_s": round(time.perf_counter() - t - built["build_seconds"], 1),
+                         "index_mb": round(built["bytes"] / MB), "nlist": built["nlist"], "nprobe": tuned["nprobe"],
                          "tuning_recall": tuned["recall_at_k"]}
     v.models.mkdir(parents=True, exist_ok=True)
     finish_rows(v.similarity, [], k=10, width=14, method="exact", rows_per_shard=16_384)
@@ -136,15 +137,14 @@ def ladder(name: str, search, truth: np.ndarray, queries: np.ndarray):
 
 
 class Libraries:
-    """hnswlib and faiss indexes grown in place as the sizes grow."""
+    """hnswlib's index grown in place as the sizes grow; Annoy's built at each size, on disk."""
 
     def __init__(self, work: Path):
-        import faiss
         import hnswlib
-        self.work, self.hnswlib, self.faiss = work, hnswlib, faiss
+        self.work, self.hnswlib = work, hnswlib
         self.hnsw = None
-        self.ivf = None
-        self.built = {"hnswlib": 0.0, "faiss": 0.0}
+        self.built = {"hnswlib": 0.0, "annoy": 0.0}
+        self.annoy_path = work / "annoy.ann"
 
     def grow(self, vecs: np.ndarray, first: int, capacity: int) -> None:
         t = time.perf_counter()
@@ -153,27 +153,29 @@ class Libraries:
             self.hnsw.init_index(capacity, M=16, ef_construction=40, random_seed=1)
         self.hnsw.add_items(vecs[first:], np.arange(first, len(vecs)), num_threads=2)
         self.built["hnswlib"] += time.perf_counter() - t
+
+    def annoy(self, vecs: np.ndarray):
+        from annoy import AnnoyIndex
         t = time.perf_counter()
-        self.faiss.omp_set_num_threads(2)
-        if self.ivf is None:  # lists: 2 sqrt(1M), trained on a sample of the first size
-            quantizer = self.faiss.IndexFlatIP(DIM)
-            self.ivf = self.faiss.IndexIVFFlat(quantizer, DIM, LISTS, self.faiss.METRIC_INNER_PRODUCT)
-            self.ivf.cp.niter = 10
-            self.ivf.train(vecs[np.random.default_rng(1).choice(len(vecs), LISTS * 39, replace=False)])
-        self.ivf.add(vecs[first:])
-        self.faiss.omp_set_num_threads(1)
-        self.built["faiss"] += time.perf_counter() - t
+        index = AnnoyIndex(DIM, "angular")
+        index.set_seed(1)
+        self.annoy_path.unlink(missing_ok=True)
+        index.on_disk_build(str(self.annoy_path))
+        for i, v in enumerate(vecs):
+            index.add_item(i, v)
+        index.build(20, n_jobs=-1)
+        self.built["annoy"] = time.perf_counter() - t
+        return index
 
     def save(self) -> dict[str, Path]:
-        paths = {"hnswlib": self.work / "hnsw.bin", "faiss": self.work / "ivf.faiss"}
+        paths = {"hnswlib": self.work / "hnsw.bin", "annoy": self.annoy_path}
         self.hnsw.save_index(str(paths["hnswlib"]))
-        self.faiss.write_index(self.ivf, str(paths["faiss"]))
         return paths
 
 
 def size(n: int, x: np.ndarray, adds: np.ndarray, queries: np.ndarray, libs: Libraries, work: Path, words: Path | None):
+    import faiss
     import shardvec
-    from annoy import AnnoyIndex
     from shardvec.tasks.search.topk import RowsInRam, exact_topk
     data = work / "data"  # one directory: each size's version reuses the first one's words
     dead = np.sort(np.random.default_rng(n).choice(n, DELETES, replace=False))
@@ -190,15 +192,29 @@ def size(n: int, x: np.ndarray, adds: np.ndarray, queries: np.ndarray, libs: Lib
     store.similar_vectors(queries, 10)
     out["shardvec default"] = {"batch_qps": round(len(queries) / (time.perf_counter() - t), 1),
                                "recall": recall([[store.statements.find(h.key) for h in hits] for hits in found], truth_live),
-                               "search_k": store.search_k["statements"],
+                               "nprobe": store.effort["statements"],
                                **latencies(lambda q: store.similar_vectors(q, 10), queries)}
     truth = exact_topk(RowsInRam(x[:n]), queries, 10)[0]
-    annoy = AnnoyIndex(DIM, "angular")
-    annoy.load(str(data / store.current.components["statements_index"] / "annoy.ann"))
-    sk = store.search_k["statements"]  # as the nightly tuned it (a ladder of its own costs minutes at 1M)
-    r = recall([annoy.get_nns_by_vector(q, 10, search_k=sk) for q in queries], truth)
-    out["annoy"] = {"search_k": sk, "recall": r, **latencies(lambda q: annoy.get_nns_by_vector(q, 10, search_k=sk), queries),
-                    "build_s": out["index"]["statements"]["build_s"]}
+    faiss.omp_set_num_threads(1)  # one query at a time, on one core, as the others
+    ivf = faiss.read_index(str(data / store.current.components["statements_index"] / "ivf.faiss"), faiss.IO_FLAG_MMAP)
+
+    def ivf_search(q, nprobe):
+        ivf.nprobe = nprobe
+        return ivf.search(q[None], 10)[1][0]
+    nprobe, r = ladder("faiss", ivf_search, truth, queries)
+    ivf.nprobe = nprobe
+    out["faiss IVF"] = {"nprobe": nprobe, "recall": r, **latencies(lambda q: ivf.search(q[None], 10), queries),
+                        "build_s": out["index"]["statements"]["build_s"]}
+    faiss.omp_set_num_threads(2)
+    t = time.perf_counter()
+    ivf.search(queries, 10)
+    out["faiss IVF"]["batch_qps"] = round(len(queries) / (time.perf_counter() - t), 1)
+    annoy = libs.annoy(x[:n])
+    search_k, r = ladder("annoy", lambda q, sk: annoy.get_nns_by_vector(q, 10, search_k=sk), truth, queries)
+    out["annoy"] = {"search_k": search_k, "recall": r,
+                    **latencies(lambda q: annoy.get_nns_by_vector(q, 10, search_k=search_k), queries),
+                    "build_s": round(libs.built["annoy"], 1)}
+    annoy.unload()
     libs.grow(x[:n], libs.hnsw.get_current_count() if libs.hnsw else 0, len(x))
 
     def hnsw(q, ef):
@@ -209,16 +225,6 @@ def size(n: int, x: np.ndarray, adds: np.ndarray, queries: np.ndarray, libs: Lib
     out["hnswlib"] = {"ef": ef, "recall": r, **latencies(lambda q: libs.hnsw.knn_query(q, 10), queries),
                       "build_s": round(libs.built["hnswlib"], 1)}
 
-    def ivf(q, nprobe):
-        libs.ivf.nprobe = nprobe
-        return libs.ivf.search(q[None], 10)[1][0]
-    nprobe, r = ladder("faiss", ivf, truth, queries)
-    libs.ivf.nprobe = nprobe
-    out["faiss IVF"] = {"nprobe": nprobe, "recall": r, **latencies(lambda q: libs.ivf.search(q[None], 10), queries),
-                        "build_s": round(libs.built["faiss"], 1)}
-    t = time.perf_counter()
-    libs.ivf.search(queries, 10)
-    out["faiss IVF"]["batch_qps"] = round(len(queries) / (time.perf_counter() - t), 1)
     if words is None:
         out["words"] = word_figures(store)
     return out, data
@@ -230,7 +236,7 @@ def word_figures(store) -> dict:
     exact = store.neighbours_many(keys, 10, exact=True)
     found = [store.neighbours(k, 10) for k in keys]
     return {"recall": recall([[h.key for h in f] for f in found], [[h.key for h in e] for e in exact]),
-            "search_k": store.search_k["words"], **latencies(lambda k: store.neighbours(k, 10), keys),
+            "nprobe": store.effort["words"], "nlist": store._index_manifests["words"]["nlist"], **latencies(lambda k: store.neighbours(k, 10), keys),
             "exact": latencies(lambda k: store.neighbours(k, 10, exact=True), keys[:EXACT_SINGLE])}
 
 
@@ -298,7 +304,7 @@ def table(runs: list[dict], mem: dict) -> list[str]:
     lines = ["| statements | what | setting | recall@10 | p50 / p99 ms | q/s one core | q/s batch | build s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
-        for name, key in (("shardvec default", "search_k"), ("shardvec exact", None), ("annoy", "search_k"),
+        for name, key in (("shardvec default", "nprobe"), ("shardvec exact", None), ("annoy", "search_k"),
                           ("hnswlib", "ef"), ("faiss IVF", "nprobe")):
             f = r[name]
             build = f.get("build_s", r["index"]["statements"]["build_s"] if name == "shardvec default" else "")
@@ -306,8 +312,8 @@ def table(runs: list[dict], mem: dict) -> list[str]:
                          f"{f['p50_ms']} / {f['p99_ms']} | {f['qps_one_core']} | {f.get('batch_qps', '')} | {build} |")
     w = runs[0].get("words")
     if w:
-        lines.append(f"\nneighbours(word, 10), {WORDS:,} words x {WORD_DIM}: recall {w['recall']} at search_k "
-                     f"{w['search_k']:,}, p50 / p99 {w['p50_ms']} / {w['p99_ms']} ms; exact {w['exact']['p50_ms']} / "
+        lines.append(f"\nneighbours(word, 10), {WORDS:,} words x {WORD_DIM}: recall {w['recall']} at nprobe "
+                     f"{w['nprobe']:,} of {w['nlist']:,} lists, p50 / p99 {w['p50_ms']} / {w['p99_ms']} ms; exact {w['exact']['p50_ms']} / "
                      f"{w['exact']['p99_ms']} ms")
     if mem:
         lines += ["", f"| 4 readers at {runs[-1]['statements']:,} | RSS of one MB | summed PSS MB (ratio) | "
@@ -345,10 +351,10 @@ def main() -> None:
     last = runs[-1]
     q = work / "queries.npy"
     mem = {"shardvec default": readers("shardvec", data, data, q, None),
-           "annoy": readers("annoy", data / current["components"]["statements_index"] / "annoy.ann", data, q,
-                            last["annoy"]["search_k"]),
+           "annoy": readers("annoy", paths["annoy"], work, q, last["annoy"]["search_k"]),
            "hnswlib": readers("hnswlib", paths["hnswlib"], work, q, last["hnswlib"]["ef"]),
-           "faiss IVF": readers("faiss", paths["faiss"], work, q, last["faiss IVF"]["nprobe"])}
+           "faiss IVF": readers("faiss", data / current["components"]["statements_index"] / "ivf.faiss", data, q,
+                                last["faiss IVF"]["nprobe"])}
     lines = table(runs, mem)
     print("\n".join(lines))
     path = save("search", {"runs": runs, "readers": mem, "table": lines, "seconds": round(time.perf_counter() - t0)})

@@ -25,7 +25,7 @@ from pydantic_settings import (
 from shardvec.errors import ShardvecError
 
 DEFAULT_TOML = Path(__file__).with_name("default.toml")
-# Seeds and search_k reach Annoy and NumPy as a C int (a negative seed or a larger one fails there)
+# Seeds reach faiss and NumPy as a C int (a negative seed or a larger one fails there)
 C_INT_MAX = 2**31 - 1
 
 
@@ -105,17 +105,26 @@ class StoreSettings(Section):
 
 
 class IndexSettings(Section):
-    n_trees: int = Field(ge=1)
-    search_k: int = Field(ge=1, le=C_INT_MAX)
+    nlist: int = Field(ge=0)
+    nprobe: int = Field(ge=1)
     target_recall: float = Field(ge=0, le=1)
     recall_sample: int = Field(ge=1)
     seed: int = Field(ge=0, le=C_INT_MAX)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_annoy_knobs(cls, values: Any) -> Any:
+        old = sorted({"n_trees", "search_k"} & set(values)) if isinstance(values, dict) else []
+        if old:
+            raise ValueError(f"index.{' and index.'.join(old)} set the Annoy index, which faiss IVF replaced (issue 35): "
+                             "remove them and set index.nprobe (lists searched per query) and index.nlist instead.")
+        return values
 
 
 class SimilaritySettings(Section):
     k: int = Field(ge=1)
     reserve: int = Field(ge=0)
-    method: Literal["auto", "exact", "partitioned", "annoy"]
+    method: Literal["auto", "exact", "partitioned", "index"]
     exact_max_statements: int = Field(ge=0)
     block_rows: int = Field(ge=1)
     tile_rows: int = Field(ge=1)
@@ -125,6 +134,14 @@ class SimilaritySettings(Section):
     kmeans_iterations: int = Field(ge=1)
     # below it the interpreter and libraries alone would not fit (tasks/partitioned.BASELINE_MB)
     memory_budget_mb: int = Field(ge=512)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_annoy_method(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("method") == "annoy":
+            raise ValueError('similarity.method "annoy" asked the Annoy index, which faiss IVF replaced (issue 35): '
+                             'set similarity.method = "index" to ask the statements\' index instead.')
+        return values
 
     @property
     def width(self) -> int:

@@ -18,7 +18,7 @@ def nightly(overrides: Overrides | None = None, force: bool = False) -> dict:
 
     Args:
         overrides: Tuning knobs for this run only, by section of config/default.toml, e.g.
-            {"index": {"search_k": 50000}}; the rest as configured.
+            {"index": {"nprobe": 64}}; the rest as configured.
         force: Publish even if the quality gate refuses the new models.
     """
     s = run_settings(overrides)

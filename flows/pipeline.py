@@ -4,7 +4,7 @@
     tokenize  each input file into its token cache
     train     the statement plan, the vocabulary, LSI (parts, then a merge) and word2vec
     write     statement vectors projected with the new LSI, and the word vectors
-    search    Annoy indexes of both spaces, and every statement's similarity row
+    search    IVF indexes of both spaces, and every statement's similarity row
     check     recall@10 of the indexes and rows against exact search; quality and drift
     publish   the version made live, with the ledger's newer operations replayed on top
 
@@ -145,8 +145,8 @@ class Written:
 
 @dataclass(frozen=True)
 class Recall:
-    words: dict  # index_recall of the words' Annoy index
-    statements: dict  # index_recall of the statements' Annoy index
+    words: dict  # index_recall of the words' index
+    statements: dict  # index_recall of the statements' index
     rows: dict  # rows_recall of the similarity rows
 
     def report(self) -> dict[str, dict]:
@@ -216,7 +216,7 @@ class Build:
 
     def planned_steps(self) -> list[str]:
         """The steps the build waits on, in order: one progress bar each."""
-        merges = self.s.similarity.method != "annoy"  # exact and partitioned rows end with a merge
+        merges = self.s.similarity.method != "index"  # exact and partitioned rows end with a merge
         return ["tokenize", *["vocabulary"] * self.builds_vocabulary, "train", "project-statements",
                 "write-word-vectors", "index-words", "index-statements", "similarity-rows",
                 *["merge-rows"] * merges, "recall", "evaluate", "publish"]
@@ -337,10 +337,10 @@ class Build:
         return Written(len(shards), sum(p["rows"] for p in shards), word_shards)
 
     def search(self, trained: Trained, written: Written) -> str:
-        """Annoy indexes of both spaces and the similarity rows, side by side; the rows' method."""
+        """The IVF indexes of both spaces and the similarity rows, side by side; the rows' method."""
         s, v, sim = self.s, self.v, self.s.similarity
         spaces = {"words": (v.words, v.words_index), "statements": (v.statements, v.statements_index)}
-        indexes = {name: [skins.index_task.submit(space, index, n_trees=s.index.n_trees, search_k=s.index.search_k,
+        indexes = {name: [skins.index_task.submit(space, index, nlist=s.index.nlist, nprobe=s.index.nprobe,
                                                   seed=s.index.seed)] for name, (space, index) in spaces.items()}
         tiles = tile_count(trained.statements, sim.tile_rows)
         method = sim.rows_method(trained.statements)
@@ -352,11 +352,11 @@ class Build:
         if method in ROWS_METHODS:
             self.wait("similarity-rows", scoring)
             rows = tile_entries(self.wait("merge-rows", merges))
-        else:  # annoy: each tile's rows asked of the statements' index
+        else:  # index: each tile's rows asked of the statements' index
             rows = self.wait("similarity-rows", [
                 skins.rows_task.submit(v.statements, t, v.similarity, k=sim.width, tile_rows=sim.tile_rows,
                                        block_rows=sim.block_rows, method=sim.method, index_dir=v.statements_index,
-                                       search_k=s.index.search_k) for t in range(tiles)])
+                                       nprobe=s.index.nprobe) for t in range(tiles)])
         skins.finish_rows_task.submit(v.similarity, rows, k=sim.k, width=sim.width, method=method,
                                       rows_per_shard=sim.tile_rows).result()
         return method
@@ -364,7 +364,7 @@ class Build:
     def check_recall(self) -> Recall:
         s, v = self.s, self.v
         words, statements, rows = self.wait("recall", [
-            *(skins.index_recall_task.submit(space, index, k=10, search_k=s.index.search_k,
+            *(skins.index_recall_task.submit(space, index, k=10, nprobe=s.index.nprobe,
                                              sample=s.index.recall_sample, seed=s.index.seed,
                                              target=s.index.target_recall)
               for space, index in ((v.words, v.words_index), (v.statements, v.statements_index))),

@@ -1,10 +1,11 @@
 """Read what a deployment published, through CURRENT, without loading it into RAM.
 
-Everything is memmapped (vectors, keys, Annoy indexes, similarity rows), so many processes
-share one copy in the page cache, and a Store keeps what it mapped while open. `similar` and
-`neighbours` ask the space's Annoy index (at the search_k the nightly tuned to its target
-recall), scan the addition segments exactly and merge; `exact=True` scans everything. A Store stays on the version it opened (`refresh()` moves
-it on), with one exception: shards are opened lazily, so once later publishes have pruned
+Everything is memmapped (vectors, keys, the faiss IVF indexes' lists, similarity rows), so many
+processes share one copy in the page cache, and a Store keeps what it mapped while open.
+`similar` and `neighbours` ask the space's index (at the nprobe the nightly tuned to its target
+recall; a version published with Annoy indexes is searched with Annoy at its search_k), scan the
+addition segments exactly and merge; `exact=True` scans everything. A Store stays on the version
+it opened (`refresh()` moves it on), with one exception: shards are opened lazily, so once later publishes have pruned
 its version (`publish.keep_versions`), a query that needs a file of it re-opens the version
 CURRENT names and is answered from there.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shardvec.tasks.search.index import SpaceIndex
+from shardvec.tasks.search.index import open_index
 from shardvec.tasks.search.embed import Embedder
 from shardvec.tasks.storage.lookup import lookup
 from shardvec.tasks.storage.datadir import DataDir
@@ -172,10 +173,13 @@ class Store:
         self.statements = StatementVectors(self._statements)
         self._paths = comp
         self._embedder: Embedder | None = None
-        self._indexes: dict[str, SpaceIndex | None] = {}
+        self._indexes: dict = {}
         self.tokenizer = Tokenizer.from_settings(DataDir(self.data).manifest(self.version).tokenizer)
-        self.search_k = {name: _json(comp[f"{name}_index"] / "manifest.json")["search_k"]
-                         for name in ("words", "statements")}
+        self._index_manifests = {name: _json(comp[f"{name}_index"] / "manifest.json") for name in ("words", "statements")}
+        # each index's recall/speed setting as the nightly tuned it: nprobe (faiss IVF; search_k of
+        # a version indexed with Annoy)
+        self.effort = {name: m["nprobe"] if m.get("format", 0) >= 3 else m["search_k"]
+                       for name, m in self._index_manifests.items()}
 
     # --- words -------------------------------------------------------------------------
     def word(self, word: str) -> str:
@@ -290,16 +294,16 @@ class Store:
         if index is None:
             rows, scores = exact_topk(space, vecs, k, exclude=exclude)
         else:
-            rows, scores = index.search_many(vecs, k, search_k=self.search_k[name], exclude=exclude, drop=space.dead)
+            rows, scores = index.search_many(vecs, k, effort=self.effort[name], exclude=exclude, drop=space.dead)
             if name == "statements" and self._statements.segments:  # added since the index was built
                 rows, scores = merge_topk(rows, scores, *exact_topk(self._statements.additions, vecs, k), k)
         return [[self._hit(space, int(r), float(s)) for r, s in zip(rr, ss) if r >= 0] for rr, ss in zip(rows, scores)]
 
-    def _index(self, name: str) -> SpaceIndex | None:
+    def _index(self, name: str):
         """The space's index, mapped once; None for a version indexed per shard (scanned exactly)."""
         if name not in self._indexes:
-            where = self._paths[f"{name}_index"]
-            self._indexes[name] = SpaceIndex(where, self._base(name).dim) if SpaceIndex.usable(where) else None
+            self._indexes[name] = open_index(self._paths[f"{name}_index"], self._base(name).dim,
+                                             self._index_manifests[name])
         return self._indexes[name]
 
     def _base(self, name: str) -> Space:

@@ -27,8 +27,7 @@ sg = 0
 [store]
 rows_per_shard = 256
 [index]
-n_trees = 10
-search_k = 2000
+nprobe = 8
 recall_sample = 50
 [quality]
 gate = false

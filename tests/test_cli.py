@@ -124,7 +124,7 @@ def test_only_our_own_errors_become_one_line(published_copy, monkeypatch, capsys
     # a damaged index manifest is a bug-shaped KeyError inside, not a user's mistake: it keeps its traceback
     current = json.loads((data / "CURRENT").read_text())
     manifest = data / current["components"]["words_index"] / "manifest.json"
-    manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "search_k"}))
+    manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "nprobe"}))
     monkeypatch.setattr(sys, "argv", ["shardvec", "query", "word", "fire", "--data", str(data)])
-    with pytest.raises(KeyError, match="search_k"):
+    with pytest.raises(KeyError, match="nprobe"):
         main()

@@ -171,7 +171,11 @@ REFUSED = [
     ("SIMILARITY_MEMORY_BUDGET_MB", "8192", r"similarity\.memory_budget_mb \(8192\) is more than a worker may use"),
     ("WORD2VEC_SEED", "-1", r"word2vec\.seed: Input should be greater than or equal to 0"),
     ("INDEX_SEED", str(2**40), r"index\.seed: Input should be less than or equal to 2147483647"),
-    ("INDEX_SEARCH_K", str(2**40), r"index\.search_k: Input should be less than or equal to 2147483647"),
+    ("INDEX_NPROBE", "0", r"index\.nprobe: Input should be greater than or equal to 1"),
+    # Annoy's knobs, from a configuration written before faiss replaced it (issue 35)
+    ("INDEX_SEARCH_K", "20000", r"index\.search_k set the Annoy index, which faiss IVF replaced.*remove them and set "
+                                r"index\.nprobe"),
+    ("SIMILARITY_METHOD", "annoy", r"similarity\.method \"annoy\" asked the Annoy index.*set similarity\.method = \"index\""),
 ]
 
 

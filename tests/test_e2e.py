@@ -90,7 +90,7 @@ def test_a_run_cannot_move_the_deployments_data_directory(deployment):
 def test_the_run_form_describes_every_parameter(deployment, screenshots):
     """Issue 32: a deployment's Custom run page says what each parameter is (from the flow's
     `Args:` docstring), and each knob `overrides` may change (from config/default.toml); here
-    opened as a link with [index] search_k filled in, as the UI's own "Custom run" links do."""
+    opened as a link with [index] nprobe filled in, as the UI's own "Custom run" links do."""
     import html
     from urllib.parse import quote
     d = post(f"{deployment['api']}/deployments/filter",
@@ -99,7 +99,7 @@ def test_the_run_form_describes_every_parameter(deployment, screenshots):
     assert list(schema["properties"]) == ["start", "end", "partitions", "mode", "overrides", "force"]
     index = schema["definitions"]["IndexOverrides"]["properties"]
     shot = screenshots / "backfill-run-form.png"
-    prefilled = quote(json.dumps({"overrides": {"index": {"search_k": 50000}}}))
+    prefilled = quote(json.dumps({"overrides": {"index": {"nprobe": 50000}}}))
     url = f"http://127.0.0.1:{deployment['port']}/v2/deployments/deployment/{d['id']}/run?parameters={prefilled}"
     dom = " ".join(html.unescape(chromium(deployment["tmp"], url, shot, height=3000)).split())
     for name, spec in [*schema["properties"].items(), *index.items()]:

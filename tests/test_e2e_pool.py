@@ -138,9 +138,9 @@ def test_a_nightly_refused_by_the_quality_gate_calls_the_webhook_once(worker):
     partition = worker["data"] / "corpus" / "2026-11-04"  # something new for the nightly to take in
     partition.mkdir()
     (partition / "more.txt").write_text("\n".join(SENTENCES[:60]) + "\n", encoding="utf-8")
-    # a far weaker index than the published one's (and search_k not tuned up to the target): its
+    # a far weaker index than the published one's (one list searched, not tuned up to the target): its
     # recall@10 drops, and the gate refuses it
-    overrides = json.dumps({"index": {"n_trees": 1, "search_k": 10, "target_recall": 0}, "quality": {"gate": True}})
+    overrides = json.dumps({"index": {"nprobe": 1, "target_recall": 0}, "quality": {"gate": True}})
     args = [str(BIN / "prefect"), "deployment", "run", "nightly/shardvec-nightly", "--watch",
             "--watch-timeout", "600", "--param", f"overrides={overrides}"]
     try:

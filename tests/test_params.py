@@ -66,10 +66,10 @@ def test_overrides_is_a_form_of_every_tuning_knob_each_described():
     # has no comment of its own and shows its neighbours' (word_pairs_drop did)
     assert not [knobs for knobs in sharing.values() if len(knobs) > 2]
     index = definitions["IndexOverrides"]["properties"]
-    assert index["n_trees"]["anyOf"][0] == {"type": "integer", "minimum": 1}  # the settings' own bounds
+    assert index["nprobe"]["anyOf"][0] == {"type": "integer", "minimum": 1}  # the settings' own bounds
     assert definitions["StoreOverrides"]["properties"]["words_dtype"]["anyOf"][0]["enum"] == [
         "float32", "float16", "int8"]
-    assert "search_k" in index["search_k"]["description"] or "Annoy" in index["search_k"]["description"]
+    assert "recall" in index["nprobe"]["description"]
 
 
 def test_a_backfills_range_is_dates():
@@ -105,8 +105,8 @@ WHOLE = object()  # tests/runs.py's direct calls pass whole settings, data_dir a
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    ({"index": {"n_trees": 1, "search_k": 10}, "quality": {"gate": True}},  # tests/test_e2e_pool.py's
-     {"index.n_trees": 1, "index.search_k": 10, "quality.gate": True}),
+    ({"index": {"nprobe": 1, "target_recall": 0}, "quality": {"gate": True}},  # tests/test_e2e_pool.py's
+     {"index.nprobe": 1, "index.target_recall": 0, "quality.gate": True}),
     ({"word2vec": {"sg": "0", "epochs": "3"}, "quality": {"gate": "false"}},  # text, as from SHARDVEC_*
      {"word2vec.sg": 0, "word2vec.epochs": 3, "quality.gate": False}),
     (WHOLE, {"store.rows_per_shard": 256, "dask.n_workers": 2, "lsi.num_topics": 40}),
@@ -129,18 +129,18 @@ def test_unknown_keys_are_refused_by_the_server_and_by_the_run():
     """The server checks a deployment run's parameters against the schema before it creates the
     run (the UI's form too); a direct call is checked by the flow, and run_settings says it in a sentence."""
     form = schema("add-statements")
-    for overrides, message in (({"indx": {"n_trees": 1}}, "Unevaluated properties are not allowed ('indx' was"),
-                               ({"index": {"n_tres": 1}}, "Additional properties are not allowed ('n_tres' was"),
-                               ({"index": {"n_trees": 0}}, "0 is less than the minimum of 1")):
+    for overrides, message in (({"indx": {"nprobe": 1}}, "Unevaluated properties are not allowed ('indx' was"),
+                               ({"index": {"nprobes": 1}}, "Additional properties are not allowed ('nprobes' was"),
+                               ({"index": {"nprobe": 0}}, "0 is less than the minimum of 1")):
         with pytest.raises(ValidationError, match=re.escape(message)):
             validate({"overrides": overrides}, form, raise_on_error=True)
         with pytest.raises(Exception, match="overrides"):
             add_statements.validate_parameters({"overrides": overrides})
     with pytest.raises(SettingsError, match=r"Invalid overrides \(indx: Extra inputs are not permitted\); name only"):
-        run_settings({"indx": {"n_trees": 1}})
-    with pytest.raises(SettingsError, match=r"\(index\.n_trees: Input should be greater than or equal to 1\); "
+        run_settings({"indx": {"nprobe": 1}})
+    with pytest.raises(SettingsError, match=r"\(index\.nprobe: Input should be greater than or equal to 1\); "
                                              r"give each a value within its range, or leave it empty"):
-        run_settings({"index": {"n_trees": 0}})
+        run_settings({"index": {"nprobe": 0}})
 
 
 def test_a_deployment_run_asking_to_move_its_data_passes_the_schema_and_is_refused_in_a_sentence(

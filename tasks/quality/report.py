@@ -96,7 +96,7 @@ def render_text(report: dict) -> str:
         lines.append(f"    quarantined: {reason}: {n}")
     for name, r in report.get("recall", {}).items():
         lines.append(f"  recall@{r['k']} {name:<20} {r.get('recall_at_k', r.get('rows_recall_at_k'))}"
-                     + (f" (search_k={r['search_k']}, {r['queries_per_second']} q/s)" if "search_k" in r else ""))
+                     + (f" (nprobe={r['nprobe']} of {r['nlist']} lists, {r['queries_per_second']} q/s)" if "nprobe" in r else ""))
     for key, label in QUALITY:
         value = report.get("quality", {}).get(key)
         if value is not None:

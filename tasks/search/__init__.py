@@ -18,9 +18,12 @@ from shardvec.tasks.search.topk import (
 )
 from shardvec.tasks.search.embed import Embedder, tfidf_matrix
 from shardvec.tasks.search.index import (
+    AnnoySpaceIndex,
     SpaceIndex,
     build_index,
     index_recall,
+    lists_for,
+    open_index,
     read_manifest,
 )
 from shardvec.tasks.search.similarity import SimilarityRows, finish_rows, rows_recall, tile_count, tile_entries
@@ -41,9 +44,12 @@ __all__ = [
     "unit_rows",
     "Embedder",
     "tfidf_matrix",
+    "AnnoySpaceIndex",
     "SpaceIndex",
     "build_index",
     "index_recall",
+    "lists_for",
+    "open_index",
     "read_manifest",
     "SimilarityRows",
     "finish_rows",

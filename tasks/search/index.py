@@ -1,148 +1,302 @@
-"""The Annoy index of a space: one per space, built on disk, searched by readers through mmap.
+"""The vector index of a space: one per space, built by the nightly, searched by readers through mmap.
 
-Annoy's lifecycle: items are added, `build` freezes the index in its file (`on_disk_build`:
-RAM stays small whatever the space), and every reader `load`s it with mmap, so many processes
-share one copy of its pages. One index per space, not one per shard: a search costs one walk
-of the trees instead of one per shard, each at full search_k. search_k is always set
-explicitly (Annoy's default, n_trees * k, gives poor recall on real vectors); the nightly
-measures recall@k at it and, given a target recall, tunes it (`index_recall`).
+Since index format 3 it is a faiss IVF-flat index on inner product of unit rows (cosine; word
+vectors are made unit as they are written in): `nlist` lists, each a k-means centroid and the
+rows nearest it, stored whole (float32, no compression); a query scores the centroids, then
+every row of its `nprobe` best lists. `nprobe` is the recall/speed trade-off: the nightly measures recall@k at it and, given a
+target recall, tunes it (`index_recall`) and records it in the manifest, where readers take it
+from; at nprobe = nlist a search is exact.
+
+Building keeps RAM constant: the centroids are trained on a sample read row by row from the
+space, then two passes over the shards write faiss's own file format directly (`write_lists`):
+the first assigns every row to its list (a list number per row), the second writes each
+shard's rows into their lists' places in the file. faiss's `add` would hold every vector in
+RAM first. Readers open it with `faiss.read_index(path, IO_FLAG_MMAP)`: the lists stay in the
+file's pages, shared by every reader process through the page cache.
+
+Format 2 (one Annoy index per space, versions published before faiss) is still read and
+searched with Annoy at its tuned search_k (`AnnoySpaceIndex`); format 1 (one Annoy file per
+shard) is scanned exactly by readers (`open_index` gives None).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import struct
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
-from annoy import AnnoyIndex
 
 from shardvec.tasks.storage.atomic import atomic_path, sha256_file, write_json
 from shardvec.tasks.storage.spaces import Space
-from shardvec.tasks.search.topk import NO_ROWS, empty_topk, exact_topk, recall_at_k
+from shardvec.tasks.search.topk import NO_ROWS, empty_topk, exact_topk, recall_at_k, unit_rows
 
-FORMAT = 2  # 1: one Annoy file per shard (searched exactly by readers now)
-FILE = "annoy.ann"
+FORMAT = 3
+KIND = "faiss-ivf"
+FILE = "ivf.faiss"
+ANNOY_FORMAT, ANNOY_FILE = 2, "annoy.ann"
+
+# Lists: about 4 sqrt(rows) (faiss's guideline: 4-16 sqrt(n)), and at least 39 training rows
+# each (fewer and k-means places centroids badly); the training sample is at most TRAIN_ROWS
+# rows, read one by one (100 MB at 200 dimensions, whatever the space).
+LISTS_PER_SQRT_ROW = 4
+TRAIN_ROWS = 131_072
+ROWS_PER_LIST_TRAINED = 39
+KMEANS_ITERATIONS = 10
 
 
-def build_index(space_dir: Path, index_dir: Path, *, n_trees: int, search_k: int, seed: int) -> dict:
-    """The space's Annoy index and its manifest (search_k as configured until `index_recall` tunes it)."""
+def lists_for(rows: int, nlist: int = 0) -> int:
+    """The lists of a space of `rows` rows: `nlist` as configured, else about 4 sqrt(rows);
+    never more than its training sample can place."""
+    most = max(1, min(rows, TRAIN_ROWS) // ROWS_PER_LIST_TRAINED)
+    return max(1, min(nlist or round(LISTS_PER_SQRT_ROW * math.sqrt(rows)), most))
+
+
+def build_index(space_dir: Path, index_dir: Path, *, nlist: int, nprobe: int, seed: int) -> dict:
+    """The space's IVF index and its manifest (nprobe as configured until `index_recall` tunes it)."""
     space = Space(space_dir)
     t = time.perf_counter()
+    n, dim = len(space), space.dim
+    lists = lists_for(n, nlist)
+    quantizer = faiss.IndexFlatIP(dim)
+    ivf = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+    picks = np.sort(np.random.default_rng(seed).choice(n, size=min(n, TRAIN_ROWS), replace=False))
+    if n:
+        ivf.cp.niter, ivf.cp.seed = KMEANS_ITERATIONS, seed
+        ivf.train(unit_rows(space.read(picks)))  # row by row from the files: RAM is the sample, not the space
+    else:  # nothing to train on: one list, empty
+        quantizer.add(np.zeros((1, dim), np.float32))
+        ivf.is_trained = True
+    trained = time.perf_counter() - t
     final = Path(index_dir) / FILE
-    final.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(final) as tmp:
-        index = AnnoyIndex(space.dim, "angular")
-        index.set_seed(seed)
-        index.on_disk_build(str(tmp))
-        for s in range(space.n_shards):
-            start = space.shard_start(s)
-            for i, v in enumerate(space.shard_vectors(s)):
-                index.add_item(start + i, v)
-        index.build(n_trees, n_jobs=-1)
-        index.unload()
-    manifest = {"format": FORMAT, "kind": "annoy", "metric": "angular", "n_trees": n_trees, "search_k": search_k,
-                "items": len(space), "file": FILE, "sha256": sha256_file(final), "bytes": final.stat().st_size,
+        write_lists(ivf, space, tmp)
+    manifest = {"format": FORMAT, "kind": KIND, "metric": "inner_product", "nlist": lists, "nprobe": min(nprobe, lists),
+                "items": n, "dim": dim, "train_rows": len(picks), "file": FILE, "sha256": sha256_file(final),
+                "bytes": final.stat().st_size, "train_seconds": round(trained, 3),
                 "build_seconds": round(time.perf_counter() - t, 3)}
     write_json(Path(index_dir) / "manifest.json", manifest)
     return manifest
+
+
+def write_lists(ivf, space: Space, path: Path) -> None:
+    """Write the trained, empty `ivf` with every row of `space` in its lists, as faiss's
+    `write_index` would after `ivf.add` of the whole space, shard by shard.
+
+    The file is faiss's serialization of the empty index (header, centroids) up to its inverted
+    lists, then the lists as faiss writes an `ArrayInvertedLists` ("ilar"): nlist, bytes per
+    code, "full" and every list's size, then each list's codes (the float32 rows) followed by
+    its ids (int64 rows). tests/test_search.py checks it byte for byte against `write_index`."""
+    head = faiss.serialize_index(ivf).tobytes()
+    at = head.rfind(b"ilar")
+    if head[:4] != b"IwFl" or at < 0:
+        raise RuntimeError(f"faiss {faiss.__version__} serializes IndexIVFFlat unlike what tasks/index.py writes; "
+                           "pin faiss-cpu to the version in requirements.lock.")
+    nlist, code = ivf.nlist, ivf.code_size
+    assign = np.empty(len(space), np.int64)
+    for s in range(space.n_shards):  # pass 1: each row's list
+        start = space.shard_start(s)
+        vecs = _unit(space, s)
+        assign[start:start + len(vecs)] = ivf.quantizer.search(vecs, 1)[1][:, 0]
+    sizes = np.bincount(assign, minlength=nlist).astype(np.int64)
+    lists = struct.pack("<4sQQ4sQ", b"ilar", nlist, code, b"full", nlist) + sizes.astype("<u8").tobytes()
+    data = len(head[:at]) + len(lists)
+    list_at = data + np.concatenate([[0], np.cumsum(sizes * (code + 8))[:-1]]).astype(np.int64)
+    filled = np.zeros(nlist, np.int64)  # rows written into each list so far
+    with open(path, "wb") as f:
+        f.write(head[:8] + struct.pack("<q", len(space)) + head[16:at] + lists)  # header's ntotal: the rows
+        f.truncate(int(list_at[-1] + sizes[-1] * (code + 8)) if nlist else data)
+        fd = f.fileno()
+        for s in range(space.n_shards):  # pass 2: each shard's rows into their lists' places
+            start = space.shard_start(s)
+            vecs = _unit(space, s)
+            mine = assign[start:start + len(vecs)]
+            order = np.argsort(mine, kind="stable")
+            which, first, count = np.unique(mine[order], return_index=True, return_counts=True)
+            for li, a, c in zip(which.tolist(), first.tolist(), count.tolist()):
+                rows = order[a:a + c]
+                slot = int(list_at[li]) + int(filled[li]) * code
+                os.pwrite(fd, vecs[rows].tobytes(), slot)
+                os.pwrite(fd, (rows + start).astype("<i8").tobytes(),
+                          int(list_at[li]) + int(sizes[li]) * code + int(filled[li]) * 8)
+                filled[li] += c
+            if not space.keep_mapped:
+                space.release()
+
+
+def _unit(space: Space, s: int) -> np.ndarray:
+    """Shard s's rows as unit float32 rows (word vectors are stored as trained: cosine needs them unit)."""
+    vecs = np.ascontiguousarray(space.shard_vectors(s), dtype=np.float32)
+    return vecs if space.normalized else unit_rows(vecs)
 
 
 def read_manifest(index_dir: Path) -> dict:
     return json.loads((Path(index_dir) / "manifest.json").read_text())
 
 
-class SpaceIndex:
-    """A space's Annoy index, mapped (the pages stay mapped while it is open)."""
+def open_index(index_dir: Path, dim: int, manifest: dict | None = None):
+    """The index a version published in `index_dir`, mapped: a SpaceIndex (format 3), an
+    AnnoySpaceIndex (format 2), or None (format 1, one Annoy file per shard: scanned exactly)."""
+    manifest = manifest or read_manifest(index_dir)
+    if manifest.get("format") == FORMAT:
+        return SpaceIndex(index_dir, dim, manifest)
+    if manifest.get("format") == ANNOY_FORMAT:
+        return AnnoySpaceIndex(index_dir, dim, manifest)
+    return None
 
-    def __init__(self, index_dir: Path, dim: int):
-        self.manifest = read_manifest(index_dir)
-        self.search_k: int = self.manifest["search_k"]
-        self.index = AnnoyIndex(dim, "angular")
-        self.index.load(str(Path(index_dir) / FILE))  # mmap: one copy in the page cache for every reader
 
-    @staticmethod
-    def usable(index_dir: Path) -> bool:
-        """False for a version indexed before FORMAT 2 (per-shard files): readers scan it exactly."""
-        return read_manifest(index_dir).get("format") == FORMAT
+class _Index:
+    """What both index kinds share: the batch search with own rows and deleted rows dropped."""
 
-    def search(self, vector: np.ndarray, k: int, *, search_k: int | None = None,
+    manifest: dict
+    effort: int  # nprobe (faiss) or search_k (Annoy): the recall/speed setting readers search at
+    EFFORT = "nprobe"
+
+    def search(self, vector: np.ndarray, k: int, *, effort: int | None = None,
                drop: np.ndarray = NO_ROWS) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, cosine scores) of the k nearest rows not in `drop` (sorted: the query's own row,
-        deleted rows), best first; asks for more while dropped rows leave fewer than k."""
-        search_k = search_k or self.search_k
-        n = k + min(len(drop), k)
-        while True:
-            rows, dist = self.index.get_nns_by_vector(vector, n, search_k=max(search_k, n), include_distances=True)
-            rows = np.asarray(rows, dtype=np.int64)
-            keep = ~_isin_sorted(rows, drop)
-            if keep.sum() >= k or len(rows) < n:
-                break
-            n *= 2
-        d = np.asarray(dist, dtype=np.float64)[keep][:k]
-        return rows[keep][:k], (1.0 - d * d / 2.0).astype(np.float32)  # angular distance = sqrt(2 - 2 cos)
+        """(rows, cosine scores) of the k nearest rows not in `drop` (sorted), best first."""
+        rows, scores = self.search_many(np.asarray(vector, np.float32)[None], k, effort=effort, drop=drop)
+        keep = rows[0] >= 0
+        return rows[0][keep], scores[0][keep]
 
-    def search_many(self, vectors: np.ndarray, k: int, *, search_k: int | None = None,
+    def search_many(self, vectors: np.ndarray, k: int, *, effort: int | None = None,
                     exclude: np.ndarray | None = None, drop: np.ndarray = NO_ROWS) -> tuple[np.ndarray, np.ndarray]:
         """(rows, scores) arrays (len(vectors) x k), best first, -1 / -inf padded; `exclude[i]` is
-        query i's own row (or -1), `drop` rows never returned by any."""
-        rows, scores = empty_topk(len(vectors), k)
+        query i's own row (or -1), `drop` (sorted) rows never returned by any. The index is asked
+        for k plus what may be dropped, and again, for more, by a query that still lacks k."""
+        vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        effort = effort or self.effort
+        n = k + min(len(drop), k) + (exclude is not None)
+        rows, scores = self._ask(vectors, n, effort)
+        bad = (rows < 0) | _isin_sorted(rows, drop)
+        if exclude is not None:
+            bad |= rows == np.asarray(exclude)[:, None]
+        if not bad[:, :k].any():  # the common case: the index's first k, as it sorted them
+            rows, scores = rows[:, :k], scores[:, :k]
+        else:
+            rows, scores = self._kept(vectors, rows, scores, bad, k, n, effort, exclude, drop)
+        if (scores[:, 1:] == scores[:, :-1]).any():  # ties: by row, as exact answers are
+            order = np.lexsort((rows, -scores), axis=1)
+            rows, scores = np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        return rows, scores
+
+    def _kept(self, vectors, rows, scores, bad, k, n, effort, exclude, drop):
+        """The first k rows of each answer that are not `bad`; a query left with fewer, whose
+        answer was full (the index may hold more), asks again for twice as many."""
+        out_rows, out_scores = empty_topk(len(vectors), k)
+        todo = np.arange(len(vectors))
+        while True:
+            order = np.argsort(bad, axis=1, kind="stable")[:, :k]  # kept ones first, in the index's order
+            kept = np.take_along_axis(~bad, order, axis=1)
+            out_rows[todo] = np.where(kept, np.take_along_axis(rows, order, axis=1), -1)
+            out_scores[todo] = np.where(kept, np.take_along_axis(scores, order, axis=1), -np.inf)
+            short = (kept.sum(axis=1) < k) & (rows[:, -1] >= 0)
+            if not short.any() or n >= self.items:
+                return out_rows, out_scores
+            todo, n = todo[short], min(n * 2, self.items)
+            rows, scores = self._ask(vectors[todo], n, effort)
+            bad = (rows < 0) | _isin_sorted(rows, drop)
+            if exclude is not None:
+                bad |= rows == np.asarray(exclude)[todo, None]
+
+    @property
+    def items(self) -> int:
+        return self.manifest["items"]
+
+
+class SpaceIndex(_Index):
+    """A space's faiss IVF index, its lists mapped from the file (the pages stay mapped while
+    it is open, one copy in the page cache for every reader)."""
+
+    def __init__(self, index_dir: Path, dim: int, manifest: dict | None = None):
+        self.manifest = manifest or read_manifest(index_dir)
+        self.effort: int = self.manifest["nprobe"]
+        self.index = faiss.read_index(str(Path(index_dir) / self.manifest["file"]), faiss.IO_FLAG_MMAP)
+        self.params = faiss.SearchParametersIVF(nprobe=self.effort)
+
+    def _ask(self, vectors: np.ndarray, n: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        vectors = unit_rows(vectors)  # the lists hold unit rows: inner product = cosine
+        if nprobe != self.params.nprobe:
+            self.params = faiss.SearchParametersIVF(nprobe=nprobe)
+        scores, rows = self.index.search(vectors, n, params=self.params)
+        return rows, scores
+
+
+class AnnoySpaceIndex(_Index):
+    """A format-2 space's Annoy index (versions published before faiss), mapped."""
+
+    EFFORT = "search_k"
+
+    def __init__(self, index_dir: Path, dim: int, manifest: dict | None = None):
+        from annoy import AnnoyIndex
+        self.manifest = manifest or read_manifest(index_dir)
+        self.effort = self.manifest["search_k"]
+        self.index = AnnoyIndex(dim, "angular")
+        self.index.load(str(Path(index_dir) / ANNOY_FILE))  # mmap
+
+    def _ask(self, vectors: np.ndarray, n: int, search_k: int) -> tuple[np.ndarray, np.ndarray]:
+        rows, scores = empty_topk(len(vectors), n)
         for i, v in enumerate(vectors):
-            own = NO_ROWS if exclude is None or exclude[i] < 0 else np.array([exclude[i]])
-            r, s = self.search(v, k, search_k=search_k, drop=np.union1d(drop, own) if len(drop) else own)
-            rows[i, :len(r)], scores[i, :len(s)] = r, s
+            r, d = self.index.get_nns_by_vector(v, n, search_k=max(search_k, n), include_distances=True)
+            rows[i, :len(r)] = r
+            scores[i, :len(d)] = 1.0 - np.asarray(d, np.float64) ** 2 / 2.0  # angular distance = sqrt(2 - 2 cos)
         return rows, scores
 
 
 def _isin_sorted(rows: np.ndarray, drop: np.ndarray) -> np.ndarray:
     if not len(drop):
-        return np.zeros(len(rows), dtype=bool)
+        return np.zeros(rows.shape, dtype=bool)
     at = np.minimum(np.searchsorted(drop, rows), len(drop) - 1)
     return drop[at] == rows
 
 
-# Tuning's search_k steps (x2 each) and bounds.
+# Tuning's nprobe steps (x2 each).
 TUNE_STEPS = 8
 
 
-def index_recall(space_dir: Path, index_dir: Path, *, k: int, search_k: int, sample: int, seed: int,
+def index_recall(space_dir: Path, index_dir: Path, *, k: int, nprobe: int, sample: int, seed: int,
                  target: float = 0.0) -> dict:
     """recall@k of the index against exact search, on sampled rows as queries (self excluded).
 
-    Given a `target` recall, search_k is tuned first, by halving and doubling from `search_k`:
-    the smallest step that reaches the target (or the largest tried), written into the index's
-    manifest, where readers take it from. Run before the version is published."""
+    Given a `target` recall, nprobe is tuned first, by halving and doubling from `nprobe`: the
+    smallest step that reaches the target (or the largest tried; at nlist the search is exact),
+    written into the index's manifest, where readers take it from. Run before the version is
+    published."""
     space = Space(space_dir)
     index = SpaceIndex(index_dir, space.dim)
+    nlist = index.manifest["nlist"]
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(len(space), size=min(sample, len(space)), replace=False))
     queries = space.vectors_at(picks)
     exact, exact_s = exact_topk(space, queries, k, exclude=picks)
 
-    def measure(sk: int) -> dict:
+    def measure(probes: int) -> dict:
         t = time.perf_counter()
-        found, found_s = index.search_many(queries, k, search_k=sk, exclude=picks)
+        found, found_s = index.search_many(queries, k, effort=probes, exclude=picks)
         seconds = time.perf_counter() - t
-        # Annoy's distances carry float error: a found row tying the k-th exact score counts
+        # a found row tying the k-th exact score counts (equal scores, different products)
         return {"recall_at_k": round(recall_at_k(found, exact, found_s, exact_s, tie=1e-5), 4), "k": k,
-                "search_k": sk, "sample": len(picks),
+                "nprobe": probes, "nlist": nlist, "sample": len(picks),
                 "queries_per_second": round(len(picks) / seconds, 1) if seconds else None}
 
-    result = measure(search_k)
+    result = measure(min(nprobe, nlist))
     if target:
         tried = [result]
-        floor = k * index.manifest["n_trees"]
-        step = (lambda sk: sk * 2) if result["recall_at_k"] < target else (lambda sk: max(floor, sk // 2))
+        step = (lambda p: min(nlist, p * 2)) if result["recall_at_k"] < target else (lambda p: max(1, p // 2))
         for _ in range(TUNE_STEPS):
-            nxt = step(tried[-1]["search_k"])
-            if nxt == tried[-1]["search_k"]:
+            nxt = step(tried[-1]["nprobe"])
+            if nxt == tried[-1]["nprobe"]:
                 break
             tried.append(measure(nxt))
             if (tried[-1]["recall_at_k"] >= target) != (result["recall_at_k"] >= target):
                 break
         reached = [r for r in tried if r["recall_at_k"] >= target]
-        result = min(reached, key=lambda r: r["search_k"]) if reached else max(tried, key=lambda r: r["search_k"])
-        result = {**result, "target_recall": target, "tuned_from": search_k}
-        manifest = {**index.manifest, "search_k": result["search_k"], "recall_at_k": result["recall_at_k"]}
+        result = min(reached, key=lambda r: r["nprobe"]) if reached else max(tried, key=lambda r: r["nprobe"])
+        result = {**result, "target_recall": target, "tuned_from": nprobe}
+        manifest = {**index.manifest, "nprobe": result["nprobe"], "recall_at_k": result["recall_at_k"]}
         write_json(Path(index_dir) / "manifest.json", manifest)
     return result

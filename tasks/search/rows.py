@@ -107,7 +107,7 @@ def merge_tile(work_dir: Path, tile: int, tiles: int, out_dir: Path, *, k: int) 
 
 
 def rows_for_tile(space_dir: Path, tile: int, out_dir: Path, *, k: int, tile_rows: int, block_rows: int,
-                  method: str = "exact", index_dir: Path | None = None, search_k: int | None = None) -> dict:
+                  method: str = "exact", index_dir: Path | None = None, nprobe: int | None = None) -> dict:
     """Top-k rows (self excluded) of statements tile*tile_rows.. (one task each), written durably.
 
     Tiles, not the space's shards, are the unit: equal tiles keep every worker busy to the end.
@@ -117,13 +117,13 @@ def rows_for_tile(space_dir: Path, tile: int, out_dir: Path, *, k: int, tile_row
     vecs = space.range(start, min(start + tile_rows, len(space)))
     rows = np.empty((len(vecs), k), dtype=np.int64)
     scores = np.empty((len(vecs), k), dtype=np.float32)
-    index = SpaceIndex(index_dir, space.dim) if method == "annoy" else None
+    index = SpaceIndex(index_dir, space.dim) if method == "index" else None
     for b in range(0, len(vecs), block_rows):
         block = np.asarray(vecs[b:b + block_rows])
         own = np.arange(start + b, start + b + len(block), dtype=np.int64)
         if index is None:
             r, s = exact_topk(space, block, k, exclude=own)
         else:
-            r, s = index.search_many(block, k, search_k=search_k, exclude=own)
+            r, s = index.search_many(block, k, effort=nprobe, exclude=own)
         rows[b:b + len(block)], scores[b:b + len(block)] = r, s
     return write_tile(out_dir, tile, rows, scores)

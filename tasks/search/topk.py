@@ -80,10 +80,10 @@ def merge_topk(best_rows: np.ndarray, best_scores: np.ndarray, rows: np.ndarray,
                k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best k per query of two candidate sets (queries x any), sorted by score descending then row."""
     rows, scores = np.hstack([best_rows, rows]), np.hstack([best_scores, scores])
-    if scores.shape[1] > k:
+    if scores.shape[1] > max(4 * k, 64):  # a few columns (a reader's merge): one sort is cheaper
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         rows, scores = np.take_along_axis(rows, part, axis=1), np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((rows, -scores), axis=1)
+    order = np.lexsort((rows, -scores), axis=1)[:, :k]
     return np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
 
@@ -163,6 +163,21 @@ def top_in_order(local: np.ndarray, cand: np.ndarray, scores: np.ndarray, order:
     return rows, best
 
 
+def dot_one(q: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """block @ q for one query (a reader's), by faiss's SIMD loop: no threads, and 2x numpy's
+    einsum (10k x 200: 0.25 against 0.5 ms). Not BLAS, whose threads cost 10x for one row on a
+    busy machine (8.6 ms against 0.86 ms on 2 loaded cores) and then spin beside the caller."""
+    import faiss  # here: the processes that never score one query need not load it
+    block = np.ascontiguousarray(block, dtype=np.float32)
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    out = np.empty(len(block), np.float32)
+    if len(block):
+        # faiss's own stubs (faiss/__init__.pyi) leave out this SWIG function
+        ny = faiss.fvec_inner_products_ny  # type: ignore[attr-defined]
+        ny(faiss.swig_ptr(out), faiss.swig_ptr(q), faiss.swig_ptr(block), len(q), len(block))
+    return out
+
+
 def score_blocks(space: Scannable, queries: np.ndarray, exclude: np.ndarray | None = None,
                  cells: int = SCORE_BUDGET) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(first row, rows, cosine scores queries x rows) for every block of the space; excluded
@@ -171,10 +186,7 @@ def score_blocks(space: Scannable, queries: np.ndarray, exclude: np.ndarray | No
     dead = space.dead
     for start, block in space.blocks(columns_for(len(q), cells)):
         block = np.asarray(block)
-        # one query (a reader's): numpy's own loop, not BLAS, whose threads cost 10x for one row
-        # on a busy machine (10k x 200: 8.6 ms against 0.86 ms on 2 loaded cores) and then spin
-        # beside the caller (a reader's index search with them: 24 ms against 7.4 ms)
-        scores = q @ block.T if len(q) > 1 else np.einsum("d,nd->n", q[0], block)[None]
+        scores = q @ block.T if len(q) > 1 else dot_one(q[0], block)[None]
         if not space.normalized:
             norms = np.linalg.norm(block, axis=1)
             norms[norms == 0] = 1.0

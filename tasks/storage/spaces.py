@@ -167,6 +167,21 @@ def _release(mapped: np.ndarray, lo: int, hi: int) -> None:
         mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
+def _string_views(column: pa.ChunkedArray) -> tuple | None:
+    """(first row of each chunk, [(offsets, data)] of each) of a string column, read straight from
+    its mapped Arrow buffers: a value is one slice, not a pyarrow scalar (10 us a hit's text);
+    None for other columns and columns with nulls."""
+    if column.type != pa.string() or column.null_count:
+        return None
+    starts, chunks = [], []
+    for i, chunk in enumerate(column.chunks):
+        _, offsets, data = chunk.buffers()
+        starts.append(starts[-1] + len(column.chunks[i - 1]) if i else 0)
+        chunks.append((np.frombuffer(offsets, np.int32)[chunk.offset:chunk.offset + len(chunk) + 1],
+                       memoryview(data).cast("B") if data is not None else memoryview(b"")))
+    return starts, chunks
+
+
 def _open_keys(path: Path) -> pa.Table:
     return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
 
@@ -240,6 +255,7 @@ class Space:
         self._files: list[tuple | None] = [None] * self.n_shards
         self._keys: list[pa.Table | None] = [None] * self.n_shards
         self._key_bytes: list[tuple[list[int], list] | None] = [None] * self.n_shards
+        self._strings: dict[tuple[int, str], tuple | None] = {}
         self.key_index = KeyIndex(self.dir, self.key_bytes)
         self.dtype: str = self.manifest.get("dtype", "float32")
         self.scale = np.load(self.dir / "scale.npy") if self.dtype == "int8" else None
@@ -383,7 +399,16 @@ class Space:
 
     def column(self, name: str, r: int):
         s, off = divmod(int(r), self.rows_per_shard)
-        return self.shard_keys(s).column(name)[off].as_py()
+        strings = self._strings.get((s, name))
+        if strings is None:
+            strings = self._strings[(s, name)] = _string_views(self.shard_keys(s).column(name))
+        if not strings:  # not a string column, or one with nulls
+            return self.shard_keys(s).column(name)[off].as_py()
+        starts, chunks = strings
+        c = bisect.bisect_right(starts, off) - 1 if len(starts) > 1 else 0
+        offsets, data = chunks[c]
+        off -= starts[c]
+        return str(data[offsets[off]:offsets[off + 1]], "utf-8")
 
     def release(self) -> None:
         """Drop every page of this space's vectors from this process's resident pages (they stay

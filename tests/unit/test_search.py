@@ -1,9 +1,10 @@
-"""Exact top-k over shards, similarity rows and the Annoy indexes, on real statement vectors."""
+"""Exact top-k over shards, similarity rows and the spaces' IVF indexes."""
 
 import numpy as np
 import pytest
 
-from shardvec.tasks.search.index import SpaceIndex, build_index, index_recall, read_manifest
+from shardvec.tasks.storage.atomic import sha256_file
+from shardvec.tasks.search.index import SpaceIndex, build_index, index_recall, lists_for, read_manifest
 from shardvec.tasks.search.rows import rows_for_tile
 from shardvec.tasks.search.similarity import SimilarityRows, finish_rows, rows_recall, tile_count
 from shardvec.tasks.search.topk import exact_topk
@@ -72,41 +73,83 @@ def test_rows_recall_notices_wrong_rows(tmp_path):
     assert rows_recall(tmp_path / "s", out, sample=700, seed=0)["rows_recall_at_k"] < 0.9
 
 
-def test_one_annoy_index_per_space_recall_against_exact(tmp_path):
-    space, vecs = _random_space(tmp_path, n=2000, dim=20, rows_per_shard=500, normalized=True)
-    built = build_index(tmp_path / "s", tmp_path / "ix", n_trees=10, search_k=5000, seed=1)
-    assert built["items"] == 2000 and sorted(p.name for p in (tmp_path / "ix").iterdir()) == ["annoy.ann",
-                                                                                              "manifest.json"]
+def _clustered_space(tmp_path, n=6000, dim=20, rows_per_shard=1000, seed=1):
+    """Unit rows around 60 centres (as real vectors are: clustered), over several shards."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((60, dim)).astype(np.float32)
+    vecs = centres[rng.integers(0, 60, n)] + 0.5 * rng.standard_normal((n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    w = SpaceWriter(tmp_path / "s", dim, rows_per_shard)
+    w.append([str(i) for i in range(n)], vecs)
+    w.close(normalized=True)
+    return Space(tmp_path / "s"), vecs
+
+
+def test_the_streamed_index_file_is_what_faiss_writes_after_adding_the_whole_space(tmp_path):
+    """write_lists writes faiss's file format itself, shard by shard, instead of `add` (which
+    holds every vector in RAM): byte for byte what faiss writes, or faiss could not read it."""
+    import faiss
+    space, vecs = _clustered_space(tmp_path, n=3000, rows_per_shard=700)
+    built = build_index(tmp_path / "s", tmp_path / "ix", nlist=0, nprobe=4, seed=1)
+    assert built["kind"] == "faiss-ivf" and built["format"] == 3 and built["nlist"] == lists_for(3000) == 76
+    mine = faiss.read_index(str(tmp_path / "ix" / "ivf.faiss"))
+    ref = faiss.IndexIVFFlat(faiss.IndexFlatIP(space.dim), space.dim, built["nlist"], faiss.METRIC_INNER_PRODUCT)
+    ref.quantizer.add(mine.quantizer.reconstruct_n(0, built["nlist"]))
+    ref.is_trained = True
+    ref.add(vecs)
+    faiss.write_index(ref, str(tmp_path / "ref.faiss"))
+    assert (tmp_path / "ref.faiss").read_bytes() == (tmp_path / "ix" / "ivf.faiss").read_bytes()
+    assert built["sha256"] == sha256_file(tmp_path / "ix" / "ivf.faiss")
+
+
+def test_lists_follow_the_rows_within_the_training_samples_bounds():
+    assert [lists_for(n) for n in (0, 1, 100, 10_000, 250_000, 1_000_000, 10**8)] == [1, 1, 2, 256, 2000, 3360, 3360]
+    assert lists_for(1_000_000, nlist=1024) == 1024 and lists_for(500, nlist=1024) == 12
+
+
+def test_one_ivf_index_per_space_at_every_list_is_exact(tmp_path):
+    space, vecs = _clustered_space(tmp_path)
+    built = build_index(tmp_path / "s", tmp_path / "ix", nlist=0, nprobe=4, seed=1)
+    assert built["items"] == 6000 and sorted(p.name for p in (tmp_path / "ix").iterdir()) == ["ivf.faiss",
+                                                                                             "manifest.json"]
     index = SpaceIndex(tmp_path / "ix", space.dim)
-    rows, scores = index.search(vecs[1234], 10, search_k=5000, drop=np.array([1234]))
-    assert 1234 not in rows and np.all(np.diff(scores) <= 1e-6)
-    assert np.allclose(scores, vecs[rows] @ vecs[1234], atol=1e-4)  # angular distance -> cosine
-    high = index_recall(tmp_path / "s", tmp_path / "ix", k=10, search_k=20000, sample=100, seed=0)
-    low = index_recall(tmp_path / "s", tmp_path / "ix", k=10, search_k=40, sample=100, seed=0)
-    # 20-d Gaussian data is hard for trees; search_k is what buys recall
-    assert high["recall_at_k"] >= 0.95 > low["recall_at_k"]
-    picks = np.array([3, 700, 1234, 1999])
-    many_rows, many_scores = index.search_many(vecs[picks], 10, search_k=5000, exclude=picks)
-    one = [index.search(vecs[p], 10, search_k=5000, drop=np.array([p])) for p in picks]
-    assert np.array_equal(many_rows, np.stack([r for r, _ in one]))
-    assert np.allclose(many_scores, np.stack([s for _, s in one]), atol=1e-6)
-    # rows dropped (deleted statements) never come back, and k are still returned
-    near = many_rows[0]
-    rows, _ = index.search(vecs[3], 10, search_k=5000, drop=np.union1d(near[:8], [3]))
-    assert len(rows) == 10 and not set(rows.tolist()) & set(near[:8].tolist())
+    picks = np.arange(0, 6000, 60)
+    exact, exact_s = exact_topk(space, vecs[picks], 10, exclude=picks)
+    every = built["nlist"]
+    rows, scores = index.search_many(vecs[picks], 10, effort=every, exclude=picks)
+    assert np.array_equal(rows, exact) and np.allclose(scores, exact_s, atol=1e-5)
+    full = index_recall(tmp_path / "s", tmp_path / "ix", k=10, nprobe=every, sample=100, seed=0)
+    one = index_recall(tmp_path / "s", tmp_path / "ix", k=10, nprobe=1, sample=100, seed=0)
+    assert full["recall_at_k"] == 1.0 and one["recall_at_k"] < 0.9  # nprobe is what buys recall
+    many_rows, many_scores = index.search_many(vecs[picks], 10, effort=8, exclude=picks)
+    one_by_one = [index.search(vecs[p], 10, effort=8, drop=np.array([p])) for p in picks]
+    assert np.array_equal(many_rows, np.stack([r for r, _ in one_by_one]))
+    assert np.array_equal(many_scores, np.stack([s for _, s in one_by_one]))
+    # deleted rows are dropped and the index asked for more: still k
+    near = exact[0]
+    rows, _ = index.search(vecs[picks[0]], 10, effort=every, drop=np.sort(np.append(near[:8], picks[0])))
+    assert len(rows) == 10 and not set(near[:8].tolist()) & set(rows.tolist()) and rows[0] == near[8]
 
 
-def test_tuning_finds_the_smallest_search_k_at_the_target_and_records_it(tmp_path):
-    _random_space(tmp_path, n=2000, dim=20, rows_per_shard=500, normalized=True)
-    build_index(tmp_path / "s", tmp_path / "ix", n_trees=10, search_k=100, seed=1)
-    up = index_recall(tmp_path / "s", tmp_path / "ix", k=10, search_k=100, sample=100, seed=0, target=0.9)
-    assert up["recall_at_k"] >= 0.9 and up["search_k"] > 100 and up["tuned_from"] == 100
-    below = index_recall(tmp_path / "s", tmp_path / "ix", k=10, search_k=up["search_k"] // 2, sample=100, seed=0)
-    assert below["recall_at_k"] < 0.9  # the step before it misses the target
-    assert read_manifest(tmp_path / "ix")["search_k"] == up["search_k"]  # where readers take it from
-    down = index_recall(tmp_path / "s", tmp_path / "ix", k=10, search_k=up["search_k"] * 8, sample=100, seed=0,
-                        target=0.9)
-    assert down["search_k"] == up["search_k"]
+def test_tuning_finds_the_smallest_nprobe_at_the_target_and_records_it(tmp_path):
+    _clustered_space(tmp_path)
+    build_index(tmp_path / "s", tmp_path / "ix", nlist=0, nprobe=1, seed=1)
+    up = index_recall(tmp_path / "s", tmp_path / "ix", k=10, nprobe=1, sample=100, seed=0, target=0.95)
+    assert up["recall_at_k"] >= 0.95 and up["nprobe"] > 1 and up["tuned_from"] == 1
+    below = index_recall(tmp_path / "s", tmp_path / "ix", k=10, nprobe=up["nprobe"] // 2, sample=100, seed=0)
+    assert below["recall_at_k"] < 0.95
+    assert read_manifest(tmp_path / "ix")["nprobe"] == up["nprobe"]  # where readers take it from
+    down = index_recall(tmp_path / "s", tmp_path / "ix", k=10, nprobe=up["nprobe"] * 8, sample=100, seed=0,
+                        target=0.95)
+    assert down["nprobe"] == up["nprobe"]
+
+
+def test_an_empty_space_has_an_index_that_finds_nothing(tmp_path):
+    w = SpaceWriter(tmp_path / "s", 8, 100)
+    w.close(normalized=True)
+    built = build_index(tmp_path / "s", tmp_path / "ix", nlist=0, nprobe=4, seed=1)
+    rows, scores = SpaceIndex(tmp_path / "ix", 8).search_many(np.ones((2, 8), np.float32), 5)
+    assert built["items"] == 0 and (rows == -1).all() and np.isneginf(scores).all()
 
 
 def test_a_scan_leaves_the_space_unmapped_but_readable(tmp_path):
@@ -163,3 +206,18 @@ def test_a_tile_pair_of_one_vector_repeated_holds_k_candidates_a_row(tmp_path):
     for r in range(n):  # any k others: they all tie at 1.0
         rows, scores = sim.row(r)
         assert len(set(rows.tolist()) - {r}) == k and np.allclose(scores, 1.0)
+
+
+def test_similarity_rows_asked_of_the_index_equal_exact_ones_at_every_list(tmp_path):
+    """similarity.method = "index": each tile's rows from the statements' index."""
+    _random_space(tmp_path, n=2000, dim=20, rows_per_shard=700, normalized=True)  # Gaussian: hard for lists
+    built = build_index(tmp_path / "s", tmp_path / "ix", nlist=0, nprobe=4, seed=1)
+    out = tmp_path / "rows"
+    tiles = [rows_for_tile(tmp_path / "s", t, out, k=10, tile_rows=900, block_rows=256, method="index",
+                           index_dir=tmp_path / "ix", nprobe=built["nlist"]) for t in range(tile_count(2000, 900))]
+    finish_rows(out, tiles, k=10, method="index", rows_per_shard=900)
+    assert rows_recall(tmp_path / "s", out, sample=200, seed=0)["rows_recall_at_k"] == 1.0
+    tiles = [rows_for_tile(tmp_path / "s", t, out, k=10, tile_rows=900, block_rows=256, method="index",
+                           index_dir=tmp_path / "ix", nprobe=1) for t in range(tile_count(2000, 900))]
+    finish_rows(out, tiles, k=10, method="index", rows_per_shard=900)
+    assert rows_recall(tmp_path / "s", out, sample=200, seed=0)["rows_recall_at_k"] < 0.95  # the index answered
