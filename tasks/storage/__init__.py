@@ -4,6 +4,10 @@ and CURRENT (the publish protocol), and the runs working on a data directory. `D
 way in: its layout, its locks, and CURRENT and the manifests as typed documents (documents.py).
 
 Everything else stands on it; it imports no other package of shardvec.
+
+The data directory on an object store, for readers on other machines: objects (the seam: get,
+put-if-absent, checked uploads and downloads over fsspec) and remote (push, the log of commits,
+the readers' local cache).
 """
 
 from shardvec.tasks.storage.atomic import (
@@ -56,7 +60,20 @@ from shardvec.tasks.storage.versions import (
     were_live,
 )
 
+from shardvec.tasks.storage.objects import DamagedObjectError, ObjectStore, ObjectStoreError, is_url
+from shardvec.tasks.storage.remote import default_cache, latest, log_key, push, sync
+
 __all__ = [
+    "COMPONENTS",
+    "DamagedObjectError",
+    "ObjectStore",
+    "ObjectStoreError",
+    "is_url",
+    "default_cache",
+    "latest",
+    "log_key",
+    "push",
+    "sync",
     "atomic_path",
     "fit_name",
     "fsync_dir",
