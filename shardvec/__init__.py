@@ -7,6 +7,8 @@
 >>> store.row("2026-11-20/lee.txt:3")    # a statement's stored similarity row
 >>> shardvec.add([{"id": "s1", "text": "a new thing said"}], data="data")
 >>> shardvec.delete(["s1"], data="data"); shardvec.versions("data"); shardvec.rollback(data="data")
+>>> shardvec.push(to="s3://bucket/prefix", data="data")   # for readers on other machines:
+>>> shardvec.open("s3://bucket/prefix")                   # fetched into a local cache, then memmapped
 
 The functions are shardvec/api.py's, one per CLI verb of the same name and parameters
 (`shardvec add` is `shardvec.add`, `shardvec import` is `shardvec.import_vectors`;
@@ -15,11 +17,12 @@ here: `shardvec.sample` is the module that builds the sample corpus.
 """
 
 from shardvec.api import (History, UsageError, Verified, add, backfill, delete, demo, export, history,
-                          import_vectors, mark_crashed, nightly, open, open_vectors, rollback, verify, versions)
+                          import_vectors, mark_crashed, nightly, open, open_vectors, push, rollback, verify,
+                          versions)
 from shardvec.errors import ShardvecError
 from shardvec.reader import Store, open_store
 from shardvec.tasks.changes.additions import Adder
 
 __all__ = ["Adder", "History", "ShardvecError", "Store", "UsageError", "Verified", "add", "backfill", "delete",
            "demo", "export", "history", "import_vectors", "mark_crashed", "nightly", "open", "open_store",
-           "open_vectors", "rollback", "verify", "versions"]
+           "open_vectors", "push", "rollback", "verify", "versions"]

@@ -33,10 +33,29 @@ class UsageError(ValueError, ShardvecError):
     """An argument no verb takes; the message names the ones it does."""
 
 
-def open(data: Data = None) -> Store:  # noqa: A001 - `shardvec.open(path)` reads like sqlite3's and annoy's openers
-    """The version CURRENT names, memmapped: `neighbours`, `similar`, `row`, `vector`, ... (shardvec/reader.py)."""
-    from shardvec.reader import Store
-    return Store(Path(data).expanduser() if data else _data(None))  # a reader needs no valid pipeline settings
+def open(data: Data = None, cache: str | Path | None = None) -> Store:  # noqa: A001 - reads like sqlite3's opener
+    """The version CURRENT names, memmapped: `neighbours`, `similar`, `row`, `vector`, ... (shardvec/reader.py).
+
+    `data` may be an object store URL (s3://bucket/prefix) that `push` wrote to: its newest pushed
+    version is fetched into the local `cache` (default ~/.cache/shardvec/s3/bucket/prefix; files
+    already there are not fetched again) and read from there; `refresh()` fetches a newer one."""
+    from shardvec.reader import open_store
+    from shardvec.tasks.storage import is_url
+    if is_url(data):
+        return open_store(str(data), cache=cache)
+    return open_store(Path(data).expanduser() if data else _data(None))  # a reader needs no valid pipeline settings
+
+
+def push(to: str, data: Data = None) -> dict:
+    """Upload the live version (its files, and the additions on top) to the object store `to`
+    (s3://bucket/prefix), skipping files already there with the same SHA-256, then commit it as
+    the next entry of the store's log: readers that `open(to)` see it from then on. Returns
+    {seq, version, uploaded, skipped, committed} (committed False: that state was the newest entry already)."""
+    from shardvec.tasks.storage import is_url
+    from shardvec.tasks.storage import push as push_to
+    if not is_url(to):
+        raise UsageError(f"--to {to} is not an object store URL; give one like s3://bucket/prefix.")
+    return push_to(_data(data), to)
 
 
 def open_vectors(path: str | Path, name: str | None = None):
@@ -273,5 +292,5 @@ def _data(data: Data) -> Path:
 
 
 __all__ = ["History", "UsageError", "Verified", "add", "backfill", "delete", "demo", "export", "history",
-           "import_vectors", "mark_crashed", "nightly", "open", "open_vectors", "rollback", "sample", "verify",
+           "import_vectors", "mark_crashed", "nightly", "open", "open_vectors", "push", "rollback", "sample", "verify",
            "versions"]

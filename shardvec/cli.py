@@ -94,6 +94,15 @@ def delete(ids: Annotated[list[str], typer.Argument(help="Statement ids, or - to
 
 
 @app.command()
+def push(to: Annotated[str, typer.Option("--to", help="The object store to push to, e.g. s3://bucket/prefix.")],
+         data: DataOpt = None) -> None:
+    """Upload the live version to an object store and commit it there, for readers on other machines
+    (`shardvec.open("s3://bucket/prefix")`); files already there are not sent again."""
+    result = api.push(to, data)
+    typer.echo(" ".join(f"{k}={v}" for k, v in result.items()))
+
+
+@app.command()
 def versions(data: DataOpt = None) -> None:
     """The kept versions, oldest first: when, statements, quality; * marks the live one, and a version
     a killed run finished but never made live says so."""

@@ -8,6 +8,9 @@ addition segments exactly and merge; `exact=True` scans everything. A Store stay
 it opened (`refresh()` moves it on), with one exception: shards are opened lazily, so once later publishes have pruned
 its version (`publish.keep_versions`), a query that needs a file of it re-opens the version
 CURRENT names and is answered from there.
+
+A store pushed to an object store (`shardvec push --to s3://...`) is read the same way from a
+local cache of its files (tasks/storage/remote.py `sync`): `open_store("s3://bucket/prefix")`.
 """
 
 from __future__ import annotations
@@ -153,8 +156,11 @@ class StatementVectors:
 
 
 class Store:
-    def __init__(self, data_dir: str | Path):
+    def __init__(self, data_dir: str | Path, remote: dict | None = None):
+        """`remote`: {"url": ..., "cache": ..., **storage options} when `data_dir` is the local
+        cache of an object store's data directory (`open_store("s3://...")`): `refresh` fetches first."""
         self.data = Path(data_dir).resolve()
+        self.remote = remote
         for attempt in range(3):
             try:
                 self._open()
@@ -271,11 +277,16 @@ class Store:
         return self._statements.live
 
     def refresh(self) -> bool:
-        """Move to what CURRENT names now (a newer version or more additions); True if it moved."""
+        """Move to what CURRENT names now (a newer version or more additions); True if it moved.
+        A store opened from an object store first fetches its newest pushed version beside the
+        one open (files already in the cache are not fetched again)."""
+        if self.remote:
+            from shardvec.tasks.storage import sync
+            sync(**self.remote)
         latest = DataDir(self.data).require_current()
         if latest == self.current:
             return False
-        self.__init__(self.data)
+        self.__init__(self.data, self.remote)
         return True
 
     # --- internals -------------------------------------------------------------------------
@@ -320,6 +331,15 @@ def _json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def open_store(data_dir: str | Path) -> Store:
-    """Open the version CURRENT names in `data_dir`."""
+def open_store(data_dir: str | Path, cache: str | Path | None = None, **options) -> Store:
+    """Open the version CURRENT names in `data_dir`; or, for an object store URL (s3://bucket/prefix,
+    where `shardvec push` put it), its newest pushed version, fetched into the local `cache`
+    (default ~/.cache/shardvec/s3/bucket/prefix) and read from there. `options` go to fsspec
+    (for s3fs: endpoint_url, key, secret...)."""
+    from shardvec.tasks.storage import is_url
+    if is_url(data_dir):
+        from shardvec.tasks.storage import sync
+        remote = {"url": str(data_dir), "cache": cache, **options}
+        local, _entry = sync(**remote)
+        return Store(local, remote)
     return Store(data_dir)
