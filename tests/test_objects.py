@@ -101,7 +101,9 @@ def test_a_pushed_store_reads_back_through_s3_equal_to_the_local_one(s3, publish
     assert second["committed"] and second["seq"] == 2
     assert second["uploaded"] <= 4  # the segment's files (and nothing of the version again)
     assert "objects/1" not in remote
+    fetched = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file() and "versions" in p.parts}
     assert remote.refresh() and "objects/1" in remote
+    assert {p: p.stat().st_mtime_ns for p in fetched} == fetched  # the version's files were not fetched again
     local = shardvec.open(data)
     _same_answers(local, remote)
     assert remote.similar(added["text"], 1)[0].key == "objects/1"
@@ -150,6 +152,25 @@ def test_racing_pushes_commit_one_entry_each_in_sequence(s3, published_copy, tmp
     committed = sorted(r["seq"] for r in results if r["committed"])
     assert committed == [4]  # the others found their state committed already
     assert latest(store) == committed[-1]
+
+
+def test_a_file_of_several_parts_goes_up_and_comes_back_whole(s3, tmp_path):
+    """Above 2 x CHUNK an upload is multipart (s3fs reads one part at a time), and its SHA-256
+    rides in the object's metadata through it; a download streams CHUNK at a time."""
+    import hashlib
+    import os
+    CHUNK = 8 << 20  # tasks/storage/objects.py's part size
+    big = tmp_path / "big.npy"
+    with open(big, "wb") as f:
+        for _ in range(5):
+            f.write(os.urandom(CHUNK // 2 + 12345))
+    sha = hashlib.sha256(big.read_bytes()).hexdigest()
+    store = ObjectStore("s3://shelf/big")
+    assert store.upload(big, "versions/v/big.npy", sha) and store.sha256("versions/v/big.npy") == sha
+    assert store.fs.info(store.path("versions/v/big.npy"))["ETag"].strip('"').endswith("-3")  # 3 parts
+    assert not store.upload(big, "versions/v/big.npy", sha)  # there already: nothing sent
+    store.download("versions/v/big.npy", tmp_path / "back" / "big.npy", sha)
+    assert (tmp_path / "back" / "big.npy").read_bytes() == big.read_bytes()
 
 
 def test_a_damaged_object_is_refused_by_its_sha256(s3, published_copy, tmp_path):
