@@ -185,6 +185,17 @@ def test_a_damaged_object_is_refused_by_its_sha256(s3, published_copy, tmp_path)
     assert not (tmp_path / "cache" / rel).exists() and not (tmp_path / "cache" / "CURRENT").exists()
 
 
+def test_a_damaged_local_file_is_never_pushed(s3, published_copy):
+    version = shardvec.open(published_copy).version
+    shard = next((published_copy / "versions" / version / "spaces" / "statements").glob("*.npy"))
+    raw = bytearray(shard.read_bytes())
+    raw[-1] ^= 0xFF  # the same size, other bytes
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(ObjectStoreError, match=r"does not match the SHA-256 its manifest names; run `shardvec verify"):
+        shardvec.push(to="s3://shelf/rot", data=published_copy)
+    assert not ObjectStore("s3://shelf/rot").exists(log_key(1))
+
+
 def test_a_store_that_ignores_the_condition_is_refused_at_start(monkeypatch, published_copy):
     server = _serve(monkeypatch, honour=False)
     try:

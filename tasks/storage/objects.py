@@ -121,10 +121,11 @@ class ObjectStore:
             return None
         return (meta or {}).get("sha256")
 
-    def upload(self, local: Path, key: str, sha256: str) -> bool:
+    def upload(self, local: Path, key: str, sha256: str, skip_same: bool = True) -> bool:
         """Put the file `local` (whose SHA-256 is `sha256`) at `key`, streamed in CHUNK parts; False
-        if the object there already has that SHA-256 (nothing sent)."""
-        if self.sha256(key) == sha256:
+        if the object there already has that SHA-256 (nothing sent; `skip_same=False`: the caller
+        asked already)."""
+        if skip_same and self.sha256(key) == sha256:
             return False
         extra = {"Metadata": {"sha256": sha256}} if self._s3 else {"metadata": {"sha256": sha256}}
         # chunksize bounds what s3fs reads at once: a file of 2 chunks or more goes up in parts

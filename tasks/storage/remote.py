@@ -65,7 +65,9 @@ def read_entry(store: ObjectStore, seq: int) -> dict:
 
 # --- push ----------------------------------------------------------------------------------
 def _files(data: Path, current: dict) -> dict[str, dict]:
-    """What a reader of `current` needs: rel path -> {key, sha256, size}."""
+    """What a reader of `current` needs: rel path -> {key, sha256, size}. A version's files take the
+    SHA-256 its manifest holds (checked against the bytes only when they are sent, `_send`); the
+    rest (the manifest itself, the segments) are hashed here."""
     where = Layout(data)
     version = current["version"]
     root = where.version(version).root
@@ -75,10 +77,7 @@ def _files(data: Path, current: dict) -> dict[str, dict]:
         if not p.is_file() or p.name.startswith("."):
             continue
         rel = p.relative_to(data).as_posix()
-        sha = sha256_file(p)
-        if p.relative_to(root).as_posix() in known and known[p.relative_to(root).as_posix()] != sha:
-            raise ObjectStoreError(f"{p} does not match its manifest's SHA-256; run `shardvec verify --data {data}` "
-                                   "and repair the version before pushing it.")
+        sha = known.get(p.relative_to(root).as_posix()) or sha256_file(p)
         out[rel] = {"key": rel, "sha256": sha, "size": p.stat().st_size}
     for seg in (current.get("additions") or {}).get("segments", []):
         for p in sorted((data / seg).parent.glob(Path(seg).name + ".*")):
@@ -90,6 +89,17 @@ def _files(data: Path, current: dict) -> dict[str, dict]:
     return out
 
 
+def _send(store: ObjectStore, data: Path, rel: str, f: dict) -> bool:
+    """Upload one file unless the store has it with its SHA-256 already; its bytes are checked
+    against that SHA-256 first (a damaged local file is never pushed)."""
+    if store.sha256(f["key"]) == f["sha256"]:
+        return False
+    if sha256_file(data / rel) != f["sha256"]:
+        raise ObjectStoreError(f"{data / rel} does not match the SHA-256 its manifest names; run `shardvec verify "
+                               f"--data {data}` and repair the version before pushing it.")
+    return store.upload(data / rel, f["key"], f["sha256"], skip_same=False)
+
+
 def push(data: Path, to: str, **options) -> dict:
     """Upload the live version of `data` to the object store `to`, then commit it as the next log
     entry. Returns {seq, version, uploaded, skipped, committed}."""
@@ -98,8 +108,14 @@ def push(data: Path, to: str, **options) -> dict:
     store.probe()
     current = require_current(data)
     files = _files(data, current)
-    with ThreadPoolExecutor(THREADS) as pool:
-        sent = list(pool.map(lambda f: store.upload(data / f[0], f[1]["key"], f[1]["sha256"]), files.items()))
+    try:
+        with ThreadPoolExecutor(THREADS) as pool:
+            sent = list(pool.map(lambda f: _send(store, data, *f), files.items()))
+    except FileNotFoundError as exc:  # a publish while pushing: retention removed what CURRENT named
+        if require_current(data) == current:
+            raise
+        raise ObjectStoreError(f"{data} published a new state while it was pushed ({exc.filename} went away); "
+                               "run the push again.") from None
     uploaded = sum(sent)
     seq = latest(store)
     while True:
