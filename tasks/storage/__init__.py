@@ -64,7 +64,6 @@ from shardvec.tasks.storage.objects import DamagedObjectError, ObjectStore, Obje
 from shardvec.tasks.storage.remote import default_cache, latest, log_key, push, sync
 
 __all__ = [
-    "COMPONENTS",
     "DamagedObjectError",
     "ObjectStore",
     "ObjectStoreError",
