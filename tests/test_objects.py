@@ -19,6 +19,7 @@ from shardvec.tasks.storage import DamagedObjectError, ObjectStore, ObjectStoreE
 from shardvec.tasks.storage import latest, log_key, push
 from tests.corpora import SENTENCES
 from tests.processes import free_port
+from tests.runs import shardvec_cli
 
 
 class S3Server(ThreadedMotoServer):
@@ -117,6 +118,17 @@ def test_a_pushed_store_reads_back_through_s3_equal_to_the_local_one(s3, publish
 
     entry = json.loads(ObjectStore(url).get(log_key(2)))
     assert entry["current"]["version"] == local.version and entry["written_by"] and entry["written_at"]
+
+
+def test_the_push_verb_prints_what_the_function_returns(s3, published_copy, tmp_path):
+    first = shardvec_cli("push", "--to", "s3://shelf/cli", "--data", published_copy)
+    fields = dict(part.split("=", 1) for part in first.stdout.split())
+    assert first.returncode == 0 and fields["seq"] == "1" and fields["committed"] == "True"
+    again = shardvec.push(to="s3://shelf/cli", data=published_copy)
+    assert set(again) == set(fields) and again == {"seq": 1, "version": fields["version"], "uploaded": 0,
+                                                   "skipped": int(fields["uploaded"]), "committed": False}
+    wrong = shardvec_cli("push", "--to", tmp_path / "elsewhere", "--data", published_copy)
+    assert wrong.returncode == 2 and wrong.stderr.startswith("error: --to ") and "s3://bucket/prefix" in wrong.stderr
 
 
 def test_readers_of_one_host_share_one_cache_and_fetch_once(s3, published_copy, tmp_path):
