@@ -28,7 +28,8 @@ from pathlib import Path
 from shardvec.tasks.storage.atomic import sha256_file, write_json
 from shardvec.tasks.storage.layout import Layout
 from shardvec.tasks.storage.objects import ObjectStore, ObjectStoreError
-from shardvec.tasks.storage.versions import NotPublishedError, inside, read_current, read_manifest, require_current
+from shardvec.tasks.storage.datadir import DataDir
+from shardvec.tasks.storage.documents import Current, NotPublishedError, inside
 
 LOG = "log"
 THREADS = 8
@@ -64,14 +65,13 @@ def read_entry(store: ObjectStore, seq: int) -> dict:
 
 
 # --- push ----------------------------------------------------------------------------------
-def _files(data: Path, current: dict) -> dict[str, dict]:
+def _files(data: Path, current: Current) -> dict[str, dict]:
     """What a reader of `current` needs: rel path -> {key, sha256, size}. A version's files take the
     SHA-256 its manifest holds (checked against the bytes only when they are sent, `_send`); the
     rest (the manifest itself, the segments) are hashed here."""
     where = Layout(data)
-    version = current["version"]
-    root = where.version(version).root
-    known = read_manifest(data, version).get("files", {})
+    root = where.version(current.version).root
+    known = DataDir(data).manifest(current.version).files
     out = {}
     for p in sorted(root.rglob("*")):
         if not p.is_file() or p.name.startswith("."):
@@ -79,7 +79,7 @@ def _files(data: Path, current: dict) -> dict[str, dict]:
         rel = p.relative_to(data).as_posix()
         sha = known.get(p.relative_to(root).as_posix()) or sha256_file(p)
         out[rel] = {"key": rel, "sha256": sha, "size": p.stat().st_size}
-    for seg in (current.get("additions") or {}).get("segments", []):
+    for seg in current.segments:
         for p in sorted((data / seg).parent.glob(Path(seg).name + ".*")):
             rel = p.relative_to(data).as_posix()
             sha = sha256_file(p)
@@ -106,27 +106,27 @@ def push(data: Path, to: str, **options) -> dict:
     data = Path(data)
     store = ObjectStore(to, **options)
     store.probe()
-    current = require_current(data)
+    current = DataDir(data).require_current()
     files = _files(data, current)
     try:
         with ThreadPoolExecutor(THREADS) as pool:
             sent = list(pool.map(lambda f: _send(store, data, *f), files.items()))
     except FileNotFoundError as exc:  # a publish while pushing: retention removed what CURRENT named
-        if require_current(data) == current:
+        if DataDir(data).require_current() == current:
             raise
         raise ObjectStoreError(f"{data} published a new state while it was pushed ({exc.filename} went away); "
                                "run the push again.") from None
     uploaded = sum(sent)
     seq = latest(store)
     while True:
-        if seq and read_entry(store, seq)["current"] == current:
-            return {"seq": seq, "version": current["version"], "uploaded": uploaded,
+        if seq and read_entry(store, seq)["current"] == current.to_json():
+            return {"seq": seq, "version": current.version, "uploaded": uploaded,
                     "skipped": len(files) - uploaded, "committed": False}
-        entry = {"seq": seq + 1, "current": current, "files": files,
+        entry = {"seq": seq + 1, "current": current.to_json(), "files": files,
                  "written_by": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}",
                  "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         if store.put_if_absent(log_key(seq + 1), json.dumps(entry, indent=1).encode()):
-            return {"seq": seq + 1, "version": current["version"], "uploaded": uploaded,
+            return {"seq": seq + 1, "version": current.version, "uploaded": uploaded,
                     "skipped": len(files) - uploaded, "committed": True}
         seq = latest(store, seq + 1)  # lost the race: read what won, commit after it
 
@@ -168,7 +168,8 @@ def sync(url: str, cache: Path | None = None, **options) -> tuple[Path, dict]:
             raise NotPublishedError(f"Nothing is pushed to {url} yet; run `shardvec push --to {url}` "
                                     "where it is published first.")
         entry = read_entry(store, seq)
-        if seq == known and read_current(local) == entry["current"]:
+        cached = DataDir(local).current()
+        if seq == known and cached is not None and cached.to_json() == entry["current"]:
             return local, entry
         bad = [rel for rel in entry["files"] if not inside(local, rel)]
         if bad:
@@ -177,7 +178,8 @@ def sync(url: str, cache: Path | None = None, **options) -> tuple[Path, dict]:
         todo = [(rel, f) for rel, f in entry["files"].items() if not _cached(local / rel, f)]
         with ThreadPoolExecutor(THREADS) as pool:
             list(pool.map(lambda t: store.download(t[1]["key"], local / t[0], t[1]["sha256"]), todo))
-        write_json(Layout(local).current, entry["current"])  # the swap: readers see the old or the new
+        # the swap: readers see the old or the new (a document CURRENT would refuse is never written)
+        write_json(Layout(local).current, Current.from_json(entry["current"], local).to_json())
         write_json(local / ".log-seq.json", {"seq": seq, "url": url})
         return local, entry
     finally:
