@@ -132,7 +132,7 @@ class SimilaritySettings(Section):
     probes: int = Field(ge=2)
     kmeans_sample: int = Field(ge=1)
     kmeans_iterations: int = Field(ge=1)
-    # below it the interpreter and libraries alone would not fit (tasks/partitioned.BASELINE_MB)
+    # below it the interpreter and libraries alone would not fit (tasks/search/partitioned.py BASELINE_MB)
     memory_budget_mb: int = Field(ge=512)
 
     @model_validator(mode="before")

@@ -2,7 +2,7 @@
 (`shardvec serve`, a work-pool worker, the CLI in local mode).
 
 - Runs of this data directory whose process is gone are marked Crashed before this one starts
-  (`tasks.runs`); the heartbeat automation of deploy/automations.yaml does it within minutes
+  (`tasks/storage/runs.py`); the heartbeat automation of deploy/automations.yaml does it within minutes
   when a server watches, this covers the local mode, whose temporary server died with the run.
   Either way each such run gets a `crashed` line in history.jsonl when shardvec finds it.
 - A Dask performance report (its HTML, bokeh inlined: it renders offline) is written for the run

@@ -8,7 +8,7 @@
     check     recall@10 of the indexes and rows against exact search; quality and drift
     publish   the version made live, with the ledger's newer operations replayed on top
 
-Only wiring: every step is a task from `tasks.skins` (the Prefect UI shows each one); what
+Only wiring: every step is a task from `flows/skins.py` (the Prefect UI shows each one); what
 passes between them is paths and small summaries, which each stage gathers into the typed
 result the next stages read. What a build trains, on what, continuing which models, is decided
 once, before it starts, by `tasks/models/plan.py` (`plan_build`); the stages carry the plan out.

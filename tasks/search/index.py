@@ -94,8 +94,8 @@ def write_lists(ivf, space: Space, path: Path) -> None:
     head = faiss.serialize_index(ivf).tobytes()
     at = head.rfind(b"ilar")
     if head[:4] != b"IwFl" or at < 0:
-        raise RuntimeError(f"faiss {faiss.__version__} serializes IndexIVFFlat unlike what tasks/index.py writes; "
-                           "pin faiss-cpu to the version in requirements.lock.")
+        raise RuntimeError(f"faiss {faiss.__version__} serializes IndexIVFFlat unlike what shardvec "
+                           "(tasks/search/index.py) writes; pin faiss-cpu to the version in requirements.lock.")
     nlist, code = ivf.nlist, ivf.code_size
     assign = np.empty(len(space), np.int64)
     for s in range(space.n_shards):  # pass 1: each row's list

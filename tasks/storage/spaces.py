@@ -234,7 +234,7 @@ class Space:
     >>> words.vector_at(7); words.vectors_at([7, 3]); words.shard_vectors(0)
     """
 
-    dead = np.empty(0, dtype=np.int64)  # rows a scan never returns (tasks/topk.Scannable): none here
+    dead = np.empty(0, dtype=np.int64)  # rows a scan never returns (tasks/search/topk.py Scannable): none here
 
     def __init__(self, space_dir: Path, keep_mapped: bool = False):
         """`keep_mapped`: scans leave the pages they read mapped (readers, which scan again and
