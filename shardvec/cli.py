@@ -177,7 +177,7 @@ def server(data: DataOpt = None,
         with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
             pass
     except OSError as exc:  # create_server's own message for a taken port is long: the system's is enough
-        reason = os.strerror(exc.errno) if (exc.errno or 0) > 0 else "the host name does not resolve"
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else "the host name does not resolve"
         _fail(f"Cannot listen on {host}:{port} ({reason}): stop what uses it, or pick another "
               "with --port (or --host).")
     reports = checked_reports(s.data)
@@ -209,7 +209,7 @@ def alerts_install(webhook: Annotated[Optional[str], typer.Option(
         help="POST a JSON alert here when a run fails or crashes, the quality gate refuses a run, or a run "
              "quarantines input records: one call a run, with a link to its page in the UI. Saved: later "
              "installs without it (and `shardvec serve`) keep using it.")] = None,
-        file: Annotated[Path, typer.Option(help="The automations to install.")] = None) -> None:
+        file: Annotated[Optional[Path], typer.Option(help="The automations to install.")] = None) -> None:
     """Install deploy/automations.yaml on the Prefect server: silent runs marked Crashed, and alerts."""
     from shardvec.flows.runtime import api_url
     from shardvec.alerts import AUTOMATIONS, install

@@ -161,6 +161,9 @@ class Store:
         cache of an object store's data directory (`open_store("s3://...")`): `refresh` fetches first."""
         self.data = Path(data_dir).resolve()
         self.remote = remote
+        self._reopen()
+
+    def _reopen(self) -> None:
         for attempt in range(3):
             try:
                 self._open()
@@ -286,7 +289,7 @@ class Store:
         latest = DataDir(self.data).require_current()
         if latest == self.current:
             return False
-        self.__init__(self.data, self.remote)
+        self._reopen()
         return True
 
     # --- internals -------------------------------------------------------------------------
