@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
@@ -335,6 +336,15 @@ class SettingsError(ValueError, ShardvecError):
     """Configuration that does not validate, explained in sentences."""
 
 
+def _settings_from_files() -> Settings:
+    try:
+        return Settings()
+    except tomllib.TOMLDecodeError as exc:
+        which = os.environ.get("SHARDVEC_CONFIG") or "config/default.toml"
+        raise SettingsError(f"{which} is not valid TOML ({exc}); fix that line, or unset SHARDVEC_CONFIG to use "
+                            "the defaults.") from None
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read and validate the configuration once; `overrides` win over every other source.
 
@@ -344,7 +354,7 @@ def load_settings(**overrides: Any) -> Settings:
     if user and not Path(user).is_file():
         raise SettingsError(f"SHARDVEC_CONFIG names {user}, which is not a file; fix the path or unset it.")
     try:
-        base = Settings()
+        base = _settings_from_files()
         if not overrides:
             return base
         merged = base.model_dump()

@@ -81,6 +81,10 @@ def add(source: Iterable[dict] | str | Path, data: Data = None, *, fmt: str = "j
     from shardvec.tasks.changes import add_file, add_options, add_records
     s = _settings(data)
     options = add_options(s)
+    if isinstance(source, dict):  # one record
+        source = [source]
+    if isinstance(source, (bytes, bytearray)):
+        raise UsageError("add takes records, a file's path or \"-\", not bytes; decode the path or pass the records.")
     if not isinstance(source, (str, Path)):
         return add_records(s.data, list(source), replace=replace, **options)
     if str(source) != "-":
@@ -140,6 +144,8 @@ def backfill(start: date | str | None = None, end: date | str | None = None, par
     from shardvec.flows.runtime import local_prefect, task_runner
     if mode not in ("update", "rebuild"):
         raise UsageError(f"--mode {mode} is not a mode; use --mode update or --mode rebuild.")
+    if isinstance(partitions, str):  # one name
+        partitions = [partitions]
     if partitions and (start or end):
         raise UsageError("Give either --partition names or a --start/--end range, not both.")
     s = _settings(data)
@@ -212,6 +218,8 @@ def history(data: Data = None, last: int = 20, plot: str | Path | None = None) -
     """The quality of the `last` runs, night by night: published or refused, metrics, drift and
     the gate's reasons; `plot`: also draw the trend into this .png or .svg file."""
     from shardvec.tasks.quality import plot_history, read_history
+    if last < 1:
+        raise UsageError(f"--last {last} asks for no run; give a positive number.")
     runs = read_history(_data(data), last=last)
     return History(runs, plot_history(runs, Path(plot)) if plot and runs else None)
 
@@ -239,6 +247,8 @@ def export(space: str, out: str | Path, to: str = "word2vec", limit: int | None 
     from shardvec.tasks.models import export_projector, export_word2vec
     if to not in EXPORT_FORMATS:
         raise UsageError(f"--to {to} is not a format; use word2vec, word2vec-binary or projector.")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit {limit} exports nothing; give a positive number, or leave it out for all.")
     folder = _space_dir(_data(data), space)
     if to != "projector":
         return export_word2vec(folder, Path(out), binary=to == "word2vec-binary", limit=limit)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from shardvec.tasks.storage.atomic import unique_stamp
-from shardvec.tasks.inputs.corpus import check_op, short_repr
+from shardvec.tasks.inputs.corpus import check_op, inside_quarantine, short_repr
 from shardvec.tasks.search.embed import Embedder
 from shardvec.tasks.storage.datadir import DataDir
 from shardvec.tasks.storage.documents import Additions, Current
@@ -303,7 +303,7 @@ def _require(on_duplicate, max_record_bytes) -> None:
 
 
 def _quarantine(folder: Path, rejected: list[tuple[bytes, str]]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+    inside_quarantine(folder).mkdir(parents=True, exist_ok=True)
     stamp = unique_stamp()
     with open(folder / f"{stamp}.rejected", "wb") as raw, open(folder / f"{stamp}.reasons.jsonl", "w") as why:
         for i, (data, reason) in enumerate(rejected, 1):

@@ -111,6 +111,16 @@ def discover(corpus_dir: Path, partitions: list[str] | None = None, after: str |
     return files, skipped
 
 
+def inside_quarantine(folder: Path) -> Path:
+    """`folder`, refused if DATA/quarantine above it is a symlink: nothing is written outside the
+    data directory through one."""
+    for up in (Path(folder), *Path(folder).parents):
+        if up.name == "quarantine" and up.is_symlink():
+            raise BadInputError(f"{up} is a symlink; make it a folder inside the data directory and move its "
+                                "files into it.")
+    return Path(folder)
+
+
 class Quarantine:
     """Rejected records of one source file: raw bytes in `<name>.rejected`, reasons beside.
 
@@ -120,6 +130,7 @@ class Quarantine:
 
     def __init__(self, quarantine_dir: Path, source: SourceFile):
         where = Path(source.name)  # partition/file
+        inside_quarantine(quarantine_dir)
         self.base = Path(quarantine_dir) / where.parent / fit_name(where.name)
         self.source = source
         self.counts = QuarantineCounts()

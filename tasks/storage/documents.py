@@ -29,6 +29,10 @@ class DamagedCurrentError(ValueError, ShardvecError):
     """CURRENT cannot be trusted: nothing is read or written through it."""
 
 
+class NotADataDirectoryError(ShardvecError):
+    """--data names a file."""
+
+
 class DamagedManifestError(ValueError, ShardvecError):
     """A version's manifest cannot be read: the version cannot be served or rolled back to."""
 
@@ -94,6 +98,9 @@ class Current:
         resolved). FileNotFoundError if there is none."""
         try:
             doc = json.loads(Path(path).read_text())
+        except NotADirectoryError:
+            raise NotADataDirectoryError(f"{Path(path).parent} is a file, not a data directory; give the folder "
+                                         "the nightly publishes into (--data or data_dir).") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise DamagedCurrentError(f"{path} is not valid JSON ({exc}); {_RECOVER}.") from None
         return cls.from_json(doc, Path(path).parent, path)
@@ -136,6 +143,11 @@ def _current_problem(data: Path, doc: dict) -> str | None:
             or not all(isinstance(adds.get(k, 0), int) and not isinstance(adds.get(k, 0), bool)
                        for k in ("next_seq", "statements")):
         return f"names {doc.get('additions')!r} as its additions"
+    numbers = [int(m.group(1)) for seg in adds.get("segments", []) if isinstance(seg, str)
+               for m in [re.search(r"/(\d+)$", seg)] if m]
+    if adds and numbers and adds.get("next_seq", len(numbers) + 1) <= max(numbers):
+        return (f"names {adds.get('next_seq')!r} as the next segment number, not above its segments' "
+                f"({max(numbers)}), so the next add would write over one")
     where = Layout(data)
     for rel, under in [(c, where.versions) for c in comps.values()] + [(s, where.additions)
                                                                        for s in adds.get("segments", [])]:
@@ -189,6 +201,9 @@ class Manifest:
         """The manifest at `path`; FileNotFoundError if there is none."""
         try:
             doc = json.loads(Path(path).read_text())
+        except NotADirectoryError:
+            raise NotADataDirectoryError(f"{Path(path).parent} is a file, not a data directory; give the folder "
+                                         "the nightly publishes into (--data or data_dir).") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise DamagedManifestError(f"{path} is not valid JSON ({exc}); roll back to another kept version, "
                                        "or run `shardvec backfill --mode rebuild`.") from None

@@ -61,6 +61,9 @@ class Op:
 class Ledger:
     def __init__(self, data: Path):
         self.dir = Layout(data).ledger
+        if self.dir.is_symlink():  # nothing outside the data directory is written through it
+            raise LedgerError(f"{self.dir} is a symlink; make it a folder inside the data directory and move "
+                              "its files into it.")
 
     # -- writing ------------------------------------------------------------------------
     def append(self, seq: int, ops: list[Op]) -> Path:
