@@ -201,9 +201,6 @@ class Manifest:
         """The manifest at `path`; FileNotFoundError if there is none."""
         try:
             doc = json.loads(Path(path).read_text())
-        except NotADirectoryError:
-            raise NotADataDirectoryError(f"{Path(path).parent} is a file, not a data directory; give the folder "
-                                         "the nightly publishes into (--data or data_dir).") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise DamagedManifestError(f"{path} is not valid JSON ({exc}); roll back to another kept version, "
                                        "or run `shardvec backfill --mode rebuild`.") from None
