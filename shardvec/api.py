@@ -102,10 +102,10 @@ def _spool_stdin(data: Path, fmt: str) -> Path:
     """stdin streamed into a file of its own under inbox/.stdin/ (never read whole; two adds in
     one second never share one)."""
     from shardvec.tasks.inputs import BadInputError
-    from shardvec.tasks.storage import Layout
+    from shardvec.tasks.storage import Layout, not_a_link
     folder = Layout(data).stdin_spool
-    if folder.is_symlink() or folder.parent.is_symlink():
-        raise BadInputError(f"{folder} or its inbox is a symlink; make them folders inside the data directory.")
+    for link in (folder.parent, folder):
+        not_a_link(link, BadInputError)
     folder.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f"stdin-{time.strftime('%Y%m%dT%H%M%S')}-", suffix=f".{fmt}", dir=folder)
     with os.fdopen(fd, "wb") as out:

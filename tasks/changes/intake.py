@@ -22,7 +22,7 @@ from shardvec.tasks.changes.additions import COUNTS, AddResult, Adder, Item, add
 from shardvec.tasks.storage.atomic import fit_name, fsync_dir, unique_stamp, write_json
 from shardvec.tasks.inputs.corpus import (BATCH_BYTES, FORMATS, BadInputError, Quarantine, SourceFile, batched, one_line,
                                    read_records)
-from shardvec.tasks.storage.layout import Layout
+from shardvec.tasks.storage.layout import Layout, not_a_link
 from shardvec.tasks.storage.ledger import Ledger
 from shardvec.tasks.storage.datadir import DataDir
 
@@ -131,9 +131,7 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
     where = Layout(data)
     inbox, done, refused = where.inbox, where.inbox_done, where.quarantine_inbox
     for folder in (inbox, done, where.inbox_progress):
-        if folder.is_symlink():
-            raise BadInputError(f"{folder} is a symlink; make it a folder inside the data directory and move the "
-                                "files into it.")
+        not_a_link(folder, BadInputError)
     waiting = sorted(p for p in inbox.iterdir() if not p.name.startswith(".") and not p.name.endswith(".part")
                      ) if inbox.is_dir() else []
     totals = {"files": 0, "refused": 0, **{f: 0 for f in COUNTS}}

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shardvec.tasks.storage.atomic import fit_name
+from shardvec.tasks.storage.layout import not_a_link
 from shardvec.errors import ShardvecError
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "text", ".parquet": "parquet"}
@@ -115,9 +116,8 @@ def inside_quarantine(folder: Path) -> Path:
     """`folder`, refused if DATA/quarantine above it is a symlink: nothing is written outside the
     data directory through one."""
     for up in (Path(folder), *Path(folder).parents):
-        if up.name == "quarantine" and up.is_symlink():
-            raise BadInputError(f"{up} is a symlink; make it a folder inside the data directory and move its "
-                                "files into it.")
+        if up.name == "quarantine":
+            not_a_link(up, BadInputError)
     return Path(folder)
 
 

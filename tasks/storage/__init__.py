@@ -21,7 +21,7 @@ from shardvec.tasks.storage.atomic import (
     unique_stamp,
     write_json,
 )
-from shardvec.tasks.storage.layout import COMPONENTS, Layout, VersionLayout
+from shardvec.tasks.storage.layout import COMPONENTS, Layout, VersionLayout, not_a_link
 from shardvec.tasks.storage.keys import key_hash, key_hashes
 from shardvec.tasks.storage.lookup import lookup
 from shardvec.tasks.storage.spaces import (
@@ -85,6 +85,7 @@ __all__ = [
     "COMPONENTS",
     "Layout",
     "VersionLayout",
+    "not_a_link",
     "key_hash",
     "key_hashes",
     "lookup",

@@ -98,3 +98,11 @@ class Layout:
     def segment(self, version: str, seq: int) -> str:
         """A segment's path prefix (.arrow, .npz), relative to the data directory, as CURRENT names it."""
         return f"{self.additions.name}/{version}/{seq:06d}"
+
+
+def not_a_link(folder: Path, error: type[Exception]) -> Path:
+    """`folder`, refused with `error` if it is a symlink: nothing outside the data directory is
+    written through one."""
+    if Path(folder).is_symlink():
+        raise error(f"{folder} is a symlink; make it a folder inside the data directory and move its files into it.")
+    return Path(folder)

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from shardvec.tasks.storage.atomic import fsync_dir, write_with
 from shardvec.errors import ShardvecError
 from shardvec.tasks.storage.documents import Current
-from shardvec.tasks.storage.layout import Layout
+from shardvec.tasks.storage.layout import Layout, not_a_link
 
 SCHEMA = pa.schema([("seq", pa.int64()), ("op", pa.string()), ("id", pa.string()), ("text", pa.string())])
 OPS = ("add", "replace", "delete")
@@ -60,10 +60,7 @@ class Op:
 
 class Ledger:
     def __init__(self, data: Path):
-        self.dir = Layout(data).ledger
-        if self.dir.is_symlink():  # nothing outside the data directory is written through it
-            raise LedgerError(f"{self.dir} is a symlink; make it a folder inside the data directory and move "
-                              "its files into it.")
+        self.dir = not_a_link(Layout(data).ledger, LedgerError)
 
     # -- writing ------------------------------------------------------------------------
     def append(self, seq: int, ops: list[Op]) -> Path:
