@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shardvec.tasks.search.index import open_index, read_manifest
+from shardvec.tasks.search.index import open_index, index_manifest
 from shardvec.tasks.search.embed import Embedder
 from shardvec.tasks.storage.lookup import lookup
 from shardvec.tasks.storage.datadir import DataDir
@@ -184,7 +184,7 @@ class Store:
         self._embedder: Embedder | None = None
         self._indexes: dict = {}
         self.tokenizer = Tokenizer.from_settings(DataDir(self.data).manifest(self.version).tokenizer)
-        self._index_manifests = {name: read_manifest(comp[f"{name}_index"]) for name in ("words", "statements")}
+        self._index_manifests = {name: index_manifest(comp[f"{name}_index"]) for name in ("words", "statements")}
         # each index's recall/speed setting as the nightly tuned it: nprobe (faiss IVF; search_k of
         # a version indexed with Annoy)
         self.effort = {name: m["nprobe"] if m.get("format", 0) >= 3 else m["search_k"]

@@ -24,7 +24,7 @@ from shardvec.tasks.search.index import (
     index_recall,
     lists_for,
     open_index,
-    read_manifest,
+    index_manifest,
 )
 from shardvec.tasks.search.similarity import SimilarityRows, finish_rows, rows_recall, tile_count, tile_entries
 from shardvec.tasks.search.rows import rows_for_tile, tile_pairs
@@ -50,7 +50,7 @@ __all__ = [
     "index_recall",
     "lists_for",
     "open_index",
-    "read_manifest",
+    "index_manifest",
     "SimilarityRows",
     "finish_rows",
     "rows_recall",

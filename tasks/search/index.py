@@ -134,14 +134,14 @@ def _unit(space: Space, s: int) -> np.ndarray:
     return vecs if space.normalized else unit_rows(vecs)
 
 
-def read_manifest(index_dir: Path) -> dict:
+def index_manifest(index_dir: Path) -> dict:
     return json.loads((Path(index_dir) / "manifest.json").read_text())
 
 
 def open_index(index_dir: Path, dim: int, manifest: dict | None = None):
     """The index a version published in `index_dir`, mapped: a SpaceIndex (format 3), an
     AnnoySpaceIndex (format 2), or None (format 1, one Annoy file per shard: scanned exactly)."""
-    manifest = manifest or read_manifest(index_dir)
+    manifest = manifest or index_manifest(index_dir)
     if manifest.get("format") == FORMAT:
         return SpaceIndex(index_dir, dim, manifest)
     if manifest.get("format") == ANNOY_FORMAT:
@@ -213,7 +213,7 @@ class SpaceIndex(_Index):
     it is open, one copy in the page cache for every reader)."""
 
     def __init__(self, index_dir: Path, dim: int, manifest: dict | None = None):
-        self.manifest = manifest or read_manifest(index_dir)
+        self.manifest = manifest or index_manifest(index_dir)
         self.effort: int = self.manifest["nprobe"]
         self.index = faiss.read_index(str(Path(index_dir) / self.manifest["file"]), faiss.IO_FLAG_MMAP)
         self.params = faiss.SearchParametersIVF(nprobe=self.effort)
@@ -233,7 +233,7 @@ class AnnoySpaceIndex(_Index):
 
     def __init__(self, index_dir: Path, dim: int, manifest: dict | None = None):
         from annoy import AnnoyIndex
-        self.manifest = manifest or read_manifest(index_dir)
+        self.manifest = manifest or index_manifest(index_dir)
         self.effort = self.manifest["search_k"]
         self.index = AnnoyIndex(dim, "angular")
         self.index.load(str(Path(index_dir) / ANNOY_FILE))  # mmap

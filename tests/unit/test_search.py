@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from shardvec.tasks.storage.atomic import sha256_file
-from shardvec.tasks.search.index import SpaceIndex, build_index, index_recall, lists_for, read_manifest
+from shardvec.tasks.search.index import SpaceIndex, build_index, index_recall, lists_for, index_manifest
 from shardvec.tasks.search.rows import rows_for_tile
 from shardvec.tasks.search.similarity import SimilarityRows, finish_rows, rows_recall, tile_count
 from shardvec.tasks.search.topk import exact_topk
@@ -138,7 +138,7 @@ def test_tuning_finds_the_smallest_nprobe_at_the_target_and_records_it(tmp_path)
     assert up["recall_at_k"] >= 0.95 and up["nprobe"] > 1 and up["tuned_from"] == 1
     below = index_recall(tmp_path / "s", tmp_path / "ix", k=10, nprobe=up["nprobe"] // 2, sample=100, seed=0)
     assert below["recall_at_k"] < 0.95
-    assert read_manifest(tmp_path / "ix")["nprobe"] == up["nprobe"]  # where readers take it from
+    assert index_manifest(tmp_path / "ix")["nprobe"] == up["nprobe"]  # where readers take it from
     down = index_recall(tmp_path / "s", tmp_path / "ix", k=10, nprobe=up["nprobe"] * 8, sample=100, seed=0,
                         target=0.95)
     assert down["nprobe"] == up["nprobe"]
