@@ -8,6 +8,7 @@ from shardvec.flows.artifacts import publish_add_report
 from shardvec.flows.params import Overrides, run_settings
 from shardvec.flows.watchdog import watch_parent
 from shardvec.flows import skins
+from shardvec.flows.executors import OnPrefect
 from shardvec.tasks.changes.additions import add_options
 
 
@@ -29,8 +30,9 @@ def add_statements(records: list[dict] | None = None, delete: list[str] | None =
     watch_parent()  # a run whose worker is killed ends too (flows/watchdog.py)
     s = run_settings(overrides)
     kw = add_options(s)
-    report = {"records": skins.add_task(s.data, records, replace=replace, **kw) if records else None,
-              "delete": skins.delete_task(s.data, delete) if delete else None,
-              "inbox": skins.drain_task(s.data, **kw) if drain_inbox else None}
+    run = OnPrefect().call
+    report = {"records": run(skins.add_task, s.data, records, replace=replace, **kw) if records else None,
+              "delete": run(skins.delete_task, s.data, delete) if delete else None,
+              "inbox": run(skins.drain_task, s.data, **kw) if drain_inbox else None}
     publish_add_report(report)
     return report

@@ -22,10 +22,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from prefect.futures import PrefectFuture
-
 from shardvec.config import Settings
-from shardvec.flows.artifacts import publish_artifacts
+from shardvec.flows.executors import Executor, Future, OnPrefect
 from shardvec.flows.progress import RunProgress
 from shardvec.flows import skins
 from shardvec.tasks.quality import evaluation
@@ -55,28 +53,31 @@ class QualityGateError(RuntimeError, ShardvecError):
 
 def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partitions: list[str] | None = None,
                       start: str | None = None, end: str | None = None, skip_if_nothing_new: bool = True,
-                      force: bool = False) -> dict:
+                      force: bool = False, executor: Executor | None = None) -> dict:
+    """Plan a build, carry it out and publish it; the run's report. `executor` runs its steps:
+    by default each a Prefect task of the flow run that calls this (flows/executors.py)."""
+    executor = executor or OnPrefect()
     started = time.perf_counter()
     # log_prints: the line reaches the run's log in the UI and the terminal alike
     with RunLock(s.data, s.publish.wait_for_run_seconds, say=print), PeakRSS() as flow_mem:
         sweep_leftovers(s.data)  # what failed runs left, now that none runs
         current = DataDir(s.data).current()
-        found = skins.discover_task(Layout(s.data).corpus)
+        found = executor.call(skins.discover_task, Layout(s.data).corpus)
         files = [SourceFile(**f) for f in found["files"]]
         plan = plan_build(s, current, _live(s.data, current), available=sorted({f.partition for f in files}),
                           acknowledged=ledger.acknowledged(s.data, current), mode=mode, partitions=partitions,
                           start=start, end=end, skip_if_nothing_new=skip_if_nothing_new)
         if plan.changed:
             print(plan.why)
-        inputs = read_inputs(s, plan, files, skipped=found["skipped"])
+        inputs = read_inputs(s, plan, files, skipped=found["skipped"], executor=executor)
         report = {"flow": flow, "mode": plan.mode, "why": plan.why, "partitions": list(plan.train),
                   "skipped_files": inputs.skipped, "ledger_ops": inputs.replay.count, "ledger_new_ops": plan.new_ops}
         if plan.skip:
-            return _finish(report, status="nothing new", started=started, message=plan.skip)
+            return _finish(report, executor, status="nothing new", started=started, message=plan.skip)
         if not files:
-            return _finish(report, status="nothing to do", started=started,
+            return _finish(report, executor, status="nothing to do", started=started,
                            message=f"No input files under {Layout(s.data).corpus}; drop partitions there first.")
-        build = Build(s, current, plan, flow)
+        build = Build(s, current, plan, flow, executor)
         try:
             report.update(build.run(inputs, force))
         finally:
@@ -88,7 +89,7 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
                                     "statements": report["statements"], "metrics": report["quality"],
                                     "gate": report.get("gate", []), "peak_rss_mb": report["peak_rss_mb"],
                                     "wall_seconds": round(time.perf_counter() - started, 2)})
-    _finish(report, status=status, started=started,
+    _finish(report, executor, status=status, started=started,
             message=GATE_REFUSED + "; ".join(report["gate"]) + ". Investigate the input, or rerun with "
             "--force to publish anyway." if report.get("gate") else None)
     if report.get("gate"):
@@ -133,7 +134,7 @@ class Trained:
     topics: int
     word2vec: Path
     words: int
-    words_quality: PrefectFuture  # the word vectors' evaluation, started beside LSI
+    words_quality: Future  # the word vectors' evaluation, started beside LSI
 
 
 @dataclass(frozen=True)
@@ -159,12 +160,13 @@ class Recall:
                 "words_index_recall_at_10": self.words["recall_at_k"]}
 
 
-def read_inputs(s: Settings, plan: BuildPlan, files: list[SourceFile], skipped: list) -> Inputs:
+def read_inputs(s: Settings, plan: BuildPlan, files: list[SourceFile], skipped: list,
+                executor: Executor) -> Inputs:
     """The corpus files of the plan's partitions, and the ledger's ops as input files: compacted
     first (its own step), then replayed as the plan splits them (the caller holds the RunLock)."""
     where = Layout(s.data)
-    skins.compact_ledger_task(s.data, plan.acknowledged)
-    replay = skins.replay_task(s.data, None, plan.ops_trained_after, rebuild=not plan.update, upto=plan.acknowledged)
+    executor.call(skins.compact_ledger_task, s.data, plan.acknowledged)
+    replay = executor.call(skins.replay_task, s.data, None, plan.ops_trained_after, rebuild=not plan.update, upto=plan.acknowledged)
     puts = [_ledger_source(where.root, path, part) for path, part in
             ((replay.old, LEDGER_OLD), (replay.new, LEDGER_NEW)) if path]
     return Inputs(plan, [f for f in files if f.partition in set(plan.in_version)], puts, replay, skipped)
@@ -179,13 +181,14 @@ class Build:
     current: Current | None
     plan: BuildPlan
     flow: str
+    executor: Executor
     version: str = field(default_factory=new_version_id)
     steps: dict[str, list[dict]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.where = Layout(self.s.data)
         self.v: VersionLayout = self.where.version(self.version)
-        self.progress = RunProgress(self.flow, steps=len(self.planned_steps()))
+        self.progress = RunProgress(self.flow, steps=len(self.planned_steps()), executor=self.executor)
 
     @property
     def mode(self) -> str:
@@ -221,7 +224,10 @@ class Build:
                 "write-word-vectors", "index-words", "index-statements", "similarity-rows",
                 *["merge-rows"] * merges, "recall", "evaluate", "publish"]
 
-    def wait(self, step: str, futures: list[PrefectFuture]) -> list[dict]:
+    def submit(self, step: skins.Step, *args, **kwargs) -> Future:
+        return self.executor.submit(step, *args, **kwargs)
+
+    def wait(self, step: str, futures: list[Future]) -> list[dict]:
         """Wait for one step's tasks (a progress bar); their results in submission order."""
         self.steps[step] = self.progress.wait(step, futures)
         return self.steps[step]
@@ -265,7 +271,7 @@ class Build:
         tokenizer = _tokenizer(s)
         limits = self.intake_limits(inputs)
         files = self.wait("tokenize", [
-            skins.tokenize_task.submit(where.root / f.root, f, where.tokens, where.quarantine, tokenizer,
+            self.submit(skins.tokenize_task, where.root / f.root, f, where.tokens, where.quarantine, tokenizer,
                                        batch_size=s.corpus.batch_size,
                                        max_record_bytes=limits.get(f.partition, s.corpus.max_record_bytes))
             for f in inputs.files])
@@ -282,21 +288,21 @@ class Build:
         LSI. LSI: each worker decomposes its share of the documents, then one task merges them."""
         s, v, prev = self.s, self.v, self.previous_models
         w = s.word2vec
-        w2v = skins.word2vec_task.submit(
-            tok.train_caches, v.models / "word2vec.gensim", vector_size=w.vector_size, window=w.window,
+        w2v = self.submit(
+            skins.word2vec_task, tok.train_caches, v.models / "word2vec.gensim", vector_size=w.vector_size, window=w.window,
             min_count=w.min_count, max_final_vocab=w.max_final_vocab, epochs=w.epochs, sg=w.sg, workers=w.workers,
             seed=w.seed, previous=prev / "word2vec.gensim" if prev else None)
-        plan = skins.plan_task.submit(tok.files, v.plan, self.where.root, self.where.quarantine,
+        plan = self.submit(skins.plan_task, tok.files, v.plan, self.where.root, self.where.quarantine,
                                       on_duplicate=s.corpus.on_duplicate, ledger_ops=inputs.replay.ops,
                                       ledger_caches=len(inputs.ledger))
         dictionary = self.vocabulary(tok)
         lsi_args = dict(num_topics=s.lsi.num_topics, chunksize=s.lsi.chunksize, power_iters=s.lsi.power_iters,
                         extra_samples=s.lsi.extra_samples, seed=s.index.seed)
-        parts = [skins.lsi_part_task.submit(tok.train_caches, dictionary, v.lsi_part(i), docs=docs, **lsi_args)
+        parts = [self.submit(skins.lsi_part_task, tok.train_caches, dictionary, v.lsi_part(i), docs=docs, **lsi_args)
                  for i, docs in enumerate(part_ranges(tok.train_records, s.dask.n_workers, s.lsi.chunksize))]
-        lsi = skins.lsi_merge_task.submit(parts, dictionary, v.models, **lsi_args,
+        lsi = self.submit(skins.lsi_merge_task, parts, dictionary, v.models, **lsi_args,
                                           previous=prev / "lsi.gensim" if prev else None)
-        words_quality = skins.evaluate_words_task.submit(v.models / "word2vec.gensim", **evaluation.evaluation_sets(s),
+        words_quality = self.submit(skins.evaluate_words_task, v.models / "word2vec.gensim", **evaluation.evaluation_sets(s),
                                                          wait_for=[w2v])
         plan_r, lsi_r, w2v_r = self.progress.wait("train", [plan, lsi, w2v])
         self.record("plan-statements", [plan_r])
@@ -310,10 +316,10 @@ class Build:
         """The dictionary LSI trains with: built from the caches, or the live version's, copied."""
         s, v, prev = self.s, self.v, self.previous_models
         if not self.builds_vocabulary:
-            skins.copy_dictionary_task(prev / "dictionary.gensim", v.models / "dictionary.gensim")
+            self.executor.call(skins.copy_dictionary_task, prev / "dictionary.gensim", v.models / "dictionary.gensim")
             return prev / "dictionary.gensim"
-        built = self.wait("vocabulary", [skins.vocab_task.submit(
-            tok.train_caches if self.update else tok.caches, v.models / "dictionary.gensim",
+        built = self.wait("vocabulary", [self.submit(
+            skins.vocab_task, tok.train_caches if self.update else tok.caches, v.models / "dictionary.gensim",
             max_terms=s.vocab.max_terms, no_below=s.vocab.no_below, no_above=s.vocab.no_above,
             hashing=s.vocab.hashing, hash_buckets=s.vocab.hash_buckets,
             previous=prev / "dictionary.gensim" if prev else None)])
@@ -323,29 +329,29 @@ class Build:
         """Statement vectors projected shard by shard, word vectors beside them; then each space
         stored in its configured dtype."""
         s, v, R = self.s, self.v, self.s.store.rows_per_shard
-        words = skins.words_task.submit(trained.word2vec, v.words, rows_per_shard=R)
+        words = self.submit(skins.words_task, trained.word2vec, v.words, rows_per_shard=R)
         shards = self.wait("project-statements", [
-            skins.project_task.submit(v.plan, tok.caches, i, R, v.models, v.statements)
+            self.submit(skins.project_task, v.plan, tok.caches, i, R, v.models, v.statements)
             for i in range(shard_count(trained.statements, R))])
-        skins.finish_space_task.submit(v.statements, [_entry(p) for p in shards], dim=trained.topics,
+        self.submit(skins.finish_space_task, v.statements, [_entry(p) for p in shards], dim=trained.topics,
                                        rows_per_shard=R, normalized=True,
                                        meta={"what": "LSI statement vectors"}).result()
         word_shards = self.wait("write-word-vectors", [words])[0]["shards"]
         for space, dtype in ((v.words, s.store.words_dtype), (v.statements, s.store.statements_dtype)):
             if dtype != "float32":
-                skins.restore_task.submit(space, dtype).result()
+                self.submit(skins.restore_task, space, dtype).result()
         return Written(len(shards), sum(p["rows"] for p in shards), word_shards)
 
     def search(self, trained: Trained, written: Written) -> str:
         """The IVF indexes of both spaces and the similarity rows, side by side; the rows' method."""
         s, v, sim = self.s, self.v, self.s.similarity
         spaces = {"words": (v.words, v.words_index), "statements": (v.statements, v.statements_index)}
-        indexes = {name: [skins.index_task.submit(space, index, nlist=s.index.nlist, nprobe=s.index.nprobe,
+        indexes = {name: [self.submit(skins.index_task, space, index, nlist=s.index.nlist, nprobe=s.index.nprobe,
                                                   seed=s.index.seed)] for name, (space, index) in spaces.items()}
         tiles = tile_count(trained.statements, sim.tile_rows)
         method = sim.rows_method(trained.statements)
         if method in ROWS_METHODS:  # needs no index: queued beside the index builds
-            scoring, merges = ROWS_METHODS[method](v.statements, v.rows_work, v.similarity, tiles,
+            scoring, merges = ROWS_METHODS[method](self.executor, v.statements, v.rows_work, v.similarity, tiles,
                                                    trained.statements, s)
         for name, futures in indexes.items():
             self.wait(f"index-{name}", futures)
@@ -354,21 +360,21 @@ class Build:
             rows = tile_entries(self.wait("merge-rows", merges))
         else:  # index: each tile's rows asked of the statements' index
             rows = self.wait("similarity-rows", [
-                skins.rows_task.submit(v.statements, t, v.similarity, k=sim.width, tile_rows=sim.tile_rows,
+                self.submit(skins.rows_task, v.statements, t, v.similarity, k=sim.width, tile_rows=sim.tile_rows,
                                        block_rows=sim.block_rows, method=sim.method, index_dir=v.statements_index,
                                        nprobe=s.index.nprobe) for t in range(tiles)])
-        skins.finish_rows_task.submit(v.similarity, rows, k=sim.k, width=sim.width, method=method,
+        self.submit(skins.finish_rows_task, v.similarity, rows, k=sim.k, width=sim.width, method=method,
                                       rows_per_shard=sim.tile_rows).result()
         return method
 
     def check_recall(self) -> Recall:
         s, v = self.s, self.v
         words, statements, rows = self.wait("recall", [
-            *(skins.index_recall_task.submit(space, index, k=10, nprobe=s.index.nprobe,
+            *(self.submit(skins.index_recall_task, space, index, k=10, nprobe=s.index.nprobe,
                                              sample=s.index.recall_sample, seed=s.index.seed,
                                              target=s.index.target_recall)
               for space, index in ((v.words, v.words_index), (v.statements, v.statements_index))),
-            skins.rows_recall_task.submit(v.statements, v.similarity, sample=s.index.recall_sample,
+            self.submit(skins.rows_recall_task, v.statements, v.similarity, sample=s.index.recall_sample,
                                           seed=s.index.seed)])
         return Recall(words, statements, rows)
 
@@ -379,8 +385,8 @@ class Build:
         old = {name: self.where.root / rel for name, rel in self.current.components.items()} \
             if self.current else None
         results = self.wait("evaluate", [
-            trained.words_quality, skins.lsi_spectrum_task.submit(v.models / "lsi.gensim"),
-            skins.drift_task.submit(old, v.components(), self.where.root, sample=s.quality.drift_sample,
+            trained.words_quality, self.submit(skins.lsi_spectrum_task, v.models / "lsi.gensim"),
+            self.submit(skins.drift_task, old, v.components(), self.where.root, sample=s.quality.drift_sample,
                                     words=s.quality.drift_words)])
         return {k: val for r in results for k, val in _strip(r).items()}
 
@@ -393,44 +399,44 @@ class Build:
                    "intake": {"max_record_bytes": self.intake_limits(inputs)},
                    "code_version": _code_version(), "steps": step_rows(self.steps),
                    "ledger": inputs.replay.acknowledged}
-        self.wait("publish", [skins.publish_task.submit(
-            self.where.root, self.version, {k: str(p) for k, p in self.v.components().items()},
+        self.wait("publish", [self.submit(
+            skins.publish_task, self.where.root, self.version, {k: str(p) for k, p in self.v.components().items()},
             {"partitions": list(inputs.plan.in_version)}, summary, self.s.publish.keep_versions)])
 
 
-def _exact_rows(space, work, rows_dir, tiles: int, statements: int, s: Settings) -> tuple[list, list]:
+def _exact_rows(executor: Executor, space, work, rows_dir, tiles: int, statements: int, s: Settings) -> tuple[list, list]:
     """Each tile against itself, each pair of tiles once, then each tile's rows merged
     (tasks/search/rows.py): the scoring futures, and the merge futures whose results are the rows' shards."""
     sim = s.similarity
     args = dict(k=sim.width, tile_rows=sim.tile_rows, block_rows=sim.block_rows)
-    own = [skins.own_tile_task.submit(space, t, work, **args) for t in range(tiles)]
-    pairs = {(i, j): skins.tile_pair_task.submit(space, i, j, work, **args, wait_for=[own[i], own[j]])
+    own = [executor.submit(skins.own_tile_task, space, t, work, **args) for t in range(tiles)]
+    pairs = {(i, j): executor.submit(skins.tile_pair_task, space, i, j, work, **args, wait_for=[own[i], own[j]])
              for i, j in tile_pairs(statements, sim.tile_rows)}
-    merges = [skins.merge_tile_task.submit(work, t, tiles, rows_dir, k=sim.width,
+    merges = [executor.submit(skins.merge_tile_task, work, t, tiles, rows_dir, k=sim.width,
                                            wait_for=[own[t]] + [f for pair, f in pairs.items() if t in pair])
               for t in range(tiles)]
     return own + list(pairs.values()), merges
 
 
-def _partitioned_rows(space, work, rows_dir, tiles: int, statements: int, s: Settings) -> tuple[list, list]:
+def _partitioned_rows(executor: Executor, space, work, rows_dir, tiles: int, statements: int, s: Settings) -> tuple[list, list]:
     """Centroids, each shard's nearest clusters, the inverted lists (kept in the rows' folder for
     adds), each task's clusters within (the rows' bounds) and across, then each tile's rows
     gathered, a group of tiles a task (tasks/search/partitioned.py): scoring futures, and merge futures."""
     sim, budget = s.similarity, dict(memory_budget_mb=s.similarity.memory_budget_mb)
     shards = shard_count(statements, s.store.rows_per_shard)
-    train = skins.centroids_task.submit(space, work, clusters=clusters_for(statements, sim.cluster_rows),
+    train = executor.submit(skins.centroids_task, space, work, clusters=clusters_for(statements, sim.cluster_rows),
                                         sample=sim.kmeans_sample, iterations=sim.kmeans_iterations,
                                         seed=s.index.seed, **budget)
-    assign = [skins.assign_task.submit(space, i, work, probes=sim.probes, **budget, wait_for=[train])
+    assign = [executor.submit(skins.assign_task, space, i, work, probes=sim.probes, **budget, wait_for=[train])
               for i in range(shards)]
-    grouped = skins.group_task.submit(space, work, wait_for=assign)
-    kept = skins.keep_clusters_task.submit(work, rows_dir, probes=sim.probes, wait_for=[grouped])  # for adds
+    grouped = executor.submit(skins.group_task, space, work, wait_for=assign)
+    kept = executor.submit(skins.keep_clusters_task, work, rows_dir, probes=sim.probes, wait_for=[grouped])  # for adds
     n = score_tasks_for(statements, sim.tile_rows, s.dask.n_workers)
     unit = dict(k=sim.width, max_queries=sim.tile_rows, **budget)
-    own = [skins.cluster_own_task.submit(space, work, t, n, **unit, wait_for=[grouped]) for t in range(n)]
-    bounded = skins.cluster_bounds_task.submit(work, n, statements, wait_for=own)
-    scores = [skins.cluster_score_task.submit(space, work, t, n, **unit, wait_for=[bounded]) for t in range(n)]
-    merges = [skins.cluster_merge_task.submit(work, first, end, n, rows_dir, k=sim.width, tile_rows=sim.tile_rows,
+    own = [executor.submit(skins.cluster_own_task, space, work, t, n, **unit, wait_for=[grouped]) for t in range(n)]
+    bounded = executor.submit(skins.cluster_bounds_task, work, n, statements, wait_for=own)
+    scores = [executor.submit(skins.cluster_score_task, space, work, t, n, **unit, wait_for=[bounded]) for t in range(n)]
+    merges = [executor.submit(skins.cluster_merge_task, work, first, end, n, rows_dir, k=sim.width, tile_rows=sim.tile_rows,
                                               statements=statements, wait_for=scores)
               for first, end in merge_groups(tiles, s.dask.n_workers)]
     return [train, *assign, grouped, kept, *own, bounded, *scores], merges
@@ -488,14 +494,11 @@ def _code_version() -> str:
         return "unknown"
 
 
-def _finish(report: dict, *, status: str, started: float, message: str | None = None) -> dict:
+def _finish(report: dict, executor: Executor, *, status: str, started: float, message: str | None = None) -> dict:
     report["status"] = status
     if message:
         report["message"] = message
     report["wall_seconds"] = round(time.perf_counter() - started, 2)
     print(render_text(report))
-    try:
-        publish_artifacts(report)
-    except Exception as exc:  # artifacts are a view; a run never fails for them
-        print(f"(could not create Prefect artifacts: {exc})")
+    executor.publish_report(report)
     return report

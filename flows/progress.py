@@ -9,18 +9,22 @@ thousands of tasks would otherwise make one per task."""
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 
-from prefect.futures import as_completed
 from rich import get_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from shardvec.flows.executors import Executor, OnPrefect
 
 
 class RunProgress:
     """One bar per step (its tasks done of all), and the run's overall percentage in the UI."""
 
-    def __init__(self, flow: str, steps: int, every: float = 30.0, artifact_every: float = 2.0):
+    def __init__(self, flow: str, steps: int, every: float = 30.0, artifact_every: float = 2.0,
+                 executor: Executor | None = None):
+        self.executor = executor or OnPrefect()
         self.steps, self.done, self.every = steps, 0, every
         self.artifact_every, self.reported_at = artifact_every, -float("inf")
         self.updates = 0  # artifact updates sent
@@ -30,13 +34,7 @@ class RunProgress:
         self.bars = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), auto_refresh=get_console().is_terminal)
         self.bars.start()
-        self.artifact = None
-        try:
-            from prefect.artifacts import create_progress_artifact
-            self.artifact = create_progress_artifact(0.0, key=f"shardvec-{flow}-progress",
-                                                     description=f"shardvec {flow}: share of steps done")
-        except Exception:  # outside a flow run (a plain call): bars only
-            pass
+        self.artifact = self.executor.progress_artifact(flow)  # None: bars only
 
     def wait(self, step: str, futures) -> list[dict]:
         """Results of the step's futures in submission order, advancing the bars as they land."""
@@ -54,7 +52,7 @@ class RunProgress:
         ticker = threading.Thread(target=still_going, daemon=True)
         ticker.start()
         try:
-            for finished[0], _ in enumerate(as_completed(futures), 1):
+            for finished[0], _ in enumerate(self.executor.as_completed(futures), 1):
                 self.bars.advance(bar)
                 if time.monotonic() - self.reported_at >= self.artifact_every:
                     self._report(finished[0] / max(len(futures), 1))
@@ -74,10 +72,9 @@ class RunProgress:
     def _report(self, within: float) -> None:
         if self.artifact is None:
             return
-        from prefect.artifacts import update_progress_artifact
         self.reported_at = time.monotonic()
         try:
-            update_progress_artifact(self.artifact, min(100.0, 100.0 * (self.done + within) / self.steps))
+            self.artifact(min(100.0, 100.0 * (self.done + within) / self.steps))
             self.updates += 1
         except Exception:
             pass
@@ -107,6 +104,8 @@ def throughput(results: list[dict], seconds: float) -> str:
 
 def run_logger():
     """The run's logger (its lines go to the run's Logs tab); shardvec's own outside a run."""
+    if "prefect" not in sys.modules:  # then no flow is running (the in-process executor)
+        return logging.getLogger("shardvec")
     try:
         from prefect.logging import get_run_logger
         return get_run_logger()

@@ -1,4 +1,6 @@
-"""The thin Prefect task skins over the plain step functions (retries, names, measurement).
+"""The build's steps: each plain step function of tasks/ with its name, its retries and its
+measurement (time, CPU, peak memory). An executor (flows/executors.py) runs them: as Prefect
+tasks on Dask in a flow run, or in this process.
 
 Steps take and return paths and small summaries, so nothing big crosses the orchestrator.
 """
@@ -8,9 +10,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from dataclasses import dataclass, field
 
 from shardvec.tasks.changes import additions, intake, release
 from shardvec.tasks.inputs import tokenize
@@ -50,10 +50,19 @@ def _worker() -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _skin(fn, name: str, retries: int = 2, measure: bool = True):
-    """A step as a Prefect task; `measure`: its summary gets the step's time and peak memory."""
-    return task(measured(fn) if measure else fn, name=name, retries=retries, retry_delay_seconds=[2, 10, 30],
-                cache_policy=NO_CACHE, persist_result=False)
+@dataclass(frozen=True)
+class Step:
+    """A step function under its name (the Prefect UI's task name) and its retries (on Prefect);
+    `measure`: its summary gets the step's time, CPU and peak memory."""
+
+    name: str
+    fn: Callable
+    retries: int = 2
+    measure: bool = True
+    run: Callable = field(init=False, compare=False, repr=False)  # what an executor calls
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run", measured(self.fn) if self.measure else self.fn)
 
 
 def _discover(corpus_dir, partitions=None, after=None, until=None) -> dict:
@@ -61,41 +70,41 @@ def _discover(corpus_dir, partitions=None, after=None, until=None) -> dict:
     return {"files": [f.to_dict() for f in files], "skipped": skipped}
 
 
-discover_task = _skin(_discover, "discover")
-compact_ledger_task = _skin(ledger.compact_ledger, "compact-ledger", retries=0, measure=False)
-replay_task = _skin(ledger.replay_for_build, "replay-ledger", retries=0, measure=False)  # a ledger.Replay
-tokenize_task = _skin(tokenize.tokenize_file, "tokenize")
-plan_task = _skin(statements.plan_statements, "plan-statements")
-vocab_task = _skin(vocab.build_dictionary, "vocabulary")
-copy_dictionary_task = _skin(vocab.copy_dictionary, "copy-dictionary")
-lsi_part_task = _skin(lsi.lsi_part, "lsi-part")
-lsi_merge_task = _skin(lsi.merge_lsi, "train-lsi")
-word2vec_task = _skin(word2vec.train_word2vec, "train-word2vec")
-words_task = _skin(word2vec.write_word_space, "write-word-vectors")
-project_task = _skin(statements.project_shard, "project-statements")
-finish_space_task = _skin(spaces.finish_space, "finish-space")
-restore_task = _skin(spaces.restore_as, "store-as-dtype")
-index_task = _skin(index.build_index, "build-index")
-rows_task = _skin(rows.rows_for_tile, "similarity-rows")
-own_tile_task = _skin(rows.own_tile, "rows-own-tile")
-tile_pair_task = _skin(rows.tile_pair, "rows-tile-pair")
-merge_tile_task = _skin(rows.merge_tile, "merge-rows")
-finish_rows_task = _skin(similarity.finish_rows, "finish-rows")
-centroids_task = _skin(partitioned.train_centroids, "rows-centroids")
-assign_task = _skin(partitioned.assign_shard, "rows-assign")
-group_task = _skin(partitioned.group, "rows-group")
-keep_clusters_task = _skin(partitioned.keep_clusters, "rows-keep-clusters")
-cluster_own_task = _skin(partitioned.own_task, "rows-own-clusters")
-cluster_bounds_task = _skin(partitioned.bounds, "rows-bounds")
-cluster_score_task = _skin(partitioned.score_task, "rows-clusters")
-cluster_merge_task = _skin(partitioned.merge_tiles, "merge-rows")
+discover_task = Step("discover", _discover)
+compact_ledger_task = Step("compact-ledger", ledger.compact_ledger, retries=0, measure=False)
+replay_task = Step("replay-ledger", ledger.replay_for_build, retries=0, measure=False)  # a ledger.Replay
+tokenize_task = Step("tokenize", tokenize.tokenize_file)
+plan_task = Step("plan-statements", statements.plan_statements)
+vocab_task = Step("vocabulary", vocab.build_dictionary)
+copy_dictionary_task = Step("copy-dictionary", vocab.copy_dictionary)
+lsi_part_task = Step("lsi-part", lsi.lsi_part)
+lsi_merge_task = Step("train-lsi", lsi.merge_lsi)
+word2vec_task = Step("train-word2vec", word2vec.train_word2vec)
+words_task = Step("write-word-vectors", word2vec.write_word_space)
+project_task = Step("project-statements", statements.project_shard)
+finish_space_task = Step("finish-space", spaces.finish_space)
+restore_task = Step("store-as-dtype", spaces.restore_as)
+index_task = Step("build-index", index.build_index)
+rows_task = Step("similarity-rows", rows.rows_for_tile)
+own_tile_task = Step("rows-own-tile", rows.own_tile)
+tile_pair_task = Step("rows-tile-pair", rows.tile_pair)
+merge_tile_task = Step("merge-rows", rows.merge_tile)
+finish_rows_task = Step("finish-rows", similarity.finish_rows)
+centroids_task = Step("rows-centroids", partitioned.train_centroids)
+assign_task = Step("rows-assign", partitioned.assign_shard)
+group_task = Step("rows-group", partitioned.group)
+keep_clusters_task = Step("rows-keep-clusters", partitioned.keep_clusters)
+cluster_own_task = Step("rows-own-clusters", partitioned.own_task)
+cluster_bounds_task = Step("rows-bounds", partitioned.bounds)
+cluster_score_task = Step("rows-clusters", partitioned.score_task)
+cluster_merge_task = Step("merge-rows", partitioned.merge_tiles)
 
-index_recall_task = _skin(index.index_recall, "index-recall")
-rows_recall_task = _skin(similarity.rows_recall, "rows-recall")
-evaluate_words_task = _skin(evaluation.evaluate_words, "evaluate-words")
-lsi_spectrum_task = _skin(evaluation.lsi_spectrum, "lsi-spectrum")
-drift_task = _skin(evaluation.drift, "drift")
-publish_task = _skin(release.publish_version, "publish", retries=0)
-add_task = _skin(additions.add_records, "add-records")
-delete_task = _skin(additions.delete_ids, "delete-statements")
-drain_task = _skin(intake.drain_inbox, "drain-inbox")
+index_recall_task = Step("index-recall", index.index_recall)
+rows_recall_task = Step("rows-recall", similarity.rows_recall)
+evaluate_words_task = Step("evaluate-words", evaluation.evaluate_words)
+lsi_spectrum_task = Step("lsi-spectrum", evaluation.lsi_spectrum)
+drift_task = Step("drift", evaluation.drift)
+publish_task = Step("publish", release.publish_version, retries=0)
+add_task = Step("add-records", additions.add_records)
+delete_task = Step("delete-statements", additions.delete_ids)
+drain_task = Step("drain-inbox", intake.drain_inbox)

@@ -328,7 +328,7 @@ def test_nightly_folds_additions_and_keeps_those_that_land_during_it(data, monke
             Adder(data, **ADDS).add([{"id": "during", "text": SENTENCES[31]}])
         return result
 
-    monkeypatch.setattr(skins, "merge_tile_task", skins.task(rows_then_a_concurrent_add, name="merge-rows"))
+    monkeypatch.setattr(skins, "merge_tile_task", skins.Step("merge-rows", rows_then_a_concurrent_add))
     report = nightly_in_process(data)
     assert report["status"] == "published" and report["ledger_new_ops"] == 1
     current = read_current(data)

@@ -74,7 +74,7 @@ def test_failed_late_task_leaves_the_published_version_serving(published, publis
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(skins, "merge_tile_task", skins._skin(boom, "merge-rows", retries=0))
+    monkeypatch.setattr(skins, "merge_tile_task", skins.Step("merge-rows", boom, retries=0))
     with pytest.raises(RuntimeError, match="disk on fire"):
         nightly_in_process(copy)
     assert read_current(copy) == before

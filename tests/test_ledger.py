@@ -184,7 +184,7 @@ def test_an_add_acknowledged_while_a_run_works_wins_over_its_new_partition(data,
         shardvec.add([{"id": "late/x", "text": SENTENCES[14]}], data=data)  # not live yet: an add
         return result
 
-    monkeypatch.setattr(skins, "merge_tile_task", skins.task(merge_then_add, name="merge-rows"))
+    monkeypatch.setattr(skins, "merge_tile_task", skins.Step("merge-rows", merge_then_add))
     assert nightly(data)["status"] == "published"
     assert shardvec.open(data).text("late/x") == SENTENCES[14]
     assert_rows_exact(data)
