@@ -174,12 +174,11 @@ class Published(NamedTuple):
 
 
 @pytest.fixture(scope="session")
-def published(tmp_path_factory, prefect_server):
+def published(tmp_path_factory):
     """One nightly run, shared read-only by the tests that query it (and copied by those that
     change it): built by whichever pytest-xdist worker asks first, while the others wait on a
-    lock (each built its own before: a nightly of CPU per worker). On Prefect's thread pool: a
-    Dask run of the same flow costs 3-4x the CPU here (a task's start in a Dask worker, ~0.1-0.2 s,
-    is most of a task on this corpus), and the Dask runs have tests of their own
+    lock (each built its own before: a nightly of CPU per worker). Built in-process (no Prefect,
+    no Dask: tests/runs.py nightly_in_process); the Dask runs have tests of their own
     (tests/test_dask.py compares theirs with this one)."""
     def build(shared: Path) -> None:
         write_corpus(shared / "data" / "corpus")

@@ -31,7 +31,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.environment import LEAN_PREFECT
+from tests.environment import LEAN_PREFECT, NO_EPHEMERAL
 from tests.processes import BIN, free_port, stop_groups
 from tests.runs import SUBPROCESS_TOML
 from tests.shared import migrated_prefect_db
@@ -128,7 +128,7 @@ def users_env(tmp: Path, port: int | None = None) -> dict:
     if port is not None:
         env["SHARDVEC_SERVER_PORT"] = str(port)
     env.pop("PREFECT_API_URL", None)
-    for name in LEAN_PREFECT:  # as users run it: every service of the server, logs sent to it
+    for name in {**LEAN_PREFECT, **NO_EPHEMERAL}:  # as users run it: every service of the server, logs sent to it
         env.pop(name, None)
     return env
 

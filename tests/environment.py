@@ -50,3 +50,10 @@ LEAN_PREFECT = {"PREFECT_LOGGING_TO_API_ENABLED": "false"} | {
                  "TRIGGERS")}
 for _name, _value in LEAN_PREFECT.items():
     os.environ.setdefault(_name, _value)
+# A test that runs a flow asks for the prefect_server fixture (or starts a server it names); one
+# that forgets fails at once with "No Prefect API URL provided", instead of silently starting a
+# temporary server of its own (seconds of CPU). Builds that need no Prefect run in-process
+# (tests/runs.py). The end-to-end tests' processes run as users run them (tests/e2e.py drops it).
+NO_EPHEMERAL = {"PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false"}
+for _name, _value in NO_EPHEMERAL.items():
+    os.environ.setdefault(_name, _value)

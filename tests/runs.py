@@ -69,16 +69,36 @@ def _threads():
 
 
 def nightly_in_process(data: Path, **more) -> dict:
-    """The nightly on `data` with small_settings(data, **more), in this process on Prefect's thread
-    pool: for the runs that are about what the data directory holds, not about Dask (a Dask run of
-    the same flow costs 3-4x the CPU on this corpus)."""
-    return run_nightly(small_settings(data, **more), _threads())
+    """What the nightly flow builds and publishes on `data` with small_settings(data, **more), built
+    in this process by the in-process executor (flows/executors.py): for the tests about what the
+    data directory holds. No Prefect and no Dask: a build costs about half the CPU of the same
+    flow on Prefect's thread pool, and the process starts no Prefect server. The flows themselves
+    run in nightly_flow, tests/test_dask.py and the end-to-end tests."""
+    return _build(small_settings(data, **more), flow="nightly", mode="update", skip_if_nothing_new=True)
 
 
 def backfill_in_process(data: Path, mode: str = "update", partitions: list[str] | None = None, **more) -> dict:
-    """The backfill flow of `partitions` (default: all) in `mode`, on `data` with
-    small_settings(data, **more), in this process on Prefect's thread pool, as nightly_in_process
-    runs the nightly."""
+    """What the backfill flow of `partitions` (default: all) in `mode` publishes, built in this
+    process as nightly_in_process builds."""
+    return _build(small_settings(data, **more), flow="backfill", mode=mode, partitions=partitions,
+                  skip_if_nothing_new=False)
+
+
+def _build(settings, **how) -> dict:
+    from shardvec.flows.executors import InProcess
+    from shardvec.flows.pipeline import build_and_publish
+    return build_and_publish(settings, executor=InProcess(), **how)
+
+
+def nightly_flow(data: Path, **more) -> dict:
+    """The nightly flow on `data` with small_settings(data, **more), run in this process on Prefect's
+    thread pool (needs the prefect_server fixture): for the tests of what the flow adds around the
+    build (run records, reports, artifacts, Prefect's task states)."""
+    return run_nightly(small_settings(data, **more), _threads())
+
+
+def backfill_flow(data: Path, mode: str = "update", partitions: list[str] | None = None, **more) -> dict:
+    """The backfill flow, as nightly_flow runs the nightly."""
     from shardvec.flows.backfill import backfill
     flow = backfill.with_options(task_runner=_threads())
     return flow(mode=mode, partitions=partitions, overrides=json.loads(small_settings(data, **more).model_dump_json()))

@@ -211,18 +211,17 @@ nightly_in_process(Path(sys.argv[1]))
 
 def _on_a_full_disk(script: str, *args: str, limit: int) -> subprocess.CompletedProcess:
     """`script` in a process whose files may not grow past `limit` bytes: a disk that fills."""
-    from prefect.settings import PREFECT_API_URL
 
     def small_files():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": PREFECT_API_URL.value()}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # no Prefect: the scripts run steps in-process
     return subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=env, preexec_fn=small_files,
                           capture_output=True, text=True, timeout=600)
 
 
-def test_an_add_that_meets_a_full_disk_leaves_no_temporary_files(data, prefect_server):
+def test_an_add_that_meets_a_full_disk_leaves_no_temporary_files(data):
     before = read_current(data)
     out = _on_a_full_disk(ADD, str(data), SENTENCES[7], limit=2048)  # the ledger fits, the segment does not
     assert out.returncode != 0 and "File too large" in out.stderr, out.stderr[-2000:]
@@ -231,7 +230,7 @@ def test_an_add_that_meets_a_full_disk_leaves_no_temporary_files(data, prefect_s
     assert "full/1" not in shardvec.open(data)
 
 
-def test_an_inbox_file_whose_quarantine_meets_a_full_disk_stays_in_the_inbox_for_a_retry(data, prefect_server):
+def test_an_inbox_file_whose_quarantine_meets_a_full_disk_stays_in_the_inbox_for_a_retry(data):
     """A full disk is not the file's fault: the file is not refused, the drain stops, and the next
     drain (with room) applies it."""
     path = _jsonl(data / "inbox" / "a.jsonl", [b"{broken " + b"x" * 20_000, _good("inbox/a", SENTENCES[2])])
@@ -243,7 +242,7 @@ def test_an_inbox_file_whose_quarantine_meets_a_full_disk_stays_in_the_inbox_for
 
 
 @pytest.mark.slow
-def test_the_next_run_removes_what_a_nightly_on_a_full_disk_left(data, prefect_server):
+def test_the_next_run_removes_what_a_nightly_on_a_full_disk_left(data):
     _jsonl(data / "corpus" / "2026-11-04" / "night.jsonl", [_good("night/1", SENTENCES[3])])
     live = read_current(data)["version"]
     out = _on_a_full_disk(NIGHTLY, str(data), limit=256 << 10)

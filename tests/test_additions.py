@@ -101,7 +101,7 @@ def test_add_file_and_cli_with_stdin(data, tmp_path):
     assert store.text(text_id("stdin.txt", SENTENCES[24])) == SENTENCES[24]
 
 
-def test_text_files_of_one_name_never_meet(data, tmp_path, prefect_server):
+def test_text_files_of_one_name_never_meet(data, tmp_path):
     """Another day's daily.txt: its lines are new statements, in reject and update mode, by
     `shardvec add` and the inbox alike, beside a line added under the old `name:line` ids; the
     inbox keeps both files in .done/, and a nightly folds them all."""
@@ -271,7 +271,7 @@ print("done", errors, reads, len(sizes), len(versions), flush=True)
 """
 
 
-def test_readers_in_other_processes_while_adds_land_and_a_nightly_publishes(data, tmp_path, prefect_server):
+def test_readers_in_other_processes_while_adds_land_and_a_nightly_publishes(data, tmp_path):
     """A reader process reads all along; each step waits (with a deadline) until the reader has
     read what the step published, so every add and the nightly land while it reads."""
     stop, errlog = tmp_path / "stop-reading", tmp_path / "reader.err"
@@ -318,7 +318,7 @@ def test_readers_in_other_processes_while_adds_land_and_a_nightly_publishes(data
     assert int(reads) > 20 and int(sizes) > 20 and int(versions) == 2
 
 
-def test_nightly_folds_additions_and_keeps_those_that_land_during_it(data, monkeypatch, prefect_server):
+def test_nightly_folds_additions_and_keeps_those_that_land_during_it(data, monkeypatch):
     Adder(data, **ADDS).add(recs("before", SENTENCES[:30]))
     late = skins.merge_tile_task
 

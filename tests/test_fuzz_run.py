@@ -119,7 +119,7 @@ def _tree(folder: Path) -> dict[str, str]:
                                  HealthCheck.data_too_large])
 @given(jsonl=json_lines, text=text_lines, rows=parquet_rows, shape=parquet_shape)
 def test_nightly_on_fuzzed_partitions_publishes_the_good_and_quarantines_the_rest(
-        tmp_path_factory, prefect_server, jsonl, text, rows, shape):
+        tmp_path_factory, jsonl, text, rows, shape):
     data = tmp_path_factory.mktemp("fuzz") / "data"
     base = data / "corpus" / "2026-11-01" / "lee.txt"  # real text, so there is something to learn
     base.parent.mkdir(parents=True)

@@ -129,7 +129,7 @@ def test_two_stdin_adds_in_the_same_second_do_not_share_a_spool(data):
     assert list((data / "inbox" / ".stdin").iterdir()) == []
 
 
-def test_replayed_operations_are_not_screened_again(data, prefect_server):
+def test_replayed_operations_are_not_screened_again(data):
     """An op acknowledged under a large configured max_record_bytes is replayed at publish as it is."""
     big = " ".join(SENTENCES) [:3000]
     adder = Adder(data, on_duplicate="reject", max_record_bytes=10_000)
@@ -272,7 +272,7 @@ def test_long_file_names_in_the_inbox_and_add_are_applied_or_refused_never_a_blo
     assert all(i in store for i in ("long/good", "accented/1", "accented/2", "after", text_id(f.name, SENTENCES[12])))
 
 
-def test_a_corpus_file_with_a_long_name_does_not_fail_every_nightly(data, prefect_server):
+def test_a_corpus_file_with_a_long_name_does_not_fail_every_nightly(data):
     """#33 hostile review: a corpus file named with 221-255 bytes (legal on Linux) failed every
     nightly with 'File name too long' at its token cache's temp name `.NAME.KEY.arrow.PID.tmp`, and
     the CLI said to free space. The night should go on: the file's records in, or the file

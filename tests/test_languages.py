@@ -160,7 +160,6 @@ def test_the_gate_compares_own_sets_night_over_night_and_leaves_out_uncovered_on
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_server")
 def test_a_bulgarian_corpus_publishes_night_after_night_scored_on_its_own_sets(tmp_path):
     """Two nightlies with the gate on: the English sets say "not enough coverage" and are not
     compared; the user's Bulgarian sets are scored, reported with their coverage, and gated; a
@@ -258,7 +257,6 @@ def test_german_man_pages_cover_too_little_of_the_english_sets_to_be_gated(tmp_p
 
 @pytest.mark.slow
 @needs_german_man_pages
-@pytest.mark.usefixtures("prefect_server")
 def test_a_german_corpus_publishes_and_datei_is_found(tmp_path):
     """The issue's reproduction: a nightly on German man pages, gate on, publishes without
     English noise; `shardvec query neighbours Datei` answers (the build stored "datei")."""

@@ -259,6 +259,7 @@ def test_a_batch_never_acknowledged_is_never_replayed(data):
 
 
 def test_a_damaged_ledger_file_is_named_by_verify_and_stops_a_nightly(data):
+    from shardvec.flows.executors import InProcess
     from shardvec.flows.pipeline import build_and_publish
     from shardvec.tasks.storage.ledger import LedgerError
     shardvec.add([{"id": "k1", "text": SENTENCES[15]}], data=data)
@@ -269,7 +270,7 @@ def test_a_damaged_ledger_file_is_named_by_verify_and_stops_a_nightly(data):
     assert out.returncode == 1 and str(path) in out.stderr
     assert "restore them from a backup" in out.stderr and "rebuild" not in out.stderr
     with pytest.raises(LedgerError, match="restore it from a backup"):
-        build_and_publish(small_settings(data), flow="nightly")
+        build_and_publish(small_settings(data), flow="nightly", executor=InProcess())
 
 
 def test_rollback_refuses_a_damaged_version(data):

@@ -229,7 +229,6 @@ def test_nightly_above_the_exact_threshold_publishes_partitioned_rows(corpus_dat
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_server")
 def test_a_small_add_into_partitioned_rows_scores_the_pairs_its_clusters_name(corpus_data):
     """Into a version with partitioned rows, a single add is scored against the statements its
     clusters pair it with (and every added one), not every row: its row is the exact best of

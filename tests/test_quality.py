@@ -61,7 +61,6 @@ def _degrade(partition_dir, rng):
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_server")
 def test_degraded_corpus_trips_the_gate_a_normal_night_passes(tmp_path):
     data = tmp_path / "data"
     build_sample(data / "corpus")

@@ -12,7 +12,7 @@ from tests.runs import nightly_in_process
 
 
 @pytest.mark.slow
-def test_an_open_reader_survives_the_pruning_of_its_version(tmp_path, prefect_server):
+def test_an_open_reader_survives_the_pruning_of_its_version(tmp_path):
     """Opened on one version, queried only after keep_versions deleted that version: the
     queries that open shards lazily are answered from the version CURRENT names now."""
     data = tmp_path / "data"

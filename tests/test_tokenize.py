@@ -168,7 +168,6 @@ def test_a_word_is_normalised_as_the_tokenizer_normalises_text():
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_server")
 def test_a_rebuild_with_other_tokenizer_settings_trains_on_new_tokens_and_says_so(tmp_path):
     """issue 33 item 3 through the flows: a rebuild after a tokenizer change re-tokenizes, its
     manifest names the tokenizer its caches were made with, and readers still find statements;
