@@ -3,6 +3,9 @@
 Sources, strongest first: explicit overrides passed to `load_settings`, environment variables
 `SHARDVEC_<SECTION>_<KNOB>` (e.g. `SHARDVEC_DASK_ADDRESS`), a user TOML file named by
 `SHARDVEC_CONFIG`, then `config/default.toml`. Everything below reads the object it is given.
+
+Long because: every section of config/default.toml is declared and validated here, one class a
+section; its length is the knobs'.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ Only wiring: every step is a task from `flows/skins.py` (the Prefect UI shows ea
 passes between them is paths and small summaries, which each stage gathers into the typed
 result the next stages read. What a build trains, on what, continuing which models, is decided
 once, before it starts, by `tasks/models/plan.py` (`plan_build`); the stages carry the plan out.
+
+Long because: the stages read one another's typed results, and the rows' task graphs are
+wiring too; split, a reader would follow one build through several files.
 """
 
 from __future__ import annotations

@@ -234,3 +234,21 @@ def test_every_error_for_users_is_a_shardvec_error():
             outside += [f"{path.relative_to(ROOT)}: {n}" for n in names
                         if inspect.isclass(getattr(mod, n)) and not issubclass(getattr(mod, n), ShardvecError)]
     assert outside == [], f"make these subclass ShardvecError (shardvec/errors.py): {outside}"
+
+
+LONG = 350  # lines: a module longer says why in its docstring
+
+
+def test_every_module_says_its_role_and_a_long_one_why_it_is_long():
+    """A module's docstring says what it holds; one over LONG lines also says, in a paragraph
+    starting "Long because:", why it is one module and not several."""
+    import ast
+    wrong = []
+    for path in _files():
+        text = path.read_text()
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if not doc.strip() and path.name != "__init__.py":
+            wrong.append(f"{path.relative_to(ROOT)}: no docstring")
+        elif text.count("\n") > LONG and "Long because:" not in doc:
+            wrong.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines, no 'Long because:' in its docstring")
+    assert wrong == []

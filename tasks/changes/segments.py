@@ -16,6 +16,9 @@ readers search and tasks/changes/additions.py changes. Here too the segment file
 writes both files durably before anything names them, `compact` merges the newest segments like
 a binary counter (so about log2(adds) of them are live) and `sweep` deletes the files no CURRENT
 names any more.
+
+Long because: the segment files' format, their life (write, compact, sweep) and the Statements
+view that reads them change together.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ A partition is a folder under `<data>/corpus/` (e.g. `2026-11-22/`); its files a
 Parquet (string columns `id`, `text`). Files are streamed, never read whole. Every record that
 cannot be used goes to `<data>/quarantine/` byte for byte with its line and reason; the good
 records around it are still yielded.
+
+Long because: discovery, the three readers (JSON Lines, text, Parquet) and quarantine share one
+record contract (what a usable record is, how a bad one is named and kept byte for byte); split,
+each reader would restate it.
 """
 
 from __future__ import annotations

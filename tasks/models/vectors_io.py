@@ -7,6 +7,9 @@ a gensim KeyedVectors, and the TensorBoard projector's files for a chosen subset
 
 `import_vectors` publishes like the nightly: it builds a new directory, fsyncs it, then swaps a
 symlink (`DATA/vectors/<name>`) to it atomically, so readers see the old vectors or the new.
+
+Long because: import and export share the formats' readers and writers and the vocabulary
+checks; split, each direction would restate them.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ enough coverage" and left out of the gate: its score would be noise. The LSI mod
 its singular-value spectrum. Drift compares the new version with the published one: how many
 similarity rows changed, their mean Jaccard overlap, and the words whose neighbours moved most.
 The gate refuses a run whose metrics dropped more than the configured tolerances.
+
+Long because: the figures a run reports and the gate that judges them are defined together, so
+the gate's names and the report's always match.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ Every step holds a bounded number of rows in RAM: the sample, one shard, one blo
 candidates of one task or tile; never the corpus. Scores run in blocks sized from a memory
 budget, and rows spread over the space are read from its files, not through its mapping
 (`Space.read`), so a process does not end up holding the whole space.
+
+Long because: the steps above are one algorithm whose files (centroids, lists, bounds) only it
+reads and writes; split by step, the file formats would be spread over several modules.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ A space is a folder:
 Row r lives in shard r // rows_per_shard at offset r % rows_per_shard. Shards are written
 independently (one task each), then `finish_space` builds the key index and the manifest.
 Everything opens with mmap, so many processes share one copy in the page cache.
+
+Long because: the shard writer, the reader, `verify` and the dtype conversion all read and write
+the format above; split, each would restate it.
 """
 
 from __future__ import annotations
