@@ -179,7 +179,7 @@ def published(tmp_path_factory):
     change it): built by whichever pytest-xdist worker asks first, while the others wait on a
     lock (each built its own before: a nightly of CPU per worker). Built in-process (no Prefect,
     no Dask: tests/runs.py nightly_in_process); the Dask runs have tests of their own
-    (tests/test_dask.py compares theirs with this one)."""
+    (tests/integration/test_dask.py compares theirs with this one)."""
     def build(shared: Path) -> None:
         write_corpus(shared / "data" / "corpus")
         (shared / "report.json").write_text(json.dumps(nightly_in_process(shared / "data")))

@@ -1,7 +1,7 @@
 """The environment of every test process: set on import, before numpy or Prefect is imported.
 
 tests/conftest.py imports it first, so pytest and its xdist workers have it; the Python scripts
-tests start import it first as well (tests/test_lifecycle.py's ENVIRONMENT). The helper modules
+tests start import it first as well (tests/integration/test_lifecycle.py's ENVIRONMENT). The helper modules
 do not import it: a benchmark or a shell that imports them gets no temporary folders.
 """
 
@@ -42,7 +42,7 @@ os.environ["MPLCONFIGDIR"] = str(SCRATCH / "matplotlib")
 # What the unit tests need of a Prefect server is flow runs and their states. The services that
 # schedule, watch and record runs for the UI, and the log lines every task sends, were 1.7 of the
 # 4.4 CPU-seconds the test harness's server spent on one small nightly. The end-to-end tests
-# start their servers with Prefect's defaults (tests/e2e.py drops these).
+# start their servers with Prefect's defaults (tests/e2e/harness.py drops these).
 LEAN_PREFECT = {"PREFECT_LOGGING_TO_API_ENABLED": "false"} | {
     f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
     for name in ("CANCELLATION_CLEANUP", "DB_VACUUM", "EVENT_PERSISTER", "EVENT_LOGGER", "FOREMAN", "LATE_RUNS",
@@ -53,7 +53,7 @@ for _name, _value in LEAN_PREFECT.items():
 # A test that runs a flow asks for the prefect_server fixture (or starts a server it names); one
 # that forgets fails at once with "No Prefect API URL provided", instead of silently starting a
 # temporary server of its own (seconds of CPU). Builds that need no Prefect run in-process
-# (tests/runs.py). The end-to-end tests' processes run as users run them (tests/e2e.py drops it).
+# (tests/runs.py). The end-to-end tests' processes run as users run them (tests/e2e/harness.py drops it).
 NO_EPHEMERAL = {"PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false"}
 for _name, _value in NO_EPHEMERAL.items():
     os.environ.setdefault(_name, _value)

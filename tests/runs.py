@@ -37,8 +37,8 @@ gate = false
 # one worker, since each worker process costs seconds of CPU to start, and shards of 1,024 rows,
 # since each Dask task costs ~0.4 CPU-s of Prefect's own (the settings serialized at every submit
 # and rebuilt in the worker): the words space's 17 shards of 256 were a fifth of such a run. The
-# runs over several workers and shards on Dask are tests/test_dask.py's and the partitioned-rows
-# nightly of tests/test_partitioned.py.
+# runs over several workers and shards on Dask are tests/integration/test_dask.py's and the partitioned-rows
+# nightly of tests/integration/test_partitioned.py.
 SUBPROCESS_TOML = SMALL_TOML.replace("rows_per_shard = 256", "rows_per_shard = 1024") + "[dask]\nn_workers = 1\n"
 
 
@@ -49,7 +49,7 @@ def small_settings(data: Path, **more):
         "data_dir": str(data),
         "dask": {"n_workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB"},
     }
-    # (quality.gate is off: word-pair metrics on a 350-document corpus are noise; tests/test_quality.py gates for real)
+    # (quality.gate is off: word-pair metrics on a 350-document corpus are noise; tests/integration/test_quality.py gates for real)
     for key, value in more.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     return load_settings(**base)
@@ -73,7 +73,7 @@ def nightly_in_process(data: Path, **more) -> dict:
     in this process by the in-process executor (flows/executors.py): for the tests about what the
     data directory holds. No Prefect and no Dask: a build costs about half the CPU of the same
     flow on Prefect's thread pool, and the process starts no Prefect server. The flows themselves
-    run in nightly_flow, tests/test_dask.py and the end-to-end tests."""
+    run in nightly_flow, tests/integration/test_dask.py and the end-to-end tests."""
     return _build(small_settings(data, **more), flow="nightly", mode="update", skip_if_nothing_new=True)
 
 

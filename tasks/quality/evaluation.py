@@ -198,7 +198,7 @@ def analogies(wv, path: str, restrict_vocab: int = 300_000, cells: int = ANALOGY
     but a block of questions per matrix product instead of one `most_similar` each, the block
     sized so that its scores stay within `cells` however large the vocabulary (about half
     gensim's CPU time on the 4k-9k-word vocabularies of the tests; the counts equal gensim's,
-    tests/test_quality.py)."""
+    tests/integration/test_quality.py)."""
     keys = wv.index_to_key[:restrict_vocab]
     upper = [k.upper() for k in keys]
     index = {u: i for i, u in reversed(list(enumerate(upper)))}  # a word's most frequent casing

@@ -3,7 +3,7 @@ no Dask cluster, the whole tier in under a minute on 2 cores.
 
 A test here that asks for a fixture which starts Prefect or Dask fails at collection, and a
 `make unit` run that imported Prefect or Dask at all fails at its end: such a test belongs
-beside the other integration tests in tests/.
+in tests/integration/.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(config, items):
     wrong = [f"{item.nodeid} uses {', '.join(sorted(HARNESS & set(item.fixturenames)))}"
              for item in items if _unit(item) and HARNESS & set(item.fixturenames)]
     if wrong:
-        raise pytest.UsageError("tests/unit/ starts no Prefect or Dask; move these to tests/: " + "; ".join(wrong))
+        raise pytest.UsageError("tests/unit/ starts no Prefect or Dask; move these to tests/integration/: " + "; ".join(wrong))
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -37,5 +37,5 @@ def pytest_sessionfinish(session, exitstatus):
         loaded = sorted(m for m in ORCHESTRATION if m in sys.modules)
         if loaded:
             session.config.get_terminal_writer().line(
-                f"tests/unit/ imported {', '.join(loaded)}: a unit test needs neither; move it to tests/", red=True)
+                f"tests/unit/ imported {', '.join(loaded)}: a unit test needs neither; move it to tests/integration/", red=True)
             session.exitstatus = pytest.ExitCode.TESTS_FAILED

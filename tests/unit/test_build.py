@@ -1,7 +1,7 @@
 """The whole build, stage by stage, on the in-process executor (flows/executors.py InProcess):
 what tonight trains and publishes, with no Prefect and no Dask in the process.
 
-The same `Build` runs on Prefect-on-Dask in the flows; tests/test_dask.py checks that a Dask
+The same `Build` runs on Prefect-on-Dask in the flows; tests/integration/test_dask.py checks that a Dask
 run publishes what an in-process one does."""
 
 from __future__ import annotations

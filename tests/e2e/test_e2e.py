@@ -1,10 +1,10 @@
 """As users run it: a real `prefect server`, `shardvec serve`, deployments triggered through the
 API, artifacts read back, the UI page of a finished run rendered in headless Chromium, and a
 served nightly SIGKILLed and marked Crashed, with its alert to a webhook (issue 17). The work
-pool and local mode are tests/test_e2e_pool.py, on a server of their own, so that under
+pool and local mode are tests/e2e/test_e2e_pool.py, on a server of their own, so that under
 pytest-xdist the two modules run side by side.
 
-One server for the module (tests/e2e.py). Screenshots of the UI go to the module's temporary
+One server for the module (tests/e2e/harness.py). Screenshots of the UI go to the module's temporary
 folder; set SHARDVEC_SCREENSHOTS=DIR to keep them (anyone can regenerate them with this module).
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.corpora import write_corpus
-from tests.e2e import (CHROMIUM, CRASH_DEADLINE, SILENCE, api_run, artifacts, chart_pixels, chromium, cron_due_soon,
+from tests.e2e.harness import (CHROMIUM, CRASH_DEADLINE, SILENCE, api_run, artifacts, chart_pixels, chromium, cron_due_soon,
                        flow_run, get, heartbeats, install_alerts, offline_chromium, post, registered_pid, run_to_the_end,
                        scheduled_run, server, table, trigger, wait_for)
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups

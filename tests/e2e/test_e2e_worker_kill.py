@@ -24,7 +24,7 @@ import pytest
 from prefect import flow, task
 
 from shardvec.tasks.storage.versions import LockedError, RunLock
-from tests.e2e import api_run, deploy_to_pool, start_pool_worker, flow_run, post, run_to_the_end, server, wait_for
+from tests.e2e.harness import api_run, deploy_to_pool, start_pool_worker, flow_run, post, run_to_the_end, server, wait_for
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
 pytestmark = pytest.mark.slow  # whole on one pytest-xdist worker (tests/conftest.py, ONE_WORKER)

@@ -41,7 +41,7 @@ from tests.runs import backfill_in_process, nightly_in_process
 from tests.checks import assert_rows_exact
 from tests.corpora import SENTENCES
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 IDS = [f"s{i}" for i in range(8)] + ["dup/a", "dup/b", "bg/150", "bg/151", "2026-11-01/lee.txt:3"]
 TEXT = st.integers(0, len(SENTENCES) - 1).map(lambda i: SENTENCES[i])
 # statements of 4-9 kB: over the low corpus.max_record_bytes below, under the configured one

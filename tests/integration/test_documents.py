@@ -17,7 +17,7 @@ from shardvec.tasks.storage.documents import (Additions, Current, DamagedCurrent
                                               NotPublishedError)
 from shardvec.tasks.storage.layout import COMPONENTS
 
-GOLDEN = Path(__file__).parent / "golden" / "format-1"
+GOLDEN = Path(__file__).parents[1] / "golden" / "format-1"
 V1, V2 = "20261207T163303-ee7906", "20261207T163412-371f20"
 
 
@@ -174,7 +174,7 @@ BY_KEY = re.compile(r"""current(\[|\.get\()["']|\[["']components["']\]|\.get\(["
 def test_current_and_manifests_are_read_by_key_in_one_module_only():
     """Outside tasks/storage/documents.py, code reads CURRENT and the manifests as typed documents:
     a key read by string elsewhere is a second, unvalidated reading of the format."""
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     found = []
     for folder in ("tasks", "flows", "shardvec", "config"):
         for path in sorted((root / folder).rglob("*.py")):

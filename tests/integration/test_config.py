@@ -60,7 +60,7 @@ def test_missing_user_config_file(monkeypatch, tmp_path):
 
 def test_every_knob_in_default_toml_is_commented():
     """Each knob, or the run of knobs it belongs to, has a comment line right above it."""
-    lines = (Path(__file__).parents[1] / "config" / "default.toml").read_text().splitlines()
+    lines = (Path(__file__).parents[2] / "config" / "default.toml").read_text().splitlines()
     is_knob = [("=" in l and not l.lstrip().startswith("#")) for l in lines]
     for i, knob in enumerate(is_knob):
         if knob:
@@ -106,7 +106,7 @@ def _another_valid_value(section, knob, value):
 def test_every_knob_of_default_toml_is_settable_through_its_environment_variable(monkeypatch):
     """issue 14 item 10: SHARDVEC_<SECTION>_<KNOB> means what `knob = value` means in TOML."""
     import tomllib
-    defaults = tomllib.loads((Path(__file__).parents[1] / "config" / "default.toml").read_text())
+    defaults = tomllib.loads((Path(__file__).parents[2] / "config" / "default.toml").read_text())
     base = load_settings()
     expected, checked = {}, 0
     for section, knobs in defaults.items():
@@ -223,6 +223,6 @@ def test_own_evaluation_sets_are_paths_and_a_missing_one_is_no_settings_error(mo
     monkeypatch.setenv("SHARDVEC_QUALITY_WORD_PAIRS", f"pairs.tsv{os.pathsep}{tmp_path / 'pairs.tsv'}")
     assert load_settings().quality.word_pairs == ["pairs.tsv", str(tmp_path / "pairs.tsv")]
     # a set that is not there is no settings error: the evaluation reports it and leaves it out of
-    # the gate (tests/test_languages.py), and commands that evaluate nothing never look at it
+    # the gate (tests/integration/test_languages.py), and commands that evaluate nothing never look at it
     monkeypatch.setenv("SHARDVEC_QUALITY_ANALOGIES", "missing.txt")
     assert load_settings().quality.analogies == ["missing.txt"]

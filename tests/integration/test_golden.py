@@ -12,7 +12,7 @@ import pytest
 
 import shardvec
 
-GOLDEN = Path(__file__).parent / "golden" / "format-1"
+GOLDEN = Path(__file__).parents[1] / "golden" / "format-1"
 FIRST, SECOND = "20261207T163303-ee7906", "20261207T163412-371f20"
 
 

@@ -22,7 +22,7 @@ from shardvec.flows.nightly import nightly
 from shardvec.flows.params import HIDDEN, Overrides, run_settings
 from tests.runs import shardvec_cli, small_settings
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 FLOWS = {"nightly": nightly, "backfill": backfill, "add-statements": add_statements}
 ENTRYPOINTS = {"nightly": "flows/nightly.py:nightly", "backfill": "flows/backfill.py:backfill",
                "add-statements": "flows/add_statements.py:add_statements"}
@@ -105,7 +105,7 @@ WHOLE = object()  # tests/runs.py's direct calls pass whole settings, data_dir a
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    ({"index": {"nprobe": 1, "target_recall": 0}, "quality": {"gate": True}},  # tests/test_e2e_pool.py's
+    ({"index": {"nprobe": 1, "target_recall": 0}, "quality": {"gate": True}},  # tests/e2e/test_e2e_pool.py's
      {"index.nprobe": 1, "index.target_recall": 0, "quality.gate": True}),
     ({"word2vec": {"sg": "0", "epochs": "3"}, "quality": {"gate": "false"}},  # text, as from SHARDVEC_*
      {"word2vec.sg": 0, "word2vec.epochs": 3, "quality.gate": False}),
@@ -117,7 +117,7 @@ def test_overrides_take_what_callers_pass(overrides, expected, tmp_path):
     for flow in FLOWS.values():
         assert isinstance(flow.validate_parameters({"overrides": overrides})["overrides"], Overrides)
     s = run_settings(nightly.validate_parameters({"overrides": overrides})["overrides"], deployed=False)
-    assert s == run_settings(overrides, deployed=False)  # a dict (e.g. tests/test_hostile.py's) as well
+    assert s == run_settings(overrides, deployed=False)  # a dict (e.g. tests/integration/test_hostile.py's) as well
     for knob, value in expected.items():
         section, name = knob.split(".")
         assert getattr(getattr(s, section), name) == value, knob
@@ -172,7 +172,7 @@ def test_every_deployment_runs_one_at_a_time_and_queues_the_next(tmp_path):
     served = deployments(small_settings(tmp_path / "data"))
     assert {d.name: (d.concurrency_limit, d.concurrency_options.collision_strategy.value) for d in served} == {
         name: (1, "ENQUEUE") for name in ("shardvec-nightly", "shardvec-backfill", "shardvec-add-statements")}
-    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "prefect.yaml").read_text())
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "prefect.yaml").read_text())
     assert {d["name"]: d["concurrency_limit"] for d in shipped["deployments"]} == {
         name: {"limit": 1, "collision_strategy": "ENQUEUE"}
         for name in ("shardvec-nightly", "shardvec-backfill", "shardvec-add-statements")}

@@ -194,7 +194,7 @@ def test_a_drain_killed_inside_a_file_does_not_undo_a_delete_acknowledged_after_
     one touched its ids meanwhile: a `shardvec delete` of one of them, acknowledged after the kill,
     was undone, the statement live again with no one asking."""
     from shardvec.tasks.changes.additions import delete_ids
-    from tests.e2e import wait_for
+    from tests.e2e.harness import wait_for
     from tests.processes import kill_group_and_check_it_landed
     inbox = data / "inbox"
     inbox.mkdir()

@@ -12,7 +12,7 @@ import subprocess
 import httpx
 import pytest
 
-from tests.e2e import get, wait_for
+from tests.e2e.harness import get, wait_for
 from tests.processes import BIN, free_port, stop_groups
 from tests.runs import shardvec_cli, small_settings
 from tests.shared import migrated_prefect_db

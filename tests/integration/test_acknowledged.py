@@ -32,7 +32,7 @@ from tests.checks import assert_rows_exact
 from tests.corpora import SENTENCES
 from tests.runs import backfill_in_process, nightly_in_process, shardvec_cli
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 BIG = " ".join(SENTENCES)[:5400]  # a 5.4 kB statement, as in the issue
 DEEP = b"[" * 50_000 + b"]" * 50_000  # RecursionError in json.loads
 HUGE_INT = b'{"id": "n", "text": "x", "n": ' + b"7" * 5000 + b"}"  # ValueError: Exceeds the limit (4300 digits)

@@ -36,7 +36,7 @@ from tests.processes import BIN, free_port, stop_groups
 from tests.runs import SUBPROCESS_TOML
 from tests.shared import migrated_prefect_db
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # SUBPROCESS_TOML with no inbox drain on a schedule: the tests start each run they wait for
 E2E_TOML = SUBPROCESS_TOML + "[schedule]\ninbox_interval_seconds = 0\n"
 CHROMIUM = shutil.which("chromium")

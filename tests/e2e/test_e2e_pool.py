@@ -16,7 +16,7 @@ from datetime import datetime
 import pytest
 
 from tests.corpora import SENTENCES, write_corpus
-from tests.e2e import (CRASH_DEADLINE, REPO, api_run, artifacts, cron_due_soon, deploy_to_pool, flow_run, get, post,
+from tests.e2e.harness import (CRASH_DEADLINE, REPO, api_run, artifacts, cron_due_soon, deploy_to_pool, flow_run, get, post,
                        registered_pid, start_pool_worker,
                        run_id_in, run_to_the_end, scheduled_run, server, table, users_env, wait_for)
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
