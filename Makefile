@@ -51,9 +51,16 @@ system-deps:
 # fills those waits.
 WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
 
-# ruff's rules are in pyproject.toml ([tool.ruff]); under a second, so `make test` runs it first
+# ruff's rules and layout are in pyproject.toml ([tool.ruff]); under a second, so `make test`
+# runs it first. `make format` lays the code out as the check wants it.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+.PHONY: format
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 # mypy over the package as it installs (shardvec.tasks is tasks/ ...): a tree of links for it
 typecheck: install

@@ -50,13 +50,18 @@ def store_dir(n: int) -> Path:
 def build(data: Path, n: int) -> dict:
     from shardvec.flows.nightly import nightly
     from shardvec.flows.runtime import local_prefect, task_runner
+
     corpus = data / "corpus" / "2026-01-01"
     corpus.mkdir(parents=True, exist_ok=True)
     with open(corpus / "statements.jsonl", "w", encoding="utf-8") as f:
         for id_, text in statements(n):
             f.write(json.dumps({"id": id_, "text": text}) + "\n")
-    overrides = dict(data_dir=str(data), store={"rows_per_shard": 25_000}, word2vec={"epochs": 1, "sg": 0},
-                     index={"n_trees": 10, "recall_sample": 100})
+    overrides = dict(
+        data_dir=str(data),
+        store={"rows_per_shard": 25_000},
+        word2vec={"epochs": 1, "sg": 0},
+        index={"n_trees": 10, "recall_sample": 100},
+    )
     s = load_settings(**overrides)
     t = time.perf_counter()
     with local_prefect():
@@ -66,6 +71,7 @@ def build(data: Path, n: int) -> dict:
 
 def new_texts(n: int) -> list[str]:
     from tests.corpora import lee_sentences  # real news text the store has not seen
+
     out = lee_sentences("lee_background.cor", min_words=5)
     return (out * (n // len(out) + 1))[:n]
 
@@ -104,11 +110,17 @@ def main() -> None:
             by_size[n] = run(data, current, args.singles)
         finally:
             _put_back(data, snapshot)
-        print(f"{n:,}: single add p50 {by_size[n]['single_add_ms']['p50']} ms, single delete p50 "
-              f"{by_size[n]['single_delete_ms']['p50']} ms, 1,000 adds {by_size[n]['batch_1000']['seconds']} s, "
-              f"1,000 deletes {by_size[n]['delete_1000']['seconds']} s", flush=True)
-    figures = {**by_size[sizes[-1]], "sizes": {str(n): by_size[n] for n in sizes},
-               "growth": growth(by_size, sizes[0], sizes[-1])}
+        print(
+            f"{n:,}: single add p50 {by_size[n]['single_add_ms']['p50']} ms, single delete p50 "
+            f"{by_size[n]['single_delete_ms']['p50']} ms, 1,000 adds {by_size[n]['batch_1000']['seconds']} s, "
+            f"1,000 deletes {by_size[n]['delete_1000']['seconds']} s",
+            flush=True,
+        )
+    figures = {
+        **by_size[sizes[-1]],
+        "sizes": {str(n): by_size[n] for n in sizes},
+        "growth": growth(by_size, sizes[0], sizes[-1]),
+    }
     path = save("add_statements", figures)
     print(json.dumps(figures, indent=1))
     print(f"written to {path}")
@@ -123,14 +135,18 @@ def _put_back(data: Path, snapshot: bytes) -> None:
 
 def growth(by_size: dict, lo: int, hi: int) -> dict:
     """Each figure at the largest size over the smallest (statements grew hi/lo times)."""
+
     def ratio(get) -> float:
         return round(get(by_size[hi]) / max(get(by_size[lo]), 1e-9), 2)
-    return {"statements": round(hi / lo, 2),
-            "single_add_p50": ratio(lambda f: f["single_add_ms"]["p50"]),
-            "single_delete_p50": ratio(lambda f: f["single_delete_ms"]["p50"]),
-            "batch_1000_adds": ratio(lambda f: f["batch_1000"]["seconds"]),
-            "delete_1000": ratio(lambda f: f["delete_1000"]["seconds"]),
-            "recompute_all_rows": ratio(lambda f: f["recompute_all_rows_seconds"])}
+
+    return {
+        "statements": round(hi / lo, 2),
+        "single_add_p50": ratio(lambda f: f["single_add_ms"]["p50"]),
+        "single_delete_p50": ratio(lambda f: f["single_delete_ms"]["p50"]),
+        "batch_1000_adds": ratio(lambda f: f["batch_1000"]["seconds"]),
+        "delete_1000": ratio(lambda f: f["delete_1000"]["seconds"]),
+        "recompute_all_rows": ratio(lambda f: f["recompute_all_rows_seconds"]),
+    }
 
 
 def run(data: Path, current: Current, singles: int, deletes: int = 100, recompute: bool = True) -> dict:
@@ -186,30 +202,50 @@ def run(data: Path, current: Current, singles: int, deletes: int = 100, recomput
     recall_strict = recall_at_k(stored_r, exact)
     recall = recall_at_k(stored_r, exact, stored_s, exact_s)
     groups = {"batch": (check >= n) & (check < n + 1000), "singles": check >= n + 1000, "stored": check < n}
-    recall_of = {name: round(recall_at_k(stored_r[m], exact[m], stored_s[m], exact_s[m]), 4)
-                 for name, m in groups.items() if m.any()}
+    recall_of = {
+        name: round(recall_at_k(stored_r[m], exact[m], stored_s[m], exact_s[m]), 4)
+        for name, m in groups.items()
+        if m.any()
+    }
 
     gflops = blas_gflops(d=d, n=n, b=1000)
     limit = 2 * 1000 * n * d / (gflops * 1e9)
     return {
         "store": {"statements": n, "dim": d, "k": k, "shards": view.base.n_shards},
-        "batch_1000": {"seconds": round(batch_s, 3), "target_seconds": 2.0 if n <= 100_000 else 10.0,  # #13, #16
-                       "rows_updated": result.rows_updated},
-        "rows_method": view.base_rows.manifest.get("method"), "probed_singles": view.clusters is not None,
+        "batch_1000": {
+            "seconds": round(batch_s, 3),
+            "target_seconds": 2.0 if n <= 100_000 else 10.0,  # #13, #16
+            "rows_updated": result.rows_updated,
+        },
+        "rows_method": view.base_rows.manifest.get("method"),
+        "probed_singles": view.clusters is not None,
         "recompute_all_rows_seconds": recompute_s and round(recompute_s, 2),
         "speedup_vs_recompute": recompute_s and round(recompute_s / batch_s, 1),
-        "single_add_ms": {"p50": round(float(np.percentile(lat_ms, 50)), 2),
-                          "p99": round(float(np.percentile(lat_ms, 99)), 2), "n": len(lat), "target_p50": 20},
+        "single_add_ms": {
+            "p50": round(float(np.percentile(lat_ms, 50)), 2),
+            "p99": round(float(np.percentile(lat_ms, 99)), 2),
+            "n": len(lat),
+            "target_p50": 20,
+        },
         "delete_1000": {"seconds": round(delete_s, 3), "target_seconds": 2.0, "rows_updated": gone.rows_updated},
-        "single_delete_ms": {"p50": round(float(np.percentile(del_ms, 50)), 2),
-                             "p99": round(float(np.percentile(del_ms, 99)), 2), "n": len(del_ms), "target_p50": 20},
+        "single_delete_ms": {
+            "p50": round(float(np.percentile(del_ms, 50)), 2),
+            "p99": round(float(np.percentile(del_ms, 99)), 2),
+            "n": len(del_ms),
+            "target_p50": 20,
+        },
         "adder_open_seconds": round(open_s, 3),
-        "recall_at_10_vs_exact": recall, "recall_at_10_by_rows": recall_of, "rows_checked": int(len(check)),
+        "recall_at_10_vs_exact": recall,
+        "recall_at_10_by_rows": recall_of,
+        "rows_checked": int(len(check)),
         "recall_at_10_ids_strict": recall_strict,
         "note": "strict recall counts ids; the tie-aware figure accepts an id whose score ties the "
-                "k-th exact score to 1e-6 (duplicate texts score equal up to the last float bit)",
-        "blas": {"gflops_measured": round(gflops, 1), "batch_limit_seconds": round(limit, 3),
-                 "batch_vs_limit": round(batch_s / limit, 1)},
+        "k-th exact score to 1e-6 (duplicate texts score equal up to the last float bit)",
+        "blas": {
+            "gflops_measured": round(gflops, 1),
+            "batch_limit_seconds": round(limit, 3),
+            "batch_vs_limit": round(batch_s / limit, 1),
+        },
     }
 
 

@@ -20,6 +20,7 @@ RESULTS = HERE / "results"
 def sentences() -> Iterator[str]:
     """Sentences of gensim's English Wikipedia sample (real text, shipped with gensim)."""
     from shardvec.sample import wiki_paragraphs
+
     for _id, para in wiki_paragraphs():
         for s in para.split(". "):
             if len(s.split()) >= 5:
@@ -32,7 +33,7 @@ def statements(n: int) -> Iterator[tuple[str, str]]:
     made, width = 0, 1
     while made < n:
         for i in range(0, len(base) - width + 1):
-            yield f"s{width}/{i}", " ".join(base[i:i + width])
+            yield f"s{width}/{i}", " ".join(base[i : i + width])
             made += 1
             if made == n:
                 return
@@ -57,9 +58,14 @@ def _timed(fn) -> float:
 
 def machine() -> dict:
     import psutil
-    return {"cpus": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "numpy": np.__version__,
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+
+    return {
+        "cpus": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+    }
 
 
 def save(name: str, figures: dict) -> Path:

@@ -23,8 +23,10 @@ INDEX = Path("/usr/share/dictd/gcide.index")
 PARTS = 4
 FILES_PER_PART = 2  # so tokenizing a part is two parallel tasks
 _B64 = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
-_SOURCE_TAG = re.compile(r"\[(?:1913 Webster|WordNet 1\.5|Webster 1913 Suppl\.|PJC|Century Dict\.|"
-                         r"Chambers 1881|Syn\. Dict\.|RDH|Accent|Obs\.|R\.)[^\]]*\]")
+_SOURCE_TAG = re.compile(
+    r"\[(?:1913 Webster|WordNet 1\.5|Webster 1913 Suppl\.|PJC|Century Dict\.|"
+    r"Chambers 1881|Syn\. Dict\.|RDH|Accent|Obs\.|R\.)[^\]]*\]"
+)
 _SPACE = re.compile(r"\s+")
 
 
@@ -42,8 +44,10 @@ def _b64(s: str) -> int:
 def entries() -> Iterator[tuple[str, str]]:
     """(id, text) of every dictionary entry, in file order, streamed from the compressed file."""
     if not DICT.exists() or not INDEX.exists():
-        raise MissingCorpus(f"{DICT} is missing; install it with `apt-get install dict-gcide` "
-                            "(Debian's GCIDE dictionary, the benchmark's real-text corpus).")
+        raise MissingCorpus(
+            f"{DICT} is missing; install it with `apt-get install dict-gcide` "
+            "(Debian's GCIDE dictionary, the benchmark's real-text corpus)."
+        )
     spans: dict[int, tuple[int, str]] = {}
     with open(INDEX, encoding="utf-8") as f:
         for line in f:

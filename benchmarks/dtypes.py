@@ -27,8 +27,11 @@ from shardvec.tasks.storage.spaces import DTYPES, Space, convert_space
 
 def _latency(ns: list[int]) -> dict:
     us = np.asarray(ns) / 1000
-    return {"vector_p50_us": round(float(np.percentile(us, 50)), 2),
-            "vector_p99_us": round(float(np.percentile(us, 99)), 2), "vector_max_us": round(float(us.max()), 1)}
+    return {
+        "vector_p50_us": round(float(np.percentile(us, 50)), 2),
+        "vector_p99_us": round(float(np.percentile(us, 99)), 2),
+        "vector_max_us": round(float(us.max()), 1),
+    }
 
 
 def oov(vectors_dir: Path, model: str) -> dict:
@@ -36,16 +39,27 @@ def oov(vectors_dir: Path, model: str) -> dict:
     from gensim.models.fasttext import load_facebook_vectors
     from gensim.test.utils import datapath
     from shardvec.tasks.models.vectors_io import Vectors
+
     ref, ours = load_facebook_vectors(datapath(model)), Vectors(vectors_dir)
-    words = sorted({w for line in open(datapath("lee.cor"), encoding="utf-8", errors="replace")
-                    for w in line.lower().split() if w not in ref.key_to_index})[:2000]
+    words = sorted(
+        {
+            w
+            for line in open(datapath("lee.cor"), encoding="utf-8", errors="replace")
+            for w in line.lower().split()
+            if w not in ref.key_to_index
+        }
+    )[:2000]
     times, diff = [], 0.0
     for w in words:
         t = time.perf_counter_ns()
         v = ours.vector(w)
         times.append(time.perf_counter_ns() - t)
         diff = max(diff, float(np.abs(v - ref[w]).max()))
-    return {"oov_words": len(words), "max_abs_diff_vs_gensim": diff, **{f"oov_{k}": v for k, v in _latency(times).items()}}
+    return {
+        "oov_words": len(words),
+        "max_abs_diff_vs_gensim": diff,
+        **{f"oov_{k}": v for k, v in _latency(times).items()},
+    }
 
 
 def measure(space_dir: Path, sample: int = 1000) -> dict:
@@ -68,11 +82,18 @@ def measure(space_dir: Path, sample: int = 1000) -> dict:
                 t = time.perf_counter_ns()
                 space.vector(k)
                 times.append(time.perf_counter_ns() - t)
-            size = sum((space.dir / f).stat().st_size for s in space.manifest["shards"]  # vectors (+ int8 norms)
-                       for f in s["sha256"] if not f.startswith("keys-"))
-            out[dtype] = {"vector_bytes": size, "mb": round(size / 2**20, 1),
-                          "recall_at_10_vs_float32": round(recall_at_k(found, truth, found_s, truth_s), 4),
-                          **_latency(times)}
+            size = sum(
+                (space.dir / f).stat().st_size
+                for s in space.manifest["shards"]  # vectors (+ int8 norms)
+                for f in s["sha256"]
+                if not f.startswith("keys-")
+            )
+            out[dtype] = {
+                "vector_bytes": size,
+                "mb": round(size / 2**20, 1),
+                "recall_at_10_vs_float32": round(recall_at_k(found, truth, found_s, truth_s), 4),
+                **_latency(times),
+            }
     f32 = out["float32"]["vector_bytes"]
     for row in out.values():
         row["bytes_vs_float32"] = round(row["vector_bytes"] / f32, 3)
@@ -89,11 +110,14 @@ def main() -> None:
         print(name, json.dumps(figures[name]), flush=True)
     from gensim.test.utils import datapath
     from shardvec.tasks.models.vectors_io import import_vectors
+
     tmp = Path(tempfile.mkdtemp(dir=WORK))
     try:
         import_vectors(datapath("lee_fasttext_new.bin"), tmp, "ft")
-        figures["fasttext_imported"] = {**measure(tmp / "vectors" / "ft"),
-                                        **oov(tmp / "vectors" / "ft", "lee_fasttext_new.bin")}
+        figures["fasttext_imported"] = {
+            **measure(tmp / "vectors" / "ft"),
+            **oov(tmp / "vectors" / "ft", "lee_fasttext_new.bin"),
+        }
         print("fasttext_imported", json.dumps(figures["fasttext_imported"]), flush=True)
     finally:
         shutil.rmtree(tmp)

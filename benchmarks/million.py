@@ -41,6 +41,7 @@ def prepare(work: Path, n: int = FULL) -> dict:
     done = src / "done.json"
     if not done.exists():
         from benchmarks.rows_scale import bench_statements
+
         src.mkdir(parents=True, exist_ok=True)
         t, f, words = time.perf_counter(), None, 0
         for i, text in enumerate(bench_statements(n)):
@@ -52,8 +53,11 @@ def prepare(work: Path, n: int = FULL) -> dict:
             f.write(json.dumps({"id": f"m/{i}", "text": text}) + "\n")
             words += len(text.split())
         f.close()
-        done.write_text(json.dumps({"statements": n, "words": words, "parts": -(-n // PART),
-                                    "seconds": round(time.perf_counter() - t)}))
+        done.write_text(
+            json.dumps(
+                {"statements": n, "words": words, "parts": -(-n // PART), "seconds": round(time.perf_counter() - t)}
+            )
+        )
     return json.loads(done.read_text())
 
 
@@ -62,7 +66,9 @@ def growth_table(runs: dict) -> list[str]:
     sizes = sorted((int(k.split("/")[1]) for k in runs if k.startswith("shardvec/")))
     if not sizes:
         return []
-    head = "| stage | " + " | ".join(f"{n // 1000}k" for n in sizes) + f" | {sizes[-1] // 1000}k / {sizes[0] // 1000}k |"
+    head = (
+        "| stage | " + " | ".join(f"{n // 1000}k" for n in sizes) + f" | {sizes[-1] // 1000}k / {sizes[0] // 1000}k |"
+    )
     lines = [head, "| --- " * (len(sizes) + 2) + "|"]
     for stage in runs[f"shardvec/{sizes[-1]}"]["stage_wall_seconds"]:  # in the order they ran
         cells, walls = [], []
@@ -70,20 +76,28 @@ def growth_table(runs: dict) -> list[str]:
             r = runs[f"shardvec/{n}"]
             w = r["stage_wall_seconds"].get(stage)
             walls.append(w)
-            cells.append("" if w is None else
-                         f"{w:.1f} s, {r['stage_peak_rss_mb'][stage]} MB, {r['stage_peak_pss_tree_mb'].get(stage, 0)} MB")
+            cells.append(
+                ""
+                if w is None
+                else f"{w:.1f} s, {r['stage_peak_rss_mb'][stage]} MB, {r['stage_peak_pss_tree_mb'].get(stage, 0)} MB"
+            )
         growth = f"{walls[-1] / walls[0]:.1f}x" if walls[0] and walls[-1] else ""
         lines.append(f"| {stage} | " + " | ".join(cells) + f" | {growth} |")
     total = [runs[f"shardvec/{n}"] for n in sizes]
-    lines.append("| **whole nightly** | " + " | ".join(
-        f"{r['wall_seconds']:.0f} s, {r['peak_rss_mb']} MB, {r['peak_pss_tree_mb']} MB" for r in total)
-        + f" | {total[-1]['wall_seconds'] / total[0]['wall_seconds']:.1f}x |")
+    lines.append(
+        "| **whole nightly** | "
+        + " | ".join(f"{r['wall_seconds']:.0f} s, {r['peak_rss_mb']} MB, {r['peak_pss_tree_mb']} MB" for r in total)
+        + f" | {total[-1]['wall_seconds'] / total[0]['wall_seconds']:.1f}x |"
+    )
     rows = ("similarity-rows", "merge-rows")
     for key, label in (("stage_task_seconds", "task-seconds"), ("stage_cpu_seconds", "CPU-seconds")):
         if all(key in r for r in total):
             cost = [sum(r[key].get(k) or 0 for k in rows) for r in total]
-            lines.append(f"| rows: {label} of similarity-rows + merge-rows | " + " | ".join(f"{c:.0f} s" for c in cost)
-                         + (f" | {cost[-1] / cost[0]:.1f}x |" if cost[0] else " | |"))
+            lines.append(
+                f"| rows: {label} of similarity-rows + merge-rows | "
+                + " | ".join(f"{c:.0f} s" for c in cost)
+                + (f" | {cost[-1] / cost[0]:.1f}x |" if cost[0] else " | |")
+            )
     lines.append("| rows recall@10 | " + " | ".join(f"{r['rows_recall_at_10']}" for r in total) + " | |")
     return lines
 
@@ -104,6 +118,7 @@ def main() -> None:
     print("corpus:", figures["corpus"], flush=True)
     toml, settings = settings_files(work, "bench", BENCH)
     from shardvec.flows.runtime import local_prefect
+
     with local_prefect():
         for n in args.sizes:
             parts = n // PART
@@ -114,9 +129,18 @@ def main() -> None:
                 runs[f"plain/{n}"] = run_plain(work, settings, parts=parts, source="million")
                 runs[f"plain/{n}"]["rows_recall_at_10"] = plain_recall(work)
                 print(f"plain {n:,}:", json.dumps(runs[f"plain/{n}"]), flush=True)
-            figures["ratios"] = {n: {"wall_vs_plain": round(runs[f"shardvec/{n}"]["wall_seconds"] / runs[f"plain/{n}"]["wall_seconds"], 3),
-                                     "pss_vs_plain": round(runs[f"shardvec/{n}"]["peak_pss_tree_mb"] / runs[f"plain/{n}"]["peak_pss_tree_mb"], 3)}
-                                 for n in SIZES if f"plain/{n}" in runs and f"shardvec/{n}" in runs}
+            figures["ratios"] = {
+                n: {
+                    "wall_vs_plain": round(
+                        runs[f"shardvec/{n}"]["wall_seconds"] / runs[f"plain/{n}"]["wall_seconds"], 3
+                    ),
+                    "pss_vs_plain": round(
+                        runs[f"shardvec/{n}"]["peak_pss_tree_mb"] / runs[f"plain/{n}"]["peak_pss_tree_mb"], 3
+                    ),
+                }
+                for n in SIZES
+                if f"plain/{n}" in runs and f"shardvec/{n}" in runs
+            }
             figures["growth_table"] = growth_table(runs)
             path = save("million", figures)
     print("\n".join(figures["growth_table"]))

@@ -53,21 +53,37 @@ def main(out: Path, s: dict, files: list[str]) -> dict:
     docs = Statements(files)
     ids = [json.loads(line)["id"] for path in files for line in open(path, encoding="utf-8")]
     dictionary = Dictionary(docs)
-    dictionary.filter_extremes(no_below=s["vocab"]["no_below"], no_above=s["vocab"]["no_above"],
-                               keep_n=s["vocab"]["max_terms"])
+    dictionary.filter_extremes(
+        no_below=s["vocab"]["no_below"], no_above=s["vocab"]["no_above"], keep_n=s["vocab"]["max_terms"]
+    )
     bow = Bow(docs, dictionary)
     tfidf = TfidfModel(bow)
     timings["dictionary+tfidf"] = time.perf_counter() - t
     t = time.perf_counter()
     l = s["lsi"]
-    lsi = LsiModel(tfidf[bow], id2word=dictionary, num_topics=l["num_topics"], chunksize=l["chunksize"],
-                   power_iters=l["power_iters"], extra_samples=l["extra_samples"], random_seed=1)
+    lsi = LsiModel(
+        tfidf[bow],
+        id2word=dictionary,
+        num_topics=l["num_topics"],
+        chunksize=l["chunksize"],
+        power_iters=l["power_iters"],
+        extra_samples=l["extra_samples"],
+        random_seed=1,
+    )
     timings["lsi"] = time.perf_counter() - t
     t = time.perf_counter()
     w = s["word2vec"]
-    w2v = Word2Vec(docs, vector_size=w["vector_size"], window=w["window"], min_count=w["min_count"],
-                   max_final_vocab=w["max_final_vocab"], epochs=w["epochs"], sg=w["sg"], workers=w["workers"],
-                   seed=w["seed"])
+    w2v = Word2Vec(
+        docs,
+        vector_size=w["vector_size"],
+        window=w["window"],
+        min_count=w["min_count"],
+        max_final_vocab=w["max_final_vocab"],
+        epochs=w["epochs"],
+        sg=w["sg"],
+        workers=w["workers"],
+        seed=w["seed"],
+    )
     timings["word2vec"] = time.perf_counter() - t
     t = time.perf_counter()
     dim = l["num_topics"]
@@ -86,7 +102,7 @@ def main(out: Path, s: dict, files: list[str]) -> dict:
     rows = np.full((len(ids), k), -1, dtype=np.int64)
     for i in range(len(ids)):
         nns = [j for j in index.get_nns_by_item(i, k + 1) if j != i][:k]
-        rows[i, :len(nns)] = nns
+        rows[i, : len(nns)] = nns
     np.save(out / "rows.npy", rows)
     timings["similarity rows"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -99,8 +115,12 @@ def main(out: Path, s: dict, files: list[str]) -> dict:
     w2v.save(str(out / "word2vec.gensim"))
     dictionary.save(str(out / "dictionary.gensim"))
     timings["word index+save"] = time.perf_counter() - t
-    return {"statements": len(ids), "terms": len(dictionary), "words": len(w2v.wv),
-            "steps": {k: round(v, 2) for k, v in timings.items()}}
+    return {
+        "statements": len(ids),
+        "terms": len(dictionary),
+        "words": len(w2v.wv),
+        "steps": {k: round(v, 2) for k, v in timings.items()},
+    }
 
 
 if __name__ == "__main__":

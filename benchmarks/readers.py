@@ -20,17 +20,25 @@ MB = 1 << 20
 
 def _pcts(ns: list[int]) -> dict:
     us = np.asarray(ns) / 1000
-    return {"p50_us": round(float(np.percentile(us, 50)), 2), "p99_us": round(float(np.percentile(us, 99)), 2),
-            "max_us": round(float(us.max()), 1), "n": len(us)}
+    return {
+        "p50_us": round(float(np.percentile(us, 50)), 2),
+        "p99_us": round(float(np.percentile(us, 99)), 2),
+        "max_us": round(float(us.max()), 1),
+        "n": len(us),
+    }
 
 
 def latency(data: Path, n: int = 20_000, rounds: int = 5) -> dict:
     """store.vector(word) and statements.vector(id) for random keys, warm: the best of
     `rounds` passes (noise on a shared machine only ever adds), with every pass's p50."""
     import shardvec
+
     store = shardvec.open(data)
     out = {}
-    for name, space in (("word", store.words), ("statement", store._statements.base)):  # the base space, as measured before
+    for name, space in (
+        ("word", store.words),
+        ("statement", store._statements.base),
+    ):  # the base space, as measured before
         rng = np.random.default_rng(0)
         keys = [space.key(int(r)) for r in rng.integers(0, len(space), size=n)]
         for k in keys:  # warm: pages and per-shard state loaded
@@ -64,6 +72,7 @@ def latency(data: Path, n: int = 20_000, rounds: int = 5) -> dict:
 def gather(data: Path, n: int = 10_000, repeat: int = 5) -> dict:
     """Space.rows of n random rows vs numpy fancy indexing of the same array held in RAM."""
     import shardvec
+
     space = shardvec.open(data)._statements.base  # the space itself: its shards
     ram = np.concatenate([np.asarray(space.shard(s)) for s in range(space.n_shards)])
     rng = np.random.default_rng(1)
@@ -71,8 +80,12 @@ def gather(data: Path, n: int = 10_000, repeat: int = 5) -> dict:
     assert np.array_equal(space.vectors_at(rows), ram[rows])
     best = lambda fn: min(_timed(fn) for _ in range(repeat))  # noqa: E731
     store_s, ram_s = best(lambda: space.vectors_at(rows)), best(lambda: ram[rows])
-    return {"rows": n, "store_ms": round(store_s * 1e3, 2), "numpy_in_ram_ms": round(ram_s * 1e3, 2),
-            "ratio": round(store_s / ram_s, 2)}
+    return {
+        "rows": n,
+        "store_ms": round(store_s * 1e3, 2),
+        "numpy_in_ram_ms": round(ram_s * 1e3, 2),
+        "ratio": round(store_s / ram_s, 2),
+    }
 
 
 def _timed(fn) -> float:
@@ -107,8 +120,10 @@ def shared_memory(data: Path, readers: int = 4) -> dict:
     data = Path(data).resolve()
 
     def start(n):
-        procs = [subprocess.Popen([sys.executable, "-c", READER, str(data)], stdout=subprocess.PIPE, text=True)
-                 for _ in range(n)]
+        procs = [
+            subprocess.Popen([sys.executable, "-c", READER, str(data)], stdout=subprocess.PIPE, text=True)
+            for _ in range(n)
+        ]
         for p in procs:
             assert p.stdout.readline().strip() == "ready"
         return procs
@@ -122,11 +137,18 @@ def shared_memory(data: Path, readers: int = 4) -> dict:
             for p in procs:
                 p.kill()
                 p.wait()
-        out[n] = {"pss_mb": round(sum(a for a, _ in pss) / MB, 1), "store_pss_mb": round(sum(b for _, b in pss) / MB, 1)}
+        out[n] = {
+            "pss_mb": round(sum(a for a, _ in pss) / MB, 1),
+            "store_pss_mb": round(sum(b for _, b in pss) / MB, 1),
+        }
     one, many = out[1], out[readers]
-    return {"one": one, f"{readers}": many, "readers": readers,
-            "total_ratio": round(many["pss_mb"] / one["pss_mb"], 2),
-            "store_ratio": round(many["store_pss_mb"] / one["store_pss_mb"], 2)}
+    return {
+        "one": one,
+        f"{readers}": many,
+        "readers": readers,
+        "total_ratio": round(many["pss_mb"] / one["pss_mb"], 2),
+        "store_ratio": round(many["store_pss_mb"] / one["store_pss_mb"], 2),
+    }
 
 
 if __name__ == "__main__":

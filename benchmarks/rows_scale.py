@@ -75,7 +75,7 @@ def bench_statements(n: int) -> Iterator[str]:
     made, width = 0, 1
     while made < n:
         for i in range(0, len(base) - width + 1):
-            yield " ".join(base[i:i + width])
+            yield " ".join(base[i : i + width])
             made += 1
             if made == n:
                 return
@@ -84,6 +84,7 @@ def bench_statements(n: int) -> Iterator[str]:
 
 def _tokens(text: str) -> list[str]:
     from gensim.utils import simple_preprocess
+
     return simple_preprocess(text)
 
 
@@ -95,6 +96,7 @@ def build_vectors(n: int) -> Path:
     from gensim.corpora import Dictionary
     from gensim.models import LsiModel, TfidfModel
     from shardvec.tasks.search.embed import tfidf_matrix
+
     HERE.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     train = [_tokens(text) for text in bench_statements(TRAIN)]
@@ -112,7 +114,7 @@ def build_vectors(n: int) -> Path:
     for text in bench_statements(n):
         batch.append(_tokens(text))
         if len(batch) == BATCH or done + len(batch) == n:
-            out[done:done + len(batch)] = _project(batch, dct.token2id.get, idf, u, tfidf_matrix)
+            out[done : done + len(batch)] = _project(batch, dct.token2id.get, idf, u, tfidf_matrix)
             done += len(batch)
             batch = []
             print(f"  projected {done:,}/{n:,}", flush=True)
@@ -136,12 +138,15 @@ def vectors(n: int) -> np.ndarray:
 def space_for(n: int) -> Path:
     """The first n vectors as a statement space (50k rows a shard), cached."""
     from shardvec.tasks.storage.spaces import finish_space, write_shard
+
     path = HERE / f"space-{n}"
     if (path / "manifest.json").exists():
         return path
     x, r = vectors(n), 50_000
-    shards = [write_shard(path, i, np.asarray(x[s:s + r]), [f"s{j}" for j in range(s, min(n, s + r))])
-              for i, s in enumerate(range(0, n, r))]
+    shards = [
+        write_shard(path, i, np.asarray(x[s : s + r]), [f"s{j}" for j in range(s, min(n, s + r))])
+        for i, s in enumerate(range(0, n, r))
+    ]
     finish_space(path, shards, dim=TOPICS, rows_per_shard=r, normalized=True)
     return path
 
@@ -153,6 +158,7 @@ def workers() -> Iterator[ProcessPoolExecutor]:
     inherit a BLAS already started with a thread per core: 2 x 2 threads on 2 cores, measured
     2x slower on the score tasks than the nightly runs them."""
     import multiprocessing
+
     env = dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MALLOC_TRIM_THRESHOLD_="65536")
     saved = {var: os.environ.get(var) for var in env}
     os.environ.update(env)  # read by each worker as it starts (workers start as tasks arrive)
@@ -169,6 +175,7 @@ def workers() -> Iterator[ProcessPoolExecutor]:
 
 def _run(fn, *args, **kwargs) -> dict:
     from shardvec.flows.skins import measured
+
     cpu = time.process_time()
     return {**measured(fn)(*args, **kwargs), "cpu_seconds": time.process_time() - cpu}
 
@@ -180,36 +187,73 @@ def _phase(pool, calls) -> list[dict]:
 def exact(space: Path, out: Path, n: int, pool) -> list[list[dict]]:
     from shardvec.tasks.search import rows
     from shardvec.tasks.search.similarity import tile_count
+
     args, tiles = dict(k=K, tile_rows=16_384, block_rows=1024), tile_count(n, 16_384)
-    return [_phase(pool, [(rows.own_tile, space, t, out / "work", args) for t in range(tiles)]),
-            _phase(pool, [(rows.tile_pair, space, i, j, out / "work", args) for i, j in rows.tile_pairs(n, 16_384)]),
-            _phase(pool, [(rows.merge_tile, out / "work", t, tiles, out / "rows", dict(k=K)) for t in range(tiles)])]
+    return [
+        _phase(pool, [(rows.own_tile, space, t, out / "work", args) for t in range(tiles)]),
+        _phase(pool, [(rows.tile_pair, space, i, j, out / "work", args) for i, j in rows.tile_pairs(n, 16_384)]),
+        _phase(pool, [(rows.merge_tile, out / "work", t, tiles, out / "rows", dict(k=K)) for t in range(tiles)]),
+    ]
 
 
 def partitioned(space: Path, out: Path, n: int, pool, s) -> list[list[dict]]:
     from shardvec.tasks.search import partitioned as p
     from shardvec.tasks.storage.spaces import Space
+
     w, b = out / "work", dict(memory_budget_mb=s.memory_budget_mb)
     tasks = p.score_tasks_for(n, s.tile_rows, 2)
-    return [_phase(pool, [(p.train_centroids, space, w, dict(clusters=p.clusters_for(n, s.cluster_rows),
-                                                               sample=s.kmeans_sample, seed=SEED,
-                                                               iterations=s.kmeans_iterations, **b))]),
-            _phase(pool, [(p.assign_shard, space, i, w, dict(probes=s.probes, **b)) for i in range(Space(space).n_shards)]),
-            _phase(pool, [(p.group, space, w, {})]),
-            _phase(pool, [(p.own_task, space, w, t, tasks, dict(k=s.width, max_queries=s.tile_rows, **b))
-                          for t in range(tasks)]),
-            _phase(pool, [(p.bounds, w, tasks, n, {})]),
-            _phase(pool, [(p.score_task, space, w, t, tasks, dict(k=s.width, max_queries=s.tile_rows, **b))
-                          for t in range(tasks)]),
-            _phase(pool, [(p.merge_tiles, w, first, end, tasks, out / "rows",
-                           dict(k=s.width, tile_rows=s.tile_rows, statements=n))
-                          for first, end in p.merge_groups(-(-n // s.tile_rows), 2)])]
+    return [
+        _phase(
+            pool,
+            [
+                (
+                    p.train_centroids,
+                    space,
+                    w,
+                    dict(
+                        clusters=p.clusters_for(n, s.cluster_rows),
+                        sample=s.kmeans_sample,
+                        seed=SEED,
+                        iterations=s.kmeans_iterations,
+                        **b,
+                    ),
+                )
+            ],
+        ),
+        _phase(pool, [(p.assign_shard, space, i, w, dict(probes=s.probes, **b)) for i in range(Space(space).n_shards)]),
+        _phase(pool, [(p.group, space, w, {})]),
+        _phase(
+            pool,
+            [(p.own_task, space, w, t, tasks, dict(k=s.width, max_queries=s.tile_rows, **b)) for t in range(tasks)],
+        ),
+        _phase(pool, [(p.bounds, w, tasks, n, {})]),
+        _phase(
+            pool,
+            [(p.score_task, space, w, t, tasks, dict(k=s.width, max_queries=s.tile_rows, **b)) for t in range(tasks)],
+        ),
+        _phase(
+            pool,
+            [
+                (
+                    p.merge_tiles,
+                    w,
+                    first,
+                    end,
+                    tasks,
+                    out / "rows",
+                    dict(k=s.width, tile_rows=s.tile_rows, statements=n),
+                )
+                for first, end in p.merge_groups(-(-n // s.tile_rows), 2)
+            ],
+        ),
+    ]
 
 
 def annoy_plain(n: int, out: Path) -> dict:
     """benchmarks/plain.py's rows: one Annoy index, n_trees = ln(N), default search_k."""
     from annoy import AnnoyIndex
     from shardvec.tasks.quality.report import PeakRSS
+
     x = vectors(n)
     t = time.perf_counter()
     with PeakRSS() as mem:
@@ -221,17 +265,21 @@ def annoy_plain(n: int, out: Path) -> dict:
         rows = np.full((n, K), -1, dtype=np.int64)
         for i in range(n):
             nns = [j for j in index.get_nns_by_item(i, K + 1) if j != i][:K]
-            rows[i, :len(nns)] = nns
+            rows[i, : len(nns)] = nns
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "rows.npy", rows)
-    return {"seconds": round(time.perf_counter() - t, 1), "build_seconds": round(built, 1),
-            "peak_rss_mb": round(mem.peak / (1 << 20), 1)}
+    return {
+        "seconds": round(time.perf_counter() - t, 1),
+        "build_seconds": round(built, 1),
+        "peak_rss_mb": round(mem.peak / (1 << 20), 1),
+    }
 
 
 def truth(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SAMPLE statements and their exact top-k (cached)."""
     from shardvec.tasks.search.topk import exact_topk
     from shardvec.tasks.storage.spaces import Space
+
     path = HERE / f"truth-{n}.npz"
     if not path.exists():
         picks = np.sort(np.random.default_rng(SEED).choice(n, SAMPLE, replace=False))
@@ -245,14 +293,18 @@ def truth(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def recall(n: int, rows: np.ndarray) -> float:
     """recall@10 against exact on the sample; rows are (SAMPLE, K) neighbour rows."""
     from shardvec.tasks.search.topk import recall_at_k
+
     picks, t_rows, t_scores = truth(n)
     x = vectors(n)
-    found_s = np.einsum("ij,ikj->ik", np.asarray(x[picks]), np.asarray(x[np.maximum(rows, 0).ravel()]).reshape(len(picks), K, -1))
+    found_s = np.einsum(
+        "ij,ikj->ik", np.asarray(x[picks]), np.asarray(x[np.maximum(rows, 0).ravel()]).reshape(len(picks), K, -1)
+    )
     return round(recall_at_k(rows, t_rows, found_s, t_scores), 4)
 
 
 def stored_rows(rows_dir: Path, picks: np.ndarray) -> np.ndarray:
     from shardvec.tasks.search.similarity import SimilarityRows
+
     sim = SimilarityRows(rows_dir)
     return np.stack([sim.row(int(p))[0] for p in picks])
 
@@ -261,6 +313,7 @@ def measure(n: int, method: str) -> dict:
     import shutil
     from shardvec.config import load_settings
     from shardvec.tasks.search.similarity import finish_rows, tile_entries
+
     out = HERE / f"run-{method}-{n}"
     shutil.rmtree(out, ignore_errors=True)
     space, picks = space_for(n), truth(n)[0]
@@ -272,18 +325,27 @@ def measure(n: int, method: str) -> dict:
     with workers() as pool:
         phases = exact(space, out, n, pool) if method == "exact" else partitioned(space, out, n, pool, s)
     seconds = time.perf_counter() - t
-    finish_rows(out / "rows", tile_entries(phases[-1]), k=K, method=method, rows_per_shard=16_384,
-                width=s.width if method == "partitioned" else K)
+    finish_rows(
+        out / "rows",
+        tile_entries(phases[-1]),
+        k=K,
+        method=method,
+        rows_per_shard=16_384,
+        width=s.width if method == "partitioned" else K,
+    )
     steps = [max(r["peak_rss_mb"] for r in ph) for ph in phases]
-    result = {"seconds": round(seconds, 1), "peak_rss_mb": max(steps),
-              "peak_anon_mb": max(r["peak_anon_mb"] for ph in phases for r in ph),
-              "phase_seconds": [round(sum(r["seconds"] for r in ph), 1) for ph in phases],
-              "phase_cpu_seconds": [round(sum(r["cpu_seconds"] for r in ph), 1) for ph in phases],
-              "phase_peak_rss_mb": steps,
-              # CPU time of the workers: what the machine's other load does not change much
-              "cpu_seconds": round(sum(r.get("cpu_seconds", 0) for ph in phases for r in ph), 1),
-              "load_average_1min": round(os.getloadavg()[0], 1),  # the machine is shared
-              "recall_at_10": recall(n, stored_rows(out / "rows", picks))}
+    result = {
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": max(steps),
+        "peak_anon_mb": max(r["peak_anon_mb"] for ph in phases for r in ph),
+        "phase_seconds": [round(sum(r["seconds"] for r in ph), 1) for ph in phases],
+        "phase_cpu_seconds": [round(sum(r["cpu_seconds"] for r in ph), 1) for ph in phases],
+        "phase_peak_rss_mb": steps,
+        # CPU time of the workers: what the machine's other load does not change much
+        "cpu_seconds": round(sum(r.get("cpu_seconds", 0) for ph in phases for r in ph), 1),
+        "load_average_1min": round(os.getloadavg()[0], 1),  # the machine is shared
+        "recall_at_10": recall(n, stored_rows(out / "rows", picks)),
+    }
     if method == "partitioned":
         result["products"] = sum(r.get("products", 0) for r in phases[-2])
         result["cross_candidates"] = sum(r.get("candidates", 0) for r in phases[-2])
@@ -307,8 +369,10 @@ def main(sizes: list[int], methods: list[str]) -> dict:
 
 
 PARTITIONED_KNOBS = ("cluster_rows", "probes", "kmeans_sample", "kmeans_iterations", "memory_budget_mb", "width")
-NOTE = ("2 worker processes (1 for annoy, as the plain script); peak RSS = the highest of any task's process; "
-        "exact is extrapolated beyond the sizes run, by its measured quadratic")
+NOTE = (
+    "2 worker processes (1 for annoy, as the plain script); peak RSS = the highest of any task's process; "
+    "exact is extrapolated beyond the sizes run, by its measured quadratic"
+)
 RESULTS_FILE = Path(__file__).parent / "results" / "rows_scale.json"
 
 

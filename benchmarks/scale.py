@@ -39,8 +39,12 @@ from benchmarks.common import WORK, save
 MB = 1 << 20
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 BENCH = {"word2vec": {"sg": 0, "epochs": 5}}
-GROWTH = {"word2vec": {"sg": 0, "epochs": 5, "max_final_vocab": 20_000}, "vocab": {"max_terms": 30_000},
-          "lsi": {"chunksize": 16_384}, "store": {"rows_per_shard": 16_384}}
+GROWTH = {
+    "word2vec": {"sg": 0, "epochs": 5, "max_final_vocab": 20_000},
+    "vocab": {"max_terms": 30_000},
+    "lsi": {"chunksize": 16_384},
+    "store": {"rows_per_shard": 16_384},
+}
 BIN = Path(sys.executable).parent
 
 
@@ -93,10 +97,14 @@ class TreeSampler:
     def stop(self) -> dict:
         self._stop.set()
         self._thread.join()
-        return {"peak_rss_mb": round(self.peak_max / MB), "peak_rss_tree_mb": round(self.peak_sum / MB),
-                "peak_anon_mb": round(self.anon_max / MB), "peak_anon_tree_mb": round(self.anon_sum / MB),
-                "peak_pss_tree_mb": round(self.pss_sum / MB),
-                "cpu_seconds": round(sum(self.cpu.values()), 1)}
+        return {
+            "peak_rss_mb": round(self.peak_max / MB),
+            "peak_rss_tree_mb": round(self.peak_sum / MB),
+            "peak_anon_mb": round(self.anon_max / MB),
+            "peak_anon_tree_mb": round(self.anon_sum / MB),
+            "peak_pss_tree_mb": round(self.pss_sum / MB),
+            "cpu_seconds": round(sum(self.cpu.values()), 1),
+        }
 
 
 def measure(cmd: list[str], env: dict | None = None, log: Path | None = None, timeline: list | None = None) -> dict:
@@ -112,8 +120,11 @@ def measure(cmd: list[str], env: dict | None = None, log: Path | None = None, ti
         timeline.extend(sampler.pss_timeline)
     if rc:
         raise SystemExit(f"{' '.join(cmd)} failed (exit {rc}); see {log}")
-    return {"wall_seconds": round(time.perf_counter() - t, 1), "load_average_1min": round(os.getloadavg()[0], 1),
-            **figures}
+    return {
+        "wall_seconds": round(time.perf_counter() - t, 1),
+        "load_average_1min": round(os.getloadavg()[0], 1),
+        **figures,
+    }
 
 
 def prepare(work: Path) -> dict:
@@ -141,10 +152,15 @@ def data_dir(work: Path, parts: int, source: str = "gcide") -> Path:
 def settings_files(work: Path, name: str, overrides: dict) -> tuple[Path, dict]:
     """Benchmark settings as a TOML for shardvec and as a dict for the plain script."""
     from shardvec.config import load_settings
+
     s = load_settings(**overrides).model_dump(mode="json")
     toml = work / f"{name}.toml"
-    toml.write_text("".join(f"[{sec}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in knobs.items())
-                            for sec, knobs in overrides.items()))
+    toml.write_text(
+        "".join(
+            f"[{sec}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in knobs.items())
+            for sec, knobs in overrides.items()
+        )
+    )
     return toml, s
 
 
@@ -155,8 +171,10 @@ def run_plain(work: Path, settings: dict, parts: int = corpus.PARTS, source: str
     out.mkdir(parents=True)
     (out / "settings.json").write_text(json.dumps(settings))
     files = [str(f) for p in range(parts) for f in sorted((work / source / f"part-{p}").glob("*.jsonl"))]
-    fig = measure([str(BIN / "python"), "-m", "benchmarks.plain", str(out), str(out / "settings.json"), *files],
-                  log=out / "log.txt")
+    fig = measure(
+        [str(BIN / "python"), "-m", "benchmarks.plain", str(out), str(out / "settings.json"), *files],
+        log=out / "log.txt",
+    )
     return {**fig, **json.loads((out / "result.json").read_text())}
 
 
@@ -165,30 +183,41 @@ def run_shardvec(work: Path, parts: int, toml: Path, workers: int = 2, source: s
     env = {"SHARDVEC_CONFIG": str(toml), "SHARDVEC_DASK_N_WORKERS": str(workers)}
     log = work / f"shardvec-{toml.stem}-{parts}-{workers}w.log"
     timeline: list[tuple[float, int]] = []
-    fig = measure([str(BIN / "shardvec"), "nightly", "--data", str(data), "--json"], env=env, log=log,
-                  timeline=timeline)
+    fig = measure(
+        [str(BIN / "shardvec"), "nightly", "--data", str(data), "--json"], env=env, log=log, timeline=timeline
+    )
     report = _report(log)
     stages = {r["step"]: r for r in report["steps"]}
-    stage_pss = {k: round(max((p for t, p in timeline if v["began"] <= t <= v["ended"]), default=0) / MB)
-                 for k, v in stages.items() if "began" in v}
-    return {**fig, "statements": report["statements"], "tokens": report["tokens"], "terms": report["terms"],
-            "words": report["words"], "data": str(data),
-            "rows_recall_at_10": report["recall"]["similarity rows"]["rows_recall_at_k"],
-            "statements_index_recall_at_10": report["recall"]["statements"]["recall_at_k"],
-            "stage_wall_seconds": {k: v["wall_s"] for k, v in stages.items()},
-            # the stage's tasks' own seconds, summed: its cost, whatever ran beside it on the workers
-            "stage_task_seconds": {k: v["seconds"] for k, v in stages.items()},
-            # the CPU its tasks' processes used while they ran: a cost that waiting for a core
-            # does not inflate (task seconds do, when a stage shares the cores with another)
-            "stage_cpu_seconds": {k: v.get("cpu_seconds") for k, v in stages.items()},
-            "stage_peak_rss_mb": {k: v["peak_rss_mb"] for k, v in stages.items()},
-            "stage_peak_anon_mb": {k: v.get("peak_anon_mb") for k, v in stages.items()},
-            "stage_peak_pss_tree_mb": stage_pss, "rows_method": report.get("rows_method")}
+    stage_pss = {
+        k: round(max((p for t, p in timeline if v["began"] <= t <= v["ended"]), default=0) / MB)
+        for k, v in stages.items()
+        if "began" in v
+    }
+    return {
+        **fig,
+        "statements": report["statements"],
+        "tokens": report["tokens"],
+        "terms": report["terms"],
+        "words": report["words"],
+        "data": str(data),
+        "rows_recall_at_10": report["recall"]["similarity rows"]["rows_recall_at_k"],
+        "statements_index_recall_at_10": report["recall"]["statements"]["recall_at_k"],
+        "stage_wall_seconds": {k: v["wall_s"] for k, v in stages.items()},
+        # the stage's tasks' own seconds, summed: its cost, whatever ran beside it on the workers
+        "stage_task_seconds": {k: v["seconds"] for k, v in stages.items()},
+        # the CPU its tasks' processes used while they ran: a cost that waiting for a core
+        # does not inflate (task seconds do, when a stage shares the cores with another)
+        "stage_cpu_seconds": {k: v.get("cpu_seconds") for k, v in stages.items()},
+        "stage_peak_rss_mb": {k: v["peak_rss_mb"] for k, v in stages.items()},
+        "stage_peak_anon_mb": {k: v.get("peak_anon_mb") for k, v in stages.items()},
+        "stage_peak_pss_tree_mb": stage_pss,
+        "rows_method": report.get("rows_method"),
+    }
 
 
 def _report(log: Path) -> dict:
     text = log.read_text()
-    return json.loads(text[text.rindex("\n{\n") + 1:])
+    return json.loads(text[text.rindex("\n{\n") + 1 :])
 
 
 def plain_recall(work: Path, sample: int = 1000) -> float:
@@ -207,6 +236,7 @@ def plain_recall(work: Path, sample: int = 1000) -> float:
 def reads(data: Path) -> dict:
     """Key -> vector latency (warm), a 10,000-row gather, and 4 readers' memory against 1's."""
     from benchmarks.readers import gather, latency, shared_memory
+
     return {"latency": latency(data), "gather": gather(data), "readers": shared_memory(data)}
 
 
@@ -221,6 +251,7 @@ def main() -> None:
     toml, settings = settings_files(work, "bench", BENCH)
     growth_toml, _ = settings_files(work, "growth", GROWTH)
     from shardvec.flows.runtime import local_prefect
+
     t = time.perf_counter()
     with local_prefect():
         figures["prefect_server_start_seconds"] = round(time.perf_counter() - t, 1)
@@ -266,9 +297,11 @@ def ratios(f: dict) -> dict:
         out["wall_growth_4x"] = round(top["wall_seconds"] / base["wall_seconds"], 3)
     if "shardvec_1_worker" in f:
         one = f["shardvec_1_worker"]["stage_wall_seconds"]
-        out["speedup_2_workers"] = {s: round(one[s] / full["stage_wall_seconds"][s], 2)
-                                    for s in ("tokenize", "project-statements", "similarity-rows", "index-statements")
-                                    if s in one and full["stage_wall_seconds"].get(s)}
+        out["speedup_2_workers"] = {
+            s: round(one[s] / full["stage_wall_seconds"][s], 2)
+            for s in ("tokenize", "project-statements", "similarity-rows", "index-statements")
+            if s in one and full["stage_wall_seconds"].get(s)
+        }
         out["wall_speedup_2_workers"] = round(f["shardvec_1_worker"]["wall_seconds"] / full["wall_seconds"], 2)
     return out
 

@@ -45,9 +45,11 @@ from benchmarks.common import WORK, save
 DIM, WORD_DIM, WORDS = 200, 100, 200_000
 ADDS, DELETES, QUERIES, EXACT_SINGLE = 10_000, 1_000, 300, 50
 TARGET = 0.95
-LADDERS = {"hnswlib": [10, 16, 24, 32, 48, 64, 96, 128, 256],
-           "faiss": [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128],
-           "annoy": [5_000, 10_000, 20_000, 40_000, 80_000]}
+LADDERS = {
+    "hnswlib": [10, 16, 24, 32, 48, 64, 96, 128, 256],
+    "faiss": [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128],
+    "annoy": [5_000, 10_000, 20_000, 40_000, 80_000],
+}
 MB = 1 << 20
 
 
@@ -59,7 +61,9 @@ def structured(n: int, dim: int, seed: int, clusters: int = 4096) -> np.ndarray:
     out = np.empty((n, dim), np.float32)
     for s in range(0, n, 100_000):
         m = min(100_000, n - s)
-        out[s:s + m] = centres[rng.integers(0, clusters, m)] + 0.6 * rng.standard_normal((m, dim), np.float32) * spectrum
+        out[s : s + m] = (
+            centres[rng.integers(0, clusters, m)] + 0.6 * rng.standard_normal((m, dim), np.float32) * spectrum
+        )
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
@@ -75,8 +79,9 @@ def publish(data: Path, vecs: np.ndarray, words: Path | None, adds: np.ndarray, 
     from shardvec.tasks.search.similarity import finish_rows
     from shardvec.tasks.storage.spaces import SpaceWriter
     from shardvec.tasks.inputs.tokenize import Tokenizer
+
     where = Layout(data)
-    vid = time.strftime("%Y%m%dT%H%M%S-") + f"{len(vecs) % 0xffffff:06x}"
+    vid = time.strftime("%Y%m%dT%H%M%S-") + f"{len(vecs) % 0xFFFFFF:06x}"
     v = where.version(vid)
     figures = {}
     spaces = [("statements", vecs, v.statements, v.statements_index)]
@@ -90,17 +95,25 @@ def publish(data: Path, vecs: np.ndarray, words: Path | None, adds: np.ndarray, 
         t = time.perf_counter()
         built = build_index(space, index, nlist=0, nprobe=16, seed=1)
         tuned = index_recall(space, index, k=10, nprobe=16, sample=200, seed=1, target=TARGET)
-        figures[name] = {"build_s": built["build_seconds"], "train_s": built["train_seconds"],
-                         "tune_s": round(time.perf_counter() - t - built["build_seconds"], 1),
-                         "index_mb": round(built["bytes"] / MB), "nlist": built["nlist"], "nprobe": tuned["nprobe"],
-                         "tuning_recall": tuned["recall_at_k"]}
+        figures[name] = {
+            "build_s": built["build_seconds"],
+            "train_s": built["train_seconds"],
+            "tune_s": round(time.perf_counter() - t - built["build_seconds"], 1),
+            "index_mb": round(built["bytes"] / MB),
+            "nlist": built["nlist"],
+            "nprobe": tuned["nprobe"],
+            "tuning_recall": tuned["recall_at_k"],
+        }
     v.models.mkdir(parents=True, exist_ok=True)
     finish_rows(v.similarity, [], k=10, width=14, method="exact", rows_per_shard=16_384)
-    comps = v.components() | ({} if words is None else {"words": words, "words_index": words.parents[1] / "index" / "words"})
+    comps = v.components() | (
+        {} if words is None else {"words": words, "words_index": words.parents[1] / "index" / "words"}
+    )
     current = prepare(data, vid, comps, {}, {"tokenizer": Tokenizer.from_settings({}).settings()})
     n = len(vecs)
-    seg1, _ = write_segment(where, vid, 1, [f"a{i}" for i in range(len(adds))], [""] * len(adds), adds,
-                            *_no_rows(), np.empty(0, np.int64))
+    seg1, _ = write_segment(
+        where, vid, 1, [f"a{i}" for i in range(len(adds))], [""] * len(adds), adds, *_no_rows(), np.empty(0, np.int64)
+    )
     seg2, _ = write_segment(where, vid, 2, [], [], np.empty((0, DIM), np.float32), *_no_rows(), dead)
     DataDir(data).swap(dataclasses.replace(current, additions=Additions(vid, (seg1, seg2), 3)))
     assert n + len(adds) - len(dead) == len(__import__("shardvec").open(data))
@@ -118,8 +131,11 @@ def latencies(fn, queries) -> dict:
         fn(q)
         times.append(time.perf_counter_ns() - t)
     ms = np.asarray(times) / 1e6
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
-            "qps_one_core": round(1e3 / float(ms.mean()), 1)}
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "qps_one_core": round(1e3 / float(ms.mean()), 1),
+    }
 
 
 def recall(found: list, truth: np.ndarray) -> float:
@@ -141,6 +157,7 @@ class Libraries:
 
     def __init__(self, work: Path):
         import hnswlib
+
         self.work, self.hnswlib = work, hnswlib
         self.hnsw = None
         self.built = {"hnswlib": 0.0, "annoy": 0.0}
@@ -156,6 +173,7 @@ class Libraries:
 
     def annoy(self, vecs: np.ndarray):
         from annoy import AnnoyIndex
+
         t = time.perf_counter()
         index = AnnoyIndex(DIM, "angular")
         index.set_seed(1)
@@ -177,6 +195,7 @@ def size(n: int, x: np.ndarray, adds: np.ndarray, queries: np.ndarray, libs: Lib
     import faiss
     import shardvec
     from shardvec.tasks.search.topk import RowsInRam, exact_topk
+
     data = work / "data"  # one directory: each size's version reuses the first one's words
     dead = np.sort(np.random.default_rng(n).choice(n, DELETES, replace=False))
     out = {"statements": n, "additions": ADDS, "deletes": DELETES}
@@ -184,16 +203,21 @@ def size(n: int, x: np.ndarray, adds: np.ndarray, queries: np.ndarray, libs: Lib
     store = shardvec.open(data)
     t = time.perf_counter()
     exact = store.similar_vectors(queries, 10, exact=True)
-    out["shardvec exact"] = {"batch_qps": round(len(queries) / (time.perf_counter() - t), 1), "recall": 1.0,
-                             **latencies(lambda q: store.similar_vectors(q, 10, exact=True), queries[:EXACT_SINGLE])}
+    out["shardvec exact"] = {
+        "batch_qps": round(len(queries) / (time.perf_counter() - t), 1),
+        "recall": 1.0,
+        **latencies(lambda q: store.similar_vectors(q, 10, exact=True), queries[:EXACT_SINGLE]),
+    }
     truth_live = np.array([[store.statements.find(h.key) for h in hits] for hits in exact])
     found = store.similar_vectors(queries, 10)
     t = time.perf_counter()
     store.similar_vectors(queries, 10)
-    out["shardvec default"] = {"batch_qps": round(len(queries) / (time.perf_counter() - t), 1),
-                               "recall": recall([[store.statements.find(h.key) for h in hits] for hits in found], truth_live),
-                               "nprobe": store.effort["statements"],
-                               **latencies(lambda q: store.similar_vectors(q, 10), queries)}
+    out["shardvec default"] = {
+        "batch_qps": round(len(queries) / (time.perf_counter() - t), 1),
+        "recall": recall([[store.statements.find(h.key) for h in hits] for hits in found], truth_live),
+        "nprobe": store.effort["statements"],
+        **latencies(lambda q: store.similar_vectors(q, 10), queries),
+    }
     truth = exact_topk(RowsInRam(x[:n]), queries, 10)[0]
     faiss.omp_set_num_threads(1)  # one query at a time, on one core, as the others
     ivf = faiss.read_index(str(data / store.current.components["statements_index"] / "ivf.faiss"), faiss.IO_FLAG_MMAP)
@@ -201,29 +225,42 @@ def size(n: int, x: np.ndarray, adds: np.ndarray, queries: np.ndarray, libs: Lib
     def ivf_search(q, nprobe):
         ivf.nprobe = nprobe
         return ivf.search(q[None], 10)[1][0]
+
     nprobe, r = ladder("faiss", ivf_search, truth, queries)
     ivf.nprobe = nprobe
-    out["faiss IVF"] = {"nprobe": nprobe, "recall": r, **latencies(lambda q: ivf.search(q[None], 10), queries),
-                        "build_s": out["index"]["statements"]["build_s"]}
+    out["faiss IVF"] = {
+        "nprobe": nprobe,
+        "recall": r,
+        **latencies(lambda q: ivf.search(q[None], 10), queries),
+        "build_s": out["index"]["statements"]["build_s"],
+    }
     faiss.omp_set_num_threads(2)
     t = time.perf_counter()
     ivf.search(queries, 10)
     out["faiss IVF"]["batch_qps"] = round(len(queries) / (time.perf_counter() - t), 1)
     annoy = libs.annoy(x[:n])
     search_k, r = ladder("annoy", lambda q, sk: annoy.get_nns_by_vector(q, 10, search_k=sk), truth, queries)
-    out["annoy"] = {"search_k": search_k, "recall": r,
-                    **latencies(lambda q: annoy.get_nns_by_vector(q, 10, search_k=search_k), queries),
-                    "build_s": round(libs.built["annoy"], 1)}
+    out["annoy"] = {
+        "search_k": search_k,
+        "recall": r,
+        **latencies(lambda q: annoy.get_nns_by_vector(q, 10, search_k=search_k), queries),
+        "build_s": round(libs.built["annoy"], 1),
+    }
     annoy.unload()
     libs.grow(x[:n], libs.hnsw.get_current_count() if libs.hnsw else 0, len(x))
 
     def hnsw(q, ef):
         libs.hnsw.set_ef(ef)
         return libs.hnsw.knn_query(q, 10)[0][0]
+
     ef, r = ladder("hnswlib", hnsw, truth, queries)
     libs.hnsw.set_ef(ef)
-    out["hnswlib"] = {"ef": ef, "recall": r, **latencies(lambda q: libs.hnsw.knn_query(q, 10), queries),
-                      "build_s": round(libs.built["hnswlib"], 1)}
+    out["hnswlib"] = {
+        "ef": ef,
+        "recall": r,
+        **latencies(lambda q: libs.hnsw.knn_query(q, 10), queries),
+        "build_s": round(libs.built["hnswlib"], 1),
+    }
 
     if words is None:
         out["words"] = word_figures(store)
@@ -235,9 +272,13 @@ def word_figures(store) -> dict:
     keys = [f"w{i}" for i in rng.choice(WORDS, QUERIES, replace=False)]
     exact = store.neighbours_many(keys, 10, exact=True)
     found = [store.neighbours(k, 10) for k in keys]
-    return {"recall": recall([[h.key for h in f] for f in found], [[h.key for h in e] for e in exact]),
-            "nprobe": store.effort["words"], "nlist": store._index_manifests["words"]["nlist"], **latencies(lambda k: store.neighbours(k, 10), keys),
-            "exact": latencies(lambda k: store.neighbours(k, 10, exact=True), keys[:EXACT_SINGLE])}
+    return {
+        "recall": recall([[h.key for h in f] for f in found], [[h.key for h in e] for e in exact]),
+        "nprobe": store.effort["words"],
+        "nlist": store._index_manifests["words"]["nlist"],
+        **latencies(lambda k: store.neighbours(k, 10), keys),
+        "exact": latencies(lambda k: store.neighbours(k, 10, exact=True), keys[:EXACT_SINGLE]),
+    }
 
 
 READER = """
@@ -273,8 +314,15 @@ sys.stdin.readline()
 def readers(kind: str, path: Path, under: Path, queries: Path, param, n: int = 4) -> dict:
     """n reader processes at once: RSS of one, summed PSS (whole, and of files under `under`),
     and their q/s together."""
-    procs = [subprocess.Popen([sys.executable, "-c", READER, kind, str(path), str(queries), str(param)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", READER, kind, str(path), str(queries), str(param)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
     try:
         for p in procs:
             assert p.stdout.readline().strip() == "ready"
@@ -290,10 +338,14 @@ def readers(kind: str, path: Path, under: Path, queries: Path, param, n: int = 4
             files = [m for m in maps if m.path.startswith(str(under))]
             mem.append((info.rss, info.pss, sum(m.rss for m in files), sum(m.pss for m in files)))
         rss, pss, frss, fpss = (np.array(c) / MB for c in zip(*mem))
-        return {"rss_one_mb": round(float(rss.max())), "pss_sum_mb": round(float(pss.sum())),
-                "pss_ratio": round(float(pss.sum() / rss.max()), 2), "files_rss_one_mb": round(float(frss.max())),
-                "files_pss_sum_mb": round(float(fpss.sum())),
-                "qps_all_cores": round(n * len(np.load(queries)) / wall, 1)}
+        return {
+            "rss_one_mb": round(float(rss.max())),
+            "pss_sum_mb": round(float(pss.sum())),
+            "pss_ratio": round(float(pss.sum() / rss.max()), 2),
+            "files_rss_one_mb": round(float(frss.max())),
+            "files_pss_sum_mb": round(float(fpss.sum())),
+            "qps_all_cores": round(n * len(np.load(queries)) / wall, 1),
+        }
     finally:
         for p in procs:
             p.kill()
@@ -301,27 +353,43 @@ def readers(kind: str, path: Path, under: Path, queries: Path, param, n: int = 4
 
 
 def table(runs: list[dict], mem: dict) -> list[str]:
-    lines = ["| statements | what | setting | recall@10 | p50 / p99 ms | q/s one core | q/s batch | build s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| statements | what | setting | recall@10 | p50 / p99 ms | q/s one core | q/s batch | build s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in runs:
-        for name, key in (("shardvec default", "nprobe"), ("shardvec exact", None), ("annoy", "search_k"),
-                          ("hnswlib", "ef"), ("faiss IVF", "nprobe")):
+        for name, key in (
+            ("shardvec default", "nprobe"),
+            ("shardvec exact", None),
+            ("annoy", "search_k"),
+            ("hnswlib", "ef"),
+            ("faiss IVF", "nprobe"),
+        ):
             f = r[name]
             build = f.get("build_s", r["index"]["statements"]["build_s"] if name == "shardvec default" else "")
-            lines.append(f"| {r['statements']:,} | {name} | {f'{key} {f[key]:,}' if key else ''} | {f['recall']} | "
-                         f"{f['p50_ms']} / {f['p99_ms']} | {f['qps_one_core']} | {f.get('batch_qps', '')} | {build} |")
+            lines.append(
+                f"| {r['statements']:,} | {name} | {f'{key} {f[key]:,}' if key else ''} | {f['recall']} | "
+                f"{f['p50_ms']} / {f['p99_ms']} | {f['qps_one_core']} | {f.get('batch_qps', '')} | {build} |"
+            )
     w = runs[0].get("words")
     if w:
-        lines.append(f"\nneighbours(word, 10), {WORDS:,} words x {WORD_DIM}: recall {w['recall']} at nprobe "
-                     f"{w['nprobe']:,} of {w['nlist']:,} lists, p50 / p99 {w['p50_ms']} / {w['p99_ms']} ms; exact {w['exact']['p50_ms']} / "
-                     f"{w['exact']['p99_ms']} ms")
+        lines.append(
+            f"\nneighbours(word, 10), {WORDS:,} words x {WORD_DIM}: recall {w['recall']} at nprobe "
+            f"{w['nprobe']:,} of {w['nlist']:,} lists, p50 / p99 {w['p50_ms']} / {w['p99_ms']} ms; exact {w['exact']['p50_ms']} / "
+            f"{w['exact']['p99_ms']} ms"
+        )
     if mem:
-        lines += ["", f"| 4 readers at {runs[-1]['statements']:,} | RSS of one MB | summed PSS MB (ratio) | "
-                  "store files: RSS of one / summed PSS MB | q/s, 4 processes on all cores |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            f"| 4 readers at {runs[-1]['statements']:,} | RSS of one MB | summed PSS MB (ratio) | "
+            "store files: RSS of one / summed PSS MB | q/s, 4 processes on all cores |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for name, m in mem.items():
-            lines.append(f"| {name} | {m['rss_one_mb']} | {m['pss_sum_mb']} ({m['pss_ratio']}x) | "
-                         f"{m['files_rss_one_mb']} / {m['files_pss_sum_mb']} | {m['qps_all_cores']} |")
+            lines.append(
+                f"| {name} | {m['rss_one_mb']} | {m['pss_sum_mb']} ({m['pss_ratio']}x) | "
+                f"{m['files_rss_one_mb']} / {m['files_pss_sum_mb']} | {m['qps_all_cores']} |"
+            )
     return lines
 
 
@@ -338,7 +406,7 @@ def main() -> None:
     work.mkdir(parents=True)
     top = max(args.sizes)
     everything = structured(top + ADDS + QUERIES, DIM, 0)
-    x, adds, queries = everything[:top], everything[top:top + ADDS], everything[top + ADDS:]
+    x, adds, queries = everything[:top], everything[top : top + ADDS], everything[top + ADDS :]
     np.save(work / "queries.npy", queries)
     libs, runs, words, data = Libraries(work), [], None, None
     for n in sorted(args.sizes):
@@ -350,11 +418,18 @@ def main() -> None:
     current = json.loads((data / "CURRENT").read_text())
     last = runs[-1]
     q = work / "queries.npy"
-    mem = {"shardvec default": readers("shardvec", data, data, q, None),
-           "annoy": readers("annoy", paths["annoy"], work, q, last["annoy"]["search_k"]),
-           "hnswlib": readers("hnswlib", paths["hnswlib"], work, q, last["hnswlib"]["ef"]),
-           "faiss IVF": readers("faiss", data / current["components"]["statements_index"] / "ivf.faiss", data, q,
-                                last["faiss IVF"]["nprobe"])}
+    mem = {
+        "shardvec default": readers("shardvec", data, data, q, None),
+        "annoy": readers("annoy", paths["annoy"], work, q, last["annoy"]["search_k"]),
+        "hnswlib": readers("hnswlib", paths["hnswlib"], work, q, last["hnswlib"]["ef"]),
+        "faiss IVF": readers(
+            "faiss",
+            data / current["components"]["statements_index"] / "ivf.faiss",
+            data,
+            q,
+            last["faiss IVF"]["nprobe"],
+        ),
+    }
     lines = table(runs, mem)
     print("\n".join(lines))
     path = save("search", {"runs": runs, "readers": mem, "table": lines, "seconds": round(time.perf_counter() - t0)})

@@ -39,28 +39,50 @@ def _spin(n: int) -> int:
 def run(workers: int, data: Path, models: Path, scratch: Path) -> dict:
     shutil.rmtree(scratch, ignore_errors=True)
     files, _ = discover(data / "corpus")
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         client.run(lambda: None)  # workers up before the clock starts
         t = time.perf_counter()
         client.gather(client.map(_spin, [4_000_000] * 8, pure=False))
         spin_s = time.perf_counter() - t
         t = time.perf_counter()
-        tokenize = partial(tokenize_file, cache_dir=scratch / "cache", quarantine_dir=scratch / "q",
-                           tokenizer=Tokenizer(), batch_size=2000, max_record_bytes=1_000_000)  # map has a batch_size
+        tokenize = partial(
+            tokenize_file,
+            cache_dir=scratch / "cache",
+            quarantine_dir=scratch / "q",
+            tokenizer=Tokenizer(),
+            batch_size=2000,
+            max_record_bytes=1_000_000,
+        )  # map has a batch_size
         tok = client.gather(client.map(tokenize, [data / "corpus"] * len(files), files, pure=False))
         tokenize_s = time.perf_counter() - t
         plan = plan_statements(tok, scratch / "plan.npy", data, scratch / "q", on_duplicate="reject")
         per_shard = -(-plan["statements"] // 4)
         caches = [r["cache"] for r in tok]
         t = time.perf_counter()
-        client.gather(client.map(project_shard, [scratch / "plan.npy"] * 4, [caches] * 4, range(4),
-                                 rows_per_shard=per_shard, models_dir=models, space_dir=scratch / "space", pure=False))
+        client.gather(
+            client.map(
+                project_shard,
+                [scratch / "plan.npy"] * 4,
+                [caches] * 4,
+                range(4),
+                rows_per_shard=per_shard,
+                models_dir=models,
+                space_dir=scratch / "space",
+                pure=False,
+            )
+        )
         project_s = time.perf_counter() - t
     assert shard_count(plan["statements"], per_shard) == 4
-    return {"tokenize_seconds": round(tokenize_s, 2), "project_seconds": round(project_s, 2),
-            "pure_python_seconds": round(spin_s, 2),
-            "files": len(files), "statements": plan["statements"]}
+    return {
+        "tokenize_seconds": round(tokenize_s, 2),
+        "project_seconds": round(project_s, 2),
+        "pure_python_seconds": round(spin_s, 2),
+        "files": len(files),
+        "statements": plan["statements"],
+    }
 
 
 def main() -> None:
@@ -78,7 +100,8 @@ def main() -> None:
     # and round by round (each 2-worker run against the 1-worker run just before it)
     figures["speedup_by_round"] = [
         {k.removesuffix("_seconds"): round(one[k] / two[k], 2) for k in one if k.endswith("_seconds")}
-        for one, two in zip(figures["1_worker"], figures["2_worker"])]
+        for one, two in zip(figures["1_worker"], figures["2_worker"])
+    ]
     print(json.dumps({"best": figures["speedup_2_workers"], "by_round": figures["speedup_by_round"]}))
     shutil.rmtree(WORK / "stages", ignore_errors=True)
     print(f"written to {save('stages', figures)}")

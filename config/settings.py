@@ -71,8 +71,10 @@ class TokenizeSettings(Section):
     @model_validator(mode="after")
     def _lengths_in_order(self) -> TokenizeSettings:
         if self.min_len > self.max_len:
-            raise ValueError(f"tokenize.min_len ({self.min_len}) is above tokenize.max_len ({self.max_len}), so "
-                             "no token would be kept; keep min_len <= max_len, e.g. min_len = 2 and max_len = 20")
+            raise ValueError(
+                f"tokenize.min_len ({self.min_len}) is above tokenize.max_len ({self.max_len}), so "
+                "no token would be kept; keep min_len <= max_len, e.g. min_len = 2 and max_len = 20"
+            )
         return self
 
 
@@ -120,8 +122,10 @@ class IndexSettings(Section):
     def _no_annoy_knobs(cls, values: Any) -> Any:
         old = sorted({"n_trees", "search_k"} & set(values)) if isinstance(values, dict) else []
         if old:
-            raise ValueError(f"index.{' and index.'.join(old)} set the Annoy index, which faiss IVF replaced (issue 35): "
-                             "remove them and set index.nprobe (lists searched per query) and index.nlist instead.")
+            raise ValueError(
+                f"index.{' and index.'.join(old)} set the Annoy index, which faiss IVF replaced (issue 35): "
+                "remove them and set index.nprobe (lists searched per query) and index.nlist instead."
+            )
         return values
 
 
@@ -143,8 +147,10 @@ class SimilaritySettings(Section):
     @classmethod
     def _no_annoy_method(cls, values: Any) -> Any:
         if isinstance(values, dict) and values.get("method") == "annoy":
-            raise ValueError('similarity.method "annoy" asked the Annoy index, which faiss IVF replaced (issue 35): '
-                             'set similarity.method = "index" to ask the statements\' index instead.')
+            raise ValueError(
+                'similarity.method "annoy" asked the Annoy index, which faiss IVF replaced (issue 35): '
+                'set similarity.method = "index" to ask the statements\' index instead.'
+            )
         return values
 
     @property
@@ -180,9 +186,11 @@ class DaskSettings(Section):
         except ValueError:
             port = None
         if scheme not in ("", "tcp", "tls", "ws", "wss", "ucx") or not where.hostname or port is None:
-            raise ValueError(f"dask.address {value!r} is not the address of a Dask scheduler; write its "
-                             'protocol, host and port, e.g. address = "tcp://10.0.0.5:8786", or leave it empty '
-                             "for a local cluster")
+            raise ValueError(
+                f"dask.address {value!r} is not the address of a Dask scheduler; write its "
+                'protocol, host and port, e.g. address = "tcp://10.0.0.5:8786", or leave it empty '
+                "for a local cluster"
+            )
         return value
 
     @field_validator("memory_limit")
@@ -200,6 +208,7 @@ def memory_size(value: str) -> int | None:
     """dask.memory_limit as LocalCluster reads it (distributed.worker_memory.parse_memory_limit):
     None for "auto" or a share of the machine's memory (0-1], else a size in bytes."""
     from dask.utils import parse_bytes
+
     if value.strip() == "auto":
         return None
     try:
@@ -210,8 +219,10 @@ def memory_size(value: str) -> int | None:
         except ValueError:
             size = 0
     if not math.isfinite(size) or size <= 0:
-        raise ValueError(f"dask.memory_limit {value!r} is not a memory size; write one with a unit, e.g. "
-                         'memory_limit = "4GiB", a share of the machine\'s memory such as "0.5", or "auto"')
+        raise ValueError(
+            f"dask.memory_limit {value!r} is not a memory size; write one with a unit, e.g. "
+            'memory_limit = "4GiB", a share of the machine\'s memory such as "0.5", or "auto"'
+        )
     return None if size <= 1 else int(size)
 
 
@@ -227,14 +238,17 @@ class ScheduleSettings(Section):
         from datetime import datetime
 
         from cronsim import CronSim, CronSimError
+
         try:
             if len(value.split()) != 5:
                 raise CronSimError("not five fields")
             CronSim(value, datetime(2026, 1, 1))
         except CronSimError as exc:
-            raise ValueError(f"schedule.nightly_cron {value!r} is not a cron expression ({exc}); write five "
-                             'fields, minute hour day month weekday, e.g. nightly_cron = "0 2 * * *" for 02:00 '
-                             "every day") from None
+            raise ValueError(
+                f"schedule.nightly_cron {value!r} is not a cron expression ({exc}); write five "
+                'fields, minute hour day month weekday, e.g. nightly_cron = "0 2 * * *" for 02:00 '
+                "every day"
+            ) from None
         return value
 
     @field_validator("timezone")
@@ -242,9 +256,12 @@ class ScheduleSettings(Section):
     def _a_time_zone(cls, value: str) -> str:
         """An IANA time zone name, as Prefect's schedules require."""
         from zoneinfo import available_timezones
+
         if value not in available_timezones():
-            raise ValueError(f"schedule.timezone {value!r} is not a time zone of the IANA database; write one "
-                             'such as timezone = "UTC" or "Europe/Berlin"')
+            raise ValueError(
+                f"schedule.timezone {value!r} is not a time zone of the IANA database; write one "
+                'such as timezone = "UTC" or "Europe/Berlin"'
+            )
         return value
 
 
@@ -324,10 +341,12 @@ class Settings(BaseSettings):
     def _rows_budget_fits_a_worker(self) -> Settings:
         limit = None if self.dask.address else self.dask.memory_limit_bytes()
         if limit and self.similarity.memory_budget_mb * (1 << 20) > limit:
-            raise ValueError(f"similarity.memory_budget_mb ({self.similarity.memory_budget_mb}) is more than a "
-                             f"worker may use (dask.memory_limit {self.dask.memory_limit!r}), so the rows stage "
-                             "would be killed; keep it under the limit, e.g. memory_budget_mb = 1024 with "
-                             'memory_limit = "4GiB"')
+            raise ValueError(
+                f"similarity.memory_budget_mb ({self.similarity.memory_budget_mb}) is more than a "
+                f"worker may use (dask.memory_limit {self.dask.memory_limit!r}), so the rows stage "
+                "would be killed; keep it under the limit, e.g. memory_budget_mb = 1024 with "
+                'memory_limit = "4GiB"'
+            )
         return self
 
     @property
@@ -344,8 +363,9 @@ def _settings_from_files() -> Settings:
         return Settings()
     except tomllib.TOMLDecodeError as exc:
         which = os.environ.get("SHARDVEC_CONFIG") or "config/default.toml"
-        raise SettingsError(f"{which} is not valid TOML ({exc}); fix that line, or unset SHARDVEC_CONFIG to use "
-                            "the defaults.") from None
+        raise SettingsError(
+            f"{which} is not valid TOML ({exc}); fix that line, or unset SHARDVEC_CONFIG to use the defaults."
+        ) from None
 
 
 def load_settings(**overrides: Any) -> Settings:

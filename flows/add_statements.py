@@ -13,8 +13,13 @@ from shardvec.tasks.changes.additions import add_options
 
 
 @flow(name="add-statements", log_prints=True)
-def add_statements(records: list[dict] | None = None, delete: list[str] | None = None, replace: bool = False,
-                   drain_inbox: bool = True, overrides: Overrides | None = None) -> dict:
+def add_statements(
+    records: list[dict] | None = None,
+    delete: list[str] | None = None,
+    replace: bool = False,
+    drain_inbox: bool = True,
+    overrides: Overrides | None = None,
+) -> dict:
     """Add statements, delete statements, then apply every file waiting in <data>/inbox: searchable
     and related when the run ends, without a rebuild.
 
@@ -31,8 +36,10 @@ def add_statements(records: list[dict] | None = None, delete: list[str] | None =
     s = run_settings(overrides)
     kw = add_options(s)
     run = OnPrefect().call
-    report = {"records": run(skins.add_task, s.data, records, replace=replace, **kw) if records else None,
-              "delete": run(skins.delete_task, s.data, delete) if delete else None,
-              "inbox": run(skins.drain_task, s.data, **kw) if drain_inbox else None}
+    report = {
+        "records": run(skins.add_task, s.data, records, replace=replace, **kw) if records else None,
+        "delete": run(skins.delete_task, s.data, delete) if delete else None,
+        "inbox": run(skins.drain_task, s.data, **kw) if drain_inbox else None,
+    }
     publish_add_report(report)
     return report

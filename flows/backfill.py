@@ -16,9 +16,14 @@ from shardvec.flows.runtime import SettingsTaskRunner
 
 
 @flow(name="backfill", log_prints=True, task_runner=SettingsTaskRunner)
-def backfill(start: date | None = None, end: date | None = None, partitions: list[str] | None = None,
-             mode: Literal["update", "rebuild"] = "update", overrides: Overrides | None = None,
-             force: bool = False) -> dict:
+def backfill(
+    start: date | None = None,
+    end: date | None = None,
+    partitions: list[str] | None = None,
+    mode: Literal["update", "rebuild"] = "update",
+    overrides: Overrides | None = None,
+    force: bool = False,
+) -> dict:
     """Bring a range of partitions (or the named ones, or all) into a new published version.
     Running the same backfill twice publishes the same vectors.
 
@@ -35,5 +40,15 @@ def backfill(start: date | None = None, end: date | None = None, partitions: lis
     s = run_settings(overrides)
     start, end = (day.isoformat() if day else None for day in (start, end))  # partitions are named by day
     with operated(s, "backfill") as run:
-        return run.keep(build_and_publish(s, flow="backfill", mode=mode, partitions=partitions, start=start,
-                                          end=end, skip_if_nothing_new=False, force=force))
+        return run.keep(
+            build_and_publish(
+                s,
+                flow="backfill",
+                mode=mode,
+                partitions=partitions,
+                start=start,
+                end=end,
+                skip_if_nothing_new=False,
+                force=force,
+            )
+        )

@@ -97,19 +97,23 @@ class OnPrefect:
 
     def as_completed(self, futures: list) -> Iterator:
         from prefect.futures import as_completed
+
         return as_completed(futures)
 
     def progress_artifact(self, flow: str):
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
         try:
-            artifact = create_progress_artifact(0.0, key=f"shardvec-{flow}-progress",
-                                                description=f"shardvec {flow}: share of steps done")
+            artifact = create_progress_artifact(
+                0.0, key=f"shardvec-{flow}-progress", description=f"shardvec {flow}: share of steps done"
+            )
         except Exception:  # outside a flow run (a plain call): bars only
             return None
         return functools.partial(update_progress_artifact, artifact)
 
     def publish_report(self, report: dict) -> None:
         from shardvec.flows.artifacts import publish_artifacts
+
         try:
             publish_artifacts(report)
         except Exception as exc:  # artifacts are a view; a run never fails for them
@@ -121,5 +125,12 @@ def prefect_task(step):
     """`step` as a Prefect task (one per step, made on first use)."""
     from prefect import task
     from prefect.cache_policies import NO_CACHE
-    return task(step.run, name=step.name, retries=step.retries, retry_delay_seconds=[2, 10, 30],
-                cache_policy=NO_CACHE, persist_result=False)
+
+    return task(
+        step.run,
+        name=step.name,
+        retries=step.retries,
+        retry_delay_seconds=[2, 10, 30],
+        cache_policy=NO_CACHE,
+        persist_result=False,
+    )

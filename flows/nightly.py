@@ -23,5 +23,4 @@ def nightly(overrides: Overrides | None = None, force: bool = False) -> dict:
     """
     s = run_settings(overrides)
     with operated(s, "nightly") as run:
-        return run.keep(build_and_publish(s, flow="nightly", mode="update", skip_if_nothing_new=True,
-                                          force=force))
+        return run.keep(build_and_publish(s, flow="nightly", mode="update", skip_if_nothing_new=True, force=force))

@@ -54,14 +54,23 @@ def mark_dead_runs_crashed(data: Path) -> list[str]:
                 flow_run = client.read_flow_run(r.flow_run_id)
                 state = flow_run.state
                 if state is not None and not state.is_final():
-                    state = Crashed(message=f"shardvec: the run's process (pid {r.pid}, running since {r.since}) "
-                                            "is gone; it was killed or its machine stopped.")
+                    state = Crashed(
+                        message=f"shardvec: the run's process (pid {r.pid}, running since {r.since}) "
+                        "is gone; it was killed or its machine stopped."
+                    )
                     client.set_flow_run_state(r.flow_run_id, state, force=True)
                     marked.append(r.flow_run_id)
                 if state is not None and state.is_crashed():
-                    append_history(data, {"at": state.timestamp.astimezone(timezone.utc).isoformat(timespec="seconds"),
-                                          "flow": client.read_flow(flow_run.flow_id).name, "status": "crashed",
-                                          "flow_run_id": r.flow_run_id, "message": state.message})
+                    append_history(
+                        data,
+                        {
+                            "at": state.timestamp.astimezone(timezone.utc).isoformat(timespec="seconds"),
+                            "flow": client.read_flow(flow_run.flow_id).name,
+                            "status": "crashed",
+                            "flow_run_id": r.flow_run_id,
+                            "message": state.message,
+                        },
+                    )
             except Exception as exc:  # a run of another server, or deleted: nothing to mark there
                 run_logger().debug("could not mark run %s crashed: %s", r.flow_run_id, exc)
             r.path.unlink(missing_ok=True)
@@ -69,9 +78,11 @@ def mark_dead_runs_crashed(data: Path) -> list[str]:
 
 
 # What stands where the Dask performance report will be until the run ends and writes it
-PENDING = ("<!doctype html><meta charset=utf-8><title>Dask performance report</title><p>The Dask performance "
-           "report of run {name} replaces this page when the run ends. If the run has ended, it died before "
-           "writing it: see the run's logs.</p>\n")
+PENDING = (
+    "<!doctype html><meta charset=utf-8><title>Dask performance report</title><p>The Dask performance "
+    "report of run {name} replaces this page when the run ends. If the run has ended, it died before "
+    "writing it: see the run's logs.</p>\n"
+)
 
 
 class OperatedRun:
@@ -85,6 +96,7 @@ class OperatedRun:
         """Put a placeholder where the Dask performance report will be; the http URL at which the
         Prefect server serves it, or None if it does not."""
         from shardvec.server import served_url
+
         self.dask_report.write_text(PENDING.format(name=self.dir.name))
         return served_url(self.dask_report, Layout(self.data).reports)
 
@@ -101,6 +113,7 @@ class OperatedRun:
         """The run completes; the records it could not use are named in its log, in a warning
         artifact, and in the event `shardvec.input.quarantined` (an automation's webhook call)."""
         from shardvec.flows.artifacts import publish_quarantine_warning
+
         folder = Layout(self.data).quarantine
         message = run_report.quarantine_message(files, folder)
         run_logger().warning(message)
@@ -109,9 +122,18 @@ class OperatedRun:
         except Exception as exc:  # artifacts are a view; a run never fails for them
             run_logger().warning(f"could not create the quarantine artifact: {exc!r}")
         if self.ctx and self.ctx.flow_run:
-            _emit_run_event(self.ctx, QUARANTINE_EVENT, self.flow, {
-                "message": message, "records": sum(f["records"] for f in files),
-                "files": [f["source"] for f in files], "quarantine_dir": str(folder), "data_dir": str(self.data)})
+            _emit_run_event(
+                self.ctx,
+                QUARANTINE_EVENT,
+                self.flow,
+                {
+                    "message": message,
+                    "records": sum(f["records"] for f in files),
+                    "files": [f["source"] for f in files],
+                    "quarantine_dir": str(folder),
+                    "data_dir": str(self.data),
+                },
+            )
 
 
 @contextmanager
@@ -156,6 +178,7 @@ def _performance_report(ctx, run: OperatedRun, log) -> Iterator[str | None]:
         yield None
         return
     from distributed import performance_report
+
     path = run.dask_report
     # "inline": bokeh's scripts and styles in the file; by default they come from a CDN, and offline
     # (or where the CDN is blocked) the page stays blank
@@ -174,9 +197,12 @@ def _performance_report(ctx, run: OperatedRun, log) -> Iterator[str | None]:
         url = None
     what = "Dask performance report of this run (task stream, worker profiles, bandwidth)"
     try:
-        yield (f"{what}: [{url}]({url})" if url else
-               f"{what}: `{path}`, on the machine that ran it. No server serves the reports of {run.data} here: "
-               f"`shardvec server --data {run.data}` does, and the runs it watches link their report here.")
+        yield (
+            f"{what}: [{url}]({url})"
+            if url
+            else f"{what}: `{path}`, on the machine that ran it. No server serves the reports of {run.data} here: "
+            f"`shardvec server --data {run.data}` does, and the runs it watches link their report here."
+        )
     finally:
         try:
             with client.as_current():
@@ -184,8 +210,10 @@ def _performance_report(ctx, run: OperatedRun, log) -> Iterator[str | None]:
             log.info(f"Dask performance report of this run: {url or path}")
             if url:
                 from prefect.artifacts import create_link_artifact
-                create_link_artifact(url, link_text="Dask performance report", key=f"shardvec-{run.flow}-dask-report",
-                                     description=what)
+
+                create_link_artifact(
+                    url, link_text="Dask performance report", key=f"shardvec-{run.flow}-dask-report", description=what
+                )
         except Exception as exc:
             log.warning(f"could not write the Dask performance report {path}: {exc!r}")
 
@@ -199,9 +227,19 @@ def _emit_gate_event(ctx, flow: str, message: str, data: Path) -> None:
 def _emit_run_event(ctx, event: str, flow: str, payload: dict) -> None:
     """An event about this flow run (its resource), related to its flow (by name, for the automations)."""
     from prefect.events import emit_event
-    emit_event(event=event,
-               resource={"prefect.resource.id": f"prefect.flow-run.{ctx.flow_run.id}",
-                         "prefect.resource.name": ctx.flow_run.name},
-               related=[{"prefect.resource.id": f"prefect.flow.{ctx.flow_run.flow_id}",
-                         "prefect.resource.role": "flow", "prefect.resource.name": flow}],
-               payload=payload)
+
+    emit_event(
+        event=event,
+        resource={
+            "prefect.resource.id": f"prefect.flow-run.{ctx.flow_run.id}",
+            "prefect.resource.name": ctx.flow_run.name,
+        },
+        related=[
+            {
+                "prefect.resource.id": f"prefect.flow.{ctx.flow_run.flow_id}",
+                "prefect.resource.role": "flow",
+                "prefect.resource.name": flow,
+            }
+        ],
+        payload=payload,
+    )

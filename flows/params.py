@@ -24,8 +24,11 @@ from shardvec.config import Settings, load_settings
 from shardvec.config.settings import DEFAULT_TOML, SettingsError
 
 # where things are, not how to compute them: (name, what it is in the settings)
-BOUND = [("data_dir", lambda s: s.data), ("dask.address", lambda s: s.dask.address),
-         ("server", lambda s: (s.server.host, s.server.port))]
+BOUND = [
+    ("data_dir", lambda s: s.data),
+    ("dask.address", lambda s: s.dask.address),
+    ("server", lambda s: (s.server.host, s.server.port)),
+]
 # Accepted in `overrides` (a direct call passes whole settings) but not shown in the run form:
 # the bound ones; [dask], which shapes the task runner before the run reads its overrides; and
 # [schedule], which is read when the deployments are served.
@@ -62,6 +65,7 @@ def _let_hidden_through(schema: dict[str, Any], model: type) -> None:
 
 class Knobs(BaseModel):
     """Some knobs of a settings section; unknown ones refused, text read as the settings read it."""
+
     # titled as the run form's toggle between them and None says it
     model_config = ConfigDict(extra="forbid", frozen=True, title="knobs", json_schema_extra=_let_hidden_through)
     source: ClassVar[type[BaseModel]]
@@ -86,8 +90,10 @@ def _knobs(source: type[BaseModel], name: str, doc: str | None = None, prefix: s
             fields[key] = (SkipJsonSchema[Any], None)
         elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             section = _knobs(field.annotation, key.title().replace("_", "") + "Overrides", prefix=where + ".")
-            fields[key] = (Optional[section], Field(None, title=key,
-                                                    description=f"The [{key}] knobs of config/default.toml."))
+            fields[key] = (
+                Optional[section],
+                Field(None, title=key, description=f"The [{key}] knobs of config/default.toml."),
+            )
         else:
             kind = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
             fields[key] = (Optional[kind], Field(None, title=key, description=knob_docs().get(where)))
@@ -96,8 +102,11 @@ def _knobs(source: type[BaseModel], name: str, doc: str | None = None, prefix: s
     return model
 
 
-Overrides = _knobs(Settings, "Overrides", "Tuning knobs for one run, by section of config/default.toml; "
-                   "a knob left empty keeps its configured value.")
+Overrides = _knobs(
+    Settings,
+    "Overrides",
+    "Tuning knobs for one run, by section of config/default.toml; a knob left empty keeps its configured value.",
+)
 
 
 def run_settings(overrides: BaseModel | dict | None, *, deployed: bool | None = None) -> Settings:
@@ -107,24 +116,33 @@ def run_settings(overrides: BaseModel | dict | None, *, deployed: bool | None = 
             overrides = Overrides.model_validate(overrides)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            fix = ("name only knobs of config/default.toml, by section"
-                   if any(e["type"] == "extra_forbidden" for e in exc.errors())
-                   else "give each a value within its range, or leave it empty to keep the configured one")
+            fix = (
+                "name only knobs of config/default.toml, by section"
+                if any(e["type"] == "extra_forbidden" for e in exc.errors())
+                else "give each a value within its range, or leave it empty to keep the configured one"
+            )
             raise SettingsError(f"Invalid overrides ({problems}); {fix}.") from None
     asked = load_settings(**(overrides.model_dump(exclude_none=True) if overrides else {}))
     if deployed is None:
         from prefect.runtime import deployment
+
         deployed = deployment.id is not None
     if deployed:
         bound = load_settings()
         for name, where in BOUND:
             if where(asked) != where(bound):
-                raise SettingsError(f"A deployment run may not change {name}: it is bound to what the serving "
-                                    "process was started with; serve another deployment for another data "
-                                    "directory, and change only tuning knobs in a run's overrides.")
-        for section, when in (("dask", "its Dask cluster is made before the run reads its overrides"),
-                              ("schedule", "the schedules are read when the deployments are served")):
+                raise SettingsError(
+                    f"A deployment run may not change {name}: it is bound to what the serving "
+                    "process was started with; serve another deployment for another data "
+                    "directory, and change only tuning knobs in a run's overrides."
+                )
+        for section, when in (
+            ("dask", "its Dask cluster is made before the run reads its overrides"),
+            ("schedule", "the schedules are read when the deployments are served"),
+        ):
             if getattr(asked, section) != getattr(bound, section):
-                raise SettingsError(f"A deployment run may not change [{section}]: {when}; set it in the "
-                                    "configuration of the serving process or worker and restart it.")
+                raise SettingsError(
+                    f"A deployment run may not change [{section}]: {when}; set it in the "
+                    "configuration of the serving process or worker and restart it."
+                )
     return asked

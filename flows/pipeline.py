@@ -54,9 +54,18 @@ class QualityGateError(RuntimeError, ShardvecError):
     """The run's models fell below the last published ones by more than the configured tolerance."""
 
 
-def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partitions: list[str] | None = None,
-                      start: str | None = None, end: str | None = None, skip_if_nothing_new: bool = True,
-                      force: bool = False, executor: Executor | None = None) -> dict:
+def build_and_publish(
+    s: Settings,
+    *,
+    flow: str,
+    mode: str = "update",
+    partitions: list[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    skip_if_nothing_new: bool = True,
+    force: bool = False,
+    executor: Executor | None = None,
+) -> dict:
     """Plan a build, carry it out and publish it; the run's report. `executor` runs its steps:
     by default each a Prefect task of the flow run that calls this (flows/executors.py)."""
     executor = executor or OnPrefect()
@@ -67,19 +76,40 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
         current = DataDir(s.data).current()
         found = executor.call(skins.discover_task, Layout(s.data).corpus)
         files = [SourceFile(**f) for f in found["files"]]
-        plan = plan_build(s, current, _live(s.data, current), available=sorted({f.partition for f in files}),
-                          acknowledged=ledger.acknowledged(s.data, current), mode=mode, partitions=partitions,
-                          start=start, end=end, skip_if_nothing_new=skip_if_nothing_new)
+        plan = plan_build(
+            s,
+            current,
+            _live(s.data, current),
+            available=sorted({f.partition for f in files}),
+            acknowledged=ledger.acknowledged(s.data, current),
+            mode=mode,
+            partitions=partitions,
+            start=start,
+            end=end,
+            skip_if_nothing_new=skip_if_nothing_new,
+        )
         if plan.changed:
             print(plan.why)
         inputs = read_inputs(s, plan, files, skipped=found["skipped"], executor=executor)
-        report = {"flow": flow, "mode": plan.mode, "why": plan.why, "partitions": list(plan.train),
-                  "skipped_files": inputs.skipped, "ledger_ops": inputs.replay.count, "ledger_new_ops": plan.new_ops}
+        report = {
+            "flow": flow,
+            "mode": plan.mode,
+            "why": plan.why,
+            "partitions": list(plan.train),
+            "skipped_files": inputs.skipped,
+            "ledger_ops": inputs.replay.count,
+            "ledger_new_ops": plan.new_ops,
+        }
         if plan.skip:
             return _finish(report, executor, status="nothing new", started=started, message=plan.skip)
         if not files:
-            return _finish(report, executor, status="nothing to do", started=started,
-                           message=f"No input files under {Layout(s.data).corpus}; drop partitions there first.")
+            return _finish(
+                report,
+                executor,
+                status="nothing to do",
+                started=started,
+                message=f"No input files under {Layout(s.data).corpus}; drop partitions there first.",
+            )
         build = Build(s, current, plan, flow, executor)
         try:
             report.update(build.run(inputs, force))
@@ -88,13 +118,29 @@ def build_and_publish(s: Settings, *, flow: str, mode: str = "update", partition
         report["progress_steps"] = [build.progress.done, build.progress.steps]
     report["peak_rss_mb"] = round(max([flow_mem.peak / (1 << 20)] + [r["peak_rss_mb"] for r in report["steps"]]), 1)
     status = "refused by the quality gate" if report.get("gate") else "published"
-    evaluation.append_history(s.data, {"flow": flow, "status": status, "version": report["version"],
-                                    "statements": report["statements"], "metrics": report["quality"],
-                                    "gate": report.get("gate", []), "peak_rss_mb": report["peak_rss_mb"],
-                                    "wall_seconds": round(time.perf_counter() - started, 2)})
-    _finish(report, executor, status=status, started=started,
-            message=GATE_REFUSED + "; ".join(report["gate"]) + ". Investigate the input, or rerun with "
-            "--force to publish anyway." if report.get("gate") else None)
+    evaluation.append_history(
+        s.data,
+        {
+            "flow": flow,
+            "status": status,
+            "version": report["version"],
+            "statements": report["statements"],
+            "metrics": report["quality"],
+            "gate": report.get("gate", []),
+            "peak_rss_mb": report["peak_rss_mb"],
+            "wall_seconds": round(time.perf_counter() - started, 2),
+        },
+    )
+    _finish(
+        report,
+        executor,
+        status=status,
+        started=started,
+        message=GATE_REFUSED + "; ".join(report["gate"]) + ". Investigate the input, or rerun with "
+        "--force to publish anyway."
+        if report.get("gate")
+        else None,
+    )
     if report.get("gate"):
         raise QualityGateError(report["message"])
     return report
@@ -154,24 +200,33 @@ class Recall:
     rows: dict  # rows_recall of the similarity rows
 
     def report(self) -> dict[str, dict]:
-        return {"words": _strip(self.words), "statements": _strip(self.statements),
-                "similarity rows": _strip(self.rows)}
+        return {
+            "words": _strip(self.words),
+            "statements": _strip(self.statements),
+            "similarity rows": _strip(self.rows),
+        }
 
     def metrics(self) -> dict[str, float]:
-        return {"rows_recall_at_10": self.rows["rows_recall_at_k"],
-                "statements_index_recall_at_10": self.statements["recall_at_k"],
-                "words_index_recall_at_10": self.words["recall_at_k"]}
+        return {
+            "rows_recall_at_10": self.rows["rows_recall_at_k"],
+            "statements_index_recall_at_10": self.statements["recall_at_k"],
+            "words_index_recall_at_10": self.words["recall_at_k"],
+        }
 
 
-def read_inputs(s: Settings, plan: BuildPlan, files: list[SourceFile], skipped: list,
-                executor: Executor) -> Inputs:
+def read_inputs(s: Settings, plan: BuildPlan, files: list[SourceFile], skipped: list, executor: Executor) -> Inputs:
     """The corpus files of the plan's partitions, and the ledger's ops as input files: compacted
     first (its own step), then replayed as the plan splits them (the caller holds the RunLock)."""
     where = Layout(s.data)
     executor.call(skins.compact_ledger_task, s.data, plan.acknowledged)
-    replay = executor.call(skins.replay_task, s.data, None, plan.ops_trained_after, rebuild=not plan.update, upto=plan.acknowledged)
-    puts = [_ledger_source(where.root, path, part) for path, part in
-            ((replay.old, LEDGER_OLD), (replay.new, LEDGER_NEW)) if path]
+    replay = executor.call(
+        skins.replay_task, s.data, None, plan.ops_trained_after, rebuild=not plan.update, upto=plan.acknowledged
+    )
+    puts = [
+        _ledger_source(where.root, path, part)
+        for path, part in ((replay.old, LEDGER_OLD), (replay.new, LEDGER_NEW))
+        if path
+    ]
     return Inputs(plan, [f for f in files if f.partition in set(plan.in_version)], puts, replay, skipped)
 
 
@@ -223,9 +278,20 @@ class Build:
     def planned_steps(self) -> list[str]:
         """The steps the build waits on, in order: one progress bar each."""
         merges = self.s.similarity.method != "index"  # exact and partitioned rows end with a merge
-        return ["tokenize", *["vocabulary"] * self.builds_vocabulary, "train", "project-statements",
-                "write-word-vectors", "index-words", "index-statements", "similarity-rows",
-                *["merge-rows"] * merges, "recall", "evaluate", "publish"]
+        return [
+            "tokenize",
+            *["vocabulary"] * self.builds_vocabulary,
+            "train",
+            "project-statements",
+            "write-word-vectors",
+            "index-words",
+            "index-statements",
+            "similarity-rows",
+            *["merge-rows"] * merges,
+            "recall",
+            "evaluate",
+            "publish",
+        ]
 
     def submit(self, step: skins.Step, *args, **kwargs) -> Future:
         return self.executor.submit(step, *args, **kwargs)
@@ -248,8 +314,11 @@ class Build:
         out = _figures(tok, trained, written) | {"recall": recall.report(), "rows_method": rows_method}
         out["quality"] = metrics = self.evaluate(trained) | recall.metrics()
         out["version"] = self.version
-        refused = evaluation.gate(metrics, self.live.quality if self.live else None,
-                                  self.s.quality.model_dump()) if self.s.quality.gate else []
+        refused = (
+            evaluation.gate(metrics, self.live.quality if self.live else None, self.s.quality.model_dump())
+            if self.s.quality.gate
+            else []
+        )
         out["steps"] = step_rows(self.steps)
         if refused and not force:
             return out | {"gate": refused}
@@ -264,27 +333,49 @@ class Build:
         """The record size limit each partition of the version is read with: today's for those this
         run takes in (again), the one it was taken in with for those already in. Screening is
         intake's: lowering corpus.max_record_bytes must not drop records a version already holds."""
-        before = self.live_summary.get("config", {}).get("corpus", {}).get("max_record_bytes", self.s.corpus.max_record_bytes)
+        before = (
+            self.live_summary.get("config", {})
+            .get("corpus", {})
+            .get("max_record_bytes", self.s.corpus.max_record_bytes)
+        )
         kept = self.live_summary.get("intake", {}).get("max_record_bytes", {})
-        return {p: self.s.corpus.max_record_bytes if p in inputs.plan.train else kept.get(p, before)
-                for p in inputs.plan.in_version}
+        return {
+            p: self.s.corpus.max_record_bytes if p in inputs.plan.train else kept.get(p, before)
+            for p in inputs.plan.in_version
+        }
 
     def tokenize(self, inputs: Inputs) -> Tokenized:
         s, where = self.s, self.where
         tokenizer = _tokenizer(s)
         limits = self.intake_limits(inputs)
-        files = self.wait("tokenize", [
-            self.submit(skins.tokenize_task, where.root / f.root, f, where.tokens, where.quarantine, tokenizer,
-                                       batch_size=s.corpus.batch_size,
-                                       max_record_bytes=limits.get(f.partition, s.corpus.max_record_bytes))
-            for f in inputs.files])
+        files = self.wait(
+            "tokenize",
+            [
+                self.submit(
+                    skins.tokenize_task,
+                    where.root / f.root,
+                    f,
+                    where.tokens,
+                    where.quarantine,
+                    tokenizer,
+                    batch_size=s.corpus.batch_size,
+                    max_record_bytes=limits.get(f.partition, s.corpus.max_record_bytes),
+                )
+                for f in inputs.files
+            ],
+        )
         train = [t for t, f in zip(files, inputs.files) if inputs.plan.trains(f.partition)]
         reasons = dict(sum((Counter(t["reasons"]) for t in files), Counter()))
-        return Tokenized(files, [t["cache"] for t in files], [t["cache"] for t in train],
-                         train_records=sum(t["records"] for t in train),
-                         records=sum(t["records"] + t["quarantined"] for t in files),
-                         quarantined=sum(t["quarantined"] for t in files), reasons=reasons,
-                         tokens=sum(t["tokens"] or 0 for t in files))
+        return Tokenized(
+            files,
+            [t["cache"] for t in files],
+            [t["cache"] for t in train],
+            train_records=sum(t["records"] for t in train),
+            records=sum(t["records"] + t["quarantined"] for t in files),
+            quarantined=sum(t["quarantined"] for t in files),
+            reasons=reasons,
+            tokens=sum(t["tokens"] or 0 for t in files),
+        )
 
     def train(self, inputs: Inputs, tok: Tokenized) -> Trained:
         """word2vec needs only the caches: it starts first and trains beside the vocabulary and
@@ -292,28 +383,67 @@ class Build:
         s, v, prev = self.s, self.v, self.previous_models
         w = s.word2vec
         w2v = self.submit(
-            skins.word2vec_task, tok.train_caches, v.models / "word2vec.gensim", vector_size=w.vector_size, window=w.window,
-            min_count=w.min_count, max_final_vocab=w.max_final_vocab, epochs=w.epochs, sg=w.sg, workers=w.workers,
-            seed=w.seed, previous=prev / "word2vec.gensim" if prev else None)
-        plan = self.submit(skins.plan_task, tok.files, v.plan, self.where.root, self.where.quarantine,
-                                      on_duplicate=s.corpus.on_duplicate, ledger_ops=inputs.replay.ops,
-                                      ledger_caches=len(inputs.ledger))
+            skins.word2vec_task,
+            tok.train_caches,
+            v.models / "word2vec.gensim",
+            vector_size=w.vector_size,
+            window=w.window,
+            min_count=w.min_count,
+            max_final_vocab=w.max_final_vocab,
+            epochs=w.epochs,
+            sg=w.sg,
+            workers=w.workers,
+            seed=w.seed,
+            previous=prev / "word2vec.gensim" if prev else None,
+        )
+        plan = self.submit(
+            skins.plan_task,
+            tok.files,
+            v.plan,
+            self.where.root,
+            self.where.quarantine,
+            on_duplicate=s.corpus.on_duplicate,
+            ledger_ops=inputs.replay.ops,
+            ledger_caches=len(inputs.ledger),
+        )
         dictionary = self.vocabulary(tok)
-        lsi_args = dict(num_topics=s.lsi.num_topics, chunksize=s.lsi.chunksize, power_iters=s.lsi.power_iters,
-                        extra_samples=s.lsi.extra_samples, seed=s.index.seed)
-        parts = [self.submit(skins.lsi_part_task, tok.train_caches, dictionary, v.lsi_part(i), docs=docs, **lsi_args)
-                 for i, docs in enumerate(part_ranges(tok.train_records, s.dask.n_workers, s.lsi.chunksize))]
-        lsi = self.submit(skins.lsi_merge_task, parts, dictionary, v.models, **lsi_args,
-                                          previous=prev / "lsi.gensim" if prev else None)
-        words_quality = self.submit(skins.evaluate_words_task, v.models / "word2vec.gensim", **evaluation.evaluation_sets(s),
-                                                         wait_for=[w2v])
+        lsi_args = dict(
+            num_topics=s.lsi.num_topics,
+            chunksize=s.lsi.chunksize,
+            power_iters=s.lsi.power_iters,
+            extra_samples=s.lsi.extra_samples,
+            seed=s.index.seed,
+        )
+        parts = [
+            self.submit(skins.lsi_part_task, tok.train_caches, dictionary, v.lsi_part(i), docs=docs, **lsi_args)
+            for i, docs in enumerate(part_ranges(tok.train_records, s.dask.n_workers, s.lsi.chunksize))
+        ]
+        lsi = self.submit(
+            skins.lsi_merge_task,
+            parts,
+            dictionary,
+            v.models,
+            **lsi_args,
+            previous=prev / "lsi.gensim" if prev else None,
+        )
+        words_quality = self.submit(
+            skins.evaluate_words_task, v.models / "word2vec.gensim", **evaluation.evaluation_sets(s), wait_for=[w2v]
+        )
         plan_r, lsi_r, w2v_r = self.progress.wait("train", [plan, lsi, w2v])
         self.record("plan-statements", [plan_r])
         self.record("train-lsi", [lsi_r])
         self.record("train-word2vec", [w2v_r])
         self.record("lsi-parts", [p.result() for p in parts])
-        return Trained(plan_r["statements"], plan_r["duplicates_rejected"], dictionary, lsi_r["terms"],
-                       lsi_r["topics"], Path(w2v_r["word2vec"]), w2v_r["words"], words_quality)
+        return Trained(
+            plan_r["statements"],
+            plan_r["duplicates_rejected"],
+            dictionary,
+            lsi_r["terms"],
+            lsi_r["topics"],
+            Path(w2v_r["word2vec"]),
+            w2v_r["words"],
+            words_quality,
+        )
 
     def vocabulary(self, tok: Tokenized) -> Path:
         """The dictionary LSI trains with: built from the caches, or the live version's, copied."""
@@ -321,11 +451,22 @@ class Build:
         if not self.builds_vocabulary:
             self.executor.call(skins.copy_dictionary_task, prev / "dictionary.gensim", v.models / "dictionary.gensim")
             return prev / "dictionary.gensim"
-        built = self.wait("vocabulary", [self.submit(
-            skins.vocab_task, tok.train_caches if self.update else tok.caches, v.models / "dictionary.gensim",
-            max_terms=s.vocab.max_terms, no_below=s.vocab.no_below, no_above=s.vocab.no_above,
-            hashing=s.vocab.hashing, hash_buckets=s.vocab.hash_buckets,
-            previous=prev / "dictionary.gensim" if prev else None)])
+        built = self.wait(
+            "vocabulary",
+            [
+                self.submit(
+                    skins.vocab_task,
+                    tok.train_caches if self.update else tok.caches,
+                    v.models / "dictionary.gensim",
+                    max_terms=s.vocab.max_terms,
+                    no_below=s.vocab.no_below,
+                    no_above=s.vocab.no_above,
+                    hashing=s.vocab.hashing,
+                    hash_buckets=s.vocab.hash_buckets,
+                    previous=prev / "dictionary.gensim" if prev else None,
+                )
+            ],
+        )
         return Path(built[0]["dictionary"])
 
     def write(self, tok: Tokenized, trained: Trained) -> Written:
@@ -333,12 +474,22 @@ class Build:
         stored in its configured dtype."""
         s, v, R = self.s, self.v, self.s.store.rows_per_shard
         words = self.submit(skins.words_task, trained.word2vec, v.words, rows_per_shard=R)
-        shards = self.wait("project-statements", [
-            self.submit(skins.project_task, v.plan, tok.caches, i, R, v.models, v.statements)
-            for i in range(shard_count(trained.statements, R))])
-        self.submit(skins.finish_space_task, v.statements, [_entry(p) for p in shards], dim=trained.topics,
-                                       rows_per_shard=R, normalized=True,
-                                       meta={"what": "LSI statement vectors"}).result()
+        shards = self.wait(
+            "project-statements",
+            [
+                self.submit(skins.project_task, v.plan, tok.caches, i, R, v.models, v.statements)
+                for i in range(shard_count(trained.statements, R))
+            ],
+        )
+        self.submit(
+            skins.finish_space_task,
+            v.statements,
+            [_entry(p) for p in shards],
+            dim=trained.topics,
+            rows_per_shard=R,
+            normalized=True,
+            meta={"what": "LSI statement vectors"},
+        ).result()
         word_shards = self.wait("write-word-vectors", [words])[0]["shards"]
         for space, dtype in ((v.words, s.store.words_dtype), (v.statements, s.store.statements_dtype)):
             if dtype != "float32":
@@ -349,99 +500,205 @@ class Build:
         """The IVF indexes of both spaces and the similarity rows, side by side; the rows' method."""
         s, v, sim = self.s, self.v, self.s.similarity
         spaces = {"words": (v.words, v.words_index), "statements": (v.statements, v.statements_index)}
-        indexes = {name: [self.submit(skins.index_task, space, index, nlist=s.index.nlist, nprobe=s.index.nprobe,
-                                                  seed=s.index.seed)] for name, (space, index) in spaces.items()}
+        indexes = {
+            name: [
+                self.submit(
+                    skins.index_task, space, index, nlist=s.index.nlist, nprobe=s.index.nprobe, seed=s.index.seed
+                )
+            ]
+            for name, (space, index) in spaces.items()
+        }
         tiles = tile_count(trained.statements, sim.tile_rows)
         method = sim.rows_method(trained.statements)
         if method in ROWS_METHODS:  # needs no index: queued beside the index builds
-            scoring, merges = ROWS_METHODS[method](self.executor, v.statements, v.rows_work, v.similarity, tiles,
-                                                   trained.statements, s)
+            scoring, merges = ROWS_METHODS[method](
+                self.executor, v.statements, v.rows_work, v.similarity, tiles, trained.statements, s
+            )
         for name, futures in indexes.items():
             self.wait(f"index-{name}", futures)
         if method in ROWS_METHODS:
             self.wait("similarity-rows", scoring)
             rows = tile_entries(self.wait("merge-rows", merges))
         else:  # index: each tile's rows asked of the statements' index
-            rows = self.wait("similarity-rows", [
-                self.submit(skins.rows_task, v.statements, t, v.similarity, k=sim.width, tile_rows=sim.tile_rows,
-                                       block_rows=sim.block_rows, method=sim.method, index_dir=v.statements_index,
-                                       nprobe=s.index.nprobe) for t in range(tiles)])
-        self.submit(skins.finish_rows_task, v.similarity, rows, k=sim.k, width=sim.width, method=method,
-                                      rows_per_shard=sim.tile_rows).result()
+            rows = self.wait(
+                "similarity-rows",
+                [
+                    self.submit(
+                        skins.rows_task,
+                        v.statements,
+                        t,
+                        v.similarity,
+                        k=sim.width,
+                        tile_rows=sim.tile_rows,
+                        block_rows=sim.block_rows,
+                        method=sim.method,
+                        index_dir=v.statements_index,
+                        nprobe=s.index.nprobe,
+                    )
+                    for t in range(tiles)
+                ],
+            )
+        self.submit(
+            skins.finish_rows_task,
+            v.similarity,
+            rows,
+            k=sim.k,
+            width=sim.width,
+            method=method,
+            rows_per_shard=sim.tile_rows,
+        ).result()
         return method
 
     def check_recall(self) -> Recall:
         s, v = self.s, self.v
-        words, statements, rows = self.wait("recall", [
-            *(self.submit(skins.index_recall_task, space, index, k=10, nprobe=s.index.nprobe,
-                                             sample=s.index.recall_sample, seed=s.index.seed,
-                                             target=s.index.target_recall)
-              for space, index in ((v.words, v.words_index), (v.statements, v.statements_index))),
-            self.submit(skins.rows_recall_task, v.statements, v.similarity, sample=s.index.recall_sample,
-                                          seed=s.index.seed)])
+        words, statements, rows = self.wait(
+            "recall",
+            [
+                *(
+                    self.submit(
+                        skins.index_recall_task,
+                        space,
+                        index,
+                        k=10,
+                        nprobe=s.index.nprobe,
+                        sample=s.index.recall_sample,
+                        seed=s.index.seed,
+                        target=s.index.target_recall,
+                    )
+                    for space, index in ((v.words, v.words_index), (v.statements, v.statements_index))
+                ),
+                self.submit(
+                    skins.rows_recall_task, v.statements, v.similarity, sample=s.index.recall_sample, seed=s.index.seed
+                ),
+            ],
+        )
         return Recall(words, statements, rows)
 
     def evaluate(self, trained: Trained) -> dict:
         """The word vectors on the standard benchmarks, LSI's spectrum, and the drift from the
         live version."""
         s, v = self.s, self.v
-        old = {name: self.where.root / rel for name, rel in self.current.components.items()} \
-            if self.current else None
-        results = self.wait("evaluate", [
-            trained.words_quality, self.submit(skins.lsi_spectrum_task, v.models / "lsi.gensim"),
-            self.submit(skins.drift_task, old, v.components(), self.where.root, sample=s.quality.drift_sample,
-                                    words=s.quality.drift_words)])
+        old = {name: self.where.root / rel for name, rel in self.current.components.items()} if self.current else None
+        results = self.wait(
+            "evaluate",
+            [
+                trained.words_quality,
+                self.submit(skins.lsi_spectrum_task, v.models / "lsi.gensim"),
+                self.submit(
+                    skins.drift_task,
+                    old,
+                    v.components(),
+                    self.where.root,
+                    sample=s.quality.drift_sample,
+                    words=s.quality.drift_words,
+                ),
+            ],
+        )
         return {k: val for r in results for k, val in _strip(r).items()}
 
     def publish(self, inputs: Inputs, out: dict) -> None:
-        summary = {"created_by": self.flow, "mode": self.mode,
-                   "counts": {k: out[k] for k in ("records", "quarantined", "statements", "terms", "words")},
-                   "quality": out["quality"], "config": self.s.model_dump(mode="json"),
-                   # what every cache it was trained on was tokenized with (caches are keyed by it)
-                   "tokenizer": _tokenizer(self.s).settings(),
-                   "intake": {"max_record_bytes": self.intake_limits(inputs)},
-                   "code_version": _code_version(), "steps": step_rows(self.steps),
-                   "ledger": inputs.replay.acknowledged}
-        self.wait("publish", [self.submit(
-            skins.publish_task, self.where.root, self.version, {k: str(p) for k, p in self.v.components().items()},
-            {"partitions": list(inputs.plan.in_version)}, summary, self.s.publish.keep_versions)])
+        summary = {
+            "created_by": self.flow,
+            "mode": self.mode,
+            "counts": {k: out[k] for k in ("records", "quarantined", "statements", "terms", "words")},
+            "quality": out["quality"],
+            "config": self.s.model_dump(mode="json"),
+            # what every cache it was trained on was tokenized with (caches are keyed by it)
+            "tokenizer": _tokenizer(self.s).settings(),
+            "intake": {"max_record_bytes": self.intake_limits(inputs)},
+            "code_version": _code_version(),
+            "steps": step_rows(self.steps),
+            "ledger": inputs.replay.acknowledged,
+        }
+        self.wait(
+            "publish",
+            [
+                self.submit(
+                    skins.publish_task,
+                    self.where.root,
+                    self.version,
+                    {k: str(p) for k, p in self.v.components().items()},
+                    {"partitions": list(inputs.plan.in_version)},
+                    summary,
+                    self.s.publish.keep_versions,
+                )
+            ],
+        )
 
 
-def _exact_rows(executor: Executor, space, work, rows_dir, tiles: int, statements: int, s: Settings) -> tuple[list, list]:
+def _exact_rows(
+    executor: Executor, space, work, rows_dir, tiles: int, statements: int, s: Settings
+) -> tuple[list, list]:
     """Each tile against itself, each pair of tiles once, then each tile's rows merged
     (tasks/search/rows.py): the scoring futures, and the merge futures whose results are the rows' shards."""
     sim = s.similarity
     args = dict(k=sim.width, tile_rows=sim.tile_rows, block_rows=sim.block_rows)
     own = [executor.submit(skins.own_tile_task, space, t, work, **args) for t in range(tiles)]
-    pairs = {(i, j): executor.submit(skins.tile_pair_task, space, i, j, work, **args, wait_for=[own[i], own[j]])
-             for i, j in tile_pairs(statements, sim.tile_rows)}
-    merges = [executor.submit(skins.merge_tile_task, work, t, tiles, rows_dir, k=sim.width,
-                                           wait_for=[own[t]] + [f for pair, f in pairs.items() if t in pair])
-              for t in range(tiles)]
+    pairs = {
+        (i, j): executor.submit(skins.tile_pair_task, space, i, j, work, **args, wait_for=[own[i], own[j]])
+        for i, j in tile_pairs(statements, sim.tile_rows)
+    }
+    merges = [
+        executor.submit(
+            skins.merge_tile_task,
+            work,
+            t,
+            tiles,
+            rows_dir,
+            k=sim.width,
+            wait_for=[own[t]] + [f for pair, f in pairs.items() if t in pair],
+        )
+        for t in range(tiles)
+    ]
     return own + list(pairs.values()), merges
 
 
-def _partitioned_rows(executor: Executor, space, work, rows_dir, tiles: int, statements: int, s: Settings) -> tuple[list, list]:
+def _partitioned_rows(
+    executor: Executor, space, work, rows_dir, tiles: int, statements: int, s: Settings
+) -> tuple[list, list]:
     """Centroids, each shard's nearest clusters, the inverted lists (kept in the rows' folder for
     adds), each task's clusters within (the rows' bounds) and across, then each tile's rows
     gathered, a group of tiles a task (tasks/search/partitioned.py): scoring futures, and merge futures."""
     sim, budget = s.similarity, dict(memory_budget_mb=s.similarity.memory_budget_mb)
     shards = shard_count(statements, s.store.rows_per_shard)
-    train = executor.submit(skins.centroids_task, space, work, clusters=clusters_for(statements, sim.cluster_rows),
-                                        sample=sim.kmeans_sample, iterations=sim.kmeans_iterations,
-                                        seed=s.index.seed, **budget)
-    assign = [executor.submit(skins.assign_task, space, i, work, probes=sim.probes, **budget, wait_for=[train])
-              for i in range(shards)]
+    train = executor.submit(
+        skins.centroids_task,
+        space,
+        work,
+        clusters=clusters_for(statements, sim.cluster_rows),
+        sample=sim.kmeans_sample,
+        iterations=sim.kmeans_iterations,
+        seed=s.index.seed,
+        **budget,
+    )
+    assign = [
+        executor.submit(skins.assign_task, space, i, work, probes=sim.probes, **budget, wait_for=[train])
+        for i in range(shards)
+    ]
     grouped = executor.submit(skins.group_task, space, work, wait_for=assign)
     kept = executor.submit(skins.keep_clusters_task, work, rows_dir, probes=sim.probes, wait_for=[grouped])  # for adds
     n = score_tasks_for(statements, sim.tile_rows, s.dask.n_workers)
     unit = dict(k=sim.width, max_queries=sim.tile_rows, **budget)
     own = [executor.submit(skins.cluster_own_task, space, work, t, n, **unit, wait_for=[grouped]) for t in range(n)]
     bounded = executor.submit(skins.cluster_bounds_task, work, n, statements, wait_for=own)
-    scores = [executor.submit(skins.cluster_score_task, space, work, t, n, **unit, wait_for=[bounded]) for t in range(n)]
-    merges = [executor.submit(skins.cluster_merge_task, work, first, end, n, rows_dir, k=sim.width, tile_rows=sim.tile_rows,
-                                              statements=statements, wait_for=scores)
-              for first, end in merge_groups(tiles, s.dask.n_workers)]
+    scores = [
+        executor.submit(skins.cluster_score_task, space, work, t, n, **unit, wait_for=[bounded]) for t in range(n)
+    ]
+    merges = [
+        executor.submit(
+            skins.cluster_merge_task,
+            work,
+            first,
+            end,
+            n,
+            rows_dir,
+            k=sim.width,
+            tile_rows=sim.tile_rows,
+            statements=statements,
+            wait_for=scores,
+        )
+        for first, end in merge_groups(tiles, s.dask.n_workers)
+    ]
     return [train, *assign, grouped, kept, *own, bounded, *scores], merges
 
 
@@ -458,12 +715,23 @@ def _figures(tok: Tokenized, trained: Trained, written: Written) -> dict:
     if trained.duplicates_rejected:
         reasons["duplicate id"] = trained.duplicates_rejected
     taken = set(tok.train_caches)  # the input this run takes in: its new partitions (all, rebuilding)
-    return {"files": len(tok.files), "records": tok.records,
-            "quarantined": tok.quarantined + trained.duplicates_rejected, "quarantine_reasons": reasons,
-            "quarantined_input": [{"source": t["source"], "records": t["quarantined"], "reasons": t["reasons"]}
-                                  for t in tok.files if t["quarantined"] and t["cache"] in taken],
-            "statements": trained.statements, "terms": trained.terms, "topics": trained.topics,
-            "words": trained.words, "similarity_rows": written.statement_rows, "tokens": tok.tokens}
+    return {
+        "files": len(tok.files),
+        "records": tok.records,
+        "quarantined": tok.quarantined + trained.duplicates_rejected,
+        "quarantine_reasons": reasons,
+        "quarantined_input": [
+            {"source": t["source"], "records": t["quarantined"], "reasons": t["reasons"]}
+            for t in tok.files
+            if t["quarantined"] and t["cache"] in taken
+        ],
+        "statements": trained.statements,
+        "terms": trained.terms,
+        "topics": trained.topics,
+        "words": trained.words,
+        "similarity_rows": written.statement_rows,
+        "tokens": tok.tokens,
+    }
 
 
 def _tokenizer(s: Settings) -> Tokenizer:
@@ -491,6 +759,7 @@ def _entry(p: dict) -> dict:
 
 def _code_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("shardvec")
     except PackageNotFoundError:

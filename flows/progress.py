@@ -22,8 +22,9 @@ from shardvec.flows.executors import Executor, OnPrefect
 class RunProgress:
     """One bar per step (its tasks done of all), and the run's overall percentage in the UI."""
 
-    def __init__(self, flow: str, steps: int, every: float = 30.0, artifact_every: float = 2.0,
-                 executor: Executor | None = None):
+    def __init__(
+        self, flow: str, steps: int, every: float = 30.0, artifact_every: float = 2.0, executor: Executor | None = None
+    ):
         self.executor = executor or OnPrefect()
         self.steps, self.done, self.every = steps, 0, every
         self.artifact_every, self.reported_at = artifact_every, -float("inf")
@@ -31,8 +32,13 @@ class RunProgress:
         self.log = run_logger()
         # off a terminal (a worker's log, a pipe) the bars draw only once, when they stop: no
         # thread redrawing them ten times a second
-        self.bars = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), auto_refresh=get_console().is_terminal)
+        self.bars = Progress(
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            auto_refresh=get_console().is_terminal,
+        )
         self.bars.start()
         self.artifact = self.executor.progress_artifact(flow)  # None: bars only
 
@@ -47,8 +53,10 @@ class RunProgress:
 
         def still_going() -> None:  # a thread: a long task keeps the loop below waiting
             while not stop.wait(self.every):
-                self.log.info(f"{step}: {finished[0]} of {len(futures)} {unit} done, "
-                              f"{time.monotonic() - started:.0f} s so far")
+                self.log.info(
+                    f"{step}: {finished[0]} of {len(futures)} {unit} done, {time.monotonic() - started:.0f} s so far"
+                )
+
         ticker = threading.Thread(target=still_going, daemon=True)
         ticker.start()
         try:
@@ -62,8 +70,10 @@ class RunProgress:
         self.done += 1
         self._report(0.0)
         results = [f.result() for f in futures]
-        self.log.info(f"{step}: finished in {time.monotonic() - started:.1f} s; "
-                      + throughput(results, time.monotonic() - started))
+        self.log.info(
+            f"{step}: finished in {time.monotonic() - started:.1f} s; "
+            + throughput(results, time.monotonic() - started)
+        )
         return results
 
     def one(self, step: str, future) -> dict:
@@ -84,9 +94,16 @@ class RunProgress:
 
 
 # what one task of a step works on, for the log lines
-UNITS = {"tokenize": "files", "project-statements": "shards", "index-words": "shards",
-         "index-statements": "shards", "similarity-rows": "tasks", "merge-rows": "tasks",
-         "recall": "checks", "evaluate": "checks"}
+UNITS = {
+    "tokenize": "files",
+    "project-statements": "shards",
+    "index-words": "shards",
+    "index-statements": "shards",
+    "similarity-rows": "tasks",
+    "merge-rows": "tasks",
+    "recall": "checks",
+    "evaluate": "checks",
+}
 SIZES = ("records", "tokens", "statements", "rows", "vectors", "words", "terms", "pairs")
 
 
@@ -94,8 +111,11 @@ def throughput(results: list[dict], seconds: float) -> str:
     """The sizes a step's results report, each with its rate: "records 353 (1,204/s), ..."."""
     parts = []
     for key in SIZES:
-        values = [r[key] for r in results if isinstance(r, dict) and isinstance(r.get(key), (int, float))
-                  and not isinstance(r.get(key), bool)]
+        values = [
+            r[key]
+            for r in results
+            if isinstance(r, dict) and isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
+        ]
         if values:
             total = sum(values)
             parts.append(f"{key} {total:,} ({total / max(seconds, 1e-3):,.0f}/s)")
@@ -108,6 +128,7 @@ def run_logger():
         return logging.getLogger("shardvec")
     try:
         from prefect.logging import get_run_logger
+
         return get_run_logger()
     except Exception:  # outside a flow run
         return logging.getLogger("shardvec")

@@ -77,12 +77,18 @@ class SettingsTaskRunner(DaskTaskRunner):
             self.address = s.dask.address
         else:
             self.cluster_kwargs = {
-                "n_workers": s.dask.n_workers, "threads_per_worker": s.dask.threads_per_worker,
-                "memory_limit": s.dask.memory_limit, "processes": True, "dashboard_address": None,
+                "n_workers": s.dask.n_workers,
+                "threads_per_worker": s.dask.threads_per_worker,
+                "memory_limit": s.dask.memory_limit,
+                "processes": True,
+                "dashboard_address": None,
                 # no dashboard, but the scheduler's HTTP server (health, metrics) still listens: on a
                 # free port, not 8787, which a second run's cluster found taken and warned about
                 "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
-                "silence_logs": logging.WARNING, "config": WORKER_CONFIG, "plugins": (QuickExit(),)}
+                "silence_logs": logging.WARNING,
+                "config": WORKER_CONFIG,
+                "plugins": (QuickExit(),),
+            }
         self._tls = plain_http_settings()
         self._tls.__enter__()
         try:
@@ -103,8 +109,9 @@ class SettingsTaskRunner(DaskTaskRunner):
     def submit(self, task, parameters, wait_for=None, dependencies=None):
         future = super().submit(task, parameters, wait_for, dependencies)
         if self.watch is None:
-            self.watch = TaskWatch(self.client, self.dask.no_worker_seconds, self.dask.no_progress_seconds,
-                                   restart=not self.dask.address)
+            self.watch = TaskWatch(
+                self.client, self.dask.no_worker_seconds, self.dask.no_progress_seconds, restart=not self.dask.address
+            )
         self.watch.track(future.wrapped_future)
         return future
 
@@ -126,6 +133,7 @@ def plain_http_settings() -> AbstractContextManager:
     the run's clients (a worker takes the settings of the run that submits to it) get a store
     of one certificate, which no connection uses. An https API is left alone."""
     from prefect.settings import PREFECT_API_SSL_CERT_FILE, get_current_settings, temporary_settings
+
     url, current = api_url(), get_current_settings()
     if not url or not url.startswith("http://"):
         return nullcontext()
@@ -140,6 +148,7 @@ def _one_certificate(home: Path) -> Path:
     path = home / "shardvec-plain-http-ca.pem"
     if not path.exists():
         import certifi
+
         pem, begun = [], False
         with open(certifi.where(), encoding="ascii") as f:
             for line in f:
@@ -162,6 +171,7 @@ def task_runner(settings: Settings) -> SettingsTaskRunner:
 
 def api_url() -> str | None:
     from prefect.settings import get_current_settings
+
     url = get_current_settings().api.url
     return str(url) if url else None
 

@@ -12,8 +12,11 @@ from shardvec.flows.add_statements import add_statements
 from shardvec.flows.backfill import backfill
 from shardvec.flows.nightly import nightly
 
-NAMES = {"nightly": "nightly/shardvec-nightly", "backfill": "backfill/shardvec-backfill",
-         "add-statements": "add-statements/shardvec-add-statements"}
+NAMES = {
+    "nightly": "nightly/shardvec-nightly",
+    "backfill": "backfill/shardvec-backfill",
+    "add-statements": "add-statements/shardvec-add-statements",
+}
 
 
 # One run of a deployment at a time; a second one waits in the UI ("AwaitingConcurrencySlot")
@@ -26,14 +29,23 @@ def deployments(s: Settings) -> list:
     sched = s.schedule
     inbox = [IntervalSchedule(interval=sched.inbox_interval_seconds)] if sched.inbox_interval_seconds else []
     return [
-        nightly.to_deployment(name="shardvec-nightly",
-                              schedules=[CronSchedule(cron=sched.nightly_cron, timezone=sched.timezone)],
-                              concurrency_limit=ONE_AT_A_TIME,
-                              description="New partitions in, models updated, a new version published."),
-        backfill.to_deployment(name="shardvec-backfill", concurrency_limit=ONE_AT_A_TIME,
-                               description="Reprocess a range of partitions (start, end) or rebuild all."),
-        add_statements.to_deployment(name="shardvec-add-statements", schedules=inbox, concurrency_limit=ONE_AT_A_TIME,
-                                     description="Add statements given as parameters and drain the inbox."),
+        nightly.to_deployment(
+            name="shardvec-nightly",
+            schedules=[CronSchedule(cron=sched.nightly_cron, timezone=sched.timezone)],
+            concurrency_limit=ONE_AT_A_TIME,
+            description="New partitions in, models updated, a new version published.",
+        ),
+        backfill.to_deployment(
+            name="shardvec-backfill",
+            concurrency_limit=ONE_AT_A_TIME,
+            description="Reprocess a range of partitions (start, end) or rebuild all.",
+        ),
+        add_statements.to_deployment(
+            name="shardvec-add-statements",
+            schedules=inbox,
+            concurrency_limit=ONE_AT_A_TIME,
+            description="Add statements given as parameters and drain the inbox.",
+        ),
     ]
 
 
@@ -41,5 +53,6 @@ def serve_all(s: Settings) -> None:
     """Register the deployments with the Prefect server and run their flow runs until stopped.
     Their runs inherit SHARDVEC_DATA_DIR from this process and are bound to it (flows/params.py)."""
     import os
+
     os.environ["SHARDVEC_DATA_DIR"] = str(s.data)
     serve(*deployments(s), print_starting_message=True)

@@ -31,11 +31,18 @@ def measured(fn: Callable[..., dict]) -> Callable[..., dict]:
             result = fn(*args, **kwargs)
         # the process's CPU: the step's own where a worker runs one task at a time (the
         # default), whatever else the machine runs; wall seconds count the waits for a core
-        return {**result, "seconds": round(time.perf_counter() - t, 3),
-                "cpu_seconds": round(time.process_time() - cpu, 3), "worker": _worker(),
-                "began": round(began, 3), "ended": round(time.time(), 3),
-                "peak_rss_mb": round(mem.peak / MB, 1), "peak_anon_mb": round(mem.peak_anon / MB, 1),
-                "rss_growth_mb": round((mem.peak - mem.start_rss) / MB, 1)}
+        return {
+            **result,
+            "seconds": round(time.perf_counter() - t, 3),
+            "cpu_seconds": round(time.process_time() - cpu, 3),
+            "worker": _worker(),
+            "began": round(began, 3),
+            "ended": round(time.time(), 3),
+            "peak_rss_mb": round(mem.peak / MB, 1),
+            "peak_anon_mb": round(mem.peak_anon / MB, 1),
+            "rss_growth_mb": round((mem.peak - mem.start_rss) / MB, 1),
+        }
+
     return wrapper
 
 
@@ -43,10 +50,12 @@ def _worker() -> str:
     """The Dask worker that ran this step (or this process, outside Dask)."""
     try:
         from distributed import get_worker
+
         return get_worker().address
     except (ImportError, ValueError):
         import os
         import socket
+
         return f"{socket.gethostname()}:{os.getpid()}"
 
 

@@ -44,8 +44,9 @@ def watch_parent(every: float = EVERY) -> threading.Thread | None:
         return None
     _started.set()
     relay_output()
-    thread = threading.Thread(target=_watch, args=(run_id, PARENT, every, run_logger()), name="shardvec-watchdog",
-                              daemon=True)
+    thread = threading.Thread(
+        target=_watch, args=(run_id, PARENT, every, run_logger()), name="shardvec-watchdog", daemon=True
+    )
     thread.start()
     return thread
 
@@ -60,16 +61,20 @@ def end_run(run_id: str, parent: int, log, mark_seconds: float = 15) -> None:
     """Kill the run's Dask workers (nothing more of the run is computed), mark the run Crashed
     (waiting at most `mark_seconds` for the API: a slow one must not keep the run's lock), then
     end this process and so free its locks."""
-    message = (f"shardvec: the process that started this run (pid {parent}: a Prefect worker or `shardvec serve`) "
-               "is gone, so the run stopped itself; start the worker again and rerun the flow.")
+    message = (
+        f"shardvec: the process that started this run (pid {parent}: a Prefect worker or `shardvec serve`) "
+        "is gone, so the run stopped itself; start the worker again and rerun the flow."
+    )
     try:
         kill_children()
         marking = threading.Thread(target=_mark_crashed, args=(run_id, message, log), daemon=True)
         marking.start()
         marking.join(mark_seconds)
         if marking.is_alive():
-            log.error(f"the API did not answer within {mark_seconds:.0f} s: flow run {run_id} is left for the "
-                      "heartbeat automation to mark Crashed")
+            log.error(
+                f"the API did not answer within {mark_seconds:.0f} s: flow run {run_id} is left for the "
+                "heartbeat automation to mark Crashed"
+            )
     finally:
         drain_prefect_workers(timeout=5)
         if os.getpgrp() == os.getpid():  # a group of our own (a worker's run): what is left of it, at once
@@ -97,7 +102,7 @@ def _copy(read: int, out: int) -> None:
     while chunk := os.read(read, 1 << 16):
         try:
             while chunk:
-                chunk = chunk[os.write(out, chunk):]
+                chunk = chunk[os.write(out, chunk) :]
         except OSError:  # the parent is gone: drop what it would have shown
             out = os.open(os.devnull, os.O_WRONLY)
 
@@ -124,6 +129,7 @@ def flush_std() -> None:
 def _mark_crashed(run_id: str, message: str, log) -> None:
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed
+
     try:
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(run_id, Crashed(message=message), force=True)
@@ -148,6 +154,7 @@ def drain_prefect_workers(timeout: float = 10) -> None:
     not fail a run, nor keep a dying one alive)."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
+
     for worker in (APILogWorker, EventsWorker):
         try:
             worker.drain_all(timeout=timeout)
@@ -163,8 +170,9 @@ class TaskWatch:
     `restart` (the run's own LocalCluster, never a shared scheduler's workers) its workers are
     restarted too, so that a task that ignores the cancel stops."""
 
-    def __init__(self, client, no_worker_seconds: float, no_progress_seconds: float, every: float = 2.0,
-                 restart: bool = False):
+    def __init__(
+        self, client, no_worker_seconds: float, no_progress_seconds: float, every: float = 2.0, restart: bool = False
+    ):
         self.client, self.every, self.restart = client, every, restart
         self.no_worker_seconds, self.no_progress_seconds = no_worker_seconds, no_progress_seconds
         self.waiting: set = set()  # the run's Dask futures not finished yet
@@ -220,11 +228,15 @@ class TaskWatch:
         elif self.no_worker_since is None:
             self.no_worker_since = now
         elif now - self.no_worker_since >= self.no_worker_seconds:
-            return (f"the run's Dask cluster has had no worker for {now - self.no_worker_since:.0f} s while "
-                    f"{waiting} of its tasks waited; see the Dask worker logs for why they died (memory limit, "
-                    "OOM killer), then rerun")
+            return (
+                f"the run's Dask cluster has had no worker for {now - self.no_worker_since:.0f} s while "
+                f"{waiting} of its tasks waited; see the Dask worker logs for why they died (memory limit, "
+                "OOM killer), then rerun"
+            )
         if since >= self.no_progress_seconds:
-            return (f"no task of the run finished for {since:.0f} s while {waiting} waited ([dask] "
-                    "no_progress_seconds); look for a stuck task in the run's logs, or raise the limit for "
-                    "this corpus, then rerun")
+            return (
+                f"no task of the run finished for {since:.0f} s while {waiting} waited ([dask] "
+                "no_progress_seconds); look for a stuck task in the run's logs, or raise the limit for "
+                "this corpus, then rerun"
+            )
         return None

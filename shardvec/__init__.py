@@ -16,13 +16,51 @@ The functions are shardvec/api.py's, one per CLI verb of the same name and param
 here: `shardvec.sample` is the module that builds the sample corpus.
 """
 
-from shardvec.api import (History, UsageError, Verified, add, backfill, delete, demo, export, history,
-                          import_vectors, mark_crashed, nightly, open, open_vectors, push, rollback, verify,
-                          versions)
+from shardvec.api import (
+    History,
+    UsageError,
+    Verified,
+    add,
+    backfill,
+    delete,
+    demo,
+    export,
+    history,
+    import_vectors,
+    mark_crashed,
+    nightly,
+    open,
+    open_vectors,
+    push,
+    rollback,
+    verify,
+    versions,
+)
 from shardvec.errors import ShardvecError
 from shardvec.reader import Store, open_store
 from shardvec.tasks.changes.additions import Adder
 
-__all__ = ["Adder", "History", "ShardvecError", "Store", "UsageError", "Verified", "add", "backfill", "delete",
-           "demo", "export", "history", "import_vectors", "mark_crashed", "nightly", "open", "open_store",
-           "open_vectors", "push", "rollback", "verify", "versions"]
+__all__ = [
+    "Adder",
+    "History",
+    "ShardvecError",
+    "Store",
+    "UsageError",
+    "Verified",
+    "add",
+    "backfill",
+    "delete",
+    "demo",
+    "export",
+    "history",
+    "import_vectors",
+    "mark_crashed",
+    "nightly",
+    "open",
+    "open_store",
+    "open_vectors",
+    "push",
+    "rollback",
+    "verify",
+    "versions",
+]

@@ -37,6 +37,7 @@ def ui_url() -> str:
     """The UI of the server PREFECT_API_URL names: Prefect's PREFECT_UI_URL setting, which is
     PREFECT_API_URL without its /api unless set."""
     from prefect.settings import get_current_settings
+
     return (get_current_settings().ui_url or "").rstrip("/")
 
 
@@ -49,6 +50,7 @@ def resolved(spec: dict, block_id: str | None, ui: str) -> dict:
 def saved_webhook():
     """The id of the Webhook block an earlier install saved, or None."""
     from prefect.blocks.webhook import Webhook
+
     try:
         return Webhook.load(BLOCK)._block_document_id
     except ValueError:  # none saved
@@ -66,9 +68,12 @@ def install(webhook: str | None = None, path: Path = AUTOMATIONS) -> list[str]:
     specs = load(path)
     if webhook:
         if not webhook.startswith(("http://", "https://")):
-            raise AlertsError(f"--webhook {webhook} is not an http(s) URL; give the full URL, e.g. https://hooks.example.com/x.")
+            raise AlertsError(
+                f"--webhook {webhook} is not an http(s) URL; give the full URL, e.g. https://hooks.example.com/x."
+            )
         block_id = Webhook(url=webhook, method="POST", headers={"Content-Type": "application/json"}).save(
-            BLOCK, overwrite=True)
+            BLOCK, overwrite=True
+        )
     else:  # the webhook saved by an earlier `alerts install --webhook`, if any: `shardvec serve`
         block_id = saved_webhook()  # installs again at every start and must not drop the alerts
     installed, ui = [], ui_url()

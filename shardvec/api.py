@@ -5,6 +5,9 @@ Each takes `data=`, a data directory (None: the configured `data_dir`), returns 
 message says the fix. shardvec/cli.py calls these and only formats what they return; the query
 verbs (`shardvec query neighbours|similar|row`) are the methods of the Store `open` returns.
 Imports stay inside the functions: the CLI starts fast, and the flows process never loads gensim.
+
+Long because: the public API is one function per CLI verb, each with its docstring, in one
+place on purpose.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def open(data: Data = None, cache: str | Path | None = None) -> Store:  # noqa: 
     already there are not fetched again) and read from there; `refresh()` fetches a newer one."""
     from shardvec.reader import open_store
     from shardvec.tasks.storage import is_url
+
     if is_url(data):
         return open_store(str(data), cache=cache)
     return open_store(Path(data).expanduser() if data else _data(None))  # a reader needs no valid pipeline settings
@@ -53,6 +57,7 @@ def push(to: str, data: Data = None) -> dict:
     {seq, version, uploaded, skipped, committed} (committed False: that state was the newest entry already)."""
     from shardvec.tasks.storage import is_url
     from shardvec.tasks.storage import push as push_to
+
     if not is_url(to):
         raise UsageError(f"--to {to} is not an object store URL; give one like s3://bucket/prefix.")
     return push_to(_data(data), to)
@@ -65,6 +70,7 @@ def open_vectors(path: str | Path, name: str | None = None):
     """
     from shardvec.tasks.models import Vectors
     from shardvec.tasks.storage import Layout
+
     return Vectors(Layout(Path(path)).vectors / name if name else Path(path))
 
 
@@ -79,12 +85,13 @@ def add(source: Iterable[dict] | str | Path, data: Data = None, *, fmt: str = "j
     `Adder` open (`shardvec.tasks.changes.adder_of(data, **add_options(settings))`).
     """
     from shardvec.tasks.changes import add_file, add_options, add_records
+
     s = _settings(data)
     options = add_options(s)
     if isinstance(source, dict):  # one record
         source = [source]
     if isinstance(source, (bytes, bytearray)):
-        raise UsageError("add takes records, a file's path or \"-\", not bytes; decode the path or pass the records.")
+        raise UsageError('add takes records, a file\'s path or "-", not bytes; decode the path or pass the records.')
     if not isinstance(source, (str, Path)):
         return add_records(s.data, list(source), replace=replace, **options)
     if str(source) != "-":
@@ -103,6 +110,7 @@ def _spool_stdin(data: Path, fmt: str) -> Path:
     one second never share one)."""
     from shardvec.tasks.inputs import BadInputError
     from shardvec.tasks.storage import Layout, not_a_link
+
     folder = Layout(data).stdin_spool
     for link in (folder.parent, folder):
         not_a_link(link, BadInputError)
@@ -118,6 +126,7 @@ def delete(ids: Iterable[str], data: Data = None) -> dict:
     from every row (recomputed exactly) when it returns, and across every later night, until the
     id is added again."""
     from shardvec.tasks.changes import delete_ids
+
     ids = [ids] if isinstance(ids, str) else list(ids)  # one id, not its characters
     if ids == ["-"]:
         ids = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
@@ -130,18 +139,26 @@ def nightly(data: Data = None, force: bool = False) -> dict:
     quality gate refuses the models."""
     from shardvec.flows.nightly import nightly as nightly_flow
     from shardvec.flows.runtime import local_prefect, task_runner
+
     s = _settings(data)
     with local_prefect():
         return nightly_flow.with_options(task_runner=task_runner(s))(overrides={"data_dir": str(s.data)}, force=force)
 
 
-def backfill(start: date | str | None = None, end: date | str | None = None, partitions: list[str] | None = None,
-             mode: str = "update", data: Data = None, force: bool = False) -> dict:
+def backfill(
+    start: date | str | None = None,
+    end: date | str | None = None,
+    partitions: list[str] | None = None,
+    mode: str = "update",
+    data: Data = None,
+    force: bool = False,
+) -> dict:
     """Reprocess a range of partitions (`start`..`end`, inclusive, YYYY-MM-DD), or the named
     `partitions`, or all, and publish; `mode` "update" trains on what is not yet in, "rebuild"
     from scratch. Returns the run's report."""
     from shardvec.flows.backfill import backfill as backfill_flow
     from shardvec.flows.runtime import local_prefect, task_runner
+
     if mode not in ("update", "rebuild"):
         raise UsageError(f"--mode {mode} is not a mode; use --mode update or --mode rebuild.")
     if isinstance(partitions, str):  # one name
@@ -151,8 +168,13 @@ def backfill(start: date | str | None = None, end: date | str | None = None, par
     s = _settings(data)
     with local_prefect():
         return backfill_flow.with_options(task_runner=task_runner(s))(
-            start=_day(start), end=_day(end), partitions=list(partitions) if partitions else None, mode=mode,
-            overrides={"data_dir": str(s.data)}, force=force)
+            start=_day(start),
+            end=_day(end),
+            partitions=list(partitions) if partitions else None,
+            mode=mode,
+            overrides={"data_dir": str(s.data)},
+            force=force,
+        )
 
 
 def _day(value: date | str | None) -> date | None:
@@ -170,6 +192,7 @@ def versions(data: Data = None) -> list[dict]:
     """The kept versions, oldest first: version, created_by, statements, quality, live, was_live
     (False: a killed run finished it but never made it live)."""
     from shardvec.tasks.changes import list_versions
+
     return list_versions(_data(data))
 
 
@@ -178,12 +201,14 @@ def rollback(version: str | None = None, data: Data = None) -> dict:
     step; adds, replaces and deletes acknowledged since are replayed on top. Returns version,
     from and ops_replayed."""
     from shardvec.tasks.changes import rollback as roll_back
+
     return roll_back(_data(data), version)
 
 
 @dataclass(frozen=True)
 class Verified:
     """What `verify` found: `version` is whole when both lists are empty."""
+
     version: str
     damaged: tuple[str, ...]  # the version's files and its segments: a rebuild makes them again
     ledger: tuple[str, ...]  # ledger files: nothing makes them again, restore them from a backup
@@ -202,6 +227,7 @@ def verify(data: Data = None) -> Verified:
     and the ledger can be read (`.whole`, or `.problems` to mend)."""
     from shardvec.tasks.changes import verify_parts
     from shardvec.tasks.storage import DataDir
+
     path = _data(data)
     built, ledger = verify_parts(path)
     return Verified(DataDir(path).require_current().version, tuple(built), tuple(ledger))
@@ -210,6 +236,7 @@ def verify(data: Data = None) -> Verified:
 @dataclass(frozen=True)
 class History:
     """What `history` read: the last runs' entries (oldest first) and the chart it drew, if asked."""
+
     runs: list[dict]
     plot: Path | None = None
 
@@ -218,19 +245,20 @@ def history(data: Data = None, last: int = 20, plot: str | Path | None = None) -
     """The quality of the `last` runs, night by night: published or refused, metrics, drift and
     the gate's reasons; `plot`: also draw the trend into this .png or .svg file."""
     from shardvec.tasks.quality import plot_history, read_history
+
     if last < 1:
         raise UsageError(f"--last {last} asks for no run; give a positive number.")
     runs = read_history(_data(data), last=last)
     return History(runs, plot_history(runs, Path(plot)) if plot and runs else None)
 
 
-def import_vectors(source: str | Path, name: str, fmt: str = "auto", dtype: str = "float32",
-                   data: Data = None) -> dict:
+def import_vectors(source: str | Path, name: str, fmt: str = "auto", dtype: str = "float32", data: Data = None) -> dict:
     """Import word vectors (word2vec .txt/.bin, GloVe .txt, fastText .bin) as DATA/vectors/NAME, an
     on-disk space that needs almost no RAM to read (`open_vectors`); bad lines are quarantined
     (`quarantined`, and the folder in `quarantine`)."""
     from shardvec.tasks.models import import_vectors as import_space
     from shardvec.tasks.storage import Layout
+
     path = _data(data)
     out = import_space(Path(source), path, name, fmt=fmt, dtype=dtype)
     return {**out, "quarantine": str(Layout(path).quarantine)}
@@ -239,12 +267,19 @@ def import_vectors(source: str | Path, name: str, fmt: str = "auto", dtype: str 
 EXPORT_FORMATS = ("word2vec", "word2vec-binary", "projector")
 
 
-def export(space: str, out: str | Path, to: str = "word2vec", limit: int | None = None,
-           keys: str | Path | Iterable[str] | None = None, data: Data = None) -> dict:
+def export(
+    space: str,
+    out: str | Path,
+    to: str = "word2vec",
+    limit: int | None = None,
+    keys: str | Path | Iterable[str] | None = None,
+    data: Data = None,
+) -> dict:
     """Export a published space (words, statements, or the NAME of imported vectors) as word2vec
     (text or binary), or as TensorBoard projector files for a subset (`keys`: a file of keys, one
     a line, or the keys themselves; the first `limit`, 10,000 by default)."""
     from shardvec.tasks.models import export_projector, export_word2vec
+
     if to not in EXPORT_FORMATS:
         raise UsageError(f"--to {to} is not a format; use word2vec, word2vec-binary or projector.")
     if limit is not None and limit < 1:
@@ -260,6 +295,7 @@ def export(space: str, out: str | Path, to: str = "word2vec", limit: int | None 
 
 def _space_dir(data: Path, space: str) -> Path:
     from shardvec.tasks.storage import DataDir
+
     where = DataDir(data)
     if space in ("words", "statements"):
         return data / where.require_current().components[space]
@@ -274,6 +310,7 @@ def sample(data: Data = None) -> dict[str, int]:
     records written by file."""
     from shardvec.sample import build_sample
     from shardvec.tasks.storage import Layout
+
     return {str(path): n for path, n in build_sample(Layout(_data(data)).corpus).items()}
 
 
@@ -287,6 +324,7 @@ def mark_crashed(data: Data = None) -> list[str]:
     """Mark the runs of DATA whose process is gone (killed, rebooted) as Crashed in Prefect; returns their ids."""
     from shardvec.flows.operate import mark_dead_runs_crashed
     from shardvec.flows.runtime import local_prefect
+
     path = _data(data)
     with local_prefect():
         return mark_dead_runs_crashed(path)
@@ -294,6 +332,7 @@ def mark_crashed(data: Data = None) -> list[str]:
 
 def _settings(data: Data):
     from shardvec.config import load_settings
+
     return load_settings(**({"data_dir": str(data)} if data else {}))
 
 
@@ -301,6 +340,24 @@ def _data(data: Data) -> Path:
     return _settings(data).data
 
 
-__all__ = ["History", "UsageError", "Verified", "add", "backfill", "delete", "demo", "export", "history",
-           "import_vectors", "mark_crashed", "nightly", "open", "open_vectors", "push", "rollback", "sample", "verify",
-           "versions"]
+__all__ = [
+    "History",
+    "UsageError",
+    "Verified",
+    "add",
+    "backfill",
+    "delete",
+    "demo",
+    "export",
+    "history",
+    "import_vectors",
+    "mark_crashed",
+    "nightly",
+    "open",
+    "open_vectors",
+    "push",
+    "rollback",
+    "sample",
+    "verify",
+    "versions",
+]

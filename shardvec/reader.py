@@ -11,6 +11,9 @@ CURRENT names and is answered from there.
 
 A store pushed to an object store (`shardvec push --to s3://...`) is read the same way from a
 local cache of its files (tasks/storage/remote.py `sync`): `open_store("s3://bucket/prefix")`.
+
+Long because: the reader's one class answers every query of a published store (words,
+statements, rows, search, refresh); its views and the search merge belong to it.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def _reopens(method):
     """Answer from the version CURRENT names now when the open one lost a file because CURRENT
     moved on (its folder pruned after newer publishes); a file missing from the live version
     is still an error."""
+
     @functools.wraps(method)
     def query(self, *args, **kwargs):
         try:
@@ -54,6 +58,7 @@ def _reopens(method):
             if not self.refresh():
                 raise
         return method(self, *args, **kwargs)
+
     return query
 
 
@@ -187,8 +192,9 @@ class Store:
         self._index_manifests = {name: index_manifest(comp[f"{name}_index"]) for name in ("words", "statements")}
         # each index's recall/speed setting as the nightly tuned it: nprobe (faiss IVF; search_k of
         # a version indexed with Annoy)
-        self.effort = {name: m["nprobe"] if m.get("format", 0) >= 3 else m["search_k"]
-                       for name, m in self._index_manifests.items()}
+        self.effort = {
+            name: m["nprobe"] if m.get("format", 0) >= 3 else m["search_k"] for name, m in self._index_manifests.items()
+        }
 
     # --- words -------------------------------------------------------------------------
     def word(self, word: str) -> str:
@@ -223,8 +229,9 @@ class Store:
         row = self._words.find(key)
         if row is None:
             as_stored = f" (looked up as {key!r}, as the corpus was tokenized)" if key != word else ""
-            raise UnknownKeyError(f"{word!r} has no vector{as_stored}: it is not in the word2vec vocabulary of "
-                                  f"version {self.version}.")
+            raise UnknownKeyError(
+                f"{word!r} has no vector{as_stored}: it is not in the word2vec vocabulary of version {self.version}."
+            )
         return row
 
     # --- statements ----------------------------------------------------------------------
@@ -285,6 +292,7 @@ class Store:
         one open (files already in the cache are not fetched again)."""
         if self.remote:
             from shardvec.tasks.storage import sync
+
             sync(**self.remote)
         latest = DataDir(self.data).require_current()
         if latest == self.current:
@@ -299,8 +307,9 @@ class Store:
             raise UnknownKeyError(f"No statement with id {statement_id!r} in version {self.version}.")
         return r
 
-    def _search(self, name: str, vecs: np.ndarray, k: int, *, exclude: np.ndarray | None,
-                exact: bool | None) -> list[list[Hit]]:
+    def _search(
+        self, name: str, vecs: np.ndarray, k: int, *, exclude: np.ndarray | None, exact: bool | None
+    ) -> list[list[Hit]]:
         """Hits of each query vector; `exclude[i]`: query i's own row, never returned."""
         space = self._words if name == "words" else self._statements
         small = len(space) * self._base(name).dim <= EXACT_MAX_CELLS
@@ -316,8 +325,9 @@ class Store:
     def _index(self, name: str):
         """The space's index, mapped once; None for a version indexed per shard (scanned exactly)."""
         if name not in self._indexes:
-            self._indexes[name] = open_index(self._paths[f"{name}_index"], self._base(name).dim,
-                                             self._index_manifests[name])
+            self._indexes[name] = open_index(
+                self._paths[f"{name}_index"], self._base(name).dim, self._index_manifests[name]
+            )
         return self._indexes[name]
 
     def _base(self, name: str) -> Space:
@@ -335,8 +345,10 @@ def open_store(data_dir: str | Path, cache: str | Path | None = None, **options)
     (default ~/.cache/shardvec/s3/bucket/prefix) and read from there. `options` go to fsspec
     (for s3fs: endpoint_url, key, secret...)."""
     from shardvec.tasks.storage import is_url
+
     if is_url(data_dir):
         from shardvec.tasks.storage import sync
+
         remote = {"url": str(data_dir), "cache": cache, **options}
         local, _entry = sync(**remote)
         return Store(local, remote)

@@ -20,10 +20,13 @@ def checked_reports(data: Path) -> Path:
     from shardvec.config.settings import SettingsError
     from shardvec.tasks.storage.layout import Layout
     from shardvec.tasks.storage.versions import inside
+
     reports = Layout(data).reports
     if not inside(data, reports.name):
-        raise SettingsError(f"{reports} leads outside the data directory (to {reports.resolve()}); make it a "
-                            "folder of its own inside it, then run again.")
+        raise SettingsError(
+            f"{reports} leads outside the data directory (to {reports.resolve()}); make it a "
+            "folder of its own inside it, then run again."
+        )
     return reports
 
 
@@ -48,9 +51,15 @@ def run(host: str, port: int, reports: Path) -> None:
     from prefect.settings import get_current_settings
 
     s = get_current_settings().server
-    uvicorn.run(create_app(reports), host=host, port=port, timeout_keep_alive=s.api.keepalive_timeout,
-                ws_ping_interval=s.api.websocket_ping_interval, ws_ping_timeout=s.api.websocket_ping_timeout,
-                log_level=s.logging_level.lower())
+    uvicorn.run(
+        create_app(reports),
+        host=host,
+        port=port,
+        timeout_keep_alive=s.api.keepalive_timeout,
+        ws_ping_interval=s.api.websocket_ping_interval,
+        ws_ping_timeout=s.api.websocket_ping_timeout,
+        log_level=s.logging_level.lower(),
+    )
 
 
 def served_url(path: Path, reports: Path) -> str | None:

@@ -73,10 +73,15 @@ def pytest_runtest_logreport(report):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Keep the slow mark honest: name the tests that took longer than SLOW_SECONDS without it.
     Then the CPU the tests took, and with --durations=N the N that took the most."""
-    unmarked = sorted((r.duration, r.nodeid) for r in terminalreporter.stats.get("passed", [])
-                      if r.when == "call" and r.duration > SLOW_SECONDS and "slow" not in r.keywords)
+    unmarked = sorted(
+        (r.duration, r.nodeid)
+        for r in terminalreporter.stats.get("passed", [])
+        if r.when == "call" and r.duration > SLOW_SECONDS and "slow" not in r.keywords
+    )
     if unmarked:
-        terminalreporter.write_sep("-", f"over {SLOW_SECONDS} s without @pytest.mark.slow (mark them, or make them faster)")
+        terminalreporter.write_sep(
+            "-", f"over {SLOW_SECONDS} s without @pytest.mark.slow (mark them, or make them faster)"
+        )
         for duration, nodeid in unmarked:
             terminalreporter.write_line(f"{duration:6.1f} s  {nodeid}")
     if not CPU:
@@ -84,9 +89,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     # A lower bound: a process's CPU counts once a test's process waited for it (servers of a
     # session fixture: in the last test of their worker), and the orphans of a killed group never.
     total = sum(CPU.values())
-    terminalreporter.write_sep("-", f"CPU of the tests: {total:.0f} CPU-s, {total / 60:.1f} CPU-min (user + system, "
-                                    "with the processes they started and waited for)")
-    for nodeid in sorted(CPU, key=CPU.get, reverse=True)[:config.option.durations or 0]:
+    terminalreporter.write_sep(
+        "-",
+        f"CPU of the tests: {total:.0f} CPU-s, {total / 60:.1f} CPU-min (user + system, "
+        "with the processes they started and waited for)",
+    )
+    for nodeid in sorted(CPU, key=CPU.get, reverse=True)[: config.option.durations or 0]:
         terminalreporter.write_line(f"{CPU[nodeid]:6.1f} CPU-s  {nodeid}")
 
 
@@ -95,10 +103,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 # module's fixtures (APART) are units of their own, run beside the module on any worker: each
 # module is the longest unit of `make test`, so what it need not run itself comes off the end.
 ONE_WORKER = {"test_e2e.py", "test_e2e_pool.py", "test_e2e_worker_kill.py"}
-APART = {"test_e2e_pool.py": {"test_a_killed_cli_run_in_local_mode_is_marked_crashed"},
-         "test_e2e_worker_kill.py": {"test_the_watchdog_ends_a_run_whose_parent_is_killed",
-                                     "test_a_dask_run_ends_quietly", "test_a_run_whose_dask_workers_are_gone_fails_saying_so",
-                                     "test_a_run_whose_task_hangs_fails_saying_so"}}
+APART = {
+    "test_e2e_pool.py": {"test_a_killed_cli_run_in_local_mode_is_marked_crashed"},
+    "test_e2e_worker_kill.py": {
+        "test_the_watchdog_ends_a_run_whose_parent_is_killed",
+        "test_a_dask_run_ends_quietly",
+        "test_a_run_whose_dask_workers_are_gone_fails_saying_so",
+        "test_a_run_whose_task_hangs_fails_saying_so",
+    },
+}
 
 
 def _scope(nodeid: str) -> str:
@@ -118,9 +131,11 @@ def _check_apart(items) -> None:
         missing = [test for test in APART[name] if not hasattr(item.module, test)]
         shared = [f for f, defs in item._fixtureinfo.name2fixturedefs.items() if defs[-1].scope == "module"]
         if missing or shared:
-            raise pytest.UsageError(f"tests/conftest.py APART: {name} has no {missing}" if missing else
-                                    f"tests/conftest.py APART: {item.nodeid} uses the module's {shared}: "
-                                    "take it out of APART")
+            raise pytest.UsageError(
+                f"tests/conftest.py APART: {name} has no {missing}"
+                if missing
+                else f"tests/conftest.py APART: {item.nodeid} uses the module's {shared}: take it out of APART"
+            )
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -140,6 +155,7 @@ def pytest_xdist_make_scheduler(config, log):
     config.option.loadscopereorder = False
     return Scheduling(config, log)
 
+
 @pytest.fixture
 def corpus_data(tmp_path: Path) -> Path:
     data = tmp_path / "data"
@@ -157,6 +173,7 @@ def prefect_server(tmp_path_factory):
 
     from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
     from prefect.testing.utilities import prefect_test_harness
+
     folder = tmp_path_factory.mktemp("prefect-harness")
     db = migrated_prefect_db(tmp_path_factory, folder / "prefect-test.db")
     with ExitStack() as harness:
@@ -180,6 +197,7 @@ def published(tmp_path_factory):
     lock (each built its own before: a nightly of CPU per worker). Built in-process (no Prefect,
     no Dask: tests/runs.py nightly_in_process); the Dask runs have tests of their own
     (tests/integration/test_dask.py compares theirs with this one)."""
+
     def build(shared: Path) -> None:
         write_corpus(shared / "data" / "corpus")
         (shared / "report.json").write_text(json.dumps(nightly_in_process(shared / "data")))
@@ -203,15 +221,42 @@ def dask_cluster(tmp_path):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    procs = [subprocess.Popen([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)]
+    procs = [
+        subprocess.Popen(
+            [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    ]
     for i in range(2):
-        procs.append(subprocess.Popen([BIN / "dask", "worker", address, "--nthreads", "1", "--nworkers", "1",
-                                       "--name", f"w{i}", "--no-dashboard", "--memory-limit", "2GiB",
-                                       "--local-directory", str(tmp_path / f"w{i}")], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    BIN / "dask",
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--nworkers",
+                    "1",
+                    "--name",
+                    f"w{i}",
+                    "--no-dashboard",
+                    "--memory-limit",
+                    "2GiB",
+                    "--local-directory",
+                    str(tmp_path / f"w{i}"),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
     from distributed import Client
+
     deadline = time.monotonic() + 90
     while True:
         try:

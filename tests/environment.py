@@ -45,9 +45,21 @@ os.environ["MPLCONFIGDIR"] = str(SCRATCH / "matplotlib")
 # start their servers with Prefect's defaults (tests/e2e/harness.py drops these).
 LEAN_PREFECT = {"PREFECT_LOGGING_TO_API_ENABLED": "false"} | {
     f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
-    for name in ("CANCELLATION_CLEANUP", "DB_VACUUM", "EVENT_PERSISTER", "EVENT_LOGGER", "FOREMAN", "LATE_RUNS",
-                 "SCHEDULER", "PAUSE_EXPIRATIONS", "REPOSSESSOR", "CLEANUP_RECONCILER", "TASK_RUN_RECORDER",
-                 "TRIGGERS")}
+    for name in (
+        "CANCELLATION_CLEANUP",
+        "DB_VACUUM",
+        "EVENT_PERSISTER",
+        "EVENT_LOGGER",
+        "FOREMAN",
+        "LATE_RUNS",
+        "SCHEDULER",
+        "PAUSE_EXPIRATIONS",
+        "REPOSSESSOR",
+        "CLEANUP_RECONCILER",
+        "TASK_RUN_RECORDER",
+        "TRIGGERS",
+    )
+}
 for _name, _value in LEAN_PREFECT.items():
     os.environ.setdefault(_name, _value)
 # A test that runs a flow asks for the prefect_server fixture (or starts a server it names); one

@@ -50,8 +50,9 @@ def run_in_a_group(args: list[str], *, timeout: float, **popen) -> subprocess.Co
     """subprocess.run(args, capture_output=True, text=True, timeout=...) in a session of its own,
     which is stopped whole when the command ends or times out: a timed-out nightly's Dask nanny
     and workers do not outlive it, as they would when only the leader is killed."""
-    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True, **popen) as p:
+    with subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **popen
+    ) as p:
         try:
             out, err = p.communicate(timeout=timeout)
         finally:
@@ -59,8 +60,7 @@ def run_in_a_group(args: list[str], *, timeout: float, **popen) -> subprocess.Co
     return subprocess.CompletedProcess(args, p.returncode, out, err)
 
 
-def kill_group_and_check_it_landed(pgid: int, proc: subprocess.Popen | None = None, *,
-                                   seconds: float = 30) -> float:
+def kill_group_and_check_it_landed(pgid: int, proc: subprocess.Popen | None = None, *, seconds: float = 30) -> float:
     """SIGKILL process group `pgid` (a run's flow process, its Dask nannies and workers, its
     Prefect server: everything started in its session) and return only once every process of
     the group is gone, so that what the test checks next is what the kill left behind. `proc`

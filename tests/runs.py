@@ -59,12 +59,14 @@ def run_nightly(settings, runner=None) -> dict:
     """The nightly flow as a deployment would run it, on the given (default: Dask) task runner."""
     from shardvec.flows.nightly import nightly
     from shardvec.flows.runtime import task_runner
+
     flow = nightly.with_options(task_runner=runner or task_runner(settings))
     return flow(overrides=json.loads(settings.model_dump_json()))
 
 
 def _threads():
     from prefect.task_runners import ThreadPoolTaskRunner
+
     return ThreadPoolTaskRunner(max_workers=2)
 
 
@@ -80,13 +82,15 @@ def nightly_in_process(data: Path, **more) -> dict:
 def backfill_in_process(data: Path, mode: str = "update", partitions: list[str] | None = None, **more) -> dict:
     """What the backfill flow of `partitions` (default: all) in `mode` publishes, built in this
     process as nightly_in_process builds."""
-    return _build(small_settings(data, **more), flow="backfill", mode=mode, partitions=partitions,
-                  skip_if_nothing_new=False)
+    return _build(
+        small_settings(data, **more), flow="backfill", mode=mode, partitions=partitions, skip_if_nothing_new=False
+    )
 
 
 def _build(settings, **how) -> dict:
     from shardvec.flows.executors import InProcess
     from shardvec.flows.pipeline import build_and_publish
+
     return build_and_publish(settings, executor=InProcess(), **how)
 
 
@@ -100,6 +104,7 @@ def nightly_flow(data: Path, **more) -> dict:
 def backfill_flow(data: Path, mode: str = "update", partitions: list[str] | None = None, **more) -> dict:
     """The backfill flow, as nightly_flow runs the nightly."""
     from shardvec.flows.backfill import backfill
+
     flow = backfill.with_options(task_runner=_threads())
     return flow(mode=mode, partitions=partitions, overrides=json.loads(small_settings(data, **more).model_dump_json()))
 
@@ -120,6 +125,7 @@ def shardvec_cli(*args, input: str | None = None, env: dict[str, str | None] | N
     from typer.testing import CliRunner
 
     from shardvec.cli import main
+
     argv = sys.argv
     with CliRunner().isolation(input=input, env=env) as (out, err, _):
         sys.argv = ["shardvec", *map(str, args)]
@@ -139,4 +145,3 @@ def shardvec_cli(*args, input: str | None = None, env: dict[str, str | None] | N
             sys.stdout.flush()
             sys.stderr.flush()
         return CliResult(code, out.getvalue().decode(), err.getvalue().decode())
-

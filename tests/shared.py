@@ -43,11 +43,17 @@ def migrated_prefect_db(tmp_path_factory, dest: Path) -> Path:
     cores: a harness per xdist worker and the two end-to-end servers; the local-mode test starts
     from nothing, as a new user's first run does). The migrated database is made once per session
     (`prefect server database upgrade`)."""
+
     def upgrade(folder: Path) -> None:
         url = f"sqlite+aiosqlite:///{folder / 'prefect.db'}"
-        out = subprocess.run([str(BIN / "prefect"), "server", "database", "upgrade", "-y"],
-                             env={**os.environ, "PREFECT_SERVER_DATABASE_CONNECTION_URL": url},
-                             capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        out = subprocess.run(
+            [str(BIN / "prefect"), "server", "database", "upgrade", "-y"],
+            env={**os.environ, "PREFECT_SERVER_DATABASE_CONNECTION_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
         assert out.returncode == 0, out.stdout + out.stderr
 
     template = once_per_session(tmp_path_factory, "prefect-migrated", upgrade) / "prefect.db"

@@ -14,6 +14,9 @@ all of a segment or none of it. In a version with exact rows, rows stay exact: a
 sequence of adds they equal a full exact recompute (up to ties in the last float bit). Segments
 merge like a binary counter, so about log2(adds) of them are live. Files and the inbox come in
 through tasks/changes/intake.py.
+
+Long because: add, replace and delete are one ledger-then-segment protocol with one lock and
+one repair of the rows; split, the order of its durable writes would be spread out.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ def _json_line(value) -> bytes:
 @dataclass(frozen=True)
 class Item:
     """One operation asked for: an add (or replace) with its text, or a delete; raw for quarantine."""
+
     op: str
     id: object
     text: object = None
@@ -103,8 +107,14 @@ class Adder:
 
     current: Current  # what it builds on: the CURRENT it last wrote or read (`_load`)
 
-    def __init__(self, data: Path, *, on_duplicate: str | None = None, max_record_bytes: int | None = None,
-                 state: Current | None = None):
+    def __init__(
+        self,
+        data: Path,
+        *,
+        on_duplicate: str | None = None,
+        max_record_bytes: int | None = None,
+        state: Current | None = None,
+    ):
         """`on_duplicate`, `max_record_bytes`: how new adds are screened (the caller's corpus.* settings);
         an adder that only deletes or replays needs neither. `state`: a CURRENT to build on instead
         of the live one (a new version being published)."""
@@ -202,8 +212,9 @@ class Adder:
         """Apply ops already in the ledger on top of `self.current` (a new version, a rollback):
         every put upserts, whatever the version holds (an acknowledged op always wins); deletes
         of ids not live do nothing. The caller writes CURRENT."""
-        result, _ = self._stage((Item("delete" if o.op == "delete" else "replace", o.id, o.text) for o in ops),
-                                replay=True)
+        result, _ = self._stage(
+            (Item("delete" if o.op == "delete" else "replace", o.id, o.text) for o in ops), replay=True
+        )
         return result
 
     def _stage(self, items: Iterable[Item], *, replay: bool, reject=None) -> tuple[AddResult, list[Op]]:
@@ -228,23 +239,40 @@ class Adder:
         view = self.view
         ids, texts = [a[0] for a in accepted], [a[1] for a in accepted]
         n0 = len(view)
-        vecs = (self.embedder.embed([self.tokenizer(t) for t in texts]) if accepted
-                else np.empty((0, view.base.dim), np.float32))  # a batch of deletes only
+        vecs = (
+            self.embedder.embed([self.tokenizer(t) for t in texts])
+            if accepted
+            else np.empty((0, view.base.dim), np.float32)
+        )  # a batch of deletes only
         dead_a = np.asarray(dead, dtype=np.int64)
         changes = repair_rows(view, vecs, dead_a, self.valid, self.last)
         row_ids, rows, scores = changes.written()
         adds = self.current.additions or Additions(self.current.version)
-        seg_rel, npz = write_segment(self.layout, self.current.version, adds.next_seq, ids, texts, vecs,
-                                     row_ids, rows, scores.astype(np.float32), dead_a)
+        seg_rel, npz = write_segment(
+            self.layout,
+            self.current.version,
+            adds.next_seq,
+            ids,
+            texts,
+            vecs,
+            row_ids,
+            rows,
+            scores.astype(np.float32),
+            dead_a,
+        )
         view.append(Segment(self.data / seg_rel, n0, npz))
         self.valid, self.last = refilled(self.valid, self.last, len(accepted), row_ids, rows, scores)
         adds = Additions(adds.base, (*adds.segments, seg_rel), adds.next_seq + 1, view.live)
-        return (dataclasses.replace(self.current, additions=compact(self.layout, self.current.version, view, adds)),
-                seg_rel, len(changes.row_ids))
+        return (
+            dataclasses.replace(self.current, additions=compact(self.layout, self.current.version, view, adds)),
+            seg_rel,
+            len(changes.row_ids),
+        )
 
 
-def _screen(view: Statements, items: Iterable[Item], result: AddResult, *, replay: bool,
-            max_record_bytes: int) -> tuple[list[Op], list[int], list[tuple[Item, str]]]:
+def _screen(
+    view: Statements, items: Iterable[Item], result: AddResult, *, replay: bool, max_record_bytes: int
+) -> tuple[list[Op], list[int], list[tuple[Item, str]]]:
     """The batch's net op per id (in order of last touch), the live rows it kills, and the
     items it refuses (with why); counts what it does in `result`."""
     batch: dict[str, Op] = {}
@@ -271,8 +299,13 @@ def _screen(view: Statements, items: Iterable[Item], result: AddResult, *, repla
             result.unchanged += 1  # re-adding the same record is a no-op
             continue
         elif live_text is not None and item.op == "add":
-            rejected.append((item, f"duplicate id {short_repr(id_)}: already live with other text; use "
-                                       "`shardvec add --replace` (or corpus.on_duplicate = \"update\") to replace it"))
+            rejected.append(
+                (
+                    item,
+                    f"duplicate id {short_repr(id_)}: already live with other text; use "
+                    '`shardvec add --replace` (or corpus.on_duplicate = "update") to replace it',
+                )
+            )
             continue
         if existing is not None:
             dead.add(existing)
@@ -298,8 +331,10 @@ def _check(item: Item, replay: bool, max_record_bytes: int) -> str | None:
 
 def _require(on_duplicate, max_record_bytes) -> None:
     if on_duplicate is None or max_record_bytes is None:
-        raise TypeError("an Adder that adds needs on_duplicate and max_record_bytes: pass the caller's "
-                        "settings.corpus ones (shardvec.add and shardvec add do)")
+        raise TypeError(
+            "an Adder that adds needs on_duplicate and max_record_bytes: pass the caller's "
+            "settings.corpus ones (shardvec.add and shardvec add do)"
+        )
 
 
 def _quarantine(folder: Path, rejected: list[tuple[bytes, str]]) -> None:
@@ -307,8 +342,12 @@ def _quarantine(folder: Path, rejected: list[tuple[bytes, str]]) -> None:
     stamp = unique_stamp()
     with open(folder / f"{stamp}.rejected", "wb") as raw, open(folder / f"{stamp}.reasons.jsonl", "w") as why:
         for i, (data, reason) in enumerate(rejected, 1):
-            why.write(json.dumps({"source": "add", "line": i, "offset_in_rejected": raw.tell(),
-                                  "bytes": len(data), "reason": reason}) + "\n")
+            why.write(
+                json.dumps(
+                    {"source": "add", "line": i, "offset_in_rejected": raw.tell(), "bytes": len(data), "reason": reason}
+                )
+                + "\n"
+            )
             raw.write(data)
         for f in (raw, why):
             f.flush()
@@ -328,8 +367,15 @@ def adder_of(data: Path, *, batch_size: int | None = None, on_duplicate: str, ma
     return Adder(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
 
 
-def add_records(data: Path, records: list[dict], *, on_duplicate: str, max_record_bytes: int,
-                batch_size: int | None = None, replace: bool = False) -> dict:
+def add_records(
+    data: Path,
+    records: list[dict],
+    *,
+    on_duplicate: str,
+    max_record_bytes: int,
+    batch_size: int | None = None,
+    replace: bool = False,
+) -> dict:
     """Records given in Python, committed as one batch (`add_options`' batch_size is for files)."""
     adder = adder_of(data, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes)
     return adder.add(records, replace=replace).to_dict()

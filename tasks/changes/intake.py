@@ -20,16 +20,35 @@ from pathlib import Path
 
 from shardvec.tasks.changes.additions import COUNTS, AddResult, Adder, Item, adder_of
 from shardvec.tasks.storage.atomic import fit_name, fsync_dir, unique_stamp, write_json
-from shardvec.tasks.inputs.corpus import (BATCH_BYTES, FORMATS, BadInputError, Quarantine, SourceFile, batched, one_line,
-                                   read_records)
+from shardvec.tasks.inputs.corpus import (
+    BATCH_BYTES,
+    FORMATS,
+    BadInputError,
+    Quarantine,
+    SourceFile,
+    batched,
+    one_line,
+    read_records,
+)
 from shardvec.tasks.storage.layout import Layout, not_a_link
 from shardvec.tasks.storage.ledger import Ledger
 from shardvec.tasks.storage.datadir import DataDir
 
 
-def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_record_bytes: int,
-             replace: bool = False, adder: Adder | None = None, name: str | None = None,
-             skip: int = 0, progress: _Progress | None = None, pending: tuple[int, int] | None = None) -> dict:
+def add_file(
+    data: Path,
+    path: Path,
+    *,
+    batch_size: int,
+    on_duplicate: str,
+    max_record_bytes: int,
+    replace: bool = False,
+    adder: Adder | None = None,
+    name: str | None = None,
+    skip: int = 0,
+    progress: _Progress | None = None,
+    pending: tuple[int, int] | None = None,
+) -> dict:
     """Stream a JSON Lines, text or Parquet file into the published store, batch by batch (of
     `batch_size` records and at most BATCH_BYTES of text). JSON Lines records may say
     `"op": "replace"` or `"op": "delete"` (a delete needs only the id). `name`: the file name the
@@ -63,26 +82,39 @@ def add_file(data: Path, path: Path, *, batch_size: int, on_duplicate: str, max_
             q.reject(rec.line, reason, raw=f.read(rec.length), offset=rec.offset, length=rec.length)
 
     try:
-        records = read_records(path.parent, src, q, batch_size=batch_size, max_record_bytes=max_record_bytes,
-                               ops=True)
+        records = read_records(path.parent, src, q, batch_size=batch_size, max_record_bytes=max_record_bytes, ops=True)
         if fmt == "text":
             records = (dataclasses.replace(rec, id=text_id(name or path.name, rec.text)) for rec in records)
         failed: list[str] = []
         upto, settled = (pending[0], _acknowledged_since(data, pending[1])) if pending else (0, frozenset())
         applied = skip
-        for batch in batched(itertools.islice(_to_its_end(records, failed), skip, None), batch_size,
-                             max_bytes=BATCH_BYTES, weigh=lambda rec: len(rec.text or "")):
+        for batch in batched(
+            itertools.islice(_to_its_end(records, failed), skip, None),
+            batch_size,
+            max_bytes=BATCH_BYTES,
+            weigh=lambda rec: len(rec.text or ""),
+        ):
             start, applied = applied, applied + len(batch)
-            items = [Item(put if rec.op == "add" else rec.op, rec.id, rec.text, _raw(rec), rec)
-                     for i, rec in enumerate(batch, start) if i >= upto or rec.id not in settled]
-            total.absorb(adder.commit(items, reject=refuse,
-                                      before=progress and functools.partial(progress.intend, start, applied),
-                                      then=progress and functools.partial(progress.save, applied)))
+            items = [
+                Item(put if rec.op == "add" else rec.op, rec.id, rec.text, _raw(rec), rec)
+                for i, rec in enumerate(batch, start)
+                if i >= upto or rec.id not in settled
+            ]
+            total.absorb(
+                adder.commit(
+                    items,
+                    reject=refuse,
+                    before=progress and functools.partial(progress.intend, start, applied),
+                    then=progress and functools.partial(progress.save, applied),
+                )
+            )
     finally:
         q.commit()
     if failed:
-        raise BadInputError(f"{path} cannot be read to its end ({failed[0]}); the records before that point were "
-                            "applied: fix the file and add it again.")
+        raise BadInputError(
+            f"{path} cannot be read to its end ({failed[0]}); the records before that point were "
+            "applied: fix the file and add it again."
+        )
     total.quarantined = q.counts.records  # what the reader refused and what the adder did
     total.seconds = round(total.seconds, 4)
     return {"file": str(path), **{k: v for k, v in total.to_dict().items() if k not in ("segment", "ledger_seq")}}
@@ -132,24 +164,38 @@ def drain_inbox(data: Path, *, batch_size: int, on_duplicate: str, max_record_by
     inbox, done, refused = where.inbox, where.inbox_done, where.quarantine_inbox
     for folder in (inbox, done, where.inbox_progress):
         not_a_link(folder, BadInputError)
-    waiting = sorted(p for p in inbox.iterdir() if not p.name.startswith(".") and not p.name.endswith(".part")
-                     ) if inbox.is_dir() else []
+    waiting = (
+        sorted(p for p in inbox.iterdir() if not p.name.startswith(".") and not p.name.endswith(".part"))
+        if inbox.is_dir()
+        else []
+    )
     totals = {"files": 0, "refused": 0, **{f: 0 for f in COUNTS}}
     adder = None
     for path in waiting:
-        if not os.path.lexists(path):  # another drain took it (the deployment runs one at a time; a hand-run one may not)
+        if not os.path.lexists(
+            path
+        ):  # another drain took it (the deployment runs one at a time; a hand-run one may not)
             continue
         reason = _inbox_problem(path, FORMATS)
         if reason:
             totals["refused"] += _refuse(path, refused, reason)
             continue
-        adder = adder or adder_of(data, batch_size=batch_size, on_duplicate=on_duplicate,
-                                  max_record_bytes=max_record_bytes)
+        adder = adder or adder_of(
+            data, batch_size=batch_size, on_duplicate=on_duplicate, max_record_bytes=max_record_bytes
+        )
         try:
             mark = _Progress(where.inbox_progress, path)
-            result = add_file(data, path, batch_size=batch_size, on_duplicate=on_duplicate,
-                              max_record_bytes=max_record_bytes, adder=adder, skip=mark.applied, progress=mark,
-                              pending=mark.pending)
+            result = add_file(
+                data,
+                path,
+                batch_size=batch_size,
+                on_duplicate=on_duplicate,
+                max_record_bytes=max_record_bytes,
+                adder=adder,
+                skip=mark.applied,
+                progress=mark,
+                pending=mark.pending,
+            )
         except BadInputError as exc:  # this file cannot be used: the later ones still are
             totals["refused"] += _refuse(path, refused, str(exc))
             mark.clear()
@@ -198,8 +244,11 @@ class _Progress:
         ok = isinstance(saved, dict) and all(saved.get(k) == v for k, v in self.identity.items())
         self.applied = saved["applied"] if ok and isinstance(saved.get("applied"), int) else 0
         pending = saved.get("pending") if ok else None
-        self.pending = ((pending["upto"], pending["seq"]) if isinstance(pending, dict)
-                        and all(isinstance(pending.get(k), int) for k in ("upto", "seq")) else None)
+        self.pending = (
+            (pending["upto"], pending["seq"])
+            if isinstance(pending, dict) and all(isinstance(pending.get(k), int) for k in ("upto", "seq"))
+            else None
+        )
 
     def intend(self, applied: int, upto: int, seq: int) -> None:
         write_json(self.file, {**self.identity, "applied": applied, "pending": {"upto": upto, "seq": seq}})

@@ -19,8 +19,9 @@ from shardvec.tasks.storage.versions import NotPublishedError, prepare, record_l
 from shardvec.tasks.changes.segments import Segment
 
 
-def publish_version(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict,
-                    keep_versions: int) -> dict:
+def publish_version(
+    data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict, keep_versions: int
+) -> dict:
     """Publish a run's version; `summary["ledger"]` is the last ledger op its shards hold."""
     new = prepare(data, version, components, watermark, summary)
     with DataDir(data).publish_lock():
@@ -42,21 +43,32 @@ def rollback(data: Path, version: str | None = None) -> dict:
         if version is None:
             older = sorted(v for v in were_live(data, current) if v < current.version)
             if not older:
-                raise NotPublishedError(f"No kept version older than the live {current.version} was ever live; "
-                                        "`shardvec versions` lists what is kept (name one to roll back to it).")
+                raise NotPublishedError(
+                    f"No kept version older than the live {current.version} was ever live; "
+                    "`shardvec versions` lists what is kept (name one to roll back to it)."
+                )
             version = older[-1]
         if version == current.version:
             raise NotPublishedError(f"Version {version} is already live; `shardvec versions` lists the older ones.")
         if version not in kept:
-            raise NotPublishedError(f"Version {version!r} is not kept in {data}; `shardvec versions` lists "
-                                    "the ones you can roll back to.")
+            raise NotPublishedError(
+                f"Version {version!r} is not kept in {data}; `shardvec versions` lists the ones you can roll back to."
+            )
         damaged = verify_version(data, version)
         if damaged:
-            raise NotPublishedError(f"Version {version} is damaged ({damaged[0]}); roll back to another kept "
-                                    "version, or run `shardvec backfill --mode rebuild`.")
+            raise NotPublishedError(
+                f"Version {version} is damaged ({damaged[0]}); roll back to another kept "
+                "version, or run `shardvec backfill --mode rebuild`."
+            )
         manifest = where.manifest(version)
-        target = Current(version, manifest.components, manifest.watermark, published_at=current.published_at,
-                         rolled_back_from=current.version, format=current.format)
+        target = Current(
+            version,
+            manifest.components,
+            manifest.watermark,
+            published_at=current.published_at,
+            rolled_back_from=current.version,
+            format=current.format,
+        )
         with where.publish_lock():
             replayed = _go_live(data, target, manifest.ledger)
     return {"version": version, "from": current.version, "ops_replayed": replayed}
@@ -91,15 +103,32 @@ def list_versions(data: Path) -> list[dict]:
         try:
             m = data_dir.manifest(p.name)
         except ValueError:
-            out.append({"version": p.name, "live": False, "was_live": p.name in live_once, "created_by": "damaged",
-                        "statements": None, "ledger": None, "quality": {}})
+            out.append(
+                {
+                    "version": p.name,
+                    "live": False,
+                    "was_live": p.name in live_once,
+                    "created_by": "damaged",
+                    "statements": None,
+                    "ledger": None,
+                    "quality": {},
+                }
+            )
             continue
         q = m.quality
-        out.append({"version": p.name, "live": current is not None and current.version == p.name,
-                    "was_live": p.name in live_once, "created_by": m.created_by, "statements": m.counts.get("statements"),
-                    "ledger": m.ledger,
-                    "quality": {k: q[k] for k in ("rows_recall_at_10", "wordsim353_spearman", "analogy_accuracy")
-                                if k in q}})
+        out.append(
+            {
+                "version": p.name,
+                "live": current is not None and current.version == p.name,
+                "was_live": p.name in live_once,
+                "created_by": m.created_by,
+                "statements": m.counts.get("statements"),
+                "ledger": m.ledger,
+                "quality": {
+                    k: q[k] for k in ("rows_recall_at_10", "wordsim353_spearman", "analogy_accuracy") if k in q
+                },
+            }
+        )
     return out
 
 

@@ -70,7 +70,7 @@ class Segment:
 
     def blocks(self, columns: int) -> Iterator[tuple[int, np.ndarray]]:
         for c in range(0, len(self), columns):
-            yield c, self.vectors[c:c + columns]
+            yield c, self.vectors[c : c + columns]
 
     def find_all(self, key: str) -> list[int]:
         h = np.uint64(key_hash(key))
@@ -117,7 +117,8 @@ class Statements:
                 raise DamagedCurrentError(
                     f"The addition segment {rel} is damaged ({' '.join(str(exc).split())}); run `shardvec "
                     "backfill --mode rebuild`, which replays the ledger's copy of every acknowledged "
-                    "add, replace and delete.") from None
+                    "add, replace and delete."
+                ) from None
 
     def append(self, segment: Segment) -> None:
         self.segments.append(segment)
@@ -179,7 +180,7 @@ class Statements:
         cand = live
         step = columns_for(len(vecs))
         for i in range(0, len(cand), step):
-            ids = cand[i:i + step]
+            ids = cand[i : i + step]
             block = self.base.vectors_at(ids)
             yield ids, vecs @ (block if self.base.normalized else unit_rows(block)).T
         for seg in self.segments:
@@ -225,7 +226,7 @@ class Statements:
     def row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
         """The k neighbours readers see of statement row r."""
         rows, scores = self.full_row(r)
-        return rows[:self.k], scores[:self.k]
+        return rows[: self.k], scores[: self.k]
 
     def full_row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
         """All `width` stored neighbours of statement row r: the newest segment that wrote it wins."""
@@ -264,8 +265,9 @@ class Statements:
             found = []
             for s in self.base_rows.manifest["shards"]:
                 rows = self.base_rows.shard(s["shard"])[0]
-                found.append(np.flatnonzero(np.isin(rows, targets).any(axis=1))
-                             + s["shard"] * self.base_rows.rows_per_shard)
+                found.append(
+                    np.flatnonzero(np.isin(rows, targets).any(axis=1)) + s["shard"] * self.base_rows.rows_per_shard
+                )
         for seg in self.segments:
             found.append(np.asarray(seg.row_ids)[np.isin(seg.rows, targets).any(axis=1)])
         cand = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
@@ -289,6 +291,7 @@ THINNED = 0.9
 
 class _Alone:
     """One segment as a `topk.Scannable`, its dead rows (global numbers) made local."""
+
     normalized = True
 
     def __init__(self, seg: Segment, dead: np.ndarray):
@@ -301,6 +304,7 @@ class _Alone:
 
 class _Additions:
     """Every segment's statements as one `topk.Scannable`, dead ones never returned."""
+
     normalized = True
 
     def __init__(self, statements: Statements):
@@ -330,8 +334,9 @@ def compact(layout: Layout, version: str, view: Statements, additions: Additions
         for seg in (a, b):  # the newer segment's row wins
             at = np.searchsorted(row_ids, seg.row_ids)
             rows[at], scores[at] = seg.rows, seg.scores
-        rel, npz = write_segment(layout, version, next_seq, ids, texts, vecs, row_ids, rows, scores,
-                                 np.union1d(a.dead, b.dead))
+        rel, npz = write_segment(
+            layout, version, next_seq, ids, texts, vecs, row_ids, rows, scores, np.union1d(a.dead, b.dead)
+        )
         next_seq += 1
         view.segments[-2:] = [Segment(layout.root / rel, a.start, npz)]
         segs[-2:] = [rel]
@@ -350,8 +355,9 @@ def sweep(layout: Layout, version: str, segments: Iterable[str], grace_seconds: 
             p.unlink(missing_ok=True)
 
 
-def write_segment(layout: Layout, version: str, seq: int, ids, texts, vecs, row_ids, rows, scores,
-                  dead) -> tuple[str, dict]:
+def write_segment(
+    layout: Layout, version: str, seq: int, ids, texts, vecs, row_ids, rows, scores, dead
+) -> tuple[str, dict]:
     """Write segment `seq` of `version`, both files durably; (its path in the data directory, as
     CURRENT names it, and its .npz arrays)."""
     rel = layout.segment(version, seq)
@@ -360,12 +366,18 @@ def write_segment(layout: Layout, version: str, seq: int, ids, texts, vecs, row_
         prefix.parent.mkdir(parents=True)
         fsync_dir(prefix.parent.parent)
     vecs = np.ascontiguousarray(vecs, dtype=np.float32)
-    table = pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.string()),
-                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), vecs.shape[1])})
+    table = pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "text": pa.array(texts, pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), vecs.shape[1]),
+        }
+    )
     hashes = key_hashes(ids)
     order = np.argsort(hashes, kind="stable")
-    npz = dict(row_ids=row_ids, rows=rows, scores=scores, dead=dead, key_hash=hashes[order],
-               key_row=order.astype(np.int64))
+    npz = dict(
+        row_ids=row_ids, rows=rows, scores=scores, dead=dead, key_hash=hashes[order], key_row=order.astype(np.int64)
+    )
     paths = []
     try:
         for suffix in (".npz", ".arrow"):  # a crash's leftovers under this name were never acknowledged

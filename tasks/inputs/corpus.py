@@ -53,7 +53,9 @@ class SourceFile:
     @property
     def fingerprint(self) -> str:
         # a name that is not UTF-8 (a legacy exporter's Latin-1) keeps its bytes, as os gave them
-        return hashlib.sha1(f"{self.name}|{self.size}|{self.mtime_ns}".encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        return hashlib.sha1(f"{self.name}|{self.size}|{self.mtime_ns}".encode("utf-8", "surrogateescape")).hexdigest()[
+            :12
+        ]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,8 +81,9 @@ class BadInputError(ValueError, ShardvecError):
     """An input that cannot be used, explained in one sentence."""
 
 
-def discover(corpus_dir: Path, partitions: list[str] | None = None, after: str | None = None,
-             until: str | None = None) -> tuple[list[SourceFile], list[str]]:
+def discover(
+    corpus_dir: Path, partitions: list[str] | None = None, after: str | None = None, until: str | None = None
+) -> tuple[list[SourceFile], list[str]]:
     """Input files of the chosen partitions in a stable order, and the files skipped, with why.
 
     Partitions are the sub-folders of `corpus_dir`, ordered by name (dates sort naturally).
@@ -88,14 +91,18 @@ def discover(corpus_dir: Path, partitions: list[str] | None = None, after: str |
     """
     corpus_dir = Path(corpus_dir)
     if not corpus_dir.is_dir():
-        raise BadInputError(f"No corpus folder at {corpus_dir}; create it and drop partitions in it "
-                            "(e.g. corpus/2026-11-22/statements.jsonl).")
+        raise BadInputError(
+            f"No corpus folder at {corpus_dir}; create it and drop partitions in it "
+            "(e.g. corpus/2026-11-22/statements.jsonl)."
+        )
     names = sorted(p.name for p in corpus_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if partitions is not None:
         missing = sorted(set(partitions) - set(names))
         if missing:
-            raise BadInputError(f"No partition named {', '.join(missing)} under {corpus_dir}; "
-                                f"the partitions there are: {', '.join(names) or 'none'}.")
+            raise BadInputError(
+                f"No partition named {', '.join(missing)} under {corpus_dir}; "
+                f"the partitions there are: {', '.join(names) or 'none'}."
+            )
         names = [n for n in names if n in set(partitions)]
     if after is not None:
         names = [n for n in names if n > after]
@@ -265,8 +272,14 @@ def _lines(path: Path, max_bytes: int, q: Quarantine) -> Iterator[tuple[int, int
             length = len(raw)
             if length > max_bytes and not raw.endswith(b"\n"):
                 length += _skip_line(f, min(max_bytes + 1, 1 << 16))
-                q.reject(number, f"too large: {length} bytes, over corpus.max_record_bytes={max_bytes}; "
-                                 f"its first {len(raw)} bytes are kept", raw=raw, offset=offset, length=length)
+                q.reject(
+                    number,
+                    f"too large: {length} bytes, over corpus.max_record_bytes={max_bytes}; "
+                    f"its first {len(raw)} bytes are kept",
+                    raw=raw,
+                    offset=offset,
+                    length=length,
+                )
             else:
                 yield number, offset, raw
             offset += length
@@ -358,8 +371,7 @@ def _text_records(path: Path, src: SourceFile, max_bytes: int, q: Quarantine) ->
             yield Record(f"{src.name}:{number}", text, number, offset, len(raw))
 
 
-def _parquet_records(path: Path, src: SourceFile, max_bytes: int, batch_size: int,
-                     q: Quarantine) -> Iterator[Record]:
+def _parquet_records(path: Path, src: SourceFile, max_bytes: int, batch_size: int, q: Quarantine) -> Iterator[Record]:
     """Row group by row group: a corrupt page costs its row group, a non-UTF-8 string its row."""
     pf = _open_parquet(path, q)
     if pf is None:
@@ -374,8 +386,9 @@ def _parquet_records(path: Path, src: SourceFile, max_bytes: int, batch_size: in
         if how == "probe":
             per_read = max(1, min(per_read, BATCH_BYTES // max(1, _longest_dictionary_value(as_dictionary, rg))))
         reader = as_dictionary if how == "dictionary" else pf
-        yield from _row_group_records(reader, path, rg, first, first + md.num_rows - 1, max_bytes, batch_size,
-                                      per_read, q)
+        yield from _row_group_records(
+            reader, path, rg, first, first + md.num_rows - 1, max_bytes, batch_size, per_read, q
+        )
         first += md.num_rows
 
 
@@ -416,8 +429,11 @@ def _longest_dictionary_value(reader: pq.ParquetFile, rg: int) -> int:
         batch = next(reader.iter_batches(batch_size=1, row_groups=[rg], columns=["id", "text"]), None)
     except (pa.ArrowException, OSError):
         return 0  # corrupt (the read quarantines it), or pages Arrow cannot read as dictionary arrays
-    lengths = [pc.max(pc.binary_length(c.dictionary)).as_py() for c in (batch.columns if batch else ())
-               if pa.types.is_dictionary(c.type)]
+    lengths = [
+        pc.max(pc.binary_length(c.dictionary)).as_py()
+        for c in (batch.columns if batch else ())
+        if pa.types.is_dictionary(c.type)
+    ]
     return max([n for n in lengths if n is not None], default=0)
 
 
@@ -429,8 +445,13 @@ def _open_parquet(path: Path, q: Quarantine) -> pq.ParquetFile | None:
         q.reject_file(path, f"unreadable Parquet file: {one_line(exc)}")
         return None
     schema = pf.schema_arrow
-    missing = [c for c in ("id", "text") if schema.names.count(c) != 1  # absent, or twice (ambiguous)
-               or not pa.types.is_string(schema.field(c).type) and not pa.types.is_large_string(schema.field(c).type)]
+    missing = [
+        c
+        for c in ("id", "text")
+        if schema.names.count(c) != 1  # absent, or twice (ambiguous)
+        or not pa.types.is_string(schema.field(c).type)
+        and not pa.types.is_large_string(schema.field(c).type)
+    ]
     if missing:
         got = ", ".join(f"{f.name}: {f.type}" for f in schema)
         q.reject_file(path, f"wrong Parquet schema: needs one string column id and one text, got {got}")
@@ -438,8 +459,17 @@ def _open_parquet(path: Path, q: Quarantine) -> pq.ParquetFile | None:
     return pf
 
 
-def _row_group_records(pf: pq.ParquetFile, path: Path, rg: int, first: int, last: int, max_bytes: int,
-                       batch_size: int, per_read: int, q: Quarantine) -> Iterator[Record]:
+def _row_group_records(
+    pf: pq.ParquetFile,
+    path: Path,
+    rg: int,
+    first: int,
+    last: int,
+    max_bytes: int,
+    batch_size: int,
+    per_read: int,
+    q: Quarantine,
+) -> Iterator[Record]:
     batches = pf.iter_batches(batch_size=per_read, row_groups=[rg], columns=["id", "text"])
     number = first
     while True:
@@ -447,8 +477,16 @@ def _row_group_records(pf: pq.ParquetFile, path: Path, rg: int, first: int, last
             batch = _checked(next(batches, None))
         except (pa.ArrowException, OSError) as exc:
             start, length = _row_group_span(pf.metadata.row_group(rg))
-            q.reject_range(path, start, length, number, f"unreadable Parquet row group {rg} (rows {number}-{last}): "
-                           f"{one_line(exc)}", rows=[number, last], offset=start, length=length)
+            q.reject_range(
+                path,
+                start,
+                length,
+                number,
+                f"unreadable Parquet row group {rg} (rows {number}-{last}): {one_line(exc)}",
+                rows=[number, last],
+                offset=start,
+                length=length,
+            )
             return
         if batch is None:
             return
@@ -463,13 +501,15 @@ def _checked(batch: pa.RecordBatch | None) -> pa.RecordBatch | None:
         if pa.types.is_dictionary(column.type) and len(column.indices.drop_null()):
             low, high = pc.min_max(column.indices).values()
             if low.as_py() < 0 or high.as_py() >= len(column.dictionary):
-                raise pa.ArrowInvalid(f"dictionary indices {low}-{high} for {len(column.dictionary)} values "
-                                      "(a corrupt page)")
+                raise pa.ArrowInvalid(
+                    f"dictionary indices {low}-{high} for {len(column.dictionary)} values (a corrupt page)"
+                )
     return batch
 
 
-def _batch_records(batch: pa.RecordBatch, first: int, max_bytes: int, batch_size: int,
-                   q: Quarantine) -> Iterator[Record]:
+def _batch_records(
+    batch: pa.RecordBatch, first: int, max_bytes: int, batch_size: int, q: Quarantine
+) -> Iterator[Record]:
     """The rows of one Arrow batch as records, turned into Python strings BATCH_BYTES at a time;
     a row over `max_bytes` is quarantined with the first `max_bytes` bytes of each column,
     never decoded whole."""
@@ -477,13 +517,17 @@ def _batch_records(batch: pa.RecordBatch, first: int, max_bytes: int, batch_size
     sizes = _byte_lengths(ids) + _byte_lengths(texts)
     for a, b in _byte_spans(sizes, batch_size, BATCH_BYTES, alone_over=max_bytes):
         if sizes[a] > max_bytes:
-            q.reject(first + a, f"too large: {sizes[a]} bytes, over corpus.max_record_bytes={max_bytes}; "
-                                f"each column is kept up to its first {max_bytes} bytes",
-                     row={"id": _head(ids[a:a + 1], max_bytes), "text": _head(texts[a:a + 1], max_bytes)})
+            q.reject(
+                first + a,
+                f"too large: {sizes[a]} bytes, over corpus.max_record_bytes={max_bytes}; "
+                f"each column is kept up to its first {max_bytes} bytes",
+                row={"id": _head(ids[a : a + 1], max_bytes), "text": _head(texts[a : a + 1], max_bytes)},
+            )
             continue
         part = pa.record_batch([_undictionary(ids[a:b]), _undictionary(texts[a:b])], names=["id", "text"])
-        for number, nbytes, (id_, text, bad, row) in zip(range(first + a, first + b), sizes[a:b].tolist(),
-                                                          _decoded(part)):
+        for number, nbytes, (id_, text, bad, row) in zip(
+            range(first + a, first + b), sizes[a:b].tolist(), _decoded(part)
+        ):
             reason = bad or check_record(id_, text, max_bytes, nbytes)
             if reason:
                 q.reject(number, reason, row=row or {"id": id_, "text": text})
@@ -501,8 +545,9 @@ def _byte_lengths(column: pa.Array) -> np.ndarray:
     return lengths.fill_null(0).to_numpy().astype(np.int64)
 
 
-def _byte_spans(sizes: np.ndarray, max_rows: int, max_bytes: int,
-                alone_over: int | None = None) -> Iterator[tuple[int, int]]:
+def _byte_spans(
+    sizes: np.ndarray, max_rows: int, max_bytes: int, alone_over: int | None = None
+) -> Iterator[tuple[int, int]]:
     """(start, stop) ranges of rows, in order, of at most `max_rows` rows and `max_bytes` bytes
     unless one row alone is larger; a row over `alone_over` is a range of its own."""
     ends = np.cumsum(sizes)  # bytes up to each row, that row included
@@ -550,8 +595,12 @@ def _decoded(batch: pa.RecordBatch) -> Iterator[tuple]:
         return
     except UnicodeDecodeError:
         pass
-    raw = {name: batch.column(name).view(pa.large_binary() if pa.types.is_large_string(batch.column(name).type)
-                                          else pa.binary()).to_pylist() for name in ("id", "text")}
+    raw = {
+        name: batch.column(name)
+        .view(pa.large_binary() if pa.types.is_large_string(batch.column(name).type) else pa.binary())
+        .to_pylist()
+        for name in ("id", "text")
+    }
     for id_b, text_b in zip(raw["id"], raw["text"]):
         values, reason = {}, None
         for name, value in (("id", id_b), ("text", text_b)):
@@ -575,8 +624,9 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def read_records(corpus_dir: Path, src: SourceFile, q: Quarantine, *, batch_size: int,
-                 max_record_bytes: int, ops: bool = False) -> Iterator[Record]:
+def read_records(
+    corpus_dir: Path, src: SourceFile, q: Quarantine, *, batch_size: int, max_record_bytes: int, ops: bool = False
+) -> Iterator[Record]:
     """The good records of one file, in file order; the bad ones go to `q`. `ops`: JSON Lines
     records may carry an "op" (the add path), never in corpus partitions."""
     path = Path(corpus_dir) / src.name
@@ -637,19 +687,31 @@ class Selection:
     train: list[str]
 
 
-def select_partitions(available: list[str], done: list[str], *, mode: str, partitions: list[str] | None = None,
-                      start: str | None = None, end: str | None = None) -> Selection:
+def select_partitions(
+    available: list[str],
+    done: list[str],
+    *,
+    mode: str,
+    partitions: list[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
+) -> Selection:
     """The version holds what was in before plus the chosen partitions (all of them, or those
     named, or those from `start` to `end` inclusive). mode "update" trains the published models
     further on the chosen partitions not yet in; "rebuild" trains from scratch on everything
     the version holds (as does the very first run)."""
     if partitions is not None and (missing := sorted(set(partitions) - set(available))):
-        raise BadInputError(f"No partition named {', '.join(missing)} in the corpus; "
-                            f"the partitions there are: {', '.join(available) or 'none'}.")
+        raise BadInputError(
+            f"No partition named {', '.join(missing)} in the corpus; "
+            f"the partitions there are: {', '.join(available) or 'none'}."
+        )
     if start is not None and end is not None and start > end:
         raise BadInputError(f"The range starts at {start} after it ends at {end}; swap --start and --end.")
-    chosen = [p for p in available if (partitions is None or p in partitions)
-              and (start is None or p >= start) and (end is None or p <= end)]
+    chosen = [
+        p
+        for p in available
+        if (partitions is None or p in partitions) and (start is None or p >= start) and (end is None or p <= end)
+    ]
     done_here = [p for p in done if p in available]
     in_version = sorted(set(done_here) | set(chosen))
     if mode == "rebuild" or not done_here:

@@ -26,10 +26,16 @@ import pyarrow as pa
 from shardvec.tasks.storage.atomic import fit_name, fsync_dir, sha256_file, write_json
 from shardvec.tasks.inputs.corpus import BATCH_BYTES, Quarantine, SourceFile, batched, read_records
 
-CACHE_SCHEMA = pa.schema([
-    ("id", pa.string()), ("text", pa.string()), ("tokens", pa.list_(pa.string())),
-    ("line", pa.int64()), ("offset", pa.int64()), ("length", pa.int64()),
-])
+CACHE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("tokens", pa.list_(pa.string())),
+        ("line", pa.int64()),
+        ("offset", pa.int64()),
+        ("length", pa.int64()),
+    ]
+)
 
 _WORD = re.compile(r"(?:(?!\d)\w)+", re.UNICODE)  # alphabetic runs, as gensim's simple_preprocess
 # Raise it whenever Tokenizer.__call__ or the cache's layout changes what a cache holds: every
@@ -63,8 +69,12 @@ class Tokenizer:
 
     def settings(self) -> dict:
         """What a cache or a model made with this tokenizer records (and is keyed by)."""
-        return {"min_len": self.min_len, "max_len": self.max_len, "deaccent": self.deaccent,
-                "version": TOKENIZER_VERSION}
+        return {
+            "min_len": self.min_len,
+            "max_len": self.max_len,
+            "deaccent": self.deaccent,
+            "version": TOKENIZER_VERSION,
+        }
 
     @classmethod
     def from_settings(cls, settings: dict) -> Tokenizer:
@@ -85,11 +95,21 @@ def cache_key(src: SourceFile, tokenizer: Tokenizer, max_record_bytes: int) -> s
 
 def cache_path(cache_dir: Path, src: SourceFile, tokenizer: Tokenizer, max_record_bytes: int) -> Path:
     where = Path(src.name)  # partition/file
-    return Path(cache_dir) / where.parent / f"{fit_name(where.name)}.{cache_key(src, tokenizer, max_record_bytes)}.arrow"
+    return (
+        Path(cache_dir) / where.parent / f"{fit_name(where.name)}.{cache_key(src, tokenizer, max_record_bytes)}.arrow"
+    )
 
 
-def tokenize_file(corpus_dir: Path, src: SourceFile, cache_dir: Path, quarantine_dir: Path,
-                  tokenizer: Tokenizer, *, batch_size: int, max_record_bytes: int) -> dict:
+def tokenize_file(
+    corpus_dir: Path,
+    src: SourceFile,
+    cache_dir: Path,
+    quarantine_dir: Path,
+    tokenizer: Tokenizer,
+    *,
+    batch_size: int,
+    max_record_bytes: int,
+) -> dict:
     """Stream one source file into its token cache; returns a small summary.
 
     Idempotent: a cache for this exact file content is reused when it matches its summary
@@ -102,17 +122,30 @@ def tokenize_file(corpus_dir: Path, src: SourceFile, cache_dir: Path, quarantine
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     q = Quarantine(quarantine_dir, src)
     try:
-        records, tokens = _write_cache(tmp, read_records(corpus_dir, src, q, batch_size=batch_size,
-                                                         max_record_bytes=max_record_bytes), tokenizer, batch_size)
+        records, tokens = _write_cache(
+            tmp,
+            read_records(corpus_dir, src, q, batch_size=batch_size, max_record_bytes=max_record_bytes),
+            tokenizer,
+            batch_size,
+        )
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         # paths relative to the data directory, so a copied data directory reads its own caches
         data = os.path.commonpath([Path(cache_dir).resolve(), Path(quarantine_dir).resolve()])
-        summary = {"source": src.name, "root": src.root, "partition": src.partition,
-                   "cache": os.path.relpath(out.resolve(), data), "tokenizer": tokenizer.settings(),
-                   "max_record_bytes": max_record_bytes, "size": tmp.stat().st_size,
-                   "sha256": sha256_file(tmp), "records": records, "tokens": tokens,
-                   "quarantined": q.counts.records, "reasons": dict(q.counts.reasons)}
+        summary = {
+            "source": src.name,
+            "root": src.root,
+            "partition": src.partition,
+            "cache": os.path.relpath(out.resolve(), data),
+            "tokenizer": tokenizer.settings(),
+            "max_record_bytes": max_record_bytes,
+            "size": tmp.stat().st_size,
+            "sha256": sha256_file(tmp),
+            "records": records,
+            "tokens": tokens,
+            "quarantined": q.counts.records,
+            "reasons": dict(q.counts.reasons),
+        }
         q.commit()
         # The summary lands before the cache, so an existing cache always has its summary.
         write_json(_summary_path(out), summary)
@@ -145,14 +178,19 @@ def _write_cache(path: Path, records, tokenizer: Tokenizer, batch_size: int) -> 
             toks = [tokenizer(r.text) for r in batch]
             n += len(batch)
             tokens += sum(map(len, toks))
-            writer.write_batch(pa.record_batch([
-                pa.array([r.id for r in batch], pa.string()),
-                pa.array([r.text for r in batch], pa.string()),
-                pa.array(toks, pa.list_(pa.string())),
-                pa.array([r.line for r in batch], pa.int64()),
-                pa.array([r.offset for r in batch], pa.int64()),
-                pa.array([r.length for r in batch], pa.int64()),
-            ], schema=CACHE_SCHEMA))
+            writer.write_batch(
+                pa.record_batch(
+                    [
+                        pa.array([r.id for r in batch], pa.string()),
+                        pa.array([r.text for r in batch], pa.string()),
+                        pa.array(toks, pa.list_(pa.string())),
+                        pa.array([r.line for r in batch], pa.int64()),
+                        pa.array([r.offset for r in batch], pa.int64()),
+                        pa.array([r.length for r in batch], pa.int64()),
+                    ],
+                    schema=CACHE_SCHEMA,
+                )
+            )
     return n, tokens
 
 
@@ -164,8 +202,12 @@ def _valid_summary(cache: Path, src: SourceFile, tokenizer: Tokenizer) -> dict |
         size = cache.stat().st_size
     except (OSError, ValueError):
         return None
-    if not isinstance(summary, dict) or summary.get("source") != src.name or summary.get("size") != size \
-            or summary.get("tokenizer") != tokenizer.settings():
+    if (
+        not isinstance(summary, dict)
+        or summary.get("source") != src.name
+        or summary.get("size") != size
+        or summary.get("tokenizer") != tokenizer.settings()
+    ):
         return None
     return summary if summary.get("sha256") == sha256_file(cache) else None
 

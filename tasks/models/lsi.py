@@ -35,6 +35,7 @@ DTYPE = np.float32
 def idf_vector(dct: Dictionary) -> np.ndarray:
     """gensim's default idf (log2(N/df)) as an array indexed by term id."""
     from gensim.models.tfidfmodel import df2idf
+
     out = np.zeros(len(dct), dtype=np.float64)
     if dct.dfs:
         ids = np.fromiter(dct.dfs.keys(), dtype=np.int64, count=len(dct.dfs))
@@ -42,13 +43,41 @@ def idf_vector(dct: Dictionary) -> np.ndarray:
     return out
 
 
-def train_lsi(caches: list[str], dictionary_path: Path, out_dir: Path, *, num_topics: int, chunksize: int,
-              power_iters: int, extra_samples: int, seed: int, previous: Path | None = None) -> dict:
+def train_lsi(
+    caches: list[str],
+    dictionary_path: Path,
+    out_dir: Path,
+    *,
+    num_topics: int,
+    chunksize: int,
+    power_iters: int,
+    extra_samples: int,
+    seed: int,
+    previous: Path | None = None,
+) -> dict:
     """Train (or, given `previous`, update) the LSI model on the caches in one process."""
-    part = lsi_part(caches, dictionary_path, Path(out_dir) / "lsi-part-0", docs=(0, None), num_topics=num_topics,
-                    chunksize=chunksize, power_iters=power_iters, extra_samples=extra_samples, seed=seed)
-    return merge_lsi([part], dictionary_path, out_dir, num_topics=num_topics, chunksize=chunksize,
-                     power_iters=power_iters, extra_samples=extra_samples, seed=seed, previous=previous)
+    part = lsi_part(
+        caches,
+        dictionary_path,
+        Path(out_dir) / "lsi-part-0",
+        docs=(0, None),
+        num_topics=num_topics,
+        chunksize=chunksize,
+        power_iters=power_iters,
+        extra_samples=extra_samples,
+        seed=seed,
+    )
+    return merge_lsi(
+        [part],
+        dictionary_path,
+        out_dir,
+        num_topics=num_topics,
+        chunksize=chunksize,
+        power_iters=power_iters,
+        extra_samples=extra_samples,
+        seed=seed,
+        previous=previous,
+    )
 
 
 def part_ranges(records: int, workers: int, chunksize: int) -> list[tuple[int, int]]:
@@ -59,12 +88,23 @@ def part_ranges(records: int, workers: int, chunksize: int) -> list[tuple[int, i
     return list(zip(bounds, bounds[1:]))
 
 
-def lsi_part(caches: list[str], dictionary_path: Path, out_prefix: Path, *, docs: tuple[int, int | None],
-             num_topics: int, chunksize: int, power_iters: int, extra_samples: int, seed: int) -> dict:
+def lsi_part(
+    caches: list[str],
+    dictionary_path: Path,
+    out_prefix: Path,
+    *,
+    docs: tuple[int, int | None],
+    num_topics: int,
+    chunksize: int,
+    power_iters: int,
+    extra_samples: int,
+    seed: int,
+) -> dict:
     """The stochastic-SVD projection of documents docs[0]..docs[1]-1 of the caches, chunk by
     chunk merged into one; saved as <out_prefix>.u.npy / .s.npy. Parts run on different
     workers and `merge_lsi` merges them, as gensim's distributed LSI does."""
     from gensim.models.lsimodel import Projection
+
     dct = load_dictionary(dictionary_path)
     idf = idf_vector(dct)
     projection = Projection(len(dct), num_topics, dtype=DTYPE)
@@ -84,7 +124,7 @@ def lsi_part(caches: list[str], dictionary_path: Path, out_prefix: Path, *, docs
             continue
         if hi is not None and first >= hi:
             break
-        batch = batch[max(0, lo - first):None if hi is None else hi - first]
+        batch = batch[max(0, lo - first) : None if hi is None else hi - first]
         pending.append(tfidf_matrix(batch, lookup, idf).astype(DTYPE))
         waiting += len(batch)
         while waiting >= chunksize:
@@ -92,8 +132,7 @@ def lsi_part(caches: list[str], dictionary_path: Path, out_prefix: Path, *, docs
             done += _merge_chunk(projection, rows[:chunksize], num_topics, extra_samples, power_iters, seed)
             pending, waiting = [rows[chunksize:]], waiting - chunksize
     if waiting:
-        done += _merge_chunk(projection, sp.vstack(pending, format="csr"), num_topics, extra_samples,
-                             power_iters, seed)
+        done += _merge_chunk(projection, sp.vstack(pending, format="csr"), num_topics, extra_samples, power_iters, seed)
     out = {"documents": done, "u": None, "s": None}
     if projection.u is not None:
         out["u"] = str(save_npy(Path(f"{out_prefix}.u.npy"), projection.u))
@@ -101,18 +140,36 @@ def lsi_part(caches: list[str], dictionary_path: Path, out_prefix: Path, *, docs
     return out
 
 
-def merge_lsi(parts: list[dict], dictionary_path: Path, out_dir: Path, *, num_topics: int, chunksize: int,
-              power_iters: int, extra_samples: int, seed: int, previous: Path | None = None) -> dict:
+def merge_lsi(
+    parts: list[dict],
+    dictionary_path: Path,
+    out_dir: Path,
+    *,
+    num_topics: int,
+    chunksize: int,
+    power_iters: int,
+    extra_samples: int,
+    seed: int,
+    previous: Path | None = None,
+) -> dict:
     """Merge the parts' projections into the model (new, or `previous`); save it and its exports."""
     from gensim.corpora import HashDictionary
     from gensim.models import LsiModel
     from gensim.models.lsimodel import Projection
+
     dct = load_dictionary(dictionary_path)
     if previous:
         model = LsiModel.load(str(previous))
     else:
-        model = LsiModel(num_topics=num_topics, id2word=dct, chunksize=chunksize, power_iters=power_iters,
-                         extra_samples=extra_samples, random_seed=seed, dtype=DTYPE)
+        model = LsiModel(
+            num_topics=num_topics,
+            id2word=dct,
+            chunksize=chunksize,
+            power_iters=power_iters,
+            extra_samples=extra_samples,
+            random_seed=seed,
+            dtype=DTYPE,
+        )
     docs = 0
     for part in parts:
         if part["u"] is None:
@@ -135,20 +192,33 @@ def merge_lsi(parts: list[dict], dictionary_path: Path, out_dir: Path, *, num_to
     hashed = isinstance(dct, HashDictionary)
     keys = [f"#{i}" if hashed else dct[i] for i in range(len(dct))]  # a bucket has no one term
     terms.append(keys, u, df=[dct.dfs.get(i, 0) for i in range(len(dct))])
-    terms.close(normalized=False, meta={"what": "LSI term vectors (U)",
-                                        **({"hashing": {"id_range": dct.id_range, "hash": "adler32"}} if hashed else {})})
+    terms.close(
+        normalized=False,
+        meta={
+            "what": "LSI term vectors (U)",
+            **({"hashing": {"id_range": dct.id_range, "hash": "adler32"}} if hashed else {}),
+        },
+    )
     s = model.projection.s
-    return {"lsi": str(out_dir / "lsi.gensim"), "topics": int(u.shape[1]), "terms": len(dct),
-            "documents": docs, "total_documents": int(model.docs_processed),
-            "energy_top10": float((s[:10] ** 2).sum() / (s ** 2).sum())}
+    return {
+        "lsi": str(out_dir / "lsi.gensim"),
+        "topics": int(u.shape[1]),
+        "terms": len(dct),
+        "documents": docs,
+        "total_documents": int(model.docs_processed),
+        "energy_top10": float((s[:10] ** 2).sum() / (s**2).sum()),
+    }
 
 
-def _merge_chunk(projection: Projection, rows: sp.csr_matrix, num_topics: int, extra_samples: int,
-                 power_iters: int, seed: int) -> int:
+def _merge_chunk(
+    projection: Projection, rows: sp.csr_matrix, num_topics: int, extra_samples: int, power_iters: int, seed: int
+) -> int:
     """Fold one chunk of TF-IDF rows (docs x terms) into the projection."""
     from gensim.models.lsimodel import Projection
+
     job = rows.T.tocsc()
-    update = Projection(projection.m, num_topics, job, extra_dims=extra_samples, power_iters=power_iters,
-                        dtype=DTYPE, random_seed=seed)
+    update = Projection(
+        projection.m, num_topics, job, extra_dims=extra_samples, power_iters=power_iters, dtype=DTYPE, random_seed=seed
+    )
     projection.merge(update, decay=1.0)
     return job.shape[1]

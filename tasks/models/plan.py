@@ -66,9 +66,19 @@ class BuildPlan:
         return partition in self.train or partition == LEDGER_NEW
 
 
-def plan_build(s: Settings, current: Current | None, live: Manifest | None, *, available: list[str], acknowledged: int,
-               mode: str = "update", partitions: list[str] | None = None, start: str | None = None,
-               end: str | None = None, skip_if_nothing_new: bool = False) -> BuildPlan:
+def plan_build(
+    s: Settings,
+    current: Current | None,
+    live: Manifest | None,
+    *,
+    available: list[str],
+    acknowledged: int,
+    mode: str = "update",
+    partitions: list[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    skip_if_nothing_new: bool = False,
+) -> BuildPlan:
     """The plan of one build.
 
     Args:
@@ -87,8 +97,13 @@ def plan_build(s: Settings, current: Current | None, live: Manifest | None, *, a
     if current is None:
         mode, why = "rebuild", "No version is published yet: the first build trains its models from scratch."
     elif changed:
-        mode, why = "rebuild", (f"Settings that shape the models changed since version {current.version} was "
-                                f"trained ({'; '.join(changed)}): this run rebuilds the models from scratch.")
+        mode, why = (
+            "rebuild",
+            (
+                f"Settings that shape the models changed since version {current.version} was "
+                f"trained ({'; '.join(changed)}): this run rebuilds the models from scratch."
+            ),
+        )
     elif mode == "rebuild":
         why = "A rebuild was asked for: new models are trained from scratch on every partition."
     else:
@@ -97,13 +112,19 @@ def plan_build(s: Settings, current: Current | None, live: Manifest | None, *, a
     selection = select_partitions(available, done, mode=mode, partitions=partitions, start=start, end=end)
     continued = current if mode == "update" else None  # an update always has a live version
     plan = BuildPlan(
-        mode=mode, why=why, in_version=tuple(selection.in_version), train=tuple(selection.train),
-        acknowledged=acknowledged, built=live.ledger if live else 0,
+        mode=mode,
+        why=why,
+        in_version=tuple(selection.in_version),
+        train=tuple(selection.train),
+        acknowledged=acknowledged,
+        built=live.ledger if live else 0,
         continues=continued.version if continued else None,
         previous_models=continued.components["models"] if continued else None,
         # LSI cannot grow a fixed vocabulary's terms, so an update keeps the live one; hashed
         # buckets count each night's words too
-        builds_vocabulary=continued is None or s.vocab.hashing, changed=tuple(changed))
+        builds_vocabulary=continued is None or s.vocab.hashing,
+        changed=tuple(changed),
+    )
     if skip_if_nothing_new and current is not None and plan.nothing_new:
         return replace(plan, skip=f"All partitions are in version {current.version}; nothing to do.")
     return plan

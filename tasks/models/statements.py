@@ -29,8 +29,16 @@ def _cache_table(path: str, columns: list[str]) -> pa.Table:
     return open_cache(Path(path)).read_all().select(columns)
 
 
-def plan_statements(caches: list[dict], plan_path: Path, data_dir: Path, quarantine_dir: Path, *,
-                    on_duplicate: str, ledger_ops: Path | None = None, ledger_caches: int = 0) -> dict:
+def plan_statements(
+    caches: list[dict],
+    plan_path: Path,
+    data_dir: Path,
+    quarantine_dir: Path,
+    *,
+    on_duplicate: str,
+    ledger_ops: Path | None = None,
+    ledger_caches: int = 0,
+) -> dict:
     """`caches`: tokenize summaries in partition order (sources are relative to data_dir/root),
     the last `ledger_caches` of them the ledger's puts. Corpus records whose id the
     ledger decides (`ledger_ops`: the last op of each id) are left out first: an acknowledged
@@ -43,27 +51,40 @@ def plan_statements(caches: list[dict], plan_path: Path, data_dir: Path, quarant
     hashes = np.empty(len(where), dtype=np.uint64)
     start = 0
     for ci, c in enumerate(caches):
-        hashes[start:start + sizes[ci]] = key_hashes(i for b in iter_batches([c["cache"]], ["id"])
-                                                     for i in b.column(0).to_pylist())
-        where[start:start + sizes[ci], 0] = ci
-        where[start:start + sizes[ci], 1] = np.arange(sizes[ci])
+        hashes[start : start + sizes[ci]] = key_hashes(
+            i for b in iter_batches([c["cache"]], ["id"]) for i in b.column(0).to_pylist()
+        )
+        where[start : start + sizes[ci], 0] = ci
+        where[start : start + sizes[ci], 1] = np.arange(sizes[ci])
         start += sizes[ci]
     keep = np.ones(len(where), dtype=bool)
     rejects = _Rejects()
     to_quarantine = rejects if on_duplicate == "reject" else None
-    corpus_rows = sum(sizes[:len(caches) - ledger_caches])
-    decided = _mask_ledger_ids(caches, where, hashes[:corpus_rows], ledger_ops, keep,
-                               to_quarantine) if ledger_ops else 0
+    corpus_rows = sum(sizes[: len(caches) - ledger_caches])
+    decided = (
+        _mask_ledger_ids(caches, where, hashes[:corpus_rows], ledger_ops, keep, to_quarantine) if ledger_ops else 0
+    )
     dropped = _duplicates(caches, where, np.flatnonzero(keep), hashes, on_duplicate, to_quarantine)
     keep[dropped] = False
     rejects.write(caches, where, data_dir, quarantine_dir)
     save_npy(Path(plan_path), where[keep])
-    return {"plan": str(plan_path), "statements": int(keep.sum()), "duplicates_rejected": len(rejects),
-            "duplicates_superseded": 0 if on_duplicate == "reject" else len(dropped), "decided_by_ledger": decided}
+    return {
+        "plan": str(plan_path),
+        "statements": int(keep.sum()),
+        "duplicates_rejected": len(rejects),
+        "duplicates_superseded": 0 if on_duplicate == "reject" else len(dropped),
+        "decided_by_ledger": decided,
+    }
 
 
-def _mask_ledger_ids(caches: list[dict], where: np.ndarray, corpus_hashes: np.ndarray, ledger_ops: Path,
-                     keep: np.ndarray, rejects: _Rejects | None) -> int:
+def _mask_ledger_ids(
+    caches: list[dict],
+    where: np.ndarray,
+    corpus_hashes: np.ndarray,
+    ledger_ops: Path,
+    keep: np.ndarray,
+    rejects: _Rejects | None,
+) -> int:
     """Drop the corpus rows whose id has an op in the ledger; a row whose id was added with other
     text goes to `rejects` (when given). Returns how many rows the ledger decided."""
     ops = pa.ipc.open_file(pa.memory_map(str(ledger_ops), "r")).read_all()
@@ -72,8 +93,9 @@ def _mask_ledger_ids(caches: list[dict], where: np.ndarray, corpus_hashes: np.nd
     if not cand.size:
         return 0
     near = np.flatnonzero(np.isin(op_hashes, corpus_hashes[cand]))  # only these ids can match
-    decided = {i: (o, t) for i, o, t in zip(*(ops.column(c).take(pa.array(near)).to_pylist()
-                                             for c in ("id", "op", "text")))}
+    decided = {
+        i: (o, t) for i, o, t in zip(*(ops.column(c).take(pa.array(near)).to_pylist() for c in ("id", "op", "text")))
+    }
     count = 0
     for rows, batch in _take(caches, where, cand, ["id", "text"]):
         clash, reasons = [], []
@@ -85,15 +107,23 @@ def _mask_ledger_ids(caches: list[dict], where: np.ndarray, corpus_hashes: np.nd
             op, acknowledged = decided[id_]
             if op == "add" and acknowledged != text:
                 clash.append(r)
-                reasons.append(f"duplicate id {id_!r}: added with other text by `shardvec add`, "
-                               "which wins; use `shardvec add --replace` to take this record's text instead")
+                reasons.append(
+                    f"duplicate id {id_!r}: added with other text by `shardvec add`, "
+                    "which wins; use `shardvec add --replace` to take this record's text instead"
+                )
         if rejects is not None and clash:
             rejects.add(clash, np.arange(len(clash)), reasons)
     return count
 
 
-def _duplicates(caches: list[dict], where: np.ndarray, live: np.ndarray, hashes: np.ndarray, on_duplicate: str,
-                rejects: _Rejects | None) -> np.ndarray:
+def _duplicates(
+    caches: list[dict],
+    where: np.ndarray,
+    live: np.ndarray,
+    hashes: np.ndarray,
+    on_duplicate: str,
+    rejects: _Rejects | None,
+) -> np.ndarray:
     """The `live` rows a later (reject) or earlier (update) row with the same id leaves out; the
     rejected ones go to `rejects` (when given) with the row their id was first seen in."""
     order = live[np.argsort(hashes[live], kind="stable")]
@@ -113,13 +143,20 @@ def _duplicates(caches: list[dict], where: np.ndarray, live: np.ndarray, hashes:
         first[sorted_codes[head]] = cand[by_id[head]]
         names = ids.dictionary.to_pylist()
         dropped_ids, which = np.unique(codes[drop], return_inverse=True)
-        rejects.add(cand[drop], which, [f"duplicate id {names[k]!r}: first seen in "
-                                        f"{caches[where[first[k], 0]]['source']}" for k in dropped_ids.tolist()])
+        rejects.add(
+            cand[drop],
+            which,
+            [
+                f"duplicate id {names[k]!r}: first seen in {caches[where[first[k], 0]]['source']}"
+                for k in dropped_ids.tolist()
+            ],
+        )
     return cand[drop]
 
 
-def _take(caches: list[dict], where: np.ndarray, rows: np.ndarray, columns: list[str]
-          ) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+def _take(
+    caches: list[dict], where: np.ndarray, rows: np.ndarray, columns: list[str]
+) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
     """`columns` of the plan rows `rows` (ascending), one cache batch at a time: (those rows, their
     values). Each cache is opened once and RAM holds one batch's worth (at most BATCH_BYTES of text)."""
     cis = where[rows, 0]
@@ -168,7 +205,7 @@ class _Rejects:
                 ci = int(where[part[0], 0])
                 src = caches[ci]["source"]
                 q = qs.setdefault(src, Quarantine(Path(quarantine_dir), _dup_source(src)))
-                for rec, w in zip(batch.to_pylist(), why[done:done + len(part)].tolist()):
+                for rec, w in zip(batch.to_pylist(), why[done : done + len(part)].tolist()):
                     if rec["offset"] >= 0:
                         if ci not in sources:
                             path = Path(data_dir) / caches[ci].get("root", "corpus") / src
@@ -186,17 +223,24 @@ def _dup_source(source: str) -> SourceFile:
     return SourceFile(partition="", name=f"{source}.duplicates", format="", size=0, mtime_ns=0)
 
 
-def project_shard(plan_path: Path, caches: list[str], shard: int, rows_per_shard: int, models_dir: Path,
-                  space_dir: Path, batch_rows: int = 8192) -> dict:
+def project_shard(
+    plan_path: Path,
+    caches: list[str],
+    shard: int,
+    rows_per_shard: int,
+    models_dir: Path,
+    space_dir: Path,
+    batch_rows: int = 8192,
+) -> dict:
     """Embed the statements of one shard (LSI, unit length) and write the shard, `batch_rows`
     at a time: RAM holds one batch's tokens, whatever the shard's size."""
-    plan = np.load(plan_path, mmap_mode="r")[shard * rows_per_shard:(shard + 1) * rows_per_shard]
+    plan = np.load(plan_path, mmap_mode="r")[shard * rows_per_shard : (shard + 1) * rows_per_shard]
     embedder = Embedder(models_dir, vocab_in_ram=True)
     tables: dict[int, pa.Table] = {}  # memory-mapped: only the rows taken are read
     empty = 0
     with ShardWriter(space_dir, shard, rows=len(plan), dim=embedder.dim, extra={"text": pa.string()}) as w:
         for start in range(0, len(plan), batch_rows):
-            ids, texts, tokens = _plan_rows(plan[start:start + batch_rows], caches, tables)
+            ids, texts, tokens = _plan_rows(plan[start : start + batch_rows], caches, tables)
             vectors = embedder.embed(tokens.to_pylist())
             empty += int((np.abs(vectors).sum(axis=1) == 0).sum())
             w.write(vectors, ids, {"text": texts})
@@ -217,4 +261,3 @@ def _plan_rows(plan: np.ndarray, caches: list[str], tables: dict[int, pa.Table])
 
 def shard_count(statements: int, rows_per_shard: int) -> int:
     return max(1, -(-statements // rows_per_shard))
-

@@ -54,8 +54,9 @@ def detect_format(path: Path) -> str:
     return "fasttext" if Path(path).suffix == ".bin" else "glove"
 
 
-def import_vectors(src: Path, data: Path, name: str, *, fmt: str = "auto", dtype: str = "float32",
-                   rows_per_shard: int = 500_000) -> dict:
+def import_vectors(
+    src: Path, data: Path, name: str, *, fmt: str = "auto", dtype: str = "float32", rows_per_shard: int = 500_000
+) -> dict:
     """Import a vector file as DATA/vectors/<name> (a space; fastText adds its n-grams)."""
     src, data = Path(src), Path(data)
     if not src.is_file():
@@ -90,16 +91,24 @@ def import_vectors(src: Path, data: Path, name: str, *, fmt: str = "auto", dtype
         q.discard()
         shutil.rmtree(build, ignore_errors=True)
         raise
-    return {"vectors": str(root / name), "format": fmt, "dtype": dtype, "words": summary["words"],
-            "dim": summary["dim"], "quarantined": q.counts.records, "subwords": bool(summary.get("subwords"))}
+    return {
+        "vectors": str(root / name),
+        "format": fmt,
+        "dtype": dtype,
+        "words": summary["words"],
+        "dim": summary["dim"],
+        "quarantined": q.counts.records,
+        "subwords": bool(summary.get("subwords")),
+    }
 
 
 def _vectors_root(data: Path) -> Path:
     """DATA/vectors, refused if it leads out of the data directory (a link elsewhere)."""
     root = Layout(data).vectors
     if not root.resolve().is_relative_to(data.resolve()):
-        raise BadInputError(f"{root} leads out of the data directory; replace the link with a folder "
-                            "of the data directory.")
+        raise BadInputError(
+            f"{root} leads out of the data directory; replace the link with a folder of the data directory."
+        )
     return root
 
 
@@ -107,8 +116,10 @@ def _check_link(link: Path, root: Path) -> None:
     """A re-import removes what `link` pointed at: only a folder shardvec made in `root` may be it."""
     target = link.resolve()
     if link.is_symlink() and (target.parent != root.resolve() or not target.name.startswith(f".{link.name}-")):
-        raise BadInputError(f"{link} is a link to {target}, which shardvec did not make; "
-                            "remove the link or import under another --name.")
+        raise BadInputError(
+            f"{link} is a link to {target}, which shardvec did not make; "
+            "remove the link or import under another --name."
+        )
 
 
 def _swap_link(link: Path, target: Path) -> None:
@@ -150,7 +161,7 @@ def _batches(rows: Iterator[tuple[str, np.ndarray]], dim: int) -> Iterator[tuple
             yield keys, vecs
             keys, vecs = [], np.empty((BATCH, dim), dtype=np.float32)
     if keys:
-        yield keys, vecs[:len(keys)]
+        yield keys, vecs[: len(keys)]
 
 
 def _text_rows(src: Path, q: Quarantine, header: bool):
@@ -208,7 +219,7 @@ def _binary_rows(src: Path, q: Quarantine):
                 buf, pos = buf[pos:] + more, 0
             word = buf[pos:space].lstrip(b"\n")
             vec = np.frombuffer(buf, dtype="<f4", count=dim, offset=space + 1)
-            record = buf[pos:space + 1 + width]
+            record = buf[pos : space + 1 + width]
             pos = space + 1 + width
             try:
                 yield word.decode("utf-8"), vec
@@ -225,15 +236,19 @@ def _write_fasttext(src: Path, out: Path, rows_per_shard: int) -> dict:
     with open(src, "rb") as fin:
         magic, _version = ftb._struct_unpack(fin, "@2i")
         new = magic == FASTTEXT_MAGIC  # the older format starts with dim and ws instead
-        header = {name: ftb._struct_unpack(fin, fmt)[0]
-                  for name, fmt in (ftb._NEW_HEADER_FORMAT if new else ftb._OLD_HEADER_FORMAT)}
+        header = {
+            name: ftb._struct_unpack(fin, fmt)[0]
+            for name, fmt in (ftb._NEW_HEADER_FORMAT if new else ftb._OLD_HEADER_FORMAT)
+        }
         if not (0 < header["minn"] <= header["maxn"] < 100 or header["maxn"] == 0):
             raise BadInputError(f"{src}: not a fastText .bin (its header is not one); give --format.")
         try:
             vocab, _size, nwords, _tokens = ftb._load_vocab(fin, new)
         except NotImplementedError:
-            raise BadInputError(f"{src}: a supervised fastText model (it has labels); only word vectors "
-                                "(fasttext skipgram or cbow) can be imported.") from None
+            raise BadInputError(
+                f"{src}: a supervised fastText model (it has labels); only word vectors "
+                "(fasttext skipgram or cbow) can be imported."
+            ) from None
         if new and ftb._struct_unpack(fin, "@?")[0]:
             raise BadInputError(f"{src}: quantized fastText models (.ftz) cannot be imported; use the .bin.")
         rows, dim = ftb._struct_unpack(fin, "@2q")
@@ -245,8 +260,8 @@ def _write_fasttext(src: Path, out: Path, rows_per_shard: int) -> dict:
     words = list(vocab)[:nwords]
     writer = SpaceWriter(out, dim, rows_per_shard)
     for start in range(0, nwords, BATCH):
-        keys = words[start:start + BATCH]
-        vecs = np.array(matrix[start:start + len(keys)])
+        keys = words[start : start + BATCH]
+        vecs = np.array(matrix[start : start + len(keys)])
         if bucket:
             for i, word in enumerate(keys):
                 hashes = np.asarray(ft_ngram_hashes(word, minn, maxn, bucket), dtype=np.int64)
@@ -257,7 +272,7 @@ def _write_fasttext(src: Path, out: Path, rows_per_shard: int) -> dict:
     if bucket:
         ngrams = np.lib.format.open_memmap(out / "ngrams.npy", mode="w+", dtype=np.float32, shape=(bucket, dim))
         for start in range(0, bucket, BATCH * 4):
-            ngrams[start:start + BATCH * 4] = matrix[nwords + start:nwords + min(bucket, start + BATCH * 4)]
+            ngrams[start : start + BATCH * 4] = matrix[nwords + start : nwords + min(bucket, start + BATCH * 4)]
         ngrams.flush()
         del ngrams
         subwords = {"file": "ngrams.npy", "minn": minn, "maxn": maxn, "bucket": bucket}
@@ -290,8 +305,11 @@ class Vectors:
         if r is not None:
             return self.space.vector_at(r)
         if self.ngrams is None:
-            raise UnknownKeyError(f"{word!r} is not in the vocabulary (and these vectors have no n-grams for new words).")
+            raise UnknownKeyError(
+                f"{word!r} is not in the vocabulary (and these vectors have no n-grams for new words)."
+            )
         from gensim.models.fasttext import ft_ngram_hashes
+
         hashes = ft_ngram_hashes(word, self.minn, self.maxn, self.bucket)
         if not hashes:
             return np.zeros(self.dim, dtype=np.float32)
@@ -329,6 +347,7 @@ def export_word2vec(space_dir: Path, out: Path, *, binary: bool = False, limit: 
 def to_keyed_vectors(space_dir: Path, limit: int | None = None):
     """A gensim KeyedVectors of the space (in RAM: for handing to gensim-based code)."""
     from gensim.models import KeyedVectors
+
     space = Space(space_dir)
     n = len(space) if limit is None else min(limit, len(space))
     kv = KeyedVectors(space.dim, count=n, dtype=np.float32)
@@ -338,8 +357,9 @@ def to_keyed_vectors(space_dir: Path, limit: int | None = None):
     return kv
 
 
-def export_projector(space_dir: Path, out_dir: Path, *, keys: Sequence[str] | None = None, limit: int = 10_000,
-                     name: str = "shardvec") -> dict:
+def export_projector(
+    space_dir: Path, out_dir: Path, *, keys: Sequence[str] | None = None, limit: int = 10_000, name: str = "shardvec"
+) -> dict:
     """TensorBoard projector files for `keys` (or the first `limit` rows): tensors.tsv,
     metadata.tsv (one key per line) and projector_config.pbtxt. Open with
     `tensorboard --logdir OUT_DIR`, or load the two .tsv files at projector.tensorflow.org."""
@@ -350,17 +370,21 @@ def export_projector(space_dir: Path, out_dir: Path, *, keys: Sequence[str] | No
         rows = space.find_many(keys)
         missing = [k for k, r in zip(keys, rows) if r < 0]
         if missing:
-            raise BadInputError(f"{len(missing)} keys are not in {space_dir} (e.g. {missing[0]!r}); "
-                                "export only keys the space holds.")
+            raise BadInputError(
+                f"{len(missing)} keys are not in {space_dir} (e.g. {missing[0]!r}); export only keys the space holds."
+            )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "tensors.tsv", "w", encoding="utf-8") as t, \
-            open(out_dir / "metadata.tsv", "w", encoding="utf-8") as m:
+    with (
+        open(out_dir / "tensors.tsv", "w", encoding="utf-8") as t,
+        open(out_dir / "metadata.tsv", "w", encoding="utf-8") as m,
+    ):
         for start in range(0, len(rows), BATCH):
-            chunk = rows[start:start + BATCH]
+            chunk = rows[start : start + BATCH]
             for r, vec in zip(chunk, space.vectors_at(chunk)):
                 t.write("\t".join(f"{x:.6g}" for x in vec.tolist()) + "\n")
                 m.write(" ".join(space.key(int(r)).split()) + "\n")  # the projector splits on tabs/newlines
     (out_dir / "projector_config.pbtxt").write_text(
-        f'embeddings {{\n  tensor_name: "{name}"\n  tensor_path: "tensors.tsv"\n  metadata_path: "metadata.tsv"\n}}\n')
+        f'embeddings {{\n  tensor_name: "{name}"\n  tensor_path: "tensors.tsv"\n  metadata_path: "metadata.tsv"\n}}\n'
+    )
     return {"dir": str(out_dir), "rows": int(len(rows)), "dim": space.dim}

@@ -19,13 +19,22 @@ if TYPE_CHECKING:
 PRUNE_AT = 2_000_000
 
 
-def build_dictionary(caches: list[str], out_path: Path, *, max_terms: int, no_below: int,
-                     no_above: float, hashing: bool = False, hash_buckets: int = 100_000,
-                     previous: Path | None = None) -> dict:
+def build_dictionary(
+    caches: list[str],
+    out_path: Path,
+    *,
+    max_terms: int,
+    no_below: int,
+    no_above: float,
+    hashing: bool = False,
+    hash_buckets: int = 100_000,
+    previous: Path | None = None,
+) -> dict:
     """Count terms over the caches batch by batch, keep the `max_terms` most useful, save.
 
     With `hashing`, count document frequencies per bucket instead, continuing `previous`."""
     from gensim.corpora import Dictionary
+
     if hashing:
         return _hash_dictionary(caches, Path(out_path), hash_buckets, previous)
     dct = Dictionary(prune_at=PRUNE_AT)
@@ -34,8 +43,10 @@ def build_dictionary(caches: list[str], out_path: Path, *, max_terms: int, no_be
     seen = len(dct)
     dct.filter_extremes(no_below=no_below, no_above=no_above, keep_n=max_terms)
     if len(dct) == 0:
-        raise SettingsError(f"No term is left after filtering ({seen} seen, vocab.no_below={no_below}, "
-                         f"vocab.no_above={no_above}); lower vocab.no_below or add documents.")
+        raise SettingsError(
+            f"No term is left after filtering ({seen} seen, vocab.no_below={no_below}, "
+            f"vocab.no_above={no_above}); lower vocab.no_below or add documents."
+        )
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     dct.save(str(out_path))
     return {"dictionary": str(out_path), "terms": len(dct), "terms_seen": seen, "documents": dct.num_docs}
@@ -43,6 +54,7 @@ def build_dictionary(caches: list[str], out_path: Path, *, max_terms: int, no_be
 
 def _hash_dictionary(caches: list[str], out_path: Path, buckets: int, previous: Path | None) -> dict:
     from gensim.corpora import HashDictionary
+
     dct = HashDictionary.load(str(previous)) if previous else HashDictionary(id_range=buckets, debug=False)
     dfs = dct.dfs
     for batch in TokenStream(caches).batches():
@@ -53,8 +65,13 @@ def _hash_dictionary(caches: list[str], out_path: Path, buckets: int, previous: 
                 dfs[bucket] = dfs.get(bucket, 0) + 1
     out_path.parent.mkdir(parents=True, exist_ok=True)
     dct.save(str(out_path))
-    return {"dictionary": str(out_path), "terms": len(dct), "terms_seen": len(dct.dfs), "documents": dct.num_docs,
-            "hashing": True}
+    return {
+        "dictionary": str(out_path),
+        "terms": len(dct),
+        "terms_seen": len(dct.dfs),
+        "documents": dct.num_docs,
+        "hashing": True,
+    }
 
 
 def copy_dictionary(src: Path, dst: Path) -> dict:
@@ -70,10 +87,12 @@ def copy_dictionary(src: Path, dst: Path) -> dict:
 def load_dictionary(path: Path) -> Dictionary | HashDictionary:
     """Either kind (both are gensim pickles with the same loader)."""
     from gensim.corpora import Dictionary
+
     return Dictionary.load(str(path))
 
 
 def term_lookup(dct: Dictionary | HashDictionary):
     """token -> term id (None where a fixed vocabulary does not hold it)."""
     from gensim.corpora import HashDictionary
+
     return dct.restricted_hash if isinstance(dct, HashDictionary) else dct.token2id.get

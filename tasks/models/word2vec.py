@@ -35,15 +35,27 @@ def counts_path(model_path: Path) -> Path:
 def _count(caches: list[str], into: Dictionary | None = None) -> Dictionary:
     """Word counts over the caches (capped like the LSI vocabulary, so RAM stays bounded)."""
     from gensim.corpora import Dictionary
+
     counts = into or Dictionary(prune_at=PRUNE_AT)
     for batch in TokenStream(caches).batches():
         counts.add_documents(batch, prune_at=PRUNE_AT)
     return counts
 
 
-def train_word2vec(caches: list[str], out_path: Path, *, vector_size: int, window: int, min_count: int,
-                   max_final_vocab: int, epochs: int, sg: int, workers: int, seed: int,
-                   previous: Path | None = None) -> dict:
+def train_word2vec(
+    caches: list[str],
+    out_path: Path,
+    *,
+    vector_size: int,
+    window: int,
+    min_count: int,
+    max_final_vocab: int,
+    epochs: int,
+    sg: int,
+    workers: int,
+    seed: int,
+    previous: Path | None = None,
+) -> dict:
     """Train on the caches, or given `previous`, grow its vocabulary and continue training.
 
     Word counts are kept across nights, so a word reaching min_count over several nights gets
@@ -53,9 +65,20 @@ def train_word2vec(caches: list[str], out_path: Path, *, vector_size: int, windo
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # updates train on the iterable: on corpus_file 3 nights scored WordSim-353 0.35, here 0.39
     with nullcontext() if previous else _corpus_file(caches, out_path.parent) as corpus_file:
-        return _train(caches, corpus_file, out_path, vector_size=vector_size, window=window, min_count=min_count,
-                      max_final_vocab=max_final_vocab, epochs=epochs, sg=sg, workers=workers, seed=seed,
-                      previous=previous)
+        return _train(
+            caches,
+            corpus_file,
+            out_path,
+            vector_size=vector_size,
+            window=window,
+            min_count=min_count,
+            max_final_vocab=max_final_vocab,
+            epochs=epochs,
+            sg=sg,
+            workers=workers,
+            seed=seed,
+            previous=previous,
+        )
 
 
 @contextmanager
@@ -73,10 +96,24 @@ def _corpus_file(caches: list[str], folder: Path) -> Iterator[str]:
         os.unlink(path)
 
 
-def _train(caches, corpus_file, out_path, *, vector_size, window, min_count, max_final_vocab, epochs, sg, workers,
-           seed, previous) -> dict:
+def _train(
+    caches,
+    corpus_file,
+    out_path,
+    *,
+    vector_size,
+    window,
+    min_count,
+    max_final_vocab,
+    epochs,
+    sg,
+    workers,
+    seed,
+    previous,
+) -> dict:
     from gensim.corpora import Dictionary
     from gensim.models import Word2Vec
+
     if previous:
         model = Word2Vec.load(str(previous))
         before = len(model.wv)
@@ -94,28 +131,46 @@ def _train(caches, corpus_file, out_path, *, vector_size, window, min_count, max
     else:
         before = 0
         counts = _count(caches)
-        model = Word2Vec(vector_size=vector_size, window=window, min_count=min_count,
-                         max_final_vocab=max_final_vocab, epochs=epochs, sg=sg, workers=workers, seed=seed,
-                         hashfxn=stable_hash)
+        model = Word2Vec(
+            vector_size=vector_size,
+            window=window,
+            min_count=min_count,
+            max_final_vocab=max_final_vocab,
+            epochs=epochs,
+            sg=sg,
+            workers=workers,
+            seed=seed,
+            hashfxn=stable_hash,
+        )
         model.build_vocab_from_freq({counts[i]: n for i, n in counts.cfs.items()}, corpus_count=counts.num_docs)
         if len(model.wv) == 0:
             raise ValueError(f"No word occurs word2vec.min_count={min_count} times; lower it or add documents.")
         model.train(corpus_file=corpus_file, total_words=int(sum(counts.cfs.values())), epochs=model.epochs)
     model.save(str(out_path))
     counts.save(str(counts_path(out_path)))
-    return {"word2vec": str(out_path), "words": len(model.wv), "new_words": len(model.wv) - before,
-            "sentences": model.corpus_count, "words_counted": int(sum(counts.cfs.values()))}
+    return {
+        "word2vec": str(out_path),
+        "words": len(model.wv),
+        "new_words": len(model.wv) - before,
+        "sentences": model.corpus_count,
+        "words_counted": int(sum(counts.cfs.values())),
+    }
 
 
 def write_word_space(model_path: Path, space_dir: Path, *, rows_per_shard: int, batch: int = 65536) -> dict:
     """The word vectors as a sharded space, keys in the model's order, with their counts."""
     from gensim.models import Word2Vec
+
     wv = Word2Vec.load(str(model_path), mmap="r").wv
     writer = SpaceWriter(space_dir, wv.vector_size, rows_per_shard, extra_columns=["count"])
     for start in range(0, len(wv), batch):
-        keys = wv.index_to_key[start:start + batch]
+        keys = wv.index_to_key[start : start + batch]
         counts = [int(wv.get_vecattr(k, "count")) for k in keys]
-        writer.append(keys, np.asarray(wv.vectors[start:start + batch]), count=counts)
+        writer.append(keys, np.asarray(wv.vectors[start : start + batch]), count=counts)
     manifest = writer.close(normalized=False, meta={"what": "word2vec word vectors"})
-    return {"space": str(space_dir), "rows": manifest["rows"], "dim": manifest["dim"],
-            "shards": len(manifest["shards"])}
+    return {
+        "space": str(space_dir),
+        "rows": manifest["rows"],
+        "dim": manifest["dim"],
+        "shards": len(manifest["shards"]),
+    }

@@ -33,9 +33,13 @@ from shardvec.tasks.search.topk import empty_topk, exact_topk, fold_block, unit_
 
 QUESTIONS, WORDSIM, SIMLEX = "questions-words.txt", "wordsim353.tsv", "simlex999.txt"
 # metric -> the config knob holding how far it may drop against the last published run
-GATED = {"analogy_accuracy": "analogy_drop", "wordsim353_spearman": "wordsim353_drop",
-         "simlex999_spearman": "simlex999_drop", "rows_recall_at_10": "rows_recall_drop",
-         "statements_index_recall_at_10": "index_recall_drop"}
+GATED = {
+    "analogy_accuracy": "analogy_drop",
+    "wordsim353_spearman": "wordsim353_drop",
+    "simlex999_spearman": "simlex999_drop",
+    "rows_recall_at_10": "rows_recall_drop",
+    "statements_index_recall_at_10": "index_recall_drop",
+}
 # metric -> the knob holding the absolute value it may not fall below, first run included
 FLOORS = {"rows_recall_at_10": "rows_recall_floor"}
 
@@ -49,9 +53,11 @@ def _finite(x) -> float | None:
 MIN_ITEMS = 10
 KNOBS = {"word pairs": "word_pairs", "analogies": "analogies"}  # the [quality] knobs of each kind
 # The built-in sets: (name, kind, file in gensim's test data, the metric the gate and history know it by)
-BUILT_IN = [("questions-words", "analogies", QUESTIONS, "analogy_accuracy"),
-            ("wordsim353", "word pairs", WORDSIM, "wordsim353_spearman"),
-            ("simlex999", "word pairs", SIMLEX, "simlex999_spearman")]
+BUILT_IN = [
+    ("questions-words", "analogies", QUESTIONS, "analogy_accuracy"),
+    ("wordsim353", "word pairs", WORDSIM, "wordsim353_spearman"),
+    ("simlex999", "word pairs", SIMLEX, "simlex999_spearman"),
+]
 
 
 def evaluate_models(word2vec_path: Path, lsi_path: Path, **sets) -> dict:
@@ -62,15 +68,27 @@ def evaluate_models(word2vec_path: Path, lsi_path: Path, **sets) -> dict:
 def evaluation_sets(s) -> dict:
     """The evaluate_words arguments of settings `s`: the user's sets as absolute paths (relative
     ones are in the data directory), and the coverage a set needs to count."""
+
     def where(files):
         return [str(s.data / f) for f in files]  # an absolute f stays itself
-    return {"word_pairs": where(s.quality.word_pairs), "analogies": where(s.quality.analogies),
-            "min_coverage": {"word pairs": s.quality.word_pairs_min_coverage,
-                             "analogies": s.quality.analogies_min_coverage}}
+
+    return {
+        "word_pairs": where(s.quality.word_pairs),
+        "analogies": where(s.quality.analogies),
+        "min_coverage": {
+            "word pairs": s.quality.word_pairs_min_coverage,
+            "analogies": s.quality.analogies_min_coverage,
+        },
+    }
 
 
-def evaluate_words(word2vec_path: Path, *, word_pairs: list[str] = (), analogies: list[str] = (),
-                   min_coverage: dict[str, float] | None = None) -> dict:
+def evaluate_words(
+    word2vec_path: Path,
+    *,
+    word_pairs: list[str] = (),
+    analogies: list[str] = (),
+    min_coverage: dict[str, float] | None = None,
+) -> dict:
     """Each evaluation set's score and coverage of the vocabulary (`evaluation`, one entry a
     set, saying whether it was used); the built-in ones also under their own metric names
     (None when not used), as the gate and the history know them. `min_coverage`: the coverage a
@@ -79,6 +97,7 @@ def evaluate_words(word2vec_path: Path, *, word_pairs: list[str] = (), analogies
     # evaluates, and gensim (with scipy.stats) is ~0.9 s of every run's start
     from gensim.models import Word2Vec
     from gensim.test.utils import datapath
+
     wv = Word2Vec.load(str(word2vec_path), mmap="r").wv
     sets = [(name, kind, datapath(f), metric) for name, kind, f, metric in BUILT_IN]
     sets += [(_set_name(f), "word pairs", f, None) for f in word_pairs]
@@ -92,8 +111,12 @@ def evaluate_words(word2vec_path: Path, *, word_pairs: list[str] = (), analogies
             out[metric] = entry["score"] if entry["used"] else None
             built_in[metric] = entry
     questions, ws, sl = (built_in[m] for m in ("analogy_accuracy", "wordsim353_spearman", "simlex999_spearman"))
-    return out | {"analogy_coverage": questions["coverage"], "wordsim353_oov": round(1 - ws["coverage"], 4),
-                  "simlex999_oov": round(1 - sl["coverage"], 4), "evaluation": evaluation}
+    return out | {
+        "analogy_coverage": questions["coverage"],
+        "wordsim353_oov": round(1 - ws["coverage"], 4),
+        "simlex999_oov": round(1 - sl["coverage"], 4),
+        "evaluation": evaluation,
+    }
 
 
 def _set_name(path: str) -> str:
@@ -114,8 +137,10 @@ def _refused(path: str) -> str | None:
     if not stat.S_ISREG(st.st_mode):
         return f"{path} is not a regular file (a FIFO, a device or a folder), so it was not read; name a text file"
     if st.st_size > MAX_SET_BYTES:
-        return (f"{path} is {st.st_size:,} bytes, over the {MAX_SET_BYTES >> 20} MB an evaluation set may have, "
-                "so it was not read; name a smaller file")
+        return (
+            f"{path} is {st.st_size:,} bytes, over the {MAX_SET_BYTES >> 20} MB an evaluation set may have, "
+            "so it was not read; name a smaller file"
+        )
     return None
 
 
@@ -137,8 +162,15 @@ def _evaluate_set(wv, name: str, kind: str, path: str, min_coverage: float) -> d
             # .xz, a line it chokes on): the set is left out, never a failed night
             unreadable, covered, asked, score = f"{type(exc).__name__}: {exc}", 0, 0, None
     coverage = round(covered / asked, 4) if asked else 0.0
-    entry = {"set": name, "kind": kind, "file": str(path), "items": asked, "covered": covered,
-             "coverage": coverage, "score": None if score is None else _finite(score)}
+    entry = {
+        "set": name,
+        "kind": kind,
+        "file": str(path),
+        "items": asked,
+        "covered": covered,
+        "coverage": coverage,
+        "score": None if score is None else _finite(score),
+    }
     if refused:
         why = refused
     elif unreadable:
@@ -146,16 +178,21 @@ def _evaluate_set(wv, name: str, kind: str, path: str, min_coverage: float) -> d
     elif not asked:
         why = f"no {kind} read from {path}"
     elif covered < MIN_ITEMS or coverage < min_coverage:
-        why = (f"not enough coverage ({covered} of {asked} {kind} have every word in the vocabulary, "
-               f"{coverage:.1%}; quality.{KNOBS[kind]}_min_coverage is {min_coverage:.0%})")
+        why = (
+            f"not enough coverage ({covered} of {asked} {kind} have every word in the vocabulary, "
+            f"{coverage:.1%}; quality.{KNOBS[kind]}_min_coverage is {min_coverage:.0%})"
+        )
     elif entry["score"] is None:
         why = "no score (every covered pair scored alike)"
     else:
         why = None
     metric = "accuracy" if kind == "analogies" else "Spearman"
     entry["used"] = why is None
-    entry["summary"] = why + ": left out of the gate" if why else \
-        f"{metric} {entry['score']}, coverage {coverage:.1%} ({covered} of {asked} {kind})"
+    entry["summary"] = (
+        why + ": left out of the gate"
+        if why
+        else f"{metric} {entry['score']}, coverage {coverage:.1%} ({covered} of {asked} {kind})"
+    )
     return entry
 
 
@@ -173,6 +210,7 @@ def _word_pairs(wv, path: str) -> tuple[int, int, float | None]:
 def _pairs_in(path: str) -> int:
     """Lines of a word-pair file gensim reads as a pair with a score."""
     from gensim import utils  # smart_open, as gensim reads the set: .gz, .bz2 and .xz too
+
     n = 0
     with utils.open(path, "r", encoding="utf-8") as f:
         for line in f:
@@ -214,10 +252,10 @@ def analogies(wv, path: str, restrict_vocab: int = 300_000, cells: int = ANALOGY
     if not questions:
         return 0, 0, asked
     q = np.asarray(questions, dtype=np.int64)
-    unit = unit_rows(np.asarray(wv.vectors[:len(keys)], dtype=np.float32))
+    unit = unit_rows(np.asarray(wv.vectors[: len(keys)], dtype=np.float32))
     correct, block = 0, max(1, cells // len(keys))  # 512 questions a block on 8k words
     for at in range(0, len(q), block):
-        a, b, c, expected = q[at:at + block].T
+        a, b, c, expected = q[at : at + block].T
         scores = (unit[b] + unit[c] - unit[a]) @ unit.T
         rows = np.arange(len(a))
         for col in (a, b, c):  # most_similar leaves out the words it was given
@@ -237,8 +275,9 @@ def analogies(wv, path: str, restrict_vocab: int = 300_000, cells: int = ANALOGY
 def lsi_spectrum(lsi_path: Path) -> dict:
     """How much of the corpus' energy the top LSI topics hold."""
     from gensim.models import LsiModel
+
     s = LsiModel.load(str(lsi_path), mmap="r").projection.s
-    energy = s ** 2 / (s ** 2).sum()
+    energy = s**2 / (s**2).sum()
     return {
         "lsi_energy_top10": round(float(energy[:10].sum()), 4),
         "lsi_energy_top50": round(float(energy[:50].sum()), 4),
@@ -253,8 +292,10 @@ def drift(old: dict | None, new: dict, data: Path, *, sample: int = 2000, words:
     try:
         return _drift(old, new, Path(data), sample=sample, words=words, seed=seed)
     except Exception as exc:  # a damaged live version must not block the rebuild that repairs it
-        return {"drift_skipped": f"the published version could not be read ({type(exc).__name__}: {exc}); "
-                                 "drift against it was not measured"}
+        return {
+            "drift_skipped": f"the published version could not be read ({type(exc).__name__}: {exc}); "
+            "drift against it was not measured"
+        }
 
 
 def _drift(old: dict, new: dict, data: Path, *, sample: int, words: int, seed: int) -> dict:
@@ -273,9 +314,12 @@ def _drift(old: dict, new: dict, data: Path, *, sample: int, words: int, seed: i
         jaccards.append(len(new_keys & old_keys) / max(len(new_keys | old_keys), 1))
     moved = _words_moved(Space(data / old["words"]), Space(data / new["words"]), words)
     j = np.array(jaccards)
-    return {"rows_compared": len(j), "rows_changed_share": round(float((j < 1).mean()), 4) if len(j) else None,
-            "rows_mean_jaccard": round(float(j.mean()), 4) if len(j) else None,
-            "words_moved_most": moved}
+    return {
+        "rows_compared": len(j),
+        "rows_changed_share": round(float((j < 1).mean()), 4) if len(j) else None,
+        "rows_mean_jaccard": round(float(j.mean()), 4) if len(j) else None,
+        "words_moved_most": moved,
+    }
 
 
 def _words_moved(old: Space, new: Space, n: int, k: int = 10) -> list[dict]:
@@ -323,11 +367,11 @@ def gate(metrics: dict, previous: dict | None, tolerances: dict) -> list[str]:
             continue
         knob = "analogy_drop" if e["kind"] == "analogies" else "word_pairs_drop"
         if old["score"] - e["score"] > tolerances[knob]:
-            reasons.append(f"{e['set']} ({e['kind']}) fell from {old['score']} to {e['score']}, more than "
-                           f"quality.{knob}={tolerances[knob]}")
+            reasons.append(
+                f"{e['set']} ({e['kind']}) fell from {old['score']} to {e['score']}, more than "
+                f"quality.{knob}={tolerances[knob]}"
+            )
     return reasons
-
-
 
 
 def append_history(data: Path, entry: dict) -> None:
@@ -349,8 +393,13 @@ def read_history(data: Path, last: int | None = None) -> list[dict]:
     return lines[-last:] if last else lines
 
 
-TREND = [("wordsim353_spearman", "ws353"), ("simlex999_spearman", "simlex"), ("analogy_accuracy", "analogy"),
-         ("rows_recall_at_10", "rows r@10"), ("rows_mean_jaccard", "rows jacc")]
+TREND = [
+    ("wordsim353_spearman", "ws353"),
+    ("simlex999_spearman", "simlex"),
+    ("analogy_accuracy", "analogy"),
+    ("rows_recall_at_10", "rows r@10"),
+    ("rows_mean_jaccard", "rows jacc"),
+]
 
 
 def history_table(entries: list[dict]) -> str:
@@ -359,6 +408,14 @@ def history_table(entries: list[dict]) -> str:
     rows = [head]
     for e in entries:
         m = e.get("metrics", {})
-        rows.append([e["at"][:16], e.get("flow", ""), e.get("status", ""), (e.get("version") or "")[:22],
-                     str(e.get("statements", ""))] + ["" if m.get(k) is None else f"{m[k]:.3f}" for k, _ in TREND])
+        rows.append(
+            [
+                e["at"][:16],
+                e.get("flow", ""),
+                e.get("status", ""),
+                (e.get("version") or "")[:22],
+                str(e.get("statements", "")),
+            ]
+            + ["" if m.get(k) is None else f"{m[k]:.3f}" for k, _ in TREND]
+        )
     return "\n".join("| " + " | ".join(r) + " |" for r in [rows[0], ["---"] * len(head)] + rows[1:])

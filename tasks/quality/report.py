@@ -63,30 +63,48 @@ def step_rows(steps: dict[str, list[dict]]) -> list[dict]:
     for name, results in steps.items():
         if not results:
             continue
-        rows.append({"step": name, "tasks": len(results),
-                     "seconds": round(sum(r.get("seconds", 0) for r in results), 2),
-                     "cpu_seconds": round(sum(r.get("cpu_seconds", 0) for r in results), 2),
-                     "longest_task_s": round(max(r.get("seconds", 0) for r in results), 2),
-                     # first start to last end, over every worker: what parallelism shortens
-                     "wall_s": round(max(r.get("ended", 0) for r in results) - min(r.get("began", 0) for r in results), 2),
-                     "peak_rss_mb": max(r.get("peak_rss_mb", 0) for r in results),
-                     "peak_anon_mb": max(r.get("peak_anon_mb", 0) for r in results),
-                     "began": min(r.get("began", 0) for r in results),
-                     "ended": max(r.get("ended", 0) for r in results)})
+        rows.append(
+            {
+                "step": name,
+                "tasks": len(results),
+                "seconds": round(sum(r.get("seconds", 0) for r in results), 2),
+                "cpu_seconds": round(sum(r.get("cpu_seconds", 0) for r in results), 2),
+                "longest_task_s": round(max(r.get("seconds", 0) for r in results), 2),
+                # first start to last end, over every worker: what parallelism shortens
+                "wall_s": round(max(r.get("ended", 0) for r in results) - min(r.get("began", 0) for r in results), 2),
+                "peak_rss_mb": max(r.get("peak_rss_mb", 0) for r in results),
+                "peak_anon_mb": max(r.get("peak_anon_mb", 0) for r in results),
+                "began": min(r.get("began", 0) for r in results),
+                "ended": max(r.get("ended", 0) for r in results),
+            }
+        )
     return rows
 
 
 def render_text(report: dict) -> str:
-    lines = [f"shardvec {report['flow']}: {report['status']}" + (f" -> version {report['version']}" if report.get("version") else "")]
+    lines = [
+        f"shardvec {report['flow']}: {report['status']}"
+        + (f" -> version {report['version']}" if report.get("version") else "")
+    ]
     if report.get("message"):
         lines.append(f"  {report['message']}")
-    for key, label in [("partitions", "partitions"), ("files", "files"), ("records", "records read"),
-                       ("quarantined", "records quarantined"), ("ledger_ops", "ids decided by the ledger"),
-                       ("ledger_new_ops", "ledger batches since last version"),
-                       ("tokens", "tokens"), ("statements", "statements"),
-                       ("terms", "LSI vocabulary"), ("words", "word vectors"), ("topics", "LSI topics"),
-                       ("similarity_rows", "similarity rows"), ("rows_method", "similarity rows method"),
-                       ("wall_seconds", "wall time (s)"), ("peak_rss_mb", "peak RSS of any process (MB)")]:
+    for key, label in [
+        ("partitions", "partitions"),
+        ("files", "files"),
+        ("records", "records read"),
+        ("quarantined", "records quarantined"),
+        ("ledger_ops", "ids decided by the ledger"),
+        ("ledger_new_ops", "ledger batches since last version"),
+        ("tokens", "tokens"),
+        ("statements", "statements"),
+        ("terms", "LSI vocabulary"),
+        ("words", "word vectors"),
+        ("topics", "LSI topics"),
+        ("similarity_rows", "similarity rows"),
+        ("rows_method", "similarity rows method"),
+        ("wall_seconds", "wall time (s)"),
+        ("peak_rss_mb", "peak RSS of any process (MB)"),
+    ]:
         if key in report:
             value = report[key]
             lines.append(f"  {label:<30} {', '.join(value) if isinstance(value, list) else value}")
@@ -95,8 +113,10 @@ def render_text(report: dict) -> str:
     for reason, n in sorted(report.get("quarantine_reasons", {}).items()):
         lines.append(f"    quarantined: {reason}: {n}")
     for name, r in report.get("recall", {}).items():
-        lines.append(f"  recall@{r['k']} {name:<20} {r.get('recall_at_k', r.get('rows_recall_at_k'))}"
-                     + (f" (nprobe={r['nprobe']} of {r['nlist']} lists, {r['queries_per_second']} q/s)" if "nprobe" in r else ""))
+        lines.append(
+            f"  recall@{r['k']} {name:<20} {r.get('recall_at_k', r.get('rows_recall_at_k'))}"
+            + (f" (nprobe={r['nprobe']} of {r['nlist']} lists, {r['queries_per_second']} q/s)" if "nprobe" in r else "")
+        )
     for key, label in QUALITY:
         value = report.get("quality", {}).get(key)
         if value is not None:
@@ -114,10 +134,15 @@ def render_text(report: dict) -> str:
     return "\n".join(lines)
 
 
-QUALITY = [("analogy_accuracy", "analogy accuracy"), ("analogy_coverage", "analogy coverage"),
-           ("wordsim353_spearman", "WordSim-353 Spearman"), ("simlex999_spearman", "SimLex-999 Spearman"),
-           ("lsi_energy_top10", "LSI energy in top 10 topics"), ("rows_changed_share", "rows changed (share)"),
-           ("rows_mean_jaccard", "rows mean Jaccard vs last")]
+QUALITY = [
+    ("analogy_accuracy", "analogy accuracy"),
+    ("analogy_coverage", "analogy coverage"),
+    ("wordsim353_spearman", "WordSim-353 Spearman"),
+    ("simlex999_spearman", "SimLex-999 Spearman"),
+    ("lsi_energy_top10", "LSI energy in top 10 topics"),
+    ("rows_changed_share", "rows changed (share)"),
+    ("rows_mean_jaccard", "rows mean Jaccard vs last"),
+]
 
 
 def render_markdown(report: dict) -> str:
@@ -127,6 +152,7 @@ def render_markdown(report: dict) -> str:
         text += f"\n{extras['dask_report']}\n"
     if extras.get("data") is not None:
         from shardvec.tasks.quality.evaluation import read_history
+
         entries = read_history(extras["data"], last=TREND_RUNS)
         if entries:
             text += _trend_markdown(entries)
@@ -142,6 +168,7 @@ HISTORY_RUNS = 10
 def _trend_markdown(entries: list[dict]) -> str:
     """The chart of the last runs, embedded as an image."""
     from shardvec.tasks.quality.trends import chart_data_uri
+
     return f"\n## Trend (last {len(entries)} runs)\n\n![shardvec trend chart]({chart_data_uri(entries)})\n"
 
 
@@ -150,8 +177,12 @@ def _trend_markdown(entries: list[dict]) -> str:
 # right-hand columns (one table of everything did, even at 1400 px). `shardvec history` prints
 # every column in one.
 HISTORY_RUNS_COLUMNS = [("rows_recall_at_10", "rows r@10", 4), ("statements_index_recall_at_10", "index r@10", 4)]
-HISTORY_QUALITY_COLUMNS = [("wordsim353_spearman", "ws353", 3), ("simlex999_spearman", "simlex", 3),
-                           ("analogy_accuracy", "analogy", 3), ("rows_mean_jaccard", "rows jaccard", 3)]
+HISTORY_QUALITY_COLUMNS = [
+    ("wordsim353_spearman", "ws353", 3),
+    ("simlex999_spearman", "simlex", 3),
+    ("analogy_accuracy", "analogy", 3),
+    ("rows_mean_jaccard", "rows jaccard", 3),
+]
 STATUS_WORDS = {"refused by the quality gate": "refused"}
 
 
@@ -168,37 +199,70 @@ def history_markdown(entries: list[dict]) -> str:
     """The last runs as two narrow markdown tables: when (UTC), flow, status, statements and
     recall; then word quality and drift (the version and the gate's reasons: `shardvec history`)."""
     when = [e["at"][5:16].replace("T", " ") for e in entries]
-    runs = _markdown_table(["UTC", "flow", "status", "statements"] + [c[1] for c in HISTORY_RUNS_COLUMNS],
-                           [[w, e.get("flow", ""), STATUS_WORDS.get(e.get("status", ""), e.get("status", "")),
-                             str(e.get("statements", ""))] + _metric_cells(e, HISTORY_RUNS_COLUMNS)
-                            for w, e in zip(when, entries)])
-    quality = _markdown_table(["UTC"] + [c[1] for c in HISTORY_QUALITY_COLUMNS],
-                              [[w] + _metric_cells(e, HISTORY_QUALITY_COLUMNS) for w, e in zip(when, entries)])
+    runs = _markdown_table(
+        ["UTC", "flow", "status", "statements"] + [c[1] for c in HISTORY_RUNS_COLUMNS],
+        [
+            [
+                w,
+                e.get("flow", ""),
+                STATUS_WORDS.get(e.get("status", ""), e.get("status", "")),
+                str(e.get("statements", "")),
+            ]
+            + _metric_cells(e, HISTORY_RUNS_COLUMNS)
+            for w, e in zip(when, entries)
+        ],
+    )
+    quality = _markdown_table(
+        ["UTC"] + [c[1] for c in HISTORY_QUALITY_COLUMNS],
+        [[w] + _metric_cells(e, HISTORY_QUALITY_COLUMNS) for w, e in zip(when, entries)],
+    )
     return f"{runs}\n\nWord quality and drift, the same runs:\n\n{quality}"
 
 
-FIGURES = [("records", "records read"), ("quarantined", "records quarantined"), ("statements", "statements"),
-           ("terms", "LSI vocabulary"), ("words", "word vectors"), ("similarity_rows", "similarity rows"),
-           ("rows_method", "similarity rows method"), ("wall_seconds", "wall time (s), run lock to report"),
-           ("peak_rss_mb", "peak RSS (MB)")]
+FIGURES = [
+    ("records", "records read"),
+    ("quarantined", "records quarantined"),
+    ("statements", "statements"),
+    ("terms", "LSI vocabulary"),
+    ("words", "word vectors"),
+    ("similarity_rows", "similarity rows"),
+    ("rows_method", "similarity rows method"),
+    ("wall_seconds", "wall time (s), run lock to report"),
+    ("peak_rss_mb", "peak RSS (MB)"),
+]
 
 
 def report_table(report: dict) -> list[dict]:
     """The run report as table rows: the figures, recall@10, then time and peak memory per step."""
-    rows = [{"item": label, "value": report[key], "seconds": None, "peak_rss_mb": None}
-            for key, label in FIGURES if key in report]
+    rows = [
+        {"item": label, "value": report[key], "seconds": None, "peak_rss_mb": None}
+        for key, label in FIGURES
+        if key in report
+    ]
     for reason, n in sorted(report.get("quarantine_reasons", {}).items()):
         rows.append({"item": f"quarantined: {reason}", "value": n, "seconds": None, "peak_rss_mb": None})
     for name, r in report.get("recall", {}).items():
-        rows.append({"item": f"recall@{r['k']} {name}", "value": r.get("recall_at_k", r.get("rows_recall_at_k")),
-                     "seconds": None, "peak_rss_mb": None})
+        rows.append(
+            {
+                "item": f"recall@{r['k']} {name}",
+                "value": r.get("recall_at_k", r.get("rows_recall_at_k")),
+                "seconds": None,
+                "peak_rss_mb": None,
+            }
+        )
     for key, label in QUALITY:
         value = report.get("quality", {}).get(key)
         if value is not None:
             rows.append({"item": label, "value": value, "seconds": None, "peak_rss_mb": None})
     for step in report.get("steps", []):
-        rows.append({"item": f"step {step['step']} ({step['tasks']} tasks)", "value": None,
-                     "seconds": step["seconds"], "peak_rss_mb": step["peak_rss_mb"]})
+        rows.append(
+            {
+                "item": f"step {step['step']} ({step['tasks']} tasks)",
+                "value": None,
+                "seconds": step["seconds"],
+                "peak_rss_mb": step["peak_rss_mb"],
+            }
+        )
     return rows
 
 
@@ -211,8 +275,10 @@ def quarantine_message(files: list[dict], folder: Path) -> str:
     `quarantined_input`, one {source, records, reasons} a file) and where they are."""
     n = sum(f["records"] for f in files)
     where = "; ".join(f"{f['source']}: {_why(f['reasons'])}" for f in files)
-    return (f"{n} input record{'s' * (n != 1)} quarantined ({where}), left out of the version; "
-            f"the records and the reasons are under {folder}.")
+    return (
+        f"{n} input record{'s' * (n != 1)} quarantined ({where}), left out of the version; "
+        f"the records and the reasons are under {folder}."
+    )
 
 
 def quarantine_markdown(files: list[dict], folder: Path) -> str:
@@ -221,10 +287,12 @@ def quarantine_markdown(files: list[dict], folder: Path) -> str:
     n = sum(f["records"] for f in files)
     rows = "\n".join(f"| `{f['source']}` | {f['records']} | {_why(f['reasons'])} |" for f in files)
     first = files[0]["source"]
-    return (f"# Warning: {n} input record{'s' * (n != 1)} quarantined\n\n"
-            f"The run completed without them: they are not in the version it published.\n\n"
-            f"| file | records | why |\n| --- | --- | --- |\n{rows}\n\n"
-            f"The quarantine folder is `{folder}`: each file's rejected records, byte for byte, are in "
-            f"`<file>.rejected` (Parquet rows: `<file>.rejected.jsonl`) and why, one line each, in `<file>.reasons.jsonl` (e.g. "
-            f"`{Path(folder) / first}.reasons.jsonl`). Fix them in the source file, then backfill its "
-            "partition to take them in.\n")
+    return (
+        f"# Warning: {n} input record{'s' * (n != 1)} quarantined\n\n"
+        f"The run completed without them: they are not in the version it published.\n\n"
+        f"| file | records | why |\n| --- | --- | --- |\n{rows}\n\n"
+        f"The quarantine folder is `{folder}`: each file's rejected records, byte for byte, are in "
+        f"`<file>.rejected` (Parquet rows: `<file>.rejected.jsonl`) and why, one line each, in `<file>.reasons.jsonl` (e.g. "
+        f"`{Path(folder) / first}.reasons.jsonl`). Fix them in the source file, then backfill its "
+        "partition to take them in.\n"
+    )

@@ -16,10 +16,16 @@ from shardvec.errors import ShardvecError
 
 # panel title -> (history metric key, legend label); "" keys are the run's own figures
 PANELS = {
-    "recall@10": [("rows_recall_at_10", "similarity rows"), ("statements_index_recall_at_10", "statements index"),
-                  ("words_index_recall_at_10", "words index")],
-    "word quality": [("wordsim353_spearman", "WordSim-353 ρ"), ("simlex999_spearman", "SimLex-999 ρ"),
-                     ("analogy_accuracy", "analogy accuracy")],
+    "recall@10": [
+        ("rows_recall_at_10", "similarity rows"),
+        ("statements_index_recall_at_10", "statements index"),
+        ("words_index_recall_at_10", "words index"),
+    ],
+    "word quality": [
+        ("wordsim353_spearman", "WordSim-353 ρ"),
+        ("simlex999_spearman", "SimLex-999 ρ"),
+        ("analogy_accuracy", "analogy accuracy"),
+    ],
     "drift vs last version": [("rows_mean_jaccard", "rows mean Jaccard"), ("rows_changed_share", "rows changed")],
     "cost": [("wall_seconds", "wall time (s)"), ("peak_rss_mb", "peak RSS (MB)")],
 }
@@ -40,6 +46,7 @@ def _value(entry: dict, key: str):
 
 def _figure(entries: list[dict]):
     import matplotlib
+
     matplotlib.use("Agg")  # no screen here, nor on servers
     import matplotlib.pyplot as plt
     from matplotlib.ticker import EngFormatter
@@ -58,14 +65,24 @@ def _figure(entries: list[dict]):
                 continue
             # series that coincide (three recalls of 1.0) all show: each later line thinner (nested
             # stripes), each later marker a larger hollow shape around the ones before
-            target.plot([p[0] for p in pts], [p[1] for p in pts], marker="osD"[i % 3], ms=6 + 3 * i, lw=3.0 - 0.8 * i,
-                        mfc=f"C{i}" if i == 0 else "none", mew=1.8, label=label, color=f"C{i}")
+            target.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker="osD"[i % 3],
+                ms=6 + 3 * i,
+                lw=3.0 - 0.8 * i,
+                mfc=f"C{i}" if i == 0 else "none",
+                mew=1.8,
+                label=label,
+                color=f"C{i}",
+            )
             bad = [(xi, v) for xi, v in pts if refused[xi - 1]]
             if bad:
                 target.plot([b[0] for b in bad], [b[1] for b in bad], "x", color="red", ms=9, mew=2)
         for xi in crashed:
-            ax.axvline(xi, color="black", ls=":", lw=1.5,
-                       label="crashed" if (title, xi) == ("recall@10", crashed[0]) else None)
+            ax.axvline(
+                xi, color="black", ls=":", lw=1.5, label="crashed" if (title, xi) == ("recall@10", crashed[0]) else None
+            )
         ax.set_title(title, fontsize=10)
         if title == "recall@10":
             low = min([1.0] + [v for key, _ in series for e in entries if (v := _value(e, key)) is not None])
@@ -87,8 +104,10 @@ def _figure(entries: list[dict]):
     for ax in axes[1]:
         ax.set_xticks(x)
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
-    fig.suptitle(f"shardvec: the last {len(entries)} runs (red x: refused by the quality gate; "
-                 "dotted line: crashed)", fontsize=11)
+    fig.suptitle(
+        f"shardvec: the last {len(entries)} runs (red x: refused by the quality gate; dotted line: crashed)",
+        fontsize=11,
+    )
     # fixed margins, the ones tight_layout finds for this figure: it measured every label again
     # on each run, a third of the chart's cost
     fig.subplots_adjust(left=0.065, right=0.93, top=0.9, bottom=0.115, hspace=0.18, wspace=0.16)
@@ -101,6 +120,7 @@ def plot_history(entries: list[dict], path: Path) -> Path:
     if path.suffix.lower() not in FORMATS:
         raise PlotFormatError(f"{path.name} is neither .png nor .svg; name the chart file FILE.png or FILE.svg.")
     import matplotlib.pyplot as plt
+
     fig = _figure(entries)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -111,6 +131,7 @@ def plot_history(entries: list[dict], path: Path) -> Path:
 def chart_data_uri(entries: list[dict]) -> str:
     """The chart as a PNG data: URI (for a markdown image)."""
     import matplotlib.pyplot as plt
+
     fig = _figure(entries)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=72)

@@ -18,8 +18,7 @@ import scipy.sparse as sp
 from shardvec.tasks.storage.spaces import Space
 
 
-def tfidf_matrix(docs: Sequence[Sequence[str]], lookup: Callable[[str], int | None],
-                 idf: np.ndarray) -> sp.csr_matrix:
+def tfidf_matrix(docs: Sequence[Sequence[str]], lookup: Callable[[str], int | None], idf: np.ndarray) -> sp.csr_matrix:
     """L2-normalized TF-IDF rows (docs x terms) for token lists; unknown tokens are skipped."""
     indptr, indices = array("q", [0]), array("q")  # 8 bytes an entry, not a Python int's 36
     for tokens in docs:
@@ -29,8 +28,9 @@ def tfidf_matrix(docs: Sequence[Sequence[str]], lookup: Callable[[str], int | No
                 indices.append(i)
         indptr.append(len(indices))
     indices_a = np.frombuffer(indices, dtype=np.int64) if len(indices) else np.empty(0, np.int64)
-    m = sp.csr_matrix((np.ones(len(indices_a)), indices_a, np.frombuffer(indptr, dtype=np.int64)),
-                      shape=(len(docs), len(idf)))
+    m = sp.csr_matrix(
+        (np.ones(len(indices_a)), indices_a, np.frombuffer(indptr, dtype=np.int64)), shape=(len(docs), len(idf))
+    )
     m.sum_duplicates()  # repeated terms -> counts
     m.data *= idf[m.indices]
     m.eliminate_zeros()

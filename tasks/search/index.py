@@ -75,10 +75,21 @@ def build_index(space_dir: Path, index_dir: Path, *, nlist: int, nprobe: int, se
     final = Path(index_dir) / FILE
     with atomic_path(final) as tmp:
         write_lists(ivf, space, tmp)
-    manifest = {"format": FORMAT, "kind": KIND, "metric": "inner_product", "nlist": lists, "nprobe": min(nprobe, lists),
-                "items": n, "dim": dim, "train_rows": len(picks), "file": FILE, "sha256": sha256_file(final),
-                "bytes": final.stat().st_size, "train_seconds": round(trained, 3),
-                "build_seconds": round(time.perf_counter() - t, 3)}
+    manifest = {
+        "format": FORMAT,
+        "kind": KIND,
+        "metric": "inner_product",
+        "nlist": lists,
+        "nprobe": min(nprobe, lists),
+        "items": n,
+        "dim": dim,
+        "train_rows": len(picks),
+        "file": FILE,
+        "sha256": sha256_file(final),
+        "bytes": final.stat().st_size,
+        "train_seconds": round(trained, 3),
+        "build_seconds": round(time.perf_counter() - t, 3),
+    }
     write_json(Path(index_dir) / "manifest.json", manifest)
     return manifest
 
@@ -94,14 +105,16 @@ def write_lists(ivf, space: Space, path: Path) -> None:
     head = faiss.serialize_index(ivf).tobytes()
     at = head.rfind(b"ilar")
     if head[:4] != b"IwFl" or at < 0:
-        raise RuntimeError(f"faiss {faiss.__version__} serializes IndexIVFFlat unlike what shardvec "
-                           "(tasks/search/index.py) writes; pin faiss-cpu to the version in requirements.lock.")
+        raise RuntimeError(
+            f"faiss {faiss.__version__} serializes IndexIVFFlat unlike what shardvec "
+            "(tasks/search/index.py) writes; pin faiss-cpu to the version in requirements.lock."
+        )
     nlist, code = ivf.nlist, ivf.code_size
     assign = np.empty(len(space), np.int64)
     for s in range(space.n_shards):  # pass 1: each row's list
         start = space.shard_start(s)
         vecs = _unit(space, s)
-        assign[start:start + len(vecs)] = ivf.quantizer.search(vecs, 1)[1][:, 0]
+        assign[start : start + len(vecs)] = ivf.quantizer.search(vecs, 1)[1][:, 0]
     sizes = np.bincount(assign, minlength=nlist).astype(np.int64)
     lists = struct.pack("<4sQQ4sQ", b"ilar", nlist, code, b"full", nlist) + sizes.astype("<u8").tobytes()
     data = len(head[:at]) + len(lists)
@@ -114,15 +127,18 @@ def write_lists(ivf, space: Space, path: Path) -> None:
         for s in range(space.n_shards):  # pass 2: each shard's rows into their lists' places
             start = space.shard_start(s)
             vecs = _unit(space, s)
-            mine = assign[start:start + len(vecs)]
+            mine = assign[start : start + len(vecs)]
             order = np.argsort(mine, kind="stable")
             which, first, count = np.unique(mine[order], return_index=True, return_counts=True)
             for li, a, c in zip(which.tolist(), first.tolist(), count.tolist()):
-                rows = order[a:a + c]
+                rows = order[a : a + c]
                 slot = int(list_at[li]) + int(filled[li]) * code
                 os.pwrite(fd, vecs[rows].tobytes(), slot)
-                os.pwrite(fd, (rows + start).astype("<i8").tobytes(),
-                          int(list_at[li]) + int(sizes[li]) * code + int(filled[li]) * 8)
+                os.pwrite(
+                    fd,
+                    (rows + start).astype("<i8").tobytes(),
+                    int(list_at[li]) + int(sizes[li]) * code + int(filled[li]) * 8,
+                )
                 filled[li] += c
             if not space.keep_mapped:
                 space.release()
@@ -156,15 +172,23 @@ class _Index:
     effort: int  # nprobe (faiss) or search_k (Annoy): the recall/speed setting readers search at
     EFFORT = "nprobe"
 
-    def search(self, vector: np.ndarray, k: int, *, effort: int | None = None,
-               drop: np.ndarray = NO_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, vector: np.ndarray, k: int, *, effort: int | None = None, drop: np.ndarray = NO_ROWS
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(rows, cosine scores) of the k nearest rows not in `drop` (sorted), best first."""
         rows, scores = self.search_many(np.asarray(vector, np.float32)[None], k, effort=effort, drop=drop)
         keep = rows[0] >= 0
         return rows[0][keep], scores[0][keep]
 
-    def search_many(self, vectors: np.ndarray, k: int, *, effort: int | None = None,
-                    exclude: np.ndarray | None = None, drop: np.ndarray = NO_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    def search_many(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        *,
+        effort: int | None = None,
+        exclude: np.ndarray | None = None,
+        drop: np.ndarray = NO_ROWS,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(rows, scores) arrays (len(vectors) x k), best first, -1 / -inf padded; `exclude[i]` is
         query i's own row (or -1), `drop` (sorted) rows never returned by any. The index is asked
         for k plus what may be dropped, and again, for more, by a query that still lacks k."""
@@ -233,6 +257,7 @@ class AnnoySpaceIndex(_Index):
 
     def __init__(self, index_dir: Path, dim: int, manifest: dict | None = None):
         from annoy import AnnoyIndex
+
         self.manifest = manifest or index_manifest(index_dir)
         self.effort = self.manifest["search_k"]
         self.index = AnnoyIndex(dim, "angular")
@@ -242,8 +267,8 @@ class AnnoySpaceIndex(_Index):
         rows, scores = empty_topk(len(vectors), n)
         for i, v in enumerate(vectors):
             r, d = self.index.get_nns_by_vector(v, n, search_k=max(search_k, n), include_distances=True)
-            rows[i, :len(r)] = r
-            scores[i, :len(d)] = 1.0 - np.asarray(d, np.float64) ** 2 / 2.0  # angular distance = sqrt(2 - 2 cos)
+            rows[i, : len(r)] = r
+            scores[i, : len(d)] = 1.0 - np.asarray(d, np.float64) ** 2 / 2.0  # angular distance = sqrt(2 - 2 cos)
         return rows, scores
 
 
@@ -258,8 +283,9 @@ def _isin_sorted(rows: np.ndarray, drop: np.ndarray) -> np.ndarray:
 TUNE_STEPS = 8
 
 
-def index_recall(space_dir: Path, index_dir: Path, *, k: int, nprobe: int, sample: int, seed: int,
-                 target: float = 0.0) -> dict:
+def index_recall(
+    space_dir: Path, index_dir: Path, *, k: int, nprobe: int, sample: int, seed: int, target: float = 0.0
+) -> dict:
     """recall@k of the index against exact search, on sampled rows as queries (self excluded).
 
     Given a `target` recall, nprobe is tuned first, by halving and doubling from `nprobe`: the
@@ -279,9 +305,14 @@ def index_recall(space_dir: Path, index_dir: Path, *, k: int, nprobe: int, sampl
         found, found_s = index.search_many(queries, k, effort=probes, exclude=picks)
         seconds = time.perf_counter() - t
         # a found row tying the k-th exact score counts (equal scores, different products)
-        return {"recall_at_k": round(recall_at_k(found, exact, found_s, exact_s, tie=1e-5), 4), "k": k,
-                "nprobe": probes, "nlist": nlist, "sample": len(picks),
-                "queries_per_second": round(len(picks) / seconds, 1) if seconds else None}
+        return {
+            "recall_at_k": round(recall_at_k(found, exact, found_s, exact_s, tie=1e-5), 4),
+            "k": k,
+            "nprobe": probes,
+            "nlist": nlist,
+            "sample": len(picks),
+            "queries_per_second": round(len(picks) / seconds, 1) if seconds else None,
+        }
 
     result = measure(min(nprobe, nlist))
     if target:

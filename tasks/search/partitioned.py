@@ -79,16 +79,17 @@ def nearest(vecs: np.ndarray, centroids: np.ndarray, probes: int, cells: int) ->
     out = np.empty((len(vecs), probes), dtype=np.int32)
     step = max(1, cells // len(centroids))
     for s in range(0, len(vecs), step):
-        scores = vecs[s:s + step] @ centroids.T
+        scores = vecs[s : s + step] @ centroids.T
         if probes == 1:
-            out[s:s + step, 0] = scores.argmax(axis=1)
+            out[s : s + step, 0] = scores.argmax(axis=1)
         else:
-            out[s:s + step] = _keep(*empty_topk(len(scores), probes), scores, 0, probes)[0]
+            out[s : s + step] = _keep(*empty_topk(len(scores), probes), scores, 0, probes)[0]
     return out
 
 
-def train_centroids(space_dir: Path, work_dir: Path, *, clusters: int, sample: int, iterations: int,
-                    seed: int, memory_budget_mb: int) -> dict:
+def train_centroids(
+    space_dir: Path, work_dir: Path, *, clusters: int, sample: int, iterations: int, seed: int, memory_budget_mb: int
+) -> dict:
     """Spherical k-means on a sample; centroids saved as work_dir/centroids.npy."""
     rng, space = np.random.default_rng(seed), Space(space_dir)
     x = _sample(space, max(sample, clusters), rng)
@@ -123,9 +124,12 @@ def assign_shard(space_dir: Path, shard: int, work_dir: Path, *, probes: int, me
     space.release()
     near = nearest(vecs, centroids, probes, score_cells(memory_budget_mb))
     save_npy(work_dir / shard_name("assign", shard, "npy"), near)
-    np.save(work_dir / shard_name("counts", shard, "npy"),
-            np.stack([np.bincount(near.ravel(), minlength=len(centroids)),
-                      np.bincount(near[:, 0], minlength=len(centroids))]))
+    np.save(
+        work_dir / shard_name("counts", shard, "npy"),
+        np.stack(
+            [np.bincount(near.ravel(), minlength=len(centroids)), np.bincount(near[:, 0], minlength=len(centroids))]
+        ),
+    )
     return {"shard": shard, "rows": len(near)}
 
 
@@ -137,8 +141,10 @@ def group(space_dir: Path, work_dir: Path) -> dict:
     shards, rows_per_shard = space.n_shards, space.rows_per_shard
     counts = sum(np.load(work_dir / shard_name("counts", s, "npy")).astype(np.int64) for s in range(shards))
     offsets = {name: np.concatenate([[0], np.cumsum(c)]) for name, c in zip(("members", "queries"), counts)}
-    out = {name: np.lib.format.open_memmap(work_dir / f"{name}.tmp.npy", mode="w+", dtype=np.int64,
-                                           shape=(int(off[-1]),)) for name, off in offsets.items()}
+    out = {
+        name: np.lib.format.open_memmap(work_dir / f"{name}.tmp.npy", mode="w+", dtype=np.int64, shape=(int(off[-1]),))
+        for name, off in offsets.items()
+    }
     cursor = {name: off[:-1].copy() for name, off in offsets.items()}
     for s in range(shards):
         near = np.load(work_dir / shard_name("assign", s, "npy"))
@@ -150,8 +156,12 @@ def group(space_dir: Path, work_dir: Path) -> dict:
         (work_dir / f"{name}.tmp.npy").replace(work_dir / f"{name}.npy")
         np.save(work_dir / f"{name}_offsets.npy", offsets[name])
     sizes = counts[0]
-    return {"clusters": len(sizes), "members": int(sizes.sum()), "largest_cluster": int(sizes.max()),
-            "pairs_scored": int((counts[0] * counts[1]).sum())}
+    return {
+        "clusters": len(sizes),
+        "members": int(sizes.sum()),
+        "largest_cluster": int(sizes.max()),
+        "pairs_scored": int((counts[0] * counts[1]).sum()),
+    }
 
 
 CLUSTER_FILES = ("centroids", "members", "members_offsets", "queries", "queries_offsets")
@@ -170,11 +180,15 @@ def keep_clusters(work_dir: Path, out_dir: Path, *, probes: int) -> dict:
         with atomic_path(out_dir / f"clusters-{name}.npy") as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=src.shape)
             for i in range(0, len(src), 1 << 20):
-                out[i:i + (1 << 20)] = src[i:i + (1 << 20)]
+                out[i : i + (1 << 20)] = src[i : i + (1 << 20)]
             out.flush()
             del out
-    summary = {"format": 1, "probes": probes, "clusters": int(len(np.load(work_dir / "centroids.npy", mmap_mode="r"))),
-               "files": {name: f"clusters-{name}.npy" for name in CLUSTER_FILES}}
+    summary = {
+        "format": 1,
+        "probes": probes,
+        "clusters": int(len(np.load(work_dir / "centroids.npy", mmap_mode="r"))),
+        "files": {name: f"clusters-{name}.npy" for name in CLUSTER_FILES},
+    }
     write_json(out_dir / "clusters.json", summary)
     return summary
 
@@ -201,8 +215,8 @@ class Clusters:
         and the queries of its `probes` nearest (theirs is among its probes)."""
         near = nearest(np.atleast_2d(vecs).astype(np.float32), self.centroids, self.probes, cells=1 << 22)
         m, mo, q, qo = self.members, self.members_offsets, self.queries, self.queries_offsets
-        parts = [m[mo[c]:mo[c + 1]] for c in np.unique(near[:, 0]).tolist()]
-        parts += [q[qo[c]:qo[c + 1]] for c in np.unique(near).tolist()]
+        parts = [m[mo[c] : mo[c + 1]] for c in np.unique(near[:, 0]).tolist()]
+        parts += [q[qo[c] : qo[c + 1]] for c in np.unique(near).tolist()]
         return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.empty(0, np.int64)
 
 
@@ -246,11 +260,12 @@ def _units(work_dir: Path, task: int, tasks: int, max_queries: int):
     members, m_off = np.load(work_dir / "members.npy", mmap_mode="r"), np.load(work_dir / "members_offsets.npy")
     queries, q_off = np.load(work_dir / "queries.npy", mmap_mode="r"), np.load(work_dir / "queries_offsets.npy")
     for c, lo, hi in plan_tasks(work_dir, tasks=tasks, max_queries=max_queries)[task]:
-        yield np.asarray(queries[q_off[c]:q_off[c + 1]]), lo, hi, members[m_off[c]:m_off[c + 1]]
+        yield np.asarray(queries[q_off[c] : q_off[c + 1]]), lo, hi, members[m_off[c] : m_off[c + 1]]
 
 
-def own_task(space_dir: Path, work_dir: Path, task: int, tasks: int, *, k: int, max_queries: int,
-             memory_budget_mb: int) -> dict:
+def own_task(
+    space_dir: Path, work_dir: Path, task: int, tasks: int, *, k: int, max_queries: int, memory_budget_mb: int
+) -> dict:
     """Each query of this task's units against every query of its cluster: its best k there
     (itself excluded), written sorted by statement as own-TTTTT-{stmt,rows,scores}.npy. Each
     statement is a query once, so over all tasks every statement gets one such row; its k-th
@@ -307,8 +322,9 @@ def bounds(work_dir: Path, tasks: int, statements: int) -> dict:
     return {"statements": statements}
 
 
-def score_task(space_dir: Path, work_dir: Path, task: int, tasks: int, *, k: int, max_queries: int,
-               memory_budget_mb: int) -> dict:
+def score_task(
+    space_dir: Path, work_dir: Path, task: int, tasks: int, *, k: int, max_queries: int, memory_budget_mb: int
+) -> dict:
     """The queries of this task's units against the other members of their cluster (those
     whose nearest cluster is another). One product serves both sides (cosine is symmetric): it
     is a candidate for the query if it reaches the query's bound (`bounds`) and for the member
@@ -363,8 +379,9 @@ def _top_per_statement(*parts: tuple[np.ndarray, np.ndarray, np.ndarray], k: int
     return stmt[keep], cand[keep], score[keep]
 
 
-def _cross(space: Space, queries: np.ndarray, members: np.ndarray, q_bound: np.ndarray, m_bound: np.ndarray,
-           cells: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _cross(
+    space: Space, queries: np.ndarray, members: np.ndarray, q_bound: np.ndarray, m_bound: np.ndarray, cells: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(statement, neighbour, score) of every product of queries x members that reaches the
     statement's bound, both ways, a block at a time. Members are gathered once each."""
     if not len(queries) or not len(members):
@@ -381,8 +398,11 @@ def _cross(space: Space, queries: np.ndarray, members: np.ndarray, q_bound: np.n
             q, c = nonzero2d((scores >= q_bound[b:b1, None]) | (scores >= mb[None, :]))
             s, q_rows, m_rows = scores[q, c], queries[b + q], members[m0 + c]
             for_q, for_m = s >= q_bound[b + q], s >= mb[c]
-            yield (np.concatenate([q_rows[for_q], m_rows[for_m]]), np.concatenate([m_rows[for_q], q_rows[for_m]]),
-                   np.concatenate([s[for_q], s[for_m]]))
+            yield (
+                np.concatenate([q_rows[for_q], m_rows[for_m]]),
+                np.concatenate([m_rows[for_q], q_rows[for_m]]),
+                np.concatenate([s[for_q], s[for_m]]),
+            )
 
 
 def _gather(space: Space, rows: np.ndarray) -> np.ndarray:
@@ -411,7 +431,7 @@ def _bound(scores: np.ndarray, k: int) -> np.ndarray:
         return np.full(len(scores), -np.inf, dtype=np.float32)
     g = n // size
     # group j holds scores j, j + g, j + 2g, ... of a row: a reduction over whole rows, fast
-    top = scores[:, :g * size].reshape(len(scores), size, g).max(axis=1)
+    top = scores[:, : g * size].reshape(len(scores), size, g).max(axis=1)
     return np.partition(top, g - k, axis=1)[:, g - k]
 
 
@@ -430,8 +450,12 @@ def _keep(rows: np.ndarray, best: np.ndarray, scores: np.ndarray, start: int, k:
     rows, best = rows.copy(), best.copy()
     # held candidates come from earlier blocks (lower indices), in order: ties stay by candidate
     rows[touched], best[touched] = _best_k(
-        local, np.concatenate([rows[touched][held], c + start]), np.concatenate([best[touched][held], scores[q, c]]),
-        len(touched), k)
+        local,
+        np.concatenate([rows[touched][held], c + start]),
+        np.concatenate([best[touched][held], scores[q, c]]),
+        len(touched),
+        k,
+    )
     return rows, best
 
 
@@ -481,8 +505,9 @@ def merge_groups(tiles: int, workers: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def merge_tiles(work_dir: Path, first: int, end: int, tasks: int, out_dir: Path, *, k: int, tile_rows: int,
-                statements: int) -> dict:
+def merge_tiles(
+    work_dir: Path, first: int, end: int, tasks: int, out_dir: Path, *, k: int, tile_rows: int, statements: int
+) -> dict:
     """Rows of tiles first..end-1, a tile at a time: every task's candidates for its statements
     (`own_task`, `score_task`), each neighbour once, best k by score then row; written durably in
     the format of exact rows. Returns the tiles' shard entries."""
@@ -491,16 +516,21 @@ def merge_tiles(work_dir: Path, first: int, end: int, tasks: int, out_dir: Path,
     parts = []
     for t in range(tasks):
         for kind, per_statement in (("own", k), ("cross", 1)):
-            stmt, rows, scores = (_Slices(work_dir / f"{kind}-{t:05d}-{name}.npy") for name in ("stmt", "rows", "scores"))
+            stmt, rows, scores = (
+                _Slices(work_dir / f"{kind}-{t:05d}-{name}.npy") for name in ("stmt", "rows", "scores")
+            )
             at = np.searchsorted(np.load(stmt.path, mmap_mode="r"), bounds)  # each tile's slice of them
             parts.append(_Part(kind == "own", per_statement, at, stmt, rows, scores))
-    shards = [_merge_tile(parts, tile - first, tile, out_dir, k=k, tile_rows=tile_rows, statements=statements)
-              for tile in range(first, end)]
+    shards = [
+        _merge_tile(parts, tile - first, tile, out_dir, k=k, tile_rows=tile_rows, statements=statements)
+        for tile in range(first, end)
+    ]
     return {"shards": shards, "rows": sum(s["rows"] for s in shards)}
 
 
 class _Part(NamedTuple):
     """One task's candidates of one kind, for a merge: where each tile's statements start."""
+
     own: bool
     per_statement: int  # candidates per statement: k (own) or 1 (cross)
     at: np.ndarray
@@ -509,8 +539,9 @@ class _Part(NamedTuple):
     scores: _Slices
 
 
-def _merge_tile(parts: list[_Part], i: int, tile: int, out_dir: Path, *, k: int, tile_rows: int,
-                statements: int) -> dict:
+def _merge_tile(
+    parts: list[_Part], i: int, tile: int, out_dir: Path, *, k: int, tile_rows: int, statements: int
+) -> dict:
     """Tile `tile` (the group's i-th): its candidates from every part, best k, written."""
     lo = tile * tile_rows
     n = min(tile_rows, statements - lo)
@@ -531,14 +562,33 @@ def _merge_tile(parts: list[_Part], i: int, tile: int, out_dir: Path, *, k: int,
     return write_tile(out_dir, tile, *_best_k(local[once], cand[once], score[once], n, k))
 
 
-def partitioned_rows(space_dir: Path, work_dir: Path, out_dir: Path, *, k: int, tile_rows: int, cluster_rows: int,
-                     probes: int, kmeans_sample: int, kmeans_iterations: int, seed: int, memory_budget_mb: int,
-                     tasks: int = 1) -> list[dict]:
+def partitioned_rows(
+    space_dir: Path,
+    work_dir: Path,
+    out_dir: Path,
+    *,
+    k: int,
+    tile_rows: int,
+    cluster_rows: int,
+    probes: int,
+    kmeans_sample: int,
+    kmeans_iterations: int,
+    seed: int,
+    memory_budget_mb: int,
+    tasks: int = 1,
+) -> list[dict]:
     """Every step above in this process, in order (the flows run them as Dask tasks): the rows'
     shard entries, for `similarity.finish_rows`."""
     space, budget = Space(space_dir), dict(memory_budget_mb=memory_budget_mb)
-    train_centroids(space_dir, work_dir, clusters=clusters_for(len(space), cluster_rows), sample=kmeans_sample,
-                    iterations=kmeans_iterations, seed=seed, **budget)
+    train_centroids(
+        space_dir,
+        work_dir,
+        clusters=clusters_for(len(space), cluster_rows),
+        sample=kmeans_sample,
+        iterations=kmeans_iterations,
+        seed=seed,
+        **budget,
+    )
     for s in range(space.n_shards):
         assign_shard(space_dir, s, work_dir, probes=probes, **budget)
     group(space_dir, work_dir)
@@ -548,5 +598,6 @@ def partitioned_rows(space_dir: Path, work_dir: Path, out_dir: Path, *, k: int, 
     for t in range(tasks):
         score_task(space_dir, work_dir, t, tasks, k=k, max_queries=tile_rows, **budget)
     keep_clusters(work_dir, out_dir, probes=probes)
-    return merge_tiles(work_dir, 0, -(-len(space) // tile_rows), tasks, out_dir, k=k, tile_rows=tile_rows,
-                       statements=len(space))["shards"]
+    return merge_tiles(
+        work_dir, 0, -(-len(space) // tile_rows), tasks, out_dir, k=k, tile_rows=tile_rows, statements=len(space)
+    )["shards"]

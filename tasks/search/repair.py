@@ -24,7 +24,7 @@ class Holders:
     finds the rows to repair without a pass over every row."""
 
     def __init__(self, base_rows: SimilarityRows):
-        itype = np.int32 if base_rows.manifest.get("rows", 2 ** 31) < 2 ** 31 - 1 else np.int64
+        itype = np.int32 if base_rows.manifest.get("rows", 2**31) < 2**31 - 1 else np.int64
         held, holder = [], []
         for s in base_rows.manifest["shards"]:
             rows = np.asarray(base_rows.shard(s["shard"])[0])
@@ -71,6 +71,7 @@ class RowChanges:
     """The rows one batch writes: existing rows it changed (ascending row ids) and the new
     statements' own rows (row ids following the live statements'), each full `width`, padded
     with row -1 / score -inf."""
+
     row_ids: np.ndarray
     rows: np.ndarray
     scores: np.ndarray
@@ -80,8 +81,11 @@ class RowChanges:
 
     def written(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row ids, rows, scores) as a segment stores them: the changed rows, then the new ones."""
-        return (np.concatenate([self.row_ids, self.new_ids]), np.concatenate([self.rows, self.new_rows]),
-                np.concatenate([self.scores, self.new_scores]))
+        return (
+            np.concatenate([self.row_ids, self.new_ids]),
+            np.concatenate([self.rows, self.new_rows]),
+            np.concatenate([self.scores, self.new_scores]),
+        )
 
 
 def repair_rows(view, vecs: np.ndarray, dead: np.ndarray, valid: np.ndarray, last: np.ndarray) -> RowChanges:
@@ -116,8 +120,9 @@ def repair_rows(view, vecs: np.ndarray, dead: np.ndarray, valid: np.ndarray, las
         valid, last = valid.copy(), last.copy()
         if changed:
             moved = np.fromiter(changed, np.int64, len(changed))
-            valid[moved], last[moved] = fill(np.stack([changed[r][0] for r in moved.tolist()]),
-                                             np.stack([changed[r][1] for r in moved.tolist()]))
+            valid[moved], last[moved] = fill(
+                np.stack([changed[r][0] for r in moved.tolist()]), np.stack([changed[r][1] for r in moved.tolist()])
+            )
         threshold = np.where(valid >= n_live - 1, -np.inf, last)  # a row holding all takes anyone
         threshold[view.dead] = np.inf  # dead rows take no new entries
         threshold[np.asarray(redo, np.int64)] = np.inf  # recomputed below
@@ -130,8 +135,13 @@ def repair_rows(view, vecs: np.ndarray, dead: np.ndarray, valid: np.ndarray, las
             if cols.size:
                 cand_s = np.where(enter[:, cols], scores[:, cols], -np.inf).T
                 old = [changed.get(int(at[c])) or view.full_row(int(at[c])) for c in cols]
-                merged_r, merged_s = merge_topk(np.stack([o[0] for o in old]), np.stack([o[1] for o in old]),
-                                                np.broadcast_to(new_rows, cand_s.shape), cand_s, w)
+                merged_r, merged_s = merge_topk(
+                    np.stack([o[0] for o in old]),
+                    np.stack([o[1] for o in old]),
+                    np.broadcast_to(new_rows, cand_s.shape),
+                    cand_s,
+                    w,
+                )
                 for c, r, s in zip(cols, merged_r, merged_s):
                     changed[int(at[c])] = (r, s)
         # the batch against itself
@@ -157,8 +167,9 @@ def repair_rows(view, vecs: np.ndarray, dead: np.ndarray, valid: np.ndarray, las
     return RowChanges(np.array(order, dtype=np.int64), rows, scores, new_rows, best_r, best_s)
 
 
-def refilled(valid: np.ndarray, last: np.ndarray, added: int, row_ids: np.ndarray, rows: np.ndarray,
-             scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def refilled(
+    valid: np.ndarray, last: np.ndarray, added: int, row_ids: np.ndarray, rows: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The per-row fill state after `added` statements joined and `row_ids` were rewritten."""
     valid = np.concatenate([valid, np.zeros(added, np.int64)])
     last = np.concatenate([last, np.full(added, -np.inf, np.float32)])

@@ -20,7 +20,15 @@ import numpy as np
 from shardvec.tasks.search.index import SpaceIndex
 from shardvec.tasks.search.similarity import tile_count, write_tile
 from shardvec.tasks.storage.spaces import Space
-from shardvec.tasks.search.topk import RowsInRam, best_per_row, columns_for, exact_topk, merge_topk, nonzero2d, unit_rows
+from shardvec.tasks.search.topk import (
+    RowsInRam,
+    best_per_row,
+    columns_for,
+    exact_topk,
+    merge_topk,
+    nonzero2d,
+    unit_rows,
+)
 
 
 def tile_pairs(rows: int, tile_rows: int) -> list[tuple[int, int]]:
@@ -46,9 +54,9 @@ def own_tile(space_dir: Path, tile: int, work_dir: Path, *, k: int, tile_rows: i
     rows = np.empty((len(t.vecs), k), dtype=np.int64)
     scores = np.empty((len(t.vecs), k), dtype=np.float32)
     for b in range(0, len(t.vecs), block_rows):
-        q = t.vecs[b:b + block_rows]
+        q = t.vecs[b : b + block_rows]
         own = np.arange(t.first + b, t.first + b + len(q))
-        rows[b:b + len(q)], scores[b:b + len(q)] = exact_topk(t, q, k, exclude=own)
+        rows[b : b + len(q)], scores[b : b + len(q)] = exact_topk(t, q, k, exclude=own)
     work_dir = Path(work_dir)
     _save(work_dir, tile, tile, rows, scores)
     np.save(work_dir / f"bound-{tile}.npy", scores[:, -1])  # -inf where the tile has fewer than k others
@@ -63,13 +71,14 @@ def tile_pair(space_dir: Path, ti: int, tj: int, work_dir: Path, *, k: int, tile
     found = {ti: ([], [], []), tj: ([], [], [])}  # per side: local row, candidate row, score
     columns = columns_for(block_rows)
     for i in range(0, len(a.vecs), block_rows):
-        q = a.vecs[i:i + block_rows]
+        q = a.vecs[i : i + block_rows]
         for j in range(0, len(b.vecs), columns):
-            scores = q @ b.vecs[j:j + columns].T
-            r, c = _best_k(*nonzero2d(scores >= bound_a[i:i + len(q), None]), scores, len(q), k)
+            scores = q @ b.vecs[j : j + columns].T
+            r, c = _best_k(*nonzero2d(scores >= bound_a[i : i + len(q), None]), scores, len(q), k)
             _add(found[ti], r + i, c + b.first + j, scores[r, c])
-            c, r = _best_k(*nonzero2d((scores >= bound_b[None, j:j + scores.shape[1]]).T), scores.T,
-                           scores.shape[1], k)
+            c, r = _best_k(
+                *nonzero2d((scores >= bound_b[None, j : j + scores.shape[1]]).T), scores.T, scores.shape[1], k
+            )
             _add(found[tj], c + j, r + a.first + i, scores[r, c])
     for mine, other, n in ((ti, tj, len(a.vecs)), (tj, ti, len(b.vecs))):
         _save(work_dir, mine, other, *best_per_row(*(np.concatenate(x) for x in found[mine]), n, k))
@@ -106,8 +115,18 @@ def merge_tile(work_dir: Path, tile: int, tiles: int, out_dir: Path, *, k: int) 
     return write_tile(out_dir, tile, rows, scores)
 
 
-def rows_for_tile(space_dir: Path, tile: int, out_dir: Path, *, k: int, tile_rows: int, block_rows: int,
-                  method: str = "exact", index_dir: Path | None = None, nprobe: int | None = None) -> dict:
+def rows_for_tile(
+    space_dir: Path,
+    tile: int,
+    out_dir: Path,
+    *,
+    k: int,
+    tile_rows: int,
+    block_rows: int,
+    method: str = "exact",
+    index_dir: Path | None = None,
+    nprobe: int | None = None,
+) -> dict:
     """Top-k rows (self excluded) of statements tile*tile_rows.. (one task each), written durably.
 
     Tiles, not the space's shards, are the unit: equal tiles keep every worker busy to the end.
@@ -119,11 +138,11 @@ def rows_for_tile(space_dir: Path, tile: int, out_dir: Path, *, k: int, tile_row
     scores = np.empty((len(vecs), k), dtype=np.float32)
     index = SpaceIndex(index_dir, space.dim) if method == "index" else None
     for b in range(0, len(vecs), block_rows):
-        block = np.asarray(vecs[b:b + block_rows])
+        block = np.asarray(vecs[b : b + block_rows])
         own = np.arange(start + b, start + b + len(block), dtype=np.int64)
         if index is None:
             r, s = exact_topk(space, block, k, exclude=own)
         else:
             r, s = index.search_many(block, k, effort=nprobe, exclude=own)
-        rows[b:b + len(block)], scores[b:b + len(block)] = r, s
+        rows[b : b + len(block)], scores[b : b + len(block)] = r, s
     return write_tile(out_dir, tile, rows, scores)

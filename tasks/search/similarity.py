@@ -27,8 +27,12 @@ def write_tile(out_dir: Path, tile: int, rows: np.ndarray, scores: np.ndarray) -
     out_dir = Path(out_dir)
     r_path = save_npy(out_dir / shard_name("rows", tile, "npy"), rows)
     s_path = save_npy(out_dir / shard_name("scores", tile, "npy"), scores)
-    return {"shard": tile, "rows": len(rows), "files": [r_path.name, s_path.name],
-            "sha256": {p.name: sha256_file(p) for p in (r_path, s_path)}}
+    return {
+        "shard": tile,
+        "rows": len(rows),
+        "files": [r_path.name, s_path.name],
+        "sha256": {p.name: sha256_file(p) for p in (r_path, s_path)},
+    }
 
 
 def tile_entries(merged: list[dict]) -> list[dict]:
@@ -37,12 +41,20 @@ def tile_entries(merged: list[dict]) -> list[dict]:
     return [entry for result in merged for entry in result.get("shards", [result])]
 
 
-def finish_rows(out_dir: Path, shards: list[dict], *, k: int, method: str, rows_per_shard: int,
-                width: int | None = None) -> dict:
+def finish_rows(
+    out_dir: Path, shards: list[dict], *, k: int, method: str, rows_per_shard: int, width: int | None = None
+) -> dict:
     """The rows' manifest: readers see `k` neighbours of the `width` stored per row."""
-    manifest = {"format": 1, "kind": "similarity", "k": k, "width": width or k, "method": method,
-                "rows_per_shard": rows_per_shard,
-                "rows": sum(s["rows"] for s in shards), "shards": sorted(shards, key=lambda s: s["shard"])}
+    manifest = {
+        "format": 1,
+        "kind": "similarity",
+        "k": k,
+        "width": width or k,
+        "method": method,
+        "rows_per_shard": rows_per_shard,
+        "rows": sum(s["rows"] for s in shards),
+        "shards": sorted(shards, key=lambda s: s["shard"]),
+    }
     write_json(Path(out_dir) / "manifest.json", manifest)
     return manifest
 
@@ -77,14 +89,16 @@ class SimilarityRows:
     def shard(self, s: int) -> tuple[np.ndarray, np.ndarray]:
         """The memmapped (rows, scores) of stored shard s: `rows_per_shard` statements each."""
         if s not in self._cache:
-            self._cache[s] = (np.load(self.dir / shard_name("rows", s, "npy"), mmap_mode="r"),
-                              np.load(self.dir / shard_name("scores", s, "npy"), mmap_mode="r"))
+            self._cache[s] = (
+                np.load(self.dir / shard_name("rows", s, "npy"), mmap_mode="r"),
+                np.load(self.dir / shard_name("scores", s, "npy"), mmap_mode="r"),
+            )
         return self._cache[s]
 
     def row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
         """The k neighbours readers see."""
         rows, scores = self.full(r)
-        return rows[:self.k], scores[:self.k]
+        return rows[: self.k], scores[: self.k]
 
     def full(self, r: int) -> tuple[np.ndarray, np.ndarray]:
         """All `width` stored neighbours."""

@@ -51,7 +51,7 @@ class RowsInRam:
 
     def blocks(self, columns: int) -> Iterator[tuple[int, np.ndarray]]:
         for s in range(0, len(self.vecs), columns):
-            yield self.first + s, self.vecs[s:s + columns]
+            yield self.first + s, self.vecs[s : s + columns]
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -76,8 +76,9 @@ def empty_topk(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf, dtype=np.float32)
 
 
-def merge_topk(best_rows: np.ndarray, best_scores: np.ndarray, rows: np.ndarray, scores: np.ndarray,
-               k: int) -> tuple[np.ndarray, np.ndarray]:
+def merge_topk(
+    best_rows: np.ndarray, best_scores: np.ndarray, rows: np.ndarray, scores: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Best k per query of two candidate sets (queries x any), sorted by score descending then row."""
     rows, scores = np.hstack([best_rows, rows]), np.hstack([best_scores, scores])
     if scores.shape[1] > max(4 * k, 64):  # a few columns (a reader's merge): one sort is cheaper
@@ -87,8 +88,9 @@ def merge_topk(best_rows: np.ndarray, best_scores: np.ndarray, rows: np.ndarray,
     return np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
 
-def exact_topk(space: Scannable, queries: np.ndarray, k: int, exclude: np.ndarray | None = None,
-               cells: int = SCORE_BUDGET) -> tuple[np.ndarray, np.ndarray]:
+def exact_topk(
+    space: Scannable, queries: np.ndarray, k: int, exclude: np.ndarray | None = None, cells: int = SCORE_BUDGET
+) -> tuple[np.ndarray, np.ndarray]:
     """The k rows of `space` most cosine-similar to each query (rows -1 / score -inf where too
     few). `exclude[i]` is a row never returned for query i (its own row), or -1; rows in
     `space.dead` are never returned. `cells` bounds the scores held at once (queries x columns).
@@ -103,8 +105,14 @@ def exact_topk(space: Scannable, queries: np.ndarray, k: int, exclude: np.ndarra
     return best_rows, best_scores.astype(np.float32)
 
 
-def fold_block(best_rows: np.ndarray, best_scores: np.ndarray, start: int, scores: np.ndarray,
-               k: int, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fold_block(
+    best_rows: np.ndarray,
+    best_scores: np.ndarray,
+    start: int,
+    scores: np.ndarray,
+    k: int,
+    ids: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Fold one block of scores (queries x columns starting at row `start`, or the ascending
     rows `ids` when given) into the best k.
 
@@ -116,14 +124,14 @@ def fold_block(best_rows: np.ndarray, best_scores: np.ndarray, start: int, score
     if not np.isfinite(kth).all():
         kk = min(k, scores.shape[1])
         idx = np.argpartition(scores, scores.shape[1] - kk, axis=1)[:, -kk:]
-        return merge_topk(best_rows, best_scores, idx + start if ids is None else ids[idx],
-                          np.take_along_axis(scores, idx, axis=1), k)
+        return merge_topk(
+            best_rows, best_scores, idx + start if ids is None else ids[idx], np.take_along_axis(scores, idx, axis=1), k
+        )
     hit = np.flatnonzero(scores.max(axis=1) > kth)  # queries with any candidate: few, after warm-up
     if not len(hit):
         return best_rows, best_scores
     q, c = nonzero2d(scores[hit] > kth[hit, None])
-    return _fold_candidates(best_rows, best_scores, hit[q], c + start if ids is None else ids[c],
-                            scores[hit[q], c], k)
+    return _fold_candidates(best_rows, best_scores, hit[q], c + start if ids is None else ids[c], scores[hit[q], c], k)
 
 
 def nonzero2d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +148,12 @@ def _fold_candidates(best_rows, best_scores, q, cand_rows, cand_scores, k):
     local = np.concatenate([np.nonzero(held)[0], np.searchsorted(queries, q)])
     best_rows, best_scores = best_rows.copy(), best_scores.copy()
     best_rows[queries], best_scores[queries] = best_per_row(
-        local, np.concatenate([held_rows[held], cand_rows]), np.concatenate([held_scores[held], cand_scores]),
-        len(queries), k)
+        local,
+        np.concatenate([held_rows[held], cand_rows]),
+        np.concatenate([held_scores[held], cand_scores]),
+        len(queries),
+        k,
+    )
     return best_rows, best_scores
 
 
@@ -168,6 +180,7 @@ def dot_one(q: np.ndarray, block: np.ndarray) -> np.ndarray:
     einsum (10k x 200: 0.25 against 0.5 ms). Not BLAS, whose threads cost 10x for one row on a
     busy machine (8.6 ms against 0.86 ms on 2 loaded cores) and then spin beside the caller."""
     import faiss  # here: the processes that never score one query need not load it
+
     block = np.ascontiguousarray(block, dtype=np.float32)
     q = np.ascontiguousarray(q, dtype=np.float32)
     out = np.empty(len(block), np.float32)
@@ -178,8 +191,9 @@ def dot_one(q: np.ndarray, block: np.ndarray) -> np.ndarray:
     return out
 
 
-def score_blocks(space: Scannable, queries: np.ndarray, exclude: np.ndarray | None = None,
-                 cells: int = SCORE_BUDGET) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def score_blocks(
+    space: Scannable, queries: np.ndarray, exclude: np.ndarray | None = None, cells: int = SCORE_BUDGET
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(first row, rows, cosine scores queries x rows) for every block of the space; excluded
     and dead rows score -inf."""
     q = unit_rows(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
@@ -201,8 +215,13 @@ def score_blocks(space: Scannable, queries: np.ndarray, exclude: np.ndarray | No
         yield start, block, scores
 
 
-def recall_at_k(found: np.ndarray, truth: np.ndarray, found_scores: np.ndarray | None = None,
-                truth_scores: np.ndarray | None = None, tie: float = 1e-6) -> float:
+def recall_at_k(
+    found: np.ndarray,
+    truth: np.ndarray,
+    found_scores: np.ndarray | None = None,
+    truth_scores: np.ndarray | None = None,
+    tie: float = 1e-6,
+) -> float:
     """Share of the true top-k ids found. Given scores, a found id that ties the true k-th
     score (within `tie`: equal vectors scored by differently shaped products) counts as found."""
     hits = total = 0

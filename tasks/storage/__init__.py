@@ -35,8 +35,17 @@ from shardvec.tasks.storage.spaces import (
     shard_name,
     write_shard,
 )
-from shardvec.tasks.storage.ledger import (Ledger, LedgerError, OPS, Op, Replay, acknowledged, compact_ledger,
-                                            ops_from, replay_for_build)
+from shardvec.tasks.storage.ledger import (
+    Ledger,
+    LedgerError,
+    OPS,
+    Op,
+    Replay,
+    acknowledged,
+    compact_ledger,
+    ops_from,
+    replay_for_build,
+)
 from shardvec.tasks.storage.documents import (
     Additions,
     Current,

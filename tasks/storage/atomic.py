@@ -91,6 +91,7 @@ def save_npy(final: Path, array: np.ndarray) -> Path:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.save(f, array, allow_pickle=False)
+
     return write_with(final, write)
 
 

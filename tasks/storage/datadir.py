@@ -35,8 +35,9 @@ class DataDir:
     def require_current(self) -> Current:
         current = self.current()
         if current is None:
-            raise NotPublishedError(f"Nothing is published in {self.root} yet; run `shardvec nightly --data "
-                                    f"{self.root}` first.")
+            raise NotPublishedError(
+                f"Nothing is published in {self.root} yet; run `shardvec nightly --data {self.root}` first."
+            )
         return current
 
     def swap(self, current: Current) -> None:

@@ -17,8 +17,10 @@ from shardvec.tasks.storage.layout import COMPONENTS, Layout
 
 FORMAT = 1
 VERSION_ID = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{6}$")
-_RECOVER = ("move it aside and run `shardvec backfill --mode rebuild` (the ledger keeps every "
-            "acknowledged add, replace and delete), or restore CURRENT from a backup")
+_RECOVER = (
+    "move it aside and run `shardvec backfill --mode rebuild` (the ledger keeps every "
+    "acknowledged add, replace and delete), or restore CURRENT from a backup"
+)
 
 
 class NotPublishedError(FileNotFoundError, ShardvecError):
@@ -82,8 +84,13 @@ class Current:
         return self.additions.segments if self.additions else ()
 
     def to_json(self) -> dict:
-        out = {"format": self.format, "version": self.version, "components": dict(self.components),
-               "watermark": self.watermark, "published_at": self.published_at}
+        out = {
+            "format": self.format,
+            "version": self.version,
+            "components": dict(self.components),
+            "watermark": self.watermark,
+            "published_at": self.published_at,
+        }
         if self.rolled_back_from is not None:
             out["rolled_back_from"] = self.rolled_back_from
         out["ledger"] = self.ledger
@@ -99,8 +106,10 @@ class Current:
         try:
             doc = json.loads(Path(path).read_text())
         except NotADirectoryError:
-            raise NotADataDirectoryError(f"{Path(path).parent} is a file, not a data directory; give the folder "
-                                         "the nightly publishes into (--data or data_dir).") from None
+            raise NotADataDirectoryError(
+                f"{Path(path).parent} is a file, not a data directory; give the folder "
+                "the nightly publishes into (--data or data_dir)."
+            ) from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise DamagedCurrentError(f"{path} is not valid JSON ({exc}); {_RECOVER}.") from None
         return cls.from_json(doc, Path(path).parent, path)
@@ -110,18 +119,30 @@ class Current:
         """`doc`, CURRENT's JSON for the data directory `data`, validated (`path` names it in errors)."""
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             got = doc.get("format") if isinstance(doc, dict) else None
-            raise DamagedCurrentError(f"{path} has format {got!r}, this shardvec reads {FORMAT}; upgrade shardvec, "
-                                      f"or {_RECOVER}.")
+            raise DamagedCurrentError(
+                f"{path} has format {got!r}, this shardvec reads {FORMAT}; upgrade shardvec, or {_RECOVER}."
+            )
         problem = _current_problem(Path(data), doc)
         if problem:
             raise DamagedCurrentError(f"{path} {problem}; {_RECOVER}.")
         adds = doc.get("additions")
-        return cls(version=doc["version"], components=dict(doc["components"]), watermark=doc.get("watermark", {}),
-                   published_at=doc.get("published_at"), ledger=doc.get("ledger", 0),
-                   additions=Additions(adds["base"], tuple(adds.get("segments", [])),
-                                       adds.get("next_seq", len(adds.get("segments", [])) + 1),
-                                       adds.get("statements")) if adds else None,
-                   rolled_back_from=doc.get("rolled_back_from"), format=doc["format"])
+        return cls(
+            version=doc["version"],
+            components=dict(doc["components"]),
+            watermark=doc.get("watermark", {}),
+            published_at=doc.get("published_at"),
+            ledger=doc.get("ledger", 0),
+            additions=Additions(
+                adds["base"],
+                tuple(adds.get("segments", [])),
+                adds.get("next_seq", len(adds.get("segments", [])) + 1),
+                adds.get("statements"),
+            )
+            if adds
+            else None,
+            rolled_back_from=doc.get("rolled_back_from"),
+            format=doc["format"],
+        )
 
 
 def _current_problem(data: Path, doc: dict) -> str | None:
@@ -129,7 +150,7 @@ def _current_problem(data: Path, doc: dict) -> str | None:
     if not isinstance(version, str) or not VERSION_ID.match(version):
         return f"names {version!r} as its version, which is not a version id"
     seq = doc.get("ledger", 0)
-    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 10 ** 15:
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 10**15:
         return f"names {doc.get('ledger')!r} as its ledger position"
     comps = doc.get("components")
     if not isinstance(comps, dict) or set(comps) != set(COMPONENTS):
@@ -138,19 +159,31 @@ def _current_problem(data: Path, doc: dict) -> str | None:
     if not isinstance(watermark, dict) or not isinstance(watermark.get("partitions", []), list):
         return f"names {watermark!r} as its watermark"
     adds = doc.get("additions") or {}
-    if not isinstance(adds, dict) or (adds and not isinstance(adds.get("base"), str)) \
-            or not isinstance(adds.get("segments", []), list) \
-            or not all(isinstance(adds.get(k, 0), int) and not isinstance(adds.get(k, 0), bool)
-                       for k in ("next_seq", "statements")):
+    if (
+        not isinstance(adds, dict)
+        or (adds and not isinstance(adds.get("base"), str))
+        or not isinstance(adds.get("segments", []), list)
+        or not all(
+            isinstance(adds.get(k, 0), int) and not isinstance(adds.get(k, 0), bool) for k in ("next_seq", "statements")
+        )
+    ):
         return f"names {doc.get('additions')!r} as its additions"
-    numbers = [int(m.group(1)) for seg in adds.get("segments", []) if isinstance(seg, str)
-               for m in [re.search(r"/(\d+)$", seg)] if m]
+    numbers = [
+        int(m.group(1))
+        for seg in adds.get("segments", [])
+        if isinstance(seg, str)
+        for m in [re.search(r"/(\d+)$", seg)]
+        if m
+    ]
     if adds and numbers and adds.get("next_seq", len(numbers) + 1) <= max(numbers):
-        return (f"names {adds.get('next_seq')!r} as the next segment number, not above its segments' "
-                f"({max(numbers)}), so the next add would write over one")
+        return (
+            f"names {adds.get('next_seq')!r} as the next segment number, not above its segments' "
+            f"({max(numbers)}), so the next add would write over one"
+        )
     where = Layout(data)
-    for rel, under in [(c, where.versions) for c in comps.values()] + [(s, where.additions)
-                                                                       for s in adds.get("segments", [])]:
+    for rel, under in [(c, where.versions) for c in comps.values()] + [
+        (s, where.additions) for s in adds.get("segments", [])
+    ]:
         if not inside(data, rel, under.name):
             return f"names {rel!r}, which is not inside {under}"
     return None
@@ -193,8 +226,14 @@ class Manifest:
         return self.summary.get("tokenizer") or self.summary.get("config", {}).get("tokenize", {})
 
     def to_json(self) -> dict:
-        return {"format": self.format, "version": self.version, "components": dict(self.components),
-                "watermark": self.watermark, **self.summary, "files": dict(self.files)}
+        return {
+            "format": self.format,
+            "version": self.version,
+            "components": dict(self.components),
+            "watermark": self.watermark,
+            **self.summary,
+            "files": dict(self.files),
+        }
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -202,17 +241,30 @@ class Manifest:
         try:
             doc = json.loads(Path(path).read_text())
         except (ValueError, UnicodeDecodeError) as exc:
-            raise DamagedManifestError(f"{path} is not valid JSON ({exc}); roll back to another kept version, "
-                                       "or run `shardvec backfill --mode rebuild`.") from None
+            raise DamagedManifestError(
+                f"{path} is not valid JSON ({exc}); roll back to another kept version, "
+                "or run `shardvec backfill --mode rebuild`."
+            ) from None
         return cls.from_json(doc, path)
 
     @classmethod
     def from_json(cls, doc: object, path: Path | str = "manifest.json") -> Manifest:
-        if not isinstance(doc, dict) or not isinstance(doc.get("version"), str) \
-                or not isinstance(doc.get("components"), dict) or not isinstance(doc.get("files", {}), dict):
-            raise DamagedManifestError(f"{path} is not a version manifest; roll back to another kept version, "
-                                       "or run `shardvec backfill --mode rebuild`.")
+        if (
+            not isinstance(doc, dict)
+            or not isinstance(doc.get("version"), str)
+            or not isinstance(doc.get("components"), dict)
+            or not isinstance(doc.get("files", {}), dict)
+        ):
+            raise DamagedManifestError(
+                f"{path} is not a version manifest; roll back to another kept version, "
+                "or run `shardvec backfill --mode rebuild`."
+            )
         known = {"format", "version", "components", "watermark", "files"}
-        return cls(version=doc["version"], components=dict(doc["components"]), watermark=doc.get("watermark", {}),
-                   summary={k: v for k, v in doc.items() if k not in known}, files=dict(doc.get("files", {})),
-                   format=doc.get("format", FORMAT))
+        return cls(
+            version=doc["version"],
+            components=dict(doc["components"]),
+            watermark=doc.get("watermark", {}),
+            summary={k: v for k, v in doc.items() if k not in known},
+            files=dict(doc.get("files", {})),
+            format=doc.get("format", FORMAT),
+        )

@@ -59,8 +59,11 @@ class KeyIndex:
         encoded = [k.encode("utf-8") for k in keys]
         hashes = np.fromiter((xxh3_64_intdigest(b) for b in encoded), dtype=np.uint64, count=len(encoded))
         at = self._hash.searchsorted(hashes)
-        return np.fromiter((self._walk(kb, h, i) for kb, h, i in zip(encoded, hashes.tolist(), at.tolist())),
-                           dtype=np.int64, count=len(encoded))
+        return np.fromiter(
+            (self._walk(kb, h, i) for kb, h, i in zip(encoded, hashes.tolist(), at.tolist())),
+            dtype=np.int64,
+            count=len(encoded),
+        )
 
     def find_all(self, key: str) -> list[int]:
         """Every row holding `key`, in row order (a space of added statements may hold a
@@ -81,8 +84,12 @@ class KeyIndex:
             shift = 64 - bits
             bounds = np.arange(1, 1 << bits, dtype=np.uint64) << np.uint64(shift)
             directory = np.concatenate([[0], self._hash.searchsorted(bounds), [n]]).astype(np.int64)
-            self._lookup = (shift, memoryview(directory), memoryview(self._hash).cast("B").cast("Q"),
-                            memoryview(self._row).cast("B").cast("q"))
+            self._lookup = (
+                shift,
+                memoryview(directory),
+                memoryview(self._hash).cast("B").cast("Q"),
+                memoryview(self._row).cast("B").cast("q"),
+            )
         return self._lookup
 
     def _first(self, h: int) -> int:

@@ -70,17 +70,21 @@ class Layout:
     corpus = _at("corpus")
     inbox = _at("inbox")
     inbox_done = _at("inbox", ".done")
-    inbox_progress = _at("inbox", ".progress", doc="how many records of each inbox file are acknowledged, while it is drained")
+    inbox_progress = _at(
+        "inbox", ".progress", doc="how many records of each inbox file are acknowledged, while it is drained"
+    )
     stdin_spool = _at("inbox", ".stdin", doc="what `shardvec add -` reads from stdin, until it is applied")
     tokens = _at("cache", "tokens")
     versions = _at("versions")
     ledger = _at("ledger")
     additions = _at("additions")
     quarantine = _at("quarantine")
-    quarantine_additions = _at("quarantine", "additions",
-                               doc="records refused by `shardvec add`, the Python API and the inbox's files")
-    quarantine_inbox = _at("quarantine", "inbox",
-                           doc="inbox entries refused whole (links, unknown formats, unreadable files)")
+    quarantine_additions = _at(
+        "quarantine", "additions", doc="records refused by `shardvec add`, the Python API and the inbox's files"
+    )
+    quarantine_inbox = _at(
+        "quarantine", "inbox", doc="inbox entries refused whole (links, unknown formats, unreadable files)"
+    )
     vectors = _at("vectors")
     reports = _at("reports")
     history = _at("history.jsonl")

@@ -66,10 +66,15 @@ class Ledger:
     def append(self, seq: int, ops: list[Op]) -> Path:
         """Write batch `seq` durably, pending: it is acknowledged once CURRENT names `seq`,
         then `confirm` gives it its final name."""
-        table = pa.table({"seq": pa.array([seq] * len(ops), pa.int64()),
-                          "op": pa.array([o.op for o in ops], pa.string()),
-                          "id": pa.array([o.id for o in ops], pa.string()),
-                          "text": pa.array([o.text for o in ops], pa.string())}, schema=SCHEMA)
+        table = pa.table(
+            {
+                "seq": pa.array([seq] * len(ops), pa.int64()),
+                "op": pa.array([o.op for o in ops], pa.string()),
+                "id": pa.array([o.id for o in ops], pa.string()),
+                "text": pa.array([o.text for o in ops], pa.string()),
+            },
+            schema=SCHEMA,
+        )
         return self._write(self.dir / f"pending-{seq:012d}.arrow", table)
 
     def confirm(self, upto: int) -> None:
@@ -129,7 +134,8 @@ class Ledger:
         n = len(table)
         # the last occurrence of each id wins: group on id over the reversed table, take the first
         rev = table.take(pa.array(range(n - 1, -1, -1), pa.int64())).append_column(
-            "pos", pa.array(range(n - 1, -1, -1), pa.int64()))
+            "pos", pa.array(range(n - 1, -1, -1), pa.int64())
+        )
         last = rev.group_by("id", use_threads=False).aggregate([("pos", "first")])
         keep = pc.sort_indices(last.column("pos_first"))
         table = table.take(last.column("pos_first").take(keep))
@@ -156,8 +162,11 @@ class Ledger:
         found = [f for f in self._scan() if f[1] <= upto]
         base = max((seq for kind, seq, _ in found if kind == "upto"), default=0)
         chosen = [f for f in found if f[0] == "upto" and f[1] == base]
-        later = {seq: (kind, seq, p) for kind, seq, p in sorted(found, key=lambda f: f[0] == "ops")
-                 if kind != "upto" and seq > base}  # a batch both pending and final: the final file
+        later = {
+            seq: (kind, seq, p)
+            for kind, seq, p in sorted(found, key=lambda f: f[0] == "ops")
+            if kind != "upto" and seq > base
+        }  # a batch both pending and final: the final file
         return chosen + [later[seq] for seq in sorted(later)]
 
     def check(self, upto: int) -> list[str]:
@@ -176,9 +185,11 @@ class Ledger:
         if not self.dir.is_dir():
             self.dir.mkdir(parents=True)
             fsync_dir(self.dir.parent)
+
         def write(tmp: Path) -> None:
             with pa.ipc.new_file(str(tmp), table.schema) as w:
                 w.write_table(table)
+
         return write_with(final, write)  # temp file, fsync, rename, fsync the folder
 
 
@@ -190,13 +201,19 @@ def _open(path: Path) -> pa.ipc.RecordBatchFileReader:
     try:
         return pa.ipc.open_file(pa.memory_map(str(path), "r"))
     except (pa.ArrowInvalid, OSError) as exc:
-        raise LedgerError(f"The ledger file {path} cannot be read ({exc}); it holds acknowledged operations: "
-                          "restore it from a backup before running again.") from None
+        raise LedgerError(
+            f"The ledger file {path} cannot be read ({exc}); it holds acknowledged operations: "
+            "restore it from a backup before running again."
+        ) from None
 
 
 def ops_from(table: pa.Table) -> list[Op]:
-    return [Op(o, i, t) for o, i, t in zip(table.column("op").to_pylist(), table.column("id").to_pylist(),
-                                           table.column("text").to_pylist())]
+    return [
+        Op(o, i, t)
+        for o, i, t in zip(
+            table.column("op").to_pylist(), table.column("id").to_pylist(), table.column("text").to_pylist()
+        )
+    ]
 
 
 @dataclass(frozen=True)
@@ -234,8 +251,9 @@ def compact_ledger(data: Path, upto: int) -> dict:
     return {"upto": upto, "files": files}
 
 
-def replay_for_build(data: Path, current: Current | None, built: int, rebuild: bool, *,
-                     upto: int | None = None) -> Replay:
+def replay_for_build(
+    data: Path, current: Current | None, built: int, rebuild: bool, *, upto: int | None = None
+) -> Replay:
     """A build's inputs from the ledger, compacted up to `upto` (default: `acknowledged`) by
     `compact_ledger`: the net ops file, and the puts split at `built` (the last op the live
     version's shards hold; everything is new on a rebuild). It discards nothing: the puts are

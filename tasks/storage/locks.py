@@ -61,12 +61,16 @@ class RunLock:
                 waited = time.monotonic() - began
                 if waited >= self.wait_seconds:
                     os.close(fd)
-                    raise LockedError(f"Another shardvec run holds {self.path} ({holder}); "
-                                      + (f"waited {waited:.0f} s for it; " if self.wait_seconds else "")
-                                      + "wait for it to finish, then run again.") from None
+                    raise LockedError(
+                        f"Another shardvec run holds {self.path} ({holder}); "
+                        + (f"waited {waited:.0f} s for it; " if self.wait_seconds else "")
+                        + "wait for it to finish, then run again."
+                    ) from None
                 if self.say and (said is None or time.monotonic() - said >= self.say_every):
-                    self.say(f"waiting for the run that holds {self.path} ({holder}) to finish: "
-                             f"{waited:.0f} s so far, at most {self.wait_seconds:.0f} s")
+                    self.say(
+                        f"waiting for the run that holds {self.path} ({holder}) to finish: "
+                        f"{waited:.0f} s so far, at most {self.wait_seconds:.0f} s"
+                    )
                     said = time.monotonic()
                 time.sleep(0.5)
         if said is not None and self.say:

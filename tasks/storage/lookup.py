@@ -8,8 +8,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 
-def lookup(space, docs: Sequence[Sequence[str]], pad: int = -1,
-           normalise: Callable[[str], str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def lookup(
+    space, docs: Sequence[Sequence[str]], pad: int = -1, normalise: Callable[[str], str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(ids: docs x longest, `pad` past the end and for unknown tokens; vectors: docs x longest
     x dim, zeros there) of a space (anything with `find_many`, `vectors_at` and `dim`).
     `normalise`: how each token is turned into a key first (the tokenizer's, for a corpus' words)."""
@@ -18,7 +19,7 @@ def lookup(space, docs: Sequence[Sequence[str]], pad: int = -1,
     found = space.find_many([normalise(t) if normalise else t for d in docs for t in d])
     at = 0
     for i, d in enumerate(docs):
-        ids[i, :len(d)] = found[at:at + len(d)]
+        ids[i, : len(d)] = found[at : at + len(d)]
         at += len(d)
     vectors = np.zeros((len(docs), longest, space.dim), dtype=np.float32)
     known = ids >= 0

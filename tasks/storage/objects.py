@@ -110,7 +110,8 @@ class ObjectStore:
             raise ObjectStoreError(
                 f"{self.url} does not honour conditional writes (If-None-Match: *): a second create of "
                 "one key succeeded, so two pushes could overwrite each other's commit; use a store that "
-                "supports them (AWS S3, or an S3-compatible server that implements them).")
+                "supports them (AWS S3, or an S3-compatible server that implements them)."
+            )
 
     # --- files ------------------------------------------------------------------------------
     def sha256(self, key: str) -> str | None:
@@ -144,4 +145,5 @@ class ObjectStore:
             if h.hexdigest() != sha256:
                 raise DamagedObjectError(
                     f"{self.url}/{key} is damaged (its SHA-256 is {h.hexdigest()[:12]}..., the log entry names "
-                    f"{sha256[:12]}...); push the data directory again with `shardvec push --to {self.url}`.")
+                    f"{sha256[:12]}...); push the data directory again with `shardvec push --to {self.url}`."
+                )

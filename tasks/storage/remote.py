@@ -59,8 +59,10 @@ def latest(store: ObjectStore, after: int = 0) -> int:
 def read_entry(store: ObjectStore, seq: int) -> dict:
     raw = store.get(log_key(seq))
     if raw is None:
-        raise ObjectStoreError(f"{store.url}/{log_key(seq)} is gone; entries are never removed, so the "
-                               "bucket was changed by hand: push again.")
+        raise ObjectStoreError(
+            f"{store.url}/{log_key(seq)} is gone; entries are never removed, so the "
+            "bucket was changed by hand: push again."
+        )
     return json.loads(raw)
 
 
@@ -84,8 +86,7 @@ def _files(data: Path, current: Current) -> dict[str, dict]:
             rel = p.relative_to(data).as_posix()
             sha = sha256_file(p)
             # a segment's name can be reused after a rollback: its key carries its content's hash
-            out[rel] = {"key": f"{Path(rel).parent.as_posix()}/{sha}/{p.name}", "sha256": sha,
-                        "size": p.stat().st_size}
+            out[rel] = {"key": f"{Path(rel).parent.as_posix()}/{sha}/{p.name}", "sha256": sha, "size": p.stat().st_size}
     return out
 
 
@@ -95,8 +96,10 @@ def _send(store: ObjectStore, data: Path, rel: str, f: dict) -> bool:
     if store.sha256(f["key"]) == f["sha256"]:
         return False
     if sha256_file(data / rel) != f["sha256"]:
-        raise ObjectStoreError(f"{data / rel} does not match the SHA-256 its manifest names; run `shardvec verify "
-                               f"--data {data}` and repair the version before pushing it.")
+        raise ObjectStoreError(
+            f"{data / rel} does not match the SHA-256 its manifest names; run `shardvec verify "
+            f"--data {data}` and repair the version before pushing it."
+        )
     return store.upload(data / rel, f["key"], f["sha256"], skip_same=False)
 
 
@@ -114,20 +117,35 @@ def push(data: Path, to: str, **options) -> dict:
     except FileNotFoundError as exc:  # a publish while pushing: retention removed what CURRENT named
         if DataDir(data).require_current() == current:
             raise
-        raise ObjectStoreError(f"{data} published a new state while it was pushed ({exc.filename} went away); "
-                               "run the push again.") from None
+        raise ObjectStoreError(
+            f"{data} published a new state while it was pushed ({exc.filename} went away); run the push again."
+        ) from None
     uploaded = sum(sent)
     seq = latest(store)
     while True:
         if seq and read_entry(store, seq)["current"] == current.to_json():
-            return {"seq": seq, "version": current.version, "uploaded": uploaded,
-                    "skipped": len(files) - uploaded, "committed": False}
-        entry = {"seq": seq + 1, "current": current.to_json(), "files": files,
-                 "written_by": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}",
-                 "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            return {
+                "seq": seq,
+                "version": current.version,
+                "uploaded": uploaded,
+                "skipped": len(files) - uploaded,
+                "committed": False,
+            }
+        entry = {
+            "seq": seq + 1,
+            "current": current.to_json(),
+            "files": files,
+            "written_by": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}",
+            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         if store.put_if_absent(log_key(seq + 1), json.dumps(entry, indent=1).encode()):
-            return {"seq": seq + 1, "version": current.version, "uploaded": uploaded,
-                    "skipped": len(files) - uploaded, "committed": True}
+            return {
+                "seq": seq + 1,
+                "version": current.version,
+                "uploaded": uploaded,
+                "skipped": len(files) - uploaded,
+                "committed": True,
+            }
         seq = latest(store, seq + 1)  # lost the race: read what won, commit after it
 
 
@@ -135,8 +153,10 @@ def push(data: Path, to: str, **options) -> dict:
 def default_cache(url: str) -> Path:
     """Where `sync` keeps `url`'s files: $SHARDVEC_CACHE_DIR, else ~/.cache/shardvec (XDG), then the
     URL's scheme, bucket and prefix."""
-    base = os.environ.get("SHARDVEC_CACHE_DIR") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shardvec"
+    base = (
+        os.environ.get("SHARDVEC_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shardvec"
+    )
     scheme, rest = url.rstrip("/").split("://", 1)
     return Path(base) / scheme / rest
 
@@ -165,16 +185,19 @@ def sync(url: str, cache: Path | None = None, **options) -> tuple[Path, dict]:
         known = _seq(local)
         seq = latest(store, known)
         if seq == 0:
-            raise NotPublishedError(f"Nothing is pushed to {url} yet; run `shardvec push --to {url}` "
-                                    "where it is published first.")
+            raise NotPublishedError(
+                f"Nothing is pushed to {url} yet; run `shardvec push --to {url}` where it is published first."
+            )
         entry = read_entry(store, seq)
         cached = DataDir(local).current()
         if seq == known and cached is not None and cached.to_json() == entry["current"]:
             return local, entry
         bad = [rel for rel in entry["files"] if not inside(local, rel)]
         if bad:
-            raise ObjectStoreError(f"{url}/{log_key(seq)} names {bad[0]!r}, outside a data directory; it was not "
-                                   "written by shardvec: push again.")
+            raise ObjectStoreError(
+                f"{url}/{log_key(seq)} names {bad[0]!r}, outside a data directory; it was not "
+                "written by shardvec: push again."
+            )
         todo = [(rel, f) for rel, f in entry["files"].items() if not _cached(local / rel, f)]
         with ThreadPoolExecutor(THREADS) as pool:
             list(pool.map(lambda t: store.download(t[1]["key"], local / t[0], t[1]["sha256"]), todo))

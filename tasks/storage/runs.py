@@ -41,9 +41,16 @@ def register(data: Path, flow_run_id: str, pid: int | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{flow_run_id}.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"flow_run_id": flow_run_id, "pid": pid,
-                               "started": psutil.Process(pid).create_time(),
-                               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+    tmp.write_text(
+        json.dumps(
+            {
+                "flow_run_id": flow_run_id,
+                "pid": pid,
+                "started": psutil.Process(pid).create_time(),
+                "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+        )
+    )
     os.replace(tmp, path)
     return path
 

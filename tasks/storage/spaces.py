@@ -62,8 +62,15 @@ class ShardWriter:
     >>> w.entry   # the shard's manifest entry
     """
 
-    def __init__(self, space_dir: Path, shard: int, rows: int, dim: int, dtype: str = "float32",
-                 extra: dict[str, pa.DataType] | None = None):
+    def __init__(
+        self,
+        space_dir: Path,
+        shard: int,
+        rows: int,
+        dim: int,
+        dtype: str = "float32",
+        extra: dict[str, pa.DataType] | None = None,
+    ):
         self.dir, self.shard, self.rows, self.dim = Path(space_dir), shard, rows, dim
         self.dtype = np.dtype(dtype)
         self.schema = pa.schema({"key": pa.string(), **(extra or {})})
@@ -77,9 +84,10 @@ class ShardWriter:
         vec_tmp = self._stack.enter_context(atomic_path(self._vec_path))
         key_tmp = self._stack.enter_context(atomic_path(self._key_path))
         self._vec_file = self._stack.enter_context(open(vec_tmp, "wb"))
-        np.lib.format.write_array_header_1_0(self._vec_file, {
-            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-            "shape": (self.rows, self.dim)})
+        np.lib.format.write_array_header_1_0(
+            self._vec_file,
+            {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (self.rows, self.dim)},
+        )
         sink = self._stack.enter_context(pa.OSFile(str(key_tmp), "wb"))
         self._keys = self._stack.enter_context(pa.ipc.new_file(sink, self.schema))
         return self
@@ -87,8 +95,9 @@ class ShardWriter:
     def write(self, vectors: np.ndarray, keys: Sequence[str] | pa.Array, extra: dict | None = None) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=self.dtype)
         if vectors.shape[1:] != (self.dim,) or len(keys) != len(vectors):
-            raise ValueError(f"shard {self.shard}: {len(keys)} keys for vectors of shape {vectors.shape}, "
-                             f"expected (n, {self.dim})")
+            raise ValueError(
+                f"shard {self.shard}: {len(keys)} keys for vectors of shape {vectors.shape}, expected (n, {self.dim})"
+            )
         if self.written + len(vectors) > self.rows:
             raise ValueError(f"shard {self.shard}: more than the {self.rows} rows it was opened for")
         self._vec_file.write(vectors.data)
@@ -105,28 +114,48 @@ class ShardWriter:
         self._stack.__exit__(exc_type, exc, tb)  # on success: fsync, rename; on error: remove
         if exc_type is None:
             v, k = self._vec_path, self._key_path
-            self.entry = {"shard": self.shard, "rows": self.rows, "vectors": v.name, "keys": k.name,
-                          "sha256": {v.name: sha256_file(v), k.name: sha256_file(k)}}
+            self.entry = {
+                "shard": self.shard,
+                "rows": self.rows,
+                "vectors": v.name,
+                "keys": k.name,
+                "sha256": {v.name: sha256_file(v), k.name: sha256_file(k)},
+            }
 
 
 def _as_arrow(values, type_: pa.DataType) -> pa.Array | pa.ChunkedArray:
     return values.cast(type_) if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values, type_)
 
 
-def write_shard(space_dir: Path, shard: int, vectors: np.ndarray, keys: Sequence[str],
-                extra: dict[str, pa.Array | list] | None = None, dtype: str = "float32") -> dict:
+def write_shard(
+    space_dir: Path,
+    shard: int,
+    vectors: np.ndarray,
+    keys: Sequence[str],
+    extra: dict[str, pa.Array | list] | None = None,
+    dtype: str = "float32",
+) -> dict:
     """Write one shard's vectors (already in the stored dtype) and keys durably; returns its
     manifest entry."""
     extra = {c: v if isinstance(v, pa.Array) else pa.array(v) for c, v in (extra or {}).items()}
-    with ShardWriter(space_dir, shard, len(vectors), np.shape(vectors)[1], dtype,
-                     {c: v.type for c, v in extra.items()}) as w:
+    with ShardWriter(
+        space_dir, shard, len(vectors), np.shape(vectors)[1], dtype, {c: v.type for c, v in extra.items()}
+    ) as w:
         w.write(vectors, keys, extra)
     return w.entry
 
 
-def finish_space(space_dir: Path, shards: list[dict], *, dim: int, rows_per_shard: int,
-                 normalized: bool, meta: dict | None = None, dtype: str = "float32",
-                 scale: np.ndarray | None = None) -> dict:
+def finish_space(
+    space_dir: Path,
+    shards: list[dict],
+    *,
+    dim: int,
+    rows_per_shard: int,
+    normalized: bool,
+    meta: dict | None = None,
+    dtype: str = "float32",
+    scale: np.ndarray | None = None,
+) -> dict:
     """Check the shards fit together, build the key index, write manifest.json last."""
     space_dir = Path(space_dir)
     shards = sorted(shards, key=lambda s: s["shard"])
@@ -139,15 +168,21 @@ def finish_space(space_dir: Path, shards: list[dict], *, dim: int, rows_per_shar
     start = 0
     for s in shards:
         keys = _open_keys(space_dir / s["keys"]).column("key")
-        hashes[start:start + s["rows"]] = key_hashes(k.as_py() for k in keys)
+        hashes[start : start + s["rows"]] = key_hashes(k.as_py() for k in keys)
         start += s["rows"]
     index_files = write_key_index(space_dir, hashes)
     if dtype == "int8":
         save_npy(space_dir / "scale.npy", np.asarray(scale, dtype=np.float32))
         index_files.append("scale.npy")
     manifest = {
-        "format": FORMAT, "kind": "space", "dim": dim, "dtype": dtype, "rows": int(len(hashes)),
-        "rows_per_shard": rows_per_shard, "normalized": normalized, "shards": shards,
+        "format": FORMAT,
+        "kind": "space",
+        "dim": dim,
+        "dtype": dtype,
+        "rows": int(len(hashes)),
+        "rows_per_shard": rows_per_shard,
+        "normalized": normalized,
+        "shards": shards,
         "sha256": {n: sha256_file(space_dir / n) for n in index_files},
         **(meta or {}),
     }
@@ -180,8 +215,12 @@ def _string_views(column: pa.ChunkedArray) -> tuple | None:
     for i, chunk in enumerate(column.chunks):
         _, offsets, data = chunk.buffers()
         starts.append(starts[-1] + len(column.chunks[i - 1]) if i else 0)
-        chunks.append((np.frombuffer(offsets, np.int32)[chunk.offset:chunk.offset + len(chunk) + 1],
-                       memoryview(data).cast("B") if data is not None else memoryview(b"")))
+        chunks.append(
+            (
+                np.frombuffer(offsets, np.int32)[chunk.offset : chunk.offset + len(chunk) + 1],
+                memoryview(data).cast("B") if data is not None else memoryview(b""),
+            )
+        )
     return starts, chunks
 
 
@@ -208,10 +247,10 @@ class SpaceWriter:
         i = 0
         while i < len(keys):
             take = min(self.rows_per_shard - self._n, len(keys) - i)
-            self._vecs.append(np.asarray(vectors[i:i + take], dtype=np.float32))
-            self._keys.extend(keys[i:i + take])
+            self._vecs.append(np.asarray(vectors[i : i + take], dtype=np.float32))
+            self._keys.extend(keys[i : i + take])
             for c in self.extra_columns:
-                self._extra[c].extend(extra[c][i:i + take])
+                self._extra[c].extend(extra[c][i : i + take])
             self._n += take
             i += take
             if self._n == self.rows_per_shard:
@@ -225,8 +264,9 @@ class SpaceWriter:
     def close(self, normalized: bool, meta: dict | None = None) -> dict:
         if self._n or not self.shards:
             self._flush()
-        return finish_space(self.dir, self.shards, dim=self.dim, rows_per_shard=self.rows_per_shard,
-                            normalized=normalized, meta=meta)
+        return finish_space(
+            self.dir, self.shards, dim=self.dim, rows_per_shard=self.rows_per_shard, normalized=normalized, meta=meta
+        )
 
 
 class Space:
@@ -248,8 +288,10 @@ class Space:
             raise FileNotFoundError(f"No vector space at {self.dir} (manifest.json missing).")
         self.manifest = json.loads(manifest.read_text())
         if self.manifest.get("format") != FORMAT:
-            raise ValueError(f"{self.dir}: space format {self.manifest.get('format')} is not {FORMAT}; "
-                             "upgrade shardvec or rebuild the space.")
+            raise ValueError(
+                f"{self.dir}: space format {self.manifest.get('format')} is not {FORMAT}; "
+                "upgrade shardvec or rebuild the space."
+            )
         self.dim: int = self.manifest["dim"]
         self.rows_per_shard: int = self.manifest["rows_per_shard"]
         self.normalized: bool = self.manifest["normalized"]
@@ -322,7 +364,7 @@ class Space:
         order = np.argsort(shard_of, kind="stable")
         bounds = np.searchsorted(shard_of[order], np.arange(self.n_shards + 1))
         for s in range(self.n_shards):
-            sel = order[bounds[s]:bounds[s + 1]]
+            sel = order[bounds[s] : bounds[s + 1]]
             if len(sel):
                 out[sel] = self._get(s, rows[sel] - s * self.rows_per_shard)
         return out
@@ -348,16 +390,25 @@ class Space:
     def _file(self, s: int):
         """Shard s's vectors file, open for reads, and where its rows begin."""
         if self._files[s] is None:
-            self._files[s] = (open(self.dir / self.manifest["shards"][s]["vectors"], "rb", buffering=0),
-                              self.shard(s).base.offset)
+            self._files[s] = (
+                open(self.dir / self.manifest["shards"][s]["vectors"], "rb", buffering=0),
+                self.shard(s).base.offset,
+            )
         return self._files[s]
 
     def range(self, lo: int, hi: int) -> np.ndarray:
         """The vectors of rows lo..hi-1 as one float32 array (a view when stored as float32 in one shard)."""
         first, last = lo // self.rows_per_shard, (hi - 1) // self.rows_per_shard
-        parts = [self._get(s, slice(max(lo, self.shard_start(s)) - self.shard_start(s),
-                                    min(hi, self.shard_start(s) + self.rows_per_shard) - self.shard_start(s)))
-                 for s in range(first, last + 1)]
+        parts = [
+            self._get(
+                s,
+                slice(
+                    max(lo, self.shard_start(s)) - self.shard_start(s),
+                    min(hi, self.shard_start(s) + self.rows_per_shard) - self.shard_start(s),
+                ),
+            )
+            for s in range(first, last + 1)
+        ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def blocks(self, columns: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -391,14 +442,18 @@ class Space:
             for i, chunk in enumerate(column.chunks):
                 _, offsets, data = chunk.buffers()
                 starts.append(starts[-1] + len(column.chunks[i - 1]) if i else 0)
-                chunks.append((np.frombuffer(offsets, np.int32)[chunk.offset:chunk.offset + len(chunk) + 1].tolist(),
-                               memoryview(data).cast("B") if data is not None else memoryview(b"")))
+                chunks.append(
+                    (
+                        np.frombuffer(offsets, np.int32)[chunk.offset : chunk.offset + len(chunk) + 1].tolist(),
+                        memoryview(data).cast("B") if data is not None else memoryview(b""),
+                    )
+                )
             self._key_bytes[s] = (starts, chunks)
         starts, chunks = self._key_bytes[s]
         c = bisect.bisect_right(starts, off) - 1 if len(starts) > 1 else 0
         offsets, data = chunks[c]
         off -= starts[c]
-        return data[offsets[off]:offsets[off + 1]]
+        return data[offsets[off] : offsets[off + 1]]
 
     def column(self, name: str, r: int):
         s, off = divmod(int(r), self.rows_per_shard)
@@ -411,7 +466,7 @@ class Space:
         c = bisect.bisect_right(starts, off) - 1 if len(starts) > 1 else 0
         offsets, data = chunks[c]
         off -= starts[c]
-        return str(data[offsets[off]:offsets[off + 1]], "utf-8")
+        return str(data[offsets[off] : offsets[off + 1]], "utf-8")
 
     def release(self) -> None:
         """Drop every page of this space's vectors from this process's resident pages (they stay
@@ -495,11 +550,22 @@ def convert_space(src_dir: Path, dst_dir: Path, dtype: str) -> dict:
             entry["norms"] = path.name
             entry["sha256"][path.name] = sha256_file(path)
         shards.append(entry)
-    meta = {k: v for k, v in src.manifest.items() if k not in
-            ("format", "kind", "dim", "dtype", "rows", "rows_per_shard", "normalized", "shards", "sha256")}
+    meta = {
+        k: v
+        for k, v in src.manifest.items()
+        if k not in ("format", "kind", "dim", "dtype", "rows", "rows_per_shard", "normalized", "shards", "sha256")
+    }
     # rounded rows are no longer unit length: searches divide by their norms again
-    return finish_space(dst_dir, shards, dim=src.dim, rows_per_shard=src.rows_per_shard,
-                        normalized=src.normalized and dtype == "float32", meta=meta, dtype=dtype, scale=scale)
+    return finish_space(
+        dst_dir,
+        shards,
+        dim=src.dim,
+        rows_per_shard=src.rows_per_shard,
+        normalized=src.normalized and dtype == "float32",
+        meta=meta,
+        dtype=dtype,
+        scale=scale,
+    )
 
 
 def _unit_and_norms(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

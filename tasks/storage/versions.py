@@ -20,15 +20,39 @@ from pathlib import Path
 
 from shardvec.tasks.storage.atomic import fsync_dir, fsync_tree, sha256_file, write_json
 from shardvec.tasks.storage.datadir import DataDir
-from shardvec.tasks.storage.documents import (FORMAT, VERSION_ID, Current, DamagedCurrentError, Manifest,
-                                              NotPublishedError, inside)
+from shardvec.tasks.storage.documents import (
+    FORMAT,
+    VERSION_ID,
+    Current,
+    DamagedCurrentError,
+    Manifest,
+    NotPublishedError,
+    inside,
+)
 from shardvec.tasks.storage.layout import COMPONENTS, Layout
 from shardvec.tasks.storage.locks import LockedError, PublishLock, RunLock
 
 # where they were before documents.py and locks.py; importers keep working
-__all__ = ["FORMAT", "VERSION_ID", "Current", "DamagedCurrentError", "NotPublishedError", "inside", "LockedError",
-           "PublishLock", "RunLock", "new_version_id", "read_current", "require_current", "read_manifest", "prepare",
-           "record_live", "were_live", "sweep_leftovers", "retain"]
+__all__ = [
+    "FORMAT",
+    "VERSION_ID",
+    "Current",
+    "DamagedCurrentError",
+    "NotPublishedError",
+    "inside",
+    "LockedError",
+    "PublishLock",
+    "RunLock",
+    "new_version_id",
+    "read_current",
+    "require_current",
+    "read_manifest",
+    "prepare",
+    "record_live",
+    "were_live",
+    "sweep_leftovers",
+    "retain",
+]
 
 
 def new_version_id() -> str:
@@ -61,8 +85,9 @@ def prepare(data: Path, version: str, components: dict[str, str], watermark: dic
         raise ValueError(f"cannot publish {version}: components {missing} missing")
     rel = {name: os.path.relpath(path, data) for name, path in components.items()}
     shutil.rmtree(v.work, ignore_errors=True)  # build scratch (the statement plan)
-    files = {str(p.relative_to(v.root)): sha256_file(p) for p in sorted(v.root.rglob("*"))
-             if p.is_file() and p != v.manifest}
+    files = {
+        str(p.relative_to(v.root)): sha256_file(p) for p in sorted(v.root.rglob("*")) if p.is_file() and p != v.manifest
+    }
     write_json(v.manifest, Manifest(version, rel, watermark, summary, files).to_json())
     fsync_tree(v.root)
     fsync_dir(v.root.parent)  # the entries naming the new folder, and versions/ on a first run
@@ -127,8 +152,11 @@ def sweep_leftovers(data: Path) -> list[str]:
     current = DataDir(data).current()
     gone = []
     for p in sorted(where.versions.iterdir()):
-        if VERSION_ID.match(p.name) and not where.version(p.name).manifest.exists() \
-                and not (current and p.name == current.version):
+        if (
+            VERSION_ID.match(p.name)
+            and not where.version(p.name).manifest.exists()
+            and not (current and p.name == current.version)
+        ):
             shutil.rmtree(p, ignore_errors=True)
             gone.append(p.name)
     return gone

@@ -97,8 +97,12 @@ class _Hooks(BaseHTTPRequestHandler):
 
 
 def install_alerts(env: dict, webhook: str, automations: Path) -> None:
-    out = subprocess.run([BIN / "shardvec", "alerts", "install", "--webhook", webhook, "--file", automations],
-                         env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [BIN / "shardvec", "alerts", "install", "--webhook", webhook, "--file", automations],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -106,6 +110,7 @@ def automations_with_a_short_silence(tmp: Path) -> Path:
     """deploy/automations.yaml as shipped, but a run is marked Crashed after SILENCE seconds
     without a heartbeat instead of 90."""
     from shardvec.alerts import AUTOMATIONS
+
     spec = yaml.safe_load(AUTOMATIONS.read_text())
     silent = next(a for a in spec["automations"] if a["name"] == "shardvec: mark silent runs Crashed")
     assert silent["trigger"]["within"] == 90 and "for 90 s" in silent["actions"][0]["message"]
@@ -121,10 +126,15 @@ def users_env(tmp: Path, port: int | None = None) -> dict:
     yet): Prefect's home and <tmp>/small.toml (E2E_TOML) in `tmp`, every service of a server they
     start, logs sent to it; `port` is the one `shardvec server` listens on."""
     (tmp / "small.toml").write_text(E2E_TOML)
-    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "SHARDVEC_CONFIG": str(tmp / "small.toml"),
-           # `shardvec serve` and the worker look for runs to start every second, not every 10 s
-           "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "SHARDVEC_CONFIG": str(tmp / "small.toml"),
+        # `shardvec serve` and the worker look for runs to start every second, not every 10 s
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+    }
     if port is not None:
         env["SHARDVEC_SERVER_PORT"] = str(port)
     env.pop("PREFECT_API_URL", None)
@@ -146,17 +156,28 @@ def server(tmp_path_factory):
     hooks.calls = []
     threading.Thread(target=hooks.serve_forever, daemon=True).start()
     t = time.monotonic()
-    proc = subprocess.Popen([BIN / "shardvec", "server", "--data", tmp / "data"], env=env,
-                            stdout=open(tmp / "server.log", "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [BIN / "shardvec", "server", "--data", tmp / "data"],
+        env=env,
+        stdout=open(tmp / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:  # stopped even when what follows fails: pytest runs no teardown for a fixture that raised
         wait_for(lambda: get(f"{api}/health").status_code == 200, 120, "the Prefect server")
         print(f"\nprefect server up in {time.monotonic() - t:.1f} s")
         env["PREFECT_API_URL"] = api
         webhook = f"http://127.0.0.1:{hooks.server_port}/hook"
         install_alerts(env, webhook, automations_with_a_short_silence(tmp))
-        yield {"api": api, "port": port, "env": env, "tmp": tmp, "hooks": hooks.calls, "server": proc,
-               "webhook": webhook}
+        yield {
+            "api": api,
+            "port": port,
+            "env": env,
+            "tmp": tmp,
+            "hooks": hooks.calls,
+            "server": proc,
+            "webhook": webhook,
+        }
     finally:
         hooks.shutdown()
         stop_groups([proc])
@@ -174,8 +195,15 @@ def trigger(dep, name: str, *params: str) -> dict:
 
 def prefect_cli(env: dict, *args) -> str:
     """`prefect ARGS` against the test's server, answering no prompt; its stdout, or the test fails."""
-    out = subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], env=env, cwd=REPO, capture_output=True,
-                         text=True, timeout=300, stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        [str(BIN / "prefect"), "--no-prompt", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
@@ -188,17 +216,25 @@ def deploy_to_pool(env: dict, *deploy_args) -> None:
 
 def start_pool_worker(env: dict, data: Path, log: Path) -> subprocess.Popen:
     """A process worker of the "shardvec" pool in a session of its own, its runs on `data`."""
-    return subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "shardvec"], cwd=REPO,
-                            env={**env, "SHARDVEC_DATA_DIR": str(data)}, stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [BIN / "prefect", "worker", "start", "--pool", "shardvec"],
+        cwd=REPO,
+        env={**env, "SHARDVEC_DATA_DIR": str(data)},
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def run_to_the_end(dep, name: str, parameters: dict | None = None, seconds: float = 600) -> dict:
     """A run of deployment NAME created through the API, as the UI's Run button does (no
     `prefect` CLI process to start: trigger() is that path); returns the finished flow run."""
     run_id = api_run(dep, name, parameters)
-    return wait_for(lambda: (r := flow_run(dep, run_id))["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
-                    and r, seconds, f"the run of {name} to end")
+    return wait_for(
+        lambda: (r := flow_run(dep, run_id))["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") and r,
+        seconds,
+        f"the run of {name} to end",
+    )
 
 
 def run_id_in(output: str) -> str:
@@ -209,8 +245,7 @@ def run_id_in(output: str) -> str:
 
 
 def artifacts(dep, run_id: str) -> dict[str, dict]:
-    found = post(f"{dep['api']}/artifacts/filter",
-                       json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
+    found = post(f"{dep['api']}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
     return {a["key"]: a for a in found}
 
 
@@ -222,16 +257,31 @@ def table(artifact: dict) -> dict:
 
 def chromium(tmp: Path, url: str, shot: Path | None = None, height: int = 1000) -> str:
     """The page's DOM after its scripts ran; with `shot`, also a screenshot of it."""
-    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              f"--window-size=1400,{height}", "--virtual-time-budget=20000"]
+    common = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--window-size=1400,{height}",
+        "--virtual-time-budget=20000",
+    ]
     n = len(list(tmp.glob("chromium-*")))
     args = [f"--user-data-dir={tmp / f'chromium-{n}'}", "--dump-dom"]
     if shot:  # one page load gives both
         shot.parent.mkdir(parents=True, exist_ok=True)
         args.append(f"--screenshot={shot}")
     home = tmp / "chromium-home"  # its crash reports and dconf cache: not in the user's home
-    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache")}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+    }
     return subprocess.run(common + args + [url], capture_output=True, text=True, timeout=120, env=env).stdout
 
 
@@ -269,22 +319,46 @@ def offline_chromium(tmp: Path, height: int = 1000) -> Iterator[DevTools]:
     """Headless Chromium with no network but this machine's loopback (every other host goes through
     a proxy that refuses: a port bound and never listened on), network events recorded."""
     from websockets.sync.client import connect
+
     profile = tmp / f"chromium-{len(list(tmp.glob('chromium-*')))}"
     home = tmp / "chromium-home"
     with socket.socket() as refusing:
         refusing.bind(("127.0.0.1", 0))
         proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
-             "--disable-background-networking", "--disable-component-update", f"--window-size=1400,{height}",
-             f"--user-data-dir={profile}", "--remote-debugging-port=0",
-             f"--proxy-server=http://127.0.0.1:{refusing.getsockname()[1]}", "about:blank"],
-            env={**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-                 "XDG_CACHE_HOME": str(home / ".cache")},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-sync",
+                "--disable-background-networking",
+                "--disable-component-update",
+                f"--window-size=1400,{height}",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                f"--proxy-server=http://127.0.0.1:{refusing.getsockname()[1]}",
+                "about:blank",
+            ],
+            env={
+                **os.environ,
+                "HOME": str(home),
+                "XDG_CONFIG_HOME": str(home / ".config"),
+                "XDG_CACHE_HOME": str(home / ".cache"),
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             port = wait_for(lambda: (profile / "DevToolsActivePort").read_text().split()[0], 60, "Chromium's DevTools")
-            page = wait_for(lambda: next((t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
-                                          if t["type"] == "page"), None), 60, "Chromium's page")
+            page = wait_for(
+                lambda: next(
+                    (t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json() if t["type"] == "page"), None
+                ),
+                60,
+                "Chromium's page",
+            )
             with connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
                 tools = DevTools(ws)
                 tools.call("Network.enable")
@@ -301,6 +375,7 @@ def chart_pixels(png: Path) -> list[int]:
     drawn in (0 each on a page without the chart): the chart rendered if every one is there."""
     import numpy as np
     from PIL import Image
+
     pixels = np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)  # height x width x 3
     return [int((np.abs(pixels - np.array(c, dtype=np.int16)) < 20).all(axis=-1).sum()) for c in SERIES]
 
@@ -310,16 +385,26 @@ def api_run(dep, name: str, parameters: dict | None = None) -> str:
     flow, deployment_name = name.split("/")
     d = get(f"{dep['api']}/deployments/name/{flow}/{deployment_name}").json()
     # the idempotency key makes a retried create (the first timed out) return the same run
-    r = post(f"{dep['api']}/deployments/{d['id']}/create_flow_run", retry=True,
-             json={"parameters": parameters or {}, "idempotency_key": uuid.uuid4().hex})
+    r = post(
+        f"{dep['api']}/deployments/{d['id']}/create_flow_run",
+        retry=True,
+        json={"parameters": parameters or {}, "idempotency_key": uuid.uuid4().hex},
+    )
     assert r.status_code in (200, 201), r.text  # 200: the retried create found its run
     return r.json()["id"]
 
 
 def heartbeats(dep, run_id: str) -> list[dict]:
     """The heartbeat events of a flow run the server has received."""
-    r = post(f"{dep['api']}/events/filter", json={"filter": {
-        "event": {"name": ["prefect.flow-run.heartbeat"]}, "resource": {"id": [f"prefect.flow-run.{run_id}"]}}})
+    r = post(
+        f"{dep['api']}/events/filter",
+        json={
+            "filter": {
+                "event": {"name": ["prefect.flow-run.heartbeat"]},
+                "resource": {"id": [f"prefect.flow-run.{run_id}"]},
+            }
+        },
+    )
     r.raise_for_status()
     return r.json()["events"]
 
@@ -338,13 +423,26 @@ def scheduled_run(dep, deployment: str, due: datetime, seconds: float = 600) -> 
     d = get(f"{dep['api']}/deployments/name/{flow}/{name}").json()
 
     def ended():
-        found = post(f"{dep['api']}/flow_runs/filter", json={"flow_runs": {
-            "deployment_id": {"any_": [d["id"]]}, "expected_start_time": {"after_": (due - timedelta(seconds=1)).isoformat()}}}).json()
-        run = next((r for r in found if r["auto_scheduled"] and datetime.fromisoformat(r["expected_start_time"]) == due),
-                   None)
+        found = post(
+            f"{dep['api']}/flow_runs/filter",
+            json={
+                "flow_runs": {
+                    "deployment_id": {"any_": [d["id"]]},
+                    "expected_start_time": {"after_": (due - timedelta(seconds=1)).isoformat()},
+                }
+            },
+        ).json()
+        run = next(
+            (r for r in found if r["auto_scheduled"] and datetime.fromisoformat(r["expected_start_time"]) == due), None
+        )
         return run and run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") and run
-    return wait_for(ended, (due - datetime.now(timezone.utc)).total_seconds() + seconds,
-                    f"the scheduled run of {deployment} due at {due:%H:%M} UTC to end", every=2)
+
+    return wait_for(
+        ended,
+        (due - datetime.now(timezone.utc)).total_seconds() + seconds,
+        f"the scheduled run of {deployment} due at {due:%H:%M} UTC to end",
+        every=2,
+    )
 
 
 def flow_run(dep, run_id: str) -> dict:

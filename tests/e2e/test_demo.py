@@ -17,9 +17,13 @@ def test_demo_prints_no_traceback(tmp_path):
     """issue 33 item 6: the temporary server's telemetry heartbeat wrote to its SQLite database
     while the run did, and printed a "database is locked" traceback to a new user."""
     (tmp_path / "small.toml").write_text(SUBPROCESS_TOML)  # the sample corpus, trained small
-    env = {k: v for k, v in os.environ.items()
-           if k not in LEAN_PREFECT and k not in NO_EPHEMERAL and k not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK",
-                                                   "PREFECT_API_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in LEAN_PREFECT
+        and k not in NO_EPHEMERAL
+        and k not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK", "PREFECT_API_URL")
+    }
     env["SHARDVEC_CONFIG"] = str(tmp_path / "small.toml")
     out = run_in_a_group([str(BIN / "shardvec"), "demo", "--data", str(tmp_path / "data")], env=env, timeout=900)
     screen = out.stdout + out.stderr

@@ -22,9 +22,29 @@ from pathlib import Path
 import pytest
 
 from tests.corpora import write_corpus
-from tests.e2e.harness import (CHROMIUM, CRASH_DEADLINE, SILENCE, api_run, artifacts, chart_pixels, chromium, cron_due_soon,
-                       flow_run, get, heartbeats, install_alerts, offline_chromium, post, registered_pid, run_to_the_end,
-                       scheduled_run, server, table, trigger, wait_for)
+from tests.e2e.harness import (
+    CHROMIUM,
+    CRASH_DEADLINE,
+    SILENCE,
+    api_run,
+    artifacts,
+    chart_pixels,
+    chromium,
+    cron_due_soon,
+    flow_run,
+    get,
+    heartbeats,
+    install_alerts,
+    offline_chromium,
+    post,
+    registered_pid,
+    run_to_the_end,
+    scheduled_run,
+    server,
+    table,
+    trigger,
+    wait_for,
+)
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
 # One server for the module: under pytest-xdist (`make test`) all of it runs on one worker, in
@@ -44,11 +64,14 @@ def deployment(server):
     write_corpus(tmp / "data" / "corpus")
     t = time.monotonic()
     cron, due = cron_due_soon()  # the nightly fires by itself a minute or two from now
-    proc = subprocess.Popen([BIN / "shardvec", "serve", "--data", str(tmp / "data")],
-                            env={**server["env"], "SHARDVEC_SCHEDULE_NIGHTLY_CRON": cron},
-                            stdout=open(tmp / "serve.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    wait_for(lambda: len(post(f"{server['api']}/deployments/filter", json={}).json()) == 3, 120,
-             "the deployments")
+    proc = subprocess.Popen(
+        [BIN / "shardvec", "serve", "--data", str(tmp / "data")],
+        env={**server["env"], "SHARDVEC_SCHEDULE_NIGHTLY_CRON": cron},
+        stdout=open(tmp / "serve.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_for(lambda: len(post(f"{server['api']}/deployments/filter", json={}).json()) == 3, 120, "the deployments")
     print(f"deployments served in {time.monotonic() - t:.1f} s")
     # `shardvec serve` installed the shipped automations before it registered the deployments
     # (a silence of 90 s): the short one again
@@ -78,11 +101,15 @@ def test_the_scheduled_nightly_fires_by_itself_and_reports_in_artifacts(deployme
 def test_a_run_cannot_move_the_deployments_data_directory(deployment):
     elsewhere = deployment["tmp"] / "elsewhere"
     elsewhere.mkdir()
-    run = run_to_the_end(deployment, "add-statements/shardvec-add-statements",
-                         {"records": [{"id": "x", "text": "smoke over sydney"}],
-                          "overrides": {"data_dir": str(elsewhere)}}, seconds=180)
+    run = run_to_the_end(
+        deployment,
+        "add-statements/shardvec-add-statements",
+        {"records": [{"id": "x", "text": "smoke over sydney"}], "overrides": {"data_dir": str(elsewhere)}},
+        seconds=180,
+    )
     assert run["state_type"] == "FAILED" and list(elsewhere.iterdir()) == []
     import shardvec
+
     assert "x" not in shardvec.open(deployment["data"])
 
 
@@ -93,8 +120,10 @@ def test_the_run_form_describes_every_parameter(deployment, screenshots):
     opened as a link with [index] nprobe filled in, as the UI's own "Custom run" links do."""
     import html
     from urllib.parse import quote
-    d = post(f"{deployment['api']}/deployments/filter",
-             json={"deployments": {"name": {"any_": ["shardvec-backfill"]}}}).json()[0]
+
+    d = post(
+        f"{deployment['api']}/deployments/filter", json={"deployments": {"name": {"any_": ["shardvec-backfill"]}}}
+    ).json()[0]
     schema = d["parameter_openapi_schema"]
     assert list(schema["properties"]) == ["start", "end", "partitions", "mode", "overrides", "force"]
     index = schema["definitions"]["IndexOverrides"]["properties"]
@@ -122,10 +151,13 @@ def test_backfill_rebuild_with_parameters(deployment):
 def test_add_statements_deployment_drains_the_inbox(deployment):
     inbox = deployment["data"] / "inbox"
     inbox.mkdir(exist_ok=True)
-    (inbox / "new.jsonl").write_text(json.dumps({"id": "inbox/1", "text": "smoke from the fires drifted over sydney"}) + "\n")
+    (inbox / "new.jsonl").write_text(
+        json.dumps({"id": "inbox/1", "text": "smoke from the fires drifted over sydney"}) + "\n"
+    )
     run = run_to_the_end(deployment, "add-statements/shardvec-add-statements")
     assert run["state_type"] == "COMPLETED"
     import shardvec
+
     assert "inbox/1" in shardvec.open(deployment["data"])
 
 
@@ -158,8 +190,9 @@ def the_nightly(deployment) -> str:
 def dask_report_of(deployment, run_id: str) -> tuple[str, Path]:
     """The http link of the run's Dask performance report (its link artifact), and its file."""
     base = f"http://127.0.0.1:{deployment['port']}/shardvec/reports/"
-    link = re.fullmatch(r"\[Dask performance report\]\((.+)\)",
-                        artifacts(deployment, run_id)["shardvec-nightly-dask-report"]["data"]).group(1)
+    link = re.fullmatch(
+        r"\[Dask performance report\]\((.+)\)", artifacts(deployment, run_id)["shardvec-nightly-dask-report"]["data"]
+    ).group(1)
     assert link.startswith(base) and link.endswith("/dask-performance.html"), link
     return link, deployment["data"] / "reports" / link.removeprefix(base)
 
@@ -189,20 +222,29 @@ def test_summary_links_a_dask_performance_report_and_logs_say_what_happens(deplo
     assert "![shardvec trend chart](data:image/png;base64," in summary
     link, html = dask_report_of(deployment, run_id)
     assert html.is_file() and html.parent.parent == deployment["data"] / "reports"
-    assert f"]({link})" in summary and found["shardvec-nightly-dask-report"]["data"] == f"[Dask performance report]({link})"
+    assert (
+        f"]({link})" in summary
+        and found["shardvec-nightly-dask-report"]["data"] == f"[Dask performance report]({link})"
+    )
     served = get(link)  # over http from `shardvec server`, which a browser follows from the UI (file:// it refuses)
     assert served.status_code == 200 and served.content == html.read_bytes()
     assert "<title>Dask Performance Report</title>" in served.text and (html.parent / "report.json").is_file()
     if CHROMIUM:  # in the UI: the run's Artifacts tab lists the link, whose page (a click away) holds it
         ui = f"http://127.0.0.1:{deployment['port']}/v2"
-        dom = chromium(deployment["tmp"], f"{ui}/runs/flow-run/{run_id}?tab=Artifacts",
-                       screenshots / "flow-run-artifacts-dask-report.png")
+        dom = chromium(
+            deployment["tmp"],
+            f"{ui}/runs/flow-run/{run_id}?tab=Artifacts",
+            screenshots / "flow-run-artifacts-dask-report.png",
+        )
         assert "shardvec-nightly-dask-report" in dom
         shot = screenshots / "dask-report-link-artifact.png"
-        dom = chromium(deployment["tmp"], f"{ui}/artifacts/artifact/{found['shardvec-nightly-dask-report']['id']}", shot)
+        dom = chromium(
+            deployment["tmp"], f"{ui}/artifacts/artifact/{found['shardvec-nightly-dask-report']['id']}", shot
+        )
         assert f'href="{link}"' in dom, shot
-    logs = post(f"{deployment['api']}/logs/filter",
-                      json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}).json()
+    logs = post(
+        f"{deployment['api']}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}
+    ).json()
     lines = [entry["message"] for entry in logs]
     assert any(m.startswith("tokenize: started, 3 files") for m in lines), lines
     assert any(m.startswith("tokenize: finished in ") and "records 352 (" in m and "/s)" in m for m in lines)
@@ -222,15 +264,25 @@ def test_the_dask_performance_report_renders_offline(deployment, screenshots):
     shot = screenshots / "dask-performance-task-stream.png"
     with offline_chromium(deployment["tmp"]) as page:
         page.call("Page.navigate", url=link)
-        wait_for(lambda: page.evaluate("typeof Bokeh !== 'undefined' && Bokeh.documents.length === 1 && "
-                                       "[...Bokeh.index.roots].length > 0"), 120, "bokeh to render the report")
-        drawn = wait_for(lambda: (d := page.evaluate(TASK_STREAM))["coloured"] > 0.05 * d["pixels"] and d, 60,
-                         "bokeh to draw the task stream")
+        wait_for(
+            lambda: page.evaluate(
+                "typeof Bokeh !== 'undefined' && Bokeh.documents.length === 1 && [...Bokeh.index.roots].length > 0"
+            ),
+            120,
+            "bokeh to render the report",
+        )
+        drawn = wait_for(
+            lambda: (d := page.evaluate(TASK_STREAM))["coloured"] > 0.05 * d["pixels"] and d,
+            60,
+            "bokeh to draw the task stream",
+        )
         page.screenshot(shot)
         elsewhere = [u for u in page.requests if not u.startswith(("data:", "http://127.0.0.1:"))]
     assert drawn["tasks"] >= 20, drawn  # the nightly's Prefect tasks, each a bar
     assert all(u.endswith("favicon.ico") for u in elsewhere), elsewhere
-    print(f"\ntask stream: {drawn['tasks']} tasks, {drawn['coloured'] / drawn['pixels']:.0%} of the canvas coloured; {shot}")
+    print(
+        f"\ntask stream: {drawn['tasks']} tasks, {drawn['coloured'] / drawn['pixels']:.0%} of the canvas coloured; {shot}"
+    )
 
 
 def test_the_run_says_what_its_wall_time_covers_and_the_three_spans_nest(deployment):
@@ -238,6 +290,7 @@ def test_the_run_says_what_its_wall_time_covers_and_the_three_spans_nest(deploym
     report's Duration, which lies within the UI's (the run's time in Running); deploy/README.md
     says what each covers."""
     from shardvec.tasks.quality.report import WALL_COVERS
+
     run_id = the_nightly(deployment)
     found = artifacts(deployment, run_id)
     assert f"(wall time: {WALL_COVERS})" in " ".join(found["shardvec-nightly-summary"]["data"].split())
@@ -264,10 +317,18 @@ def test_the_reports_route_serves_nothing_outside_reports(deployment):
             return r.status, r.read().decode(errors="replace")
         finally:
             conn.close()
+
     try:
         assert fetch("/mine.txt") == (200, "a report")
-        for path in ("/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt", "/x/../../secret.txt", "/leak",
-                     "/", "/nothing.html"):
+        for path in (
+            "/../secret.txt",
+            "/%2e%2e/secret.txt",
+            "/..%2fsecret.txt",
+            "/x/../../secret.txt",
+            "/leak",
+            "/",
+            "/nothing.html",
+        ):
             status, body = fetch(path)
             assert status == 404 and "not for the web" not in body, (path, status)
     finally:
@@ -280,8 +341,10 @@ def test_a_killed_served_nightly_is_marked_crashed_and_alerts(deployment):
     """Issue 17: SIGKILL the whole `shardvec serve` process group while its nightly runs (as
     the OOM killer or a reboot would); heartbeats stop, and the automation marks it Crashed."""
     (deployment["data"] / "corpus" / "2026-11-04").mkdir()
-    shutil.copy(deployment["data"] / "corpus" / "2026-11-01" / "lee.txt",
-                deployment["data"] / "corpus" / "2026-11-04" / "again.txt")  # something new to do
+    shutil.copy(
+        deployment["data"] / "corpus" / "2026-11-01" / "lee.txt",
+        deployment["data"] / "corpus" / "2026-11-04" / "again.txt",
+    )  # something new to do
     run_id = api_run(deployment, "nightly/shardvec-nightly")
     pid = registered_pid(deployment["data"], run_id)
     serve = deployment["serve"]
@@ -293,13 +356,20 @@ def test_a_killed_served_nightly_is_marked_crashed_and_alerts(deployment):
     killed_at = kill_group_and_check_it_landed(serve.pid, serve)  # serve, the run, its Dask workers: all gone
     assert pid not in group_members(serve.pid)
     assert flow_run(deployment, run_id)["state_type"] == "RUNNING"  # nobody told the server yet
-    state = wait_for(lambda: (r := flow_run(deployment, run_id))["state_type"] == "CRASHED" and r["state"],
-                     CRASH_DEADLINE, "the killed run to be marked Crashed", every=2)
+    state = wait_for(
+        lambda: (r := flow_run(deployment, run_id))["state_type"] == "CRASHED" and r["state"],
+        CRASH_DEADLINE,
+        "the killed run to be marked Crashed",
+        every=2,
+    )
     seconds = time.monotonic() - killed_at
     print(f"\nSIGKILL -> Crashed in {seconds:.0f} s")
     assert f"No heartbeat for {SILENCE} s" in state["message"]  # the short-silence automation fired
-    alert = wait_for(lambda: [c for c in deployment["hooks"] if run_id in c and "Crashed" in c], 60,
-                     "the webhook call for the crashed nightly")
+    alert = wait_for(
+        lambda: [c for c in deployment["hooks"] if run_id in c and "Crashed" in c],
+        60,
+        "the webhook call for the crashed nightly",
+    )
     assert json.loads(alert[0])["alert"] == "shardvec nightly Crashed"
     deployment["crashed_run"] = run_id
 

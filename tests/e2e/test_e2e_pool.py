@@ -16,9 +16,26 @@ from datetime import datetime
 import pytest
 
 from tests.corpora import SENTENCES, write_corpus
-from tests.e2e.harness import (CRASH_DEADLINE, REPO, api_run, artifacts, cron_due_soon, deploy_to_pool, flow_run, get, post,
-                       registered_pid, start_pool_worker,
-                       run_id_in, run_to_the_end, scheduled_run, server, table, users_env, wait_for)
+from tests.e2e.harness import (
+    CRASH_DEADLINE,
+    REPO,
+    api_run,
+    artifacts,
+    cron_due_soon,
+    deploy_to_pool,
+    flow_run,
+    get,
+    post,
+    registered_pid,
+    start_pool_worker,
+    run_id_in,
+    run_to_the_end,
+    scheduled_run,
+    server,
+    table,
+    users_env,
+    wait_for,
+)
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -54,15 +71,21 @@ def test_the_scheduled_nightly_fires_on_the_worker_by_itself(worker):
     """Issue 32: nobody triggers it. The server's scheduler creates the run from the deployment's
     cron (with SQLAlchemy 2.1 it never did: the scheduler service failed on every loop), the
     worker picks it up, and it publishes."""
-    deployments = {d["name"]: d for d in post(f"{worker['api']}/deployments/filter",
-                                                    json={"work_pools": {"name": {"any_": ["shardvec"]}}}).json()}
+    deployments = {
+        d["name"]: d
+        for d in post(
+            f"{worker['api']}/deployments/filter", json={"work_pools": {"name": {"any_": ["shardvec"]}}}
+        ).json()
+    }
     assert set(deployments) == {"shardvec-nightly", "shardvec-backfill", "shardvec-add-statements"}
     assert deployments["shardvec-nightly"]["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
     assert all(s["active"] for d in deployments.values() for s in d["schedules"])
     run = scheduled_run(worker, "nightly/shardvec-nightly", worker["nightly_due"])
     started = datetime.fromisoformat(run["start_time"])
-    print(f"\nscheduled nightly on the work pool: due {worker['nightly_due']:%H:%M:%S}, started "
-          f"{(started - worker['nightly_due']).total_seconds():.0f} s after, {run['total_run_time']:.0f} s of run time")
+    print(
+        f"\nscheduled nightly on the work pool: due {worker['nightly_due']:%H:%M:%S}, started "
+        f"{(started - worker['nightly_due']).total_seconds():.0f} s after, {run['total_run_time']:.0f} s of run time"
+    )
     assert run["state_type"] == "COMPLETED" and run["work_pool_name"] == "shardvec" and run["auto_scheduled"]
     report = table(artifacts(worker, run["id"])["shardvec-nightly-report"])
     assert report["statements"]["value"] == 352
@@ -76,24 +99,39 @@ def test_colliding_runs_wait_for_each_other_and_both_complete(worker):
     hooks_before = len(worker["hooks"])
     t = time.monotonic()
     # a rebuild retrains everything: long enough, whatever ran before, that the nightlies meet it holding the lock
-    ids = {"backfill": api_run(worker, "backfill/shardvec-backfill", {"mode": "rebuild"}),
-           "nightly": api_run(worker, "nightly/shardvec-nightly"),
-           "nightly again": api_run(worker, "nightly/shardvec-nightly")}
-    ended = {name: wait_for(lambda: (r := flow_run(worker, run_id))["state_type"] in FINAL and r, 600,
-                            f"the {name} run to end", every=2) for name, run_id in ids.items()}
+    ids = {
+        "backfill": api_run(worker, "backfill/shardvec-backfill", {"mode": "rebuild"}),
+        "nightly": api_run(worker, "nightly/shardvec-nightly"),
+        "nightly again": api_run(worker, "nightly/shardvec-nightly"),
+    }
+    ended = {
+        name: wait_for(
+            lambda: (r := flow_run(worker, run_id))["state_type"] in FINAL and r, 600, f"the {name} run to end", every=2
+        )
+        for name, run_id in ids.items()
+    }
     print(f"\nthree colliding runs ended in {time.monotonic() - t:.0f} s")
     assert {name: r["state_name"] for name, r in ended.items()} == {name: "Completed" for name in ids}
-    states = {name: [s["name"] for s in get(f"{worker['api']}/flow_run_states/", params={"flow_run_id": run_id}).json()]
-              for name, run_id in ids.items()}
+    states = {
+        name: [s["name"] for s in get(f"{worker['api']}/flow_run_states/", params={"flow_run_id": run_id}).json()]
+        for name, run_id in ids.items()
+    }
     assert any("AwaitingConcurrencySlot" in states[n] for n in ("nightly", "nightly again")), states
-    logs = [e["message"] for e in post(f"{worker['api']}/logs/filter", json={
-        "logs": {"flow_run_id": {"any_": list(ids.values())}}, "limit": 200}).json()]
+    logs = [
+        e["message"]
+        for e in post(
+            f"{worker['api']}/logs/filter", json={"logs": {"flow_run_id": {"any_": list(ids.values())}}, "limit": 200}
+        ).json()
+    ]
     assert any(m.startswith("waiting for the run that holds") for m in logs), "no run waited on the run lock"
     assert not any(m.startswith("Another shardvec run holds") for m in logs)
     # No run failed, crashed or was refused by the gate. (Run alone, the first run meets the
     # sample's broken line and says so: that alert is about input, not about the collision.)
-    assert not [c for c in worker["hooks"][hooks_before:] if any(i in c for i in ids.values())
-                and "records quarantined" not in json.loads(c)["alert"]]
+    assert not [
+        c
+        for c in worker["hooks"][hooks_before:]
+        if any(i in c for i in ids.values()) and "records quarantined" not in json.loads(c)["alert"]
+    ]
 
 
 def _calls_for(dep, run_id: str) -> list[dict]:
@@ -117,11 +155,20 @@ def test_quarantined_input_raises_a_warning_and_calls_the_webhook_once(worker):
     """Issue 32: the first nightly reads write_corpus's broken JSON line; it completes, with a
     warning artifact (how many, which file, why, where) and one webhook call."""
     api = worker["api"]
-    found = wait_for(lambda: post(f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": [
-        "shardvec-nightly-quarantine"]}}}).json(), 900, "a nightly's quarantine warning", every=2)
+    found = wait_for(
+        lambda: post(
+            f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["shardvec-nightly-quarantine"]}}}
+        ).json(),
+        900,
+        "a nightly's quarantine warning",
+        every=2,
+    )
     assert len(found) == 1, "only the run that took the file in warns"
-    run = wait_for(lambda: (r := flow_run(worker, found[0]["flow_run_id"]))["state_type"] in FINAL and r, 300,
-                   "the run that quarantined to end")
+    run = wait_for(
+        lambda: (r := flow_run(worker, found[0]["flow_run_id"]))["state_type"] in FINAL and r,
+        300,
+        "the run that quarantined to end",
+    )
     assert run["state_name"] == "Completed"
     warning = found[0]["data"]
     assert warning.startswith("# Warning: 1 input record quarantined") and "broken JSON" in warning
@@ -141,8 +188,17 @@ def test_a_nightly_refused_by_the_quality_gate_calls_the_webhook_once(worker):
     # a far weaker index than the published one's (one list searched, not tuned up to the target): its
     # recall@10 drops, and the gate refuses it
     overrides = json.dumps({"index": {"nprobe": 1, "target_recall": 0}, "quality": {"gate": True}})
-    args = [str(BIN / "prefect"), "deployment", "run", "nightly/shardvec-nightly", "--watch",
-            "--watch-timeout", "600", "--param", f"overrides={overrides}"]
+    args = [
+        str(BIN / "prefect"),
+        "deployment",
+        "run",
+        "nightly/shardvec-nightly",
+        "--watch",
+        "--watch-timeout",
+        "600",
+        "--param",
+        f"overrides={overrides}",
+    ]
     try:
         out = subprocess.run(args, env=worker["env"], capture_output=True, text=True, timeout=700)
     finally:
@@ -164,18 +220,27 @@ def test_a_killed_nightly_calls_the_webhook_once_and_the_next_one_charts_it(work
     pid = registered_pid(worker["data"], run_id)
     assert os.getpgid(pid) == pid  # the run leads the group its Dask workers join
     killed_at = kill_group_and_check_it_landed(pid)
-    run = wait_for(lambda: (r := flow_run(worker, run_id))["state_type"] in FINAL and r, CRASH_DEADLINE,
-                   "the killed run to be marked Crashed", every=1)
-    print(f"\nkilled nightly: {run['state_name']} {time.monotonic() - killed_at:.0f} s after SIGKILL: "
-          f"{run['state']['message']}")
+    run = wait_for(
+        lambda: (r := flow_run(worker, run_id))["state_type"] in FINAL and r,
+        CRASH_DEADLINE,
+        "the killed run to be marked Crashed",
+        every=1,
+    )
+    print(
+        f"\nkilled nightly: {run['state_name']} {time.monotonic() - killed_at:.0f} s after SIGKILL: "
+        f"{run['state']['message']}"
+    )
     assert run["state_type"] == "CRASHED"
     body = _the_alert(worker, run)
     assert body["alert"] == "shardvec nightly Crashed" and body["state"] == "Crashed"
 
     after = run_to_the_end(worker, "nightly/shardvec-nightly")
     assert after["state_type"] == "COMPLETED"
-    crashed = [e for e in map(json.loads, (worker["data"] / "history.jsonl").read_text().splitlines())
-               if e.get("flow_run_id") == run_id]
+    crashed = [
+        e
+        for e in map(json.loads, (worker["data"] / "history.jsonl").read_text().splitlines())
+        if e.get("flow_run_id") == run_id
+    ]
     assert len(crashed) == 1 and crashed[0]["status"] == "crashed" and crashed[0]["flow"] == "nightly"
     summary = artifacts(worker, after["id"])["shardvec-nightly-summary"]["data"]
     assert "| nightly | crashed |" in summary
@@ -190,20 +255,28 @@ def test_a_killed_cli_run_in_local_mode_is_marked_crashed(tmp_path):
     data = tmp / "local-data"
     write_corpus(data / "corpus")
     env = {**users_env(tmp), "PREFECT_HOME": str(tmp / "local-prefect")}  # no database yet: a new user's first run
-    proc = subprocess.Popen([BIN / "shardvec", "nightly", "--data", str(data)], env=env, start_new_session=True,
-                            stdout=open(tmp / "local.log", "w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [BIN / "shardvec", "nightly", "--data", str(data)],
+        env=env,
+        start_new_session=True,
+        stdout=open(tmp / "local.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     path = wait_for(lambda: next((data / ".runs").glob("*.json"), None), 180, "the local run to register")
     run_id = path.stem
     assert group_members(proc.pid)
     killed_at = kill_group_and_check_it_landed(proc.pid, proc)  # the run and its temporary server: all gone
-    out = subprocess.run([BIN / "shardvec", "mark-crashed", "--data", str(data)], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [BIN / "shardvec", "mark-crashed", "--data", str(data)], env=env, capture_output=True, text=True, timeout=120
+    )
     print(f"\nlocal run: SIGKILL -> Crashed in {time.monotonic() - killed_at:.0f} s (mark-crashed)")
     assert out.stdout.strip() == f"marked flow run {run_id} Crashed", out.stdout + out.stderr
     # what the temporary server of mark-crashed stored, read from local mode's database itself
     # (`prefect flow-run inspect` would start a third temporary server, ~10 s of CPU, to say it)
     with sqlite3.connect(tmp / "local-prefect" / "prefect.db") as db:
-        state = db.execute("SELECT s.type, s.message FROM flow_run AS r JOIN flow_run_state AS s ON s.id = r.state_id"
-                           " WHERE r.id = ?", (run_id,)).fetchone()
+        state = db.execute(
+            "SELECT s.type, s.message FROM flow_run AS r JOIN flow_run_state AS s ON s.id = r.state_id WHERE r.id = ?",
+            (run_id,),
+        ).fetchone()
     assert state is not None and state[0] == "CRASHED" and "is gone" in state[1], state
     assert not path.exists()

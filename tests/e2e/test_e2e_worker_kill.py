@@ -24,7 +24,16 @@ import pytest
 from prefect import flow, task
 
 from shardvec.tasks.storage.versions import LockedError, RunLock
-from tests.e2e.harness import api_run, deploy_to_pool, start_pool_worker, flow_run, post, run_to_the_end, server, wait_for
+from tests.e2e.harness import (
+    api_run,
+    deploy_to_pool,
+    start_pool_worker,
+    flow_run,
+    post,
+    run_to_the_end,
+    server,
+    wait_for,
+)
 from tests.processes import BIN, group_members, kill_group_and_check_it_landed, stop_groups
 
 pytestmark = pytest.mark.slow  # whole on one pytest-xdist worker (tests/conftest.py, ONE_WORKER)
@@ -34,11 +43,13 @@ BACKFILL = "backfill/shardvec-backfill"
 LEFT_RUNNING = 120  # seconds from the kill to the run's leaving Running that the issue accepts
 # where the run is when the worker is killed: what shows it, in the data directory (in the run's
 # version folder unless said otherwise), or through the API
-PHASES = {"registered": "DATA/.runs/<run id>.json (flows/operate.py), before any task",
-          "tokenize": "a task run `tokenize-...` recorded (the copied data directory has the token caches)",
-          "train": "work/plan.npy, the statement plan, beside the vocabulary and word2vec",
-          "search": "index/, the Annoy indexes, beside the similarity rows",
-          "publish": "manifest.json, or DATA/CURRENT naming the version (the run's end follows)"}
+PHASES = {
+    "registered": "DATA/.runs/<run id>.json (flows/operate.py), before any task",
+    "tokenize": "a task run `tokenize-...` recorded (the copied data directory has the token caches)",
+    "train": "work/plan.npy, the statement plan, beside the vocabulary and word2vec",
+    "search": "index/, the Annoy indexes, beside the similarity rows",
+    "publish": "manifest.json, or DATA/CURRENT naming the version (the run's end follows)",
+}
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +66,7 @@ def pool(server, published):
     def start_worker() -> subprocess.Popen:
         workers.append(start_pool_worker(env, data, tmp / f"worker-{len(workers)}.log"))
         return workers[-1]
+
     yield {**server, "data": data, "start_worker": start_worker}
     stop_groups(workers)
 
@@ -89,8 +101,13 @@ def run_lock_is_free(data: Path) -> bool:
 
 
 def verify(dep) -> str:
-    out = subprocess.run([BIN / "shardvec", "verify", "--data", str(dep["data"])], env=dep["env"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [BIN / "shardvec", "verify", "--data", str(dep["data"])],
+        env=dep["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and "is whole" in out.stdout, out.stdout + out.stderr
     return out.stdout
 
@@ -102,14 +119,17 @@ def test_a_run_whose_worker_is_killed_leaves_running_at_every_phase(pool):
     for phase in PHASES:
         before, live_before = versions(data), live(data)
         run_id = api_run(pool, BACKFILL, {"mode": "rebuild"})
-        wait_for(lambda: reached(pool, run_id, phase, before, live_before), 300, f"the run to reach {phase}",
-                 every=0.2)
+        wait_for(lambda: reached(pool, run_id, phase, before, live_before), 300, f"the run to reach {phase}", every=0.2)
         pid = json.loads((data / ".runs" / f"{run_id}.json").read_text())["pid"]
         assert psutil.Process(pid).ppid() == worker.pid  # the worker started it...
         assert os.getpgid(pid) == pid  # ...in a group of its own (its Dask workers join it): not killed below
         killed_at = kill_group_and_check_it_landed(worker.pid, worker)
-        ended = wait_for(lambda: (r := flow_run(pool, run_id))["state_type"] != "RUNNING" and r,
-                         LEFT_RUNNING, f"run {run_id} killed at {phase} to leave Running", every=0.5)
+        ended = wait_for(
+            lambda: (r := flow_run(pool, run_id))["state_type"] != "RUNNING" and r,
+            LEFT_RUNNING,
+            f"run {run_id} killed at {phase} to leave Running",
+            every=0.5,
+        )
         seconds[phase] = round(time.monotonic() - killed_at, 1)
         print(f"\nkilled at {phase}: {ended['state_name']} {seconds[phase]} s after the kill", flush=True)
         assert ended["state_type"] == "CRASHED", ended["state"]
@@ -142,10 +162,15 @@ print(child.pid, flush=True)
 for line in child.stdout:
     pass
 """)
-    env = {**os.environ, "PREFECT__FLOW_RUN_ID": "00000000-0000-0000-0000-000000000000",
-           "PREFECT_API_URL": "http://127.0.0.1:9/api", "PREFECT_HOME": str(tmp_path / "prefect")}
-    parent = subprocess.Popen([sys.executable, script], stdout=subprocess.PIPE, text=True, env=env,
-                              start_new_session=True)
+    env = {
+        **os.environ,
+        "PREFECT__FLOW_RUN_ID": "00000000-0000-0000-0000-000000000000",
+        "PREFECT_API_URL": "http://127.0.0.1:9/api",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
+    parent = subprocess.Popen(
+        [sys.executable, script], stdout=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
     child = psutil.Process(int(parent.stdout.readline()))
     wait_for(lambda: (tmp_path / "watching").exists(), 60, "the watch to start")
     grandchild = child.children()[0]
@@ -178,6 +203,7 @@ while True:
 @task
 def nap(seconds: float) -> float:
     import shardvec.flows.skins  # noqa: F401 - what a run's Dask worker holds (gensim, scipy, pyarrow...)
+
     time.sleep(seconds)
     return seconds
 
@@ -187,12 +213,15 @@ def dask_run(tmp_path, body, **dask):
     state, and the warnings logged by Dask meanwhile."""
     from shardvec.flows.runtime import SettingsTaskRunner
     from tests.runs import small_settings
+
     s = small_settings(tmp_path / "data", dask={"n_workers": 2} | dask)
 
     @flow(task_runner=SettingsTaskRunner(s))
     def run():
         from prefect.context import FlowRunContext
+
         return body(FlowRunContext.get().task_runner)
+
     seen = Seen()
     logging.getLogger("distributed").addHandler(seen)
     try:
@@ -227,6 +256,7 @@ def test_a_run_whose_dask_workers_are_gone_fails_saying_so(tmp_path):
         runner.client.cluster.scale(0)  # its workers close, and none come back
         wait_for(lambda: not runner.client.nthreads(), 60, "the workers to close")
         return nap.submit(0).result()
+
     t = time.monotonic()
     state, _ = dask_run(tmp_path, body, n_workers=1, no_worker_seconds=2)
     assert state.is_failed() and "has had no worker for" in state.message, state.message

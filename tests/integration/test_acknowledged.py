@@ -36,9 +36,17 @@ ROOT = Path(__file__).parents[2]
 BIG = " ".join(SENTENCES)[:5400]  # a 5.4 kB statement, as in the issue
 DEEP = b"[" * 50_000 + b"]" * 50_000  # RecursionError in json.loads
 HUGE_INT = b'{"id": "n", "text": "x", "n": ' + b"7" * 5000 + b"}"  # ValueError: Exceeds the limit (4300 digits)
-HOSTILE_LINES = [DEEP, HUGE_INT, b'{"id": 1e400, "text": "x"}', b'{"id": "t", "text": -1e400}',
-                 b'{"id": "l", "text": ["a"]}', b'{"id": {"a": 1}, "text": "x"}', b'{"id": "b", "text": true}',
-                 b'{"id": "s", "text": "\\ud800"}', b'{"id": "o", "text": ' + b"[" * 900 + b"]" * 900 + b"}"]
+HOSTILE_LINES = [
+    DEEP,
+    HUGE_INT,
+    b'{"id": 1e400, "text": "x"}',
+    b'{"id": "t", "text": -1e400}',
+    b'{"id": "l", "text": ["a"]}',
+    b'{"id": {"a": 1}, "text": "x"}',
+    b'{"id": "b", "text": true}',
+    b'{"id": "s", "text": "\\ud800"}',
+    b'{"id": "o", "text": ' + b"[" * 900 + b"]" * 900 + b"}",
+]
 
 
 @pytest.fixture
@@ -64,8 +72,11 @@ def test_acknowledged_statements_outlive_a_lower_limit_in_nightly_rebuild_and_ro
     nightly takes in a partition holding lines no parser takes (nested too deep, wrong types):
     they cost themselves only, where a RecursionError used to fail the night."""
     big = {"big/1": BIG, "big/2": BIG[::-1], "bg/150": BIG.upper()}
-    lines = [_good("big/1", big["big/1"]), _good("big/2", big["big/2"]),
-             json.dumps({"op": "replace", "id": "bg/150", "text": big["bg/150"]}).encode()]
+    lines = [
+        _good("big/1", big["big/1"]),
+        _good("big/2", big["big/2"]),
+        json.dumps({"op": "replace", "id": "bg/150", "text": big["bg/150"]}).encode(),
+    ]
     out = shardvec_cli("add", _jsonl(data.parent / "big.jsonl", lines), "--data", data)
     assert out.returncode == 0 and "added=2 replaced=1" in out.stdout, out.stderr
     # under the limit of 4000 bytes: lines no parser takes that are not too large
@@ -83,11 +94,14 @@ def test_acknowledged_statements_outlive_a_lower_limit_in_nightly_rebuild_and_ro
     assert report["status"] == "published" and report["quarantined"] >= len(hostile)
     all_there()
     assert shardvec.open(data).text("night/1") == SENTENCES[3]
-    reasons = [json.loads(line)["reason"] for line in
-               (data / "quarantine" / "2026-11-04" / "night.jsonl.reasons.jsonl").read_text().splitlines()]
+    reasons = [
+        json.loads(line)["reason"]
+        for line in (data / "quarantine" / "2026-11-04" / "night.jsonl.reasons.jsonl").read_text().splitlines()
+    ]
     assert len(reasons) == len(hostile) and "JSON nested more than 500 deep" in reasons
     assert (data / "quarantine" / "2026-11-04" / "night.jsonl.rejected").read_bytes() == b"".join(
-        line + b"\n" for line in hostile)
+        line + b"\n" for line in hostile
+    )
 
     assert backfill_in_process(data, mode="rebuild", corpus=low)["status"] == "published"
     all_there()
@@ -102,11 +116,16 @@ def test_a_lower_limit_screens_what_comes_in_not_what_a_version_holds(data):
     re-reads the partitions already in (their token caches are keyed by the limit), and must read
     them with the limit they came in with, or their long records silently leave the live set. A
     rebuild takes everything in again, under today's limit."""
-    lines = [json.loads(line) for line in (data / "corpus" / "2026-11-02" / "lee.jsonl").read_text().splitlines()
-             if line.startswith('{"id": "bg/')]
+    lines = [
+        json.loads(line)
+        for line in (data / "corpus" / "2026-11-02" / "lee.jsonl").read_text().splitlines()
+        if line.startswith('{"id": "bg/')
+    ]
     longest = max(lines, key=lambda r: len(r["text"].encode()))
     low = {"max_record_bytes": len(longest["text"].encode()) - 1}
-    _jsonl(data / "corpus" / "2026-11-04" / "new.jsonl", [_good("new/1", SENTENCES[2]), _good("new/long", longest["text"])])
+    _jsonl(
+        data / "corpus" / "2026-11-04" / "new.jsonl", [_good("new/1", SENTENCES[2]), _good("new/long", longest["text"])]
+    )
     report = nightly_in_process(data, corpus=low)
     assert report["status"] == "published"
     store = shardvec.open(data)
@@ -169,10 +188,14 @@ def test_add_and_the_inbox_quarantine_what_cannot_be_decoded_and_go_on(data, tmp
     store = shardvec.open(data)
     assert [store.text(i) for i in ("cli/1", "inbox/a", "inbox/odd", "inbox/c")] == [SENTENCES[i] for i in (1, 2, 6, 4)]
     assert sorted(p.name for p in (inbox / ".done").iterdir()) == sorted(["a.jsonl", odd, "c.jsonl"])
-    reasons = [json.loads(line) for p in (data / "quarantine" / "additions").rglob("*.reasons.jsonl")
-               for line in p.read_text().splitlines()]
+    reasons = [
+        json.loads(line)
+        for p in (data / "quarantine" / "additions").rglob("*.reasons.jsonl")
+        for line in p.read_text().splitlines()
+    ]
     assert {"source": odd, "line": 1, "reason": "id must be a string, got int"}.items() <= next(
-        r for r in reasons if r["source"] == odd).items()
+        r for r in reasons if r["source"] == odd
+    ).items()
 
 
 def test_the_python_api_quarantines_values_that_cannot_even_be_printed(data):
@@ -180,10 +203,17 @@ def test_the_python_api_quarantines_values_that_cannot_even_be_printed(data):
     for _ in range(5000):
         deep = [deep]
     adder = Adder(data, on_duplicate="reject", max_record_bytes=1_000_000)
-    result = adder.add([{"id": 10 ** 5000, "text": "x"}, {"id": "d", "text": deep}, deep,
-                        {"id": "f", "text": float("inf")}, {"id": "ok", "text": SENTENCES[5]}])
+    result = adder.add(
+        [
+            {"id": 10**5000, "text": "x"},
+            {"id": "d", "text": deep},
+            deep,
+            {"id": "f", "text": float("inf")},
+            {"id": "ok", "text": SENTENCES[5]},
+        ]
+    )
     assert result.added == 1 and result.quarantined == 4
-    deleted = adder.delete([10 ** 5000, deep, "ok"])
+    deleted = adder.delete([10**5000, deep, "ok"])
     assert deleted.deleted == 1 and deleted.quarantined == 2
 
 
@@ -217,8 +247,15 @@ def _on_a_full_disk(script: str, *args: str, limit: int) -> subprocess.Completed
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # no Prefect: the scripts run steps in-process
-    return subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=env, preexec_fn=small_files,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=ROOT,
+        env=env,
+        preexec_fn=small_files,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_an_add_that_meets_a_full_disk_leaves_no_temporary_files(data):

@@ -22,7 +22,6 @@ from tests.corpora import SENTENCES
 from tests.runs import nightly_in_process, shardvec_cli
 
 
-
 @pytest.fixture
 def data(published_copy):
     return published_copy
@@ -34,8 +33,8 @@ def recs(prefix, texts):
 
 def test_rows_after_adds_equal_an_exact_recompute(data):
     adder = Adder(data, **ADDS)
-    adder.add(recs("a", SENTENCES[:40]))        # a batch
-    adder.add(recs("b", SENTENCES[40:41]))      # a single statement
+    adder.add(recs("a", SENTENCES[:40]))  # a batch
+    adder.add(recs("b", SENTENCES[40:41]))  # a single statement
     adder.add(recs("c", SENTENCES[41:43] * 1))  # two
     n = assert_rows_exact(data)
     assert n == 352 + 43
@@ -63,10 +62,14 @@ def test_same_id_rejected_or_replaced_and_readding_is_a_no_op(data):
     again = adder.add([{"id": "s1", "text": SENTENCES[0]}])
     other = adder.add([{"id": "s1", "text": SENTENCES[1]}])
     assert (first.added, again.unchanged, again.segment, other.quarantined) == (1, 1, None, 1)
-    reasons = [json.loads(l) for f in (data / "quarantine" / "additions").glob("*.reasons.jsonl")
-               for l in f.read_text().splitlines()]
-    assert any("duplicate id 's1': already live with other text; use `shardvec add --replace`" in r["reason"]
-               for r in reasons)
+    reasons = [
+        json.loads(l)
+        for f in (data / "quarantine" / "additions").glob("*.reasons.jsonl")
+        for l in f.read_text().splitlines()
+    ]
+    assert any(
+        "duplicate id 's1': already live with other text; use `shardvec add --replace`" in r["reason"] for r in reasons
+    )
     updater = Adder(data, **ADDS | {"on_duplicate": "update"})
     replaced = updater.add([{"id": "s1", "text": SENTENCES[2]}, {"id": "dup/b", "text": SENTENCES[3]}])
     assert replaced.replaced == 2 and replaced.added == 0
@@ -105,6 +108,7 @@ def test_text_files_of_one_name_never_meet(data, tmp_path):
     """Another day's daily.txt: its lines are new statements, in reject and update mode, by
     `shardvec add` and the inbox alike, beside a line added under the old `name:line` ids; the
     inbox keeps both files in .done/, and a nightly folds them all."""
+
     def daily(folder, texts):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "daily.txt").write_text("".join(t + "\n" for t in texts))
@@ -128,7 +132,9 @@ def test_text_files_of_one_name_never_meet(data, tmp_path):
         assert drain_inbox(data, batch_size=100, on_duplicate="update", max_record_bytes=1_000_000)["added"] == 2
     done = sorted((inbox / ".done").iterdir(), key=lambda p: len(p.name))
     assert done[0].name == "daily.txt" and done[1].name.endswith("-daily.txt")
-    assert [p.read_text() for p in done] == ["".join(t + "\n" for t in ts) for ts in (SENTENCES[59:61], SENTENCES[61:63])]
+    assert [p.read_text() for p in done] == [
+        "".join(t + "\n" for t in ts) for ts in (SENTENCES[59:61], SENTENCES[61:63])
+    ]
 
     def all_live():
         store = shardvec.open(data)
@@ -143,6 +149,7 @@ def test_text_files_of_one_name_never_meet(data, tmp_path):
 
 def test_inbox_drained_by_the_flow(data, prefect_server):
     from shardvec.flows.add_statements import add_statements
+
     (data / "inbox").mkdir()
     (data / "inbox" / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs("inbox", SENTENCES[30:34])))
     report = add_statements(records=recs("param", SENTENCES[34:35]), overrides={"data_dir": str(data)})
@@ -165,8 +172,9 @@ for b in range(1000):
 
 
 def test_kill_9_during_adds_loses_nothing_acknowledged(data):
-    proc = subprocess.Popen([sys.executable, "-c", ADD_LOOP, str(data)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ADD_LOOP, str(data)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     proc.stdin.write(json.dumps(SENTENCES[:200]))
     proc.stdin.close()
     acked = []
@@ -187,7 +195,6 @@ def test_kill_9_during_adds_loses_nothing_acknowledged(data):
     assert "after/0" in shardvec.open(data)
 
 
-
 def test_a_drain_killed_inside_a_file_does_not_undo_a_delete_acknowledged_after_it(data):
     """#33 hostile review: the inbox applies a file batch by batch and moves it to .done/ at the end.
     Killed in between, the next drain applies it again from the start, which is a no-op only if no
@@ -196,12 +203,16 @@ def test_a_drain_killed_inside_a_file_does_not_undo_a_delete_acknowledged_after_
     from shardvec.tasks.changes.additions import delete_ids
     from tests.e2e.harness import wait_for
     from tests.processes import kill_group_and_check_it_landed
+
     inbox = data / "inbox"
     inbox.mkdir()
-    (inbox / "big.jsonl").write_text("".join(json.dumps({"id": f"big/{i}", "text": SENTENCES[i % len(SENTENCES)]})
-                                             + "\n" for i in range(20_000)))
-    drain = f"from shardvec.tasks.changes.intake import drain_inbox; drain_inbox({str(data)!r}, batch_size=20, " \
-            "on_duplicate='reject', max_record_bytes=1_000_000)"
+    (inbox / "big.jsonl").write_text(
+        "".join(json.dumps({"id": f"big/{i}", "text": SENTENCES[i % len(SENTENCES)]}) + "\n" for i in range(20_000))
+    )
+    drain = (
+        f"from shardvec.tasks.changes.intake import drain_inbox; drain_inbox({str(data)!r}, batch_size=20, "
+        "on_duplicate='reject', max_record_bytes=1_000_000)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", drain], start_new_session=True)
     wait_for(lambda: "big/0" in shardvec.open(data), 120, "the drain's first batch")
     kill_group_and_check_it_landed(proc.pid, proc)
@@ -221,19 +232,23 @@ def test_a_drain_killed_between_a_batch_and_its_progress_does_not_undo_a_later_d
     the batch was acknowledged and the next drain applies all of it."""
     from shardvec.tasks.changes.additions import delete_ids
     from shardvec.tasks.changes.intake import drain_inbox
+
     before = len(shardvec.open(data))
     inbox = data / "inbox"
     inbox.mkdir()
-    (inbox / "big.jsonl").write_text("".join(json.dumps({"id": f"big/{i}", "text": SENTENCES[i % len(SENTENCES)]})
-                                             + "\n" for i in range(100)))
-    drain = ("import os, signal\nfrom shardvec.tasks.changes import intake\n"
-             f"orig = intake._Progress.{dies_in}\n"
-             "def dies(self, *a):\n"
-             "    if a[-1] > 20 if len(a) == 1 else a[0] >= 20:\n"  # on the second batch's save / intent
-             "        os.kill(os.getpid(), signal.SIGKILL)\n"
-             "    orig(self, *a)\n"
-             f"intake._Progress.{dies_in} = dies\n"
-             f"intake.drain_inbox({str(data)!r}, batch_size=20, on_duplicate='reject', max_record_bytes=1_000_000)")
+    (inbox / "big.jsonl").write_text(
+        "".join(json.dumps({"id": f"big/{i}", "text": SENTENCES[i % len(SENTENCES)]}) + "\n" for i in range(100))
+    )
+    drain = (
+        "import os, signal\nfrom shardvec.tasks.changes import intake\n"
+        f"orig = intake._Progress.{dies_in}\n"
+        "def dies(self, *a):\n"
+        "    if a[-1] > 20 if len(a) == 1 else a[0] >= 20:\n"  # on the second batch's save / intent
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    orig(self, *a)\n"
+        f"intake._Progress.{dies_in} = dies\n"
+        f"intake.drain_inbox({str(data)!r}, batch_size=20, on_duplicate='reject', max_record_bytes=1_000_000)"
+    )
     proc = subprocess.run([sys.executable, "-c", drain], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr  # the kill landed where it was put
     store = shardvec.open(data)
@@ -276,8 +291,9 @@ def test_readers_in_other_processes_while_adds_land_and_a_nightly_publishes(data
     read what the step published, so every add and the nightly land while it reads."""
     stop, errlog = tmp_path / "stop-reading", tmp_path / "reader.err"
     with open(errlog, "w") as err:
-        reader = subprocess.Popen([sys.executable, "-c", READ_LOOP, str(data), str(stop)], stdout=subprocess.PIPE,
-                                  stderr=err, text=True)
+        reader = subprocess.Popen(
+            [sys.executable, "-c", READ_LOOP, str(data), str(stop)], stdout=subprocess.PIPE, stderr=err, text=True
+        )
     lines: queue.Queue[str] = queue.Queue()
     pump = threading.Thread(target=lambda: [lines.put(line.split()) for line in reader.stdout], daemon=True)
     pump.start()
@@ -289,8 +305,9 @@ def test_readers_in_other_processes_while_adds_land_and_a_nightly_publishes(data
             try:
                 word, *rest = lines.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(f"the reader did not see {size} statements in time: {seen}, "
-                                     f"{errlog.read_text()[-2000:]}") from None
+                raise AssertionError(
+                    f"the reader did not see {size} statements in time: {seen}, {errlog.read_text()[-2000:]}"
+                ) from None
             assert word == "read", (word, rest, errlog.read_text()[-2000:])
             seen.update(size=int(rest[0]), version=rest[1])
 
@@ -299,7 +316,7 @@ def test_readers_in_other_processes_while_adds_land_and_a_nightly_publishes(data
         first = seen["version"]
         adder = Adder(data, **ADDS)
         for b in range(20):
-            adder.add(recs(f"r{b}", SENTENCES[b * 3:b * 3 + 3]))
+            adder.add(recs(f"r{b}", SENTENCES[b * 3 : b * 3 + 3]))
             reader_sees(352 + 3 * (b + 1))
         report = nightly_in_process(data)  # folds the adds
         assert report["status"] == "published" and report["version"] != first

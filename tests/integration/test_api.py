@@ -21,9 +21,11 @@ from tests.runs import nightly_in_process, shardvec_cli
 
 # Verbs with no function, and why: they run a process until it is stopped (Prefect's server and
 # `serve`), or talk to the Prefect server's automations (shardvec/alerts.py is their API).
-NO_FUNCTION = {("server",): "runs the Prefect server until stopped: `prefect server start`",
-               ("serve",): "serves the deployments until stopped: shardvec.flows.serve.serve_all",
-               ("alerts", "install"): "installs automations on the server: shardvec.alerts.install"}
+NO_FUNCTION = {
+    ("server",): "runs the Prefect server until stopped: `prefect server start`",
+    ("serve",): "serves the deployments until stopped: shardvec.flows.serve.serve_all",
+    ("alerts", "install"): "installs automations on the server: shardvec.alerts.install",
+}
 FUNCTION = {("import",): "import_vectors"}  # `import` is a keyword
 FORMATTING = {"as_json"}  # --json: how the result is printed, not what is done
 
@@ -56,11 +58,15 @@ def test_every_cli_verb_is_an_api_function_with_its_parameters():
             continue
         takes = inspect.signature(function).parameters
         names = {p.name for p in command.params} - FORMATTING - ({"data"} if verb[0] == "query" else set())
-        wrong += [f"{' '.join(verb)}: {function.__qualname__} has no parameter {n!r}" for n in sorted(names - set(takes))]
+        wrong += [
+            f"{' '.join(verb)}: {function.__qualname__} has no parameter {n!r}" for n in sorted(names - set(takes))
+        ]
         for p in command.params:  # a default the CLI states is the function's too
             if p.name in takes and p.default not in (None, False) and takes[p.name].default != p.default:
-                wrong.append(f"{' '.join(verb)}: {p.name} defaults to {p.default!r}, "
-                             f"{function.__qualname__} to {takes[p.name].default!r}")
+                wrong.append(
+                    f"{' '.join(verb)}: {p.name} defaults to {p.default!r}, "
+                    f"{function.__qualname__} to {takes[p.name].default!r}"
+                )
     assert wrong == []
     assert "data" in inspect.signature(api.open).parameters  # where the query verbs' --data goes
     assert shardvec.add is api.add and shardvec.open is api.open and shardvec.import_vectors is api.import_vectors
@@ -92,6 +98,7 @@ def test_the_cli_prints_what_the_api_returns(published_copy, tmp_path):
 
     runs = api.history(data).runs
     from shardvec.tasks.quality import history_table
+
     assert runs and shardvec_cli("history", "--data", data).stdout.startswith(history_table(runs) + "\n")
     drawn = api.history(data, last=1, plot=tmp_path / "trend.svg")
     assert drawn.plot.stat().st_size > 0 and len(drawn.runs) == 1
@@ -102,8 +109,9 @@ def test_the_cli_prints_what_the_api_returns(published_copy, tmp_path):
     by_api = api.add(one, data)
     printed = _fields(shardvec_cli("add", two, "--data", data).stdout)
     assert set(printed) == set(by_api) - {"segment"} and by_api["added"] == int(printed["added"]) == 1
-    piped = _fields(shardvec_cli("add", "-", "--data", data, input=json.dumps({"id": "api/3", "text": SENTENCES[33]})
-                                 + "\n").stdout)
+    piped = _fields(
+        shardvec_cli("add", "-", "--data", data, input=json.dumps({"id": "api/3", "text": SENTENCES[33]}) + "\n").stdout
+    )
     assert set(piped) == set(printed) and piped["added"] == "1"
     assert api.add([{"id": "api/4", "text": SENTENCES[34]}], data)["added"] == 1
 
@@ -125,16 +133,19 @@ def test_the_cli_prints_what_the_api_returns(published_copy, tmp_path):
     assert api.rollback(second, data)["version"] == second  # and forward again, by name
     back = api.rollback(data=data)  # second -> first, over the same ledger
     assert (back["version"], back["from"]) == (first, second)
-    assert printed == (f"live: version {first} (was {second}); {back['ops_replayed']} acknowledged operations made "
-                       "since it replayed on top\n")
+    assert printed == (
+        f"live: version {first} (was {second}); {back['ops_replayed']} acknowledged operations made "
+        "since it replayed on top\n"
+    )
     assert api.open(data).version == first and "api/3" in api.open(data) and "api/1" not in api.open(data)
 
 
-def test_every_add_path_screens_by_the_settings(published_copy, tmp_path, monkeypatch):
+def test_every_add_path_screens_by_the_settings(published_copy, tmp_path, monkeypatch, prefect_server):
     """shardvec.add of records and of a file, `shardvec add -` and the add-statements flow with
     its inbox all take corpus.max_record_bytes and corpus.on_duplicate from the settings (each
     built its Adder's arguments its own way before: one path screened at 1,000,000 bytes)."""
     from shardvec.flows.add_statements import add_statements
+
     data = published_copy
     monkeypatch.setenv("SHARDVEC_DATA_DIR", str(data))
     monkeypatch.setenv("SHARDVEC_CORPUS_MAX_RECORD_BYTES", "500")
@@ -173,12 +184,26 @@ def test_a_reader_gets_small_read_only_views(published):
     """`Store.words` and `Store.statements` hand out what a reader needs, not the spaces that
     the pipeline writes, scans and repairs (20 and 15 public methods before)."""
     import numpy as np
+
     store = api.open(published.data)
     words, statements = store.words, store.statements
-    public = {type(words): {n for n in dir(words) if not n.startswith("_")},
-              type(statements): {n for n in dir(statements) if not n.startswith("_")}}
-    assert public[type(words)] == {"dim", "dtype", "dir", "keys", "key", "find", "find_many", "vector",
-                                   "vector_at", "vectors_at", "lookup"}
+    public = {
+        type(words): {n for n in dir(words) if not n.startswith("_")},
+        type(statements): {n for n in dir(statements) if not n.startswith("_")},
+    }
+    assert public[type(words)] == {
+        "dim",
+        "dtype",
+        "dir",
+        "keys",
+        "key",
+        "find",
+        "find_many",
+        "vector",
+        "vector_at",
+        "vectors_at",
+        "lookup",
+    }
     assert public[type(statements)] == {"dim", "dtype", "find", "key", "text", "vector"}
     assert "fire" in words and "qqxzv" not in words and len(words) == len(list(words.keys()))
     assert np.array_equal(words.vector("fire"), store.vector("fire"))

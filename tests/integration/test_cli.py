@@ -10,8 +10,11 @@ from shardvec.cli import app, query_app
 from tests.runs import shardvec_cli as shardvec
 
 
-@pytest.mark.parametrize("typer_app,name", [(app, c.name or c.callback.__name__) for c in app.registered_commands]
-                         + [(query_app, c.name) for c in query_app.registered_commands])
+@pytest.mark.parametrize(
+    "typer_app,name",
+    [(app, c.name or c.callback.__name__) for c in app.registered_commands]
+    + [(query_app, c.name) for c in query_app.registered_commands],
+)
 def test_every_command_has_help(typer_app, name):
     result = CliRunner().invoke(typer_app, [name, "--help"])
     assert result.exit_code == 0
@@ -22,8 +25,9 @@ def test_every_command_has_help(typer_app, name):
 def test_query_before_anything_is_published(tmp_path):
     r = shardvec("query", "word", "fire", "--data", str(tmp_path))
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip() == (f"error: Nothing is published in {tmp_path} yet; "
-                                f"run `shardvec nightly --data {tmp_path}` first.")
+    assert r.stderr.strip() == (
+        f"error: Nothing is published in {tmp_path} yet; run `shardvec nightly --data {tmp_path}` first."
+    )
 
 
 def test_invalid_configuration_is_one_sentence(tmp_path):
@@ -52,10 +56,15 @@ def test_queries_over_the_published_store(published):
 def test_query_verbs_are_the_readers_and_the_old_names_still_work(published):
     data = published.data
     store = __import__("shardvec").open(data)
-    pairs = [(("neighbours", "fire", "-k", "3"), ("word", "fire", "-k", "3"), [h.key for h in store.neighbours("fire", 3)]),
-             (("row", "dup/a"), ("id", "dup/a"), [h.key for h in store.row("dup/a")]),
-             (("similar", "bushfires in new south wales", "-k", "2"), ("text", "bushfires in new south wales", "-k", "2"),
-              [h.key for h in store.similar("bushfires in new south wales", 2)])]
+    pairs = [
+        (("neighbours", "fire", "-k", "3"), ("word", "fire", "-k", "3"), [h.key for h in store.neighbours("fire", 3)]),
+        (("row", "dup/a"), ("id", "dup/a"), [h.key for h in store.row("dup/a")]),
+        (
+            ("similar", "bushfires in new south wales", "-k", "2"),
+            ("text", "bushfires in new south wales", "-k", "2"),
+            [h.key for h in store.similar("bushfires in new south wales", 2)],
+        ),
+    ]
     for verb, alias, keys in pairs:
         new, old = shardvec("query", *verb, "--data", str(data)), shardvec("query", *alias, "--data", str(data))
         assert new.returncode == 0 and new.stdout == old.stdout
@@ -68,6 +77,7 @@ def test_python_verbs_match_the_cli(published_copy):
     say the same about the same data directory."""
     import shardvec as api
     from shardvec.tasks.storage.versions import NotPublishedError
+
     data = published_copy
     assert api.verify(data).whole and shardvec("verify", "--data", data).returncode == 0
     found = api.versions(data)
@@ -89,8 +99,10 @@ def test_import_and_export_vectors(tmp_path, published):
     from gensim.test.utils import datapath
 
     import shardvec as sv
-    r = shardvec("import", datapath("lee_fasttext_new.bin"), "--name", "ft", "--dtype", "float16",
-                 "--data", str(tmp_path))
+
+    r = shardvec(
+        "import", datapath("lee_fasttext_new.bin"), "--name", "ft", "--dtype", "float16", "--data", str(tmp_path)
+    )
     assert r.returncode == 0, r.stderr
     assert "fastText n-grams" in r.stdout and "as float16" in r.stdout
     ref, ours = load_facebook_vectors(datapath("lee_fasttext_new.bin")), sv.open_vectors(tmp_path, "ft")
@@ -106,8 +118,18 @@ def test_import_and_export_vectors(tmp_path, published):
     words = sv.open(data).words
     assert len(kv) == len(words) and np.allclose(kv["fire"], words.vector("fire"))
     (tmp_path / "keys.txt").write_text("fire\nsmoke\n")
-    r = shardvec("export", "words", "--to", "projector", "--keys", str(tmp_path / "keys.txt"),
-                 "--out", str(tmp_path / "proj"), "--data", str(data))
+    r = shardvec(
+        "export",
+        "words",
+        "--to",
+        "projector",
+        "--keys",
+        str(tmp_path / "keys.txt"),
+        "--out",
+        str(tmp_path / "proj"),
+        "--data",
+        str(data),
+    )
     assert r.returncode == 0 and (tmp_path / "proj" / "metadata.tsv").read_text() == "fire\nsmoke\n"
     r = shardvec("export", "nosuch", "--out", str(tmp_path / "x"), "--data", str(data))
     assert r.returncode == 2 and "No space named 'nosuch'" in r.stderr
@@ -116,6 +138,7 @@ def test_import_and_export_vectors(tmp_path, published):
 def test_only_our_own_errors_become_one_line(published_copy, monkeypatch, capsys):
     import json
     from shardvec.cli import main
+
     data = published_copy
     monkeypatch.setattr(sys, "argv", ["shardvec", "query", "word", "zzzqqq", "--data", str(data)])
     with pytest.raises(SystemExit) as exit_:

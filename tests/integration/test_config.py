@@ -81,14 +81,21 @@ def _toml_literal(value) -> str:
 
 
 # knobs whose text has a form of its own: another value of that form
-OTHER_TEXT = {"memory_limit": "3GiB", "nightly_cron": "30 4 * * 1-5", "timezone": "Europe/Berlin",
-              "address": "tcp://127.0.0.1:8786", "host": "::1",
-              "word_pairs": [str(DEFAULT_TOML), str(DEFAULT_TOML)], "analogies": [str(DEFAULT_TOML)]}
+OTHER_TEXT = {
+    "memory_limit": "3GiB",
+    "nightly_cron": "30 4 * * 1-5",
+    "timezone": "Europe/Berlin",
+    "address": "tcp://127.0.0.1:8786",
+    "host": "::1",
+    "word_pairs": [str(DEFAULT_TOML), str(DEFAULT_TOML)],
+    "analogies": [str(DEFAULT_TOML)],
+}
 
 
 def _another_valid_value(section, knob, value):
     """A value of the knob's type, different from the default, that the knob accepts."""
     from typing import Literal, get_args, get_origin
+
     if knob in OTHER_TEXT:
         return OTHER_TEXT[knob]
     field = type(section).model_fields[knob]
@@ -106,6 +113,7 @@ def _another_valid_value(section, knob, value):
 def test_every_knob_of_default_toml_is_settable_through_its_environment_variable(monkeypatch):
     """issue 14 item 10: SHARDVEC_<SECTION>_<KNOB> means what `knob = value` means in TOML."""
     import tomllib
+
     defaults = tomllib.loads((Path(__file__).parents[2] / "config" / "default.toml").read_text())
     base = load_settings()
     expected, checked = {}, 0
@@ -161,11 +169,19 @@ REFUSED = [
     ("DASK_MEMORY_LIMIT", "nan", r"dask\.memory_limit 'nan' is not a memory size"),
     ("DASK_MEMORY_LIMIT", "inf GiB", r"dask\.memory_limit 'inf GiB' is not a memory size"),
     ("SCHEDULE_NIGHTLY_CRON", "bad", r"schedule\.nightly_cron 'bad' is not a cron expression.*\"0 2 \* \* \*\""),
-    ("SCHEDULE_NIGHTLY_CRON", "0 25 * * *", r"schedule\.nightly_cron '0 25 \* \* \*' is not a cron expression \(Bad hour\)"),
+    (
+        "SCHEDULE_NIGHTLY_CRON",
+        "0 25 * * *",
+        r"schedule\.nightly_cron '0 25 \* \* \*' is not a cron expression \(Bad hour\)",
+    ),
     ("SCHEDULE_NIGHTLY_CRON", "@daily", r"schedule\.nightly_cron '@daily' is not a cron expression"),
     ("SCHEDULE_TIMEZONE", "Mars/Base", r"schedule\.timezone 'Mars/Base' is not a time zone.*\"Europe/Berlin\""),
     ("SCHEDULE_TIMEZONE", "../../etc/passwd", r"schedule\.timezone '\.\./\.\./etc/passwd' is not a time zone"),
-    ("TOKENIZE_MIN_LEN", "30", r"tokenize\.min_len \(30\) is above tokenize\.max_len \(20\).*min_len = 2 and max_len = 20"),
+    (
+        "TOKENIZE_MIN_LEN",
+        "30",
+        r"tokenize\.min_len \(30\) is above tokenize\.max_len \(20\).*min_len = 2 and max_len = 20",
+    ),
     ("DASK_ADDRESS", "abc", r"dask\.address 'abc' is not the address of a Dask scheduler.*tcp://10\.0\.0\.5:8786"),
     ("DASK_ADDRESS", "tcp://host:port", r"dask\.address 'tcp://host:port' is not the address"),
     ("SIMILARITY_MEMORY_BUDGET_MB", "8192", r"similarity\.memory_budget_mb \(8192\) is more than a worker may use"),
@@ -173,9 +189,17 @@ REFUSED = [
     ("INDEX_SEED", str(2**40), r"index\.seed: Input should be less than or equal to 2147483647"),
     ("INDEX_NPROBE", "0", r"index\.nprobe: Input should be greater than or equal to 1"),
     # Annoy's knobs, from a configuration written before faiss replaced it (issue 35)
-    ("INDEX_SEARCH_K", "20000", r"index\.search_k set the Annoy index, which faiss IVF replaced.*remove them and set "
-                                r"index\.nprobe"),
-    ("SIMILARITY_METHOD", "annoy", r"similarity\.method \"annoy\" asked the Annoy index.*set similarity\.method = \"index\""),
+    (
+        "INDEX_SEARCH_K",
+        "20000",
+        r"index\.search_k set the Annoy index, which faiss IVF replaced.*remove them and set "
+        r"index\.nprobe",
+    ),
+    (
+        "SIMILARITY_METHOD",
+        "annoy",
+        r"similarity\.method \"annoy\" asked the Annoy index.*set similarity\.method = \"index\"",
+    ),
 ]
 
 
@@ -189,12 +213,20 @@ def test_a_value_that_would_fail_later_is_refused_at_start_naming_the_knob(monke
     assert "Value error" not in text and "\n" not in text
 
 
-@pytest.mark.parametrize("knob, value", [
-    ("DASK_MEMORY_LIMIT", "auto"), ("DASK_MEMORY_LIMIT", "0.5"), ("DASK_MEMORY_LIMIT", "4 GB"),
-    ("DASK_MEMORY_LIMIT", "6000000000"), ("SCHEDULE_NIGHTLY_CRON", "*/15 1-5 * * MON-FRI"),
-    ("SCHEDULE_TIMEZONE", "America/New_York"), ("DASK_ADDRESS", "tls://scheduler.example:8786"),
-    ("DASK_ADDRESS", "127.0.0.1:8786"), ("TOKENIZE_MIN_LEN", "20"),
-])
+@pytest.mark.parametrize(
+    "knob, value",
+    [
+        ("DASK_MEMORY_LIMIT", "auto"),
+        ("DASK_MEMORY_LIMIT", "0.5"),
+        ("DASK_MEMORY_LIMIT", "4 GB"),
+        ("DASK_MEMORY_LIMIT", "6000000000"),
+        ("SCHEDULE_NIGHTLY_CRON", "*/15 1-5 * * MON-FRI"),
+        ("SCHEDULE_TIMEZONE", "America/New_York"),
+        ("DASK_ADDRESS", "tls://scheduler.example:8786"),
+        ("DASK_ADDRESS", "127.0.0.1:8786"),
+        ("TOKENIZE_MIN_LEN", "20"),
+    ],
+)
 def test_the_valid_forms_of_those_knobs_pass(monkeypatch, knob, value):
     monkeypatch.setenv(f"SHARDVEC_{knob}", value)
     load_settings()

@@ -13,8 +13,14 @@ import pytest
 
 from shardvec.tasks.storage.atomic import write_json
 from shardvec.tasks.storage.datadir import DataDir
-from shardvec.tasks.storage.documents import (Additions, Current, DamagedCurrentError, DamagedManifestError, Manifest,
-                                              NotPublishedError)
+from shardvec.tasks.storage.documents import (
+    Additions,
+    Current,
+    DamagedCurrentError,
+    DamagedManifestError,
+    Manifest,
+    NotPublishedError,
+)
 from shardvec.tasks.storage.layout import COMPONENTS
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "format-1"
@@ -22,8 +28,13 @@ V1, V2 = "20261207T163303-ee7906", "20261207T163412-371f20"
 
 
 def _current(**changes) -> Current:
-    base = Current(V2, {c: f"versions/{V2}/{c}" for c in COMPONENTS}, {"partitions": ["2026-11-01"]},
-                   published_at="2026-12-07T16:34:29+00:00", ledger=4)
+    base = Current(
+        V2,
+        {c: f"versions/{V2}/{c}" for c in COMPONENTS},
+        {"partitions": ["2026-11-01"]},
+        published_at="2026-12-07T16:34:29+00:00",
+        ledger=4,
+    )
     return Current(**{**base.__dict__, **changes})
 
 
@@ -47,10 +58,22 @@ def test_current_loads_what_it_writes(tmp_path, name):
 
 
 def test_a_manifest_loads_what_it_writes(tmp_path):
-    summary = {"created_by": "nightly", "mode": "update", "counts": {"statements": 3}, "quality": {"x": 0.5},
-               "config": {"tokenize": {"min_len": 3}}, "code_version": "abc", "ledger": 7}
-    manifest = Manifest(V1, {c: f"versions/{V1}/{c}" for c in COMPONENTS}, {"partitions": ["a"]}, summary,
-                        {"models/lsi.gensim": "0" * 64})
+    summary = {
+        "created_by": "nightly",
+        "mode": "update",
+        "counts": {"statements": 3},
+        "quality": {"x": 0.5},
+        "config": {"tokenize": {"min_len": 3}},
+        "code_version": "abc",
+        "ledger": 7,
+    }
+    manifest = Manifest(
+        V1,
+        {c: f"versions/{V1}/{c}" for c in COMPONENTS},
+        {"partitions": ["a"]},
+        summary,
+        {"models/lsi.gensim": "0" * 64},
+    )
     assert Manifest.from_json(manifest.to_json()) == manifest
     write_json(tmp_path / "manifest.json", manifest.to_json())
     loaded = Manifest.load(tmp_path / "manifest.json")
@@ -84,18 +107,21 @@ def _golden_json() -> dict:
 def _without(key):
     def broken(doc):
         del doc[key]
+
     return broken
 
 
 def _set(key, value):
     def broken(doc):
         doc[key] = value
+
     return broken
 
 
 def _set_in(key, inner, value):
     def broken(doc):
         doc[key][inner] = value
+
     return broken
 
 
@@ -167,8 +193,10 @@ def test_the_data_directory_owns_its_layout_and_locks(tmp_path):
         assert lock.path == where.layout.run_lock and "pid" in lock.path.read_text()
 
 
-BY_KEY = re.compile(r"""current(\[|\.get\()["']|\[["']components["']\]|\.get\(["']additions["']\)"""
-                    r"""|(?<![.\w])(?<!def )(read_current|require_current|read_manifest)\(|["']CURRENT["']\)\.read""")
+BY_KEY = re.compile(
+    r"""current(\[|\.get\()["']|\[["']components["']\]|\.get\(["']additions["']\)"""
+    r"""|(?<![.\w])(?<!def )(read_current|require_current|read_manifest)\(|["']CURRENT["']\)\.read"""
+)
 
 
 def test_current_and_manifests_are_read_by_key_in_one_module_only():
@@ -181,6 +209,9 @@ def test_current_and_manifests_are_read_by_key_in_one_module_only():
             rel = path.relative_to(root).as_posix()
             if rel == "tasks/storage/documents.py" or "/.venv/" in rel:
                 continue
-            found += [f"{rel}:{i}: {line.strip()}" for i, line in enumerate(path.read_text().splitlines(), 1)
-                      if BY_KEY.search(line) and "index_dir" not in line]
+            found += [
+                f"{rel}:{i}: {line.strip()}"
+                for i, line in enumerate(path.read_text().splitlines(), 1)
+                if BY_KEY.search(line) and "index_dir" not in line
+            ]
     assert found == [], "read these through DataDir(data).current() / .manifest(version):\n" + "\n".join(found)

@@ -22,12 +22,14 @@ def torch():
     """PyTorch, imported by the tests that use it, not at collection: every pytest-xdist
     worker collects this module, and importing torch costs each of them over a CPU-second."""
     import torch
+
     return torch
 
 
 @pytest.fixture(scope="module")
 def FrozenEmbedding(torch):  # noqa: N802 - the class under test
     from shardvec.embedding import FrozenEmbedding
+
     return FrozenEmbedding
 
 

@@ -23,7 +23,14 @@ from shardvec.tasks.storage.versions import read_current
 from shardvec.tasks.changes.release import verify
 from tests.corpora import lee_lines
 from tests.processes import BIN, kill_group_and_check_it_landed, run_in_a_group
-from tests.runs import SUBPROCESS_TOML, backfill_in_process, nightly_in_process, run_nightly, shardvec_cli, small_settings
+from tests.runs import (
+    SUBPROCESS_TOML,
+    backfill_in_process,
+    nightly_in_process,
+    run_nightly,
+    shardvec_cli,
+    small_settings,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -45,8 +52,12 @@ def waiting(published_copy, tmp_path) -> tuple[Path, dict]:
 
 def _env(tmp_path) -> dict:
     from prefect.settings import get_current_settings
-    return {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url),
-            "SHARDVEC_CONFIG": str(tmp_path / "small.toml")}
+
+    return {
+        **os.environ,
+        "PREFECT_API_URL": str(get_current_settings().api.url),
+        "SHARDVEC_CONFIG": str(tmp_path / "small.toml"),
+    }
 
 
 def _phase(data: Path, live: str) -> str:
@@ -57,16 +68,29 @@ def _phase(data: Path, live: str) -> str:
     v = building[-1]
     if (v / "manifest.json").exists():
         return "publishing"
-    for sub, phase in (("similarity", "similarity rows"), ("index", "index builds"),
-                       ("spaces/statements", "shard writes"), ("spaces/words", "word vectors"),
-                       ("models", "training"), ("work", "planning")):
+    for sub, phase in (
+        ("similarity", "similarity rows"),
+        ("index", "index builds"),
+        ("spaces/statements", "shard writes"),
+        ("spaces/words", "word vectors"),
+        ("models", "training"),
+        ("work", "planning"),
+    ):
         if (v / sub).exists():
             return phase
     return "starting or tokenizing"
 
 
-PHASES = ["starting or tokenizing", "planning", "training", "word vectors", "shard writes", "index builds",
-          "similarity rows", "publishing"]
+PHASES = [
+    "starting or tokenizing",
+    "planning",
+    "training",
+    "word vectors",
+    "shard writes",
+    "index builds",
+    "similarity rows",
+    "publishing",
+]
 # A run is killed as soon as it is seen at or past each of these: six runs, each one phase
 # further, spread over the whole build (every run is a cold start, ~20 s of CPU here)
 KILL_AT = ["starting or tokenizing", "training", "shard writes", "index builds", "similarity rows", "publishing"]
@@ -81,8 +105,9 @@ def test_sigkill_at_many_points_leaves_the_published_version_whole(waiting, tmp_
     cmd = [str(BIN / "shardvec"), "nightly", "--data", str(data)]
     phases = []
     for target in KILL_AT:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         seen = None
         while proc.poll() is None and read_current(data) == before:
             seen = _phase(data, before["version"])
@@ -121,6 +146,7 @@ def test_a_dask_worker_killed_mid_run_and_the_flow_completes(waiting, dask_clust
 
     def kill_w0_once_it_works():  # its worker process, under the first nanny; the nanny restarts it
         from distributed import Client
+
         with Client(address, timeout=30) as client:
             w0 = next(a for a, w in client.scheduler_info()["workers"].items() if w["name"] == "w0")
             while not done.is_set():
@@ -152,8 +178,9 @@ def test_full_disk_is_a_clear_error_and_the_published_version_survives(waiting, 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, 256 << 10))
 
-    out = run_in_a_group([str(BIN / "shardvec"), "nightly", "--data", str(data)], env=env, preexec_fn=small_files,
-                         timeout=300)
+    out = run_in_a_group(
+        [str(BIN / "shardvec"), "nightly", "--data", str(data)], env=env, preexec_fn=small_files, timeout=300
+    )
     # Prefect's log shows the failed task's traceback; the command ends with one clear sentence
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert out.returncode == 1 and len(errors) == 1 and "File too large" in errors[0]
@@ -164,6 +191,7 @@ def test_full_disk_is_a_clear_error_and_the_published_version_survives(waiting, 
 
 def test_parameters_cannot_reach_outside_the_data_directory(waiting):
     from shardvec.tasks.inputs.corpus import select_partitions
+
     with pytest.raises(BadInputError, match="No partition named ../../etc"):
         select_partitions(["2026-11-01"], [], mode="update", partitions=["../../etc"])
     data, _ = waiting
@@ -216,5 +244,7 @@ def test_no_permission_is_a_clear_error(waiting, tmp_path):
     finally:
         _chmod_tree(data, 0o755, 0o644)
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
-    assert out.returncode == 1 and len(errors) == 1 and errors[0].startswith("error: Permission denied"), out.stderr[-3000:]
+    assert out.returncode == 1 and len(errors) == 1 and errors[0].startswith("error: Permission denied"), out.stderr[
+        -3000:
+    ]
     assert read_current(data) == before and verify(data) == []

@@ -108,8 +108,9 @@ def test_hashed_vocabulary_learns_a_word_that_arrives_later(tmp_path, hashing):
     assert all(word not in line for line in lee_lines())
     second = data / "corpus" / "2026-11-02" / "lee.txt"
     second.parent.mkdir(parents=True)
-    second.write_text("\n".join(f"{line} the {word} swarmed" for line in lee_lines("lee.cor")[:40]) + "\n",
-                      encoding="utf-8")
+    second.write_text(
+        "\n".join(f"{line} the {word} swarmed" for line in lee_lines("lee.cor")[:40]) + "\n", encoding="utf-8"
+    )
     report = nightly_in_process(data, vocab=vocab)
     assert report["status"] == "published"
     assert report["progress_steps"] == [11 + hashing] * 2  # a fixed vocabulary is not rebuilt

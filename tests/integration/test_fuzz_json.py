@@ -41,7 +41,8 @@ HEALTH = dict(deadline=None, database=None, suppress_health_check=list(HealthChe
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-    max_leaves=8)
+    max_leaves=8,
+)
 words = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
 op_values = st.one_of(st.just(None), st.sampled_from(["add", "replace", "delete"]), json_values)
 
@@ -64,23 +65,38 @@ def _nested(n: int, kind: str) -> bytes:
 
 def _placed(value: bytes, where: str) -> bytes:
     """`value` as the whole line, or as the id, text or op of an otherwise good record."""
-    return {"line": value, "id": b'{"id": ' + value + b', "text": "t"}', "text": b'{"id": "v", "text": ' + value + b"}",
-            "op": b'{"id": "v", "text": "t", "op": ' + value + b"}"}[where]
+    return {
+        "line": value,
+        "id": b'{"id": ' + value + b', "text": "t"}',
+        "text": b'{"id": "v", "text": ' + value + b"}",
+        "op": b'{"id": "v", "text": "t", "op": ' + value + b"}",
+    }[where]
 
 
 places = st.sampled_from(["line", "id", "text", "op"])
 depths = st.one_of(st.integers(1, 100_000), st.integers(495, 505))
-deep = st.builds(lambda n, kind, where: _placed(_nested(n, kind), where),
-                 depths, st.sampled_from(["list", "object"]), places)
-huge_numbers = st.builds(lambda sign, n, where: _placed(sign + b"9" * n, where),
-                        st.sampled_from([b"", b"-"]), st.integers(1, 12_000), places)
-floats = st.builds(_placed, st.sampled_from([b"1e400", b"-1e400", b"NaN", b"Infinity", b"1e-400",
-                                             b"1" + b"0" * 500 + b".5"]), places)
-escapes = st.sampled_from([b'{"id": "s", "text": "\\ud800"}', b'{"id": "\\udc80", "text": "t"}',
-                           b'{"id": "z", "text": "a\\u0000b"}', b'{"id": "e", "text": " \\t "}',
-                           b'{"id": "x", "text": "t"', b'{"id": "x", "id": "y", "text": "t"}'])
-lines = st.lists(st.one_of(a_record(), a_record(), deep, huge_numbers, floats, escapes,
-                           st.binary(max_size=60)), max_size=12)
+deep = st.builds(
+    lambda n, kind, where: _placed(_nested(n, kind), where), depths, st.sampled_from(["list", "object"]), places
+)
+huge_numbers = st.builds(
+    lambda sign, n, where: _placed(sign + b"9" * n, where), st.sampled_from([b"", b"-"]), st.integers(1, 12_000), places
+)
+floats = st.builds(
+    _placed, st.sampled_from([b"1e400", b"-1e400", b"NaN", b"Infinity", b"1e-400", b"1" + b"0" * 500 + b".5"]), places
+)
+escapes = st.sampled_from(
+    [
+        b'{"id": "s", "text": "\\ud800"}',
+        b'{"id": "\\udc80", "text": "t"}',
+        b'{"id": "z", "text": "a\\u0000b"}',
+        b'{"id": "e", "text": " \\t "}',
+        b'{"id": "x", "text": "t"',
+        b'{"id": "x", "id": "y", "text": "t"}',
+    ]
+)
+lines = st.lists(
+    st.one_of(a_record(), a_record(), deep, huge_numbers, floats, escapes, st.binary(max_size=60)), max_size=12
+)
 
 
 def _depth(value) -> int:
@@ -137,8 +153,10 @@ def _blank(raw: bytes) -> bool:
 def _quarantined(folder: Path, name: str) -> tuple[list[dict], bytes]:
     reasons = list(folder.rglob(f"{name}.reasons.jsonl"))
     rejected = list(folder.rglob(f"{name}.rejected"))
-    return ([json.loads(line) for p in reasons for line in p.read_text().splitlines()],
-            b"".join(p.read_bytes() for p in rejected))
+    return (
+        [json.loads(line) for p in reasons for line in p.read_text().splitlines()],
+        b"".join(p.read_bytes() for p in rejected),
+    )
 
 
 # -- the reader, directly: most examples ------------------------------------------------------
@@ -172,7 +190,7 @@ def store(published, tmp_path_factory) -> Path:
     return data
 
 
-COUNTER = iter(range(10 ** 9))
+COUNTER = iter(range(10**9))
 
 
 def _check_live_and_quarantined(data: Path, written: list[bytes], quarantine: Path, name: str, ops: bool):

@@ -30,10 +30,15 @@ PART = "2026-11-02"
 words = st.text(st.characters(codec="utf-8"), min_size=1, max_size=60)
 good_json = st.builds(lambda t: {"text": t}, words.filter(lambda s: s.strip() and "\x00" not in s))
 hostile_json = st.one_of(
-    st.binary(max_size=80),                                                    # arbitrary bytes
-    st.builds(lambda i, t: json.dumps({"id": i, "text": t}).encode(),         # wrong types, nulls
-              st.one_of(st.none(), st.integers(), st.just(""), st.just(" ")), st.one_of(st.none(), words)),
-    st.just(b'{"id": "nul", "text": "a \\u0000 b"}'), st.just(b"[1]"), st.just(b'{"id": "x", "text": "broken'),
+    st.binary(max_size=80),  # arbitrary bytes
+    st.builds(
+        lambda i, t: json.dumps({"id": i, "text": t}).encode(),  # wrong types, nulls
+        st.one_of(st.none(), st.integers(), st.just(""), st.just(" ")),
+        st.one_of(st.none(), words),
+    ),
+    st.just(b'{"id": "nul", "text": "a \\u0000 b"}'),
+    st.just(b"[1]"),
+    st.just(b'{"id": "x", "text": "broken'),
 )
 json_lines = st.lists(st.one_of(good_json, hostile_json), max_size=25)
 text_lines = st.lists(st.one_of(words.map(lambda s: s.encode()), st.binary(max_size=60)), max_size=25)
@@ -109,17 +114,24 @@ def _lines(data: bytes) -> list[bytes]:
 
 
 def _tree(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.slow
-@settings(max_examples=4, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
+@settings(
+    max_examples=4,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(jsonl=json_lines, text=text_lines, rows=parquet_rows, shape=parquet_shape)
 def test_nightly_on_fuzzed_partitions_publishes_the_good_and_quarantines_the_rest(
-        tmp_path_factory, jsonl, text, rows, shape):
+    tmp_path_factory, jsonl, text, rows, shape
+):
     data = tmp_path_factory.mktemp("fuzz") / "data"
     base = data / "corpus" / "2026-11-01" / "lee.txt"  # real text, so there is something to learn
     base.parent.mkdir(parents=True)

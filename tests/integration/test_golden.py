@@ -31,7 +31,9 @@ def test_the_golden_directory_is_as_it_was_written():
 def test_a_reader_answers_from_a_directory_older_code_wrote(data):
     store = shardvec.open(data)
     assert store.version == SECOND
-    hits = store.similar("Firefighters battled huge bushfires across New South Wales as strong winds fanned the flames.", 3)
+    hits = store.similar(
+        "Firefighters battled huge bushfires across New South Wales as strong winds fanned the flames.", 3
+    )
     assert hits[0].key == "golden/fire" and hits[0].score > 0.99 and "bushfires" in hits[0].text
     assert all(h.key != "golden/gone" for h in store.similar("added and then deleted so no reader may find it", 10))
     assert [h.key for h in store.row("golden/cricket")]

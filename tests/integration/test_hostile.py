@@ -36,13 +36,24 @@ def _write_current(data, **change):
     (data / "CURRENT").write_text(json.dumps(current))
 
 
-@pytest.mark.parametrize("change", [
-    {"version": "../../../victim"},
-    {"components": {"models": "../outside", "words": "x", "statements": "x", "words_index": "x",
-                    "statements_index": "x", "similarity": "x"}},
-    {"additions": {"base": "x", "segments": ["../../victim/000001"], "next_seq": 2}},
-    {"ledger": -3},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"version": "../../../victim"},
+        {
+            "components": {
+                "models": "../outside",
+                "words": "x",
+                "statements": "x",
+                "words_index": "x",
+                "statements_index": "x",
+                "similarity": "x",
+            }
+        },
+        {"additions": {"base": "x", "segments": ["../../victim/000001"], "next_seq": 2}},
+        {"ledger": -3},
+    ],
+)
 def test_a_current_that_points_outside_is_refused_before_anything_is_written(data, tmp_path, change):
     victim = tmp_path / "victim"
     victim.mkdir()
@@ -102,8 +113,10 @@ def test_inbox_refuses_links_unknown_and_unreadable_files_and_adds_the_rest(data
     assert "good" in store and "stolen" not in store and "half" not in store
     assert report["added"] == 1 + readable_as_root and report["refused"] == 2 + (not readable_as_root)
     assert (inbox / "c-partial.jsonl.part").exists() and secret.exists()  # the protocol's temp name waits
-    reasons = {json.loads(p.read_text())["source"]: json.loads(p.read_text())["reason"]
-               for p in (data / "quarantine" / "inbox").glob("*.reason.json")}
+    reasons = {
+        json.loads(p.read_text())["source"]: json.loads(p.read_text())["reason"]
+        for p in (data / "quarantine" / "inbox").glob("*.reason.json")
+    }
     assert reasons["inbox/a-link.jsonl"].startswith("a symlink")
     assert reasons["inbox/b-notes.docx"].startswith("not .jsonl")
     refused = [p for p in (data / "quarantine" / "inbox").iterdir() if not p.name.endswith(".json")]
@@ -117,8 +130,13 @@ def test_two_stdin_adds_in_the_same_second_do_not_share_a_spool(data):
 
     def add(i):
         line = json.dumps({"id": f"stdin/{i}", "text": SENTENCES[10 + i]}) + "\n"
-        outs[i] = subprocess.run([sys.executable, "-m", "shardvec.cli", "add", "-", "--data", str(data)],
-                                 input=line, capture_output=True, text=True, timeout=120)
+        outs[i] = subprocess.run(
+            [sys.executable, "-m", "shardvec.cli", "add", "-", "--data", str(data)],
+            input=line,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     threads = [threading.Thread(target=add, args=(i,)) for i in range(2)]
     [t.start() for t in threads]
@@ -131,7 +149,7 @@ def test_two_stdin_adds_in_the_same_second_do_not_share_a_spool(data):
 
 def test_replayed_operations_are_not_screened_again(data):
     """An op acknowledged under a large configured max_record_bytes is replayed at publish as it is."""
-    big = " ".join(SENTENCES) [:3000]
+    big = " ".join(SENTENCES)[:3000]
     adder = Adder(data, on_duplicate="reject", max_record_bytes=10_000)
     assert adder.add([{"id": "big", "text": big}]).added == 1
     report = nightly_in_process(data, corpus={"max_record_bytes": 10_000})
@@ -144,9 +162,13 @@ def test_a_deployment_run_cannot_move_the_data_directory(tmp_path, monkeypatch):
     assert run_settings({"data_dir": str(tmp_path / "other")}, deployed=False).data == tmp_path / "other"
     assert run_settings({"lsi": {"num_topics": 12}}, deployed=True).lsi.num_topics == 12
     # [dask] and [schedule] too: the run's cluster and the schedules are made before its overrides are read
-    for overrides in ({"data_dir": str(tmp_path / "evil")}, {"dask": {"address": "tcp://evil:8786"}},
-                      {"dask": {"n_workers": 8}}, {"dask": {"no_progress_seconds": 5}},
-                      {"schedule": {"nightly_cron": "0 3 * * *"}}):
+    for overrides in (
+        {"data_dir": str(tmp_path / "evil")},
+        {"dask": {"address": "tcp://evil:8786"}},
+        {"dask": {"n_workers": 8}},
+        {"dask": {"no_progress_seconds": 5}},
+        {"schedule": {"nightly_cron": "0 3 * * *"}},
+    ):
         with pytest.raises(SettingsError, match="A deployment run may not change"):
             run_settings(overrides, deployed=True)
 
@@ -155,6 +177,7 @@ def test_server_beyond_loopback_without_auth_warns(monkeypatch, tmp_path):
     monkeypatch.setenv("SHARDVEC_SERVER_HOST", "0.0.0.0")
     monkeypatch.delenv("PREFECT_SERVER_API_AUTH_STRING", raising=False)
     import shardvec.server
+
     monkeypatch.setattr(shardvec.server, "run", lambda *a: None)  # do not start it: the warning is the point
     for name in ("PREFECT_UI_API_URL", "PREFECT_SERVER_API_HOST", "PREFECT_SERVER_API_PORT"):
         monkeypatch.delenv(name, raising=False)  # what the command sets for the server: restored after
@@ -173,8 +196,11 @@ def test_a_linked_done_folder_a_long_name_and_a_lone_surrogate_never_escape_or_b
     _refuses_a_linked(data, tmp_path, ".done", "victim.jsonl")
     (inbox / ".done").unlink()
     (inbox / ("0" + "a" * 240 + ".xyz")).write_text("x")
-    (inbox / "1-surrogate.jsonl").write_bytes(b'{"id": "bad", "text": "bad \\udc80 record"}\n'
-                                              + json.dumps({"id": "fine", "text": SENTENCES[6]}).encode() + b"\n")
+    (inbox / "1-surrogate.jsonl").write_bytes(
+        b'{"id": "bad", "text": "bad \\udc80 record"}\n'
+        + json.dumps({"id": "fine", "text": SENTENCES[6]}).encode()
+        + b"\n"
+    )
     report = drain_inbox(data, batch_size=100, on_duplicate="reject", max_record_bytes=1_000_000)
     assert report["refused"] == 1 and report["quarantined"] == 1
     store = shardvec.open(data)
@@ -191,8 +217,11 @@ def test_a_delete_of_an_id_utf8_cannot_encode_is_quarantined_not_a_traceback(dat
     assert result["quarantined"] == 3 and result["missing"] == 0
     store = shardvec.open(data)
     assert "dup/a" not in store and "dup/b" in store
-    reasons = [json.loads(line)["reason"] for p in (data / "quarantine" / "additions").glob("*.reasons.jsonl")
-               for line in p.read_text().splitlines()]
+    reasons = [
+        json.loads(line)["reason"]
+        for p in (data / "quarantine" / "additions").glob("*.reasons.jsonl")
+        for line in p.read_text().splitlines()
+    ]
     assert any("lone surrogate" in r for r in reasons) and any("NUL" in r for r in reasons)
 
 
@@ -218,10 +247,12 @@ def test_a_damaged_segment_is_a_one_line_error_that_says_how_to_recover(data, da
 def test_a_file_records_refused_as_duplicates_are_quarantined_byte_for_byte_with_file_and_line(data, tmp_path):
     """A duplicate id in a file given to `shardvec add` (live with other text, or twice in the
     batch) is quarantined beside the file's other rejects: its own bytes, its file and line."""
-    lines = [b'{"id":"dup/a",  "text":"Cricket players in Sydney", "extra": 1}\r\n',
-             json.dumps({"id": "new/1", "text": SENTENCES[1]}).encode() + b"\n",
-             b'{"id": ""}\n',
-             b'{"id":"new/1","text":"other text for it in the same batch"}\n']
+    lines = [
+        b'{"id":"dup/a",  "text":"Cricket players in Sydney", "extra": 1}\r\n',
+        json.dumps({"id": "new/1", "text": SENTENCES[1]}).encode() + b"\n",
+        b'{"id": ""}\n',
+        b'{"id":"new/1","text":"other text for it in the same batch"}\n',
+    ]
     f = tmp_path / "mixed.jsonl"
     f.write_bytes(b"".join(lines))
     out = shardvec_cli("add", f, "--data", data)
@@ -230,13 +261,17 @@ def test_a_file_records_refused_as_duplicates_are_quarantined_byte_for_byte_with
     entries = sorted((json.loads(line) for line in reasons.read_text().splitlines()), key=lambda e: e["line"])
     assert [(e["source"], e["line"]) for e in entries] == [("mixed.jsonl", 1), ("mixed.jsonl", 3), ("mixed.jsonl", 4)]
     raw = reasons.with_name("mixed.jsonl.rejected").read_bytes()
-    assert [raw[e["offset_in_rejected"]:e["offset_in_rejected"] + e["bytes"]] for e in entries] == [
-        lines[0], lines[2], lines[3]]
+    assert [raw[e["offset_in_rejected"] : e["offset_in_rejected"] + e["bytes"]] for e in entries] == [
+        lines[0],
+        lines[2],
+        lines[3],
+    ]
     assert "--replace" in entries[0]["reason"]
     t = tmp_path / "notes.txt"  # a text file's line whose id is live with other text
     t.write_bytes(b"An edited line about cricket\r\n")
     Adder(data, on_duplicate="reject", max_record_bytes=1_000_000).add(
-        [{"id": text_id("notes.txt", "An edited line about cricket"), "text": SENTENCES[3]}])
+        [{"id": text_id("notes.txt", "An edited line about cricket"), "text": SENTENCES[3]}]
+    )
     assert "quarantined=1" in shardvec_cli("add", t, "--data", data).stdout
     (rejected,) = (data / "quarantine" / "additions").rglob("notes.txt.rejected")
     assert rejected.read_bytes() == b"An edited line about cricket\r\n"
@@ -261,8 +296,11 @@ def test_long_file_names_in_the_inbox_and_add_are_applied_or_refused_never_a_blo
     (inbox / accented).write_text(json.dumps({"id": "accented/2", "text": SENTENCES[11]}) + "\n")  # its name again
     assert drain_inbox(data, batch_size=100, on_duplicate="reject", max_record_bytes=1_000_000)["added"] == 1
     assert not [p for p in inbox.iterdir() if p.name != ".done"] and len(list((inbox / ".done").iterdir())) == 4
-    (reason,) = [json.loads(line) for p in (data / "quarantine" / "additions").rglob("*.reasons.jsonl")
-                 for line in p.read_text().splitlines()]
+    (reason,) = [
+        json.loads(line)
+        for p in (data / "quarantine" / "additions").rglob("*.reasons.jsonl")
+        for line in p.read_text().splitlines()
+    ]
     assert reason["line"] == 2 and reason["reason"].startswith("broken JSON") and long_bad.endswith(reason["source"])
     f = tmp_path / ("2" + "m" * 240 + ".txt")
     f.write_bytes(SENTENCES[12].encode() + b"\n\xff not UTF-8\n")
@@ -297,10 +335,13 @@ def test_two_drains_at_once_both_end_well_and_apply_every_file(data):
     inbox = data / "inbox"
     inbox.mkdir()
     for k in range(20):
-        (inbox / f"f{k:02d}.jsonl").write_text("".join(json.dumps({"id": f"f{k}/{i}", "text": SENTENCES[k + i]}) + "\n"
-                                                       for i in range(10)))
-    drain = f"from shardvec.tasks.changes.intake import drain_inbox; drain_inbox({str(data)!r}, batch_size=5, " \
-            "on_duplicate='reject', max_record_bytes=1_000_000)"
+        (inbox / f"f{k:02d}.jsonl").write_text(
+            "".join(json.dumps({"id": f"f{k}/{i}", "text": SENTENCES[k + i]}) + "\n" for i in range(10))
+        )
+    drain = (
+        f"from shardvec.tasks.changes.intake import drain_inbox; drain_inbox({str(data)!r}, batch_size=5, "
+        "on_duplicate='reject', max_record_bytes=1_000_000)"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", drain], stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errors = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
@@ -318,10 +359,12 @@ def test_a_night_of_one_text_repeated_publishes_though_lsi_keeps_fewer_topics(da
     width and the space's manifest with the setting's, so every nightly failed at build-index:
     'Vector has wrong length (expected 40, got 37)'."""
     from shardvec.tasks.storage.spaces import Space
+
     new = data / "corpus" / "2099-01-01"
     new.mkdir(parents=True)
-    (new / "same.jsonl").write_text("".join(json.dumps({"id": "same", "text": f"bushfire smoke {i}"})
-                                            + "\n" for i in range(40_000)))
+    (new / "same.jsonl").write_text(
+        "".join(json.dumps({"id": "same", "text": f"bushfire smoke {i}"}) + "\n" for i in range(40_000))
+    )
     assert nightly_in_process(data)["status"] == "published"
     store = shardvec.open(data)
     assert store.text("same") == "bushfire smoke 0" and store.similar("bushfire smoke", 1)
@@ -329,8 +372,9 @@ def test_a_night_of_one_text_repeated_publishes_though_lsi_keeps_fewer_topics(da
     assert space.shard_vectors(0).shape[1] == space.dim < 40
     later = data / "corpus" / "2099-01-02"  # and the night after, whatever width its merge keeps
     later.mkdir()
-    (later / "more.jsonl").write_text("".join(json.dumps({"id": f"more/{i}", "text": t}) + "\n"
-                                              for i, t in enumerate(SENTENCES[:100])))
+    (later / "more.jsonl").write_text(
+        "".join(json.dumps({"id": f"more/{i}", "text": t}) + "\n" for i, t in enumerate(SENTENCES[:100]))
+    )
     assert nightly_in_process(data)["status"] == "published" and "more/99" in shardvec.open(data)
 
 
@@ -345,6 +389,7 @@ def _refuses_a_linked(data, tmp_path, folder: str, victim: str) -> None:
     """inbox/FOLDER as a link to a folder outside holding VICTIM: the drain refuses it before it
     writes, moves or deletes anything there."""
     from shardvec.tasks.inputs.corpus import BadInputError
+
     inbox, outside = data / "inbox", tmp_path / "outside"
     inbox.mkdir()
     outside.mkdir()

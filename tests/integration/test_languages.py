@@ -77,6 +77,7 @@ def write_own_sets(folder: Path, words: list[str], seed: int = 1) -> tuple[Path,
 @pytest.fixture(scope="module")
 def bulgarian_word2vec(tmp_path_factory) -> Path:
     from gensim.models import Word2Vec
+
     out = tmp_path_factory.mktemp("bg") / "word2vec.gensim"
     docs = [Tokenizer()(p) for p in bulgarian_paragraphs()]
     Word2Vec(docs, vector_size=16, min_count=2, epochs=3, workers=1, seed=1).save(str(out))
@@ -110,13 +111,17 @@ def test_own_sets_in_any_language_are_scored_with_their_coverage(bulgarian_word2
 def test_a_set_under_the_coverage_floor_is_reported_and_not_scored(bulgarian_word2vec, tmp_path):
     words = frequent_words(20)
     pairs = tmp_path / "mixed.tsv"  # 12 pairs of corpus words, 88 of words it never saw
-    pairs.write_text("".join(f"{words[i]}\t{words[i + 1]}\t{i}\n" for i in range(12))
-                     + "".join(f"unknown{i}\tother{i}\t{i}\n" for i in range(88)))
+    pairs.write_text(
+        "".join(f"{words[i]}\t{words[i + 1]}\t{i}\n" for i in range(12))
+        + "".join(f"unknown{i}\tother{i}\t{i}\n" for i in range(88))
+    )
     q = evaluate_words(bulgarian_word2vec, word_pairs=[str(pairs)], min_coverage={"word pairs": 0.2})
     (e,) = [e for e in q["evaluation"] if e["set"] == "mixed"]
     assert not e["used"] and e["covered"] == 12 and e["coverage"] == 0.12
-    assert e["summary"] == ("not enough coverage (12 of 100 word pairs have every word in the vocabulary, 12.0%; "
-                            "quality.word_pairs_min_coverage is 20%): left out of the gate")
+    assert e["summary"] == (
+        "not enough coverage (12 of 100 word pairs have every word in the vocabulary, 12.0%; "
+        "quality.word_pairs_min_coverage is 20%): left out of the gate"
+    )
     lower = evaluate_words(bulgarian_word2vec, word_pairs=[str(pairs)], min_coverage={"word pairs": 0.1})
     assert [x for x in lower["evaluation"] if x["set"] == "mixed"][0]["used"]
 
@@ -128,9 +133,13 @@ def test_an_unreadable_own_set_is_reported_not_a_failed_night(bulgarian_word2vec
     not_xz.write_text("king\tqueen\t5\n")
     gz = tmp_path / "pairs.gz"  # a real .gz is read (and counted) as gensim reads it
     import gzip
+
     gz.write_bytes(gzip.compress("".join(f"w{i}\tv{i}\t{i}\n" for i in range(30)).encode()))
-    q = evaluate_words(bulgarian_word2vec, word_pairs=[str(latin1), str(tmp_path / "gone.tsv"), str(not_xz), str(gz)],
-                       min_coverage=COVERAGE)
+    q = evaluate_words(
+        bulgarian_word2vec,
+        word_pairs=[str(latin1), str(tmp_path / "gone.tsv"), str(not_xz), str(gz)],
+        min_coverage=COVERAGE,
+    )
     bad = [e for e in q["evaluation"] if not e["built_in"]]
     assert [e["used"] for e in bad] == [False, False, False, False]
     assert "could not be read (UnicodeDecodeError" in bad[0]["summary"]
@@ -139,8 +148,14 @@ def test_an_unreadable_own_set_is_reported_not_a_failed_night(bulgarian_word2vec
     assert bad[3]["items"] == 30 and bad[3]["summary"].startswith("not enough coverage")
 
 
-TOL = {"analogy_drop": 0.05, "wordsim353_drop": 0.1, "simlex999_drop": 0.1, "rows_recall_drop": 0.02,
-       "index_recall_drop": 0.05, "word_pairs_drop": 0.1}
+TOL = {
+    "analogy_drop": 0.05,
+    "wordsim353_drop": 0.1,
+    "simlex999_drop": 0.1,
+    "rows_recall_drop": 0.02,
+    "index_recall_drop": 0.05,
+    "word_pairs_drop": 0.1,
+}
 
 
 def _own(score, used=True, kind="word pairs", file="/e/pairs.tsv"):
@@ -152,7 +167,8 @@ def test_the_gate_compares_own_sets_night_over_night_and_leaves_out_uncovered_on
     assert gate({"evaluation": [_own(0.45), _own(0.38, kind="analogies", file="/e/an.txt")]}, before, TOL) == []
     assert gate({"evaluation": [_own(0.2), _own(0.3, kind="analogies", file="/e/an.txt")]}, before, TOL) == [
         "pairs (word pairs) fell from 0.5 to 0.2, more than quality.word_pairs_drop=0.1",
-        "an (analogies) fell from 0.4 to 0.3, more than quality.analogy_drop=0.05"]
+        "an (analogies) fell from 0.4 to 0.3, more than quality.analogy_drop=0.05",
+    ]
     assert gate({"evaluation": [_own(None, used=False)]}, before, TOL) == []  # not enough coverage tonight
     assert gate({"evaluation": [_own(0.0)]}, {"evaluation": [_own(0.9, used=False)]}, TOL) == []
     # a built-in set without coverage has no metric: nothing to compare, whatever it was before
@@ -168,14 +184,16 @@ def test_a_bulgarian_corpus_publishes_night_after_night_scored_on_its_own_sets(t
     from shardvec.tasks.quality.report import render_text
     from shardvec.tasks.storage.spaces import UnknownKeyError
     from tests.runs import nightly_in_process, shardvec_cli
+
     data = tmp_path / "data"
     later = tmp_path / "later"
     first_part, second_part = write_bulgarian(later, parts=2)
     (data / "corpus").mkdir(parents=True)
     (later / first_part).rename(data / "corpus" / first_part)
     pairs, analogies = write_own_sets(tmp_path, frequent_words(60))
-    settings = dict(quality={"gate": True, "word_pairs": [str(pairs)], "analogies": [str(analogies)]},
-                    word2vec={"min_count": 1})
+    settings = dict(
+        quality={"gate": True, "word_pairs": [str(pairs)], "analogies": [str(analogies)]}, word2vec={"min_count": 1}
+    )
 
     first = nightly_in_process(data, **settings)
     assert first["status"] == "published"
@@ -207,14 +225,17 @@ def test_a_bulgarian_corpus_publishes_night_after_night_scored_on_its_own_sets(t
 MAN_DE = Path("/usr/share/man/de")
 needs_german_man_pages = pytest.mark.skipif(
     not any(MAN_DE.glob("man1/*.gz")),
-    reason="Debian's German man pages (manpages-de) are not installed; make test's system-deps step installs them")
+    reason="Debian's German man pages (manpages-de) are not installed; make test's system-deps step installs them",
+)
 # roff escapes: fonts (\fB, \f[I]), special characters (\(em, \[u00E4]), and the invisible ones
 _ROFF_ESCAPE = re.compile(r"\\f(\[[^\]]*\]|\(..|.)|\\\(..|\\\[[^\]]*\]|\\[&|^%:]|\\s[-+]?\d")
 _BREAK = re.compile(r"[.'](PP|P|LP|SH|SS|TP|IP|sp|br)\b")
 # the escapes German text is written with (Pr\(:ufen, Stra\(sse)
-_LETTERS = {f"\\{o}{name}{c}": letter for name, letter in
-            [(":a", "ä"), (":o", "ö"), (":u", "ü"), (":A", "Ä"), (":O", "Ö"), (":U", "Ü"), ("ss", "ß")]
-            for o, c in (("(", ""), ("[", "]"))}
+_LETTERS = {
+    f"\\{o}{name}{c}": letter
+    for name, letter in [(":a", "ä"), (":o", "ö"), (":u", "ü"), (":A", "Ä"), (":O", "Ö"), (":U", "Ü"), ("ss", "ß")]
+    for o, c in (("(", ""), ("[", "]"))
+}
 
 
 def german_paragraphs(limit: int) -> list[str]:
@@ -246,12 +267,15 @@ def test_german_man_pages_cover_too_little_of_the_english_sets_to_be_gated(tmp_p
     """The issue's German corpus published WordSim-353's Spearman from the few English words it
     holds (10% of the pairs), and the gate compared that noise night over night."""
     from gensim.models import Word2Vec
+
     docs = [Tokenizer()(p) for p in german_paragraphs(5000)]
     Word2Vec(docs, vector_size=16, min_count=2, epochs=2, workers=1, seed=1).save(str(tmp_path / "w2v"))
     q = evaluate_words(tmp_path / "w2v", min_coverage=COVERAGE)
     sets = {e["set"]: e for e in q["evaluation"]}
     assert 0 < sets["wordsim353"]["covered"] and sets["wordsim353"]["coverage"] < 0.25  # a few English words
-    assert not any(e["used"] for e in sets.values()) and all("not enough coverage" in e["summary"] for e in sets.values())
+    assert not any(e["used"] for e in sets.values()) and all(
+        "not enough coverage" in e["summary"] for e in sets.values()
+    )
     assert q["wordsim353_spearman"] is None and q["simlex999_spearman"] is None and q["analogy_accuracy"] is None
 
 
@@ -261,6 +285,7 @@ def test_a_german_corpus_publishes_and_datei_is_found(tmp_path):
     """The issue's reproduction: a nightly on German man pages, gate on, publishes without
     English noise; `shardvec query neighbours Datei` answers (the build stored "datei")."""
     from tests.runs import nightly_in_process, shardvec_cli
+
     data = tmp_path / "data"
     (data / "corpus" / "2026-12-01").mkdir(parents=True)
     with open(data / "corpus" / "2026-12-01" / "man-de.txt", "w", encoding="utf-8") as f:
@@ -280,22 +305,34 @@ def test_a_set_that_is_a_fifo_a_device_or_too_large_is_refused_unread(bulgarian_
     import resource
     import subprocess
     import sys
+
     fifo = tmp_path / "pairs.fifo"
     os.mkfifo(fifo)
     huge = tmp_path / "pairs.tsv"
     with open(huge, "wb") as f:
         f.truncate(65 << 20)  # sparse: no disk used
     sets = [str(fifo), "/dev/zero", str(huge), str(tmp_path)]
-    code = ("import json, sys; from shardvec.tasks.quality.evaluation import evaluate_words; "
-            "print(json.dumps(evaluate_words(sys.argv[1], word_pairs=sys.argv[2:])['evaluation']))")
+    code = (
+        "import json, sys; from shardvec.tasks.quality.evaluation import evaluate_words; "
+        "print(json.dumps(evaluate_words(sys.argv[1], word_pairs=sys.argv[2:])['evaluation']))"
+    )
     limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # noqa: E731
-    done = subprocess.run([sys.executable, "-c", code, str(bulgarian_word2vec), *sets], capture_output=True,
-                          text=True, timeout=300, preexec_fn=limit)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(bulgarian_word2vec), *sets],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     own = [e for e in json.loads(done.stdout.splitlines()[-1]) if not e["built_in"]]
     assert [e["file"] for e in own] == sets and not any(e["used"] for e in own)
     for e in own[:2] + own[3:]:
-        assert e["summary"] == (f"{e['file']} is not a regular file (a FIFO, a device or a folder), so it was not "
-                                "read; name a text file: left out of the gate")
-    assert own[2]["summary"] == (f"{huge} is 68,157,440 bytes, over the 64 MB an evaluation set may have, so it "
-                                 "was not read; name a smaller file: left out of the gate")
+        assert e["summary"] == (
+            f"{e['file']} is not a regular file (a FIFO, a device or a folder), so it was not "
+            "read; name a text file: left out of the gate"
+        )
+    assert own[2]["summary"] == (
+        f"{huge} is 68,157,440 bytes, over the 64 MB an evaluation set may have, so it "
+        "was not read; name a smaller file: left out of the gate"
+    )

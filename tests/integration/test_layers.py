@@ -33,8 +33,12 @@ ORCHESTRATION = ("prefect", "prefect_dask", "dask", "distributed")
 
 
 def _files(folders=FOLDERS) -> list[Path]:
-    return sorted(p for d in folders for p in (ROOT / d).rglob("*.py")
-                  if not {".venv", "work", "golden"} & set(p.relative_to(ROOT).parts))
+    return sorted(
+        p
+        for d in folders
+        for p in (ROOT / d).rglob("*.py")
+        if not {".venv", "work", "golden"} & set(p.relative_to(ROOT).parts)
+    )
 
 
 def _module(path: Path) -> str:
@@ -62,8 +66,10 @@ def _raw_imports(path: Path, members: bool = False) -> set[str]:
 
 
 def _imports(path: Path) -> set[str]:
-    return {n.removeprefix("shardvec.") if n.split(".")[1:2] in (["tasks"], ["flows"], ["config"]) else n
-            for n in _raw_imports(path, members=True)}
+    return {
+        n.removeprefix("shardvec.") if n.split(".")[1:2] in (["tasks"], ["flows"], ["config"]) else n
+        for n in _raw_imports(path, members=True)
+    }
 
 
 def _own_modules() -> dict[str, set[str]]:
@@ -72,8 +78,11 @@ def _own_modules() -> dict[str, set[str]]:
 
 
 def test_every_task_module_lives_in_a_package_of_the_graph():
-    loose = [str(p.relative_to(ROOT)) for p in _files(("tasks",))
-             if _module(p) != "tasks" and _package(_module(p)) not in MAY_IMPORT]
+    loose = [
+        str(p.relative_to(ROOT))
+        for p in _files(("tasks",))
+        if _module(p) != "tasks" and _package(_module(p)) not in MAY_IMPORT
+    ]
     assert loose == [], f"move these into a package of MAY_IMPORT in tests/integration/test_layers.py: {loose}"
 
 
@@ -83,8 +92,11 @@ def test_imports_follow_the_graph():
         here = _package(mod)
         if here is None:
             continue
-        wrong += [f"{mod} imports {d}" for d in deps
-                  if d.startswith("flows") or (_package(d) not in (None, here) and _package(d) not in MAY_IMPORT[here])]
+        wrong += [
+            f"{mod} imports {d}"
+            for d in deps
+            if d.startswith("flows") or (_package(d) not in (None, here) and _package(d) not in MAY_IMPORT[here])
+        ]
     assert wrong == []
 
 
@@ -92,6 +104,7 @@ def test_each_package_says_what_it_owns_and_exports_what_others_use():
     """Its __init__ has a docstring and an __all__ holding every name another package imports
     from it (that is its public interface)."""
     import importlib
+
     used: dict[str, set[str]] = {}
     for path in _files(FOLDERS + ("tests", "benchmarks")):
         here = _package(_module(path)) if path.is_relative_to(ROOT / "tasks") else None
@@ -110,9 +123,12 @@ def test_each_package_says_what_it_owns_and_exports_what_others_use():
 
 def test_no_module_imports_another_ones_private_names():
     """A name another module needs is part of its public interface (tasks/search/topk.py's kernel)."""
-    private = [f"{_module(p)}: {n}" for p in _files()
-               for n in _raw_imports(p, members=True)
-               if n.startswith("shardvec.") and n.rsplit(".", 1)[1].startswith("_") and not n.endswith("__")]
+    private = [
+        f"{_module(p)}: {n}"
+        for p in _files()
+        for n in _raw_imports(p, members=True)
+        if n.startswith("shardvec.") and n.rsplit(".", 1)[1].startswith("_") and not n.endswith("__")
+    ]
     assert private == []
 
 
@@ -124,7 +140,7 @@ def test_no_import_cycles():
         state[m] = "open"
         for d in graph.get(m, ()):
             if state.get(d) == "open":
-                cycles.append(stack[stack.index(d):] + [d])
+                cycles.append(stack[stack.index(d) :] + [d])
             elif d not in state:
                 visit(d, stack + [d])
         state[m] = "done"
@@ -155,8 +171,12 @@ def test_only_the_pipeline_imports_prefect_and_dask_and_readers_not_gensim():
 
 def test_nothing_imports_the_folders_by_their_bare_names():
     """They install as shardvec.tasks etc.: a bare `import tasks` works in the checkout only."""
-    bare = [f"{_module(p)}: {n}" for p in _files(FOLDERS + ("tests", "benchmarks")) for n in _raw_imports(p)
-            if n.split(".")[0] in ("tasks", "flows", "config")]
+    bare = [
+        f"{_module(p)}: {n}"
+        for p in _files(FOLDERS + ("tests", "benchmarks"))
+        for n in _raw_imports(p)
+        if n.split(".")[0] in ("tasks", "flows", "config")
+    ]
     assert bare == []
 
 
@@ -169,13 +189,17 @@ def test_nothing_is_configured_at_import_and_the_flow_process_loads_no_gensim():
     import os
     import subprocess
     import sys
-    code = ("import os, dask; before = dict(os.environ)\n"
-            "import shardvec.cli, shardvec.flows.nightly, shardvec.flows.backfill, shardvec.flows.serve\n"
-            "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n"
-            "assert dask.config.get('distributed.worker.profile.enabled') is True\n"
-            "import sys; assert 'gensim' not in sys.modules, 'a module the flows import imports gensim at its top'")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "SHARDVEC_LSI_NUM_TOPICS": "0"},
-                         capture_output=True, text=True)
+
+    code = (
+        "import os, dask; before = dict(os.environ)\n"
+        "import shardvec.cli, shardvec.flows.nightly, shardvec.flows.backfill, shardvec.flows.serve\n"
+        "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n"
+        "assert dask.config.get('distributed.worker.profile.enabled') is True\n"
+        "import sys; assert 'gensim' not in sys.modules, 'a module the flows import imports gensim at its top'"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "SHARDVEC_LSI_NUM_TOPICS": "0"}, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
 
 
@@ -183,22 +207,49 @@ def test_the_wheel_installs_only_the_shardvec_namespace(tmp_path):
     import subprocess
     import sys
     import zipfile
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(tmp_path.glob("shardvec-*.whl"))
     top = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
     assert {t for t in top if not t.endswith(".dist-info")} == {"shardvec"}
     names = zipfile.ZipFile(wheel).namelist()
-    ours = {f"shardvec/{p.relative_to(ROOT)}" if not p.is_relative_to(ROOT / "shardvec") else str(p.relative_to(ROOT))
-            for p in _files()}
+    ours = {
+        f"shardvec/{p.relative_to(ROOT)}" if not p.is_relative_to(ROOT / "shardvec") else str(p.relative_to(ROOT))
+        for p in _files()
+    }
     assert ours - set(names) == set(), "list the missing packages in pyproject.toml's [tool.setuptools] packages"
     assert "shardvec/config/default.toml" in names
     site = tmp_path / "site"  # installed alone; its dependencies come from this environment
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
-                   check=True)
-    out = subprocess.run([sys.executable, "-c", "import shardvec.tasks.storage.ledger as l, shardvec.config as c; "
-                          "print(l.__file__); print(c.load_settings().lsi.num_topics)"], cwd=tmp_path,
-                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], check=True
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import shardvec.tasks.storage.ledger as l, shardvec.config as c; "
+            "print(l.__file__); print(c.load_settings().lsi.num_topics)",
+        ],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     where, topics = out.stdout.split()
     assert where.startswith(str(site)) and topics.isdigit()
@@ -224,6 +275,7 @@ def test_every_error_for_users_is_a_shardvec_error():
     import inspect
 
     from shardvec.errors import ShardvecError
+
     outside = []
     for path in _files():
         tree = ast.parse(path.read_text())
@@ -231,8 +283,11 @@ def test_every_error_for_users_is_a_shardvec_error():
         if names:
             module = _module(path)
             mod = importlib.import_module(module if module.startswith("shardvec") else f"shardvec.{module}")
-            outside += [f"{path.relative_to(ROOT)}: {n}" for n in names
-                        if inspect.isclass(getattr(mod, n)) and not issubclass(getattr(mod, n), ShardvecError)]
+            outside += [
+                f"{path.relative_to(ROOT)}: {n}"
+                for n in names
+                if inspect.isclass(getattr(mod, n)) and not issubclass(getattr(mod, n), ShardvecError)
+            ]
     assert outside == [], f"make these subclass ShardvecError (shardvec/errors.py): {outside}"
 
 
@@ -243,6 +298,7 @@ def test_every_module_says_its_role_and_a_long_one_why_it_is_long():
     """A module's docstring says what it holds; one over LONG lines also says, in a paragraph
     starting "Long because:", why it is one module and not several."""
     import ast
+
     wrong = []
     for path in _files():
         text = path.read_text()

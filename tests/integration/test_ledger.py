@@ -48,12 +48,18 @@ def test_ops_compact_to_the_last_op_of_each_id(tmp_path):
     ledger.append(4, [Op("add", "leftover", "never acknowledged")])  # killed before CURRENT moved
     before = ledger.net(3).to_pylist()
     assert [(r["id"], r["op"], r["text"], r["seq"]) for r in before] == [
-        ("a", "replace", "A2", 2), ("c", "add", "C", 3), ("b", "add", "B3", 3)]
+        ("a", "replace", "A2", 2),
+        ("c", "add", "C", 3),
+        ("b", "add", "B3", 3),
+    ]
     assert [r["id"] for r in ledger.net(3, after=2).to_pylist()] == ["c", "b"]
     ledger.compact(2)
     assert ledger.net(3).to_pylist() == before  # compaction keeps what a replay needs
     assert sorted(p.name for p in ledger.dir.iterdir()) == [
-        "ops-000000000003.arrow", "pending-000000000004.arrow", "upto-000000000002.arrow"]
+        "ops-000000000003.arrow",
+        "pending-000000000004.arrow",
+        "upto-000000000002.arrow",
+    ]
     assert ledger.settle(3) == 3 and not (ledger.dir / "pending-000000000004.arrow").exists()
     puts = pa.ipc.open_file(ledger.puts(3, 0, 2)).read_all().to_pylist()
     assert [(r["id"], r["text"]) for r in puts] == [("a", "A2")]
@@ -76,13 +82,13 @@ def test_an_added_statement_survives_every_later_night_and_a_rebuild(data):
 
 def test_a_later_partition_never_overrides_an_acknowledged_add(data):
     shardvec.add([{"id": "clash", "text": SENTENCES[2]}], data=data)
-    new_partition(data, "2026-11-04", [{"id": "clash", "text": SENTENCES[3]},
-                                       {"id": "fresh", "text": SENTENCES[4]}])
+    new_partition(data, "2026-11-04", [{"id": "clash", "text": SENTENCES[3]}, {"id": "fresh", "text": SENTENCES[4]}])
     report = nightly(data)
     store = shardvec.open(data)
     assert store.text("clash") == SENTENCES[2] and "fresh" in store
-    reasons = [json.loads(line) for p in (data / "quarantine").rglob("*.reasons.jsonl")
-               for line in p.read_text().splitlines()]
+    reasons = [
+        json.loads(line) for p in (data / "quarantine").rglob("*.reasons.jsonl") for line in p.read_text().splitlines()
+    ]
     assert any("duplicate id 'clash': added with other text by `shardvec add`" in r["reason"] for r in reasons)
     assert report["quarantine_reasons"]["duplicate id"] >= 1
 
@@ -148,9 +154,14 @@ def test_rollback_replays_what_was_acknowledged_after_the_version(data):
 
 def test_inbox_and_the_flow_take_deletes_and_replaces(data, prefect_server):
     from shardvec.flows.add_statements import add_statements
+
     (data / "inbox").mkdir()
-    lines = [{"id": "in/1", "text": SENTENCES[10]}, {"id": "dup/b", "op": "delete"},
-             {"id": "dup/a", "op": "replace", "text": SENTENCES[11]}, {"id": "x", "op": "explode"}]
+    lines = [
+        {"id": "in/1", "text": SENTENCES[10]},
+        {"id": "dup/b", "op": "delete"},
+        {"id": "dup/a", "op": "replace", "text": SENTENCES[11]},
+        {"id": "x", "op": "explode"},
+    ]
     (data / "inbox" / "ops.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     report = add_statements(delete=["bg/150"], overrides={"data_dir": str(data)})
     assert report["delete"]["deleted"] == 1
@@ -176,6 +187,7 @@ def test_rollback_replays_an_add_of_a_corpus_id_over_the_versions_text(data):
 
 def test_an_add_acknowledged_while_a_run_works_wins_over_its_new_partition(data, monkeypatch):
     from shardvec.flows import skins
+
     new_partition(data, "2026-11-04", [{"id": "late/x", "text": SENTENCES[13]}])
     merge = skins.merge_tile_task
 
@@ -262,6 +274,7 @@ def test_a_damaged_ledger_file_is_named_by_verify_and_stops_a_nightly(data):
     from shardvec.flows.executors import InProcess
     from shardvec.flows.pipeline import build_and_publish
     from shardvec.tasks.storage.ledger import LedgerError
+
     shardvec.add([{"id": "k1", "text": SENTENCES[15]}], data=data)
     path = next((data / "ledger").glob("ops-*.arrow"))
     path.write_bytes(path.read_bytes()[:40])
@@ -280,6 +293,7 @@ def test_rollback_refuses_a_damaged_version(data):
     rows = data / "versions" / first / "similarity" / "rows-00000.npy"
     rows.unlink()
     from shardvec.tasks.storage.versions import NotPublishedError
+
     with pytest.raises(NotPublishedError, match=f"Version {first} is damaged"):
         rollback(data, first)
     assert read_current(data)["version"] != first
@@ -292,6 +306,7 @@ def test_a_build_reads_the_ledgers_puts_a_slice_of_bytes_at_a_time_and_screens_n
     acknowledged, whatever today's corpus.max_record_bytes."""
     import tracemalloc
     from shardvec.tasks.inputs.corpus import BATCH_BYTES, Quarantine, SourceFile, read_records
+
     text = "acknowledged " * 80_000  # 1,040,000 bytes
     ledger = Ledger(tmp_path)
     ledger.append(1, [Op("add", f"big{i}", text) for i in range(40)])

@@ -45,15 +45,24 @@ ROOT = Path(__file__).parents[2]
 IDS = [f"s{i}" for i in range(8)] + ["dup/a", "dup/b", "bg/150", "bg/151", "2026-11-01/lee.txt:3"]
 TEXT = st.integers(0, len(SENTENCES) - 1).map(lambda i: SENTENCES[i])
 # statements of 4-9 kB: over the low corpus.max_record_bytes below, under the configured one
-BIG_TEXT = st.integers(0, len(SENTENCES) - 30).map(lambda i: " ".join(SENTENCES[i:i + 30])[:9000])
+BIG_TEXT = st.integers(0, len(SENTENCES) - 30).map(lambda i: " ".join(SENTENCES[i : i + 30])[:9000])
 ADD_TEXT = st.one_of(TEXT, TEXT, BIG_TEXT)
 # (section, knob, value): what the settings rules may set. The low limit stays above every record of
 # the base corpus (3,887 bytes at most) and of the partitions the rules write, which are short.
 LIMITS = [("corpus", "max_record_bytes", 4000), ("corpus", "max_record_bytes", 1_000_000)]
-SETTINGS = [("tokenize", "min_len", 3), ("tokenize", "min_len", 2), ("tokenize", "max_len", 12),
-            ("tokenize", "max_len", 20), ("tokenize", "deaccent", True), ("tokenize", "deaccent", False),
-            ("similarity", "method", "exact"), ("similarity", "method", "partitioned"),
-            ("similarity", "method", "auto"), ("store", "rows_per_shard", 100), ("store", "rows_per_shard", 256)]
+SETTINGS = [
+    ("tokenize", "min_len", 3),
+    ("tokenize", "min_len", 2),
+    ("tokenize", "max_len", 12),
+    ("tokenize", "max_len", 20),
+    ("tokenize", "deaccent", True),
+    ("tokenize", "deaccent", False),
+    ("similarity", "method", "exact"),
+    ("similarity", "method", "partitioned"),
+    ("similarity", "method", "auto"),
+    ("store", "rows_per_shard", 100),
+    ("store", "rows_per_shard", 256),
+]
 ENV = ("SHARDVEC_CORPUS_MAX_RECORD_BYTES",)
 STEPS: list[int] = []  # one entry per step checked, over all sequences of a test run
 CHANGED: list[tuple] = []  # the settings changed, over all sequences
@@ -61,12 +70,15 @@ CHANGED: list[tuple] = []  # the settings changed, over all sequences
 # A script's first import: a Prefect home of its own inside the pytest run's folder, which the run
 # removes at its end, so SIGKILLed scripts leave nothing in /tmp (and one BLAS thread).
 ENVIRONMENT = "import tests.environment\n"
-NIGHTLY = ENVIRONMENT + """
+NIGHTLY = (
+    ENVIRONMENT
+    + """
 import json, sys
 from pathlib import Path
 from tests.runs import nightly_in_process
 nightly_in_process(Path(sys.argv[1]), **json.loads(sys.argv[2]))
 """
+)
 
 ADD = """
 import json, sys
@@ -164,8 +176,10 @@ class Lifecycle(RuleBasedStateMachine):
         CHANGED.append(setting)
         self.more.setdefault(section, {})[knob] = value
 
-    @rule(op=st.sampled_from(["add", "replace"]),
-          batch=st.lists(st.tuples(st.sampled_from(IDS), ADD_TEXT), min_size=1, max_size=4))
+    @rule(
+        op=st.sampled_from(["add", "replace"]),
+        batch=st.lists(st.tuples(st.sampled_from(IDS), ADD_TEXT), min_size=1, max_size=4),
+    )
     def add(self, op, batch):
         expected = self.model_ops(op, batch)
         shardvec.add([{"id": i, "text": t} for i, t in batch], self.data, replace=op == "replace")
@@ -201,7 +215,9 @@ class Lifecycle(RuleBasedStateMachine):
         # the newest kept version older than the live one that the model saw live (not one a
         # killed nightly finished, manifest written and fsynced, but never swapped in)
         live = read_current(self.data)["version"]
-        older = [v["version"] for v in list_versions(self.data) if v["version"] < live and v["version"] in self.partitions]
+        older = [
+            v["version"] for v in list_versions(self.data) if v["version"] < live and v["version"] in self.partitions
+        ]
         if not older:
             with pytest.raises(NotPublishedError, match="was ever live"):
                 rollback(self.data)
@@ -229,9 +245,14 @@ class Lifecycle(RuleBasedStateMachine):
             path.parent.mkdir(parents=True)
             path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in records))
             self.corpus[name] = records
-        proc = subprocess.Popen([sys.executable, "-c", NIGHTLY, str(self.data), json.dumps(self.more)], cwd=ROOT,
-                                env=self._env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", NIGHTLY, str(self.data), json.dumps(self.more)],
+            cwd=ROOT,
+            env=self._env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             proc.wait(after)
         except subprocess.TimeoutExpired:
@@ -239,17 +260,27 @@ class Lifecycle(RuleBasedStateMachine):
         self.published(None)  # the kill may have landed before or after the swap: both are fine
 
     @precondition(lambda self: self.kills < 2)
-    @rule(op=st.sampled_from(["add", "replace", "delete"]), ids=st.lists(st.sampled_from(IDS), min_size=1, max_size=3),
-          texts=st.lists(ADD_TEXT, min_size=3, max_size=3), after=st.floats(0.5, 4.0))
+    @rule(
+        op=st.sampled_from(["add", "replace", "delete"]),
+        ids=st.lists(st.sampled_from(IDS), min_size=1, max_size=3),
+        texts=st.lists(ADD_TEXT, min_size=3, max_size=3),
+        after=st.floats(0.5, 4.0),
+    )
     def sigkill_an_add(self, op, ids, texts, after):
         self.kills += 1
         pairs = [(i, None if op == "delete" else t) for i, t in zip(ids, texts)]
         expected = self.model_ops(op, pairs)
         before = read_current(self.data).get("ledger", 0)
         arg = [op, ids if op == "delete" else [{"id": i, "text": t} for i, t in pairs]]
-        proc = subprocess.Popen([sys.executable, "-c", ADD, str(self.data), json.dumps(arg)], cwd=ROOT,
-                                env=self._env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                start_new_session=True, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ADD, str(self.data), json.dumps(arg)],
+            cwd=ROOT,
+            env=self._env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            text=True,
+        )
         try:
             proc.wait(after)
         except subprocess.TimeoutExpired:
@@ -287,11 +318,17 @@ class Lifecycle(RuleBasedStateMachine):
 @pytest.mark.slow
 def test_lifecycle_against_a_model(published, prefect_server):
     from prefect.settings import PREFECT_API_URL
+
     Lifecycle.source = published.data
     Lifecycle.api_url = PREFECT_API_URL.value()
     examples = int(os.environ.get("SHARDVEC_LIFECYCLE_EXAMPLES", "5"))
-    Lifecycle.TestCase.settings = settings(max_examples=examples, stateful_step_count=12, deadline=None,
-                                           suppress_health_check=list(HealthCheck), derandomize=False)
+    Lifecycle.TestCase.settings = settings(
+        max_examples=examples,
+        stateful_step_count=12,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=False,
+    )
     STEPS.clear()
     CHANGED.clear()
     Lifecycle.TestCase().runTest()
@@ -303,8 +340,14 @@ def test_the_scripts_tests_start_keep_their_prefect_home_in_the_sessions_folder(
     """What a script's ENVIRONMENT line sets, started without the Prefect home of this process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     del env["PREFECT_HOME"]
-    out = subprocess.run([sys.executable, "-c", ENVIRONMENT + "import os; print(os.environ['PREFECT_HOME'])"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", ENVIRONMENT + "import os; print(os.environ['PREFECT_HOME'])"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     home = Path(out.stdout.strip())
     assert home.parent == Path(os.environ["SHARDVEC_TEST_TMP"]) and home.is_dir()

@@ -42,6 +42,7 @@ def test_every_installed_package_is_the_locked_version():
 
 def test_the_lock_satisfies_what_pyproject_asks_for():
     import tomllib
+
     project = tomllib.loads((LOCK.parent / "pyproject.toml").read_text())["project"]
     wanted = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
     locked = pins()
@@ -49,7 +50,9 @@ def test_the_lock_satisfies_what_pyproject_asks_for():
         req = Requirement(text)
         name = canonicalize_name(req.name)
         assert name in locked, f"{req.name} is a dependency but not in requirements.lock"
-        assert req.specifier.contains(locked[name], prereleases=True), f"the lock's {name}=={locked[name]} breaks {text}"
+        assert req.specifier.contains(locked[name], prereleases=True), (
+            f"the lock's {name}=={locked[name]} breaks {text}"
+        )
 
 
 def test_the_lock_keeps_sqlalchemy_below_2_1():

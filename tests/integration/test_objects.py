@@ -33,8 +33,8 @@ class S3Server(ThreadedMotoServer):
         self.honour = honour
 
     def _server_entry(self) -> None:
-        from moto.moto_server.werkzeug_app import (DomainDispatcherApplication, MotoRequestHandler,
-                                                   create_backend_app)
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+
         moto = DomainDispatcherApplication(create_backend_app)
         one_at_a_time = threading.Lock()
 
@@ -57,8 +57,12 @@ class S3Server(ThreadedMotoServer):
 def _serve(monkeypatch, honour: bool = True):
     server = S3Server(honour)
     server.start()
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_DEFAULT_REGION", "us-east-1"), ("SHARDVEC_S3_ENDPOINT_URL", server.url)):
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("SHARDVEC_S3_ENDPOINT_URL", server.url),
+    ):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     boto3.client("s3", endpoint_url=server.url, region_name="us-east-1").create_bucket(Bucket="shelf")
@@ -125,8 +129,13 @@ def test_the_push_verb_prints_what_the_function_returns(s3, published_copy, tmp_
     fields = dict(part.split("=", 1) for part in first.stdout.split())
     assert first.returncode == 0 and fields["seq"] == "1" and fields["committed"] == "True"
     again = shardvec.push(to="s3://shelf/cli", data=published_copy)
-    assert set(again) == set(fields) and again == {"seq": 1, "version": fields["version"], "uploaded": 0,
-                                                   "skipped": int(fields["uploaded"]), "committed": False}
+    assert set(again) == set(fields) and again == {
+        "seq": 1,
+        "version": fields["version"],
+        "uploaded": 0,
+        "skipped": int(fields["uploaded"]),
+        "committed": False,
+    }
     wrong = shardvec_cli("push", "--to", tmp_path / "elsewhere", "--data", published_copy)
     assert wrong.returncode == 2 and wrong.stderr.startswith("error: --to ") and "s3://bucket/prefix" in wrong.stderr
 
@@ -171,6 +180,7 @@ def test_a_file_of_several_parts_goes_up_and_comes_back_whole(s3, tmp_path):
     rides in the object's metadata through it; a download streams CHUNK at a time."""
     import hashlib
     import os
+
     CHUNK = 8 << 20  # tasks/storage/objects.py's part size
     big = tmp_path / "big.npy"
     with open(big, "wb") as f:

@@ -16,12 +16,25 @@ from shardvec.cli import app
 from shardvec.tasks.storage import runs
 from shardvec.tasks.quality.trends import PANELS, plot_history
 
-ENTRIES = [{"at": f"2026-11-{d:02d}T02:00:00+00:00", "flow": "nightly",
-            "status": "refused by the quality gate" if d == 3 else "published",
-            "metrics": {"rows_recall_at_10": 1.0, "statements_index_recall_at_10": 0.9 + d / 100,
-                        "wordsim353_spearman": 0.3 + d / 50, "simlex999_spearman": 0.1, "analogy_accuracy": None,
-                        "rows_mean_jaccard": 0.8, "rows_changed_share": 0.2},
-            "wall_seconds": 40.0 + d, "peak_rss_mb": 500.0 + d} for d in range(1, 6)]
+ENTRIES = [
+    {
+        "at": f"2026-11-{d:02d}T02:00:00+00:00",
+        "flow": "nightly",
+        "status": "refused by the quality gate" if d == 3 else "published",
+        "metrics": {
+            "rows_recall_at_10": 1.0,
+            "statements_index_recall_at_10": 0.9 + d / 100,
+            "wordsim353_spearman": 0.3 + d / 50,
+            "simlex999_spearman": 0.1,
+            "analogy_accuracy": None,
+            "rows_mean_jaccard": 0.8,
+            "rows_changed_share": 0.2,
+        },
+        "wall_seconds": 40.0 + d,
+        "peak_rss_mb": 500.0 + d,
+    }
+    for d in range(1, 6)
+]
 
 
 def test_a_killed_process_makes_its_run_dead(tmp_path):
@@ -48,6 +61,7 @@ def test_history_plot_draws_every_panel(tmp_path, suffix, magic):
     out = plot_history(ENTRIES, tmp_path / f"trend{suffix}")
     assert out.read_bytes().startswith(magic) and out.stat().st_size > 10_000
     from shardvec.tasks.quality.trends import _figure
+
     fig = _figure(ENTRIES)
     assert [ax.get_title() for ax in fig.axes[:4]] == list(PANELS)
     assert sum(len(ax.get_lines()) for ax in fig.axes) >= 8  # every metric given has its line
@@ -55,6 +69,7 @@ def test_history_plot_draws_every_panel(tmp_path, suffix, magic):
 
 def test_cli_history_plot_and_its_bad_suffix(tmp_path):
     from shardvec.tasks.quality.evaluation import append_history
+
     for e in ENTRIES:
         append_history(tmp_path, {k: v for k, v in e.items() if k != "at"})
     result = CliRunner().invoke(app, ["history", "--data", str(tmp_path), "--plot", str(tmp_path / "t.png")])
@@ -62,17 +77,25 @@ def test_cli_history_plot_and_its_bad_suffix(tmp_path):
     assert f"drew the last 5 runs into {tmp_path / 't.png'}" in result.output
     assert (tmp_path / "t.png").stat().st_size > 10_000
     from shardvec.tasks.quality.trends import PlotFormatError
-    with pytest.raises(PlotFormatError, match=r"^t.gif is neither .png nor .svg; name the chart file FILE.png or FILE.svg.$"):
+
+    with pytest.raises(
+        PlotFormatError, match=r"^t.gif is neither .png nor .svg; name the chart file FILE.png or FILE.svg.$"
+    ):
         plot_history(ENTRIES, tmp_path / "t.gif")
 
 
 def test_alerts_file_names_the_fix_when_missing(tmp_path):
     from shardvec.alerts import AlertsError, load
+
     with pytest.raises(AlertsError, match="pass --file with the path of shardvec's deploy/automations.yaml"):
         load(tmp_path / "nope.yaml")
     names = [a["name"] for a in load()]
-    assert names == ["shardvec: mark silent runs Crashed", "shardvec: run failed or crashed",
-                     "shardvec: run refused by the quality gate", "shardvec: input quarantined"]
+    assert names == [
+        "shardvec: mark silent runs Crashed",
+        "shardvec: run failed or crashed",
+        "shardvec: run refused by the quality gate",
+        "shardvec: input quarantined",
+    ]
 
 
 def test_installing_the_alerts_replaces_them_and_removes_retired_names(prefect_server):
@@ -86,6 +109,7 @@ def test_installing_the_alerts_replaces_them_and_removes_retired_names(prefect_s
     def names():
         with get_client(sync_client=True) as client:
             return sorted(a.name for a in client.read_automations())
+
     everything = sorted(a["name"] for a in load())
     old = dict(load()[1], name=RETIRED[0])
     old["actions"] = [{"type": "do-nothing"}]

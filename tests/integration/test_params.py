@@ -24,8 +24,11 @@ from tests.runs import shardvec_cli, small_settings
 
 REPO = Path(__file__).parents[2]
 FLOWS = {"nightly": nightly, "backfill": backfill, "add-statements": add_statements}
-ENTRYPOINTS = {"nightly": "flows/nightly.py:nightly", "backfill": "flows/backfill.py:backfill",
-               "add-statements": "flows/add_statements.py:add_statements"}
+ENTRYPOINTS = {
+    "nightly": "flows/nightly.py:nightly",
+    "backfill": "flows/backfill.py:backfill",
+    "add-statements": "flows/add_statements.py:add_statements",
+}
 # the tuning sections a run's form shows: every section of the settings but where things are
 # and what is read before (or without) the run's overrides
 KNOB_SECTIONS = {name for name in Settings.model_fields if name not in HIDDEN}
@@ -68,7 +71,10 @@ def test_overrides_is_a_form_of_every_tuning_knob_each_described():
     index = definitions["IndexOverrides"]["properties"]
     assert index["nprobe"]["anyOf"][0] == {"type": "integer", "minimum": 1}  # the settings' own bounds
     assert definitions["StoreOverrides"]["properties"]["words_dtype"]["anyOf"][0]["enum"] == [
-        "float32", "float16", "int8"]
+        "float32",
+        "float16",
+        "int8",
+    ]
     assert "recall" in index["nprobe"]["description"]
 
 
@@ -88,9 +94,11 @@ def test_a_backfills_range_is_dates():
 def test_a_backfill_of_a_date_range_builds_those_partitions(corpus_data, prefect_server):
     """The dates reach the partitions' names (a date given, or text as a deployment run gets it)."""
     from prefect.task_runners import ThreadPoolTaskRunner
+
     flow = backfill.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
-    report = flow(start=date(2026, 11, 2), end="2026-11-03",
-                  overrides=json.loads(small_settings(corpus_data).model_dump_json()))
+    report = flow(
+        start=date(2026, 11, 2), end="2026-11-03", overrides=json.loads(small_settings(corpus_data).model_dump_json())
+    )
     assert report["status"] == "published" and report["partitions"] == ["2026-11-02", "2026-11-03"]
 
 
@@ -104,13 +112,20 @@ def test_the_cli_reads_the_range_as_dates(tmp_path):
 WHOLE = object()  # tests/runs.py's direct calls pass whole settings, data_dir and [dask] included
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ({"index": {"nprobe": 1, "target_recall": 0}, "quality": {"gate": True}},  # tests/e2e/test_e2e_pool.py's
-     {"index.nprobe": 1, "index.target_recall": 0, "quality.gate": True}),
-    ({"word2vec": {"sg": "0", "epochs": "3"}, "quality": {"gate": "false"}},  # text, as from SHARDVEC_*
-     {"word2vec.sg": 0, "word2vec.epochs": 3, "quality.gate": False}),
-    (WHOLE, {"store.rows_per_shard": 256, "dask.n_workers": 2, "lsi.num_topics": 40}),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (
+            {"index": {"nprobe": 1, "target_recall": 0}, "quality": {"gate": True}},  # tests/e2e/test_e2e_pool.py's
+            {"index.nprobe": 1, "index.target_recall": 0, "quality.gate": True},
+        ),
+        (
+            {"word2vec": {"sg": "0", "epochs": "3"}, "quality": {"gate": "false"}},  # text, as from SHARDVEC_*
+            {"word2vec.sg": 0, "word2vec.epochs": 3, "quality.gate": False},
+        ),
+        (WHOLE, {"store.rows_per_shard": 256, "dask.n_workers": 2, "lsi.num_topics": 40}),
+    ],
+)
 def test_overrides_take_what_callers_pass(overrides, expected, tmp_path):
     if overrides is WHOLE:
         overrides = json.loads(small_settings(tmp_path / "data").model_dump_json())
@@ -129,26 +144,33 @@ def test_unknown_keys_are_refused_by_the_server_and_by_the_run():
     """The server checks a deployment run's parameters against the schema before it creates the
     run (the UI's form too); a direct call is checked by the flow, and run_settings says it in a sentence."""
     form = schema("add-statements")
-    for overrides, message in (({"indx": {"nprobe": 1}}, "Unevaluated properties are not allowed ('indx' was"),
-                               ({"index": {"nprobes": 1}}, "Additional properties are not allowed ('nprobes' was"),
-                               ({"index": {"nprobe": 0}}, "0 is less than the minimum of 1")):
+    for overrides, message in (
+        ({"indx": {"nprobe": 1}}, "Unevaluated properties are not allowed ('indx' was"),
+        ({"index": {"nprobes": 1}}, "Additional properties are not allowed ('nprobes' was"),
+        ({"index": {"nprobe": 0}}, "0 is less than the minimum of 1"),
+    ):
         with pytest.raises(ValidationError, match=re.escape(message)):
             validate({"overrides": overrides}, form, raise_on_error=True)
         with pytest.raises(Exception, match="overrides"):
             add_statements.validate_parameters({"overrides": overrides})
     with pytest.raises(SettingsError, match=r"Invalid overrides \(indx: Extra inputs are not permitted\); name only"):
         run_settings({"indx": {"nprobe": 1}})
-    with pytest.raises(SettingsError, match=r"\(index\.nprobe: Input should be greater than or equal to 1\); "
-                                             r"give each a value within its range, or leave it empty"):
+    with pytest.raises(
+        SettingsError,
+        match=r"\(index\.nprobe: Input should be greater than or equal to 1\); "
+        r"give each a value within its range, or leave it empty",
+    ):
         run_settings({"index": {"nprobe": 0}})
 
 
-def test_a_deployment_run_asking_to_move_its_data_passes_the_schema_and_is_refused_in_a_sentence(
-        tmp_path, monkeypatch):
+def test_a_deployment_run_asking_to_move_its_data_passes_the_schema_and_is_refused_in_a_sentence(tmp_path, monkeypatch):
     """Not shown in the form, but not a schema error either: the run starts and fails saying why."""
     monkeypatch.setenv("SHARDVEC_DATA_DIR", str(tmp_path / "bound"))
-    for overrides in ({"data_dir": str(tmp_path / "evil")}, {"dask": {"address": "tcp://127.0.0.1:1"}},
-                      {"server": {"port": 1}}):
+    for overrides in (
+        {"data_dir": str(tmp_path / "evil")},
+        {"dask": {"address": "tcp://127.0.0.1:1"}},
+        {"server": {"port": 1}},
+    ):
         validate({"overrides": overrides}, schema("nightly"), raise_on_error=True)
         with pytest.raises(SettingsError, match=r"^A deployment run may not change (data_dir|dask.address|server): "):
             run_settings(nightly.validate_parameters({"overrides": overrides})["overrides"], deployed=True)
@@ -169,10 +191,13 @@ def test_every_deployment_runs_one_at_a_time_and_queues_the_next(tmp_path):
     import yaml
 
     from shardvec.flows.serve import deployments
+
     served = deployments(small_settings(tmp_path / "data"))
     assert {d.name: (d.concurrency_limit, d.concurrency_options.collision_strategy.value) for d in served} == {
-        name: (1, "ENQUEUE") for name in ("shardvec-nightly", "shardvec-backfill", "shardvec-add-statements")}
+        name: (1, "ENQUEUE") for name in ("shardvec-nightly", "shardvec-backfill", "shardvec-add-statements")
+    }
     shipped = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "prefect.yaml").read_text())
     assert {d["name"]: d["concurrency_limit"] for d in shipped["deployments"]} == {
         name: {"limit": 1, "collision_strategy": "ENQUEUE"}
-        for name in ("shardvec-nightly", "shardvec-backfill", "shardvec-add-statements")}
+        for name in ("shardvec-nightly", "shardvec-backfill", "shardvec-add-statements")
+    }

@@ -29,6 +29,7 @@ N = 4000
 def wiki_space(tmp_path_factory) -> Path:
     """N real sentences of gensim's Wikipedia sample as 100-topic LSI unit vectors, 3 shards."""
     from benchmarks.common import sentences
+
     docs = [simple_preprocess(s) for s in itertools.islice(sentences(), N)]
     dct = Dictionary(docs)
     dct.filter_extremes(no_below=2, no_above=0.5)
@@ -42,15 +43,29 @@ def wiki_space(tmp_path_factory) -> Path:
     vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
     space = tmp_path_factory.mktemp("wiki") / "space"
     R = 1500
-    shards = [write_shard(space, i, vecs[s:s + R], [f"w/{j}" for j in range(s, min(N, s + R))])
-              for i, s in enumerate(range(0, N, R))]
+    shards = [
+        write_shard(space, i, vecs[s : s + R], [f"w/{j}" for j in range(s, min(N, s + R))])
+        for i, s in enumerate(range(0, N, R))
+    ]
     finish_space(space, shards, dim=100, rows_per_shard=R, normalized=True)
     return space
 
 
 def _rows(space: Path, out: Path, **knobs) -> SimilarityRows:
-    args = {**dict(k=10, tile_rows=1024, cluster_rows=256, probes=6, kmeans_sample=65_536, kmeans_iterations=10,
-                   seed=1, memory_budget_mb=1024, tasks=3), **knobs}
+    args = {
+        **dict(
+            k=10,
+            tile_rows=1024,
+            cluster_rows=256,
+            probes=6,
+            kmeans_sample=65_536,
+            kmeans_iterations=10,
+            seed=1,
+            memory_budget_mb=1024,
+            tasks=3,
+        ),
+        **knobs,
+    }
     shards = partitioned.partitioned_rows(space, out / "work", out / "rows", **args)
     finish_rows(out / "rows", shards, k=10, method="partitioned", rows_per_shard=args["tile_rows"], width=args["k"])
     return SimilarityRows(out / "rows")
@@ -64,9 +79,13 @@ def test_merges_in_groups_of_tiles_write_the_rows_of_one_merge(wiki_space, tmp_p
     assert partitioned.merge_groups(4, 1) == [(0, 2), (2, 4)]
     assert partitioned.merge_groups(3, 2) == [(0, 1), (1, 2), (2, 3)]
     assert partitioned.merge_groups(0, 2) == []
-    grouped = [e for first, end in partitioned.merge_groups(len(whole), 1)
-               for e in partitioned.merge_tiles(tmp_path / "work", first, end, 3, tmp_path / "grouped", k=10,
-                                                tile_rows=1024, statements=N)["shards"]]
+    grouped = [
+        e
+        for first, end in partitioned.merge_groups(len(whole), 1)
+        for e in partitioned.merge_tiles(
+            tmp_path / "work", first, end, 3, tmp_path / "grouped", k=10, tile_rows=1024, statements=N
+        )["shards"]
+    ]
     assert [e["sha256"] for e in grouped] == [e["sha256"] for e in whole] and len(whole) == 4
 
 
@@ -108,9 +127,10 @@ def test_one_probe_and_tiny_clusters_lose_recall_the_measure_sees(wiki_space, tm
 def test_partitioned_rows_are_read_like_exact_rows(wiki_space, tmp_path):
     sim = _rows(wiki_space, tmp_path)
     assert sim.verify() == [] and sim.rows_per_shard == 1024 and sim.k == 10
-    assert sorted(p.name for p in (tmp_path / "rows").glob("*.npy")) == \
-        sorted([f"{kind}-{i:05d}.npy" for kind in ("rows", "scores") for i in range(4)]
-               + [f"clusters-{name}.npy" for name in partitioned.CLUSTER_FILES])
+    assert sorted(p.name for p in (tmp_path / "rows").glob("*.npy")) == sorted(
+        [f"{kind}-{i:05d}.npy" for kind in ("rows", "scores") for i in range(4)]
+        + [f"clusters-{name}.npy" for name in partitioned.CLUSTER_FILES]
+    )
     last = np.load(tmp_path / "rows" / "rows-00003.npy")
     assert last.shape == (N - 3 * 1024, 10) and last.dtype == np.int64
 
@@ -131,8 +151,10 @@ def test_rows_equal_every_pair_the_clusters_pair_scored_and_kept_by_the_bounds(w
     i, j = np.nonzero(paired)
     vecs = space.vectors_at(np.arange(N))
     want_rows, want_scores = best_per_row(i, j, np.einsum("ij,ij->i", vecs[i], vecs[j]), N, k)
-    rows, scores = (np.concatenate([np.load(tmp_path / "rows" / f"{kind}-{t:05d}.npy") for t in range(4)])
-                    for kind in ("rows", "scores"))
+    rows, scores = (
+        np.concatenate([np.load(tmp_path / "rows" / f"{kind}-{t:05d}.npy") for t in range(4)])
+        for kind in ("rows", "scores")
+    )
     assert sim.width == k and rows.shape == (N, k)
     assert np.allclose(scores, want_scores, atol=1e-6)
     # the same neighbours, but where two score within float error of each other (products of
@@ -168,13 +190,21 @@ def test_gathers_read_the_space_without_mapping_it(tmp_path):
     statements); `Space.read` reads the rows alone. Same values as `rows` in every dtype."""
     import psutil
     from shardvec.tasks.storage.spaces import convert_space
+
     rng = np.random.default_rng(0)
     n, dim = 80_000, 200  # 64 MB of vectors
     space = tmp_path / "space"
     vecs = rng.standard_normal((n, dim), dtype=np.float32)
-    finish_space(space, [write_shard(space, i, vecs[s:s + 20_000], [str(j) for j in range(s, s + 20_000)])
-                         for i, s in enumerate(range(0, n, 20_000))], dim=dim, rows_per_shard=20_000,
-                 normalized=False)
+    finish_space(
+        space,
+        [
+            write_shard(space, i, vecs[s : s + 20_000], [str(j) for j in range(s, s + 20_000)])
+            for i, s in enumerate(range(0, n, 20_000))
+        ],
+        dim=dim,
+        rows_per_shard=20_000,
+        normalized=False,
+    )
     picks = rng.choice(n, 4000, replace=False)
     for dtype in ("float32", "float16", "int8"):
         s = Space(space if dtype == "float32" else convert_space(space, tmp_path / dtype, dtype) and tmp_path / dtype)
@@ -193,15 +223,18 @@ def test_a_large_cluster_scores_within_the_memory_budget(tmp_path):
     n, dim, budget = 20_000, 100, 512
     space = tmp_path / "space"
     vecs = rng.standard_normal((n, dim), dtype=np.float32)
-    finish_space(space, [write_shard(space, 0, vecs, [str(i) for i in range(n)])], dim=dim, rows_per_shard=n,
-                 normalized=False)
+    finish_space(
+        space, [write_shard(space, 0, vecs, [str(i) for i in range(n)])], dim=dim, rows_per_shard=n, normalized=False
+    )
     work = tmp_path / "work"
     partitioned.train_centroids(space, work, clusters=2, sample=1000, iterations=2, seed=1, memory_budget_mb=budget)
     partitioned.assign_shard(space, 0, work, probes=2, memory_budget_mb=budget)
     partitioned.group(space, work)  # 2 clusters, every statement a candidate in both
-    for step in (lambda: partitioned.own_task(space, work, 0, 1, k=10, max_queries=n, memory_budget_mb=budget),
-                 lambda: partitioned.bounds(work, 1, n),
-                 lambda: partitioned.score_task(space, work, 0, 1, k=10, max_queries=n, memory_budget_mb=budget)):
+    for step in (
+        lambda: partitioned.own_task(space, work, 0, 1, k=10, max_queries=n, memory_budget_mb=budget),
+        lambda: partitioned.bounds(work, 1, n),
+        lambda: partitioned.score_task(space, work, 0, 1, k=10, max_queries=n, memory_budget_mb=budget),
+    ):
         tracemalloc.start()
         step()
         peak = tracemalloc.get_traced_memory()[1]
@@ -213,9 +246,12 @@ def test_a_large_cluster_scores_within_the_memory_budget(tmp_path):
 @pytest.mark.usefixtures("prefect_server")
 def test_nightly_above_the_exact_threshold_publishes_partitioned_rows(corpus_data):
     from tests.runs import run_nightly
-    settings = small_settings(corpus_data, similarity={"method": "auto", "exact_max_statements": 100,
-                                                       "cluster_rows": 64, "tile_rows": 100},
-                              quality={"gate": True, "rows_recall_floor": 0.95})
+
+    settings = small_settings(
+        corpus_data,
+        similarity={"method": "auto", "exact_max_statements": 100, "cluster_rows": 64, "tile_rows": 100},
+        quality={"gate": True, "rows_recall_floor": 0.95},
+    )
     report = run_nightly(settings)
     assert report["status"] == "published" and report["rows_method"] == "partitioned"
     assert report["statements"] > 300 and report["quality"]["rows_recall_at_10"] >= 0.95
@@ -236,6 +272,7 @@ def test_a_small_add_into_partitioned_rows_scores_the_pairs_its_clusters_name(co
     import shardvec
     from shardvec.tasks.changes.segments import PROBED_MAX, Statements
     from tests.runs import nightly_in_process  # the Dask run of partitioned rows is the test above
+
     similarity = {"method": "auto", "exact_max_statements": 100, "cluster_rows": 32, "probes": 2, "tile_rows": 100}
     assert nightly_in_process(corpus_data, similarity=similarity)["rows_method"] == "partitioned"  # 11 clusters
     texts = lee_lines()[-3:]
@@ -253,7 +290,7 @@ def test_a_small_add_into_partitioned_rows_scores_the_pairs_its_clusters_name(co
         pool = np.union1d(view.clusters.candidates(vecs[x]), np.arange(len(view.base), x))  # added before it
         assert len(pool) < len(view.base)  # not every row
         rows, row_scores = view.full_row(x)
-        best = pool[np.lexsort((pool, -scores[x, pool]))][:view.width]
+        best = pool[np.lexsort((pool, -scores[x, pool]))][: view.width]
         assert np.array_equal(rows, best) and np.allclose(row_scores, scores[x, best], atol=1e-5)
         later = np.arange(x + 1, n)
         for j in np.union1d(pool, later).tolist():  # its pairs: each row it beats holds it
@@ -262,13 +299,14 @@ def test_a_small_add_into_partitioned_rows_scores_the_pairs_its_clusters_name(co
                 assert x in held_rows, f"row {j} should hold {x}"
                 probed += 1
     assert probed > 0  # the reverse updates were exercised
-    truth, truth_s = exact_topk(view, vecs[n - 3:], view.k, exclude=np.arange(n - 3, n))
+    truth, truth_s = exact_topk(view, vecs[n - 3 :], view.k, exclude=np.arange(n - 3, n))
     got = [view.row(x) for x in range(n - 3, n)]
     assert recall_at_k(np.stack([r for r, _ in got]), truth, np.stack([s for _, s in got]), truth_s) >= 0.9
     # deletes that thin its clusters: a small add scans every row instead (else its row held
     # only the few candidates left, or none)
     from shardvec.tasks.changes.additions import Adder
     from shardvec.tasks.search.topk import unit_rows
+
     text = lee_lines()[-4]
     adder = Adder(corpus_data, on_duplicate="reject", max_record_bytes=1_000_000)
     probe = unit_rows(adder.embedder.embed([adder.tokenizer(text)]))

@@ -9,7 +9,14 @@ from contextlib import contextmanager
 
 import pytest
 
-from shardvec.tasks.storage.versions import LockedError, RunLock, read_current, require_current, retain, NotPublishedError
+from shardvec.tasks.storage.versions import (
+    LockedError,
+    RunLock,
+    read_current,
+    require_current,
+    retain,
+    NotPublishedError,
+)
 from shardvec.tasks.changes.release import publish_version as publish
 
 V0, V1, V2, V3, V9 = (f"20261101T00000{i}-00000{i}" for i in (0, 1, 2, 3, 9))
@@ -54,10 +61,13 @@ def test_a_version_never_live_is_not_what_rollback_or_retention_take_for_publish
     from shardvec.tasks.storage.versions import prepare
     from shardvec.tasks.changes.release import list_versions, rollback
     from tests.runs import shardvec_cli
+
     publish(tmp_path, V1, _version(tmp_path, V1), {"partitions": ["a"]}, {}, keep_versions=3)
     prepare(tmp_path, V2, _version(tmp_path, V2), {"partitions": ["a", "b"]}, {})  # killed here
     assert [(v["version"], v["live"], v["was_live"]) for v in list_versions(tmp_path)] == [
-        (V1, True, True), (V2, False, False)]
+        (V1, True, True),
+        (V2, False, False),
+    ]
     lines = shardvec_cli("versions", "--data", tmp_path).stdout.splitlines()
     assert lines[0].startswith(f"* {V1}") and not lines[0].endswith("(never live)")
     assert lines[1].startswith(f"  {V2}") and lines[1].endswith("(never live)")
@@ -86,13 +96,16 @@ def test_what_was_live_survives_current_moved_aside_restored_or_from_before_the_
     # a data directory from before versions.live: every version with a manifest counts as live once
     (tmp_path / "versions.live").unlink()
     from shardvec.tasks.changes.release import rollback
+
     assert rollback(tmp_path)["version"] == V3
     assert (tmp_path / "versions.live").read_text().split() == [V2, V9, V3]
     # a line a kill cut short is never joined to the next
     with open(tmp_path / "versions.live", "a") as f:
         f.write(V0[:9])
     assert rollback(tmp_path)["version"] == V2 and (tmp_path / "versions.live").read_text().splitlines()[-2:] == [
-        V0[:9], V2]
+        V0[:9],
+        V2,
+    ]
 
 
 def test_publish_refuses_incomplete_components(tmp_path):
@@ -154,11 +167,13 @@ def test_a_colliding_run_waits_for_the_lock_and_says_so(tmp_path):
 def fsynced(monkeypatch):
     """The paths os.fsync is called on (the real fsync still runs): a spy, not a stand-in."""
     import os
+
     seen, real = [], os.fsync
 
     def spy(fd):
         seen.append(os.path.realpath(f"/proc/self/fd/{fd}"))
         return real(fd)
+
     monkeypatch.setattr(os, "fsync", spy)
     return seen
 
@@ -168,6 +183,7 @@ def test_publish_fsyncs_the_folders_that_name_a_new_version(tmp_path, fsynced):
     entry (versions/, and the data directory that got versions/) are fsynced before CURRENT moves."""
     import os
     from shardvec.tasks.storage.versions import new_version_id
+
     data, vid = tmp_path / "data", new_version_id()
     data.mkdir()
     publish(data, vid, _version(data, vid), {"partitions": ["a"]}, {}, keep_versions=2)

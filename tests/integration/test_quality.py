@@ -16,8 +16,13 @@ from shardvec.tasks.storage.versions import read_current
 from shardvec.tasks.quality.evaluation import gate, history_table, read_history
 from tests.runs import backfill_in_process, nightly_in_process, shardvec_cli
 
-TOL = {"analogy_drop": 0.05, "wordsim353_drop": 0.1, "simlex999_drop": 0.1, "rows_recall_drop": 0.02,
-       "index_recall_drop": 0.05}
+TOL = {
+    "analogy_drop": 0.05,
+    "wordsim353_drop": 0.1,
+    "simlex999_drop": 0.1,
+    "rows_recall_drop": 0.02,
+    "index_recall_drop": 0.05,
+}
 
 
 def test_gate_names_each_metric_that_fell_too_far():
@@ -25,7 +30,8 @@ def test_gate_names_each_metric_that_fell_too_far():
     assert gate({"wordsim353_spearman": 0.35, "analogy_accuracy": 0.03, "rows_recall_at_10": 1.0}, before, TOL) == []
     assert gate({"wordsim353_spearman": 0.05, "analogy_accuracy": None, "rows_recall_at_10": 0.9}, before, TOL) == [
         "wordsim353_spearman fell from 0.4 to 0.05, more than quality.wordsim353_drop=0.1",
-        "rows_recall_at_10 fell from 1.0 to 0.9, more than quality.rows_recall_drop=0.02"]
+        "rows_recall_at_10 fell from 1.0 to 0.9, more than quality.rows_recall_drop=0.02",
+    ]
     assert gate({"wordsim353_spearman": 0.0}, None, TOL) == []  # the first run has nothing to compare
 
 
@@ -33,9 +39,11 @@ def test_gate_refuses_rows_recall_below_its_floor_even_on_the_first_run():  # is
     tol = {**TOL, "rows_recall_floor": 0.95}
     assert gate({"rows_recall_at_10": 0.95}, None, tol) == []
     assert gate({"rows_recall_at_10": 0.94}, None, tol) == [
-        "rows_recall_at_10 is 0.94, below quality.rows_recall_floor=0.95"]
+        "rows_recall_at_10 is 0.94, below quality.rows_recall_floor=0.95"
+    ]
     assert gate({"rows_recall_at_10": 0.94}, {"rows_recall_at_10": 0.95}, tol) == [
-        "rows_recall_at_10 is 0.94, below quality.rows_recall_floor=0.95"]
+        "rows_recall_at_10 is 0.94, below quality.rows_recall_floor=0.95"
+    ]
 
 
 def _texts(path):
@@ -54,7 +62,7 @@ def _degrade(partition_dir, rng):
         rng.shuffle(pool)
         out, i = [], 0
         for d in docs:
-            out.append(" ".join(pool[i:i + len(d)]))
+            out.append(" ".join(pool[i : i + len(d)]))
             i += len(d)
         path.unlink()
         (partition_dir / "shuffled.txt").write_text("\n".join(out) + "\n")
@@ -66,13 +74,15 @@ def test_degraded_corpus_trips_the_gate_a_normal_night_passes(tmp_path):
     build_sample(data / "corpus")
     later = tmp_path / "later"
     shutil.move(data / "corpus" / "2026-11-22", later)
-    gated = dict(lsi={"num_topics": 50, "chunksize": 2000},
-                 # a window of 3 (default 5): a fifth less CPU, and the shuffled words cost WordSim more
-                 word2vec={"vector_size": 50, "min_count": 5, "epochs": 5, "sg": 1, "workers": 2, "window": 3},
-                 store={"rows_per_shard": 4096},
-                 # the shuffled corpus costs WordSim ~0.2 here (0.18-0.21 -> -0.04-0.01, seeds 1 and 2); a
-                 # normal night after the first moves it by 0.01-0.02 (word2vec threads)
-                 quality={"gate": True, "wordsim353_drop": 0.05, "drift_sample": 500, "drift_words": 300})
+    gated = dict(
+        lsi={"num_topics": 50, "chunksize": 2000},
+        # a window of 3 (default 5): a fifth less CPU, and the shuffled words cost WordSim more
+        word2vec={"vector_size": 50, "min_count": 5, "epochs": 5, "sg": 1, "workers": 2, "window": 3},
+        store={"rows_per_shard": 4096},
+        # the shuffled corpus costs WordSim ~0.2 here (0.18-0.21 -> -0.04-0.01, seeds 1 and 2); a
+        # normal night after the first moves it by 0.01-0.02 (word2vec threads)
+        quality={"gate": True, "wordsim353_drop": 0.05, "drift_sample": 500, "drift_words": 300},
+    )
     first = nightly_in_process(data, **gated)
     q1 = first["quality"]
     assert first["status"] == "published"
@@ -109,8 +119,18 @@ def test_degraded_corpus_trips_the_gate_a_normal_night_passes(tmp_path):
 
 
 def test_history_table_shape():
-    table = history_table([{"at": "2026-11-23T02:00:00+00:00", "flow": "nightly", "status": "published",
-                            "version": "v1", "statements": 10, "metrics": {"wordsim353_spearman": 0.41234}}])
+    table = history_table(
+        [
+            {
+                "at": "2026-11-23T02:00:00+00:00",
+                "flow": "nightly",
+                "status": "published",
+                "version": "v1",
+                "statements": 10,
+                "metrics": {"wordsim353_spearman": 0.41234},
+            }
+        ]
+    )
     lines = table.splitlines()
     assert lines[0].startswith("| at | flow | status |") and "0.412" in lines[2]
 
@@ -124,6 +144,7 @@ def test_analogies_are_answered_as_gensim_answers_them():
 
     from shardvec.tasks.quality.evaluation import QUESTIONS, analogies
     from tests.corpora import lee_lines
+
     # the Lee corpus twice, 5 epochs: 1,523 of the questions covered and 5 right (4 times, 10
     # epochs: 4 right, at four times the training, most of this test's 19 CPU-s)
     docs = [line.lower().split() for line in lee_lines()] * 2

@@ -9,8 +9,12 @@ from shardvec.tasks.changes.additions import Adder
 from tests.checks import ADDS, resident_kb
 from tests.corpora import SENTENCES
 
-TEXTS = ["bushfires in New South Wales", "the australian cricket team won the test", "police arrested a man",
-         "qqqzzz xxxyyy"]  # the last has no known word: similar to nothing
+TEXTS = [
+    "bushfires in New South Wales",
+    "the australian cricket team won the test",
+    "police arrested a man",
+    "qqqzzz xxxyyy",
+]  # the last has no known word: similar to nothing
 WORDS = ["fire", "police", "government", "test"]
 
 
@@ -91,10 +95,13 @@ def test_a_reader_keeps_the_pages_it_scanned_mapped(published):
 
 def test_the_cli_asks_the_index_or_scans_with_exact(published):
     from tests.runs import shardvec_cli
+
     store = shardvec.open(published.data)
     for flag, exact in (((), None), (("--exact",), True)):
         out = shardvec_cli("query", "similar", TEXTS[0], "-k", "3", "--data", str(published.data), *flag)
-        assert [line.split()[1] for line in out.stdout.splitlines()] == [h.key for h in store.similar(TEXTS[0], 3, exact=exact)]
+        assert [line.split()[1] for line in out.stdout.splitlines()] == [
+            h.key for h in store.similar(TEXTS[0], 3, exact=exact)
+        ]
 
 
 def _as_annoy_version(data, search_k=10_000_000):
@@ -103,6 +110,7 @@ def _as_annoy_version(data, search_k=10_000_000):
     import json
     from annoy import AnnoyIndex
     from shardvec.tasks.storage.spaces import Space
+
     current = json.loads((data / "CURRENT").read_text())
     for name in ("words", "statements"):
         space, where = Space(data / current["components"][name]), data / current["components"][f"{name}_index"]
@@ -113,13 +121,24 @@ def _as_annoy_version(data, search_k=10_000_000):
             index.add_item(r, space.vector_at(r))
         index.build(10)
         index.save(str(where / "annoy.ann"))
-        (where / "manifest.json").write_text(json.dumps({"format": 2, "kind": "annoy", "metric": "angular",
-                                                         "n_trees": 10, "search_k": search_k, "items": len(space),
-                                                         "file": "annoy.ann"}))
+        (where / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "format": 2,
+                    "kind": "annoy",
+                    "metric": "angular",
+                    "n_trees": 10,
+                    "search_k": search_k,
+                    "items": len(space),
+                    "file": "annoy.ann",
+                }
+            )
+        )
 
 
 def test_a_version_published_with_annoy_indexes_is_still_searched_with_them(published_copy):
     from shardvec.tasks.search.index import AnnoySpaceIndex
+
     data = published_copy
     _as_annoy_version(data)
     Adder(data, **ADDS).add([{"id": "new/0", "text": SENTENCES[40]}])
@@ -129,6 +148,7 @@ def test_a_version_published_with_annoy_indexes_is_still_searched_with_them(publ
         _same(store.similar(text, 10, exact=False), store.similar(text, 10, exact=True))
     for word in WORDS:
         _same(store.neighbours(word, 10, exact=False), store.neighbours(word, 10, exact=True))
-    assert isinstance(store._indexes["statements"], AnnoySpaceIndex) and isinstance(store._indexes["words"],
-                                                                                   AnnoySpaceIndex)
+    assert isinstance(store._indexes["statements"], AnnoySpaceIndex) and isinstance(
+        store._indexes["words"], AnnoySpaceIndex
+    )
     assert store.similar(SENTENCES[40], 1, exact=False)[0].key == "new/0"

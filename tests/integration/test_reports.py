@@ -21,15 +21,24 @@ from tests.shared import migrated_prefect_db
 @pytest.mark.slow
 def test_server_options_win_over_the_configuration_and_a_taken_port_is_one_sentence(tmp_path, tmp_path_factory):
     port, configured = free_port(), free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "SHARDVEC_SERVER_PORT": str(configured), "SHARDVEC_SERVER_HOST": "localhost"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "SHARDVEC_SERVER_PORT": str(configured),
+        "SHARDVEC_SERVER_HOST": "localhost",
+    }
     env.pop("PREFECT_API_URL", None)
     migrated_prefect_db(tmp_path_factory, tmp_path / "prefect" / "prefect.db")
     (tmp_path / "data" / "reports" / "run").mkdir(parents=True)
     (tmp_path / "data" / "reports" / "run" / "r.html").write_text("<p>a report</p>")
-    proc = subprocess.Popen([BIN / "shardvec", "server", "--data", tmp_path / "data", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=open(tmp_path / "server.log", "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [BIN / "shardvec", "server", "--data", tmp_path / "data", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=open(tmp_path / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: get(f"{base}/api/health").status_code == 200, 180, "shardvec server on --port")
@@ -37,11 +46,17 @@ def test_server_options_win_over_the_configuration_and_a_taken_port_is_one_sente
         assert get(f"{base}/shardvec/reports/run/r.html").text == "<p>a report</p>"
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{configured}/api/health")
-        again = subprocess.run([BIN / "shardvec", "server", "--port", str(port), "--host", "127.0.0.1"], env=env,
-                               capture_output=True, text=True, timeout=120)
+        again = subprocess.run(
+            [BIN / "shardvec", "server", "--port", str(port), "--host", "127.0.0.1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert again.returncode == 2 and again.stderr.strip() == (
             f"error: Cannot listen on 127.0.0.1:{port} (Address already in use): stop what uses it, or pick "
-            "another with --port (or --host)."), again.stderr
+            "another with --port (or --host)."
+        ), again.stderr
     finally:
         stop_groups([proc])
 
@@ -73,8 +88,11 @@ def test_a_run_no_server_serves_says_where_its_dask_report_is(prefect_server, tm
     assert f"`shardvec server --data {s.data}`" in line and "http" not in line
     html = open(path).read()
     assert "<title>Dask Performance Report</title>" in html
-    external = [t for t in re.findall(r"<(?:script|link)\b[^>]*>", html)
-                if re.search(r"""(?:src|href)=["']?(?:https?:)?//""", t) and "icon" not in t]
+    external = [
+        t
+        for t in re.findall(r"<(?:script|link)\b[^>]*>", html)
+        if re.search(r"""(?:src|href)=["']?(?:https?:)?//""", t) and "icon" not in t
+    ]
     assert external == []
 
 
@@ -83,6 +101,7 @@ def test_a_reports_folder_that_leads_outside_the_data_directory_is_refused(tmp_p
     whatever it led to (a link to /etc served /etc/shadow). Both refuse it in a sentence."""
     from shardvec.config.settings import SettingsError
     from shardvec.server import checked_reports
+
     data = tmp_path / "data"
     data.mkdir()
     assert checked_reports(data) == data / "reports"  # not there yet: fine, a run makes it

@@ -18,12 +18,25 @@ from shardvec.tasks.quality.trends import _figure
 
 
 def _entry(day: int, recall: float, status: str = "published") -> dict:
-    return {"at": f"2026-11-{day:02d}T02:00:00+00:00", "flow": "nightly", "status": status,
-            "version": f"202611{day:02d}T020000Z-1a2b3c4d", "statements": 123456,
-            "metrics": {"rows_recall_at_10": 1.0, "statements_index_recall_at_10": recall,
-                        "words_index_recall_at_10": 0.99, "wordsim353_spearman": 0.41, "simlex999_spearman": 0.2,
-                        "analogy_accuracy": 0.12, "rows_mean_jaccard": 0.9, "rows_changed_share": 0.1},
-            "wall_seconds": 40.0, "peak_rss_mb": 500.0}
+    return {
+        "at": f"2026-11-{day:02d}T02:00:00+00:00",
+        "flow": "nightly",
+        "status": status,
+        "version": f"202611{day:02d}T020000Z-1a2b3c4d",
+        "statements": 123456,
+        "metrics": {
+            "rows_recall_at_10": 1.0,
+            "statements_index_recall_at_10": recall,
+            "words_index_recall_at_10": 0.99,
+            "wordsim353_spearman": 0.41,
+            "simlex999_spearman": 0.2,
+            "analogy_accuracy": 0.12,
+            "rows_mean_jaccard": 0.9,
+            "rows_changed_share": 0.1,
+        },
+        "wall_seconds": 40.0,
+        "peak_rss_mb": 500.0,
+    }
 
 
 def test_the_recall_axis_shows_0_9995_next_to_1_as_close():
@@ -49,14 +62,15 @@ def test_a_crashed_run_is_a_line_across_every_panel():
 def test_the_summarys_history_table_is_narrow_and_shows_crashes(tmp_path):
     for e in [_entry(1, 1.0), _entry(2, 0.9995, "refused by the quality gate")]:
         append_history(tmp_path, e)
-    append_history(tmp_path, {"at": "2026-11-03T02:00:00+00:00", "flow": "backfill", "status": "crashed",
-                              "flow_run_id": "x"})
+    append_history(
+        tmp_path, {"at": "2026-11-03T02:00:00+00:00", "flow": "backfill", "status": "crashed", "flow_run_id": "x"}
+    )
     token = run_report.EXTRAS.set({"data": tmp_path})
     try:
         text = run_report.render_markdown({"flow": "nightly", "status": "published"})
     finally:
         run_report.EXTRAS.reset(token)
-    tables = [line for line in text[text.index("## History (last 3 runs)"):].splitlines() if line.startswith("|")]
+    tables = [line for line in text[text.index("## History (last 3 runs)") :].splitlines() if line.startswith("|")]
     # Prefect's UI neither wraps nor scrolls a table: the one table of before (134 characters a
     # line) lost its last five columns in a 1400 px wide window; 70 characters fit with room
     assert len(tables) == 10 and max(len(line) for line in tables) <= 70, "\n".join(tables)
@@ -68,14 +82,18 @@ def test_the_summarys_history_table_is_narrow_and_shows_crashes(tmp_path):
 def test_no_word_is_said_to_have_moved_when_its_neighbours_are_the_same(published):
     words = Space(_words_dir(published.data))
     assert _words_moved(words, words, 1000) == []  # the same space twice: nothing moved
-    report = {"flow": "nightly", "status": "published",
-              "quality": {"words_moved_most": [{"word": "aberdeen", "jaccard": 1.0}, {"word": "fire", "jaccard": 0.5}]}}
+    report = {
+        "flow": "nightly",
+        "status": "published",
+        "quality": {"words_moved_most": [{"word": "aberdeen", "jaccard": 1.0}, {"word": "fire", "jaccard": 0.5}]},
+    }
     text = run_report.render_text(report)
     assert "neighbours moved: fire (jaccard 0.5)" in text and "aberdeen" not in text
 
 
 def _words_dir(data: Path) -> Path:
     from shardvec.tasks.storage.versions import read_current
+
     return data / read_current(data)["components"]["words"]
 
 
@@ -104,8 +122,12 @@ def test_a_run_that_quarantined_input_warns_of_it(published, tmp_path):
 
     run_id = keeps_the_report()
     with get_client(sync_client=True) as client:
-        found = {a.key: a.data for a in client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))}
+        found = {
+            a.key: a.data
+            for a in client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+            )
+        }
     warning, folder = found["shardvec-nightly-quarantine"], tmp_path / "quarantine"
     assert warning.startswith("# Warning: 1 input record quarantined")
     assert "| `2026-11-02/lee.jsonl` | 1 | 1 broken JSON |" in warning

@@ -20,8 +20,18 @@ def caches(tmp_path):
         (corpus / part).mkdir(parents=True)
         (corpus / part / "s.jsonl").write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in rows))
     files, _ = discover(corpus)
-    return tmp_path / "data", [tokenize_file(corpus, f, tmp_path / "cache", tmp_path / "data" / "quarantine",
-                                             Tokenizer(), batch_size=10, max_record_bytes=1000) for f in files]
+    return tmp_path / "data", [
+        tokenize_file(
+            corpus,
+            f,
+            tmp_path / "cache",
+            tmp_path / "data" / "quarantine",
+            Tokenizer(),
+            batch_size=10,
+            max_record_bytes=1000,
+        )
+        for f in files
+    ]
 
 
 def test_reject_keeps_the_first_and_quarantines_the_second_byte_for_byte(caches, tmp_path):
@@ -47,15 +57,32 @@ def test_a_shard_projected_in_small_batches_equals_the_published_one(published, 
     data, settings, _ = published
     current = json.loads((data / "CURRENT").read_text())
     files, _ = discover(data / "corpus")
-    summaries = [tokenize_file(data / "corpus", f, tmp_path / "cache", tmp_path / "q", Tokenizer(),
-                               batch_size=50, max_record_bytes=1_000_000) for f in files]
+    summaries = [
+        tokenize_file(
+            data / "corpus",
+            f,
+            tmp_path / "cache",
+            tmp_path / "q",
+            Tokenizer(),
+            batch_size=50,
+            max_record_bytes=1_000_000,
+        )
+        for f in files
+    ]
     plan = plan_statements(summaries, tmp_path / "plan.npy", data, tmp_path / "q", on_duplicate="reject")
     published_space = Space(data / current["components"]["statements"])
     assert plan["statements"] == len(published_space)
     caches = [s["cache"] for s in summaries]
     for shard in (0, published_space.n_shards - 1):
-        entry = project_shard(tmp_path / "plan.npy", caches, shard, settings.store.rows_per_shard,
-                              data / current["components"]["models"], tmp_path / "space", batch_rows=7)
+        entry = project_shard(
+            tmp_path / "plan.npy",
+            caches,
+            shard,
+            settings.store.rows_per_shard,
+            data / current["components"]["models"],
+            tmp_path / "space",
+            batch_rows=7,
+        )
         assert entry["rows"] == len(published_space.shard(shard))
         assert np.array_equal(np.load(tmp_path / "space" / entry["vectors"]), published_space.shard(shard))
         shard_keys = published_space.shard_keys(shard)
@@ -75,8 +102,18 @@ def _one_id_many_times(data, n: int, texts=lambda i: f"text number {i}") -> list
 
 def _tokenized(data, tmp_path):
     files, _ = discover(data / "corpus")
-    return [tokenize_file(data / "corpus", f, tmp_path / "cache", data / "quarantine", Tokenizer(),
-                          batch_size=2000, max_record_bytes=1_000_000) for f in files]
+    return [
+        tokenize_file(
+            data / "corpus",
+            f,
+            tmp_path / "cache",
+            data / "quarantine",
+            Tokenizer(),
+            batch_size=2000,
+            max_record_bytes=1_000_000,
+        )
+        for f in files
+    ]
 
 
 def _cache_opens_at_most(monkeypatch, limit: int) -> None:
@@ -84,6 +121,7 @@ def _cache_opens_at_most(monkeypatch, limit: int) -> None:
     again per duplicate row (quadratic) fails at once, whatever the machine's speed."""
     from shardvec.tasks.inputs import tokenize
     from shardvec.tasks.models import statements
+
     opened = 0
 
     def counted(path):
@@ -91,6 +129,7 @@ def _cache_opens_at_most(monkeypatch, limit: int) -> None:
         opened += 1
         assert opened <= limit, f"a cache was opened {opened} times: once per duplicate row?"
         return real(path)
+
     real = tokenize.open_cache
     monkeypatch.setattr(tokenize, "open_cache", counted)
     monkeypatch.setattr(statements, "open_cache", counted)
@@ -131,17 +170,16 @@ def test_a_long_run_of_an_id_the_ledger_decides_is_masked_in_one_pass(tmp_path, 
     replay = replay_for_build(data, None, 0, rebuild=True)
     summaries = _tokenized(data, tmp_path)
     _cache_opens_at_most(monkeypatch, 20)
-    out = plan_statements(summaries, tmp_path / "plan.npy", data, data / "quarantine", on_duplicate="reject",
-                          ledger_ops=replay.ops)
+    out = plan_statements(
+        summaries, tmp_path / "plan.npy", data, data / "quarantine", on_duplicate="reject", ledger_ops=replay.ops
+    )
     assert (out["statements"], out["decided_by_ledger"], out["duplicates_rejected"]) == (1, n, n - 1)
     assert np.load(tmp_path / "plan.npy").tolist() == [[0, 0]]
     # the record with the acknowledged text is no clash: every other one is quarantined, byte for byte
-    assert (data / "quarantine" / "p1/s.jsonl.duplicates.rejected").read_bytes() == \
-        b"".join(lines[1:8] + lines[9:])
+    assert (data / "quarantine" / "p1/s.jsonl.duplicates.rejected").read_bytes() == b"".join(lines[1:8] + lines[9:])
     reasons = [json.loads(x) for x in (data / "quarantine" / "p1/s.jsonl.duplicates.reasons.jsonl").open()]
     assert [r["line"] for r in reasons] == [i for i in range(2, n + 2) if i != 9]
-    assert all(r["reason"].startswith("duplicate id 'same': added with other text by `shardvec add`")
-               for r in reasons)
+    assert all(r["reason"].startswith("duplicate id 'same': added with other text by `shardvec add`") for r in reasons)
 
 
 def test_ids_whose_hashes_collide_stay_apart(caches, tmp_path, monkeypatch):
@@ -152,8 +190,7 @@ def test_ids_whose_hashes_collide_stay_apart(caches, tmp_path, monkeypatch):
     out = plan_statements(summaries, tmp_path / "plan.npy", data, data / "quarantine", on_duplicate="reject")
     assert (out["statements"], out["duplicates_rejected"]) == (3, 1)
     assert np.load(tmp_path / "plan.npy").tolist() == [[0, 0], [0, 1], [1, 1]]
-    assert (data / "quarantine" / "p2/s.jsonl.duplicates.rejected").read_bytes() == \
-        b'{"id": "a", "text": "second a"}\n'
+    assert (data / "quarantine" / "p2/s.jsonl.duplicates.rejected").read_bytes() == b'{"id": "a", "text": "second a"}\n'
     out = plan_statements(summaries, tmp_path / "plan.npy", data, tmp_path / "q2", on_duplicate="update")
     assert (out["statements"], out["duplicates_superseded"]) == (3, 1)
     assert np.load(tmp_path / "plan.npy").tolist() == [[0, 1], [1, 0], [1, 1]]

@@ -20,8 +20,12 @@ def _tokenize_all(tmp_path):
     if not corpus.exists():
         write_corpus(corpus)
     files, _ = discover(corpus)
-    return [tokenize_file(corpus, f, tmp_path / "cache", tmp_path / "q", Tokenizer(), batch_size=64,
-                          max_record_bytes=100_000) for f in files]
+    return [
+        tokenize_file(
+            corpus, f, tmp_path / "cache", tmp_path / "q", Tokenizer(), batch_size=64, max_record_bytes=100_000
+        )
+        for f in files
+    ]
 
 
 def test_tokenizer_keeps_alphabetic_runs_lowercased():
@@ -120,8 +124,12 @@ def test_a_bad_parquet_partition_still_tokenizes(tmp_path):
 def _tokenize_with(tmp_path, tokenizer, max_record_bytes=100_000):
     corpus = tmp_path / "corpus"
     files, _ = discover(corpus)
-    return [tokenize_file(corpus, f, tmp_path / "cache", tmp_path / "q", tokenizer, batch_size=64,
-                          max_record_bytes=max_record_bytes) for f in files]
+    return [
+        tokenize_file(
+            corpus, f, tmp_path / "cache", tmp_path / "q", tokenizer, batch_size=64, max_record_bytes=max_record_bytes
+        )
+        for f in files
+    ]
 
 
 @pytest.mark.parametrize("changed", [Tokenizer(min_len=5), Tokenizer(max_len=6), Tokenizer(deaccent=True)])
@@ -155,6 +163,7 @@ def test_a_change_of_the_record_size_limit_builds_the_caches_again(tmp_path):
 def test_a_new_tokenizer_version_builds_the_caches_again(tmp_path, monkeypatch):
     """A change of the tokenizer's code (TOKENIZER_VERSION) is a change of what the cache holds."""
     from shardvec.tasks.inputs import tokenize
+
     _tokenize_all(tmp_path)
     monkeypatch.setattr(tokenize, "TOKENIZER_VERSION", tokenize.TOKENIZER_VERSION + 1)
     assert not any(s["cached"] for s in _tokenize_all(tmp_path))
@@ -175,6 +184,7 @@ def test_a_rebuild_with_other_tokenizer_settings_trains_on_new_tokens_and_says_s
     from shardvec.reader import Store
     from shardvec.tasks.storage.versions import read_current, read_manifest
     from tests.runs import backfill_in_process, nightly_in_process
+
     data = tmp_path / "data"
     write_corpus(data / "corpus")
     first = nightly_in_process(data)
@@ -203,6 +213,7 @@ def test_a_cache_batch_holds_at_most_a_few_megabytes_of_text(tmp_path):
 
     def _batches(records, size, max_bytes):
         return batched(records, size, max_bytes, weigh=lambda r: len(r.text))
+
     big = [Record(id=f"r{i}", text="ab " * 333_000, line=i, offset=0, length=1) for i in range(60)]
     sizes = [len(b) for b in _batches(iter(big), 2000, BATCH_BYTES)]
     assert sum(sizes) == 60 and max(sizes) <= BATCH_BYTES // 999_000 + 1 and len(sizes) > 1

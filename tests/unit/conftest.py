@@ -23,10 +23,15 @@ def _unit(item) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    wrong = [f"{item.nodeid} uses {', '.join(sorted(HARNESS & set(item.fixturenames)))}"
-             for item in items if _unit(item) and HARNESS & set(item.fixturenames)]
+    wrong = [
+        f"{item.nodeid} uses {', '.join(sorted(HARNESS & set(item.fixturenames)))}"
+        for item in items
+        if _unit(item) and HARNESS & set(item.fixturenames)
+    ]
     if wrong:
-        raise pytest.UsageError("tests/unit/ starts no Prefect or Dask; move these to tests/integration/: " + "; ".join(wrong))
+        raise pytest.UsageError(
+            "tests/unit/ starts no Prefect or Dask; move these to tests/integration/: " + "; ".join(wrong)
+        )
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -37,5 +42,7 @@ def pytest_sessionfinish(session, exitstatus):
         loaded = sorted(m for m in ORCHESTRATION if m in sys.modules)
         if loaded:
             session.config.get_terminal_writer().line(
-                f"tests/unit/ imported {', '.join(loaded)}: a unit test needs neither; move it to tests/integration/", red=True)
+                f"tests/unit/ imported {', '.join(loaded)}: a unit test needs neither; move it to tests/integration/",
+                red=True,
+            )
             session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -74,6 +74,7 @@ def test_a_malformed_config_file_is_a_settings_error_not_a_traceback(tmp_path, m
     verb died with tomllib.TOMLDecodeError's traceback; a missing file and a wrong value get one
     sentence ("Invalid shardvec configuration ...")."""
     from shardvec.config import load_settings
+
     bad = tmp_path / "bad.toml"
     bad.write_text("[lsi\n")
     monkeypatch.setenv("SHARDVEC_CONFIG", str(bad))

@@ -21,8 +21,12 @@ def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("models")
     write_corpus(tmp / "corpus")
     files, _ = discover(tmp / "corpus")
-    caches = [tokenize_file(tmp / "corpus", f, tmp / "cache", tmp / "q", Tokenizer(), batch_size=50,
-                            max_record_bytes=100_000)["cache"] for f in files]
+    caches = [
+        tokenize_file(
+            tmp / "corpus", f, tmp / "cache", tmp / "q", Tokenizer(), batch_size=50, max_record_bytes=100_000
+        )["cache"]
+        for f in files
+    ]
     build_dictionary(caches, tmp / "m" / "dictionary.gensim", max_terms=5000, no_below=2, no_above=0.5)
     return tmp, caches
 
@@ -52,12 +56,27 @@ def test_tfidf_matrix_equals_gensim(built):
 def test_chunked_lsi_equals_gensim_trained_on_everything(built):
     tmp, caches = built
     dct = Dictionary.load(str(tmp / "m" / "dictionary.gensim"))
-    train_lsi(caches, tmp / "m" / "dictionary.gensim", tmp / "m", num_topics=20, chunksize=100,
-              power_iters=2, extra_samples=50, seed=3)
+    train_lsi(
+        caches,
+        tmp / "m" / "dictionary.gensim",
+        tmp / "m",
+        num_topics=20,
+        chunksize=100,
+        power_iters=2,
+        extra_samples=50,
+        seed=3,
+    )
     docs = list(TokenStream(caches))
     tfidf = TfidfModel(dictionary=dct)
-    ref = LsiModel(tfidf[[dct.doc2bow(d) for d in docs]], id2word=dct, num_topics=20, chunksize=100,
-                   power_iters=2, extra_samples=50, random_seed=3)
+    ref = LsiModel(
+        tfidf[[dct.doc2bow(d) for d in docs]],
+        id2word=dct,
+        num_topics=20,
+        chunksize=100,
+        power_iters=2,
+        extra_samples=50,
+        random_seed=3,
+    )
     ours = LsiModel.load(str(tmp / "m" / "lsi.gensim"))
     assert np.allclose(ours.projection.s, ref.projection.s, rtol=1e-6)
     emb = Embedder(tmp / "m").embed(docs[:40], normalize=False)
@@ -68,8 +87,16 @@ def test_chunked_lsi_equals_gensim_trained_on_everything(built):
 def test_embedder_on_disk_vocab_equals_in_ram(built):
     tmp, caches = built
     if not (tmp / "m" / "terms").exists():
-        train_lsi(caches, tmp / "m" / "dictionary.gensim", tmp / "m", num_topics=20, chunksize=100,
-                  power_iters=2, extra_samples=50, seed=3)
+        train_lsi(
+            caches,
+            tmp / "m" / "dictionary.gensim",
+            tmp / "m",
+            num_topics=20,
+            chunksize=100,
+            power_iters=2,
+            extra_samples=50,
+            seed=3,
+        )
     docs = list(TokenStream(caches))[:25] + [["zzzq", "qqxv"], []]
     a = Embedder(tmp / "m").embed(docs)
     b = Embedder(tmp / "m", vocab_in_ram=True).embed(docs)
@@ -80,8 +107,18 @@ def test_embedder_on_disk_vocab_equals_in_ram(built):
 
 def test_word_vectors_on_disk_equal_the_model(built, tmp_path):
     tmp, caches = built
-    out = train_word2vec(caches, tmp_path / "w2v.gensim", vector_size=16, window=5, min_count=2,
-                         max_final_vocab=100_000, epochs=2, sg=0, workers=1, seed=1)
+    out = train_word2vec(
+        caches,
+        tmp_path / "w2v.gensim",
+        vector_size=16,
+        window=5,
+        min_count=2,
+        max_final_vocab=100_000,
+        epochs=2,
+        sg=0,
+        workers=1,
+        seed=1,
+    )
     model = Word2Vec.load(str(tmp_path / "w2v.gensim"))
     write_word_space(tmp_path / "w2v.gensim", tmp_path / "words", rows_per_shard=100, batch=64)
     space = Space(tmp_path / "words")
@@ -99,12 +136,14 @@ def test_word2vec_update_learns_new_words(built, tmp_path):
     assert second["new_words"] > 0 and second["words"] == first["words"] + second["new_words"]
     model = Word2Vec.load(str(tmp_path / "b.gensim"))
     new = set(Word2Vec.load(str(tmp_path / "b.gensim")).wv.index_to_key) - set(
-        Word2Vec.load(str(tmp_path / "a.gensim")).wv.index_to_key)
+        Word2Vec.load(str(tmp_path / "a.gensim")).wv.index_to_key
+    )
     assert new and all(np.linalg.norm(model.wv[w]) > 0 for w in new)
 
 
 def test_lsi_parts_split_the_documents_one_a_worker_none_under_a_chunk():
     from shardvec.tasks.models.lsi import part_ranges
+
     assert part_ranges(1000, workers=2, chunksize=200) == [(0, 500), (500, 1000)]
     assert part_ranges(150, workers=2, chunksize=200) == [(0, 150)]  # one chunk's worth: one part
     assert part_ranges(1001, workers=3, chunksize=100) == [(0, 334), (334, 667), (667, 1001)]

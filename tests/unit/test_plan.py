@@ -51,8 +51,14 @@ def plan(data: Path, s=None, *, live: Manifest | None = None, **request):
     if live is None and current:
         live = DataDir(data).manifest(current.version)
     files, _ = discover(data / "corpus")
-    return plan_build(s or settings(data), current, live, available=sorted({f.partition for f in files}),
-                      acknowledged=acknowledged(data, current), **request)
+    return plan_build(
+        s or settings(data),
+        current,
+        live,
+        available=sorted({f.partition for f in files}),
+        acknowledged=acknowledged(data, current),
+        **request,
+    )
 
 
 def live_with(data: Path, **summary) -> Manifest:
@@ -121,10 +127,13 @@ def test_a_backfill_of_a_range_trains_on_its_partitions_not_yet_in(data):
     assert named.train == ("2026-11-05",) and "2026-11-04" not in named.in_version
 
 
-@pytest.mark.parametrize("request_, match", [
-    ({"partitions": ["2026-12-31"]}, "No partition named 2026-12-31 in the corpus"),
-    ({"start": "2026-11-02", "end": "2026-11-01"}, "swap --start and --end"),
-])
+@pytest.mark.parametrize(
+    "request_, match",
+    [
+        ({"partitions": ["2026-12-31"]}, "No partition named 2026-12-31 in the corpus"),
+        ({"start": "2026-11-02", "end": "2026-11-01"}, "swap --start and --end"),
+    ],
+)
 def test_a_request_the_corpus_cannot_meet_is_refused_in_one_sentence(data, request_, match):
     with pytest.raises(ShardvecError, match=match):
         plan(data, **request_)
@@ -140,19 +149,21 @@ def test_a_rebuild_trains_new_models_on_everything_and_every_acknowledged_op(dat
     assert not p.changed and "rebuild was asked for" in p.why
 
 
-@pytest.mark.parametrize("more, says", [
-    ({"tokenize": {"min_len": 3}}, "tokenize {'min_len': 2, "),
-    ({"tokenize": {"deaccent": True}}, "'deaccent': True"),
-    ({"lsi": {"num_topics": 32}}, "lsi.num_topics 16 -> 32"),
-    ({"word2vec": {"vector_size": 24}}, "word2vec.vector_size 16 -> 24"),
-    ({"vocab": {"hashing": True}}, "vocab.hashing False -> True"),
-])
+@pytest.mark.parametrize(
+    "more, says",
+    [
+        ({"tokenize": {"min_len": 3}}, "tokenize {'min_len': 2, "),
+        ({"tokenize": {"deaccent": True}}, "'deaccent': True"),
+        ({"lsi": {"num_topics": 32}}, "lsi.num_topics 16 -> 32"),
+        ({"word2vec": {"vector_size": 24}}, "word2vec.vector_size 16 -> 24"),
+        ({"vocab": {"hashing": True}}, "vocab.hashing False -> True"),
+    ],
+)
 def test_a_setting_that_shapes_the_models_changed_since_the_live_ones_forces_a_rebuild(data, more, says):
     """An update would continue models made with the old setting (LSI keeps its topics, word2vec
     its width, the tokens would mix two tokenizers): the plan rebuilds and says why, even when
     nothing else is new."""
-    p = plan(data, settings(data, **more), live=live_with(data, ledger=ACKED),
-             skip_if_nothing_new=True)
+    p = plan(data, settings(data, **more), live=live_with(data, ledger=ACKED), skip_if_nothing_new=True)
     assert (p.mode, p.continues, p.skip) == ("rebuild", None, None)
     assert p.train == p.in_version and p.builds_vocabulary and p.ops_trained_after == 0
     assert len(p.changed) == 1 and says in p.changed[0]
@@ -160,8 +171,15 @@ def test_a_setting_that_shapes_the_models_changed_since_the_live_ones_forces_a_r
     assert p.why.endswith("this run rebuilds the models from scratch.")
 
 
-@pytest.mark.parametrize("more", [{"store": {"rows_per_shard": 64}}, {"similarity": {"method": "exact"}},
-                                  {"lsi": {"chunksize": 50}}, {"vocab": {"hash_buckets": 64}}])
+@pytest.mark.parametrize(
+    "more",
+    [
+        {"store": {"rows_per_shard": 64}},
+        {"similarity": {"method": "exact"}},
+        {"lsi": {"chunksize": 50}},
+        {"vocab": {"hash_buckets": 64}},
+    ],
+)
 def test_other_settings_changed_keep_the_update(data, more):
     partition(data, "2026-11-03")
     p = plan(data, settings(data, **more))

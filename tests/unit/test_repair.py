@@ -11,6 +11,7 @@ from shardvec.tasks.search.topk import exact_topk, score_blocks, unit_rows
 
 class InRam:
     """What repair_rows needs of segments.Statements, held in RAM."""
+
     normalized = True
 
     def __init__(self, vecs: np.ndarray, k: int, width: int):
@@ -23,7 +24,7 @@ class InRam:
 
     def blocks(self, columns: int):
         for c in range(0, len(self.vecs), columns):
-            yield c, self.vecs[c:c + columns]
+            yield c, self.vecs[c : c + columns]
 
     def scored(self, vecs: np.ndarray):
         for start, block, scores in score_blocks(self, vecs):
@@ -86,9 +87,12 @@ def test_holders_name_every_row_holding_a_statement():
         rows_per_shard = 2
 
         def shard(self, s):
-            return rows[2 * s:2 * s + 2], None
+            return rows[2 * s : 2 * s + 2], None
 
     holders = Holders(Rows())
     for target in range(4):
-        assert sorted(holders.holding(np.array([target])).tolist()) == np.flatnonzero((rows == target).any(axis=1)).tolist()
+        assert (
+            sorted(holders.holding(np.array([target])).tolist())
+            == np.flatnonzero((rows == target).any(axis=1)).tolist()
+        )
     assert holders.holding(np.array([], np.int64)).tolist() == []

@@ -52,8 +52,10 @@ def test_similarity_rows_per_tile_equal_brute_force(tmp_path):
     space, vecs = _random_space(tmp_path, normalized=True)
     out = tmp_path / "rows"
     # tiles of 70 rows straddle the space's shards of 100
-    tiles = [rows_for_tile(tmp_path / "s", t, out, k=10, tile_rows=70, block_rows=33)
-             for t in range(tile_count(len(space), 70))]
+    tiles = [
+        rows_for_tile(tmp_path / "s", t, out, k=10, tile_rows=70, block_rows=33)
+        for t in range(tile_count(len(space), 70))
+    ]
     finish_rows(out, tiles, k=10, method="exact", rows_per_shard=70)
     sim = SimilarityRows(out)
     ref_rows, _ = _brute(vecs, vecs, 10, np.arange(len(vecs)))
@@ -66,8 +68,10 @@ def test_similarity_rows_per_tile_equal_brute_force(tmp_path):
 def test_rows_recall_notices_wrong_rows(tmp_path):
     space, _ = _random_space(tmp_path, normalized=True)
     out = tmp_path / "rows"
-    tiles = [rows_for_tile(tmp_path / "s", t, out, k=10, tile_rows=100, block_rows=64)
-             for t in range(tile_count(len(space), 100))]
+    tiles = [
+        rows_for_tile(tmp_path / "s", t, out, k=10, tile_rows=100, block_rows=64)
+        for t in range(tile_count(len(space), 100))
+    ]
     finish_rows(out, tiles, k=10, method="exact", rows_per_shard=100)
     np.save(out / "rows-00000.npy", np.roll(np.load(out / "rows-00000.npy"), 1, axis=0))
     assert rows_recall(tmp_path / "s", out, sample=700, seed=0)["rows_recall_at_k"] < 0.9
@@ -89,6 +93,7 @@ def test_the_streamed_index_file_is_what_faiss_writes_after_adding_the_whole_spa
     """write_lists writes faiss's file format itself, shard by shard, instead of `add` (which
     holds every vector in RAM): byte for byte what faiss writes, or faiss could not read it."""
     import faiss
+
     space, vecs = _clustered_space(tmp_path, n=3000, rows_per_shard=700)
     built = build_index(tmp_path / "s", tmp_path / "ix", nlist=0, nprobe=4, seed=1)
     assert built["kind"] == "faiss-ivf" and built["format"] == 3 and built["nlist"] == lists_for(3000) == 76
@@ -110,8 +115,10 @@ def test_lists_follow_the_rows_within_the_training_samples_bounds():
 def test_one_ivf_index_per_space_at_every_list_is_exact(tmp_path):
     space, vecs = _clustered_space(tmp_path)
     built = build_index(tmp_path / "s", tmp_path / "ix", nlist=0, nprobe=4, seed=1)
-    assert built["items"] == 6000 and sorted(p.name for p in (tmp_path / "ix").iterdir()) == ["ivf.faiss",
-                                                                                             "manifest.json"]
+    assert built["items"] == 6000 and sorted(p.name for p in (tmp_path / "ix").iterdir()) == [
+        "ivf.faiss",
+        "manifest.json",
+    ]
     index = SpaceIndex(tmp_path / "ix", space.dim)
     picks = np.arange(0, 6000, 60)
     exact, exact_s = exact_topk(space, vecs[picks], 10, exclude=picks)
@@ -139,8 +146,7 @@ def test_tuning_finds_the_smallest_nprobe_at_the_target_and_records_it(tmp_path)
     below = index_recall(tmp_path / "s", tmp_path / "ix", k=10, nprobe=up["nprobe"] // 2, sample=100, seed=0)
     assert below["recall_at_k"] < 0.95
     assert index_manifest(tmp_path / "ix")["nprobe"] == up["nprobe"]  # where readers take it from
-    down = index_recall(tmp_path / "s", tmp_path / "ix", k=10, nprobe=up["nprobe"] * 8, sample=100, seed=0,
-                        target=0.95)
+    down = index_recall(tmp_path / "s", tmp_path / "ix", k=10, nprobe=up["nprobe"] * 8, sample=100, seed=0, target=0.95)
     assert down["nprobe"] == up["nprobe"]
 
 
@@ -172,6 +178,7 @@ def test_rows_from_tile_pairs_equal_brute_force(tmp_path, n, tile_rows, normaliz
     """Each pair of tiles scored once serves both tiles' rows; the bounds from a tile's own
     rows never drop a true neighbour (7-row tiles: fewer than k others in a tile)."""
     from shardvec.tasks.search import rows as R
+
     space, vecs = _random_space(tmp_path, n=n, normalized=normalized)
     work, out = tmp_path / "work", tmp_path / "rows"
     tiles = R.tile_count(n, tile_rows)
@@ -191,6 +198,7 @@ def test_a_tile_pair_of_one_vector_repeated_holds_k_candidates_a_row(tmp_path):
     their bounds, and a tile pair held every tie: 16,384 x 16,384 candidates, a worker past its
     memory limit every night. It holds at most k a row a block now."""
     from shardvec.tasks.search import rows as R
+
     n, tile_rows, k = 2048, 1024, 10
     w = SpaceWriter(tmp_path / "s", 8, 1024)
     w.append([str(i) for i in range(n)], np.tile(np.eye(8, dtype=np.float32)[0], (n, 1)))
@@ -199,7 +207,9 @@ def test_a_tile_pair_of_one_vector_repeated_holds_k_candidates_a_row(tmp_path):
     for t in range(2):
         R.own_tile(tmp_path / "s", t, work, k=k, tile_rows=tile_rows, block_rows=256)
     found = R.tile_pair(tmp_path / "s", 0, 1, work, k=k, tile_rows=tile_rows, block_rows=256)
-    assert found["candidates"] <= k * tile_rows * (1 + tile_rows // 256), found  # k a row a block (all 2 x 1024^2 before)
+    assert found["candidates"] <= k * tile_rows * (1 + tile_rows // 256), (
+        found
+    )  # k a row a block (all 2 x 1024^2 before)
     shards = [R.merge_tile(work, t, 2, out, k=k) for t in range(2)]
     finish_rows(out, shards, k=k, method="exact", rows_per_shard=tile_rows)
     sim = SimilarityRows(out)
@@ -213,11 +223,35 @@ def test_similarity_rows_asked_of_the_index_equal_exact_ones_at_every_list(tmp_p
     _random_space(tmp_path, n=2000, dim=20, rows_per_shard=700, normalized=True)  # Gaussian: hard for lists
     built = build_index(tmp_path / "s", tmp_path / "ix", nlist=0, nprobe=4, seed=1)
     out = tmp_path / "rows"
-    tiles = [rows_for_tile(tmp_path / "s", t, out, k=10, tile_rows=900, block_rows=256, method="index",
-                           index_dir=tmp_path / "ix", nprobe=built["nlist"]) for t in range(tile_count(2000, 900))]
+    tiles = [
+        rows_for_tile(
+            tmp_path / "s",
+            t,
+            out,
+            k=10,
+            tile_rows=900,
+            block_rows=256,
+            method="index",
+            index_dir=tmp_path / "ix",
+            nprobe=built["nlist"],
+        )
+        for t in range(tile_count(2000, 900))
+    ]
     finish_rows(out, tiles, k=10, method="index", rows_per_shard=900)
     assert rows_recall(tmp_path / "s", out, sample=200, seed=0)["rows_recall_at_k"] == 1.0
-    tiles = [rows_for_tile(tmp_path / "s", t, out, k=10, tile_rows=900, block_rows=256, method="index",
-                           index_dir=tmp_path / "ix", nprobe=1) for t in range(tile_count(2000, 900))]
+    tiles = [
+        rows_for_tile(
+            tmp_path / "s",
+            t,
+            out,
+            k=10,
+            tile_rows=900,
+            block_rows=256,
+            method="index",
+            index_dir=tmp_path / "ix",
+            nprobe=1,
+        )
+        for t in range(tile_count(2000, 900))
+    ]
     finish_rows(out, tiles, k=10, method="index", rows_per_shard=900)
     assert rows_recall(tmp_path / "s", out, sample=200, seed=0)["rows_recall_at_k"] < 0.95  # the index answered

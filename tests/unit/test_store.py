@@ -17,7 +17,7 @@ def _space(tmp_path, n=1000, dim=16, rows_per_shard=128):
     keys = [f"key-{i}-é" for i in range(n)]
     w = SpaceWriter(tmp_path / "space", dim, rows_per_shard, extra_columns=["text"])
     for start in range(0, n, 97):  # batch size unrelated to the shard size
-        w.append(keys[start:start + 97], vecs[start:start + 97], text=[k.upper() for k in keys[start:start + 97]])
+        w.append(keys[start : start + 97], vecs[start : start + 97], text=[k.upper() for k in keys[start : start + 97]])
     w.close(normalized=False)
     return tmp_path / "space", keys, vecs
 
@@ -41,6 +41,7 @@ def test_rows_keys_and_shards_round_trip(tmp_path):
 
 def test_every_key_is_found_and_colliding_hashes_are_told_apart(tmp_path, monkeypatch):
     from shardvec.tasks.storage import keys as keys_module
+
     real = keys_module.xxh3_64_intdigest
     same = {b"key-3-\xc3\xa9", b"key-700-\xc3\xa9", b"key-701-\xc3\xa9", b"not-stored"}
     # Four keys share one hash, at both ends of the hash range (the lookup directory's edges).
@@ -62,10 +63,13 @@ def test_shards_are_plain_npy_memmaps(tmp_path):
 
 def test_reader_in_another_process_sees_the_same_vectors(tmp_path):
     path, keys, vecs = _space(tmp_path)
-    code = ("import json, sys; from shardvec.tasks.storage.spaces import Space; s = Space(sys.argv[1]); "
-            "print(json.dumps([s.vector(k).tolist() for k in sys.argv[2:]]))")
-    out = subprocess.run([sys.executable, "-c", code, str(path), keys[5], keys[700]], capture_output=True,
-                         text=True, check=True).stdout
+    code = (
+        "import json, sys; from shardvec.tasks.storage.spaces import Space; s = Space(sys.argv[1]); "
+        "print(json.dumps([s.vector(k).tolist() for k in sys.argv[2:]]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path), keys[5], keys[700]], capture_output=True, text=True, check=True
+    ).stdout
     assert np.array_equal(np.array(json.loads(out), dtype=np.float32), vecs[[5, 700]])
 
 

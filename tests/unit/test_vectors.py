@@ -12,8 +12,14 @@ from gensim.test.utils import datapath
 from shardvec.tasks.inputs.corpus import BadInputError
 from shardvec.tasks.storage.spaces import Space, SpaceWriter, convert_space
 from shardvec.tasks.search.topk import exact_topk, recall_at_k
-from shardvec.tasks.models.vectors_io import (Vectors, detect_format, export_projector, export_word2vec, import_vectors,
-                              to_keyed_vectors)
+from shardvec.tasks.models.vectors_io import (
+    Vectors,
+    detect_format,
+    export_projector,
+    export_word2vec,
+    import_vectors,
+    to_keyed_vectors,
+)
 
 
 def _same(vectors: Vectors, kv: KeyedVectors, atol=1e-6):
@@ -22,12 +28,15 @@ def _same(vectors: Vectors, kv: KeyedVectors, atol=1e-6):
         assert np.allclose(vectors.vector(word), kv[word], atol=atol), word
 
 
-@pytest.mark.parametrize("name, fmt, binary", [
-    ("word2vec_pre_kv_c", "word2vec", False),           # word2vec C text format
-    ("crime-and-punishment.vec", "word2vec", False),
-    ("lee_fasttext.vec", "word2vec", False),
-    ("euclidean_vectors.bin", "word2vec-binary", True),  # word2vec C binary format
-])
+@pytest.mark.parametrize(
+    "name, fmt, binary",
+    [
+        ("word2vec_pre_kv_c", "word2vec", False),  # word2vec C text format
+        ("crime-and-punishment.vec", "word2vec", False),
+        ("lee_fasttext.vec", "word2vec", False),
+        ("euclidean_vectors.bin", "word2vec-binary", True),  # word2vec C binary format
+    ],
+)
 def test_word2vec_files_import_as_gensim_reads_them(tmp_path, name, fmt, binary):
     path = datapath(name)
     assert detect_format(path) == fmt
@@ -55,8 +64,9 @@ def test_fasttext_bin_gives_fasttexts_vectors_for_known_and_new_words(tmp_path, 
     for word in new:
         assert word not in ref.key_to_index
         assert np.allclose(ours.vector(word), ref[word], atol=1e-5), word
-    assert np.allclose(ours.vectors(new + ref.index_to_key[:3]), np.stack([ref[w] for w in new + ref.index_to_key[:3]]),
-                       atol=1e-5)
+    assert np.allclose(
+        ours.vectors(new + ref.index_to_key[:3]), np.stack([ref[w] for w in new + ref.index_to_key[:3]]), atol=1e-5
+    )
     assert (tmp_path / "vectors" / "ft" / "ngrams.npy").stat().st_size > ref.vectors_ngrams.nbytes
 
 
@@ -64,8 +74,20 @@ def test_bad_lines_are_quarantined_byte_for_byte_and_the_rest_imported(tmp_path)
     good = [f"w{i} " + " ".join(str(i + j / 10) for j in range(4)) for i in range(5)]
     bad = [b"broken 1.0 2.0\n", b"nan-ish 1 2 three 4\n", b"\xff\xfe 1 2 3 4\n"]
     src = tmp_path / "v.txt"
-    src.write_bytes(b"8 4\n" + good[0].encode() + b"\n" + bad[0] + good[1].encode() + b"\n" + bad[1]
-                    + good[2].encode() + b"\n" + bad[2] + "\n".join(good[3:]).encode() + b"\n")
+    src.write_bytes(
+        b"8 4\n"
+        + good[0].encode()
+        + b"\n"
+        + bad[0]
+        + good[1].encode()
+        + b"\n"
+        + bad[1]
+        + good[2].encode()
+        + b"\n"
+        + bad[2]
+        + "\n".join(good[3:]).encode()
+        + b"\n"
+    )
     out = import_vectors(src, tmp_path, "v", fmt="word2vec")
     assert out["words"] == 5 and out["quarantined"] == 3
     assert (tmp_path / "quarantine" / "v.txt.rejected").read_bytes() == b"".join(bad)
@@ -87,7 +109,9 @@ def test_reimport_swaps_atomically_and_keeps_one_copy(tmp_path):
     first = (tmp_path / "vectors" / "v").resolve()
     import_vectors(datapath("lee_fasttext.vec"), tmp_path, "v")
     assert (tmp_path / "vectors" / "v").resolve() != first and not first.exists()
-    assert len(Vectors(tmp_path / "vectors" / "v")) == len(KeyedVectors.load_word2vec_format(datapath("lee_fasttext.vec")))
+    assert len(Vectors(tmp_path / "vectors" / "v")) == len(
+        KeyedVectors.load_word2vec_format(datapath("lee_fasttext.vec"))
+    )
 
 
 @pytest.mark.parametrize("binary", [False, True])
@@ -113,8 +137,9 @@ def test_projector_export_of_a_subset(tmp_path):
         export_projector(tmp_path / "vectors" / "v", tmp_path / "proj2", keys=["night", "no-such-word"])
 
 
-@pytest.mark.parametrize("dtype, bytes_ratio, min_recall, atol", [
-    ("float16", 0.5, 0.97, 2e-3), ("int8", 0.25, 0.9, 0.05)])
+@pytest.mark.parametrize(
+    "dtype, bytes_ratio, min_recall, atol", [("float16", 0.5, 0.97, 2e-3), ("int8", 0.25, 0.9, 0.05)]
+)
 def test_smaller_dtypes_keep_neighbours(tmp_path, dtype, bytes_ratio, min_recall, atol):
     kv = KeyedVectors.load_word2vec_format(datapath("lee_fasttext.vec"))
     w = SpaceWriter(tmp_path / "f32", kv.vector_size, 700)
@@ -160,7 +185,8 @@ def test_reimport_through_a_link_leading_out_of_vectors_is_refused(tmp_path, whe
     unless it made it (a folder of DATA/vectors)."""
     data = tmp_path / "data"
     victim = {"outside": tmp_path / "victim", "another name's": data / "vectors" / ".w-1234"}.get(
-        where, data / "versions" / "keep")
+        where, data / "versions" / "keep"
+    )
     victim.mkdir(parents=True)
     (victim / "precious.txt").write_text("do not delete")
     (data / "vectors").mkdir(parents=True, exist_ok=True)
@@ -168,8 +194,10 @@ def test_reimport_through_a_link_leading_out_of_vectors_is_refused(tmp_path, whe
     before = _listing(tmp_path)
     with pytest.raises(BadInputError) as err:
         import_vectors(datapath("crime-and-punishment.vec"), data, "v")
-    assert str(err.value) == (f"{data / 'vectors' / 'v'} is a link to {victim}, which shardvec did not make; "
-                              "remove the link or import under another --name.")
+    assert str(err.value) == (
+        f"{data / 'vectors' / 'v'} is a link to {victim}, which shardvec did not make; "
+        "remove the link or import under another --name."
+    )
     assert _listing(tmp_path) == before
 
 
