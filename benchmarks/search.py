@@ -10,7 +10,7 @@ them) with 10,000 added statements in 2 segments and 1,000 deleted ones live.
 - shardvec default / exact: `Store.similar_vectors` (what `similar` runs after `embed`), one
   query at a time (p50 / p99, one core) and all queries in one call (batch q/s); recall@10
   against the exact answer over the live statements (additions in, deletes out).
-- faiss directly (the version's own index file, read with IO_FLAG_MMAP), Annoy (20 trees, built
+- faiss directly (the version's own index file, read with IO_FLAG_MMAP_IFC), Annoy (20 trees, built
   here on disk), hnswlib (HNSW, M 16, ef_construction 40): the version's statements only, recall
   against exact over them; faiss's nprobe, Annoy's search_k and hnswlib's ef the smallest of a
   ladder that reaches recall 0.95 on these queries (so a little optimistic); hnswlib grows its
@@ -220,7 +220,9 @@ def size(n: int, x: np.ndarray, adds: np.ndarray, queries: np.ndarray, libs: Lib
     }
     truth = exact_topk(RowsInRam(x[:n]), queries, 10)[0]
     faiss.omp_set_num_threads(1)  # one query at a time, on one core, as the others
-    ivf = faiss.read_index(str(data / store.current.components["statements_index"] / "ivf.faiss"), faiss.IO_FLAG_MMAP)
+    ivf = faiss.read_index(
+        str(data / store.current.components["statements_index"] / "ivf.faiss"), faiss.IO_FLAG_MMAP_IFC
+    )
 
     def ivf_search(q, nprobe):
         ivf.nprobe = nprobe
@@ -299,7 +301,7 @@ elif kind == "hnswlib":
 else:
     import faiss
     faiss.omp_set_num_threads(1)
-    index = faiss.read_index(path, faiss.IO_FLAG_MMAP); index.nprobe = int(sys.argv[4])
+    index = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC); index.nprobe = int(sys.argv[4])
     ask = lambda q: index.search(q[None], 10)
 for q in queries[:100]: ask(q)
 print("ready", flush=True)

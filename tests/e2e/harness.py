@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 # SUBPROCESS_TOML with no inbox drain on a schedule: the tests start each run they wait for
 E2E_TOML = SUBPROCESS_TOML + "[schedule]\ninbox_interval_seconds = 0\n"
 CHROMIUM = shutil.which("chromium")
+SCHEDULER_LOOP = 5  # seconds between the scheduler service's loops (Prefect's default: 60)
 HEARTBEAT = 30  # seconds between a run's heartbeats: what shardvec sets, and Prefect's minimum
 SILENCE = 60  # seconds without a heartbeat before a run is marked Crashed: two heartbeat periods (shipped: 90)
 CRASH_DEADLINE = SILENCE + HEARTBEAT + 90  # from SIGKILL to Crashed we accept: the silence, a heartbeat period, slack
@@ -134,6 +135,8 @@ def users_env(tmp: Path, port: int | None = None) -> dict:
         # `shardvec serve` and the worker look for runs to start every second, not every 10 s
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
+        # the server's scheduler creates the runs of a schedule every SCHEDULER_LOOP s, not every 60 s
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": str(SCHEDULER_LOOP),
     }
     if port is not None:
         env["SHARDVEC_SERVER_PORT"] = str(port)
@@ -409,10 +412,11 @@ def heartbeats(dep, run_id: str) -> list[dict]:
     return r.json()["events"]
 
 
-def cron_due_soon(seconds: float = 100) -> tuple[str, datetime]:
+def cron_due_soon(seconds: float = 60) -> tuple[str, datetime]:
     """A daily cron (UTC) whose next firing is the first whole minute at least `seconds` from
-    now: late enough for the server's scheduler service (a loop every 60 s, Prefect's default)
-    to have created the run before it is due, and it fires once in a test's life."""
+    now: late enough for the deployments to be registered (up to ~40 s on a loaded machine) and
+    the server's scheduler service (a loop every SCHEDULER_LOOP seconds here) to have created the
+    run before it is due, and it fires once in a test's life."""
     due = (datetime.now(timezone.utc) + timedelta(seconds=seconds + 59)).replace(second=0, microsecond=0)
     return f"{due.minute} {due.hour} * * *", due
 
