@@ -24,6 +24,10 @@ Needs hnswlib, which shardvec itself does not: `make bench-search` puts it in be
 
     benchmarks/.venv/bin/python -m benchmarks.search                     # 250k, 500k, 1M
     benchmarks/.venv/bin/python -m benchmarks.search --sizes 100000      # one quick size
+    benchmarks/.venv/bin/python -m benchmarks.search --no-others         # shardvec and faiss only
+
+`--no-others` skips Annoy and hnswlib (their builds are most of the ~35 minutes, and their
+figures do not depend on shardvec's code): for a rerun after a change to the reader.
 """
 
 from __future__ import annotations
@@ -191,7 +195,9 @@ class Libraries:
         return paths
 
 
-def size(n: int, x: np.ndarray, adds: np.ndarray, queries: np.ndarray, libs: Libraries, work: Path, words: Path | None):
+def size(
+    n: int, x: np.ndarray, adds: np.ndarray, queries: np.ndarray, libs: Libraries | None, work: Path, words: Path | None
+):
     import faiss
     import shardvec
     from shardvec.tasks.search.topk import RowsInRam, exact_topk
@@ -240,6 +246,10 @@ def size(n: int, x: np.ndarray, adds: np.ndarray, queries: np.ndarray, libs: Lib
     t = time.perf_counter()
     ivf.search(queries, 10)
     out["faiss IVF"]["batch_qps"] = round(len(queries) / (time.perf_counter() - t), 1)
+    if words is None:
+        out["words"] = word_figures(store)
+    if libs is None:  # --no-others
+        return out, data
     annoy = libs.annoy(x[:n])
     search_k, r = ladder("annoy", lambda q, sk: annoy.get_nns_by_vector(q, 10, search_k=sk), truth, queries)
     out["annoy"] = {
@@ -263,9 +273,6 @@ def size(n: int, x: np.ndarray, adds: np.ndarray, queries: np.ndarray, libs: Lib
         **latencies(lambda q: libs.hnsw.knn_query(q, 10), queries),
         "build_s": round(libs.built["hnswlib"], 1),
     }
-
-    if words is None:
-        out["words"] = word_figures(store)
     return out, data
 
 
@@ -367,6 +374,8 @@ def table(runs: list[dict], mem: dict) -> list[str]:
             ("hnswlib", "ef"),
             ("faiss IVF", "nprobe"),
         ):
+            if name not in r:
+                continue
             f = r[name]
             build = f.get("build_s", r["index"]["statements"]["build_s"] if name == "shardvec default" else "")
             lines.append(
@@ -400,6 +409,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[250_000, 500_000, 1_000_000])
     ap.add_argument("--words", type=int, default=WORDS)
+    ap.add_argument("--no-others", dest="others", action="store_false", help="skip Annoy and hnswlib")
     args = ap.parse_args()
     WORDS = args.words
     t0 = time.perf_counter()
@@ -412,18 +422,19 @@ def main() -> None:
     np.save(work / "queries.npy", queries)
     libs, runs, words, data = Libraries(work), [], None, None
     for n in sorted(args.sizes):
-        run, data = size(n, x, adds, queries, libs, work, words)
+        run, data = size(n, x, adds, queries, libs if args.others else None, work, words)
         words = words or (data / json.loads((data / "CURRENT").read_text())["components"]["words"])
         runs.append(run)
         print(json.dumps(run), flush=True)
-    paths = libs.save()
+    paths = libs.save() if args.others else {}
     current = json.loads((data / "CURRENT").read_text())
     last = runs[-1]
     q = work / "queries.npy"
-    mem = {
-        "shardvec default": readers("shardvec", data, data, q, None),
-        "annoy": readers("annoy", paths["annoy"], work, q, last["annoy"]["search_k"]),
-        "hnswlib": readers("hnswlib", paths["hnswlib"], work, q, last["hnswlib"]["ef"]),
+    mem = {"shardvec default": readers("shardvec", data, data, q, None)}
+    if args.others:
+        mem["annoy"] = readers("annoy", paths["annoy"], work, q, last["annoy"]["search_k"])
+        mem["hnswlib"] = readers("hnswlib", paths["hnswlib"], work, q, last["hnswlib"]["ef"])
+    mem |= {
         "faiss IVF": readers(
             "faiss",
             data / current["components"]["statements_index"] / "ivf.faiss",
@@ -434,7 +445,10 @@ def main() -> None:
     }
     lines = table(runs, mem)
     print("\n".join(lines))
-    path = save("search", {"runs": runs, "readers": mem, "table": lines, "seconds": round(time.perf_counter() - t0)})
+    path = save(
+        "search" if args.others else "search_no_others",
+        {"runs": runs, "readers": mem, "table": lines, "seconds": round(time.perf_counter() - t0)},
+    )
     print(f"{path} ({round(time.perf_counter() - t0)} s)")
     shutil.rmtree(work, ignore_errors=True)
 
