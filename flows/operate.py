@@ -139,7 +139,7 @@ class OperatedRun:
 @contextmanager
 def operated(s: Settings, flow: str) -> Iterator[OperatedRun]:
     from prefect.context import FlowRunContext
-    from shardvec.flows.pipeline import QualityGateError
+    from shardvec.errors import QualityGateError
 
     watch_parent()  # a run whose worker is killed goes with it
     ctx = FlowRunContext.get()

@@ -31,7 +31,7 @@ from shardvec.flows.progress import RunProgress
 from shardvec.flows import skins
 from shardvec.tasks.quality import evaluation
 from shardvec.tasks.inputs.corpus import SourceFile
-from shardvec.errors import ShardvecError
+from shardvec.errors import QualityGateError
 from shardvec.tasks.storage.layout import Layout, VersionLayout
 from shardvec.tasks.storage import ledger
 from shardvec.tasks.storage.ledger import Replay
@@ -48,10 +48,6 @@ from shardvec.tasks.models.statements import shard_count
 from shardvec.tasks.inputs.tokenize import Tokenizer
 
 GATE_REFUSED = "Not published: "  # starts a gate refusal's message; deploy/automations.yaml matches it
-
-
-class QualityGateError(RuntimeError, ShardvecError):
-    """The run's models fell below the last published ones by more than the configured tolerance."""
 
 
 def build_and_publish(

@@ -18,7 +18,6 @@ here: `shardvec.sample` is the module that builds the sample corpus.
 
 from shardvec.api import (
     History,
-    UsageError,
     Verified,
     add,
     backfill,
@@ -36,13 +35,14 @@ from shardvec.api import (
     verify,
     versions,
 )
-from shardvec.errors import ShardvecError
+from shardvec.errors import QualityGateError, ShardvecError, UsageError
 from shardvec.reader import Store, open_store
 from shardvec.tasks.changes.additions import Adder
 
 __all__ = [
     "Adder",
     "History",
+    "QualityGateError",
     "ShardvecError",
     "Store",
     "UsageError",

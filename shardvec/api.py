@@ -24,16 +24,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shardvec.errors import ShardvecError
+from shardvec.errors import UsageError
 
 if TYPE_CHECKING:
     from shardvec.reader import Store
 
 Data = str | Path | None
-
-
-class UsageError(ValueError, ShardvecError):
-    """An argument no verb takes; the message names the ones it does."""
 
 
 def open(data: Data = None, cache: str | Path | None = None) -> Store:  # noqa: A001 - reads like sqlite3's opener
@@ -342,7 +338,6 @@ def _data(data: Data) -> Path:
 
 __all__ = [
     "History",
-    "UsageError",
     "Verified",
     "add",
     "backfill",

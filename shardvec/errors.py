@@ -8,3 +8,11 @@ CLI catches `ShardvecError` once and prints its message, a sentence that says th
 
 class ShardvecError(Exception):
     """Something the user can fix; the message says how."""
+
+
+class UsageError(ValueError, ShardvecError):
+    """An argument no verb takes; the message names the ones it does."""
+
+
+class QualityGateError(RuntimeError, ShardvecError):
+    """The run's models fell below the last published ones by more than the configured tolerance."""

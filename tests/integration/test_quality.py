@@ -10,7 +10,7 @@ import tracemalloc
 import pyarrow.parquet as pq
 import pytest
 
-from shardvec.flows.pipeline import QualityGateError
+from shardvec.errors import QualityGateError
 from shardvec.sample import build_sample
 from shardvec.tasks.storage.versions import read_current
 from shardvec.tasks.quality.evaluation import gate, history_table, read_history
