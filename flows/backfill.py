@@ -11,6 +11,7 @@ from prefect import flow
 
 from shardvec.flows.operate import operated
 from shardvec.flows.params import Overrides, run_settings
+from shardvec.flows.executors import OnPrefect
 from shardvec.flows.pipeline import build_and_publish
 from shardvec.flows.runtime import SettingsTaskRunner
 
@@ -50,5 +51,6 @@ def backfill(
                 end=end,
                 skip_if_nothing_new=False,
                 force=force,
+                executor=OnPrefect(),
             )
         )

@@ -14,6 +14,7 @@ Both hand back futures with `.result()`; `as_completed` yields them as they fini
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
@@ -38,6 +39,9 @@ class Executor(Protocol):
 
     def publish_report(self, report: dict) -> None:
         """Show the run's report where its users look (the run's page in the Prefect UI)."""
+
+    def logger(self) -> logging.Logger | logging.LoggerAdapter:
+        """Where the run's progress lines go (the run's Logs tab in the Prefect UI)."""
 
 
 class Done:
@@ -85,6 +89,9 @@ class InProcess:
     def publish_report(self, report: dict) -> None:
         pass
 
+    def logger(self) -> logging.Logger:
+        return logging.getLogger("shardvec")
+
 
 class OnPrefect:
     """Each step a Prefect task, submitted to the task runner of the flow run that calls it."""
@@ -118,6 +125,11 @@ class OnPrefect:
             publish_artifacts(report)
         except Exception as exc:  # artifacts are a view; a run never fails for them
             print(f"(could not create Prefect artifacts: {exc})")
+
+    def logger(self):
+        from shardvec.flows.progress import run_logger
+
+        return run_logger()
 
 
 @functools.cache

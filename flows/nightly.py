@@ -8,6 +8,7 @@ from prefect import flow
 
 from shardvec.flows.operate import operated
 from shardvec.flows.params import Overrides, run_settings
+from shardvec.flows.executors import OnPrefect
 from shardvec.flows.pipeline import build_and_publish
 from shardvec.flows.runtime import SettingsTaskRunner
 
@@ -23,4 +24,8 @@ def nightly(overrides: Overrides | None = None, force: bool = False) -> dict:
     """
     s = run_settings(overrides)
     with operated(s, "nightly") as run:
-        return run.keep(build_and_publish(s, flow="nightly", mode="update", skip_if_nothing_new=True, force=force))
+        return run.keep(
+            build_and_publish(
+                s, flow="nightly", mode="update", skip_if_nothing_new=True, force=force, executor=OnPrefect()
+            )
+        )

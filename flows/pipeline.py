@@ -26,7 +26,7 @@ from functools import cached_property
 from pathlib import Path
 
 from shardvec.config import Settings
-from shardvec.flows.executors import Executor, Future, OnPrefect
+from shardvec.flows.executors import Executor, Future
 from shardvec.flows.progress import RunProgress
 from shardvec.flows import skins
 from shardvec.tasks.quality import evaluation
@@ -60,11 +60,10 @@ def build_and_publish(
     end: str | None = None,
     skip_if_nothing_new: bool = True,
     force: bool = False,
-    executor: Executor | None = None,
+    executor: Executor,
 ) -> dict:
-    """Plan a build, carry it out and publish it; the run's report. `executor` runs its steps:
-    by default each a Prefect task of the flow run that calls this (flows/executors.py)."""
-    executor = executor or OnPrefect()
+    """Plan a build, carry it out and publish it; the run's report. `executor` runs its steps
+    (flows/executors.py): OnPrefect in a flow run, InProcess with no Prefect and no Dask."""
     started = time.perf_counter()
     # log_prints: the line reaches the run's log in the UI and the terminal alike
     with RunLock(s.data, s.publish.wait_for_run_seconds, say=print), PeakRSS() as flow_mem:

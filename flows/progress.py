@@ -9,27 +9,24 @@ thousands of tasks would otherwise make one per task."""
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 
 from rich import get_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from shardvec.flows.executors import Executor, OnPrefect
+from shardvec.flows.executors import Executor
 
 
 class RunProgress:
     """One bar per step (its tasks done of all), and the run's overall percentage in the UI."""
 
-    def __init__(
-        self, flow: str, steps: int, every: float = 30.0, artifact_every: float = 2.0, executor: Executor | None = None
-    ):
-        self.executor = executor or OnPrefect()
+    def __init__(self, flow: str, steps: int, *, executor: Executor, every: float = 30.0, artifact_every: float = 2.0):
+        self.executor = executor
         self.steps, self.done, self.every = steps, 0, every
         self.artifact_every, self.reported_at = artifact_every, -float("inf")
         self.updates = 0  # artifact updates sent
-        self.log = run_logger()
+        self.log = executor.logger()
         # off a terminal (a worker's log, a pipe) the bars draw only once, when they stop: no
         # thread redrawing them ten times a second
         self.bars = Progress(
@@ -124,8 +121,6 @@ def throughput(results: list[dict], seconds: float) -> str:
 
 def run_logger():
     """The run's logger (its lines go to the run's Logs tab); shardvec's own outside a run."""
-    if "prefect" not in sys.modules:  # then no flow is running (the in-process executor)
-        return logging.getLogger("shardvec")
     try:
         from prefect.logging import get_run_logger
 

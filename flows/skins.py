@@ -8,6 +8,9 @@ Steps take and return paths and small summaries, so nothing big crosses the orch
 from __future__ import annotations
 
 import functools
+import os
+import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,16 +50,16 @@ def measured(fn: Callable[..., dict]) -> Callable[..., dict]:
 
 
 def _worker() -> str:
-    """The Dask worker that ran this step (or this process, outside Dask)."""
-    try:
+    """The Dask worker that ran this step, or this process (outside Dask: a process that never
+    imported Dask runs in none of its workers, and does not import it to find that out)."""
+    if "distributed" in sys.modules:
         from distributed import get_worker
 
-        return get_worker().address
-    except (ImportError, ValueError):
-        import os
-        import socket
-
-        return f"{socket.gethostname()}:{os.getpid()}"
+        try:
+            return get_worker().address
+        except ValueError:  # Dask loaded, but this step runs outside its workers
+            pass
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ def write_lists(ivf, space: Space, path: Path) -> None:
     The file is faiss's serialization of the empty index (header, centroids) up to its inverted
     lists, then the lists as faiss writes an `ArrayInvertedLists` ("ilar"): nlist, bytes per
     code, "full" and every list's size, then each list's codes (the float32 rows) followed by
-    its ids (int64 rows). tests/test_search.py checks it byte for byte against `write_index`."""
+    its ids (int64 rows). tests/unit/test_search.py checks it byte for byte against `write_index`."""
     head = faiss.serialize_index(ivf).tobytes()
     at = head.rfind(b"ilar")
     if head[:4] != b"IwFl" or at < 0:

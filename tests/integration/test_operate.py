@@ -132,6 +132,7 @@ def test_steps_log_start_progress_and_throughput(prefect_server):
     from prefect import flow, task
     from prefect.task_runners import ThreadPoolTaskRunner
 
+    from shardvec.flows.executors import OnPrefect
     from shardvec.flows.progress import RunProgress
 
     @task
@@ -143,7 +144,7 @@ def test_steps_log_start_progress_and_throughput(prefect_server):
 
     @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
     def two_slow_steps():
-        progress = RunProgress("test", steps=1, every=0.5)
+        progress = RunProgress("test", steps=1, every=0.5, executor=OnPrefect())
         try:
             return progress.wait("tokenize", [slow.submit(i) for i in range(2)])
         finally:
@@ -170,6 +171,7 @@ def test_the_progress_artifact_is_sent_at_step_ends_and_at_most_every_few_second
     from prefect import flow, task
     from prefect.task_runners import ThreadPoolTaskRunner
 
+    from shardvec.flows.executors import OnPrefect
     from shardvec.flows.progress import RunProgress
 
     @task
@@ -178,7 +180,7 @@ def test_the_progress_artifact_is_sent_at_step_ends_and_at_most_every_few_second
 
     @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
     def one_step_of_30_tasks(artifact_every: float) -> int:
-        progress = RunProgress("throttle-test", steps=1, artifact_every=artifact_every)
+        progress = RunProgress("throttle-test", steps=1, artifact_every=artifact_every, executor=OnPrefect())
         try:
             progress.wait("tokenize", [quick.submit(i) for i in range(30)])
             return progress.updates
