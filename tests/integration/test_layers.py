@@ -1,9 +1,11 @@
 r"""The packages and what each may import: the real graph, checked on every import.
 
-    flows/ (the pipeline: Prefect and Dask)          shardvec/ (CLI, reader API, server)
-        |            |            |                           |
+    shardvec/ (API, CLI, server over flows/; reader.py reads a version: search, inputs, changes' segments)
+        |
+    flows/ (the pipeline: Prefect and Dask)
+        |            |            |
   tasks.models  tasks.changes  tasks.quality     building a version | changing a published one | judging it
-        \____________|____________/
+        \____________|____________/              (quality stands on search and storage only)
         tasks.search   tasks.inputs                the top-k kernel, indexes, rows | corpus, tokens
               \_________/
             tasks.storage                          files, spaces, keys, the ledger, CURRENT
