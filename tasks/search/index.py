@@ -33,6 +33,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from shardvec.errors import ShardvecError
 from shardvec.tasks.storage.atomic import atomic_path, sha256_file, write_json
 from shardvec.tasks.storage.spaces import Space
 from shardvec.tasks.search.topk import NO_ROWS, empty_topk, exact_topk, recall_at_k, unit_rows
@@ -168,6 +169,20 @@ def open_index(index_dir: Path, dim: int, manifest: dict | None = None):
     return None
 
 
+class DamagedIndexError(RuntimeError, ShardvecError):
+    """A published index file that faiss cannot read, or whose lists name rows the space lacks."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(
+            f"{path} is damaged: {why}. `shardvec verify` names every damaged file of the version; "
+            "`shardvec backfill --mode rebuild` builds the version again (or `shardvec rollback`)."
+        )
+
+
+class QueryShapeError(ValueError, ShardvecError):
+    """Query vectors whose length is not the space's."""
+
+
 class _Index:
     """What both index kinds share: the batch search with own rows and deleted rows dropped."""
 
@@ -196,7 +211,25 @@ class _Index:
         query i's own row (or -1), `drop` (sorted) rows never returned by any. The index is asked
         for k plus what may be dropped, and again, for more, by a query that still lacks k."""
         vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        dim = self.manifest.get("dim")
+        if dim and vectors.shape[1] != dim:
+            raise QueryShapeError(f"Query vectors of {vectors.shape[1]} dimensions; this space's have {dim}.")
         effort = effort or self.effort
+        rows, scores = self._search_many(vectors, k, effort, exclude, drop)
+        # the lists probed held fewer than k rows (a large k, a small space): probe more of them
+        while effort < self.max_effort and (short := (rows[:, -1] < 0)).any():
+            effort = min(effort * 4, self.max_effort)
+            more = self._search_many(
+                vectors[short], k, effort, None if exclude is None else np.asarray(exclude)[short], drop
+            )
+            rows[short], scores[short] = more
+        return rows, scores
+
+    @property
+    def max_effort(self) -> int:
+        return 0  # no retry: Annoy's search_k already bounds its own search
+
+    def _search_many(self, vectors, k, effort, exclude, drop) -> tuple[np.ndarray, np.ndarray]:
         n = k + min(len(drop), k) + (exclude is not None)
         rows, scores = self._ask(vectors, n, effort)
         bad = (rows < 0) | _isin_sorted(rows, drop)
@@ -242,8 +275,24 @@ class SpaceIndex(_Index):
     def __init__(self, index_dir: Path, dim: int, manifest: dict | None = None):
         self.manifest = manifest or index_manifest(index_dir)
         self.effort: int = self.manifest["nprobe"]
-        self.index = faiss.read_index(str(Path(index_dir) / self.manifest["file"]), faiss.IO_FLAG_MMAP_IFC)
+        self.path = Path(index_dir) / self.manifest["file"]
+        if not self.path.is_file():  # an OSError, as a missing space file is: readers move on from a pruned version
+            raise FileNotFoundError(f"{self.path} is missing")
+        try:
+            self.index = faiss.read_index(str(self.path), faiss.IO_FLAG_MMAP_IFC)
+        except RuntimeError as exc:  # faiss's reader throws on a short or garbled file
+            raise DamagedIndexError(self.path, f"faiss cannot read it ({str(exc).splitlines()[0][:120]})") from None
+        if self.index.d != dim or self.index.ntotal != self.items:
+            raise DamagedIndexError(
+                self.path,
+                f"it holds {self.index.ntotal} rows of {self.index.d}, "
+                f"not the {self.items} of {dim} its manifest and space say",
+            )
         self.params = faiss.SearchParametersIVF(nprobe=self.effort)
+
+    @property
+    def max_effort(self) -> int:
+        return self.manifest["nlist"]
 
     def _ask(self, vectors: np.ndarray, n: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         vectors = unit_rows(vectors)  # the lists hold unit rows: inner product = cosine
@@ -251,7 +300,7 @@ class SpaceIndex(_Index):
             self.params = faiss.SearchParametersIVF(nprobe=nprobe)
         if len(vectors) > 1:
             scores, rows = self.index.search(vectors, n, params=self.params)
-            return rows, scores
+            return self._checked(rows), scores
         # One query: faiss's OpenMP threads cost more than they share (at 100k rows, nprobe 4:
         # p50 / p99 0.26 / 4.7 ms on 2 threads, 0.19 / 0.6 ms on one). The setting is the
         # process's; a batch running beside it in another thread may run on one thread meanwhile.
@@ -260,7 +309,12 @@ class SpaceIndex(_Index):
             scores, rows = self.index.search(vectors, n, params=self.params)
         finally:
             faiss.omp_set_num_threads(THREADS)
-        return rows, scores
+        return self._checked(rows), scores
+
+    def _checked(self, rows: np.ndarray) -> np.ndarray:
+        if (rows >= self.items).any():  # ids are rows: one past the space is a damaged list
+            raise DamagedIndexError(self.path, "its lists hold ids past the space's rows")
+        return rows
 
 
 class AnnoySpaceIndex(_Index):

@@ -24,10 +24,16 @@ def test_an_open_reader_survives_the_pruning_of_its_version(tmp_path):
 
     store = Store(data)
     assert store.version == first and "bg/150" in store  # opens no shard yet
+    scanned = Store(data)
+    assert scanned.neighbours("fire", k=2, exact=True)  # its words mapped, their index not opened
 
     shutil.move(later, data / "corpus" / "2026-11-03")
     second = nightly_in_process(data, publish=keep_one)["version"]
     assert second != first and not (data / "versions" / first).exists()
+
+    # a search that opens the pruned version's index: faiss's error on the missing file was no
+    # OSError, and the reader raised it on every such query (hostile review, session 6)
+    assert scanned.neighbours("fire", k=2, exact=False) and scanned.version == second
 
     assert [h.key for h in store.row("dup/a")][0] == "dup/b"
     assert store.neighbours("fire", k=3) and store.similar("bushfires in New South Wales", k=3)

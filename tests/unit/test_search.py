@@ -255,3 +255,40 @@ def test_similarity_rows_asked_of_the_index_equal_exact_ones_at_every_list(tmp_p
     ]
     finish_rows(out, tiles, k=10, method="index", rows_per_shard=900)
     assert rows_recall(tmp_path / "s", out, sample=200, seed=0)["rows_recall_at_k"] < 0.95  # the index answered
+
+
+def test_a_k_larger_than_the_probed_lists_hold_probes_more_of_them(tmp_path):
+    """nprobe 1 of ~300 lists holds some 20 rows: asked for 200, the index probes more lists
+    until it has them (hostile review: similar(text, 300) gave 262 of 8,783 statements)."""
+    space, vecs = _clustered_space(tmp_path)
+    built = build_index(tmp_path / "s", tmp_path / "ix", nlist=0, nprobe=1, seed=1)
+    index = SpaceIndex(tmp_path / "ix", space.dim)
+    rows, scores = index.search_many(vecs[:3], 200, effort=1, exclude=np.arange(3))
+    assert built["nlist"] > 50 and (rows >= 0).all() and rows.shape == (3, 200)
+    assert [len(set(r.tolist())) for r in rows] == [200] * 3 and not (rows == np.arange(3)[:, None]).any()
+    assert (np.diff(scores, axis=1) <= 0).all()  # still best first
+    everything, _ = index.search_many(vecs[:1], 7000, effort=1)  # more than the space holds: all of it, padded
+    assert (everything[0] >= 0).sum() == 6000
+
+
+def test_a_damaged_or_missing_index_file_is_one_sentence_and_a_wrong_query_shape_too(tmp_path):
+    from shardvec.errors import ShardvecError
+    from shardvec.tasks.search.index import DamagedIndexError, QueryShapeError
+
+    space, vecs = _clustered_space(tmp_path)
+    build_index(tmp_path / "s", tmp_path / "ix", nlist=0, nprobe=4, seed=1)
+    with pytest.raises(QueryShapeError, match="Query vectors of 5 dimensions; this space's have 20"):
+        SpaceIndex(tmp_path / "ix", space.dim).search_many(np.ones((1, 5), np.float32), 3)
+    path = tmp_path / "ix" / "ivf.faiss"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DamagedIndexError, match=r"ivf.faiss is damaged: .*shardvec verify") as err:
+        SpaceIndex(tmp_path / "ix", space.dim)
+    assert isinstance(err.value, ShardvecError) and "\n" not in str(err.value)
+    # the file ends with the last list's ids: its last one now names a row the space lacks
+    path.write_bytes(whole[:-8] + np.int64(10**9).tobytes())
+    with pytest.raises(DamagedIndexError, match="ids past the space's rows"):
+        SpaceIndex(tmp_path / "ix", space.dim).search_many(vecs[:2], 6000, effort=10_000)
+    path.unlink()
+    with pytest.raises(FileNotFoundError):  # an OSError: a reader moves on to the version CURRENT names
+        SpaceIndex(tmp_path / "ix", space.dim)
