@@ -127,8 +127,6 @@ class OnPrefect:
             print(f"(could not create Prefect artifacts: {exc})")
 
     def logger(self):
-        from shardvec.flows.progress import run_logger
-
         return run_logger()
 
 
@@ -146,3 +144,13 @@ def prefect_task(step):
         cache_policy=NO_CACHE,
         persist_result=False,
     )
+
+
+def run_logger():
+    """The run's logger (its lines go to the run's Logs tab); shardvec's own outside a run."""
+    try:
+        from prefect.logging import get_run_logger
+
+        return get_run_logger()
+    except Exception:  # outside a flow run
+        return logging.getLogger("shardvec")

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from shardvec.config import Settings
-from shardvec.flows.progress import run_logger
+from shardvec.flows.executors import run_logger
 from shardvec.flows.watchdog import watch_parent
 from shardvec.server import checked_reports
 from shardvec.tasks.quality import report as run_report

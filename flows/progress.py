@@ -8,7 +8,6 @@ thousands of tasks would otherwise make one per task."""
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
@@ -117,13 +116,3 @@ def throughput(results: list[dict], seconds: float) -> str:
             total = sum(values)
             parts.append(f"{key} {total:,} ({total / max(seconds, 1e-3):,.0f}/s)")
     return ", ".join(parts) or f"{len(results)} tasks"
-
-
-def run_logger():
-    """The run's logger (its lines go to the run's Logs tab); shardvec's own outside a run."""
-    try:
-        from prefect.logging import get_run_logger
-
-        return get_run_logger()
-    except Exception:  # outside a flow run
-        return logging.getLogger("shardvec")

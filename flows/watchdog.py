@@ -25,7 +25,7 @@ import time
 
 import psutil
 
-from shardvec.flows.progress import run_logger
+from shardvec.flows.executors import run_logger
 
 # The process that started this one, taken when the flows are imported (the first thing a
 # flow-run process does after Prefect's own imports): a worker killed after this is noticed

@@ -19,6 +19,8 @@ from shardvec.tasks.search.topk import (
 from shardvec.tasks.search.embed import Embedder, tfidf_matrix
 from shardvec.tasks.search.index import (
     AnnoySpaceIndex,
+    DamagedIndexError,
+    QueryShapeError,
     SpaceIndex,
     build_index,
     index_recall,
@@ -45,6 +47,8 @@ __all__ = [
     "Embedder",
     "tfidf_matrix",
     "AnnoySpaceIndex",
+    "DamagedIndexError",
+    "QueryShapeError",
     "SpaceIndex",
     "build_index",
     "index_recall",

@@ -19,6 +19,9 @@ up every list a query probes: 40x slower per probed list, 3 ms against 0.08 ms a
 Format 2 (one Annoy index per space, versions published before faiss) is still read and
 searched with Annoy at its tuned search_k (`AnnoySpaceIndex`); format 1 (one Annoy file per
 shard) is scanned exactly by readers (`open_index` gives None).
+
+Long because: the index's file format, its streamed build, the nightly's tuning and the readers'
+search (with its damaged-file and short-answer checks) share the one format and manifest above.
 """
 
 from __future__ import annotations
