@@ -301,23 +301,20 @@ class SpaceIndex(_Index):
         vectors = unit_rows(vectors)  # the lists hold unit rows: inner product = cosine
         if nprobe != self.params.nprobe:
             self.params = faiss.SearchParametersIVF(nprobe=nprobe)
-        if len(vectors) > 1:
-            scores, rows = self.index.search(vectors, n, params=self.params)
-            return self._checked(rows), scores
         # One query: faiss's OpenMP threads cost more than they share (at 100k rows, nprobe 4:
         # p50 / p99 0.26 / 4.7 ms on 2 threads, 0.19 / 0.6 ms on one). The setting is the
         # process's; a batch running beside it in another thread may run on one thread meanwhile.
-        faiss.omp_set_num_threads(1)
+        one = len(vectors) == 1
+        if one:
+            faiss.omp_set_num_threads(1)
         try:
             scores, rows = self.index.search(vectors, n, params=self.params)
         finally:
-            faiss.omp_set_num_threads(THREADS)
-        return self._checked(rows), scores
-
-    def _checked(self, rows: np.ndarray) -> np.ndarray:
+            if one:
+                faiss.omp_set_num_threads(THREADS)
         if (rows >= self.items).any():  # ids are rows: one past the space is a damaged list
             raise DamagedIndexError(self.path, "its lists hold ids past the space's rows")
-        return rows
+        return rows, scores
 
 
 class AnnoySpaceIndex(_Index):
