@@ -234,32 +234,25 @@ def size(
         ivf.nprobe = nprobe
         return ivf.search(q[None], 10)[1][0]
 
-    nprobe, r = ladder("faiss", ivf_search, truth, queries)
-    ivf.nprobe = nprobe
-    out["faiss IVF"] = {
-        "nprobe": nprobe,
-        "recall": r,
-        **latencies(lambda q: ivf.search(q[None], 10), queries),
-        "build_s": out["index"]["statements"]["build_s"],
-    }
-    faiss.omp_set_num_threads(2)
-    t = time.perf_counter()
-    ivf.search(queries, 10)
-    out["faiss IVF"]["batch_qps"] = round(len(queries) / (time.perf_counter() - t), 1)
+    def faiss_figures(nprobe: int, r: float) -> dict:
+        """faiss alone at `nprobe` (its recall `r`): one query at a time on one thread, then a batch on two."""
+        ivf.nprobe = nprobe
+        faiss.omp_set_num_threads(1)
+        figures = {
+            "nprobe": nprobe,
+            "recall": r,
+            **latencies(lambda q: ivf.search(q[None], 10), queries),
+            "build_s": out["index"]["statements"]["build_s"],
+        }
+        faiss.omp_set_num_threads(2)
+        t = time.perf_counter()
+        ivf.search(queries, 10)
+        return figures | {"batch_qps": round(len(queries) / (time.perf_counter() - t), 1)}
+
+    out["faiss IVF"] = faiss_figures(*ladder("faiss", ivf_search, truth, queries))
     # at shardvec's own nprobe (equal recall on the version's rows; no additions, no deletes)
     same = store.effort["statements"]
-    ivf.nprobe = same
-    faiss.omp_set_num_threads(1)
-    out["faiss IVF, shardvec's nprobe"] = {
-        "nprobe": same,
-        "recall": recall([ivf_search(q, same) for q in queries], truth),
-        **latencies(lambda q: ivf.search(q[None], 10), queries),
-        "build_s": out["index"]["statements"]["build_s"],
-    }
-    faiss.omp_set_num_threads(2)
-    t = time.perf_counter()
-    ivf.search(queries, 10)
-    out["faiss IVF, shardvec's nprobe"]["batch_qps"] = round(len(queries) / (time.perf_counter() - t), 1)
+    out["faiss IVF, shardvec's nprobe"] = faiss_figures(same, recall([ivf_search(q, same) for q in queries], truth))
     if words is None:
         out["words"] = word_figures(store)
     if libs is None:  # --no-others
