@@ -84,8 +84,8 @@ def test_chunked_lsi_equals_gensim_trained_on_everything(built):
     assert np.allclose(emb, expected, atol=1e-5)
 
 
-def test_embedder_on_disk_vocab_equals_in_ram(built):
-    tmp, caches = built
+def _lsi_exported(tmp, caches) -> None:
+    """The module's LSI model and its plain exports (terms, idf) in tmp/m, trained once."""
     if not (tmp / "m" / "terms").exists():
         train_lsi(
             caches,
@@ -97,12 +97,32 @@ def test_embedder_on_disk_vocab_equals_in_ram(built):
             extra_samples=50,
             seed=3,
         )
+
+
+def test_embedder_on_disk_vocab_equals_in_ram(built):
+    tmp, caches = built
+    _lsi_exported(tmp, caches)
     docs = list(TokenStream(caches))[:25] + [["zzzq", "qqxv"], []]
     a = Embedder(tmp / "m").embed(docs)
     b = Embedder(tmp / "m", vocab_in_ram=True).embed(docs)
     assert np.array_equal(a, b)
     assert np.allclose(np.linalg.norm(a[:25], axis=1), 1.0, atol=1e-5)
     assert not a[-1].any() and not a[-2].any()  # nothing known: the zero vector, not NaN
+
+
+def test_one_text_embeds_as_it_does_in_a_batch(built):
+    """`embed` of a single text skips scipy's sparse matrix (a reader's query): the same TF-IDF
+    weights and sums as the batch path, for repeated words, unknown ones and none at all."""
+    tmp, caches = built
+    _lsi_exported(tmp, caches)
+    docs = list(TokenStream(caches))[:20]
+    docs += [docs[0] * 3, docs[1] + ["zzzq", "qqxv"], ["zzzq", "qqxv"], []]
+    embedder = Embedder(tmp / "m")
+    for normalize in (True, False):
+        batch = embedder.embed(docs, normalize=normalize)
+        one = np.stack([embedder.embed([d], normalize=normalize)[0] for d in docs])
+        assert np.allclose(one, batch, atol=1e-6, rtol=0)
+    assert not one[-1].any() and not one[-2].any()
 
 
 def test_word_vectors_on_disk_equal_the_model(built, tmp_path):
