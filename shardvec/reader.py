@@ -3,8 +3,10 @@
 Everything is memmapped (vectors, keys, the faiss IVF indexes' lists, similarity rows), so many
 processes share one copy in the page cache, and a Store keeps what it mapped while open.
 `similar` and `neighbours` ask the space's index (at the nprobe the nightly tuned to its target
-recall; a version published with Annoy indexes is searched with Annoy at its search_k), scan the
-addition segments exactly and merge; `exact=True` scans everything. A Store stays on the version
+recall; a version published with Annoy indexes is searched with Annoy at its search_k). The
+statements added since the version are searched with its index: placed in its lists once per
+segment, and scored when a query probes their list (with an Annoy index they are scanned exactly
+and merged). `exact=True` scans everything. A Store stays on the version
 it opened (`refresh()` moves it on), with one exception: shards are opened lazily, so once later publishes have pruned
 its version (`publish.keep_versions`), a query that needs a file of it re-opens the version
 CURRENT names and is answered from there.
@@ -24,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from shardvec.tasks.search.index import open_index, index_manifest
+from shardvec.tasks.search.index import SpaceIndex, index_manifest, open_index
 from shardvec.tasks.search.embed import Embedder
 from shardvec.tasks.storage.lookup import lookup
 from shardvec.tasks.storage.datadir import DataDir
-from shardvec.tasks.changes.segments import Statements
+from shardvec.tasks.changes.segments import Segment, Statements
 from shardvec.tasks.storage.spaces import Space, UnknownKeyError
 from shardvec.tasks.inputs.tokenize import Tokenizer
 from shardvec.tasks.search.topk import exact_topk, merge_topk
@@ -36,6 +38,8 @@ from shardvec.tasks.search.topk import exact_topk, merge_topk
 # A space this small (rows x dimensions: 4 MB of float32) is scanned exactly unless a query asks
 # for the index: a scan costs about what the index does, at recall 1.0.
 EXACT_MAX_CELLS = 1 << 20
+# Up to this many hits are looked up one by one (a single query's): a batch's, per shard at once.
+HITS_ONE_BY_ONE = 64
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,7 @@ class Store:
         cache of an object store's data directory (`open_store("s3://...")`): `refresh` fetches first."""
         self.data = Path(data_dir).resolve()
         self.remote = remote
+        self._lists: dict[str, np.ndarray] = {}  # addition segment -> its statements' lists in the index
         self._reopen()
 
     def _reopen(self) -> None:
@@ -188,6 +193,8 @@ class Store:
         self._paths = comp
         self._embedder: Embedder | None = None
         self._indexes: dict = {}
+        live = {str(seg.prefix) for seg in self._statements.segments}
+        self._lists = {key: lists for key, lists in self._lists.items() if key in live}
         self.tokenizer = Tokenizer.from_settings(DataDir(self.data).manifest(self.version).tokenizer)
         self._index_manifests = {name: index_manifest(comp[f"{name}_index"]) for name in ("words", "statements")}
         # each index's recall/speed setting as the nightly tuned it: nprobe (faiss IVF; search_k of
@@ -318,21 +325,49 @@ class Store:
             rows, scores = exact_topk(space, vecs, k, exclude=exclude)
         else:
             rows, scores = index.search_many(vecs, k, effort=self.effort[name], exclude=exclude, drop=space.dead)
-            if name == "statements" and self._statements.segments:  # added since the index was built
+            if name == "statements" and self._statements.segments and index.added is None:
+                # an Annoy index (format 2) cannot place additions: they are scanned exactly
                 rows, scores = merge_topk(rows, scores, *exact_topk(self._statements.additions, vecs, k), k)
-        return [[self._hit(space, int(r), float(s)) for r, s in zip(rr, ss) if r >= 0] for rr, ss in zip(rows, scores)]
+        return self._hits(space, rows, scores)
 
     def _index(self, name: str):
         """The space's index, mapped once; None for a version indexed per shard (scanned exactly)."""
         if name not in self._indexes:
-            self._indexes[name] = open_index(
-                self._paths[f"{name}_index"], self._base(name).dim, self._index_manifests[name]
-            )
+            index = open_index(self._paths[f"{name}_index"], self._base(name).dim, self._index_manifests[name])
+            if name == "statements" and isinstance(index, SpaceIndex):
+                index.add([(seg.start, seg.vectors, self._placed(index, seg)) for seg in self._statements.segments])
+            self._indexes[name] = index
         return self._indexes[name]
+
+    def _placed(self, index: SpaceIndex, seg: Segment) -> np.ndarray:
+        """The index's list of each statement of an addition segment, computed once per segment
+        (a segment never changes; a compacted one has a new name): a refresh places only the new."""
+        key = str(seg.prefix)
+        if key not in self._lists:
+            self._lists[key] = index.place(seg.vectors)
+        return self._lists[key]
 
     def _base(self, name: str) -> Space:
         """The space a version's index covers: the words, or the statements without additions."""
         return self._words if name == "words" else self._statements.base
+
+    def _hits(self, space, rows: np.ndarray, scores: np.ndarray) -> list[list[Hit]]:
+        """The Hits of each query's (rows, scores), -1 rows left out. Many at once (a batch) are
+        looked up in one Arrow take per shard instead of row by row."""
+        found = rows >= 0
+        if found.sum() <= HITS_ONE_BY_ONE:
+            return [
+                [self._hit(space, int(r), float(s)) for r, s in zip(rr, ss) if r >= 0] for rr, ss in zip(rows, scores)
+            ]
+        flat = rows[found]
+        keys = space.column_at("key", flat)
+        texts = space.column_at("text", flat) if space is self._statements else [None] * len(flat)
+        hits = [
+            Hit(key, score, text)
+            for key, score, text in zip(keys, [round(x, 6) for x in scores[found].tolist()], texts)
+        ]
+        ends = np.cumsum(found.sum(axis=1)).tolist()
+        return [hits[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
     def _hit(self, space, r: int, score: float) -> Hit:
         text = space.text(r) if space is self._statements else None

@@ -3,13 +3,14 @@
 and the inbox, and releasing versions (publish, roll back, list, verify).
 """
 
-from shardvec.tasks.changes.segments import PROBED_MAX, Statements, write_segment
+from shardvec.tasks.changes.segments import PROBED_MAX, Segment, Statements, write_segment
 from shardvec.tasks.changes.additions import Adder, add_options, add_records, adder_of, delete_ids
 from shardvec.tasks.changes.intake import add_file, drain_inbox, text_id
 from shardvec.tasks.changes.release import list_versions, publish_version, rollback, verify, verify_parts
 
 __all__ = [
     "PROBED_MAX",
+    "Segment",
     "Statements",
     "write_segment",
     "Adder",

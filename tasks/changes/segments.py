@@ -83,6 +83,9 @@ class Segment:
     def column(self, name: str, i: int):
         return (self.ids if name == "id" else self.texts)[i].as_py()
 
+    def column_at(self, name: str, rows: np.ndarray) -> list:
+        return (self.ids if name == "id" else self.texts).take(pa.array(np.asarray(rows, np.int64))).to_pylist()
+
     def vector_at(self, i: int) -> np.ndarray:
         return self.vectors[i]
 
@@ -215,6 +218,20 @@ class Statements:
     def text(self, r: int) -> str:
         space, local = self._locate(r)
         return space.column("text", local)
+
+    def column_at(self, name: str, rows: np.ndarray) -> list:
+        """The ids (`name` "key") or texts ("text") of many rows, in their order: one Arrow take
+        per shard or segment they fall in."""
+        rows = np.asarray(rows, np.int64)
+        out: list = [None] * len(rows)
+        parts = [(0, len(self.base), self.base, "key" if name == "key" else name)]
+        parts += [(seg.start, len(seg), seg, "id" if name == "key" else name) for seg in self.segments]
+        for start, n, part, column in parts:
+            at = np.flatnonzero((rows >= start) & (rows < start + n))
+            if len(at):
+                for i, value in zip(at.tolist(), part.column_at(column, rows[at] - start)):
+                    out[i] = value
+        return out
 
     def vectors_at(self, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), self.base.dim), np.float32)

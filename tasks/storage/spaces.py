@@ -455,6 +455,19 @@ class Space:
         off -= starts[c]
         return data[offsets[off] : offsets[off + 1]]
 
+    def column_at(self, name: str, rows: np.ndarray) -> list:
+        """Column `name` ("key", "text", ...) of many rows, in their order: one Arrow take per
+        shard they fall in, no Python object per row until the list is made."""
+        rows = np.asarray(rows, np.int64)
+        out: list = [None] * len(rows)
+        shard, off = np.divmod(rows, self.rows_per_shard)
+        for s in np.unique(shard).tolist():
+            at = np.flatnonzero(shard == s)
+            values = self.shard_keys(s).column(name).take(pa.array(off[at])).to_pylist()
+            for i, value in zip(at.tolist(), values):
+                out[i] = value
+        return out
+
     def column(self, name: str, r: int):
         s, off = divmod(int(r), self.rows_per_shard)
         strings = self._strings.get((s, name))

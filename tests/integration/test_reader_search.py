@@ -72,9 +72,19 @@ def test_additions_and_deletes_are_in_approximate_answers(published_copy):
     hits = store.similar(SENTENCES[7], 10, exact=False)
     assert gone not in [h.key for h in hits] and len(hits) == 10
     _same(hits, store.similar(SENTENCES[7], 10, exact=True))
-    # at the published nprobe too: the additions come from the exact scan, whatever the index finds
+    # at the published nprobe too: the additions are in the index's lists, where their texts probe
     tuned = shardvec.open(data)
     assert [tuned.similar(t, 1, exact=False)[0].key for t in SENTENCES[40:43]] == ["new/0", "new/1", "new/2"]
+    assert len(tuned._index("statements").added) == 3
+    # more adds: a refresh places the new segment's statements, and only those
+    placed = dict(tuned._lists)
+    adder.add([{"id": "new/3", "text": SENTENCES[44]}])
+    assert tuned.refresh()
+    assert tuned.similar(SENTENCES[44], 1, exact=False)[0].key == "new/3"
+    live = {str(seg.prefix) for seg in tuned._statements.segments}
+    assert set(tuned._lists) == live and len(tuned._index("statements").added) == 4
+    kept = live & set(placed)
+    assert kept and all(tuned._lists[key] is placed[key] for key in kept)  # not placed again
 
 
 @pytest.mark.parametrize("exact", [None, False, True])

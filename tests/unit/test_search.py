@@ -7,7 +7,7 @@ from shardvec.tasks.storage.atomic import sha256_file
 from shardvec.tasks.search.index import SpaceIndex, build_index, index_recall, lists_for, index_manifest
 from shardvec.tasks.search.rows import rows_for_tile
 from shardvec.tasks.search.similarity import SimilarityRows, finish_rows, rows_recall, tile_count
-from shardvec.tasks.search.topk import exact_topk
+from shardvec.tasks.search.topk import RowsInRam, exact_topk
 from shardvec.tasks.storage.spaces import Space, SpaceWriter
 from tests.checks import resident_kb
 
@@ -255,6 +255,51 @@ def test_similarity_rows_asked_of_the_index_equal_exact_ones_at_every_list(tmp_p
     ]
     finish_rows(out, tiles, k=10, method="index", rows_per_shard=900)
     assert rows_recall(tmp_path / "s", out, sample=200, seed=0)["rows_recall_at_k"] < 0.95  # the index answered
+
+
+def test_added_rows_are_found_as_an_index_holding_them_finds_them(tmp_path):
+    """Rows added since the index was built (a reader's addition segments, issue 35) are placed in
+    its lists and scored when a query probes their list: the answers are those of a faiss index
+    that holds the added rows too, at every nprobe; at every list they are exact; dropped added
+    rows are never returned."""
+    import faiss
+
+    space, vecs = _clustered_space(tmp_path)
+    built = build_index(tmp_path / "s", tmp_path / "ix", nlist=0, nprobe=4, seed=1)
+    index = SpaceIndex(tmp_path / "ix", space.dim)
+    rng = np.random.default_rng(7)
+    added = vecs[rng.integers(0, 6000, 900)] + 0.3 * rng.standard_normal((900, space.dim)).astype(np.float32)
+    added /= np.linalg.norm(added, axis=1, keepdims=True)
+    parts = [(6000, added[:500]), (6500, added[500:]), (7000, added[:0])]  # two segments and an empty one
+    index.add([(start, part, index.place(part)) for start, part in parts])
+    assert len(index.added) == 900 and index.searchable == 6900
+
+    holding = faiss.IndexIVFFlat(index.index.quantizer, space.dim, built["nlist"], faiss.METRIC_INNER_PRODUCT)
+    holding.is_trained = True
+    holding.add(np.vstack([vecs, added]))
+    queries = np.vstack([added[::45], vecs[::300]])
+    for nprobe in (1, 4, 16):
+        want_s, want = holding.search(queries, 10, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        rows, scores = index.search_many(queries, 10, effort=nprobe)
+        full = (want >= 0).all(axis=1)  # (a list short of k rows: shardvec probes more, faiss pads)
+        assert full.mean() > 0.9 and (rows >= 0).all()
+        assert np.array_equal(rows[full], want[full]) and np.allclose(scores[full], want_s[full], atol=1e-5)
+        one = [index.search(q, 10, effort=nprobe) for q in queries]
+        assert np.array_equal(np.stack([r for r, _ in one]), rows)
+
+    everything = RowsInRam(np.vstack([vecs, added]))
+    exact, exact_s = exact_topk(everything, queries, 10)
+    rows, scores = index.search_many(queries, 10, effort=built["nlist"])
+    assert np.array_equal(rows, exact) and np.allclose(scores, exact_s, atol=1e-5)
+
+    # an added row deleted since (a reader's `dead`) is never returned, and k still come back
+    found, _ = index.search(added[0], 10, effort=4)
+    assert found[0] == 6000
+    kept, _ = index.search(added[0], 10, effort=4, drop=np.array([6000]))
+    assert 6000 not in kept and len(kept) == 10
+    # an added row past what the placement covers is not invented; nothing added is nothing searched
+    index.add([])
+    assert index.added is None and index.search(added[0], 1, effort=4)[0][0] < 6000
 
 
 def test_a_k_larger_than_the_probed_lists_hold_probes_more_of_them(tmp_path):
