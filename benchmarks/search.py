@@ -280,6 +280,9 @@ def size(
         **latencies(lambda q: libs.hnsw.knn_query(q, 10), queries),
         "build_s": round(libs.built["hnswlib"], 1),
     }
+    t = time.perf_counter()
+    libs.hnsw.knn_query(queries, 10, num_threads=2)  # a batch on two threads, as faiss's and shardvec's
+    out["hnswlib"]["batch_qps"] = round(len(queries) / (time.perf_counter() - t), 1)
     return out, data
 
 
