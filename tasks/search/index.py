@@ -17,10 +17,10 @@ over the file's pages (a shared mapping), one copy in the page cache for every r
 up every list a query probes: 40x slower per probed list, 3 ms against 0.08 ms at nprobe 32.)
 
 Rows added since the index was built (a version's addition segments) are not in its file. A
-reader places them in the index's lists as the build placed its own rows (`Added`: one list
-number per added row, computed once per segment), and a query scores the added rows of the lists
-it probes beside the index's own: additions are found as surely as the version's rows, and a
-query reads a few of them, not all.
+reader places them in the index's lists as the build placed its own rows (`place`: one list
+number per added row, computed once per segment) and holds them in a small IVF index of its own
+that shares the centroids (`Added`); a query probes the same lists in both and merges: additions
+are found as surely as the version's rows, and a query reads a few of them, not all.
 
 Format 2 (one Annoy index per space, versions published before faiss) is still read and
 searched with Annoy at its tuned search_k (`AnnoySpaceIndex`); format 1 (one Annoy file per
@@ -45,7 +45,7 @@ import numpy as np
 from shardvec.errors import ShardvecError
 from shardvec.tasks.storage.atomic import atomic_path, sha256_file, write_json
 from shardvec.tasks.storage.spaces import Space
-from shardvec.tasks.search.topk import NO_ROWS, dot_one, empty_topk, exact_topk, merge_topk, recall_at_k, unit_rows
+from shardvec.tasks.search.topk import NO_ROWS, empty_topk, exact_topk, merge_topk, recall_at_k, unit_rows
 
 FORMAT = 3
 THREADS = faiss.omp_get_max_threads()  # what faiss runs a batch of queries on (OMP_NUM_THREADS, or the cores)
@@ -193,51 +193,43 @@ class QueryShapeError(ValueError, ShardvecError):
 
 
 class Added:
-    """Rows an IVF index does not hold (a version's additions), placed in its lists: each part is
-    (its first global row, its unit vectors, the list of each of its rows). Only the row numbers
-    sorted by list are held here; the vectors stay where they are (the segments' mapped files)."""
+    """Rows an IVF index does not hold (a version's additions), in an IVF index of their own that
+    shares its centroids, searched over the lists a query probed in the version's index. Each part
+    is (its first global row, its unit vectors, the list of each of its rows by `SpaceIndex.place`).
+    It holds a copy of the added vectors in RAM (a reader's own: 8 MB per 10,000 statements of 200
+    floats), which lets faiss score them as it scores its own lists, on every thread."""
 
-    def __init__(self, parts: list[tuple[int, np.ndarray, np.ndarray]], nlist: int):
-        self._parts = [(start, vecs) for start, vecs, _ in parts if len(vecs)]
-        rows = np.concatenate([start + np.arange(len(vecs), dtype=np.int64) for start, vecs, _ in parts] or [NO_ROWS])
-        lists = np.concatenate([np.asarray(lists, np.int64) for _, _, lists in parts] or [NO_ROWS])
-        order = np.argsort(lists, kind="stable")
-        self.rows = rows[order]  # by list, and by row within a list
-        self.starts = np.searchsorted(lists[order], np.arange(nlist + 1))  # list l: rows[starts[l]:starts[l + 1]]
+    def __init__(self, quantizer, parts: list[tuple[int, np.ndarray, np.ndarray]]):
+        self.quantizer = quantizer  # the centroids it shares stay alive as long as it does
+        self.index = faiss.IndexIVFFlat(quantizer, quantizer.d, quantizer.ntotal, faiss.METRIC_INNER_PRODUCT)
+        self.index.is_trained = True
+        self.index.parallel_mode = 3  # a batch's queries over the threads (see SpaceIndex)
+        for start, vecs, lists in parts:
+            if len(vecs):
+                x = np.ascontiguousarray(vecs, dtype=np.float32)
+                rows = np.arange(start, start + len(x), dtype=np.int64)
+                lists = np.ascontiguousarray(lists, dtype=np.int64)
+                self.index.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(rows), faiss.swig_ptr(lists))
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self.index.ntotal
 
-    def vectors_at(self, rows: np.ndarray) -> np.ndarray:
-        if len(self._parts) == 1:  # the common case: one segment holds the additions' vectors
-            start, vecs = self._parts[0]
-            return np.asarray(vecs[rows - start], np.float32)
-        out = np.empty((len(rows), self._parts[0][1].shape[1] if self._parts else 0), np.float32)
-        for start, vecs in self._parts:
-            mine = (rows >= start) & (rows < start + len(vecs))
-            if mine.any():
-                out[mine] = vecs[rows[mine] - start]
-        return out
+    def search(self, queries: np.ndarray, n: int, probed: tuple[np.ndarray, np.ndarray], params):
+        """(rows, scores), queries x n, of the added rows in the lists each query probed."""
+        return _preassigned(self.index, queries, n, probed, params)
 
-    def search(self, queries: np.ndarray, probed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, scores) of every added row in the lists each query probed (`probed`: queries x
-        nprobe list numbers; -1 for none), unsorted, padded with -1 / -inf."""
-        lists = probed.ravel()
-        lists = np.where(lists >= 0, lists, len(self.starts) - 1)  # -1: an empty list past the last
-        counts = np.diff(self.starts, append=self.starts[-1])[lists]
-        if len(queries) == 1:  # a reader's query: a few slices, no index arithmetic
-            rows = np.concatenate([self.rows[self.starts[l] : self.starts[l] + c] for l, c in zip(lists, counts)])
-            return rows[None], dot_one(queries[0], self.vectors_at(rows))[None]
-        per_query = counts.reshape(probed.shape).sum(axis=1)
-        # every (query, candidate) pair, flat: query i's candidates are its probed lists' rows in turn
-        query = np.repeat(np.repeat(np.arange(len(queries)), probed.shape[1]), counts)
-        at = np.repeat(self.starts[lists] - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
-        rows = self.rows[at]
-        scores = np.einsum("ij,ij->i", self.vectors_at(rows), queries[query])
-        column = np.arange(len(rows)) - np.repeat(np.cumsum(per_query) - per_query, per_query)
-        out_rows, out_scores = empty_topk(len(queries), max(int(per_query.max(initial=0)), 1))
-        out_rows[query, column], out_scores[query, column] = rows, scores
-        return out_rows, out_scores
+
+def _preassigned(index, queries: np.ndarray, n: int, probed: tuple[np.ndarray, np.ndarray], params):
+    """faiss's search of the lists `probed` names ((centroid scores, list numbers), queries x
+    nprobe): `search_preassigned`, with the parameters its Python wrapper refuses."""
+    centroid_scores, lists = probed
+    scores = np.empty((len(queries), n), np.float32)
+    rows = np.empty((len(queries), n), np.int64)
+    ptr = faiss.swig_ptr
+    index.search_preassigned_c(
+        len(queries), ptr(queries), n, ptr(lists), ptr(centroid_scores), ptr(scores), ptr(rows), False, params
+    )
+    return rows, scores
 
 
 class _Index:
@@ -371,7 +363,7 @@ class SpaceIndex(_Index):
     def add(self, parts: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         """Search these rows too, beside the index's own: (first global row, unit vectors, their
         lists by `place`) per part; they replace what an earlier call added."""
-        self.added = Added(parts, self.manifest["nlist"]) if parts else None
+        self.added = Added(self.index.quantizer, parts) if parts else None
 
     def _ask(self, vectors: np.ndarray, n: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         vectors = unit_rows(vectors)  # the lists hold unit rows: inner product = cosine
@@ -385,8 +377,10 @@ class SpaceIndex(_Index):
         if one:
             faiss.omp_set_num_threads(1)
         try:
-            if self.added:
-                scores, rows, probed = self._search_probed(vectors, n, nprobe)
+            if self.added:  # the centroids once, then the version's lists and the additions' same lists
+                probed = self.index.quantizer.search(vectors, nprobe)
+                rows, scores = _preassigned(self.index, vectors, n, probed, self.params)
+                more = self.added.search(vectors, n, probed, self.params)
             else:
                 scores, rows = self.index.search(vectors, n, params=self.params)
         finally:
@@ -395,20 +389,8 @@ class SpaceIndex(_Index):
         if (rows >= self.items).any():  # ids are rows: one past the space is a damaged list
             raise DamagedIndexError(self.path, "its lists hold ids past the space's rows")
         if self.added:
-            rows, scores = merge_topk(rows, scores, *self.added.search(vectors, probed), n)
+            rows, scores = merge_topk(rows, scores, *more, n)
         return rows, scores
-
-    def _search_probed(self, vectors: np.ndarray, n: int, nprobe: int):
-        """faiss's search in two halves, to learn which lists each query probed: the centroids,
-        then the lists (`search_preassigned`, with the parameters its Python wrapper refuses)."""
-        centroid_scores, probed = self.index.quantizer.search(vectors, nprobe)
-        scores = np.empty((len(vectors), n), np.float32)
-        rows = np.empty((len(vectors), n), np.int64)
-        ptr = faiss.swig_ptr
-        self.index.search_preassigned_c(
-            len(vectors), ptr(vectors), n, ptr(probed), ptr(centroid_scores), ptr(scores), ptr(rows), False, self.params
-        )
-        return scores, rows, probed
 
 
 class AnnoySpaceIndex(_Index):
