@@ -287,6 +287,8 @@ class _Index:
             bad |= rows == np.asarray(exclude)[:, None]
         if not bad[:, :k].any():  # the common case: the index's first k, as it sorted them
             rows, scores = rows[:, :k], scores[:, :k]
+        elif len(rows) == 1 and (~bad[0]).sum() >= k:  # one query (a word's own row left out): a mask
+            rows, scores = rows[:, ~bad[0]][:, :k], scores[:, ~bad[0]][:, :k]
         else:
             rows, scores = self._kept(vectors, rows, scores, bad, k, n, effort, exclude, drop)
         if (scores[:, 1:] == scores[:, :-1]).any():  # ties: by row, as exact answers are
