@@ -21,6 +21,7 @@ statements, rows, search, refresh); its views and the search merge belong to it.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,7 +171,7 @@ class Store:
         cache of an object store's data directory (`open_store("s3://...")`): `refresh` fetches first."""
         self.data = Path(data_dir).resolve()
         self.remote = remote
-        self._lists: dict[str, np.ndarray] = {}  # addition segment -> its statements' lists in the index
+        self._lists: dict[tuple, np.ndarray] = {}  # addition segment file -> its statements' lists in the index
         self._reopen()
 
     def _reopen(self) -> None:
@@ -194,7 +195,7 @@ class Store:
         self._embedder: Embedder | None = None
         self._indexes: dict = {}
         live = {str(seg.prefix) for seg in self._statements.segments}
-        self._lists = {key: lists for key, lists in self._lists.items() if key in live}
+        self._lists = {key: lists for key, lists in self._lists.items() if key[0] in live}
         self.tokenizer = Tokenizer.from_settings(DataDir(self.data).manifest(self.version).tokenizer)
         self._index_manifests = {name: index_manifest(comp[f"{name}_index"]) for name in ("words", "statements")}
         # each index's recall/speed setting as the nightly tuned it: nprobe (faiss IVF; search_k of
@@ -341,8 +342,10 @@ class Store:
 
     def _placed(self, index: SpaceIndex, seg: Segment) -> np.ndarray:
         """The index's list of each statement of an addition segment, computed once per segment
-        (a segment never changes; a compacted one has a new name): a refresh places only the new."""
-        key = str(seg.prefix)
+        file and index (a segment never changes; a compacted one has a new name; but a rollback
+        writes its version's segment numbers again, new files): a refresh places only the new."""
+        arrow = os.stat(str(seg.prefix) + ".arrow")
+        key = (str(seg.prefix), arrow.st_ino, arrow.st_size, arrow.st_mtime_ns, index.manifest["sha256"])
         if key not in self._lists:
             self._lists[key] = index.place(seg.vectors)
         return self._lists[key]

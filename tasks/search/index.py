@@ -199,8 +199,10 @@ class Added:
     It holds a copy of the added vectors in RAM (a reader's own: 8 MB per 10,000 statements of 200
     floats), which lets faiss score them as it scores its own lists, on every thread."""
 
-    def __init__(self, quantizer, parts: list[tuple[int, np.ndarray, np.ndarray]]):
-        self.quantizer = quantizer  # the centroids it shares stay alive as long as it does
+    def __init__(self, owner, parts: list[tuple[int, np.ndarray, np.ndarray]]):
+        """`owner`: the version's faiss index, whose centroids this one shares (and which owns them:
+        holding it keeps them alive as long as this index is)."""
+        self._owner, quantizer = owner, owner.quantizer
         self.index = faiss.IndexIVFFlat(quantizer, quantizer.d, quantizer.ntotal, faiss.METRIC_INNER_PRODUCT)
         self.index.is_trained = True
         self.index.parallel_mode = 3  # a batch's queries over the threads (see SpaceIndex)
@@ -209,6 +211,11 @@ class Added:
                 x = np.ascontiguousarray(vecs, dtype=np.float32)
                 rows = np.arange(start, start + len(x), dtype=np.int64)
                 lists = np.ascontiguousarray(lists, dtype=np.int64)
+                # faiss trusts these blindly (a list number past nlist writes out of bounds)
+                if lists.shape != (len(x),) or (len(lists) and not 0 <= lists.min() <= lists.max() < quantizer.ntotal):
+                    raise ValueError(
+                        f"{len(lists)} list numbers for {len(x)} added rows, or one past {quantizer.ntotal}"
+                    )
                 self.index.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(rows), faiss.swig_ptr(lists))
 
     def __len__(self) -> int:
@@ -345,7 +352,7 @@ class SpaceIndex(_Index):
                 f"it holds {self.index.ntotal} rows of {self.index.d}, "
                 f"not the {self.items} of {dim} its manifest and space say",
             )
-        self.params = faiss.SearchParametersIVF(nprobe=self.effort)
+        self._params: dict[int, object] = {}  # nprobe -> its search parameters, never changed once made
         # search_preassigned (a search with additions) splits a batch's queries over the threads
         # only in this mode; faiss's `search` splits them itself before it calls it
         self.index.parallel_mode = 3
@@ -365,26 +372,26 @@ class SpaceIndex(_Index):
     def add(self, parts: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         """Search these rows too, beside the index's own: (first global row, unit vectors, their
         lists by `place`) per part; they replace what an earlier call added."""
-        self.added = Added(self.index.quantizer, parts) if parts else None
+        self.added = Added(self.index, parts) if parts else None
 
     def _ask(self, vectors: np.ndarray, n: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         vectors = unit_rows(vectors)  # the lists hold unit rows: inner product = cosine
         nprobe = min(nprobe, self.manifest["nlist"])
-        if nprobe != self.params.nprobe:
-            self.params = faiss.SearchParametersIVF(nprobe=nprobe)
+        # this call's own: another thread's query may ask for another nprobe meanwhile
+        params = self._params.get(nprobe) or self._params.setdefault(nprobe, faiss.SearchParametersIVF(nprobe=nprobe))
         # One query: faiss's OpenMP threads cost more than they share (at 100k rows, nprobe 4:
-        # p50 / p99 0.26 / 4.7 ms on 2 threads, 0.19 / 0.6 ms on one). The setting is the
-        # process's; a batch running beside it in another thread may run on one thread meanwhile.
+        # p50 / p99 0.26 / 4.7 ms on 2 threads, 0.19 / 0.6 ms on one). (OpenMP keeps the setting
+        # per calling thread: a batch in another thread keeps its threads.)
         one = len(vectors) == 1
         if one:
             faiss.omp_set_num_threads(1)
         try:
             if self.added:  # the centroids once, then the version's lists and the additions' same lists
                 probed = self.index.quantizer.search(vectors, nprobe)
-                rows, scores = _preassigned(self.index, vectors, n, probed, self.params)
-                more = self.added.search(vectors, n, probed, self.params)
+                rows, scores = _preassigned(self.index, vectors, n, probed, params)
+                more = self.added.search(vectors, n, probed, params)
             else:
-                scores, rows = self.index.search(vectors, n, params=self.params)
+                scores, rows = self.index.search(vectors, n, params=params)
         finally:
             if one:
                 faiss.omp_set_num_threads(THREADS)

@@ -297,9 +297,46 @@ def test_added_rows_are_found_as_an_index_holding_them_finds_them(tmp_path):
     assert found[0] == 6000
     kept, _ = index.search(added[0], 10, effort=4, drop=np.array([6000]))
     assert 6000 not in kept and len(kept) == 10
-    # an added row past what the placement covers is not invented; nothing added is nothing searched
+    # list numbers that do not fit the rows or the index are refused (faiss would write past them)
+    with pytest.raises(ValueError):
+        index.add([(6000, added[:5], index.place(added[:4]))])
+    with pytest.raises(ValueError):
+        index.add([(6000, added[:2], np.array([0, built["nlist"]]))])
+    # nothing added is nothing searched
     index.add([])
     assert index.added is None and index.search(added[0], 1, effort=4)[0][0] < 6000
+
+
+def test_threads_asking_one_index_for_different_nprobes_get_their_own_answers(tmp_path):
+    """Hostile review: a thread asking for a large k probes more lists while another asks at the
+    tuned nprobe; the search parameters were the index's, changed under the other thread, and
+    faiss read its probed lists past their end ("Invalid key")."""
+    import threading
+
+    space, vecs = _clustered_space(tmp_path)
+    build_index(tmp_path / "s", tmp_path / "ix", nlist=0, nprobe=2, seed=1)
+    index = SpaceIndex(tmp_path / "ix", space.dim)
+    added = vecs[:300] + 0.01
+    index.add([(6000, added, index.place(added))])
+    queries = vecs[1000:1020]
+    want = [index.search(q, 10, effort=2)[0] for q in queries]
+    errors, wrong = [], []
+
+    def asks(k: int, effort: int, check: bool) -> None:
+        for _ in range(15):
+            for q, w in zip(queries, want):
+                try:
+                    rows, _ = index.search(q, k, effort=effort)
+                except Exception as exc:  # noqa: BLE001 - the failure this test looks for
+                    errors.append(repr(exc)[:200])
+                    return
+                if check and not np.array_equal(rows, w):
+                    wrong.append(rows)
+
+    threads = [threading.Thread(target=asks, args=(10, 2, True)), threading.Thread(target=asks, args=(400, 64, False))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == [] and wrong == []
 
 
 def test_a_k_larger_than_the_probed_lists_hold_probes_more_of_them(tmp_path):
