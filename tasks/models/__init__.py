@@ -3,8 +3,8 @@ statements into the LSI space, and vectors imported and exported in other tools'
 the plan of a build (which partitions and ledger ops train, from which models it continues).
 """
 
-from shardvec.tasks.models.vocab import build_dictionary, load_dictionary
-from shardvec.tasks.models.lsi import idf_vector, part_ranges, train_lsi
+from shardvec.tasks.models.vocab import build_dictionary, copy_dictionary, load_dictionary
+from shardvec.tasks.models.lsi import idf_vector, lsi_part, merge_lsi, part_ranges, train_lsi
 from shardvec.tasks.models.word2vec import train_word2vec, write_word_space
 from shardvec.tasks.models.plan import LEDGER_NEW, LEDGER_OLD, BuildPlan, plan_build
 from shardvec.tasks.models.statements import plan_statements, project_shard, shard_count
@@ -38,4 +38,7 @@ __all__ = [
     "export_word2vec",
     "import_vectors",
     "to_keyed_vectors",
+    "lsi_part",
+    "merge_lsi",
+    "copy_dictionary",
 ]

@@ -29,8 +29,21 @@ from shardvec.tasks.search.index import (
     index_manifest,
 )
 from shardvec.tasks.search.similarity import SimilarityRows, finish_rows, rows_recall, tile_count, tile_entries
-from shardvec.tasks.search.rows import rows_for_tile, tile_pairs
-from shardvec.tasks.search.partitioned import Clusters, clusters_for, merge_groups, score_tasks_for
+from shardvec.tasks.search.rows import merge_tile, own_tile, rows_for_tile, tile_pair, tile_pairs
+from shardvec.tasks.search.partitioned import (
+    Clusters,
+    assign_shard,
+    bounds,
+    clusters_for,
+    group,
+    keep_clusters,
+    merge_groups,
+    merge_tiles,
+    own_task,
+    score_task,
+    score_tasks_for,
+    train_centroids,
+)
 from shardvec.tasks.search.repair import Holders, fill, refilled, repair_rows
 
 __all__ = [
@@ -70,4 +83,15 @@ __all__ = [
     "fill",
     "refilled",
     "repair_rows",
+    "assign_shard",
+    "bounds",
+    "group",
+    "keep_clusters",
+    "merge_tiles",
+    "own_task",
+    "score_task",
+    "train_centroids",
+    "merge_tile",
+    "own_tile",
+    "tile_pair",
 ]

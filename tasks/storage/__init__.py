@@ -32,6 +32,7 @@ from shardvec.tasks.storage.spaces import (
     UnknownKeyError,
     convert_space,
     finish_space,
+    restore_as,
     shard_name,
     write_shard,
 )
@@ -71,6 +72,7 @@ from shardvec.tasks.storage.versions import (
 
 from shardvec.tasks.storage.objects import DamagedObjectError, ObjectStore, ObjectStoreError, is_url
 from shardvec.tasks.storage.remote import default_cache, latest, log_key, push, sync
+from shardvec.tasks.storage.runs import dead_runs, register
 
 __all__ = [
     "DamagedObjectError",
@@ -136,4 +138,7 @@ __all__ = [
     "retain",
     "sweep_leftovers",
     "were_live",
+    "dead_runs",
+    "register",
+    "restore_as",
 ]
