@@ -60,7 +60,7 @@ def build(data: Path, n: int) -> dict:
         data_dir=str(data),
         store={"rows_per_shard": 25_000},
         word2vec={"epochs": 1, "sg": 0},
-        index={"n_trees": 10, "recall_sample": 100},
+        index={"recall_sample": 100},
     )
     s = load_settings(**overrides)
     t = time.perf_counter()

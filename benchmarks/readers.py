@@ -36,7 +36,7 @@ def latency(data: Path, n: int = 20_000, rounds: int = 5) -> dict:
     store = shardvec.open(data)
     out = {}
     for name, space in (
-        ("word", store.words),
+        ("word", store._words),
         ("statement", store._statements.base),
     ):  # the base space, as measured before
         rng = np.random.default_rng(0)
