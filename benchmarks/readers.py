@@ -7,6 +7,7 @@ several reader processes sharing one copy (PSS, from /proc/<pid>/smaps).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -116,8 +117,16 @@ def _pss(pid: int, under: Path) -> tuple[int, int]:
 
 
 def shared_memory(data: Path, readers: int = 4) -> dict:
-    """PSS of 1 reader alone, then of `readers` readers at once, each having read every vector."""
+    """PSS of 1 reader alone, then of `readers` readers at once, each having read every vector.
+    This process must map none of the store: a page's PSS is split among every process mapping
+    it, so a store left mapped here (a Store of `latency` or `gather` not yet collected: its views
+    and spaces hold each other) would halve one reader's figure and fake a sharing ratio."""
+    import gc
+
     data = Path(data).resolve()
+    gc.collect()
+    if _pss(os.getpid(), data)[1]:
+        raise RuntimeError(f"this process still maps files of {data}: the readers' PSS would be split with it")
 
     def start(n):
         procs = [

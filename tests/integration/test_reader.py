@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+import shardvec
 from shardvec.reader import Store
 from tests.corpora import lee_lines, write_corpus
 from tests.runs import nightly_in_process
@@ -39,3 +40,24 @@ def test_an_open_reader_survives_the_pruning_of_its_version(tmp_path):
     assert store.neighbours("fire", k=3) and store.similar("bushfires in New South Wales", k=3)
     assert store.text("bg/150") == lee_lines()[150]
     assert store.version == second and "test/0" in store  # it moved to the version CURRENT names
+
+
+def test_a_store_let_go_unmaps_the_store_at_once(published):
+    """A Store, its spaces, views and indexes hold no cycle: dropped, nothing of the data directory
+    stays mapped until Python's cycle collector runs (a benchmark's reader figures were split with
+    a process whose Store had not been collected)."""
+    import gc
+
+    from tests.unit.test_store import _mapped
+
+    store = shardvec.open(published.data)
+    word = store.words.key(3)
+    store.similar("police arrested a man", 3, exact=False), store.neighbours(word, 3, exact=False)
+    store.similar("police arrested a man", 3, exact=True), store.vector(word)
+    assert _mapped(published.data)
+    gc.disable()
+    try:
+        del store
+        assert _mapped(published.data) == 0
+    finally:
+        gc.enable()

@@ -86,3 +86,27 @@ def test_verify_finds_a_flipped_byte(tmp_path):
 def test_missing_space_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="No vector space at"):
         Space(tmp_path)
+
+
+def _mapped(folder) -> int:
+    """This process's mappings of files under `folder`."""
+    with open("/proc/self/maps") as maps:
+        return sum(str(folder) in line for line in maps)
+
+
+def test_a_space_let_go_unmaps_its_files_at_once(tmp_path):
+    """Nothing a Space holds points back at it: dropped, its files are unmapped there and then,
+    not when Python's cycle collector next runs (a Dask worker opens one per task: the pages they
+    read stayed resident, and the worker's RSS grew with the corpus, 472 -> 790 MB)."""
+    import gc
+
+    folder, keys, _ = _space(tmp_path)
+    space = Space(folder)
+    space.shard(0), space.vector(keys[3]), space.find(keys[700]), space.column("text", 5)
+    assert _mapped(folder)
+    gc.disable()
+    try:
+        del space
+        assert _mapped(folder) == 0
+    finally:
+        gc.enable()
