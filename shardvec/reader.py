@@ -1,7 +1,9 @@
 """Read what a deployment published, through CURRENT, without loading it into RAM.
 
 Everything is memmapped (vectors, keys, the faiss IVF indexes' lists, similarity rows), so many
-processes share one copy in the page cache, and a Store keeps what it mapped while open.
+processes share one copy in the page cache, and a Store keeps what it mapped while open. The one
+exception: the statements added since the version, whose vectors each reader copies into a small
+index of its own (8 MB per 10,000 statements of 200 floats).
 `similar` and `neighbours` ask the space's index (at the nprobe the nightly tuned to its target
 recall; a version published with Annoy indexes is searched with Annoy at its search_k). The
 statements added since the version are searched with its index: placed in its lists once per
@@ -39,8 +41,9 @@ from shardvec.tasks.search.topk import exact_topk, merge_topk
 # A space this small (rows x dimensions: 4 MB of float32) is scanned exactly unless a query asks
 # for the index: a scan costs about what the index does, at recall 1.0.
 EXACT_MAX_CELLS = 1 << 20
-# Up to this many hits are looked up one by one (a single query's): a batch's, per shard at once.
-HITS_ONE_BY_ONE = 64
+# Up to this many hits in all (whatever the number of queries) are looked up row by row; more, per
+# shard at once (one Arrow take each).
+ROW_BY_ROW_HITS_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,9 @@ class Store:
         cache of an object store's data directory (`open_store("s3://...")`): `refresh` fetches first."""
         self.data = Path(data_dir).resolve()
         self.remote = remote
-        self._lists: dict[tuple, np.ndarray] = {}  # addition segment file -> its statements' lists in the index
+        # (segment prefix, its .arrow's inode, size and mtime, the index's sha256) -> the index's
+        # list of each of the segment's statements
+        self._placements: dict[tuple, np.ndarray] = {}
         self._reopen()
 
     def _reopen(self) -> None:
@@ -195,7 +200,7 @@ class Store:
         self._embedder: Embedder | None = None
         self._indexes: dict = {}
         live = {str(seg.prefix) for seg in self._statements.segments}
-        self._lists = {key: lists for key, lists in self._lists.items() if key[0] in live}
+        self._placements = {key: lists for key, lists in self._placements.items() if key[0] in live}
         self.tokenizer = Tokenizer.from_settings(DataDir(self.data).manifest(self.version).tokenizer)
         self._index_manifests = {name: index_manifest(comp[f"{name}_index"]) for name in ("words", "statements")}
         # each index's recall/speed setting as the nightly tuned it: nprobe (faiss IVF; search_k of
@@ -326,7 +331,7 @@ class Store:
             rows, scores = exact_topk(space, vecs, k, exclude=exclude)
         else:
             rows, scores = index.search_many(vecs, k, effort=self.effort[name], exclude=exclude, drop=space.dead)
-            if name == "statements" and self._statements.segments and index.added is None:
+            if name == "statements" and self._statements.segments and not isinstance(index, SpaceIndex):
                 # an Annoy index (format 2) cannot place additions: they are scanned exactly
                 rows, scores = merge_topk(rows, scores, *exact_topk(self._statements.additions, vecs, k), k)
         return self._hits(space, rows, scores)
@@ -346,9 +351,9 @@ class Store:
         writes its version's segment numbers again, new files): a refresh places only the new."""
         arrow = os.stat(str(seg.prefix) + ".arrow")
         key = (str(seg.prefix), arrow.st_ino, arrow.st_size, arrow.st_mtime_ns, index.manifest["sha256"])
-        if key not in self._lists:
-            self._lists[key] = index.place(seg.vectors)
-        return self._lists[key]
+        if key not in self._placements:
+            self._placements[key] = index.place(seg.vectors)
+        return self._placements[key]
 
     def _base(self, name: str) -> Space:
         """The space a version's index covers: the words, or the statements without additions."""
@@ -358,23 +363,24 @@ class Store:
         """The Hits of each query's (rows, scores), -1 rows left out. Many at once (a batch) are
         looked up in one Arrow take per shard instead of row by row."""
         found = rows >= 0
-        if found.sum() <= HITS_ONE_BY_ONE:
+        if found.sum() <= ROW_BY_ROW_HITS_MAX:
             return [
                 [self._hit(space, int(r), float(s)) for r, s in zip(rr, ss) if r >= 0] for rr, ss in zip(rows, scores)
             ]
         flat = rows[found]
         keys = space.column_at("key", flat)
         texts = space.column_at("text", flat) if space is self._statements else [None] * len(flat)
-        hits = [
-            Hit(key, score, text)
-            for key, score, text in zip(keys, [round(x, 6) for x in scores[found].tolist()], texts)
-        ]
+        hits = [_hit(key, score, text) for key, score, text in zip(keys, scores[found].tolist(), texts)]
         ends = np.cumsum(found.sum(axis=1)).tolist()
         return [hits[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
     def _hit(self, space, r: int, score: float) -> Hit:
-        text = space.text(r) if space is self._statements else None
-        return Hit(space.key(r), round(score, 6), text)
+        return _hit(space.key(r), score, space.text(r) if space is self._statements else None)
+
+
+def _hit(key: str, score: float, text: str | None) -> Hit:
+    """A Hit as every path makes it: the score rounded to 6 places."""
+    return Hit(key, round(score, 6), text)
 
 
 def open_store(data_dir: str | Path, cache: str | Path | None = None, **options) -> Store:

@@ -80,11 +80,17 @@ class Segment:
     def key(self, i: int) -> str:
         return self.ids[i].as_py()
 
+    def _column(self, name: str) -> pa.Array:
+        """ "key" or "id": the statements' ids; "text": their texts."""
+        if name not in ("key", "id", "text"):
+            raise KeyError(f"an addition segment has no column {name!r}")
+        return self.texts if name == "text" else self.ids
+
     def column(self, name: str, i: int):
-        return (self.ids if name == "id" else self.texts)[i].as_py()
+        return self._column(name)[i].as_py()
 
     def column_at(self, name: str, rows: np.ndarray) -> list:
-        return (self.ids if name == "id" else self.texts).take(pa.array(np.asarray(rows, np.int64))).to_pylist()
+        return self._column(name).take(pa.array(np.asarray(rows, np.int64))).to_pylist()
 
     def vector_at(self, i: int) -> np.ndarray:
         return self.vectors[i]
@@ -148,7 +154,8 @@ class Statements:
     @property
     def additions(self) -> "_Additions":
         """The segments' live statements alone, as a `topk.Scannable` (global rows): what a
-        search by the version's index misses."""
+        version's Annoy index (format 2) misses, scanned exactly beside it (a faiss index searches
+        them itself: tasks/search/index.py `Added`)."""
         return _Additions(self)
 
     @property
@@ -224,12 +231,12 @@ class Statements:
         per shard or segment they fall in."""
         rows = np.asarray(rows, np.int64)
         out: list = [None] * len(rows)
-        parts = [(0, len(self.base), self.base, "key" if name == "key" else name)]
-        parts += [(seg.start, len(seg), seg, "id" if name == "key" else name) for seg in self.segments]
-        for start, n, part, column in parts:
+        parts: list[tuple[int, int, Space | Segment]] = [(0, len(self.base), self.base)]
+        parts += [(seg.start, len(seg), seg) for seg in self.segments]
+        for start, n, part in parts:
             at = np.flatnonzero((rows >= start) & (rows < start + n))
             if len(at):
-                for i, value in zip(at.tolist(), part.column_at(column, rows[at] - start)):
+                for i, value in zip(at.tolist(), part.column_at(name, rows[at] - start)):
                     out[i] = value
         return out
 

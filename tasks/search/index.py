@@ -127,7 +127,7 @@ def write_lists(ivf, space: Space, path: Path) -> None:
     for s in range(space.n_shards):  # pass 1: each row's list
         start = space.shard_start(s)
         vecs = _unit(space, s)
-        assign[start : start + len(vecs)] = ivf.quantizer.search(vecs, 1)[1][:, 0]
+        assign[start : start + len(vecs)] = nearest_lists(ivf.quantizer, vecs)
     sizes = np.bincount(assign, minlength=nlist).astype(np.int64)
     lists = struct.pack("<4sQQ4sQ", b"ilar", nlist, code, b"full", nlist) + sizes.astype("<u8").tobytes()
     data = len(head[:at]) + len(lists)
@@ -155,6 +155,12 @@ def write_lists(ivf, space: Space, path: Path) -> None:
                 filled[li] += c
             if not space.keep_mapped:
                 space.release()
+
+
+def nearest_lists(quantizer, unit_vectors: np.ndarray) -> np.ndarray:
+    """The list of each row: its nearest centroid. The build places the space's rows so, and a
+    reader the rows added since (`SpaceIndex.place`)."""
+    return quantizer.search(unit_vectors, 1)[1][:, 0].astype(np.int64)
 
 
 def _unit(space: Space, s: int) -> np.ndarray:
@@ -195,7 +201,8 @@ class QueryShapeError(ValueError, ShardvecError):
 class Added:
     """Rows an IVF index does not hold (a version's additions), in an IVF index of their own that
     shares its centroids, searched over the lists a query probed in the version's index. Each part
-    is (its first global row, its unit vectors, the list of each of its rows by `SpaceIndex.place`).
+    is (its first global row, its vectors, unit length as the caller gives them, the list of each of
+    its rows by `SpaceIndex.place`).
     It holds a copy of the added vectors in RAM (a reader's own: 8 MB per 10,000 statements of 200
     floats), which lets faiss score them as it scores its own lists, on every thread."""
 
@@ -353,8 +360,9 @@ class SpaceIndex(_Index):
                 f"not the {self.items} of {dim} its manifest and space say",
             )
         self._params: dict[int, object] = {}  # nprobe -> its search parameters, never changed once made
-        # search_preassigned (a search with additions) splits a batch's queries over the threads
-        # only in this mode; faiss's `search` splits them itself before it calls it
+        # mode 3: search_preassigned (a search with additions) splits a batch's queries over the
+        # threads; faiss's own `search`, which slices a batch itself only in mode 0, then passes the
+        # whole batch to it and so splits it alike
         self.index.parallel_mode = 3
 
     @property
@@ -365,14 +373,13 @@ class SpaceIndex(_Index):
         """The list each row of `vectors` belongs in: the nearest centroid, as the build placed the
         index's own rows."""
         vectors = unit_rows(np.ascontiguousarray(vectors, dtype=np.float32))
-        if not len(vectors):
-            return NO_ROWS
-        return self.index.quantizer.search(vectors, 1)[1][:, 0].astype(np.int64)
+        return nearest_lists(self.index.quantizer, vectors) if len(vectors) else NO_ROWS
 
     def add(self, parts: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         """Search these rows too, beside the index's own: (first global row, unit vectors, their
         lists by `place`) per part; they replace what an earlier call added."""
-        self.added = Added(self.index, parts) if parts else None
+        rows = sum(len(vecs) for _, vecs, _ in parts)
+        self.added = Added(self.index, parts) if rows else None  # (delete-only segments add no rows)
 
     def _ask(self, vectors: np.ndarray, n: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         vectors = unit_rows(vectors)  # the lists hold unit rows: inner product = cosine
@@ -386,7 +393,7 @@ class SpaceIndex(_Index):
         if one:
             faiss.omp_set_num_threads(1)
         try:
-            if self.added:  # the centroids once, then the version's lists and the additions' same lists
+            if self.added is not None:  # the centroids once, then the version's lists and the additions' same lists
                 probed = self.index.quantizer.search(vectors, nprobe)
                 rows, scores = _preassigned(self.index, vectors, n, probed, params)
                 more = self.added.search(vectors, n, probed, params)
@@ -397,7 +404,7 @@ class SpaceIndex(_Index):
                 faiss.omp_set_num_threads(THREADS)
         if (rows >= self.items).any():  # ids are rows: one past the space is a damaged list
             raise DamagedIndexError(self.path, "its lists hold ids past the space's rows")
-        if self.added:
+        if self.added is not None:
             rows, scores = merge_topk(rows, scores, *more, n)
         return rows, scores
 

@@ -50,6 +50,8 @@ def test_a_store_let_go_unmaps_the_store_at_once(published):
 
     from tests.unit.test_store import _mapped
 
+    gc.collect()  # other tests' Stores of the session's store: this one's mappings alone count
+    assert _mapped(published.data) == 0
     store = shardvec.open(published.data)
     word = store.words.key(3)
     store.similar("police arrested a man", 3, exact=False), store.neighbours(word, 3, exact=False)

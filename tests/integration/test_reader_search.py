@@ -77,14 +77,14 @@ def test_additions_and_deletes_are_in_approximate_answers(published_copy):
     assert [tuned.similar(t, 1, exact=False)[0].key for t in SENTENCES[40:43]] == ["new/0", "new/1", "new/2"]
     assert len(tuned._index("statements").added) == 3
     # more adds: a refresh places the new segment's statements, and only those
-    placed = dict(tuned._lists)
+    placed = dict(tuned._placements)
     adder.add([{"id": "new/3", "text": SENTENCES[44]}])
     assert tuned.refresh()
     assert tuned.similar(SENTENCES[44], 1, exact=False)[0].key == "new/3"
     live = {str(seg.prefix) for seg in tuned._statements.segments}
-    assert {key[0] for key in tuned._lists} == live and len(tuned._index("statements").added) == 4
-    kept = set(tuned._lists) & set(placed)
-    assert kept and all(tuned._lists[key] is placed[key] for key in kept)  # not placed again
+    assert {key[0] for key in tuned._placements} == live and len(tuned._index("statements").added) == 4
+    kept = set(tuned._placements) & set(placed)
+    assert kept and all(tuned._placements[key] is placed[key] for key in kept)  # not placed again
 
 
 def test_a_reader_that_stays_through_a_nightly_and_a_rollback_places_the_rewritten_segments(published_copy):
@@ -115,6 +115,21 @@ def test_batch_queries_equal_a_loop_of_single_ones(published, exact):
     assert store.similar_many(TEXTS, 5, exact=exact) == [store.similar(t, 5, exact=exact) for t in TEXTS]
     assert store.similar_many(TEXTS, 5, exact=exact)[-1] == []
     assert store.neighbours_many(WORDS, 5, exact=exact) == [store.neighbours(w, 5, exact=exact) for w in WORDS]
+
+
+def test_hits_looked_up_per_shard_equal_hits_looked_up_row_by_row(published_copy, monkeypatch):
+    """A batch's hits come from one Arrow take per shard (more than ROW_BY_ROW_HITS_MAX of them):
+    the same ids, scores and texts as row by row, additions included."""
+    from shardvec import reader
+
+    Adder(published_copy, **ADDS).add([{"id": f"new/{i}", "text": t} for i, t in enumerate(SENTENCES[40:43])])
+    store = shardvec.open(published_copy)
+    texts = TEXTS + SENTENCES[40:43]
+    monkeypatch.setattr(reader, "ROW_BY_ROW_HITS_MAX", 10**9)
+    one_by_one = store.similar_many(texts, 20), store.neighbours_many(WORDS, 20)
+    monkeypatch.setattr(reader, "ROW_BY_ROW_HITS_MAX", 0)
+    assert (store.similar_many(texts, 20), store.neighbours_many(WORDS, 20)) == one_by_one
+    assert any(h.key.startswith("new/") for hits in one_by_one[0] for h in hits)
 
 
 def test_a_reader_keeps_the_pages_it_scanned_mapped(published):
