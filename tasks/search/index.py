@@ -336,7 +336,7 @@ class _Index:
     @property
     def searchable(self) -> int:
         """The rows a search can return: the index's, and the added ones beside it."""
-        return self.items + len(self.added or ())
+        return self.items + (len(self.added) if self.added is not None else 0)
 
 
 class SpaceIndex(_Index):
