@@ -46,7 +46,7 @@ EXACT_MAX_CELLS = 1 << 20
 ROW_BY_ROW_HITS_MAX = 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hit:
     key: str
     score: float
@@ -362,11 +362,12 @@ class Store:
     def _hits(self, space, rows: np.ndarray, scores: np.ndarray) -> list[list[Hit]]:
         """The Hits of each query's (rows, scores), -1 rows left out. Many at once (a batch) are
         looked up in one Arrow take per shard instead of row by row."""
-        found = rows >= 0
-        if found.sum() <= ROW_BY_ROW_HITS_MAX:
+        if rows.size <= ROW_BY_ROW_HITS_MAX:  # a query or a few: Python lists beat numpy scalars
             return [
-                [self._hit(space, int(r), float(s)) for r, s in zip(rr, ss) if r >= 0] for rr, ss in zip(rows, scores)
+                [self._hit(space, r, s) for r, s in zip(rr, ss) if r >= 0]
+                for rr, ss in zip(rows.tolist(), scores.tolist())
             ]
+        found = rows >= 0
         flat = rows[found]
         keys = space.column_at("key", flat)
         texts = space.column_at("text", flat) if space is self._statements else [None] * len(flat)

@@ -281,7 +281,8 @@ class _Index:
         effort = effort or self.effort
         rows, scores = self._search_many(vectors, k, effort, exclude, drop)
         # the lists probed held fewer than k rows (a large k, a small space): probe more of them
-        while effort < self.max_effort and (short := (rows[:, -1] < 0)).any():
+        # (np.count_nonzero, not .any(): on a query's dozen cells it is several times faster)
+        while effort < self.max_effort and np.count_nonzero(short := (rows[:, -1] < 0)):
             effort = min(effort * 4, self.max_effort)
             more = self._search_many(
                 vectors[short], k, effort, None if exclude is None else np.asarray(exclude)[short], drop
@@ -299,13 +300,13 @@ class _Index:
         bad = (rows < 0) | _isin_sorted(rows, drop)
         if exclude is not None:
             bad |= rows == np.asarray(exclude)[:, None]
-        if not bad[:, :k].any():  # the common case: the index's first k, as it sorted them
+        if not np.count_nonzero(bad[:, :k]):  # the common case: the index's first k, as it sorted them
             rows, scores = rows[:, :k], scores[:, :k]
-        elif len(rows) == 1 and (~bad[0]).sum() >= k:  # one query (a word's own row left out): a mask
-            rows, scores = rows[:, ~bad[0]][:, :k], scores[:, ~bad[0]][:, :k]
+        elif len(rows) == 1 and len(keep := np.flatnonzero(~bad[0])) >= k:  # one query (a word's own row left out)
+            rows, scores = rows[:, keep[:k]], scores[:, keep[:k]]
         else:
             rows, scores = self._kept(vectors, rows, scores, bad, k, n, effort, exclude, drop)
-        if (scores[:, 1:] == scores[:, :-1]).any():  # ties: by row, as exact answers are
+        if np.count_nonzero(scores[:, 1:] == scores[:, :-1]):  # ties: by row, as exact answers are
             order = np.lexsort((rows, -scores), axis=1)
             rows, scores = np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
         return rows, scores
@@ -402,7 +403,7 @@ class SpaceIndex(_Index):
         finally:
             if one:
                 faiss.omp_set_num_threads(THREADS)
-        if (rows >= self.items).any():  # ids are rows: one past the space is a damaged list
+        if np.count_nonzero(rows >= self.items):  # ids are rows: one past the space is a damaged list
             raise DamagedIndexError(self.path, "its lists hold ids past the space's rows")
         if self.added is not None:
             rows, scores = merge_topk(rows, scores, *more, n)

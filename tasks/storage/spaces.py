@@ -364,6 +364,9 @@ class Space:
         rows = np.asarray(rows, dtype=np.int64)
         if self.n_shards == 1:
             return self._get(0, rows)
+        if len(rows) == 1:  # one row (a word's neighbours): its shard, without sorting by shard
+            s = int(rows[0]) // self.rows_per_shard
+            return self._get(s, rows - s * self.rows_per_shard)
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         shard_of = rows // self.rows_per_shard
         order = np.argsort(shard_of, kind="stable")
