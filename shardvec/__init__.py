@@ -20,6 +20,7 @@ from shardvec.api import (
     History,
     Verified,
     add,
+    adder,
     backfill,
     delete,
     demo,
@@ -37,10 +38,8 @@ from shardvec.api import (
 )
 from shardvec.errors import QualityGateError, ShardvecError, UsageError
 from shardvec.reader import Store, open_store
-from shardvec.tasks.changes.additions import Adder
 
 __all__ = [
-    "Adder",
     "History",
     "QualityGateError",
     "ShardvecError",
@@ -48,6 +47,7 @@ __all__ = [
     "UsageError",
     "Verified",
     "add",
+    "adder",
     "backfill",
     "delete",
     "demo",

@@ -77,12 +77,12 @@ def add(source: Iterable[dict] | str | Path, data: Data = None, *, fmt: str = "j
     records may also say "op": "replace" or "op": "delete"), or "-" for stdin in `fmt` (jsonl or
     txt). Their similarity rows, and the rows of existing statements they now belong to, are exact
     (in a version with partitioned rows, a batch of up to 64 gets the nightly's recall).
-    `replace=True`: a live id gets the new text. To add many small batches fast, keep an
-    `Adder` open (`shardvec.tasks.changes.adder_of(data, **add_options(settings))`).
+    `replace=True`: a live id gets the new text. To add many small batches fast, keep one
+    `adder(data)` open.
     """
     from shardvec.tasks.changes import add_file, add_options, add_records
 
-    s = _settings(data)
+    s = settings(data)
     options = add_options(s)
     if isinstance(source, dict):  # one record
         source = [source]
@@ -129,6 +129,18 @@ def delete(ids: Iterable[str], data: Data = None) -> dict:
     return delete_ids(_data(data), ids)
 
 
+def adder(data: Data = None):
+    """An Adder kept open, to add, replace and delete many small batches fast (`add` opens one a
+    call): screened by the settings' corpus.* as `add` is.
+
+    >>> with_adds = shardvec.adder("data"); with_adds.add([{"id": "s1", "text": "..."}]); with_adds.delete(["s1"])
+    """
+    from shardvec.tasks.changes import add_options, adder_of
+
+    s = settings(data)
+    return adder_of(s.data, **add_options(s))
+
+
 def nightly(data: Data = None, force: bool = False) -> dict:
     """Run the nightly flow now (a local Prefect, the configured Dask): new partitions in, models
     updated, a new version published; returns the run's report. `force`: publish even if the
@@ -136,7 +148,7 @@ def nightly(data: Data = None, force: bool = False) -> dict:
     from shardvec.flows.nightly import nightly as nightly_flow
     from shardvec.flows.runtime import local_prefect, task_runner
 
-    s = _settings(data)
+    s = settings(data)
     with local_prefect():
         return nightly_flow.with_options(task_runner=task_runner(s))(overrides={"data_dir": str(s.data)}, force=force)
 
@@ -161,7 +173,7 @@ def backfill(
         partitions = [partitions]
     if partitions and (start or end):
         raise UsageError("Give either --partition names or a --start/--end range, not both.")
-    s = _settings(data)
+    s = settings(data)
     with local_prefect():
         return backfill_flow.with_options(task_runner=task_runner(s))(
             start=_day(start),
@@ -205,6 +217,7 @@ def rollback(version: str | None = None, data: Data = None) -> dict:
 class Verified:
     """What `verify` found: `version` is whole when both lists are empty."""
 
+    data: Path  # the data directory checked
     version: str
     damaged: tuple[str, ...]  # the version's files and its segments: a rebuild makes them again
     ledger: tuple[str, ...]  # ledger files: nothing makes them again, restore them from a backup
@@ -226,7 +239,7 @@ def verify(data: Data = None) -> Verified:
 
     path = _data(data)
     built, ledger = verify_parts(path)
-    return Verified(DataDir(path).require_current().version, tuple(built), tuple(ledger))
+    return Verified(path, DataDir(path).require_current().version, tuple(built), tuple(ledger))
 
 
 @dataclass(frozen=True)
@@ -326,20 +339,23 @@ def mark_crashed(data: Data = None) -> list[str]:
         return mark_dead_runs_crashed(path)
 
 
-def _settings(data: Data):
+def settings(data: Data = None):
+    """The settings every call with this `data=` runs with: SHARDVEC_CONFIG's file (or the
+    defaults), validated, with `data` as the data directory when given."""
     from shardvec.config import load_settings
 
     return load_settings(**({"data_dir": str(data)} if data else {}))
 
 
 def _data(data: Data) -> Path:
-    return _settings(data).data
+    return settings(data).data
 
 
 __all__ = [
     "History",
     "Verified",
     "add",
+    "adder",
     "backfill",
     "delete",
     "demo",
@@ -352,6 +368,7 @@ __all__ = [
     "open_vectors",
     "push",
     "rollback",
+    "settings",
     "sample",
     "verify",
     "versions",

@@ -36,12 +36,6 @@ DataOpt = Annotated[Optional[Path], typer.Option("--data", "-d", help="Data dire
 KOpt = Annotated[int, typer.Option("-k", min=1, help="How many results.")]
 
 
-def _settings(data: Path | None):
-    from shardvec.config import load_settings
-
-    return load_settings(**({"data_dir": str(data)} if data else {}))
-
-
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -162,7 +156,7 @@ def verify(data: DataOpt = None) -> None:
     found = api.verify(data)
     for p in found.problems:
         typer.echo(f"damaged: {p}", err=True)
-    where = _settings(data).data
+    where = found.data
     if found.ledger:  # a rebuild replays the ledger: it cannot mend it
         _fail(
             f"{len(found.ledger)} ledger file(s) in {where} cannot be read; they are the only record of "
@@ -206,32 +200,18 @@ def server(
     port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default: [server] port).")] = None,
 ) -> None:
     """Start the Prefect server and UI (127.0.0.1:4200 by default), serving DATA/reports/ beside them."""
-    import socket
-    from shardvec.server import REPORTS_PATH, checked_reports, run
+    from shardvec.server import REPORTS_PATH, check_free, checked_reports, open_to_others, run
 
-    s = _settings(data)
+    s = api.settings(data)
     host, port = host or s.server.host, port or s.server.port
-    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
-        typer.echo(
-            f"warning: the Prefect API on {host} is open to anyone who can reach it, and a run "
-            "can execute code as this user; set PREFECT_SERVER_API_AUTH_STRING (and PREFECT_API_AUTH_STRING "
-            "in every client) first.",
-            err=True,
-        )
-    try:
-        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
-            pass
-    except OSError as exc:  # create_server's own message for a taken port is long: the system's is enough
-        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else "the host name does not resolve"
-        _fail(f"Cannot listen on {host}:{port} ({reason}): stop what uses it, or pick another with --port (or --host).")
+    if warning := open_to_others(host):
+        typer.echo(f"warning: {warning}", err=True)
+    check_free(host, port)
     reports = checked_reports(s.data)
     typer.echo(
         f"Prefect UI and API at http://{host}:{port}, runs' reports of {reports} at "
         f"http://{host}:{port}{REPORTS_PATH}/; in other shells: export PREFECT_API_URL=http://{host}:{port}/api"
     )
-    # the UI asks its API at this URL; Prefect's default names port 4200 whatever the port is
-    os.environ["PREFECT_UI_API_URL"] = f"http://{host}:{port}/api"
-    os.environ["PREFECT_SERVER_API_HOST"], os.environ["PREFECT_SERVER_API_PORT"] = host, str(port)
     run(host, port, reports)
 
 
@@ -248,7 +228,7 @@ def serve(data: DataOpt = None) -> None:
         )
     from shardvec.alerts import install
 
-    s = _settings(data)
+    s = api.settings(data)
     install()  # silent runs marked Crashed, and the alerts of the webhook `alerts install --webhook` saved
     typer.echo("Trigger them with: " + "; ".join(f"prefect deployment run '{n}'" for n in NAMES.values()))
     serve_all(s)

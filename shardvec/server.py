@@ -9,7 +9,11 @@ data directory).
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+
+from shardvec.errors import UsageError
 
 REPORTS_PATH = "/shardvec/reports"
 
@@ -45,10 +49,37 @@ def create_app(reports: Path):
     return app
 
 
+def open_to_others(host: str) -> str | None:
+    """A warning when the API would listen beyond this machine with no auth string (None if not)."""
+    if host in ("127.0.0.1", "localhost", "::1") or os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
+        return None
+    return (
+        f"the Prefect API on {host} is open to anyone who can reach it, and a run "
+        "can execute code as this user; set PREFECT_SERVER_API_AUTH_STRING (and PREFECT_API_AUTH_STRING "
+        "in every client) first."
+    )
+
+
+def check_free(host: str, port: int) -> None:
+    """Refuse, in one sentence, an address this process cannot listen on."""
+    try:
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
+            pass
+    except OSError as exc:  # create_server's own message for a taken port is long: the system's is enough
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else "the host name does not resolve"
+        raise UsageError(
+            f"Cannot listen on {host}:{port} ({reason}): stop what uses it, or pick another with --port (or --host)."
+        ) from None
+
+
 def run(host: str, port: int, reports: Path) -> None:
     """Serve until stopped, as `prefect server start` does in the foreground."""
     import uvicorn
     from prefect.settings import get_current_settings
+
+    # the UI asks its API at this URL; Prefect's default names port 4200 whatever the port is
+    os.environ["PREFECT_UI_API_URL"] = f"http://{host}:{port}/api"
+    os.environ["PREFECT_SERVER_API_HOST"], os.environ["PREFECT_SERVER_API_PORT"] = host, str(port)
 
     s = get_current_settings().server
     uvicorn.run(

@@ -54,3 +54,21 @@ def resident_kb(path) -> int:
         elif mine and line.startswith("Rss:"):
             total += int(line.split()[1])
     return total
+
+
+# CURRENT and a version's manifest as JSON, for tests that look at the documents themselves
+# (shipped code reads the typed ones: DataDir(data).current(), .manifest(version)).
+def read_current(data: Path) -> dict | None:
+    """CURRENT as JSON, validated (None before the first publish)."""
+    current = DataDir(data).current()
+    return current.to_json() if current else None
+
+
+def require_current(data: Path) -> dict:
+    """`read_current`, or NotPublishedError saying to run a nightly first."""
+    return DataDir(data).require_current().to_json()
+
+
+def read_manifest(data: Path, version: str) -> dict:
+    """The manifest the publish wrote for `version`, as JSON."""
+    return DataDir(data).manifest(version).to_json()

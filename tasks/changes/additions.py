@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shardvec.errors import UsageError
 from shardvec.tasks.storage.atomic import unique_stamp
 from shardvec.tasks.inputs.corpus import check_op, inside_quarantine, short_repr
 from shardvec.tasks.search.embed import Embedder
@@ -331,9 +332,9 @@ def _check(item: Item, replay: bool, max_record_bytes: int) -> str | None:
 
 def _require(on_duplicate, max_record_bytes) -> None:
     if on_duplicate is None or max_record_bytes is None:
-        raise TypeError(
-            "an Adder that adds needs on_duplicate and max_record_bytes: pass the caller's "
-            "settings.corpus ones (shardvec.add and shardvec add do)"
+        raise UsageError(
+            "An Adder that adds needs on_duplicate and max_record_bytes (the settings' corpus.* ones): "
+            "open it with shardvec.adder(data), which passes them."
         )
 
 

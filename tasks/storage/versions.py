@@ -44,9 +44,6 @@ __all__ = [
     "PublishLock",
     "RunLock",
     "new_version_id",
-    "read_current",
-    "require_current",
-    "read_manifest",
     "prepare",
     "record_live",
     "were_live",
@@ -57,23 +54,6 @@ __all__ = [
 
 def new_version_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
-
-
-def read_current(data: Path) -> dict | None:
-    """CURRENT as JSON, validated (None before the first publish): for tests and tools that look
-    at the document itself. Code reads `DataDir(data).current()`, the typed one."""
-    current = DataDir(data).current()
-    return current.to_json() if current else None
-
-
-def require_current(data: Path) -> dict:
-    """`read_current`, or NotPublishedError saying to run a nightly first."""
-    return DataDir(data).require_current().to_json()
-
-
-def read_manifest(data: Path, version: str) -> dict:
-    """The manifest `prepare` wrote for `version` as JSON; code reads `DataDir(data).manifest(version)`."""
-    return DataDir(data).manifest(version).to_json()
 
 
 def prepare(data: Path, version: str, components: dict[str, str], watermark: dict, summary: dict) -> Current:

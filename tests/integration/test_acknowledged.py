@@ -26,7 +26,7 @@ import shardvec
 from shardvec.tasks.changes.additions import Adder
 from shardvec.tasks.inputs.corpus import Quarantine, SourceFile, read_records
 from shardvec.tasks.changes.intake import drain_inbox
-from shardvec.tasks.storage.versions import read_current
+from tests.checks import read_current
 from shardvec.tasks.changes.release import rollback, verify
 from tests.checks import assert_rows_exact
 from tests.corpora import SENTENCES

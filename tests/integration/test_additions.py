@@ -16,7 +16,7 @@ import shardvec
 from shardvec.flows import skins
 from shardvec.tasks.changes.additions import Adder
 from shardvec.tasks.changes.intake import add_file, drain_inbox, text_id
-from shardvec.tasks.storage.versions import read_current
+from tests.checks import read_current
 from tests.checks import ADDS, assert_rows_exact
 from tests.corpora import SENTENCES
 from tests.runs import nightly_in_process, shardvec_cli

@@ -19,7 +19,7 @@ import pytest
 
 import shardvec
 from shardvec.tasks.inputs.corpus import BadInputError
-from shardvec.tasks.storage.versions import read_current
+from tests.checks import read_current
 from shardvec.tasks.changes.release import verify
 from tests.corpora import lee_lines
 from tests.processes import BIN, kill_group_and_check_it_landed, run_in_a_group

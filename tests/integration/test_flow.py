@@ -9,7 +9,7 @@ from gensim.models import Word2Vec
 
 import shardvec
 from shardvec.flows import skins
-from shardvec.tasks.storage.versions import read_current
+from tests.checks import read_current
 from shardvec.tasks.storage.spaces import Space
 from tests.corpora import NEAR_DUPLICATES, lee_lines, write_corpus
 from tests.runs import nightly_in_process

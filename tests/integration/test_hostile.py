@@ -19,7 +19,8 @@ from shardvec.flows.params import run_settings
 from shardvec.cli import app
 from shardvec.tasks.changes.additions import Adder
 from shardvec.tasks.changes.intake import drain_inbox, text_id
-from shardvec.tasks.storage.versions import DamagedCurrentError, read_current
+from shardvec.tasks.storage.versions import DamagedCurrentError
+from tests.checks import read_current
 from shardvec.tasks.changes.release import verify
 from tests.processes import free_port
 from tests.runs import backfill_in_process, nightly_in_process, shardvec_cli

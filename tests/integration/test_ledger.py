@@ -14,7 +14,7 @@ import shardvec
 from shardvec.tasks.changes.additions import Adder
 from shardvec.tasks.storage.ledger import Ledger, Op
 from shardvec.tasks.storage.datadir import DataDir
-from shardvec.tasks.storage.versions import read_current
+from tests.checks import read_current
 from shardvec.tasks.changes.release import verify
 from shardvec.tasks.changes.release import list_versions, rollback
 from shardvec.tasks.changes.segments import Statements

@@ -32,7 +32,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 import shardvec
 from shardvec.tasks.changes.additions import Adder
 from shardvec.tasks.storage.datadir import DataDir
-from shardvec.tasks.storage.versions import NotPublishedError, read_current
+from shardvec.tasks.storage.versions import NotPublishedError
+from tests.checks import read_current
 from shardvec.tasks.changes.release import verify
 from shardvec.tasks.changes.release import list_versions, rollback
 from shardvec.tasks.changes.segments import Statements

@@ -12,12 +12,11 @@ import pytest
 from shardvec.tasks.storage.versions import (
     LockedError,
     RunLock,
-    read_current,
-    require_current,
     retain,
     NotPublishedError,
 )
 from shardvec.tasks.changes.release import publish_version as publish
+from tests.checks import read_current, require_current
 
 V0, V1, V2, V3, V9 = (f"20261101T00000{i}-00000{i}" for i in (0, 1, 2, 3, 9))
 

@@ -12,7 +12,7 @@ import pytest
 
 from shardvec.errors import QualityGateError
 from shardvec.sample import build_sample
-from shardvec.tasks.storage.versions import read_current
+from tests.checks import read_current
 from shardvec.tasks.quality.evaluation import gate, history_table, read_history
 from tests.runs import backfill_in_process, nightly_in_process, shardvec_cli
 

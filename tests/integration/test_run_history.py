@@ -92,7 +92,7 @@ def test_no_word_is_said_to_have_moved_when_its_neighbours_are_the_same(publishe
 
 
 def _words_dir(data: Path) -> Path:
-    from shardvec.tasks.storage.versions import read_current
+    from tests.checks import read_current
 
     return data / read_current(data)["components"]["words"]
 

@@ -182,7 +182,7 @@ def test_a_rebuild_with_other_tokenizer_settings_trains_on_new_tokens_and_says_s
     manifest names the tokenizer its caches were made with, and readers still find statements;
     a nightly (an update) after a change rebuilds instead of mixing two tokenizers in one model."""
     from shardvec.reader import Store
-    from shardvec.tasks.storage.versions import read_current, read_manifest
+    from tests.checks import read_current, read_manifest
     from tests.runs import backfill_in_process, nightly_in_process
 
     data = tmp_path / "data"
