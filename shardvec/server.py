@@ -74,12 +74,12 @@ def check_free(host: str, port: int) -> None:
 
 def run(host: str, port: int, reports: Path) -> None:
     """Serve until stopped, as `prefect server start` does in the foreground."""
-    import uvicorn
-    from prefect.settings import get_current_settings
-
     # the UI asks its API at this URL; Prefect's default names port 4200 whatever the port is
+    # (set before Prefect is imported: it reads its settings then)
     os.environ["PREFECT_UI_API_URL"] = f"http://{host}:{port}/api"
     os.environ["PREFECT_SERVER_API_HOST"], os.environ["PREFECT_SERVER_API_PORT"] = host, str(port)
+    import uvicorn
+    from prefect.settings import get_current_settings
 
     s = get_current_settings().server
     uvicorn.run(
