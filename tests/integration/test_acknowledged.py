@@ -153,7 +153,11 @@ def test_an_adder_screens_with_the_configured_settings(data, monkeypatch):
     assert shardvec.add([other], data)["replaced"] == 1
     assert shardvec_cli("add", "-", "--data", data, input=json.dumps(long) + "\n").returncode == 0
     assert shardvec.open(data).text("long") == long["text"]
-    with pytest.raises(TypeError, match="needs on_duplicate and max_record_bytes"):
+    kept = shardvec.adder(data)  # the add path kept open screens as shardvec.add does
+    assert kept.add([other]).replaced == 1 and shardvec.open(data).text("long") == other["text"]
+    monkeypatch.setenv("SHARDVEC_CORPUS_MAX_RECORD_BYTES", "500")
+    assert shardvec.adder(data).add([{"id": "long2", "text": "word " * 200}]).quarantined == 1
+    with pytest.raises(shardvec.UsageError, match="needs on_duplicate and max_record_bytes.*shardvec.adder"):
         Adder(data).add([long])
     assert Adder(data).delete(["long"]).deleted == 1  # a delete needs neither
 
