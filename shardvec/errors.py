@@ -16,3 +16,15 @@ class UsageError(ValueError, ShardvecError):
 
 class QualityGateError(RuntimeError, ShardvecError):
     """The run's models fell below the last published ones by more than the configured tolerance."""
+
+
+class NothingToTrainError(ValueError, ShardvecError):
+    """The corpus gave a model nothing to learn from (no document, no word frequent enough)."""
+
+
+class DamagedFileError(ValueError, ShardvecError):
+    """A file is shorter than, or of another format than, what wrote it says."""
+
+
+class NotASpaceError(FileNotFoundError, ShardvecError):
+    """A folder given as a vector space holds none."""

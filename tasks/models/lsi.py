@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from shardvec.errors import NothingToTrainError
 from shardvec.tasks.storage.atomic import save_npy
 from shardvec.tasks.search.embed import tfidf_matrix
 from shardvec.tasks.storage.spaces import SpaceWriter
@@ -182,7 +183,7 @@ def merge_lsi(
         for key in ("u", "s"):
             Path(part[key]).unlink()
     if model.projection.u is None:
-        raise ValueError("LSI saw no documents; add records to the corpus.")
+        raise NothingToTrainError("LSI saw no documents; add records to the corpus.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(str(out_dir / "lsi.gensim"))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from shardvec.errors import NothingToTrainError
 from shardvec.tasks.storage.spaces import SpaceWriter
 from shardvec.tasks.inputs.tokenize import TokenStream
 from shardvec.tasks.models.vocab import PRUNE_AT
@@ -144,7 +145,9 @@ def _train(
         )
         model.build_vocab_from_freq({counts[i]: n for i, n in counts.cfs.items()}, corpus_count=counts.num_docs)
         if len(model.wv) == 0:
-            raise ValueError(f"No word occurs word2vec.min_count={min_count} times; lower it or add documents.")
+            raise NothingToTrainError(
+                f"No word occurs word2vec.min_count={min_count} times; lower it or add documents."
+            )
         model.train(corpus_file=corpus_file, total_words=int(sum(counts.cfs.values())), epochs=model.epochs)
     model.save(str(out_path))
     counts.save(str(counts_path(out_path)))

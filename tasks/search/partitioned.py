@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from shardvec.errors import DamagedFileError
 from shardvec.tasks.storage.atomic import atomic_path, map_npy, save_npy, write_json
 from shardvec.tasks.search.similarity import write_tile
 from shardvec.tasks.storage.spaces import Space, shard_name
@@ -491,7 +492,7 @@ class _Slices:
         finally:
             os.close(fd)
         if len(data) != (b - a) * self.row_bytes:
-            raise ValueError(f"{self.path}: rows {a}..{b} are past its end (a truncated file: rerun the nightly)")
+            raise DamagedFileError(f"{self.path}: rows {a}..{b} are past its end (a truncated file: rerun the nightly)")
         return np.frombuffer(data, dtype=self.dtype).reshape((b - a, *self.shape[1:]))
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from shardvec.tasks.storage.atomic import atomic_path, map_npy, save_npy, sha256_file, write_json
-from shardvec.errors import ShardvecError
+from shardvec.errors import DamagedFileError, NotASpaceError, ShardvecError
 from shardvec.tasks.storage.keys import KeyIndex, key_hashes, write_key_index
 from shardvec.tasks.storage.lookup import lookup
 
@@ -286,10 +286,10 @@ class Space:
         self.dir, self.keep_mapped = Path(space_dir), keep_mapped
         manifest = self.dir / "manifest.json"
         if not manifest.exists():
-            raise FileNotFoundError(f"No vector space at {self.dir} (manifest.json missing).")
+            raise NotASpaceError(f"No vector space at {self.dir} (manifest.json missing).")
         self.manifest = json.loads(manifest.read_text())
         if self.manifest.get("format") != FORMAT:
-            raise ValueError(
+            raise DamagedFileError(
                 f"{self.dir}: space format {self.manifest.get('format')} is not {FORMAT}; "
                 "upgrade shardvec or rebuild the space."
             )
