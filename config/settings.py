@@ -170,7 +170,6 @@ class DaskSettings(Section):
     n_workers: int = Field(ge=1)
     threads_per_worker: int = Field(ge=1)
     memory_limit: str
-    processes: bool
     no_worker_seconds: int = Field(ge=1)
     no_progress_seconds: int = Field(ge=1)
 

@@ -50,7 +50,7 @@ def _exit_now() -> None:
 
 class SettingsTaskRunner(DaskTaskRunner):
     """The Dask task runner the settings describe: an existing scheduler if `dask.address` is
-    set, else a LocalCluster (of worker processes unless `dask.processes` is false).
+    set, else a LocalCluster of worker processes.
 
     The settings are read when a run starts, not when a flow module is imported: the flows name
     this class in their decorator (Prefect makes one with no settings, which reads them then),
@@ -80,7 +80,7 @@ class SettingsTaskRunner(DaskTaskRunner):
                 "n_workers": s.dask.n_workers,
                 "threads_per_worker": s.dask.threads_per_worker,
                 "memory_limit": s.dask.memory_limit,
-                "processes": s.dask.processes,
+                "processes": True,
                 "dashboard_address": None,
                 # no dashboard, but the scheduler's HTTP server (health, metrics) still listens: on a
                 # free port, not 8787, which a second run's cluster found taken and warned about
@@ -110,11 +110,7 @@ class SettingsTaskRunner(DaskTaskRunner):
         future = super().submit(task, parameters, wait_for, dependencies)
         if self.watch is None:
             self.watch = TaskWatch(
-                self.client,
-                self.dask.no_worker_seconds,
-                self.dask.no_progress_seconds,
-                # only worker processes of the run's own cluster restart (threads cannot be)
-                restart=not self.dask.address and self.dask.processes,
+                self.client, self.dask.no_worker_seconds, self.dask.no_progress_seconds, restart=not self.dask.address
             )
         self.watch.track(future.wrapped_future)
         return future
