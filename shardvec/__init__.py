@@ -12,8 +12,12 @@
 
 The functions are shardvec/api.py's, one per CLI verb of the same name and parameters
 (`shardvec add` is `shardvec.add`, `shardvec import` is `shardvec.import_vectors`;
-`shardvec query neighbours|similar|row` are the Store's methods). `shardvec.api.sample` is not
-here: `shardvec.sample` is the module that builds the sample corpus.
+`shardvec query neighbours|similar|row` are the Store's methods), and two with no verb:
+`adder(data)`, an add path kept open for many small batches, and `settings(data)`, the
+validated settings a call with that `data=` runs with. `shardvec.api.sample` is not here:
+`shardvec.sample` is the module that builds the sample corpus.
+
+>>> adds = shardvec.adder("data"); adds.add([{"id": "s2", "text": "..."}]); adds.delete("s2")
 """
 
 from shardvec.api import (
@@ -33,6 +37,7 @@ from shardvec.api import (
     open_vectors,
     push,
     rollback,
+    settings,
     verify,
     versions,
 )
@@ -61,6 +66,16 @@ __all__ = [
     "open_vectors",
     "push",
     "rollback",
+    "settings",
     "verify",
     "versions",
 ]
+
+
+def __getattr__(name: str):
+    if name == "Adder":  # exported before shardvec.adder: say what replaced it
+        raise AttributeError(
+            "shardvec.Adder is no longer exported: open one with shardvec.adder(data), which screens "
+            "adds by the settings' corpus.* knobs."
+        )
+    raise AttributeError(f"module 'shardvec' has no attribute {name!r}")

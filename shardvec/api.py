@@ -28,6 +28,7 @@ from shardvec.errors import UsageError
 
 if TYPE_CHECKING:
     from shardvec.reader import Store
+    from shardvec.tasks.changes.additions import Adder
 
 Data = str | Path | None
 
@@ -129,11 +130,14 @@ def delete(ids: Iterable[str], data: Data = None) -> dict:
     return delete_ids(_data(data), ids)
 
 
-def adder(data: Data = None):
-    """An Adder kept open, to add, replace and delete many small batches fast (`add` opens one a
-    call): screened by the settings' corpus.* as `add` is.
+def adder(data: Data = None) -> Adder:
+    """An add path kept open, to add, replace and delete many small batches fast (`add` opens one
+    a call). Its `.add(records, replace=False)` and `.delete(ids)` return an `AddResult` (added,
+    replaced, deleted, quarantined...: `add`'s dict as attributes), durable and visible when they
+    return. New records are screened as `add` screens them, by the settings' corpus.* read when
+    it was opened: open another to take up changed settings.
 
-    >>> with_adds = shardvec.adder("data"); with_adds.add([{"id": "s1", "text": "..."}]); with_adds.delete(["s1"])
+    >>> adds = shardvec.adder("data"); adds.add([{"id": "s1", "text": "..."}]).added; adds.delete("s1")
     """
     from shardvec.tasks.changes import add_options, adder_of
 
@@ -217,10 +221,10 @@ def rollback(version: str | None = None, data: Data = None) -> dict:
 class Verified:
     """What `verify` found: `version` is whole when both lists are empty."""
 
-    data: Path  # the data directory checked
     version: str
     damaged: tuple[str, ...]  # the version's files and its segments: a rebuild makes them again
     ledger: tuple[str, ...]  # ledger files: nothing makes them again, restore them from a backup
+    data: Path | None = None  # the data directory checked
 
     @property
     def problems(self) -> list[str]:
@@ -235,11 +239,10 @@ def verify(data: Data = None) -> Verified:
     """Check the live version's files against their checksums, and that its addition segments
     and the ledger can be read (`.whole`, or `.problems` to mend)."""
     from shardvec.tasks.changes import verify_parts
-    from shardvec.tasks.storage import DataDir
 
     path = _data(data)
-    built, ledger = verify_parts(path)
-    return Verified(path, DataDir(path).require_current().version, tuple(built), tuple(ledger))
+    version, built, ledger = verify_parts(path)
+    return Verified(version, tuple(built), tuple(ledger), path)
 
 
 @dataclass(frozen=True)

@@ -200,17 +200,18 @@ def server(
     port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default: [server] port).")] = None,
 ) -> None:
     """Start the Prefect server and UI (127.0.0.1:4200 by default), serving DATA/reports/ beside them."""
-    from shardvec.server import REPORTS_PATH, check_free, checked_reports, open_to_others, run
+    from shardvec.server import REPORTS_PATH, check_free, checked_reports, open_to_others, run, url
 
     s = api.settings(data)
     host, port = host or s.server.host, port or s.server.port
-    if warning := open_to_others(host):
-        typer.echo(f"warning: {warning}", err=True)
     check_free(host, port)
     reports = checked_reports(s.data)
+    if warning := open_to_others(host):
+        typer.echo(f"warning: {warning}", err=True)
+    at = url(host, port)
     typer.echo(
-        f"Prefect UI and API at http://{host}:{port}, runs' reports of {reports} at "
-        f"http://{host}:{port}{REPORTS_PATH}/; in other shells: export PREFECT_API_URL=http://{host}:{port}/api"
+        f"Prefect UI and API at {at}, runs' reports of {reports} at "
+        f"{at}{REPORTS_PATH}/; in other shells: export PREFECT_API_URL={at}/api"
     )
     run(host, port, reports)
 

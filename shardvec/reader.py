@@ -46,7 +46,7 @@ EXACT_MAX_CELLS = 1 << 20
 ROW_BY_ROW_HITS_MAX = 64
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Hit:
     key: str
     score: float

@@ -9,6 +9,7 @@ data directory).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -51,13 +52,27 @@ def create_app(reports: Path):
 
 def open_to_others(host: str) -> str | None:
     """A warning when the API would listen beyond this machine with no auth string (None if not)."""
-    if host in ("127.0.0.1", "localhost", "::1") or os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
+    if _loopback(host) or os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
         return None
     return (
         f"the Prefect API on {host} is open to anyone who can reach it, and a run "
         "can execute code as this user; set PREFECT_SERVER_API_AUTH_STRING (and PREFECT_API_AUTH_STRING "
         "in every client) first."
     )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: what it resolves to may change; warn
+        return False
+
+
+def url(host: str, port: int) -> str:
+    """http://host:port, an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def check_free(host: str, port: int) -> None:
@@ -76,7 +91,7 @@ def run(host: str, port: int, reports: Path) -> None:
     """Serve until stopped, as `prefect server start` does in the foreground."""
     # the UI asks its API at this URL; Prefect's default names port 4200 whatever the port is
     # (set before Prefect is imported: it reads its settings then)
-    os.environ["PREFECT_UI_API_URL"] = f"http://{host}:{port}/api"
+    os.environ.setdefault("PREFECT_UI_API_URL", f"{url(host, port)}/api")  # unless set (a proxy in front)
     os.environ["PREFECT_SERVER_API_HOST"], os.environ["PREFECT_SERVER_API_PORT"] = host, str(port)
     import uvicorn
     from prefect.settings import get_current_settings

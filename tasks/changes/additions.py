@@ -141,11 +141,21 @@ class Adder:
         """Validate, embed and commit one batch; returns once it is durable and visible.
         `replace`: a live id gets the new text (else `on_duplicate` decides)."""
         _require(self.on_duplicate, self.max_record_bytes)
+        if isinstance(records, dict):  # one record
+            records = [records]
+        elif isinstance(records, (str, bytes, bytearray, os.PathLike)):
+            raise UsageError(
+                "An Adder adds records (dicts with id and text), not a file or text: shardvec.add(path) adds a file's."
+            )
         op = "replace" if replace or self.on_duplicate == "update" else "add"
         return self.commit(Item(op, *_fields(rec)) for rec in records)
 
-    def delete(self, ids: Iterable[str]) -> AddResult:
-        """Delete statements by id; the rows that held them are recomputed exactly."""
+    def delete(self, ids: Iterable[str] | str) -> AddResult:
+        """Delete statements by id (one id, or many); the rows that held them are recomputed exactly."""
+        if isinstance(ids, str):  # one id, not its characters
+            ids = [ids]
+        elif isinstance(ids, (bytes, bytearray)):
+            raise UsageError("Ids are text: decode them first.")
         return self.commit(Item("delete", i, None, _json_line(i)) for i in ids)
 
     def commit(self, items: Iterable[Item], reject=None, then=None, before=None) -> AddResult:

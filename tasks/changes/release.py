@@ -136,13 +136,14 @@ def verify(data: Path) -> list[str]:
     """Problems with what CURRENT names (empty: it is whole): every file of the live version
     against its checksum in the version manifest, every addition segment it names, and every
     ledger file up to CURRENT's position."""
-    built, ledger = verify_parts(data)
+    _version, built, ledger = verify_parts(data)
     return built + ledger
 
 
-def verify_parts(data: Path) -> tuple[list[str], list[str]]:
-    """`verify`'s problems in two lists: (the version and its segments, which a rebuild makes
-    again; the ledger, which nothing can: it is the only record of acknowledged operations)."""
+def verify_parts(data: Path) -> tuple[str, list[str], list[str]]:
+    """`verify`'s findings: (the version checked; the problems of it and its segments, which a
+    rebuild makes again; those of the ledger, which nothing can: it is the only record of
+    acknowledged operations)."""
     data = Path(data)
     current = DataDir(data).require_current()
     problems = verify_version(data, current.version)
@@ -151,7 +152,7 @@ def verify_parts(data: Path) -> tuple[list[str], list[str]]:
             Segment(data / rel, 0)
         except Exception as exc:  # any failure to open is the finding
             problems.append(f"addition segment {rel} cannot be read: {exc}")
-    return problems, Ledger(data).check(current.ledger)
+    return current.version, problems, Ledger(data).check(current.ledger)
 
 
 def verify_version(data: Path, version: str) -> list[str]:

@@ -356,17 +356,22 @@ class Space:
 
     def vector_at(self, r: int) -> np.ndarray:
         """The vector of row r as float32: a read-only view of the memmap when stored as float32."""
-        s, off = divmod(int(r), self.rows_per_shard)
+        r, n = int(r), len(self)
+        if not 0 <= r < n:
+            raise IndexError(f"row {r} is outside this space's rows 0..{n - 1}")
+        s, off = divmod(r, self.rows_per_shard)
         return self._get(s, off)
 
     def vectors_at(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """The vectors of many rows (any order) gathered into one float32 array."""
         rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 1:  # one row (a word's neighbours): its shard, without sorting by shard
+            return self.vector_at(rows[0])[None].copy()  # gathered, as many rows are: not a view
+        # (a negative row would count from a shard's end, one past the last would read no shard)
+        if len(rows) and not (0 <= rows.min() and rows.max() < len(self)):
+            raise IndexError(f"rows outside this space's rows 0..{len(self) - 1}")
         if self.n_shards == 1:
             return self._get(0, rows)
-        if len(rows) == 1:  # one row (a word's neighbours): its shard, without sorting by shard
-            s = int(rows[0]) // self.rows_per_shard
-            return self._get(s, rows - s * self.rows_per_shard)
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         shard_of = rows // self.rows_per_shard
         order = np.argsort(shard_of, kind="stable")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 
 import pytest
 import typer.core
@@ -216,3 +217,30 @@ def test_a_reader_gets_small_read_only_views(published):
     assert np.allclose(statements.vector("dup/a") @ statements.vector("dup/b"), store.row("dup/a")[0].score, atol=1e-4)
     with pytest.raises(ShardvecError, match="No live statement"):
         statements.vector("no-such-id")
+
+
+def test_the_kept_adder_takes_one_record_or_id_as_add_and_delete_do(published_copy):
+    """`adder(data).delete("s1")` deleted the statements "s" and "1" (a string is an iterable of
+    ids), and `.add(one_dict)` quarantined its keys: one record or id is one, as in add/delete."""
+    data = published_copy
+    adds = api.adder(data)
+    assert adds.add([{"id": "s", "text": "rain"}, {"id": "1", "text": "more rain"}]).added == 2
+    assert adds.add({"id": "s1", "text": "rain at last on the fire grounds"}).added == 1
+    assert adds.delete("s1").deleted == 1
+    store = api.open(data)
+    assert "s" in store and "1" in store and "s1" not in store
+    for wrong in ("some/file.jsonl", Path("some/file.jsonl"), b'{"id": "x"}'):
+        with pytest.raises(shardvec.UsageError, match="not a file or text"):
+            adds.add(wrong)
+    with pytest.raises(shardvec.UsageError, match="decode"):
+        adds.delete(b"s")
+    with pytest.raises(AttributeError, match=r"shardvec\.adder\(data\)"):
+        shardvec.Adder  # noqa: B018 - what replaced it is named
+
+
+def test_the_server_names_ipv6_hosts_in_brackets_and_warns_only_beyond_loopback():
+    from shardvec.server import open_to_others, url
+
+    assert url("::1", 4200) == "http://[::1]:4200" and url("127.0.0.1", 4200) == "http://127.0.0.1:4200"
+    assert [open_to_others(h) is None for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost")] == [True] * 4
+    assert all(open_to_others(h) for h in ("0.0.0.0", "::", "10.1.2.3", "example.org"))

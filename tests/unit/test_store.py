@@ -33,6 +33,14 @@ def test_rows_keys_and_shards_round_trip(tmp_path):
         assert space.find(keys[i]) == i
         assert space.column("text", i) == keys[i].upper()
     assert np.array_equal(space.vectors_at([999, 3, 500, 3]), vecs[[999, 3, 500, 3]])
+    for one in (0, 127, 128, 999):  # one row has a path of its own
+        assert np.array_equal(space.vectors_at([one]), vecs[[one]])
+    for outside in ([1000], [-1], [-200], [5, 1000]):  # never another row's vector, nor unset memory
+        with pytest.raises(IndexError, match="outside this space's rows 0..999"):
+            space.vectors_at(outside)
+    for outside in (1000, -1):
+        with pytest.raises(IndexError, match="outside this space's rows"):
+            space.vector_at(outside)
     assert space.find("absent") is None and "absent" not in space
     with pytest.raises(KeyError):
         space.vector("absent")
