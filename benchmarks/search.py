@@ -25,6 +25,8 @@ Needs hnswlib, which shardvec itself does not: `make bench-search` puts it in be
     benchmarks/.venv/bin/python -m benchmarks.search                     # 250k, 500k, 1M
     benchmarks/.venv/bin/python -m benchmarks.search --sizes 100000      # one quick size
     benchmarks/.venv/bin/python -m benchmarks.search --no-others         # shardvec and faiss only
+    benchmarks/.venv/bin/python -m benchmarks.search --vectors-from benchmarks/work/scale/data-4
+                                 # real LSI and word2vec vectors (benchmarks.scale's largest corpus)
 
 `--no-others` skips Annoy and hnswlib (their builds are most of the ~35 minutes, and their
 figures do not depend on shardvec's code): for a rerun after a change to the reader.
@@ -47,6 +49,7 @@ import psutil
 from benchmarks.common import WORK, save
 
 DIM, WORD_DIM, WORDS = 200, 100, 200_000
+WORD_VECTORS: np.ndarray | None = None  # real word vectors (--vectors-from), else structured ones
 ADDS, DELETES, QUERIES, EXACT_SINGLE = 10_000, 1_000, 300, 50
 TARGET = 0.95
 LADDERS = {
@@ -90,7 +93,9 @@ def publish(data: Path, vecs: np.ndarray, words: Path | None, adds: np.ndarray, 
     figures = {}
     spaces = [("statements", vecs, v.statements, v.statements_index)]
     if words is None:
-        spaces.append(("words", structured(WORDS, WORD_DIM, 7), v.words, v.words_index))
+        spaces.append(
+            ("words", structured(WORDS, WORD_DIM, 7) if WORD_VECTORS is None else WORD_VECTORS, v.words, v.words_index)
+        )
     for name, x, space, index in spaces:
         keys = [f"{name[0]}{i}" for i in range(len(x))]
         w = SpaceWriter(space, x.shape[1], 50_000, ["text"] if name == "statements" else [])
@@ -424,20 +429,49 @@ def table(runs: list[dict], mem: dict) -> list[str]:
     return lines
 
 
+def real_vectors(data: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The statements' and words' vectors of the version `data` publishes (LSI and word2vec
+    trained on real text), unit length; the statements in an order shuffled with a fixed seed, so
+    that the queries and additions taken from its end are a sample, not the newest partition."""
+    import shardvec
+
+    store = shardvec.open(data)
+    unit = lambda space: (
+        (v := space.vectors_at(np.arange(len(space))))
+        / np.maximum(  # noqa: E731
+            np.linalg.norm(v, axis=1, keepdims=True), 1e-12
+        )
+    )
+    statements = unit(store._statements.base)
+    return statements[np.random.default_rng(0).permutation(len(statements))], unit(store._words)
+
+
 def main() -> None:
-    global WORDS
+    global WORDS, DIM, WORD_DIM, WORD_VECTORS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[250_000, 500_000, 1_000_000])
     ap.add_argument("--words", type=int, default=WORDS)
     ap.add_argument("--no-others", dest="others", action="store_false", help="skip Annoy and hnswlib")
+    ap.add_argument(
+        "--vectors-from",
+        type=Path,
+        help="a data directory: its version's real vectors instead of structured ones, at a quarter, "
+        "half and all of its statements (less the additions and queries taken from them)",
+    )
     args = ap.parse_args()
     WORDS = args.words
     t0 = time.perf_counter()
     work = WORK / "search"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    top = max(args.sizes)
-    everything = structured(top + ADDS + QUERIES, DIM, 0)
+    if args.vectors_from:
+        everything, WORD_VECTORS = real_vectors(args.vectors_from)
+        WORDS, WORD_DIM, DIM = len(WORD_VECTORS), WORD_VECTORS.shape[1], everything.shape[1]
+        top = len(everything) - ADDS - QUERIES
+        args.sizes = [top // 4, top // 2, top]
+    else:
+        top = max(args.sizes)
+        everything = structured(top + ADDS + QUERIES, DIM, 0)
     x, adds, queries = everything[:top], everything[top : top + ADDS], everything[top + ADDS :]
     np.save(work / "queries.npy", queries)
     libs, runs, words, data = Libraries(work), [], None, None
@@ -466,7 +500,7 @@ def main() -> None:
     lines = table(runs, mem)
     print("\n".join(lines))
     path = save(
-        "search" if args.others else "search_no_others",
+        ("search_real" if args.vectors_from else "search") + ("" if args.others else "_no_others"),
         {"runs": runs, "readers": mem, "table": lines, "seconds": round(time.perf_counter() - t0)},
     )
     print(f"{path} ({round(time.perf_counter() - t0)} s)")
