@@ -270,13 +270,29 @@ class Statements:
             valid[np.asarray(seg.row_ids)], last[np.asarray(seg.row_ids)] = fill(seg.rows, seg.scores)
         return valid, last
 
+    def full_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`full_row` of many rows at once: each from the newest segment that wrote it, else from
+        the version's rows (a search per segment, a gather per stored shard; not one per row)."""
+        rows = np.asarray(rows, np.int64)
+        out_rows = np.empty((len(rows), self.width), np.int64)
+        out_scores = np.empty((len(rows), self.width), np.float32)
+        todo = np.arange(len(rows))
+        for seg in reversed(self.segments):
+            ids = np.asarray(seg.row_ids)
+            if not len(todo) or not len(ids):
+                continue
+            at = np.minimum(np.searchsorted(ids, rows[todo]), len(ids) - 1)
+            found = ids[at] == rows[todo]
+            out_rows[todo[found]], out_scores[todo[found]] = seg.rows[at[found]], seg.scores[at[found]]
+            todo = todo[~found]
+        if len(todo):
+            out_rows[todo], out_scores[todo] = self.base_rows.full_many(rows[todo])
+        return out_rows, out_scores
+
     def current_rows_holding(self, cand: np.ndarray, targets: np.ndarray):
         """Of rows `cand`, those whose *current* row (a newer overlay may have replaced it) holds
         any of `targets`: (their ids, their full rows, their scores)."""
-        w = self.width
-        rows, scores = np.empty((len(cand), w), np.int64), np.empty((len(cand), w), np.float32)
-        for i, r in enumerate(cand):
-            rows[i], scores[i] = self.full_row(int(r))
+        rows, scores = self.full_rows(cand)
         hit = np.isin(rows, targets).any(axis=1)
         return np.asarray(cand, np.int64)[hit], rows[hit], scores[hit]
 

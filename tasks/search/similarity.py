@@ -106,6 +106,18 @@ class SimilarityRows:
         rows, scores = self.shard(s)
         return np.asarray(rows[off]), np.asarray(scores[off])
 
+    def full_many(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`full` of many rows (any order): one gather per stored shard they fall in."""
+        rows = np.asarray(rows, np.int64)
+        out_rows = np.empty((len(rows), self.width), np.int64)
+        out_scores = np.empty((len(rows), self.width), np.float32)
+        shard, off = np.divmod(rows, self.rows_per_shard)
+        for s in np.unique(shard).tolist():
+            at = np.flatnonzero(shard == s)
+            stored_rows, stored_scores = self.shard(s)
+            out_rows[at], out_scores[at] = stored_rows[off[at]], stored_scores[off[at]]
+        return out_rows, out_scores
+
     def verify(self) -> list[str]:
         bad = []
         for s in self.manifest["shards"]:

@@ -43,6 +43,27 @@ def test_rows_after_adds_equal_an_exact_recompute(data):
     assert store.similar(SENTENCES[40], 1)[0].key == "b/0"
 
 
+def test_rows_read_many_at_once_equal_rows_read_one_by_one(data):
+    """A delete finds the rows that held its statement with `full_rows`, one search per segment
+    and one gather per shard (one lookup per row before: 12,600 for 1,000 deletes): each row
+    from the newest segment that wrote it, as `full_row` reads it."""
+    from shardvec.tasks.changes.segments import Statements
+    from shardvec.tasks.storage.datadir import DataDir
+
+    adder = Adder(data, **ADDS)
+    adder.add(recs("a", SENTENCES[:30]))
+    adder.delete(["a/3", "a/7"])
+    adder.add(recs("b", SENTENCES[30:32]))
+    view = Statements(data, DataDir(data).require_current())
+    assert len(view.segments) >= 2
+    every = np.random.default_rng(0).permutation(len(view))
+    rows, scores = view.full_rows(every)
+    for i, r in enumerate(every):
+        one_rows, one_scores = view.full_row(int(r))
+        assert np.array_equal(rows[i], one_rows) and np.array_equal(scores[i], one_scores), r
+    assert view.full_rows(np.empty(0, np.int64))[0].shape == (0, view.width)
+
+
 def test_new_statement_enters_the_rows_of_existing_ones(data):
     before = shardvec.open(data)
     old_row = before.row("dup/a")
