@@ -436,12 +436,11 @@ def real_vectors(data: Path) -> tuple[np.ndarray, np.ndarray]:
     import shardvec
 
     store = shardvec.open(data)
-    unit = lambda space: (
-        (v := space.vectors_at(np.arange(len(space))))
-        / np.maximum(  # noqa: E731
-            np.linalg.norm(v, axis=1, keepdims=True), 1e-12
-        )
-    )
+
+    def unit(space) -> np.ndarray:
+        v = space.vectors_at(np.arange(len(space)))
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
     statements = unit(store._statements.base)
     return statements[np.random.default_rng(0).permutation(len(statements))], unit(store._words)
 

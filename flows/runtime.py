@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -119,9 +120,27 @@ class SettingsTaskRunner(DaskTaskRunner):
         try:
             if self.watch is not None:
                 self.watch.stop()
+            self._close_own_workers()
             super().__exit__(*exc)
         finally:
             self._tls.__exit__(*exc)
+
+    def _close_own_workers(self, seconds: float = 30) -> None:
+        """The run's own LocalCluster closes its workers before its scheduler. Closed the other way
+        (the scheduler first, as the cluster's own close does), a worker's heartbeat could find the
+        scheduler gone and log "Failed to communicate with scheduler during heartbeat" with a
+        traceback at the end of a run that had succeeded (distributed#7105; seen once in
+        `make run`). A shared scheduler's workers are not the run's to close."""
+        cluster = getattr(self, "_cluster", None)
+        if self.address or cluster is None:
+            return
+        try:
+            cluster.scale(0)
+            deadline = time.monotonic() + seconds
+            while cluster.workers and time.monotonic() < deadline:
+                time.sleep(0.05)
+        except Exception:  # closing anyway: the cluster's own close follows
+            pass
 
 
 def plain_http_settings() -> AbstractContextManager:
