@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shardvec.errors import UsageError
 from shardvec.tasks.search.index import SpaceIndex, index_manifest, open_index
 from shardvec.tasks.search.embed import Embedder
 from shardvec.tasks.storage.lookup import lookup
@@ -229,6 +230,11 @@ class Store:
     @_reopens
     def neighbours_many(self, words: list[str], k: int = 10, exact: bool | None = None) -> list[list[Hit]]:
         """`neighbours` of each word, in one pass (exact: one matrix product per block)."""
+        _check_k(k)
+        if isinstance(words, str):  # one word, not its letters
+            words = [words]
+        if not len(words):
+            return []
         rows = np.array([self._word_row(w) for w in words], dtype=np.int64)
         return self._search("words", self._words.vectors_at(rows), k, exclude=rows, exact=exact)
 
@@ -268,12 +274,18 @@ class Store:
     @_reopens
     def similar_many(self, texts: list[str], k: int = 10, exact: bool | None = None) -> list[list[Hit]]:
         """`similar` of each text: one embedding of them all, one pass of the search."""
-        return self.similar_vectors(self._embed(texts), k, exact)
+        _check_k(k)
+        if isinstance(texts, str):  # one text, not its characters
+            texts = [texts]
+        return self.similar_vectors(self._embed(texts), k, exact) if len(texts) else []
 
     @_reopens
     def similar_vectors(self, vectors: np.ndarray, k: int = 10, exact: bool | None = None) -> list[list[Hit]]:
         """`similar` of each statement vector (rows of `vectors`, e.g. `embed`'s)."""
+        _check_k(k)
         vecs = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if not vecs.size:
+            return []
         known = np.flatnonzero(vecs.any(axis=1))  # a text of no known word is similar to nothing
         out: list[list[Hit]] = [[] for _ in vecs]
         if len(known):
@@ -377,6 +389,11 @@ class Store:
 
     def _hit(self, space, r: int, score: float) -> Hit:
         return _hit(space.key(r), score, space.text(r) if space is self._statements else None)
+
+
+def _check_k(k) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise UsageError(f"k is how many hits to return: a whole number of at least 1, not {k!r}.")
 
 
 def _hit(key: str, score: float, text: str | None) -> Hit:

@@ -199,3 +199,23 @@ def test_a_version_published_with_annoy_indexes_is_still_searched_with_them(publ
         store._indexes["words"], AnnoySpaceIndex
     )
     assert store.similar(SENTENCES[40], 1, exact=False)[0].key == "new/0"
+
+
+def test_a_k_below_one_is_refused_in_a_sentence_and_empty_batches_answer_empty(published):
+    """k=0 raised an IndexError from inside the search, k=-1 a ValueError, and an empty batch an
+    IndexError; a string given as a batch was searched letter by letter."""
+    store = shardvec.open(published.data)
+    word = store.words.key(5)
+    for k in (0, -1, 2.5, True, "3"):
+        for ask in (
+            lambda: store.neighbours(word, k),
+            lambda: store.similar(SENTENCES[0], k),
+            lambda: store.similar_vectors(store.embed(SENTENCES[0]), k),
+        ):
+            with pytest.raises(shardvec.UsageError, match="a whole number of at least 1"):
+                ask()
+    assert store.neighbours_many([], 5) == [] and store.similar_many([], 5) == []
+    assert store.similar_vectors(np.empty((0, store.embed("x").shape[0]), np.float32), 5) == []
+    assert store.neighbours_many(word, 3) == [store.neighbours(word, 3)]
+    assert store.similar_many(SENTENCES[0], 3) == [store.similar(SENTENCES[0], 3)]
+    assert len(store.neighbours(word, np.int64(2))) == 2  # numpy's whole numbers are whole numbers
