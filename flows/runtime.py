@@ -131,7 +131,7 @@ class SettingsTaskRunner(DaskTaskRunner):
         scheduler gone and log "Failed to communicate with scheduler during heartbeat" with a
         traceback at the end of a run that had succeeded (distributed#7105; seen once in
         `make run`). A shared scheduler's workers are not the run's to close."""
-        cluster = getattr(self, "_cluster", None)
+        cluster = self._cluster
         if self.address or cluster is None:
             return
         try:

@@ -85,12 +85,10 @@ def add(source: Iterable[dict] | str | Path, data: Data = None, *, fmt: str = "j
 
     s = settings(data)
     options = add_options(s)
-    if isinstance(source, dict):  # one record
-        source = [source]
     if isinstance(source, (bytes, bytearray)):
         raise UsageError('add takes records, a file\'s path or "-", not bytes; decode the path or pass the records.')
-    if not isinstance(source, (str, Path)):
-        return add_records(s.data, list(source), replace=replace, **options)
+    if not isinstance(source, (str, Path)):  # records, or one record (the Adder takes either)
+        return add_records(s.data, source, replace=replace, **options)
     if str(source) != "-":
         return add_file(s.data, Path(source), replace=replace, **options)
     if fmt not in ("jsonl", "txt"):

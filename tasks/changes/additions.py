@@ -380,7 +380,7 @@ def adder_of(data: Path, *, batch_size: int | None = None, on_duplicate: str, ma
 
 def add_records(
     data: Path,
-    records: list[dict],
+    records: Iterable[dict] | dict,
     *,
     on_duplicate: str,
     max_record_bytes: int,

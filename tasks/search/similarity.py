@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from shardvec.tasks.storage.atomic import save_npy, sha256_file, write_json
-from shardvec.tasks.storage.spaces import Space, shard_name
+from shardvec.tasks.storage.spaces import Space, by_shard, shard_name
 from shardvec.tasks.search.topk import exact_topk, recall_at_k
 
 
@@ -108,14 +108,11 @@ class SimilarityRows:
 
     def full_many(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`full` of many rows (any order): one gather per stored shard they fall in."""
-        rows = np.asarray(rows, np.int64)
         out_rows = np.empty((len(rows), self.width), np.int64)
         out_scores = np.empty((len(rows), self.width), np.float32)
-        shard, off = np.divmod(rows, self.rows_per_shard)
-        for s in np.unique(shard).tolist():
-            at = np.flatnonzero(shard == s)
+        for s, at, off in by_shard(rows, self.rows_per_shard):
             stored_rows, stored_scores = self.shard(s)
-            out_rows[at], out_scores[at] = stored_rows[off[at]], stored_scores[off[at]]
+            out_rows[at], out_scores[at] = stored_rows[off], stored_scores[off]
         return out_rows, out_scores
 
     def verify(self) -> list[str]:

@@ -44,6 +44,15 @@ def shard_name(kind: str, shard: int, ext: str) -> str:
     return f"{kind}-{shard:05d}.{ext}"
 
 
+def by_shard(rows: np.ndarray, rows_per_shard: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Rows (global, any order) grouped by the shard they fall in: (the shard, where its rows
+    stand in `rows`, their offsets in the shard), for one gather per shard."""
+    shard, off = np.divmod(np.asarray(rows, np.int64), rows_per_shard)
+    for s in np.unique(shard).tolist():
+        at = np.flatnonzero(shard == s)
+        yield s, at, off[at]
+
+
 DTYPES = ("float32", "float16", "int8")
 
 
@@ -471,12 +480,9 @@ class Space:
     def column_at(self, name: str, rows: np.ndarray) -> list:
         """Column `name` ("key", "text", ...) of many rows, in their order: one Arrow take per
         shard they fall in, no Python object per row until the list is made."""
-        rows = np.asarray(rows, np.int64)
         out: list = [None] * len(rows)
-        shard, off = np.divmod(rows, self.rows_per_shard)
-        for s in np.unique(shard).tolist():
-            at = np.flatnonzero(shard == s)
-            values = self.shard_keys(s).column(name).take(pa.array(off[at])).to_pylist()
+        for s, at, off in by_shard(rows, self.rows_per_shard):
+            values = self.shard_keys(s).column(name).take(pa.array(off)).to_pylist()
             for i, value in zip(at.tolist(), values):
                 out[i] = value
         return out
